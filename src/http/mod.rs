@@ -1,0 +1,1 @@
+//! hyper connections over any stream, kernel listeners and graceful shutdown.

@@ -1,0 +1,1 @@
+//! The TUN device and its address: all OS-specific and unsafe code lives here.

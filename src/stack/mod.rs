@@ -1,0 +1,1 @@
+//! smoltcp driven by one task, and the TCP streams it hands out.
