@@ -1,7 +1,263 @@
-//! One run of imds-tun: settings → TUN + stack → HTTP servers → signals → clean exit.
+//! One run of imds-tun: settings → TUN and stack → HTTP server → signals → clean exit.
+//!
+//! This is the only place that knows every layer. It binds the kernel listeners before creating
+//! the TUN (so a busy port fails before anything is claimed), prints one start-up line, accepts
+//! connections from both paths into the same [`Server`], and on SIGINT, SIGTERM or SIGHUP stops
+//! accepting, lets in-flight requests finish within the grace period and exits 0.
 
+use crate::cli::Cli;
+use crate::config::{Imdsv2Mode, Settings};
+use crate::credentials::CredentialSource;
+use crate::credentials::fake::FakeCredentials;
+use crate::http::Server;
+use crate::imds::Imds;
+use crate::platform::{self, METADATA_ADDRESS, PlatformError, TunRequest};
+use crate::stack::{self, core::StackConfig};
+use clap::Parser;
+use std::io;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
+/// Why a run ended badly; each message is one line for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Platform(#[from] PlatformError),
+    #[error("cannot listen on {address}: {source}{hint}")]
+    Listen {
+        address: SocketAddr,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("the TUN device failed: {0}; was it deleted? restart imds-tun")]
+    TunFailed(io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+/// The process entry point: exit 0 after a clean run, 2 for bad settings, 1 for anything else.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    init_logging();
+    let settings = match cli.into_settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("imds-tun: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("imds-tun: {}", AppError::Runtime(error));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("imds-tun: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(settings: Settings) -> Result<(), AppError> {
+    let mut signals = Signals::install().map_err(AppError::Signals)?;
+    let credentials: Arc<dyn CredentialSource> = Arc::new(FakeCredentials::new());
+    let server = Server::new(Arc::new(Imds::new(&settings, credentials)));
+
+    let mut listeners = Vec::with_capacity(settings.listen.len());
+    for &address in &settings.listen {
+        listeners.push(bind(address).await?);
+    }
+    let tun = match &settings.tun {
+        Some(tun) => Some(platform::claim_metadata_address(&TunRequest {
+            name: tun.name.clone(),
+            mtu: tun.mtu,
+        })?),
+        None => None,
+    };
+    let tun_name = tun.as_ref().map(|tun| tun.name().to_string());
+    let (mut tun_listener, mut driver) = match tun {
+        Some(tun) => {
+            let mtu = settings.tun.as_ref().map_or(1500, |t| usize::from(t.mtu));
+            let config = StackConfig::new(METADATA_ADDRESS, 80, mtu, settings.max_connections);
+            let (listener, driver) = stack::spawn(tun, config);
+            (Some(listener), Some(driver))
+        }
+        None => (None, None),
+    };
+
+    announce(&settings, tun_name.as_deref(), &listeners);
+
+    let (stop_accepting, accepting) = watch::channel(false);
+    let server = Arc::new(server);
+    let mut kernel_tasks = Vec::new();
+    for listener in listeners {
+        kernel_tasks.push(tokio::spawn(accept_kernel(
+            listener,
+            server.clone(),
+            accepting.clone(),
+        )));
+    }
+
+    let outcome = loop {
+        tokio::select! {
+            signal = signals.next() => {
+                tracing::info!("received {signal}; finishing in-flight requests");
+                break Ok(());
+            }
+            accepted = accept_tun(&mut tun_listener) => match accepted {
+                Some(stream) => {
+                    let peer = stream.peer_addr();
+                    server.serve(stream, peer);
+                }
+                None => tun_listener = None,
+            },
+            error = driver_failed(&mut driver) => break Err(AppError::TunFailed(error)),
+        }
+    };
+
+    let _ = stop_accepting.send(true);
+    drop(tun_listener);
+    for task in kernel_tasks {
+        let _ = task.await;
+    }
+    if let Some(server) = Arc::into_inner(server)
+        && !server.shutdown(settings.shutdown_grace).await
+    {
+        tracing::warn!(
+            "some requests were still running after {:?}; closing them",
+            settings.shutdown_grace
+        );
+    }
+    if let Some(driver) = driver {
+        driver.stop(Duration::from_millis(20)).await;
+    }
+    outcome
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(address).await.map_err(|source| {
+        let hint = match source.kind() {
+            io::ErrorKind::AddrInUse => ": another process holds that port; pick another --listen",
+            io::ErrorKind::PermissionDenied => ": ports below 1024 need root; pick a higher port",
+            io::ErrorKind::AddrNotAvailable => ": no interface has that address",
+            _ => "",
+        };
+        AppError::Listen {
+            address,
+            source,
+            hint,
+        }
+    })
+}
+
+fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListener]) {
+    let mode = match settings.imdsv2 {
+        Imdsv2Mode::Optional => "IMDSv2 optional",
+        Imdsv2Mode::Required => "IMDSv2 required",
+    };
+    let kernel: Vec<String> = listeners
+        .iter()
+        .filter_map(|listener| listener.local_addr().ok())
+        .map(|address| address.to_string())
+        .collect();
+    let also = if kernel.is_empty() {
+        String::new()
+    } else {
+        format!("; also listening on {}", kernel.join(", "))
+    };
+    match tun_name {
+        Some(name) => tracing::info!(
+            "serving EC2 instance metadata on {METADATA_ADDRESS}:80 via TUN device {name} ({mode}){also}"
+        ),
+        None => tracing::info!(
+            "serving EC2 instance metadata without a TUN ({mode}); listening on {}",
+            kernel.join(", ")
+        ),
+    }
+}
+
+async fn accept_kernel(
+    listener: TcpListener,
+    server: Arc<Server>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    server.serve(stream, peer);
+                }
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn accept_tun(listener: &mut Option<stack::Listener>) -> Option<stack::TcpStream> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn driver_failed(driver: &mut Option<stack::driver::Driver>) -> io::Error {
+    match driver {
+        Some(driver) => driver.failed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The signals that end a run.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Self> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
+        }
+    }
 }

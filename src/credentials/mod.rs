@@ -1,4 +1,11 @@
-//! Where role credentials come from: one small trait, one implementation per source.
-//!
-//! CONTRACT (owned by the config/imds helper): `CredentialSource`, `RoleCredentials`,
-//! `CredentialError`; `fake::FakeCredentials`.
+//! TEMPORARY STUB on main: the real module comes from the imds branch.
+pub trait CredentialSource: Send + Sync + 'static {}
+pub mod fake {
+    pub struct FakeCredentials;
+    impl FakeCredentials {
+        pub fn new() -> Self {
+            FakeCredentials
+        }
+    }
+    impl super::CredentialSource for FakeCredentials {}
+}

@@ -1,1 +1,94 @@
-//! The TUN device and its address: all OS-specific and unsafe code lives here.
+//! The TUN device and the point-to-point address that routes `169.254.169.254` into it.
+//!
+//! This is the only layer that knows about the operating system. It hands the rest of the
+//! program an [`AsyncTun`]: a non-blocking file descriptor that reads and writes whole IPv4
+//! packets. Nothing here survives the process: the device is created non-persistent, so when the
+//! last descriptor closes (exit, crash, SIGKILL) the kernel removes the device, its address and
+//! the host route that came with the address.
+//!
+//! Why a point-to-point pair and not a route: giving the TUN the local address
+//! `169.254.169.253` with peer `169.254.169.254/32` makes the kernel install
+//! `169.254.169.254 dev <tun> proto kernel scope link src 169.254.169.253` by itself. The client's
+//! packets then carry a real source address (without one, a namespace with only `lo` sends SYNs
+//! from 0.0.0.0, which no TCP stack accepts), and no route is ever written that could outlive us.
+//!
+//! One private `imp` module per OS sits behind this small interface.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod imp;
+
+#[cfg(not(target_os = "linux"))]
+#[path = "unsupported.rs"]
+mod imp;
+
+/// The metadata service address every cloud SDK dials.
+pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// Our side of the point-to-point link: the source address clients' packets carry.
+pub const LOCAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct TunRequest {
+    /// Interface name; `%d` lets the kernel choose a free number.
+    pub name: String,
+    pub mtu: u16,
+}
+
+/// A TUN device carrying the metadata address, ready for non-blocking packet I/O.
+pub use imp::AsyncTun;
+
+/// Why the TUN side could not be set up; every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error(
+        "creating a TUN device needs root (CAP_NET_ADMIN): run `sudo imds-tun`, \
+         or serve on a kernel socket without a TUN: `imds-tun --no-tun --listen 127.0.0.1:8080`"
+    )]
+    NotPermitted,
+    #[error(
+        "/dev/net/tun is missing: load the TUN driver with `sudo modprobe tun`; inside a container \
+         pass the device (`docker run --device /dev/net/tun --cap-add NET_ADMIN ...`)"
+    )]
+    NoTunDevice,
+    #[error(
+        "169.254.169.254 is already claimed by {0}; remove that claim (another imds-tun, a \
+         metadata emulator, or an alias such as `ip addr del 169.254.169.254/32 dev lo`) and retry"
+    )]
+    AddressClaimed(String),
+    #[error("TUN device name {0:?} is already in use by another process: pick another --tun-name")]
+    NameInUse(String),
+    #[error("invalid --tun-name {0:?}: use at most 15 characters, no '/' or whitespace")]
+    InvalidName(String),
+    #[error(
+        "the kernel does not route 169.254.169.254 into {device} (it would use source {source_address}): \
+         a policy-routing rule or another interface takes precedence; check `ip rule` and \
+         `ip route get 169.254.169.254`"
+    )]
+    RouteNotTaken {
+        device: String,
+        source_address: String,
+    },
+    #[error(
+        "imds-tun cannot create a TUN device on this operating system yet; use --no-tun --listen"
+    )]
+    Unsupported,
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Creates the TUN device and claims [`METADATA_ADDRESS`] through it, or explains why not.
+///
+/// Checks first that nothing else holds the address, so a refusal creates nothing. If a step
+/// fails after the device exists, dropping the half-made device removes it again.
+pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+    imp::claim_metadata_address(request)
+}

@@ -1,1 +1,14 @@
 //! smoltcp driven by one task, and the TCP streams it hands out.
+//!
+//! - [`core`]: the sans-IO endpoint (smoltcp interface, one socket per connection, reaping).
+//! - [`device`]: the in-memory packet queues smoltcp reads and writes.
+//! - [`driver`]: the one task that moves packets between the TUN and the endpoint.
+//! - [`stream`]: [`TcpStream`], a tokio `AsyncRead + AsyncWrite` over one smoltcp socket.
+
+pub mod core;
+pub mod device;
+pub mod driver;
+pub mod stream;
+
+pub use driver::{Listener, spawn};
+pub use stream::TcpStream;

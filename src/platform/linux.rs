@@ -1,0 +1,258 @@
+//! Linux: a non-persistent TUN from `/dev/net/tun`, configured point-to-point by ioctl.
+//!
+//! The `tun` crate performs TUNSETIFF and the SIOCSIF* ioctls; this file decides what to ask for,
+//! checks that the address is free before anything is created, verifies afterwards that the
+//! kernel really routes the address into the new device, and turns errno values into sentences.
+
+use super::{LOCAL_ADDRESS, METADATA_ADDRESS, PlatformError, TunRequest};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tun::AbstractDevice;
+
+/// The TUN device, registered with tokio for readiness.
+pub struct AsyncTun {
+    fd: AsyncFd<tun::Device>,
+    name: String,
+}
+
+impl std::fmt::Debug for AsyncTun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncTun")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl AsyncTun {
+    /// The interface name the kernel gave the device.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until at least one packet can be read with [`AsyncTun::try_recv`].
+    pub async fn readable(&self) -> io::Result<()> {
+        let mut guard = self.fd.readable().await?;
+        // Keep the readiness: try_recv clears it when the queue is empty.
+        guard.retain_ready();
+        Ok(())
+    }
+
+    /// Reads one packet if one is queued; `WouldBlock` when none is.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fd
+            .try_io(Interest::READABLE, |device| device.recv(buf))
+    }
+
+    /// Writes one packet, waiting if the device queue is full.
+    pub async fn send(&self, packet: &[u8]) -> io::Result<()> {
+        self.fd
+            .async_io(Interest::WRITABLE, |device| device.send(packet))
+            .await
+            .map(|_| ())
+    }
+}
+
+pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+    validate_name(&request.name)?;
+    if let Some(holder) = current_claim()? {
+        return Err(PlatformError::AddressClaimed(holder));
+    }
+
+    let mut config = tun::Configuration::default();
+    config
+        .tun_name(&request.name)
+        .address(LOCAL_ADDRESS)
+        .destination(METADATA_ADDRESS)
+        .netmask(Ipv4Addr::BROADCAST)
+        .mtu(request.mtu)
+        .up();
+    let device = tun::create(&config).map_err(|error| creation_error(error, &request.name))?;
+    let name = device.tun_name().map_err(|error| PlatformError::Io {
+        context: "reading the TUN device name",
+        source: tun_io(error),
+    })?;
+    verify_route(&name)?;
+    silence_ipv6(&name);
+    device.set_nonblock().map_err(|source| PlatformError::Io {
+        context: "making the TUN device non-blocking",
+        source,
+    })?;
+    // SAFETY: the AsyncFd takes ownership of the device, which owns the descriptor, so the
+    // descriptor stays open for exactly as long as it is registered.
+    #[allow(unsafe_code)]
+    let fd = unsafe { AsyncFd::register(device) }.map_err(|error| PlatformError::Io {
+        context: "registering the TUN device with the runtime",
+        source: error.into_parts().1,
+    })?;
+    Ok(AsyncTun { fd, name })
+}
+
+fn validate_name(name: &str) -> Result<(), PlatformError> {
+    let valid = !name.is_empty()
+        && name.len() <= 15
+        && !name.contains('/')
+        && !name.chars().any(char::is_whitespace)
+        && name != "."
+        && name != "..";
+    if valid {
+        Ok(())
+    } else {
+        Err(PlatformError::InvalidName(name.to_string()))
+    }
+}
+
+/// Who, if anyone, already answers for the metadata address on this host.
+///
+/// An interface address (a `lo` alias) or the peer of a point-to-point link (another imds-tun)
+/// would win over our route; so would a `/32` host route in the main table.
+fn current_claim() -> Result<Option<String>, PlatformError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|errno| PlatformError::Io {
+        context: "listing network interfaces",
+        source: io::Error::from(errno),
+    })?;
+    for ifaddr in addrs {
+        let is_metadata = |addr: Option<&nix::sys::socket::SockaddrStorage>| {
+            addr.and_then(|a| a.as_sockaddr_in())
+                .is_some_and(|sin| sin.ip() == METADATA_ADDRESS)
+        };
+        if is_metadata(ifaddr.address.as_ref()) {
+            return Ok(Some(format!(
+                "an address on interface {}",
+                ifaddr.interface_name
+            )));
+        }
+        if is_metadata(ifaddr.destination.as_ref()) {
+            return Ok(Some(format!(
+                "the point-to-point peer of interface {} (another imds-tun?)",
+                ifaddr.interface_name
+            )));
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    Ok(host_route_in(&table).map(|device| format!("a host route via interface {device}")))
+}
+
+/// Finds a `169.254.169.254/32` route in the text of `/proc/net/route`.
+fn host_route_in(table: &str) -> Option<String> {
+    // The file prints addresses as the hex of their in-memory (network order) bytes read as a
+    // little-endian u32, so 169.254.169.254 reads FEA9FEA9 on every host.
+    let destination = format!("{:08X}", u32::from_le_bytes(METADATA_ADDRESS.octets()));
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [device, dest, _gw, _flags, _refcnt, _use, _metric, mask, ..]
+                if dest.eq_ignore_ascii_case(&destination)
+                    && mask.eq_ignore_ascii_case("FFFFFFFF") =>
+            {
+                Some((*device).to_string())
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Asks the kernel which source address it would use for the metadata address; only our
+/// point-to-point local address proves the route leads into our device.
+fn verify_route(device: &str) -> Result<(), PlatformError> {
+    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| {
+            // connect() on UDP only consults the routing table; nothing is sent.
+            socket.connect(SocketAddr::new(IpAddr::V4(METADATA_ADDRESS), 80))?;
+            socket.local_addr()
+        })
+        .map_err(|source| PlatformError::Io {
+            context: "checking the route to 169.254.169.254",
+            source,
+        })?;
+    if probe.ip() == IpAddr::V4(LOCAL_ADDRESS) {
+        Ok(())
+    } else {
+        Err(PlatformError::RouteNotTaken {
+            device: device.to_string(),
+            source_address: probe.ip().to_string(),
+        })
+    }
+}
+
+/// Turns IPv6 off on the device: the metadata address is IPv4, and otherwise the kernel sends
+/// router solicitations and MLD reports into the TUN. The setting lives and dies with the device.
+fn silence_ipv6(device: &str) {
+    let knob = format!("/proc/sys/net/ipv6/conf/{device}/disable_ipv6");
+    if let Err(error) = std::fs::write(&knob, "1") {
+        // Harmless: the stack drops IPv6 packets anyway.
+        tracing::debug!(%error, knob, "could not disable IPv6 on the TUN");
+    }
+}
+
+fn tun_io(error: tun::Error) -> io::Error {
+    match error {
+        tun::Error::Io(source) => source,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+fn creation_error(error: tun::Error, name: &str) -> PlatformError {
+    match error {
+        tun::Error::NameTooLong | tun::Error::InvalidName => {
+            PlatformError::InvalidName(name.to_string())
+        }
+        other => {
+            let source = tun_io(other);
+            match source.raw_os_error() {
+                Some(libc_errno)
+                    if libc_errno == nix::libc::EPERM || libc_errno == nix::libc::EACCES =>
+                {
+                    PlatformError::NotPermitted
+                }
+                Some(libc_errno)
+                    if libc_errno == nix::libc::ENOENT || libc_errno == nix::libc::ENODEV =>
+                {
+                    PlatformError::NoTunDevice
+                }
+                Some(libc_errno) if libc_errno == nix::libc::EBUSY => {
+                    PlatformError::NameInUse(name.to_string())
+                }
+                Some(libc_errno) if libc_errno == nix::libc::EEXIST => {
+                    PlatformError::AddressClaimed(format!(
+                        "an existing route or address (the kernel answered EEXIST while configuring {name})"
+                    ))
+                }
+                _ => PlatformError::Io {
+                    context: "creating the TUN device",
+                    source,
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_route_to_metadata_address_is_found_in_proc_net_route() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                     eth0\t0000FEA9\t00000000\t0001\t0\t0\t1000\t0000FFFF\t0\t0\t0\n\
+                     alias0\tFEA9FEA9\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
+        assert_eq!(host_route_in(table), Some("alias0".to_string()));
+    }
+
+    #[test]
+    fn link_local_network_route_is_not_a_claim() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth0\t0000FEA9\t00000000\t0001\t0\t0\t1000\t0000FFFF\t0\t0\t0\n";
+        assert_eq!(host_route_in(table), None);
+    }
+
+    #[test]
+    fn interface_names_are_checked_before_the_kernel_sees_them() {
+        assert!(validate_name("imds%d").is_ok());
+        assert!(validate_name("a-name-that-is-too-long").is_err());
+        assert!(validate_name("bad/name").is_err());
+        assert!(validate_name("").is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! Placeholder for operating systems without a TUN implementation yet (macOS comes next).
+
+use super::{PlatformError, TunRequest};
+use std::io;
+
+/// Never constructed on this OS.
+#[derive(Debug)]
+pub struct AsyncTun(());
+
+impl AsyncTun {
+    pub fn name(&self) -> &str {
+        ""
+    }
+    pub async fn readable(&self) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    pub fn try_recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    pub async fn send(&self, _packet: &[u8]) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+pub fn claim_metadata_address(_request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+    Err(PlatformError::Unsupported)
+}

@@ -1,0 +1,198 @@
+//! The one task that moves packets between the TUN and the [`Stack`], and hands out streams.
+//!
+//! The task sleeps until one of three things happens: the TUN has packets, a stream asked for a
+//! transmit (`Notify`), or smoltcp's next timer is due. Each round it feeds every queued packet
+//! to the stack, polls, collects the packets to send and the newly established connections, and
+//! only then, with the lock released, writes to the TUN and passes connections to the
+//! [`Listener`]. No lock is ever held across an `.await`.
+
+use super::core::{Established, Stack, StackConfig};
+use super::stream::TcpStream;
+use crate::platform::AsyncTun;
+use smoltcp::time::Instant;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+/// State shared by the driver and every stream.
+#[derive(Debug)]
+pub struct Shared {
+    stack: Mutex<Stack>,
+    driver: Notify,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Stack> {
+        // A panic while holding the lock cannot leave smoltcp in a state worse than a reset
+        // connection; keep serving the others.
+        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn wake_driver(&self) {
+        self.driver.notify_one();
+    }
+}
+
+/// The stack's clock: monotonic, and tokio's, so a paused test clock drives smoltcp too.
+pub(super) fn now() -> Instant {
+    Instant::from(tokio::time::Instant::now().into_std())
+}
+
+/// Connections accepted through the TUN.
+#[derive(Debug)]
+pub struct Listener {
+    accepted: mpsc::UnboundedReceiver<TcpStream>,
+}
+
+impl Listener {
+    /// The next established connection; `None` once the driver has stopped.
+    pub async fn accept(&mut self) -> Option<TcpStream> {
+        self.accepted.recv().await
+    }
+}
+
+/// The running driver.
+#[derive(Debug)]
+pub struct Driver {
+    task: JoinHandle<io::Error>,
+    shared: Arc<Shared>,
+}
+
+impl Driver {
+    /// Resolves only if the TUN fails (for example, someone deleted the device).
+    pub async fn failed(&mut self) -> io::Error {
+        match (&mut self.task).await {
+            Ok(error) => error,
+            Err(join_error) => io::Error::other(join_error.to_string()),
+        }
+    }
+
+    /// Resets the remaining connections, sends the resets, and closes the TUN (which removes
+    /// the device and its route).
+    pub async fn stop(self, tun_flush: std::time::Duration) {
+        self.shared.lock().abort_all();
+        self.shared.wake_driver();
+        // Give the driver a moment to put the RSTs on the wire.
+        tokio::time::sleep(tun_flush).await;
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Live TCP connections through the TUN.
+    pub fn connection_count(&self) -> usize {
+        self.shared.lock().connection_count()
+    }
+}
+
+/// Starts the driver for `tun` with an endpoint built from `config`.
+pub fn spawn(tun: AsyncTun, mut config: StackConfig) -> (Listener, Driver) {
+    let mut seed = [0u8; 8];
+    // ISNs only need to be unpredictable, not secret; fall back to the clock if the RNG fails.
+    if getrandom::fill(&mut seed).is_err() {
+        seed = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed))
+        .to_le_bytes();
+    }
+    config.random_seed = u64::from_le_bytes(seed);
+    let mtu = config.mtu;
+    let shared = Arc::new(Shared {
+        stack: Mutex::new(Stack::new(config, now())),
+        driver: Notify::new(),
+    });
+    let (accepted_tx, accepted) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(shared.clone(), tun, mtu, accepted_tx));
+    (Listener { accepted }, Driver { task, shared })
+}
+
+/// Packets read per wake-up before the stack is polled; bounds latency under a flood.
+const READ_BATCH: usize = 64;
+
+async fn run(
+    shared: Arc<Shared>,
+    tun: AsyncTun,
+    mtu: usize,
+    accepted: mpsc::UnboundedSender<TcpStream>,
+) -> io::Error {
+    let mut read_buffer = vec![0u8; mtu.max(1500) + 64];
+    let mut incoming: Vec<Vec<u8>> = Vec::with_capacity(READ_BATCH);
+    let mut outgoing: Vec<Vec<u8>> = Vec::new();
+    let mut written: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let (established, delay) = {
+            let mut stack = shared.lock();
+            let now = now();
+            for packet in incoming.drain(..) {
+                stack.receive(packet, now);
+            }
+            for buffer in written.drain(..) {
+                stack.recycle(buffer);
+            }
+            let established = stack.poll(now);
+            outgoing.extend(stack.transmit_queue().drain(..));
+            (established, stack.poll_delay(now))
+        };
+        hand_out(&shared, established, &accepted);
+        for packet in outgoing.drain(..) {
+            if let Err(error) = tun.send(&packet).await {
+                // A full or vanished device loses this packet; TCP retransmits it.
+                tracing::debug!(%error, "TUN write failed");
+            }
+            written.push(packet);
+        }
+
+        let wait = delay.map(std::time::Duration::from);
+        if wait == Some(std::time::Duration::ZERO) {
+            // Something is due right now: go round again, but let other tasks run first.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            biased;
+            ready = tun.readable() => {
+                if let Err(error) = ready {
+                    return error;
+                }
+                if let Err(error) = read_batch(&tun, &mut read_buffer, &mut incoming) {
+                    return error;
+                }
+            }
+            () = shared.driver.notified() => {}
+            () = sleep_for(wait) => {}
+        }
+    }
+}
+
+fn hand_out(
+    shared: &Arc<Shared>,
+    established: Vec<Established>,
+    accepted: &mpsc::UnboundedSender<TcpStream>,
+) {
+    for connection in established {
+        // If nobody accepts any more (shutting down), the stream drops here, outside the lock,
+        // and its connection is closed.
+        let _ = accepted.send(TcpStream::new(shared.clone(), connection));
+    }
+}
+
+fn read_batch(tun: &AsyncTun, buffer: &mut [u8], incoming: &mut Vec<Vec<u8>>) -> io::Result<()> {
+    while incoming.len() < READ_BATCH {
+        match tun.try_recv(buffer) {
+            Ok(0) => break,
+            Ok(length) => incoming.push(buffer[..length].to_vec()),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_for(wait: Option<std::time::Duration>) {
+    match wait {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}

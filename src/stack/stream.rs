@@ -1,0 +1,136 @@
+//! [`TcpStream`]: one smoltcp connection as an ordinary tokio `AsyncRead + AsyncWrite`.
+//!
+//! Reads and writes copy straight between the caller's buffer and the smoltcp socket buffers
+//! under the stack lock; there is no second buffer and no per-connection task. When a socket has
+//! nothing to read or no room to write, the task's waker is registered with smoltcp itself, which
+//! wakes it when the driver's next poll changes the socket. Every operation that gives smoltcp
+//! something to send (data, a FIN, a reopened window) wakes the driver through its `Notify`.
+
+use super::core::Established;
+use super::driver::Shared;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{RecvError, SendError};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A TCP connection accepted on the TUN side.
+pub struct TcpStream {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+    peer: SocketAddr,
+}
+
+impl std::fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl TcpStream {
+    pub(super) fn new(shared: Arc<Shared>, established: Established) -> Self {
+        TcpStream {
+            shared,
+            handle: established.handle,
+            peer: established.peer,
+        }
+    }
+
+    /// The client's address and port.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+fn reset() -> io::Error {
+    io::Error::from(io::ErrorKind::ConnectionReset)
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut stack = self.shared.lock();
+        let Some(socket) = stack.socket(self.handle) else {
+            return Poll::Ready(Err(reset()));
+        };
+        let window_was_small = socket.recv_queue() * 2 >= socket.recv_capacity();
+        match socket.recv_slice(buf.initialize_unfilled()) {
+            Ok(0) => {
+                socket.register_recv_waker(cx.waker());
+                Poll::Pending
+            }
+            Ok(read) => {
+                buf.advance(read);
+                drop(stack);
+                if window_was_small {
+                    // The peer may be waiting for the window to reopen.
+                    self.shared.wake_driver();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(RecvError::Finished) => Poll::Ready(Ok(())),
+            Err(RecvError::InvalidState) => Poll::Ready(Err(reset())),
+        }
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut stack = self.shared.lock();
+        let Some(socket) = stack.socket(self.handle) else {
+            return Poll::Ready(Err(reset()));
+        };
+        match socket.send_slice(data) {
+            Ok(0) if socket.may_send() => {
+                socket.register_send_waker(cx.waker());
+                Poll::Pending
+            }
+            Ok(0) | Err(SendError::InvalidState) => {
+                Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)))
+            }
+            Ok(written) => {
+                drop(stack);
+                self.shared.wake_driver();
+                Poll::Ready(Ok(written))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already queued in smoltcp and the driver has been woken.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut stack = self.shared.lock();
+        if let Some(socket) = stack.socket(self.handle) {
+            socket.close();
+        }
+        drop(stack);
+        self.shared.wake_driver();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let now = super::driver::now();
+        self.shared.lock().detach(self.handle, now);
+        self.shared.wake_driver();
+    }
+}
