@@ -4,10 +4,10 @@
 //! validates every value and fails with one line that names the field, where it came from and
 //! what was expected, so a bad setting stops the run before any device is created.
 //!
-//! - [`file`]: the JSON schema ([`ConfigLayer`]) and reading it.
+//! - [`file`](mod@file): the JSON schema ([`ConfigLayer`]) and reading it.
 //! - [`defaults`]: stable, realistic defaults derived from the machine id.
 //! - [`validate`]: format checks of single values.
-//! - [`resolve`]: layering and the checks that involve several fields.
+//! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
 //!
 //! CONTRACT (owned by the config/imds helper; `app` relies on these names):
 //! `Settings`, `TunSettings`, `Imdsv2Mode`, `ConfigError`, `InstanceMetadata`.

@@ -404,7 +404,12 @@ fn resolve_placement(
                 })
         }
         (Some((region, _)), Some((zone, origin))) => {
-            if zone.len() > region.len() && zone.starts_with(&region) {
+            // After the region comes the zone letter, or `-` for a local zone
+            // (`us-east-1-bos-1a`); `us-east-10a` is not a zone of `us-east-1`.
+            let in_region = zone
+                .strip_prefix(region.as_str())
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '-'));
+            if in_region {
                 Ok((region, zone))
             } else {
                 Err(ConfigError(format!(
@@ -604,6 +609,20 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("us-east-1"), "{message}");
+    }
+
+    #[test]
+    fn zone_of_a_longer_region_number_is_not_in_the_region() {
+        let file = ConfigLayer {
+            region: Some("us-east-1".into()),
+            availability_zone: Some("us-east-10a".into()),
+            ..ConfigLayer::default()
+        };
+        let message = error_of(file, ConfigLayer::default());
+        assert!(
+            message.starts_with("config: availability_zone"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Every check returns the normalised value or the *expected* form as a phrase, so the caller can
 //! prefix it with the field's name and origin (`config: instance_id "x": expected …`). Checks
-//! that involve two fields (region and zone) live in [`super::resolve`].
+//! that involve two fields (region and zone) live in [`super::resolve`](mod@super::resolve).
 
 use std::net::Ipv4Addr;
 
