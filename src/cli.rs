@@ -3,9 +3,6 @@
 //! Flags carry no clap defaults on purpose: an absent flag must let the config file's value
 //! through, so defaults are applied later by `config::resolve` (flag > file > default). The help
 //! text states each default.
-//!
-//! CONTRACT (owned by the config/imds helper): `Cli` (clap Parser) and
-//! `Cli::into_settings(self) -> Result<Settings, ConfigError>`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -8,9 +8,6 @@
 //! - [`defaults`]: stable, realistic defaults derived from the machine id.
 //! - [`validate`]: format checks of single values.
 //! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
-//!
-//! CONTRACT (owned by the config/imds helper; `app` relies on these names):
-//! `Settings`, `TunSettings`, `Imdsv2Mode`, `ConfigError`, `InstanceMetadata`.
 
 pub mod defaults;
 pub mod file;

@@ -4,9 +4,6 @@
 //! to `iam/security-credentials/<role>`. Sources keep their credentials in memory and refresh
 //! them on their own schedule, so answering never waits on I/O: an STS-backed source (issue 3)
 //! refreshes in the background and hands out the cached value, exactly like [`fake`] does.
-//!
-//! CONTRACT (owned by the config/imds helper): `CredentialSource`, `RoleCredentials`,
-//! `CredentialError`; `fake::FakeCredentials`.
 
 pub mod fake;
 

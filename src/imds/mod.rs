@@ -13,10 +13,6 @@
 //!
 //! Modules: [`tree`] (paths and listings), [`token`] (IMDSv2 tokens), [`identity`] (the
 //! identity document), [`responses`] (bodies and headers), [`signature`] (document signatures).
-//!
-//! CONTRACT (owned by the config/imds helper):
-//! `Imds::new(&Settings, Arc<dyn CredentialSource>) -> Imds` and
-//! `Imds::respond(&self, &http::request::Parts) -> http::Response<bytes::Bytes>` (HEAD included).
 
 pub mod identity;
 pub mod responses;
