@@ -8,7 +8,6 @@
 use crate::cli::Cli;
 use crate::config::{Imdsv2Mode, Settings};
 use crate::credentials::CredentialSource;
-use crate::credentials::fake::FakeCredentials;
 use crate::http::Server;
 use crate::imds::Imds;
 use crate::platform::{self, METADATA_ADDRESS, PlatformError, TunRequest};
@@ -63,7 +62,23 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    // Credential errors are settings errors (exit 2): a malformed ARN, an unknown profile, an
+    // MFA serial without a code. A network failure is not: the source retries on its own.
+    let credentials = match runtime.block_on(crate::credentials::select(&settings)) {
+        Ok(selected) => {
+            if selected.fake {
+                tracing::warn!("{}", selected.summary);
+            } else {
+                tracing::info!("{}", selected.summary);
+            }
+            selected.source
+        }
+        Err(error) => {
+            eprintln!("imds-tun: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(settings, credentials)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imds-tun: {error}");
@@ -82,10 +97,8 @@ fn init_logging() {
         .init();
 }
 
-async fn run(settings: Settings) -> Result<(), AppError> {
+async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
-    let credentials: Arc<dyn CredentialSource> =
-        Arc::new(FakeCredentials::from_settings(&settings));
 
     let server = Server::new(Arc::new(Imds::new(&settings, credentials)));
 
