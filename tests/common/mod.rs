@@ -438,9 +438,9 @@ impl ImdsTun {
             let now = Instant::now();
             if captured.closed || now >= deadline {
                 let why = if captured.closed {
-                    "imds-tun closed stderr (exited) first"
+                    "imds-tun closed stderr (exited) before printing it".to_string()
                 } else {
-                    "timed out"
+                    format!("timed out after {timeout:?}")
                 };
                 let text = captured
                     .lines
@@ -449,7 +449,7 @@ impl ImdsTun {
                     .collect::<Vec<_>>()
                     .join("\n");
                 panic!(
-                    "{}: waiting for a stderr line: {why} after {timeout:?}; stderr was:\n{text}",
+                    "{}: waiting for a stderr line: {why}; stderr was:\n{text}",
                     self.test
                 );
             }
@@ -584,4 +584,38 @@ pub fn assert_exit_code(child: &ImdsTun, status: ExitStatus, code: i32) {
         "expected exit code {code}, got {status}; stderr:\n{}",
         child.stderr()
     );
+}
+
+/// Makes aws-config in this test process see only what the test gives it.
+///
+/// The SDK reads its IMDS settings from the process environment and from `~/.aws/config`:
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`/`_MODE` would send it elsewhere than `169.254.169.254`,
+/// `AWS_EC2_METADATA_DISABLED` would turn it off, and a developer's profile could do either. So
+/// those variables are removed and the config/credentials files point at paths that do not exist.
+///
+/// Environment writes are process-global and not thread-safe against C code reading the
+/// environment, so this runs exactly once (`Once`), and every SDK test calls it as its first
+/// statement, before it starts any thread or child: concurrent callers block in `call_once`
+/// until the write is done, and std's own environment reads (e.g. `Command::spawn`) take the
+/// same lock as `set_var`.
+pub fn isolate_sdk_from_host_config() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let missing = std::env::temp_dir().join(format!("imdstun-no-aws-{}", std::process::id()));
+        // SAFETY: see above; runs once, before the calling test starts threads, and no other test
+        // in an SDK test binary touches the environment before calling this.
+        unsafe {
+            for variable in [
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+                "AWS_EC2_METADATA_DISABLED",
+                "AWS_EC2_METADATA_V1_DISABLED",
+                "AWS_PROFILE",
+            ] {
+                std::env::remove_var(variable);
+            }
+            std::env::set_var("AWS_CONFIG_FILE", missing.join("config"));
+            std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", missing.join("credentials"));
+        }
+    });
 }
