@@ -619,3 +619,38 @@ pub fn isolate_sdk_from_host_config() {
         }
     });
 }
+
+static TEMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A private directory under the system temp dir, removed (with its contents) on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "imdstun-test-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", path.display()));
+        TempDir { path }
+    }
+
+    /// Writes `contents` to `name` inside the directory and returns its path as a string.
+    pub fn file(&self, name: &str, contents: &[u8]) -> String {
+        let path = self.path.join(name);
+        std::fs::write(&path, contents)
+            .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+        path.to_str().expect("temp paths are UTF-8").to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
