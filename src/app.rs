@@ -84,7 +84,9 @@ fn init_logging() {
 
 async fn run(settings: Settings) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
-    let credentials: Arc<dyn CredentialSource> = Arc::new(FakeCredentials::new());
+    let credentials: Arc<dyn CredentialSource> =
+        Arc::new(FakeCredentials::from_settings(&settings));
+
     let server = Server::new(Arc::new(Imds::new(&settings, credentials)));
 
     let mut listeners = Vec::with_capacity(settings.listen.len());

@@ -1,34 +1,218 @@
 //! The command line (clap derive) and its translation into [`crate::config::Settings`].
 //!
-//! CONTRACT (owned by the config/imds helper): `Cli` (clap Parser) and
-//! `Cli::into_settings(self) -> Result<Settings, ConfigError>`.
+//! Flags carry no clap defaults on purpose: an absent flag must let the config file's value
+//! through, so defaults are applied later by `config::resolve` (flag > file > default). The help
+//! text states each default.
 
-use crate::config::{ConfigError, Imdsv2Mode, Settings, TunSettings};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// Command-line arguments.
-#[derive(Debug, clap::Parser)]
+use crate::config::defaults::MachineDefaults;
+use crate::config::{self, ConfigError, ConfigLayer, Settings, validate};
+
+/// Serve an EC2 instance metadata service on 169.254.169.254 through a TUN device.
+#[derive(Debug, Default, clap::Parser)]
 #[command(name = "imds-tun", version, about)]
 pub struct Cli {
+    /// JSON file with any of the settings below (keys: flag names with `_`, e.g. instance_id).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Also serve on a kernel TCP socket (repeatable).
     #[arg(long, value_name = "ADDR:PORT")]
-    pub listen: Vec<std::net::SocketAddr>,
+    pub listen: Vec<SocketAddr>,
     /// Do not create a TUN device; serve only the --listen sockets.
     #[arg(long)]
     pub no_tun: bool,
+    /// TUN interface name; `%d` lets the kernel pick a free number [default: imds%d].
+    #[arg(long, value_name = "NAME")]
+    pub tun_name: Option<String>,
+    /// MTU of the TUN device, 576-65535 [default: 1500].
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<u64>,
+    /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u64>,
+    /// Seconds in-flight requests may take after SIGINT/SIGTERM, 0-3600 [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
+    /// Whether metadata requests need an IMDSv2 token [default: optional].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub imdsv2: Option<Imdsv2Arg>,
+
+    /// Instance id, `i-` + 17 hex digits [default: derived from /etc/machine-id].
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+    /// Instance type [default: t3.micro].
+    #[arg(long, value_name = "TYPE")]
+    pub instance_type: Option<String>,
+    /// Region [default: us-east-1, or the region of --availability-zone].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Availability zone, inside the region [default: the region + `a`].
+    #[arg(long, value_name = "ZONE")]
+    pub availability_zone: Option<String>,
+    /// AWS account id, 12 digits [default: 123456789012].
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<String>,
+    /// Image id, `ami-` + 17 hex digits [default: derived from /etc/machine-id].
+    #[arg(long, value_name = "ID")]
+    pub ami_id: Option<String>,
+    /// Hostname (also local-hostname) [default: this host's name].
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Private IPv4 [default: this host's primary IPv4, else a stable 172.31.x.y].
+    #[arg(long, value_name = "IP")]
+    pub local_ipv4: Option<String>,
+    /// Public IPv4 [default: none; the public-* leaves answer 404].
+    #[arg(long, value_name = "IP")]
+    pub public_ipv4: Option<String>,
+    /// MAC of the primary interface [default: 0e:… derived from /etc/machine-id].
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
+    /// Instance profile role name [default: imds-tun].
+    #[arg(long, value_name = "NAME")]
+    pub role_name: Option<String>,
+    /// File served as user-data [default: none; user-data answers 404].
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// Instance tag KEY=VALUE, served under tags/instance/ (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tag: Vec<(String, String)>,
+}
+
+/// `--imdsv2` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Imdsv2Arg {
+    /// Tokenless (IMDSv1) requests are served too.
+    Optional,
+    /// Every metadata request needs a session token.
+    Required,
+}
+
+fn parse_tag(value: &str) -> Result<(String, String), String> {
+    validate::tag_pair(value)
 }
 
 impl Cli {
     /// Resolves flags, the config file and defaults into one validated `Settings`.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        Ok(Settings {
-            tun: (!self.no_tun).then(|| TunSettings {
-                name: "imds%d".into(),
-                mtu: 1500,
+        let file = match &self.config {
+            Some(path) => config::file::load(path)?,
+            None => ConfigLayer::default(),
+        };
+        config::resolve(file, self.into_layer(), &MachineDefaults::probe())
+    }
+
+    /// The flags as a config layer: only what was given on the command line is `Some`.
+    fn into_layer(self) -> ConfigLayer {
+        let strings = |addresses: Vec<SocketAddr>| {
+            (!addresses.is_empty()).then(|| addresses.iter().map(ToString::to_string).collect())
+        };
+        ConfigLayer {
+            listen: strings(self.listen),
+            no_tun: self.no_tun.then_some(true),
+            tun_name: self.tun_name,
+            mtu: self.mtu,
+            max_connections: self.max_connections,
+            shutdown_grace_seconds: self.shutdown_grace,
+            imdsv2: self.imdsv2.map(|mode| {
+                match mode {
+                    Imdsv2Arg::Optional => "optional",
+                    Imdsv2Arg::Required => "required",
+                }
+                .to_owned()
             }),
-            listen: self.listen,
-            max_connections: 1024,
-            shutdown_grace: std::time::Duration::from_secs(5),
-            imdsv2: Imdsv2Mode::Optional,
-        })
+            instance_id: self.instance_id,
+            instance_type: self.instance_type,
+            region: self.region,
+            availability_zone: self.availability_zone,
+            account_id: self.account_id,
+            ami_id: self.ami_id,
+            hostname: self.hostname,
+            local_ipv4: self.local_ipv4,
+            public_ipv4: self.public_ipv4,
+            mac: self.mac,
+            role_name: self.role_name,
+            user_data_file: self.user_data,
+            tags: (!self.tag.is_empty()).then(|| self.tag.into_iter().collect::<BTreeMap<_, _>>()),
+            ..ConfigLayer::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn absent_flags_leave_the_layer_empty() {
+        let cli = Cli::try_parse_from(["imds-tun"]).unwrap();
+        assert_eq!(cli.into_layer(), ConfigLayer::default());
+    }
+
+    #[test]
+    fn flags_become_a_layer() {
+        let cli = Cli::try_parse_from([
+            "imds-tun",
+            "--no-tun",
+            "--listen",
+            "127.0.0.1:8080",
+            "--imdsv2",
+            "required",
+            "--tag",
+            "Name=web",
+            "--tag",
+            "Team=a=b",
+            "--instance-id",
+            "i-0123456789abcdef0",
+        ])
+        .unwrap();
+        let layer = cli.into_layer();
+        assert_eq!(layer.no_tun, Some(true));
+        assert_eq!(layer.listen, Some(vec!["127.0.0.1:8080".to_string()]));
+        assert_eq!(layer.imdsv2.as_deref(), Some("required"));
+        let tags = layer.tags.unwrap();
+        assert_eq!(tags["Name"], "web");
+        assert_eq!(tags["Team"], "a=b");
+        assert_eq!(layer.instance_id.as_deref(), Some("i-0123456789abcdef0"));
+    }
+
+    #[test]
+    fn tag_without_equals_is_rejected_by_the_parser() {
+        assert!(Cli::try_parse_from(["imds-tun", "--tag", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("imds-tun-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"instance_type": "m5.large", "region": "eu-west-1", "listen": ["127.0.0.1:9000"]}"#,
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "imds-tun",
+            "--config",
+            path.to_str().unwrap(),
+            "--instance-type",
+            "c7g.large",
+        ])
+        .unwrap();
+        let settings = cli.into_settings().unwrap();
+        assert_eq!(settings.instance.instance_type, "c7g.large");
+        assert_eq!(settings.instance.region, "eu-west-1");
+        assert_eq!(settings.listen.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,10 +1,25 @@
 //! Settings for one run: flags, an optional JSON file and machine-derived defaults, resolved once.
 //!
-//! CONTRACT (owned by the config/imds helper; `app` relies on these names):
-//! `Settings`, `TunSettings`, `Imdsv2Mode`, `ConfigError` as below.
+//! Precedence is per field: a flag beats the file, the file beats the default. Resolution
+//! validates every value and fails with one line that names the field, where it came from and
+//! what was expected, so a bad setting stops the run before any device is created.
+//!
+//! - [`file`](mod@file): the JSON schema ([`ConfigLayer`]) and reading it.
+//! - [`defaults`]: stable, realistic defaults derived from the machine id.
+//! - [`validate`]: format checks of single values.
+//! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
 
-use std::net::SocketAddr;
+pub mod defaults;
+pub mod file;
+pub mod resolve;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+pub use file::{ConfigLayer, PublicKeyLayer};
+pub use resolve::resolve;
 
 /// Everything a run needs, fully resolved and validated.
 #[derive(Debug, Clone)]
@@ -19,6 +34,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// IMDSv2 token policy.
     pub imdsv2: Imdsv2Mode,
+    /// How long each set of fake role credentials is valid.
+    pub credentials_lifetime: Duration,
+    /// Every metadata value the service answers with.
+    pub instance: InstanceMetadata,
 }
 
 /// The TUN device to create.
@@ -40,3 +59,54 @@ pub enum Imdsv2Mode {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// The instance as the metadata service describes it. All values are resolved and mutually
+/// consistent (the zone is in the region, the interface carries the instance's addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceMetadata {
+    pub instance_id: String,
+    pub reservation_id: String,
+    pub ami_id: String,
+    pub instance_type: String,
+    pub account_id: String,
+    pub region: String,
+    pub availability_zone: String,
+    pub availability_zone_id: String,
+    /// `x86_64`, `arm64` or `i386`, from the host this runs on.
+    pub architecture: String,
+    pub hostname: String,
+    pub local_hostname: String,
+    pub local_ipv4: Ipv4Addr,
+    /// `None`: the instance has no public address and the public leaves answer 404.
+    pub public_ipv4: Option<Ipv4Addr>,
+    pub public_hostname: Option<String>,
+    pub mac: String,
+    pub interface_id: String,
+    pub subnet_id: String,
+    pub vpc_id: String,
+    pub subnet_ipv4_cidr_block: String,
+    pub vpc_ipv4_cidr_block: String,
+    pub security_groups: Vec<SecurityGroup>,
+    /// The instance profile's role; `iam/security-credentials/<role_name>` serves its keys.
+    pub role_name: String,
+    pub instance_profile_id: String,
+    pub public_key: Option<PublicKey>,
+    /// Instance tags; empty means tags are not exposed (`tags/` answers 404).
+    pub tags: BTreeMap<String, String>,
+    /// `None`: no user data (`user-data` answers 404).
+    pub user_data: Option<bytes::Bytes>,
+}
+
+/// A security group attached to the instance's interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroup {
+    pub name: String,
+    pub id: String,
+}
+
+/// The launch key pair served under `public-keys/0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub name: String,
+    pub openssh_key: String,
+}

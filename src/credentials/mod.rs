@@ -1,11 +1,71 @@
-//! TEMPORARY STUB on main: the real module comes from the imds branch.
-pub trait CredentialSource: Send + Sync + 'static {}
-pub mod fake {
-    pub struct FakeCredentials;
-    impl FakeCredentials {
-        pub fn new() -> Self {
-            FakeCredentials
-        }
+//! Where role credentials come from: one small trait, one implementation per source.
+//!
+//! The metadata service asks a [`CredentialSource`] for the role's current keys on every request
+//! to `iam/security-credentials/<role>`. Sources keep their credentials in memory and refresh
+//! them on their own schedule, so answering never waits on I/O: an STS-backed source (issue 3)
+//! refreshes in the background and hands out the cached value, exactly like [`fake`] does.
+
+pub mod fake;
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+/// One set of temporary role credentials, as EC2 serves them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoleCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub token: String,
+    pub expiration: OffsetDateTime,
+    pub last_updated: OffsetDateTime,
+}
+
+/// Secrets never reach logs: `Debug` shows the key id and times only.
+impl fmt::Debug for RoleCredentials {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("RoleCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("token", &"<redacted>")
+            .field("expiration", &self.expiration)
+            .field("last_updated", &self.last_updated)
+            .finish()
     }
-    impl super::CredentialSource for FakeCredentials {}
+}
+
+/// Why no credentials can be served, in EC2's terms: `code` such as
+/// `AssumeRoleUnauthorizedAccess` and a human `message`; served as the `Code`/`Message` JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct CredentialError {
+    pub code: String,
+    pub message: String,
+}
+
+/// A provider of the instance role's credentials.
+pub trait CredentialSource: Send + Sync + 'static {
+    /// Served from memory; must never block or do I/O.
+    fn current(&self, now: OffsetDateTime) -> Result<RoleCredentials, CredentialError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secret_and_token() {
+        let credentials = RoleCredentials {
+            access_key_id: "ASIAEXAMPLEEXAMPLE22".into(),
+            secret_access_key: "very-secret".into(),
+            token: "session-token".into(),
+            expiration: OffsetDateTime::UNIX_EPOCH,
+            last_updated: OffsetDateTime::UNIX_EPOCH,
+        };
+        let shown = format!("{credentials:?}");
+        assert!(shown.contains("ASIAEXAMPLEEXAMPLE22"));
+        assert!(!shown.contains("very-secret"));
+        assert!(!shown.contains("session-token"));
+    }
 }

@@ -1,18 +1,270 @@
-//! TEMPORARY STUB on main: the real module comes from the imds branch.
+//! The EC2 instance metadata protocol as plain functions of a request.
+//!
+//! [`Imds::respond`] turns request headers into a complete response; it does no I/O and never
+//! waits, so it runs inline on whichever task owns the connection. Routing, in order:
+//!
+//! 1. Paths with `..`/`.`/empty segments or longer than [`MAX_PATH_LEN`] are 404.
+//! 2. `/latest/api/token`: PUT issues an IMDSv2 token; any other method is 405. A PUT on a dated
+//!    version's token path is 403, as EC2 documents.
+//! 3. Anything else must be GET or HEAD (405 otherwise), and passes the token check: a presented
+//!    token must be valid (401 otherwise, in both modes); no token is 401 in required mode.
+//! 4. `/` lists versions; `/<version>/…` is looked up in the [`tree::Tree`], the same for
+//!    `latest` and every dated version.
+//!
+//! Modules: [`tree`] (paths and listings), [`token`] (IMDSv2 tokens), [`identity`] (the
+//! identity document), [`responses`] (bodies and headers), [`signature`] (document signatures).
 
+pub mod identity;
+pub mod responses;
 pub mod signature;
+pub mod token;
+pub mod tree;
 
-use crate::config::Settings;
-use crate::credentials::CredentialSource;
 use std::sync::Arc;
 
-pub struct Imds;
+use bytes::Bytes;
+use http::header::{ALLOW, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use time::OffsetDateTime;
 
-impl Imds {
-    pub fn new(_settings: &Settings, _credentials: Arc<dyn CredentialSource>) -> Imds {
-        Imds
-    }
-    pub fn respond(&self, _request: &http::request::Parts) -> http::Response<bytes::Bytes> {
-        http::Response::new(bytes::Bytes::from_static(b"stub"))
+use crate::config::{Imdsv2Mode, Settings};
+use crate::credentials::{CredentialSource, RoleCredentials};
+use responses::{Reply, ec2_time, pretty_json};
+use token::TokenMint;
+use tree::{Leaf, Node, Tree};
+
+/// The versions `GET /` lists, oldest first, as a current instance does.
+pub const VERSIONS: &[&str] = &[
+    "1.0",
+    "2007-01-19",
+    "2007-03-01",
+    "2007-08-29",
+    "2007-10-10",
+    "2007-12-15",
+    "2008-02-01",
+    "2008-09-01",
+    "2009-04-04",
+    "2011-01-01",
+    "2011-05-01",
+    "2012-01-12",
+    "2014-02-25",
+    "2014-11-05",
+    "2015-10-20",
+    "2016-04-19",
+    "2016-06-30",
+    "2016-09-02",
+    "2018-03-28",
+    "2018-08-17",
+    "2018-09-24",
+    "2019-10-01",
+    "2020-10-27",
+    "2021-01-03",
+    "2021-03-23",
+    "2021-07-15",
+    "2022-09-24",
+    "2024-04-11",
+    "latest",
+];
+
+/// Longer paths are refused before any work: no real metadata path comes near this.
+pub const MAX_PATH_LEN: usize = 1024;
+
+const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+const TOKEN_TTL_HEADER: HeaderName =
+    HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
+const FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The metadata service for one instance. Immutable after `new` apart from the credential
+/// source's own cache, so it is shared by `Arc` across connections without locking.
+pub struct Imds {
+    tree: Tree,
+    versions: Bytes,
+    tokens: TokenMint,
+    imdsv2: Imdsv2Mode,
+    credentials: Arc<dyn CredentialSource>,
+    account_id: String,
+}
+
+impl std::fmt::Debug for Imds {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Imds")
+            .field("imdsv2", &self.imdsv2)
+            .finish_non_exhaustive()
     }
 }
+
+impl Imds {
+    /// Builds the tree, the identity document and its signatures once, at start-up.
+    pub fn new(settings: &Settings, credentials: Arc<dyn CredentialSource>) -> Imds {
+        let now = OffsetDateTime::now_utc();
+        Imds::started_at(
+            settings,
+            credentials,
+            now.replace_nanosecond(0).unwrap_or(now),
+        )
+    }
+
+    /// As [`Imds::new`], with the instance's pending (launch) time given.
+    fn started_at(
+        settings: &Settings,
+        credentials: Arc<dyn CredentialSource>,
+        pending_time: OffsetDateTime,
+    ) -> Imds {
+        let document = identity::document(&settings.instance, pending_time);
+        let signatures = signature::sign_identity_document(document.as_bytes());
+        Imds {
+            tree: Tree::build(&settings.instance, &document, &signatures, pending_time),
+            versions: Bytes::from(VERSIONS.join("\n")),
+            tokens: TokenMint::new(),
+            imdsv2: settings.imdsv2,
+            credentials,
+            account_id: settings.instance.account_id.clone(),
+        }
+    }
+
+    /// Answers one request completely, HEAD included (HEAD: same status and headers incl.
+    /// Content-Length, empty body).
+    pub fn respond(&self, request: &http::request::Parts) -> http::Response<Bytes> {
+        self.respond_at(request, OffsetDateTime::now_utc())
+    }
+
+    fn respond_at(
+        &self,
+        request: &http::request::Parts,
+        now: OffsetDateTime,
+    ) -> http::Response<Bytes> {
+        self.route(request, now)
+            .into_response(request.method == Method::HEAD)
+    }
+
+    fn route(&self, request: &http::request::Parts, now: OffsetDateTime) -> Reply {
+        let Some(segments) = split_path(request.uri.path()) else {
+            return Reply::error(StatusCode::NOT_FOUND);
+        };
+        if let [version, "api", "token"] = segments.as_slice() {
+            if *version == "latest" {
+                return self.token_endpoint(request, now);
+            }
+            // EC2 refuses tokens on dated paths on purpose; other methods fall through to 404.
+            if request.method == Method::PUT && VERSIONS.contains(version) {
+                return Reply::error(StatusCode::FORBIDDEN);
+            }
+        }
+        if request.method != Method::GET && request.method != Method::HEAD {
+            return Reply::error(StatusCode::METHOD_NOT_ALLOWED)
+                .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        if !self.authorized(request, now) {
+            return Reply::error(StatusCode::UNAUTHORIZED);
+        }
+        match segments.split_first() {
+            None => Reply::text(self.versions.clone()),
+            Some((version, _)) if !VERSIONS.contains(version) => {
+                Reply::error(StatusCode::NOT_FOUND)
+            }
+            Some((_, rest)) => match self.tree.get(&rest.join("/")) {
+                None => Reply::error(StatusCode::NOT_FOUND),
+                Some(Node::Directory(listing)) => Reply::text(listing.clone()),
+                Some(Node::Leaf(Leaf::Text(value))) => Reply::text(value.clone()),
+                Some(Node::Leaf(Leaf::Octets(value))) => Reply::octets(value.clone()),
+                Some(Node::Leaf(Leaf::Credentials { extended })) => {
+                    self.credentials_reply(*extended, now)
+                }
+            },
+        }
+    }
+
+    /// `PUT /latest/api/token`.
+    fn token_endpoint(&self, request: &http::request::Parts, now: OffsetDateTime) -> Reply {
+        if request.method != Method::PUT {
+            return Reply::empty(StatusCode::METHOD_NOT_ALLOWED)
+                .with_header(ALLOW, HeaderValue::from_static("OPTIONS, PUT"));
+        }
+        // A forwarded PUT came through a proxy: exactly what IMDSv2 exists to stop.
+        if request.headers.contains_key(FORWARDED_FOR_HEADER) {
+            return Reply::error(StatusCode::FORBIDDEN);
+        }
+        let ttl = request
+            .headers
+            .get(TOKEN_TTL_HEADER)
+            .and_then(|value| token::parse_ttl(value.as_bytes()));
+        let Some(ttl) = ttl else {
+            return Reply::error(StatusCode::BAD_REQUEST);
+        };
+        Reply::text(self.tokens.issue(now.unix_timestamp(), ttl))
+            .with_header(TOKEN_TTL_HEADER, HeaderValue::from(ttl))
+    }
+
+    /// A presented token must be good in both modes: a client that sends one expects v2
+    /// semantics and must learn (401) that its token is stale, so it fetches a new one instead
+    /// of silently downgrading. Without a token only optional mode serves (IMDSv1).
+    fn authorized(&self, request: &http::request::Parts, now: OffsetDateTime) -> bool {
+        match request.headers.get(TOKEN_HEADER) {
+            Some(value) => value
+                .to_str()
+                .is_ok_and(|token| self.tokens.check(token, now.unix_timestamp()).is_ok()),
+            None => self.imdsv2 == Imdsv2Mode::Optional,
+        }
+    }
+
+    /// The role's credentials JSON, or EC2's error shape when the source has none.
+    fn credentials_reply(&self, extended: bool, now: OffsetDateTime) -> Reply {
+        match self.credentials.current(now) {
+            Ok(credentials) => Reply::text(credentials_json(
+                &credentials,
+                extended.then_some(self.account_id.as_str()),
+            )),
+            Err(error) => {
+                tracing::warn!(code = %error.code, "serving a credential error");
+                Reply::text(pretty_json(&[
+                    ("Code", error.code.into()),
+                    ("Message", error.message.into()),
+                    ("LastUpdated", ec2_time(now).into()),
+                ]))
+            }
+        }
+    }
+}
+
+/// `iam/security-credentials/<role>` exactly as EC2 lays it out; `account_id` for the
+/// extended form.
+pub fn credentials_json(credentials: &RoleCredentials, account_id: Option<&str>) -> String {
+    let mut fields = vec![
+        ("Code", "Success".into()),
+        ("LastUpdated", ec2_time(credentials.last_updated).into()),
+        ("Type", "AWS-HMAC".into()),
+        ("AccessKeyId", credentials.access_key_id.as_str().into()),
+        (
+            "SecretAccessKey",
+            credentials.secret_access_key.as_str().into(),
+        ),
+        ("Token", credentials.token.as_str().into()),
+        ("Expiration", ec2_time(credentials.expiration).into()),
+    ];
+    if let Some(account_id) = account_id {
+        fields.push(("AccountId", account_id.into()));
+    }
+    pretty_json(&fields)
+}
+
+/// The path's segments, a trailing `/` ignored; `None` for anything no metadata path can be
+/// (relative, too long, empty or dot segments). Query strings are not part of `path()`.
+fn split_path(path: &str) -> Option<Vec<&str>> {
+    if path.len() > MAX_PATH_LEN {
+        return None;
+    }
+    let inner = path.strip_prefix('/')?;
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    let segments: Vec<&str> = inner.split('/').collect();
+    let bad = segments
+        .iter()
+        .any(|segment| segment.is_empty() || *segment == "." || *segment == "..");
+    (!bad).then_some(segments)
+}
+
+#[cfg(test)]
+mod tests;

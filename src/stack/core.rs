@@ -159,6 +159,9 @@ impl Stack {
     /// Runs timers and emits everything due, then returns connections that just became
     /// established and reaps finished ones.
     pub fn poll(&mut self, now: Instant) -> Vec<Established> {
+        // Reap before polling so resets for lingering connections leave in this poll, and after
+        // so connections that finished in it are freed at once.
+        self.reap(now);
         self.interface
             .poll(now, &mut self.device, &mut self.sockets);
         let established = self.take_established();
@@ -389,5 +392,295 @@ enum Ingress {
 fn endpoint_to_socket_addr(endpoint: IpEndpoint) -> SocketAddr {
     match endpoint.addr {
         IpAddress::Ipv4(addr) => SocketAddr::new(addr.into(), endpoint.port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The endpoint against a second smoltcp interface playing the client, packets shuttled in
+    //! memory: no TUN, no clock, fully deterministic.
+
+    use super::*;
+    use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Ipv4Packet};
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
+
+    struct Client {
+        interface: Interface,
+        device: PacketQueues,
+        sockets: SocketSet<'static>,
+    }
+
+    impl Client {
+        fn new() -> Self {
+            let mut device = PacketQueues::new(1500);
+            let mut config = Config::new(HardwareAddress::Ip);
+            config.random_seed = 7;
+            let mut interface = Interface::new(config, &mut device, Instant::ZERO);
+            interface.update_ip_addrs(|addrs| {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(CLIENT), 32));
+            });
+            let _ = interface.routes_mut().add_default_ipv4_route(CLIENT);
+            Client {
+                interface,
+                device,
+                sockets: SocketSet::new(Vec::new()),
+            }
+        }
+
+        fn connect(&mut self, local_port: u16, remote_port: u16) -> SocketHandle {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 4096]),
+                tcp::SocketBuffer::new(vec![0; 4096]),
+            );
+            socket
+                .connect(
+                    self.interface.context(),
+                    (IpAddress::Ipv4(SERVER), remote_port),
+                    local_port,
+                )
+                .expect("connect");
+            self.sockets.add(socket)
+        }
+
+        fn socket(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+            self.sockets.get_mut::<tcp::Socket>(handle)
+        }
+
+        /// Packets the client wants to send now.
+        fn outgoing(&mut self, now: Instant) -> Vec<Vec<u8>> {
+            self.interface
+                .poll(now, &mut self.device, &mut self.sockets);
+            self.device.transmit.drain(..).collect()
+        }
+
+        fn deliver(&mut self, packets: Vec<Vec<u8>>, now: Instant) {
+            self.device.receive.extend(packets);
+            self.interface
+                .poll(now, &mut self.device, &mut self.sockets);
+        }
+    }
+
+    fn stack(max_connections: usize) -> Stack {
+        Stack::new(
+            StackConfig::new(SERVER, 80, 1500, max_connections),
+            Instant::ZERO,
+        )
+    }
+
+    /// Moves packets both ways until neither side has anything to say; returns what the stack
+    /// handed out.
+    fn shuttle(stack: &mut Stack, client: &mut Client, now: Instant) -> Vec<Established> {
+        let mut established = Vec::new();
+        for _ in 0..32 {
+            let to_server = client.outgoing(now);
+            let quiet = to_server.is_empty();
+            for packet in to_server {
+                stack.receive(packet, now);
+            }
+            established.extend(stack.poll(now));
+            let to_client: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
+            if quiet && to_client.is_empty() {
+                break;
+            }
+            client.deliver(to_client, now);
+        }
+        established
+    }
+
+    fn ipv4(protocol: IpProtocol, payload: &[u8]) -> Vec<u8> {
+        let mut buffer = vec![0u8; 20 + payload.len()];
+        let mut packet = Ipv4Packet::new_unchecked(&mut buffer);
+        packet.set_version(4);
+        packet.set_header_len(20);
+        packet.set_total_len((20 + payload.len()) as u16);
+        packet.set_hop_limit(64);
+        packet.set_next_header(protocol);
+        packet.set_src_addr(CLIENT);
+        packet.set_dst_addr(SERVER);
+        packet.set_dont_frag(true);
+        packet.payload_mut().copy_from_slice(payload);
+        packet.fill_checksum();
+        buffer
+    }
+
+    #[test]
+    fn handshake_hands_out_exactly_one_connection() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let handle = client.connect(40000, 80);
+        let established = shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(established.len(), 1);
+        assert_eq!(established[0].peer, SocketAddr::new(CLIENT.into(), 40000));
+        assert_eq!(client.socket(handle).state(), tcp::State::Established);
+        assert_eq!(stack.connection_count(), 1);
+    }
+
+    #[test]
+    fn retransmitted_syn_does_not_create_a_second_socket() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        client.connect(40001, 80);
+        let syn = client.outgoing(Instant::ZERO);
+        assert_eq!(syn.len(), 1);
+        stack.receive(syn[0].clone(), Instant::ZERO);
+        stack.receive(syn[0].clone(), Instant::ZERO);
+        stack.poll(Instant::ZERO);
+        assert_eq!(stack.connection_count(), 1);
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_reset() {
+        let mut stack = stack(1);
+        let mut client = Client::new();
+        let first = client.connect(40002, 80);
+        let second = client.connect(40003, 80);
+        let established = shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(established.len(), 1);
+        assert_eq!(client.socket(first).state(), tcp::State::Established);
+        assert_eq!(client.socket(second).state(), tcp::State::Closed);
+    }
+
+    #[test]
+    fn other_ports_are_reset() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let handle = client.connect(40004, 443);
+        let established = shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert!(established.is_empty());
+        assert_eq!(client.socket(handle).state(), tcp::State::Closed);
+        assert_eq!(stack.connection_count(), 0);
+    }
+
+    #[test]
+    fn data_flows_both_ways_and_a_closed_connection_is_reaped() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let handle = client.connect(40005, 80);
+        let established = shuttle(&mut stack, &mut client, Instant::ZERO);
+        let server = established[0].handle;
+
+        client
+            .socket(handle)
+            .send_slice(b"GET / HTTP/1.1\r\n\r\n")
+            .expect("client send");
+        shuttle(&mut stack, &mut client, Instant::ZERO);
+        let mut request = [0u8; 64];
+        let read = stack
+            .socket(server)
+            .expect("socket")
+            .recv_slice(&mut request)
+            .expect("server recv");
+        assert_eq!(&request[..read], b"GET / HTTP/1.1\r\n\r\n");
+
+        stack
+            .socket(server)
+            .expect("socket")
+            .send_slice(b"HTTP/1.1 200 OK\r\n\r\n")
+            .expect("server send");
+        stack.detach(server, Instant::ZERO);
+        shuttle(&mut stack, &mut client, Instant::ZERO);
+        let mut response = [0u8; 64];
+        let read = client
+            .socket(handle)
+            .recv_slice(&mut response)
+            .expect("client recv");
+        assert_eq!(&response[..read], b"HTTP/1.1 200 OK\r\n\r\n");
+
+        client.socket(handle).close();
+        shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(stack.connection_count(), 0);
+    }
+
+    #[test]
+    fn a_peer_that_never_finishes_closing_is_reset_after_the_linger_time() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let handle = client.connect(40006, 80);
+        let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0].handle;
+        stack.detach(server, Instant::ZERO);
+        // Our FIN reaches the client, which never closes its side.
+        shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(client.socket(handle).state(), tcp::State::CloseWait);
+        assert_eq!(stack.connection_count(), 1);
+        let later = Instant::from_secs(6);
+        assert!(stack.poll_delay(Instant::ZERO).is_some());
+        shuttle(&mut stack, &mut client, later);
+        assert_eq!(stack.connection_count(), 0);
+
+        assert_eq!(client.socket(handle).state(), tcp::State::Closed);
+    }
+
+    #[test]
+    fn syn_with_a_bad_checksum_leaves_no_socket() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        client.connect(40007, 80);
+        let mut syn = client.outgoing(Instant::ZERO).remove(0);
+        let last = syn.len() - 1;
+        syn[last] ^= 0xff;
+        stack.receive(syn, Instant::ZERO);
+        stack.poll(Instant::ZERO);
+        assert_eq!(stack.connection_count(), 0);
+        assert!(stack.transmit_queue().is_empty());
+    }
+
+    #[test]
+    fn icmp_echo_is_answered() {
+        let mut stack = stack(8);
+        let mut icmp = vec![0u8; 8 + 4];
+        let mut echo = Icmpv4Packet::new_unchecked(&mut icmp);
+        echo.set_msg_type(Icmpv4Message::EchoRequest);
+        echo.set_msg_code(0);
+        echo.set_echo_ident(0x1234);
+        echo.set_echo_seq_no(1);
+        echo.data_mut().copy_from_slice(b"ping");
+        echo.fill_checksum();
+        stack.receive(ipv4(IpProtocol::Icmp, &icmp), Instant::ZERO);
+        stack.poll(Instant::ZERO);
+        let replies: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
+        assert_eq!(replies.len(), 1);
+        let reply = Ipv4Packet::new_checked(&replies[0]).expect("ipv4");
+        assert_eq!(reply.dst_addr(), CLIENT);
+        let reply = Icmpv4Packet::new_checked(reply.payload()).expect("icmp");
+        assert_eq!(reply.msg_type(), Icmpv4Message::EchoReply);
+    }
+
+    #[test]
+    fn udp_and_other_protocols_are_dropped_without_a_reply() {
+        let mut stack = stack(8);
+        let udp = [
+            0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, b'd', b'n', b's', b'?',
+        ];
+        stack.receive(ipv4(IpProtocol::Udp, &udp), Instant::ZERO);
+        stack.receive(ipv4(IpProtocol::Unknown(253), b"x"), Instant::ZERO);
+        stack.poll(Instant::ZERO);
+        assert!(stack.transmit_queue().is_empty());
+    }
+
+    #[test]
+    fn garbage_and_truncated_packets_are_dropped_without_panic() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        client.connect(40008, 80);
+        let syn = client.outgoing(Instant::ZERO).remove(0);
+        for cut in 0..syn.len() {
+            stack.receive(syn[..cut].to_vec(), Instant::ZERO);
+        }
+        let mut state = 0x9e37_79b9_u32;
+        for length in [0usize, 1, 19, 20, 21, 40, 60, 576, 1500, 9000] {
+            let bytes: Vec<u8> = (0..length)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    state as u8
+                })
+                .collect();
+            stack.receive(bytes, Instant::ZERO);
+        }
+        stack.poll(Instant::ZERO);
+        assert_eq!(stack.connection_count(), 0);
     }
 }

@@ -1,0 +1,806 @@
+//! Layering: for each field take the flag, else the file, else the default; then validate.
+//!
+//! Only the value that wins is validated, and its error names where it came from: a file value
+//! is `config: <json_key>`, a flag is `--<flag-name>`. Checks spanning fields (zone in region,
+//! `--no-tun` needs `--listen`) run after the choice.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::defaults::{self, MachineDefaults};
+use super::file::{ConfigLayer, PublicKeyLayer};
+use super::validate;
+use super::{
+    ConfigError, Imdsv2Mode, InstanceMetadata, PublicKey, SecurityGroup, Settings, TunSettings,
+};
+
+/// Where a value came from, so its error can point at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Flag,
+    File,
+}
+
+/// `config: instance_id` or `--instance-id`.
+fn label(origin: Origin, key: &str) -> String {
+    match origin {
+        Origin::File => format!("config: {key}"),
+        Origin::Flag => match key {
+            "user_data_file" => "--user-data".to_owned(),
+            "tags" => "--tag".to_owned(),
+            "shutdown_grace_seconds" => "--shutdown-grace".to_owned(),
+            other => format!("--{}", other.replace('_', "-")),
+        },
+    }
+}
+
+/// The flag's value if given, else the file's.
+fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<(T, Origin)> {
+    match (flag, file) {
+        (Some(value), _) => Some((value, Origin::Flag)),
+        (None, Some(value)) => Some((value, Origin::File)),
+        (None, None) => None,
+    }
+}
+
+/// Validates the winning text value of `key` with `check`.
+fn text<T>(
+    chosen: Option<(String, Origin)>,
+    key: &str,
+    check: fn(&str) -> Result<T, String>,
+) -> Result<Option<(T, Origin)>, ConfigError> {
+    chosen
+        .map(|(value, origin)| {
+            check(&value)
+                .map(|checked| (checked, origin))
+                .map_err(|expected| {
+                    ConfigError(format!("{} {value:?}: {expected}", label(origin, key)))
+                })
+        })
+        .transpose()
+}
+
+/// Validates the winning number of `key`, or takes `default`.
+fn number(
+    chosen: Option<(u64, Origin)>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    match chosen {
+        None => Ok(default),
+        Some((value, origin)) => validate::in_range(value, range, unit)
+            .map_err(|expected| ConfigError(format!("{} {value}: {expected}", label(origin, key)))),
+    }
+}
+
+/// Resolves the flag layer over the file layer over `machine`'s defaults.
+pub fn resolve(
+    file: ConfigLayer,
+    flags: ConfigLayer,
+    machine: &MachineDefaults,
+) -> Result<Settings, ConfigError> {
+    let service = resolve_service(&file, &flags)?;
+    let instance = resolve_instance(file, flags, machine)?;
+    Ok(Settings {
+        tun: service.tun,
+        listen: service.listen,
+        max_connections: service.max_connections,
+        shutdown_grace: service.shutdown_grace,
+        imdsv2: service.imdsv2,
+        credentials_lifetime: service.credentials_lifetime,
+        instance,
+    })
+}
+
+/// The service half of [`Settings`], resolved before the instance.
+struct Service {
+    tun: Option<TunSettings>,
+    listen: Vec<SocketAddr>,
+    max_connections: usize,
+    shutdown_grace: Duration,
+    imdsv2: Imdsv2Mode,
+    credentials_lifetime: Duration,
+}
+
+/// Everything but the instance: listeners, TUN, limits, token mode.
+fn resolve_service(file: &ConfigLayer, flags: &ConfigLayer) -> Result<Service, ConfigError> {
+    let listen = match pick(flags.listen.clone(), file.listen.clone()) {
+        None => Vec::new(),
+        Some((addresses, origin)) => addresses
+            .iter()
+            .map(|address| {
+                address.parse::<SocketAddr>().map_err(|_| {
+                    ConfigError(format!(
+                        "{} {address:?}: expected ADDR:PORT such as \"127.0.0.1:8080\"",
+                        label(origin, "listen")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let no_tun = pick(flags.no_tun, file.no_tun);
+    if let Some((true, origin)) = no_tun
+        && listen.is_empty()
+    {
+        return Err(ConfigError(format!(
+            "{}: nothing would be served; give at least one --listen ADDR:PORT",
+            label(origin, "no_tun")
+        )));
+    }
+    let tun_name = text(
+        pick(flags.tun_name.clone(), file.tun_name.clone()),
+        "tun_name",
+        validate::tun_name,
+    )?
+    .map_or_else(|| defaults::TUN_NAME.to_owned(), |(name, _)| name);
+    // 576 is the smallest MTU every IPv4 host must accept; above 65535 an IP packet cannot go.
+    let mtu = number(
+        pick(flags.mtu, file.mtu),
+        "mtu",
+        576..=65535,
+        "bytes",
+        defaults::MTU,
+    )?;
+    let max_connections = number(
+        pick(flags.max_connections, file.max_connections),
+        "max_connections",
+        1..=65536,
+        "connections",
+        defaults::MAX_CONNECTIONS,
+    )?;
+    let shutdown_grace = number(
+        pick(flags.shutdown_grace_seconds, file.shutdown_grace_seconds),
+        "shutdown_grace_seconds",
+        0..=3600,
+        "seconds",
+        defaults::SHUTDOWN_GRACE_SECONDS,
+    )?;
+    // At least 30 minutes, so credentials outlive the 15-minute rotation margin; at most 12
+    // hours, the longest an instance-profile session lasts.
+    let credentials_lifetime = number(
+        pick(
+            flags.credentials_lifetime_seconds,
+            file.credentials_lifetime_seconds,
+        ),
+        "credentials_lifetime_seconds",
+        1800..=43200,
+        "seconds",
+        defaults::CREDENTIALS_LIFETIME_SECONDS,
+    )?;
+    let imdsv2 = text(
+        pick(flags.imdsv2.clone(), file.imdsv2.clone()),
+        "imdsv2",
+        |value| match value {
+            "optional" => Ok(Imdsv2Mode::Optional),
+            "required" => Ok(Imdsv2Mode::Required),
+            _ => Err("expected \"optional\" or \"required\"".into()),
+        },
+    )?
+    .map_or(Imdsv2Mode::Optional, |(mode, _)| mode);
+
+    let tun_disabled = no_tun.is_some_and(|(disabled, _)| disabled);
+    Ok(Service {
+        tun: (!tun_disabled).then(|| TunSettings {
+            name: tun_name,
+            mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+        }),
+        listen,
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        shutdown_grace: Duration::from_secs(shutdown_grace),
+        imdsv2,
+        credentials_lifetime: Duration::from_secs(credentials_lifetime),
+    })
+}
+
+fn resolve_instance(
+    file: ConfigLayer,
+    flags: ConfigLayer,
+    machine: &MachineDefaults,
+) -> Result<InstanceMetadata, ConfigError> {
+    let user_data = resolve_user_data(&file, &flags)?;
+    let or = |chosen: Option<(String, Origin)>, default: String| {
+        chosen.map_or(default, |(value, _)| value)
+    };
+    let instance_id = or(
+        text(
+            pick(flags.instance_id, file.instance_id),
+            "instance_id",
+            validate::instance_id,
+        )?,
+        machine.instance_id(),
+    );
+    let reservation_id = or(
+        text(
+            pick(flags.reservation_id, file.reservation_id),
+            "reservation_id",
+            validate::reservation_id,
+        )?,
+        machine.reservation_id(),
+    );
+    let ami_id = or(
+        text(pick(flags.ami_id, file.ami_id), "ami_id", validate::ami_id)?,
+        machine.ami_id(),
+    );
+    let instance_type = or(
+        text(
+            pick(flags.instance_type, file.instance_type),
+            "instance_type",
+            validate::instance_type,
+        )?,
+        defaults::INSTANCE_TYPE.to_owned(),
+    );
+    let account_id = or(
+        text(
+            pick(flags.account_id, file.account_id),
+            "account_id",
+            validate::account_id,
+        )?,
+        defaults::ACCOUNT_ID.to_owned(),
+    );
+
+    let (region, availability_zone) = resolve_placement(
+        text(pick(flags.region, file.region), "region", validate::region)?,
+        text(
+            pick(flags.availability_zone, file.availability_zone),
+            "availability_zone",
+            validate::availability_zone,
+        )?,
+    )?;
+    let availability_zone_id = or(
+        text(
+            pick(flags.availability_zone_id, file.availability_zone_id),
+            "availability_zone_id",
+            validate::availability_zone_id,
+        )?,
+        defaults::availability_zone_id(&region, &availability_zone),
+    );
+
+    let hostname = or(
+        text(
+            pick(flags.hostname, file.hostname),
+            "hostname",
+            validate::single_line,
+        )?,
+        machine.hostname().to_owned(),
+    );
+    let local_hostname = or(
+        text(
+            pick(flags.local_hostname, file.local_hostname),
+            "local_hostname",
+            validate::single_line,
+        )?,
+        hostname.clone(),
+    );
+    let local_ipv4 = text(
+        pick(flags.local_ipv4, file.local_ipv4),
+        "local_ipv4",
+        validate::ipv4,
+    )?
+    .map_or_else(|| machine.local_ipv4(), |(ip, _)| ip);
+    let public_ipv4 = text(
+        pick(flags.public_ipv4, file.public_ipv4),
+        "public_ipv4",
+        validate::ipv4,
+    )?
+    .map(|(ip, _)| ip);
+    let public_hostname = match (
+        text(
+            pick(flags.public_hostname, file.public_hostname),
+            "public_hostname",
+            validate::single_line,
+        )?,
+        public_ipv4,
+    ) {
+        (Some((name, _)), Some(_)) => Some(name),
+        (Some((name, origin)), None) => {
+            return Err(ConfigError(format!(
+                "{} {name:?}: a public hostname needs a public_ipv4 too",
+                label(origin, "public_hostname")
+            )));
+        }
+        (None, Some(ip)) => Some(defaults::public_hostname(ip, &region)),
+        (None, None) => None,
+    };
+    let mac = or(
+        text(pick(flags.mac, file.mac), "mac", validate::mac)?,
+        machine.mac(),
+    );
+    let (vpc_ipv4_cidr_block, subnet_ipv4_cidr_block) = defaults::vpc_and_subnet_cidrs(local_ipv4);
+
+    let security_groups = match pick(flags.security_groups, file.security_groups) {
+        None => vec![defaults::SECURITY_GROUP.to_owned()],
+        Some((names, origin)) => {
+            if names.is_empty() {
+                return Err(ConfigError(format!(
+                    "{} []: expected at least one security group name",
+                    label(origin, "security_groups")
+                )));
+            }
+            for name in &names {
+                text(
+                    Some((name.clone(), origin)),
+                    "security_groups",
+                    validate::single_line,
+                )?;
+            }
+            names
+        }
+    }
+    .into_iter()
+    .map(|name| SecurityGroup {
+        id: machine.security_group_id(&name),
+        name,
+    })
+    .collect();
+
+    let role_name = or(
+        text(
+            pick(flags.role_name, file.role_name),
+            "role_name",
+            validate::path_segment,
+        )?,
+        defaults::ROLE_NAME.to_owned(),
+    );
+    let public_key = resolve_public_key(pick(flags.public_key, file.public_key))?;
+    let tags = resolve_tags(file.tags, flags.tags)?;
+
+    Ok(InstanceMetadata {
+        instance_id,
+        reservation_id,
+        ami_id,
+        instance_type,
+        account_id,
+        region,
+        availability_zone,
+        availability_zone_id,
+        architecture: host_architecture().to_owned(),
+        hostname,
+        local_hostname,
+        local_ipv4,
+        public_ipv4,
+        public_hostname,
+        mac,
+        interface_id: machine.interface_id(),
+        subnet_id: machine.subnet_id(),
+        vpc_id: machine.vpc_id(),
+        subnet_ipv4_cidr_block,
+        vpc_ipv4_cidr_block,
+        security_groups,
+        role_name,
+        instance_profile_id: machine.instance_profile_id(),
+        public_key,
+        tags,
+        user_data,
+    })
+}
+
+/// Region and zone must agree. Either one alone implies the other (`us-west-2` → `us-west-2a`,
+/// `us-west-2c` → `us-west-2`); neither gives `us-east-1`/`us-east-1a`.
+fn resolve_placement(
+    region: Option<(String, Origin)>,
+    zone: Option<(String, Origin)>,
+) -> Result<(String, String), ConfigError> {
+    match (region, zone) {
+        (None, None) => Ok((
+            defaults::REGION.to_owned(),
+            defaults::AVAILABILITY_ZONE.to_owned(),
+        )),
+        (Some((region, _)), None) => {
+            let zone = format!("{region}a");
+            Ok((region, zone))
+        }
+        (None, Some((zone, origin))) => {
+            let region = zone.trim_end_matches(|c: char| c.is_ascii_lowercase());
+            validate::region(region)
+                .map(|region| (region, zone.clone()))
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "{} {zone:?}: cannot tell its region; set region as well",
+                        label(origin, "availability_zone")
+                    ))
+                })
+        }
+        (Some((region, _)), Some((zone, origin))) => {
+            // After the region comes the zone letter, or `-` for a local zone
+            // (`us-east-1-bos-1a`); `us-east-10a` is not a zone of `us-east-1`.
+            let in_region = zone
+                .strip_prefix(region.as_str())
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '-'));
+            if in_region {
+                Ok((region, zone))
+            } else {
+                Err(ConfigError(format!(
+                    "{} {zone:?}: expected a zone of region {region:?} (its name starts with the region)",
+                    label(origin, "availability_zone")
+                )))
+            }
+        }
+    }
+}
+
+fn resolve_public_key(
+    chosen: Option<(PublicKeyLayer, Origin)>,
+) -> Result<Option<PublicKey>, ConfigError> {
+    let Some((key, origin)) = chosen else {
+        return Ok(None);
+    };
+    let invalid = |what: &str, value: &str, expected: String| {
+        ConfigError(format!(
+            "{}.{what} {value:?}: {expected}",
+            label(origin, "public_key")
+        ))
+    };
+    let name = validate::single_line(&key.name).map_err(|e| invalid("name", &key.name, e))?;
+    let openssh_key = validate::single_line(&key.openssh_key)
+        .map_err(|e| invalid("openssh_key", &key.openssh_key, e))?;
+    Ok(Some(PublicKey { name, openssh_key }))
+}
+
+/// File tags, then flag tags on top (a flag replaces a file tag with the same key).
+fn resolve_tags(
+    file: Option<BTreeMap<String, String>>,
+    flags: Option<BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut tags = BTreeMap::new();
+    for (layer, origin) in [(file, Origin::File), (flags, Origin::Flag)] {
+        for (key, value) in layer.unwrap_or_default() {
+            validate::path_segment(&key).map_err(|expected| {
+                ConfigError(format!("{} key {key:?}: {expected}", label(origin, "tags")))
+            })?;
+            tags.insert(key, value);
+        }
+    }
+    Ok(tags)
+}
+
+/// `--user-data FILE` beats the file's `user_data_file` or inline `user_data` (not both).
+fn resolve_user_data(
+    file: &ConfigLayer,
+    flags: &ConfigLayer,
+) -> Result<Option<bytes::Bytes>, ConfigError> {
+    if file.user_data.is_some() && file.user_data_file.is_some() {
+        return Err(ConfigError(
+            "config: user_data and user_data_file both given; keep one".into(),
+        ));
+    }
+    let path = pick(flags.user_data_file.clone(), file.user_data_file.clone());
+    if let Some((path, origin)) = path {
+        return std::fs::read(&path)
+            .map(|bytes| Some(bytes::Bytes::from(bytes)))
+            .map_err(|error| {
+                ConfigError(format!(
+                    "{} {:?}: cannot read: {error}",
+                    label(origin, "user_data_file"),
+                    path.display().to_string()
+                ))
+            });
+    }
+    Ok(file.user_data.clone().map(bytes::Bytes::from))
+}
+
+/// EC2's name for the architecture this binary runs on.
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86" => "i386",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn machine() -> MachineDefaults {
+        MachineDefaults::from_parts(
+            "5d41402abc4b2a76b9719d911017c592",
+            "devbox",
+            Some(Ipv4Addr::new(10, 1, 2, 3)),
+        )
+    }
+
+    fn resolved(file: ConfigLayer, flags: ConfigLayer) -> Result<Settings, ConfigError> {
+        resolve(file, flags, &machine())
+    }
+
+    fn error_of(file: ConfigLayer, flags: ConfigLayer) -> String {
+        match resolved(file, flags) {
+            Ok(_) => panic!("expected a configuration error"),
+            Err(error) => error.0,
+        }
+    }
+
+    #[test]
+    fn defaults_are_realistic_and_consistent() {
+        let settings = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        let instance = &settings.instance;
+        assert!(validate::instance_id(&instance.instance_id).is_ok());
+        assert_eq!(instance.instance_id.len(), 19);
+        assert_eq!(instance.region, "us-east-1");
+        assert_eq!(instance.availability_zone, "us-east-1a");
+        assert_eq!(instance.availability_zone_id, "use1-az1");
+        assert_eq!(instance.account_id, "123456789012");
+        assert_eq!(instance.instance_type, "t3.micro");
+        assert_eq!(instance.hostname, "devbox");
+        assert_eq!(instance.local_ipv4, Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(instance.public_ipv4, None);
+        assert_eq!(instance.public_hostname, None);
+        assert_eq!(instance.role_name, "imds-tun");
+        assert_eq!(instance.vpc_ipv4_cidr_block, "10.1.0.0/16");
+        assert_eq!(instance.user_data, None);
+        assert_eq!(settings.imdsv2, Imdsv2Mode::Optional);
+        assert_eq!(settings.max_connections, 1024);
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
+        let tun = settings.tun.unwrap();
+        assert_eq!(tun.name, "imds%d");
+        assert_eq!(tun.mtu, 1500);
+    }
+
+    #[test]
+    fn defaults_are_stable_across_two_resolutions() {
+        let first = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        let second = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        assert_eq!(first.instance, second.instance);
+        let probed = MachineDefaults::probe();
+        let a = resolve(ConfigLayer::default(), ConfigLayer::default(), &probed).unwrap();
+        let b = resolve(
+            ConfigLayer::default(),
+            ConfigLayer::default(),
+            &MachineDefaults::probe(),
+        )
+        .unwrap();
+        assert_eq!(a.instance, b.instance);
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let file = ConfigLayer {
+            instance_type: Some("m5.large".into()),
+            region: Some("eu-west-1".into()),
+            ..ConfigLayer::default()
+        };
+        let flags = ConfigLayer {
+            instance_type: Some("c7g.xlarge".into()),
+            ..ConfigLayer::default()
+        };
+        let instance = resolved(file, flags).unwrap().instance;
+        assert_eq!(instance.instance_type, "c7g.xlarge");
+        assert_eq!(instance.region, "eu-west-1");
+        assert_eq!(instance.availability_zone, "eu-west-1a");
+        assert_eq!(instance.account_id, "123456789012");
+    }
+
+    #[test]
+    fn bad_instance_id_in_file_names_the_field() {
+        let file = ConfigLayer {
+            instance_id: Some("x-123".into()),
+            ..ConfigLayer::default()
+        };
+        assert_eq!(
+            error_of(file, ConfigLayer::default()),
+            "config: instance_id \"x-123\": expected \"i-\" followed by 8 or 17 lower-case hex digits"
+        );
+    }
+
+    #[test]
+    fn bad_flag_value_names_the_flag() {
+        let flags = ConfigLayer {
+            account_id: Some("12".into()),
+            ..ConfigLayer::default()
+        };
+        let message = error_of(ConfigLayer::default(), flags);
+        assert!(message.starts_with("--account-id \"12\""), "{message}");
+    }
+
+    #[test]
+    fn zone_outside_region_is_an_error() {
+        let file = ConfigLayer {
+            region: Some("us-east-1".into()),
+            availability_zone: Some("eu-west-1a".into()),
+            ..ConfigLayer::default()
+        };
+        let message = error_of(file, ConfigLayer::default());
+        assert!(
+            message.starts_with("config: availability_zone"),
+            "{message}"
+        );
+        assert!(message.contains("us-east-1"), "{message}");
+    }
+
+    #[test]
+    fn zone_of_a_longer_region_number_is_not_in_the_region() {
+        let file = ConfigLayer {
+            region: Some("us-east-1".into()),
+            availability_zone: Some("us-east-10a".into()),
+            ..ConfigLayer::default()
+        };
+        let message = error_of(file, ConfigLayer::default());
+        assert!(
+            message.starts_with("config: availability_zone"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn zone_alone_implies_its_region() {
+        let file = ConfigLayer {
+            availability_zone: Some("ap-southeast-2c".into()),
+            ..ConfigLayer::default()
+        };
+        let instance = resolved(file, ConfigLayer::default()).unwrap().instance;
+        assert_eq!(instance.region, "ap-southeast-2");
+        assert_eq!(instance.availability_zone_id, "apse2-az3");
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let cases: Vec<(ConfigLayer, &str)> = vec![
+            (
+                ConfigLayer {
+                    local_ipv4: Some("10.0.0.256".into()),
+                    ..ConfigLayer::default()
+                },
+                "config: local_ipv4",
+            ),
+            (
+                ConfigLayer {
+                    public_ipv4: Some("nope".into()),
+                    ..ConfigLayer::default()
+                },
+                "config: public_ipv4",
+            ),
+            (
+                ConfigLayer {
+                    mac: Some("0e:zz:00:00:00:00".into()),
+                    ..ConfigLayer::default()
+                },
+                "config: mac",
+            ),
+            (
+                ConfigLayer {
+                    account_id: Some("1234".into()),
+                    ..ConfigLayer::default()
+                },
+                "config: account_id",
+            ),
+            (
+                ConfigLayer {
+                    tags: Some(BTreeMap::from([(String::new(), "v".into())])),
+                    ..ConfigLayer::default()
+                },
+                "config: tags key",
+            ),
+            (
+                ConfigLayer {
+                    max_connections: Some(0),
+                    ..ConfigLayer::default()
+                },
+                "config: max_connections 0",
+            ),
+            (
+                ConfigLayer {
+                    mtu: Some(100_000),
+                    ..ConfigLayer::default()
+                },
+                "config: mtu",
+            ),
+            (
+                ConfigLayer {
+                    credentials_lifetime_seconds: Some(60),
+                    ..ConfigLayer::default()
+                },
+                "config: credentials_lifetime_seconds",
+            ),
+            (
+                ConfigLayer {
+                    imdsv2: Some("always".into()),
+                    ..ConfigLayer::default()
+                },
+                "config: imdsv2",
+            ),
+            (
+                ConfigLayer {
+                    role_name: Some("a/b".into()),
+                    ..ConfigLayer::default()
+                },
+                "config: role_name",
+            ),
+            (
+                ConfigLayer {
+                    listen: Some(vec!["localhost".into()]),
+                    ..ConfigLayer::default()
+                },
+                "config: listen",
+            ),
+            (
+                ConfigLayer {
+                    region: Some("mars".into()),
+                    ..ConfigLayer::default()
+                },
+                "config: region",
+            ),
+        ];
+        for (file, field) in cases {
+            let message = error_of(file, ConfigLayer::default());
+            assert!(message.starts_with(field), "{field}: {message}");
+            assert!(!message.contains('\n'), "one line: {message}");
+        }
+    }
+
+    #[test]
+    fn unreadable_user_data_file_names_the_path() {
+        let flags = ConfigLayer {
+            user_data_file: Some("/nonexistent/user-data.sh".into()),
+            ..ConfigLayer::default()
+        };
+        let message = error_of(ConfigLayer::default(), flags);
+        assert!(message.starts_with("--user-data"), "{message}");
+        assert!(message.contains("/nonexistent/user-data.sh"), "{message}");
+    }
+
+    #[test]
+    fn no_tun_without_listen_is_an_error() {
+        let flags = ConfigLayer {
+            no_tun: Some(true),
+            ..ConfigLayer::default()
+        };
+        let message = error_of(ConfigLayer::default(), flags);
+        assert!(message.starts_with("--no-tun"), "{message}");
+        let flags = ConfigLayer {
+            no_tun: Some(true),
+            listen: Some(vec!["127.0.0.1:8080".into()]),
+            ..ConfigLayer::default()
+        };
+        let settings = resolved(ConfigLayer::default(), flags).unwrap();
+        assert!(settings.tun.is_none());
+        assert_eq!(settings.listen.len(), 1);
+    }
+
+    #[test]
+    fn flag_tags_override_file_tags_key_by_key() {
+        let file = ConfigLayer {
+            tags: Some(BTreeMap::from([
+                ("Name".to_string(), "file".to_string()),
+                ("Team".to_string(), "infra".to_string()),
+            ])),
+            ..ConfigLayer::default()
+        };
+        let flags = ConfigLayer {
+            tags: Some(BTreeMap::from([("Name".to_string(), "flag".to_string())])),
+            ..ConfigLayer::default()
+        };
+        let tags = resolved(file, flags).unwrap().instance.tags;
+        assert_eq!(tags["Name"], "flag");
+        assert_eq!(tags["Team"], "infra");
+    }
+
+    #[test]
+    fn public_ipv4_brings_a_public_hostname() {
+        let file = ConfigLayer {
+            public_ipv4: Some("54.1.2.3".into()),
+            ..ConfigLayer::default()
+        };
+        let instance = resolved(file, ConfigLayer::default()).unwrap().instance;
+        assert_eq!(
+            instance.public_hostname.as_deref(),
+            Some("ec2-54-1-2-3.compute-1.amazonaws.com")
+        );
+    }
+
+    #[test]
+    fn inline_user_data_is_served_as_bytes() {
+        let file = ConfigLayer {
+            user_data: Some("#!/bin/sh\necho hi\n".into()),
+            ..ConfigLayer::default()
+        };
+        let instance = resolved(file, ConfigLayer::default()).unwrap().instance;
+        assert_eq!(
+            instance.user_data.as_deref(),
+            Some(&b"#!/bin/sh\necho hi\n"[..])
+        );
+    }
+}

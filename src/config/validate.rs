@@ -1,0 +1,251 @@
+//! Format checks for single metadata values, each a pure function of the text.
+//!
+//! Every check returns the normalised value or the *expected* form as a phrase, so the caller can
+//! prefix it with the field's name and origin (`config: instance_id "x": expected …`). Checks
+//! that involve two fields (region and zone) live in [`super::resolve`](mod@super::resolve).
+
+use std::net::Ipv4Addr;
+
+/// `i-` followed by 8 (old) or 17 (current) lower-case hex digits, as EC2 issues them.
+pub fn instance_id(value: &str) -> Result<String, String> {
+    prefixed_hex_id(value, "i-")
+}
+
+/// `ami-` followed by 8 or 17 lower-case hex digits.
+pub fn ami_id(value: &str) -> Result<String, String> {
+    prefixed_hex_id(value, "ami-")
+}
+
+/// `r-` followed by 8 or 17 lower-case hex digits.
+pub fn reservation_id(value: &str) -> Result<String, String> {
+    prefixed_hex_id(value, "r-")
+}
+
+fn prefixed_hex_id(value: &str, prefix: &str) -> Result<String, String> {
+    let digits = value.strip_prefix(prefix).unwrap_or("");
+    let hex_ok = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if value.starts_with(prefix) && hex_ok && matches!(digits.len(), 8 | 17) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "expected \"{prefix}\" followed by 8 or 17 lower-case hex digits"
+        ))
+    }
+}
+
+/// Twelve decimal digits, as every AWS account id.
+pub fn account_id(value: &str) -> Result<String, String> {
+    if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 12 decimal digits".into())
+    }
+}
+
+/// A region name such as `us-east-1` or `us-gov-west-1`: lower-case words joined by `-`, ending
+/// in a number.
+pub fn region(value: &str) -> Result<String, String> {
+    let parts: Vec<&str> = value.split('-').collect();
+    let words_ok = parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase()));
+    let number_ok = parts
+        .last()
+        .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()));
+    if words_ok && number_ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a region name such as \"us-east-1\"".into())
+    }
+}
+
+/// An availability zone: the region followed by lower-case letters/digits/`-` (`us-east-1a`,
+/// or a local zone such as `us-east-1-bos-1a`). The region part is checked by the caller.
+pub fn availability_zone(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.bytes().last().is_some_and(|b| b.is_ascii_lowercase())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a zone name such as \"us-east-1a\"".into())
+    }
+}
+
+/// A zone id such as `use1-az1`.
+pub fn availability_zone_id(value: &str) -> Result<String, String> {
+    let ok = value.split_once("-az").is_some_and(|(prefix, number)| {
+        !prefix.is_empty()
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit())
+    });
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a zone id such as \"use1-az1\"".into())
+    }
+}
+
+/// An instance type such as `t3.micro`: family `.` size.
+pub fn instance_type(value: &str) -> Result<String, String> {
+    let ok = value.split_once('.').is_some_and(|(family, size)| {
+        let word = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        word(family) && word(size)
+    });
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected an instance type such as \"t3.micro\"".into())
+    }
+}
+
+/// A dotted-quad IPv4 address.
+pub fn ipv4(value: &str) -> Result<Ipv4Addr, String> {
+    value
+        .parse()
+        .map_err(|_| "expected an IPv4 address such as \"172.31.16.5\"".to_string())
+}
+
+/// Six two-digit hex groups joined by `:`; served in lower case as EC2 does.
+pub fn mac(value: &str) -> Result<String, String> {
+    let groups: Vec<&str> = value.split(':').collect();
+    let ok = groups.len() == 6
+        && groups
+            .iter()
+            .all(|g| g.len() == 2 && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err("expected a MAC address such as \"0e:1a:2b:3c:4d:5e\"".into())
+    }
+}
+
+/// A single path segment of the metadata tree (role names, tag keys, hostnames): non-empty,
+/// no `/`, not `.`/`..`, no control characters. Anything else would break the tree's paths.
+pub fn path_segment(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value != "."
+        && value != ".."
+        && !value.contains('/')
+        && !value.chars().any(char::is_control);
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a non-empty name without \"/\" or control characters".into())
+    }
+}
+
+/// A one-line text value (hostnames, key names): non-empty, no control characters.
+pub fn single_line(value: &str) -> Result<String, String> {
+    if !value.is_empty() && !value.chars().any(char::is_control) {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a non-empty single line of text".into())
+    }
+}
+
+/// A whole number within `range`, for limits and durations.
+pub fn in_range(
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, String> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "expected {} to {} {unit}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+/// A TUN interface name: at most 15 bytes (IFNAMSIZ - 1), no `/` or whitespace; `%d` lets the
+/// kernel pick the number.
+pub fn tun_name(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 15
+        && !value
+            .bytes()
+            .any(|b| b == b'/' || b.is_ascii_whitespace() || b.is_ascii_control());
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected an interface name of 1 to 15 characters without \"/\" or spaces".into())
+    }
+}
+
+/// A `KEY=VALUE` tag from the command line.
+pub fn tag_pair(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, tag_value)) => Ok((key.to_owned(), tag_value.to_owned())),
+        None => Err("expected KEY=VALUE".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_id_accepts_short_and_long_forms_only() {
+        assert!(instance_id("i-0123abcd").is_ok());
+        assert!(instance_id("i-0123456789abcdef0").is_ok());
+        assert!(instance_id("i-0123456789ABCDEF0").is_err());
+        assert!(instance_id("x-123").is_err());
+        assert!(instance_id("i-123").is_err());
+    }
+
+    #[test]
+    fn account_id_needs_twelve_digits() {
+        assert!(account_id("123456789012").is_ok());
+        assert!(account_id("12345678901").is_err());
+        assert!(account_id("12345678901a").is_err());
+    }
+
+    #[test]
+    fn region_and_zone_shapes() {
+        assert!(region("us-east-1").is_ok());
+        assert!(region("us-gov-west-1").is_ok());
+        assert!(region("useast1").is_err());
+        assert!(region("US-EAST-1").is_err());
+        assert!(availability_zone("us-east-1a").is_ok());
+        assert!(availability_zone("us-east-1").is_err());
+        assert!(availability_zone_id("use1-az4").is_ok());
+        assert!(availability_zone_id("use1az4").is_err());
+    }
+
+    #[test]
+    fn mac_is_normalised_to_lower_case() {
+        assert_eq!(mac("0E:AA:bb:01:02:03").as_deref(), Ok("0e:aa:bb:01:02:03"));
+        assert!(mac("0e:aa:bb:01:02").is_err());
+        assert!(mac("0e-aa-bb-01-02-03").is_err());
+    }
+
+    #[test]
+    fn path_segment_rejects_slashes_and_dots() {
+        assert!(path_segment("Name").is_ok());
+        assert!(path_segment("").is_err());
+        assert!(path_segment("a/b").is_err());
+        assert!(path_segment("..").is_err());
+    }
+
+    #[test]
+    fn tag_pair_splits_on_first_equals() {
+        assert_eq!(tag_pair("k=v=w"), Ok(("k".to_string(), "v=w".to_string())));
+        assert!(tag_pair("novalue").is_err());
+    }
+}
