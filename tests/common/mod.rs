@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -81,9 +81,12 @@ pub fn skip_or_fail(test: &str, reason: &str) {
     if in_ci() {
         panic!("{test}: cannot run: {reason} (CI=true, so this is a failure, not a skip)");
     }
-    eprintln!();
-    eprintln!("    SKIPPED (needs root and network namespaces): {test}: {reason}");
-    eprintln!();
+    // Written to the stderr handle directly: libtest captures `eprintln!` of passing tests, and
+    // a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n    SKIPPED (needs root and network namespaces): {test}: {reason}\n"
+    );
 }
 
 /// True when this process runs as root (euid 0).
