@@ -188,6 +188,30 @@ fn sigterm_during_a_request_still_exits_zero_and_cleans_up() {
 }
 
 #[test]
+fn shutdown_grace_bounds_the_exit_when_a_client_stalls() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &["--shutdown-grace", "1"]);
+    // A client that sent half a request and went quiet holds a connection open.
+    let _stalled = namespace.run_in(|| async {
+        let mut connection = http::Connection::open(common::METADATA).await;
+        connection
+            .write_raw(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n")
+            .await;
+        connection
+    });
+    let started = std::time::Instant::now();
+    child.signal(Signal::SIGTERM);
+    let status = child.wait_exit(Duration::from_secs(4));
+    assert_exit_code(&child, status, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a 1 s grace took {:?}",
+        started.elapsed()
+    );
+    namespace.wait_until_clean(CLEANUP_TIMEOUT);
+}
+
+#[test]
 fn metadata_address_on_lo_is_refused_and_no_tun_is_created() {
     let namespace = namespace!();
     namespace.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);

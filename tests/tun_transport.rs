@@ -342,3 +342,72 @@ fn tun_and_kernel_listener_answer_identically() {
         assert_same_shape(&path, &tun, &kern);
     });
 }
+
+#[test]
+fn connections_beyond_max_connections_are_refused_and_capacity_comes_back() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &["--max-connections", "5"]);
+    namespace.run_in(|| async {
+        let mut held = Vec::new();
+        for index in 0..5 {
+            let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(METADATA))
+                .await
+                .unwrap_or_else(|_| panic!("connection {index} hung"))
+                .unwrap_or_else(|error| panic!("connection {index} within the limit: {error}"));
+            held.push(stream);
+        }
+        let started = Instant::now();
+        let over = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(METADATA))
+            .await
+            .expect("the sixth connection is answered (with a RST), not left hanging");
+        assert_eq!(
+            over.expect_err("the sixth connection is over the limit")
+                .kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(held);
+        // Closed connections are reaped; the limit frees up again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match TcpStream::connect(METADATA).await {
+                Ok(stream) => {
+                    drop(stream);
+                    break;
+                }
+                Err(error) if Instant::now() < deadline => {
+                    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("capacity never came back: {error}"),
+            }
+        }
+        let response = http::get(METADATA, "/latest/").await;
+        assert_eq!(response.status, 200, "{response:?}");
+    });
+    assert!(child.is_running(), "stderr:\n{}", child.stderr());
+}
+
+#[test]
+fn small_mtu_still_carries_large_responses_intact() {
+    let namespace = namespace!();
+    let _child = common::start(&namespace, &["--mtu", "576", "--listen", KERNEL_LISTENER]);
+    namespace.run_in(|| async {
+        for path in [
+            "/latest/dynamic/instance-identity/pkcs7",
+            "/latest/dynamic/instance-identity/document",
+            "/latest/meta-data/",
+        ] {
+            let tun = http::get(METADATA, path).await;
+            let kernel = http::get(kernel_address(), path).await;
+            assert_eq!(tun.status, 200, "{path}: {tun:?}");
+            assert_identical(path, &tun, &kernel);
+        }
+        let pkcs7 = http::get(METADATA, "/latest/dynamic/instance-identity/pkcs7").await;
+        assert!(
+            pkcs7.body.len() > 576,
+            "the check needs a body larger than one packet: {} bytes",
+            pkcs7.body.len()
+        );
+    });
+}
