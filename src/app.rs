@@ -89,7 +89,13 @@ pub fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // aws-config logs its own provider failures as warnings on every retry; imds-tun logs
+        // one line per failure itself (src/credentials/cache.rs).
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

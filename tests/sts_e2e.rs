@@ -473,6 +473,56 @@ fn no_credentials_anywhere_serves_fake_ones_quickly_and_never_asks_itself() {
     assert_eq!(served, 1, "{log}");
 }
 
+#[test]
+fn a_profile_whose_source_is_instance_metadata_never_reaches_imds_tun_itself() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let dir = TempDir::new();
+    let config = dir.file(
+        "config",
+        format!("[profile loop]\nrole_arn = {ROLE_ARN}\ncredential_source = Ec2InstanceMetadata\n")
+            .as_bytes(),
+    );
+    let spawn = Spawn {
+        env: vec![
+            ("AWS_CONFIG_FILE".to_owned(), config),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+                "/nonexistent/credentials".to_owned(),
+            ),
+            ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+            (
+                "AWS_ENDPOINT_URL_STS".to_owned(),
+                "http://127.0.0.1:9".to_owned(),
+            ),
+            ("RUST_LOG".to_owned(), "info,imds_tun=debug".to_owned()),
+        ],
+        ..Spawn::default()
+    };
+    let child = namespace.spawn_with(&["--profile", "loop", "--retry-base-ms", "100"], &spawn);
+    child.wait_ready();
+    // Let the background retries run a while: none of them may come back through the TUN.
+    std::thread::sleep(Duration::from_secs(2));
+    let answer = namespace.run_in(|| async {
+        http::get(
+            METADATA,
+            "/latest/meta-data/iam/security-credentials/imds-tun",
+        )
+        .await
+    });
+    assert_eq!(answer.status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = child.stderr();
+    let served = log
+        .lines()
+        .filter(|line| line.contains("request") && line.contains("path="))
+        .count();
+    assert_eq!(
+        served, 1,
+        "only the test's own request reached imds-tun:\n{log}"
+    );
+}
+
 /// Runs the binary without a namespace (the error comes before any device) and returns its exit
 /// code, stderr and how long it took.
 fn run_failing(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
