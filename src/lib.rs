@@ -43,4 +43,5 @@ pub mod credentials;
 pub mod http;
 pub mod imds;
 pub mod platform;
+pub mod privileges;
 pub mod stack;

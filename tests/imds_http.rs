@@ -622,3 +622,43 @@ fn bad_config_file_exits_2_naming_the_field() {
         assert!(namespace.tun_links().is_empty(), "{name}: nothing created");
     }
 }
+
+/// A browser page whose domain was rebound to 169.254.169.254 sends its own name as `Host`; it
+/// must not read anything, least of all credentials. IP literals and `instance-data` still work.
+#[test]
+fn a_request_for_a_foreign_host_is_refused_as_dns_rebinding() {
+    let namespace = namespace!();
+    let _child = common::start(&namespace, &["--role-name", "app"]);
+    namespace.run_in(|| async {
+        for path in [
+            "/latest/meta-data/iam/security-credentials/app",
+            "/latest/meta-data/instance-id",
+        ] {
+            let refused = http::send(
+                METADATA,
+                &Request::get(path).header("Host", "attacker.example"),
+            )
+            .await;
+            assert_eq!(refused.status, 403, "{path}: {}", refused.text());
+            assert!(
+                !refused.text().contains("AccessKeyId"),
+                "{}",
+                refused.text()
+            );
+        }
+        let token = http::send(
+            METADATA,
+            &Request::token("60").header("Host", "rebound.attacker.example:80"),
+        )
+        .await;
+        assert_eq!(token.status, 403, "no token for a rebound page either");
+        for host in ["169.254.169.254", "169.254.169.254:80", "instance-data"] {
+            let served = http::send(
+                METADATA,
+                &Request::get("/latest/meta-data/instance-id").header("Host", host),
+            )
+            .await;
+            assert_eq!(served.status, 200, "Host: {host}");
+        }
+    });
+}

@@ -76,6 +76,34 @@ fn end_with(signal: Signal, namespace: &Namespace) -> (common::ImdsTun, std::pro
     (child, status)
 }
 
+/// On a host with a default route (and even a link-local address of its own), the kernel must
+/// still pick the TUN's point-to-point source for 169.254.169.254, and the served local-ipv4
+/// defaults to the host's primary address.
+#[test]
+fn on_a_host_with_a_default_route_clients_still_reach_the_tun_from_its_own_source() {
+    let namespace = namespace!();
+    namespace.ip(&[
+        "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1",
+    ]);
+    namespace.ip(&["addr", "add", "192.0.2.10/24", "dev", "uplink0"]);
+    namespace.ip(&["addr", "add", "169.254.7.7/16", "dev", "uplink0"]);
+    namespace.ip(&["link", "set", "uplink0", "up"]);
+    namespace.ip(&["link", "set", "uplink1", "up"]);
+    namespace.ip(&["route", "add", "default", "via", "192.0.2.1"]);
+
+    let child = common::start(&namespace, &[]);
+    let tun = child.tun_name();
+    let route = namespace.ip(&["route", "get", "169.254.169.254"]);
+    assert!(
+        route.contains(&format!("dev {tun}")) && route.contains("src 169.254.169.253"),
+        "the metadata address goes into the TUN from .253: {route}"
+    );
+    let local_ipv4 = namespace
+        .run_in(|| async { http::get(common::METADATA, "/latest/meta-data/local-ipv4").await });
+    assert_eq!(local_ipv4.status, 200);
+    assert_eq!(local_ipv4.text(), "192.0.2.10");
+}
+
 #[test]
 fn running_instance_owns_a_point_to_point_tun_and_a_kernel_host_route() {
     let namespace = namespace!();
