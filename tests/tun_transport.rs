@@ -60,7 +60,7 @@ fn process_stays_healthy_after_three_hundred_connections_close() {
                         let mut connection = stream;
                         connection
                             .write_all(
-                                b"GET /latest/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                b"GET /latest/ HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n",
                             )
                             .await
                             .expect("write");
@@ -77,7 +77,7 @@ fn process_stays_healthy_after_three_hundred_connections_close() {
                     1 => {
                         let mut connection = stream;
                         connection
-                            .write_all(b"GET /latest/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .write_all(b"GET /latest/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
                             .await
                             .expect("write");
                         connection.set_zero_linger().expect("SO_LINGER 0");
@@ -206,8 +206,8 @@ fn malformed_http_gets_a_400_not_a_hang() {
     namespace.run_in(|| async {
         let garbage: [&[u8]; 3] = [
             b"THIS IS NOT HTTP AT ALL\r\n\r\n",
-            b"GET /latest/ HTTP/1.1\r\nHost: x\r\nA header without a colon\r\n\r\n",
-            b"GET /latest/ HTTP/9.9\r\nHost: x\r\n\r\n",
+            b"GET /latest/ HTTP/1.1\r\nHost: 169.254.169.254\r\nA header without a colon\r\n\r\n",
+            b"GET /latest/ HTTP/9.9\r\nHost: 169.254.169.254\r\n\r\n",
         ];
         for bytes in garbage {
             let mut connection = Connection::open(METADATA).await;
@@ -382,7 +382,9 @@ fn connections_beyond_max_connections_are_refused_and_capacity_comes_back() {
             }
         };
         stream
-            .write_all(b"GET /latest/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .write_all(
+                b"GET /latest/ HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n",
+            )
             .await
             .expect("write");
         let mut answer = Vec::new();

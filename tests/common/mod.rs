@@ -377,6 +377,20 @@ impl ImdsTun {
             .current_dir("/")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
+        // The child must not find the developer's own AWS identity (their keys, profile, or,
+        // under sudo, their ~/.aws): tests that want credentials pass them explicitly.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("AWS_") || key.starts_with("SUDO_") {
+                command.env_remove(key.as_ref());
+            }
+        }
+        command
+            .env("AWS_CONFIG_FILE", "/nonexistent/imds-tun-test/config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/imds-tun-test/credentials",
+            );
         for (key, value) in &options.env {
             command.env(key, value);
         }
