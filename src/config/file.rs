@@ -49,6 +49,13 @@ pub struct ConfigLayer {
     pub tags: Option<BTreeMap<String, String>>,
     pub user_data: Option<String>,
     pub user_data_file: Option<PathBuf>,
+    // Upstream proxy mode and listener protection (see `config::proxy`).
+    pub upstream: Option<String>,
+    pub upstream_token_file: Option<PathBuf>,
+    pub upstream_connect_timeout_ms: Option<u64>,
+    pub upstream_response_timeout_ms: Option<u64>,
+    pub listen_token_file: Option<PathBuf>,
+    pub insecure_listen_without_token: Option<bool>,
 }
 
 /// `public-keys/0`: the key pair the instance was launched with.

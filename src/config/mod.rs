@@ -8,9 +8,11 @@
 //! - [`defaults`]: stable, realistic defaults derived from the machine id.
 //! - [`validate`]: format checks of single values.
 //! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
+//! - [`proxy`]: `--upstream` forwarding and the shared token of non-loopback listeners.
 
 pub mod defaults;
 pub mod file;
+pub mod proxy;
 pub mod resolve;
 pub mod validate;
 
@@ -19,6 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 pub use file::{ConfigLayer, PublicKeyLayer};
+pub use proxy::{ProxySettings, SharedToken, UpstreamSettings};
 pub use resolve::resolve;
 
 /// Everything a run needs, fully resolved and validated.
@@ -38,6 +41,8 @@ pub struct Settings {
     pub credentials_lifetime: Duration,
     /// Every metadata value the service answers with.
     pub instance: InstanceMetadata,
+    /// `--upstream` forwarding and the token non-loopback listeners require.
+    pub proxy: ProxySettings,
 }
 
 /// The TUN device to create.

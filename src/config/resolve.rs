@@ -17,13 +17,13 @@ use super::{
 
 /// Where a value came from, so its error can point at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
+pub(super) enum Origin {
     Flag,
     File,
 }
 
 /// `config: instance_id` or `--instance-id`.
-fn label(origin: Origin, key: &str) -> String {
+pub(super) fn label(origin: Origin, key: &str) -> String {
     match origin {
         Origin::File => format!("config: {key}"),
         Origin::Flag => match key {
@@ -36,7 +36,7 @@ fn label(origin: Origin, key: &str) -> String {
 }
 
 /// The flag's value if given, else the file's.
-fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<(T, Origin)> {
+pub(super) fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<(T, Origin)> {
     match (flag, file) {
         (Some(value), _) => Some((value, Origin::Flag)),
         (None, Some(value)) => Some((value, Origin::File)),
@@ -62,7 +62,7 @@ fn text<T>(
 }
 
 /// Validates the winning number of `key`, or takes `default`.
-fn number(
+pub(super) fn number(
     chosen: Option<(u64, Origin)>,
     key: &str,
     range: std::ops::RangeInclusive<u64>,
@@ -83,6 +83,7 @@ pub fn resolve(
     machine: &MachineDefaults,
 ) -> Result<Settings, ConfigError> {
     let service = resolve_service(&file, &flags)?;
+    let proxy = super::proxy::resolve(&file, &flags, &service.listen, service.tun.is_some())?;
     let instance = resolve_instance(file, flags, machine)?;
     Ok(Settings {
         tun: service.tun,
@@ -92,6 +93,7 @@ pub fn resolve(
         imdsv2: service.imdsv2,
         credentials_lifetime: service.credentials_lifetime,
         instance,
+        proxy,
     })
 }
 
