@@ -45,4 +45,5 @@ pub mod doctor;
 pub mod http;
 pub mod imds;
 pub mod platform;
+pub mod privileges;
 pub mod stack;

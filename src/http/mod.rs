@@ -32,6 +32,8 @@ use crate::config::proxy::TOKEN_HEADER;
 use crate::imds::Imds;
 pub use upstream::Upstream;
 
+pub mod host_guard;
+
 /// Largest request body read; metadata requests have none, a token PUT an empty one.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -177,6 +179,18 @@ impl Server {
 
 async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
+    let host = parts.headers.get(hyper::header::HOST).map(|v| v.as_bytes());
+    if !host_guard::host_is_allowed(host) {
+        tracing::info!(
+            host = %String::from_utf8_lossy(host.unwrap_or_default()),
+            "refused a request for a foreign Host (DNS rebinding guard)"
+        );
+        let is_head = parts.method == hyper::Method::HEAD;
+        return crate::imds::responses::Reply::error(StatusCode::FORBIDDEN)
+            .into_response(is_head)
+            .map(Full::new);
+    }
+
     // The service never needs the body, but reading it keeps the connection reusable; a huge
     // one is refused rather than buffered.
     if Limited::new(body, MAX_BODY).collect().await.is_err() {

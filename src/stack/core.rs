@@ -24,7 +24,11 @@ use smoltcp::wire::{
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
+/// How long a connection must have sent nothing before a new client may evict it at the limit.
+const EVICTION_MIN_IDLE: Duration = Duration::from_secs(1);
+
 /// What the endpoint is and how much it may hold.
+
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub address: Ipv4Addr,
@@ -69,6 +73,8 @@ pub struct Established {
 struct Connection {
     peer: IpEndpoint,
     phase: Phase,
+    /// When the client last sent data (or its SYN); the idlest connection is evicted first.
+    last_activity: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +83,8 @@ enum Phase {
     Handshake,
     /// A stream owns it.
     Accepted,
+    /// Reset to make room at the limit; its stream still owns the handle until it drops.
+    Evicted,
     /// The stream was dropped at `since`; reap once closed or after the linger time.
     Detached { since: Instant },
 }
@@ -140,7 +148,11 @@ impl Stack {
     pub fn receive(&mut self, packet: Vec<u8>, now: Instant) {
         let opened = match self.classify(&packet) {
             Ingress::Drop => return,
-            Ingress::NewConnection(peer) => self.open_for(peer),
+            Ingress::NewConnection(peer) => self.open_for(peer, now),
+            Ingress::Data(peer) => {
+                self.touch(peer, now);
+                None
+            }
             Ingress::Pass => None,
         };
         self.device.receive.push_back(packet);
@@ -247,12 +259,12 @@ impl Stack {
                 let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
                     return Ingress::Drop;
                 };
+                let peer = IpEndpoint::new(IpAddress::Ipv4(ip.src_addr()), tcp.src_port());
                 let opens_connection = tcp.syn() && !tcp.ack() && !tcp.rst() && !tcp.fin();
                 if opens_connection && tcp.dst_port() == self.config.port {
-                    Ingress::NewConnection(IpEndpoint::new(
-                        IpAddress::Ipv4(ip.src_addr()),
-                        tcp.src_port(),
-                    ))
+                    Ingress::NewConnection(peer)
+                } else if !tcp.payload().is_empty() {
+                    Ingress::Data(peer)
                 } else {
                     Ingress::Pass
                 }
@@ -262,7 +274,7 @@ impl Stack {
     }
 
     /// Makes sure a socket is listening for `peer`'s SYN, within the connection limit.
-    fn open_for(&mut self, peer: IpEndpoint) -> Option<SocketHandle> {
+    fn open_for(&mut self, peer: IpEndpoint, now: Instant) -> Option<SocketHandle> {
         if let Some(&existing) = self.by_peer.get(&peer) {
             let state = self.sockets.get::<tcp::Socket>(existing).state();
             let reusable = matches!(state, tcp::State::TimeWait | tcp::State::Closed);
@@ -280,7 +292,7 @@ impl Stack {
             }
             self.remove(existing);
         }
-        if self.connections.len() >= self.config.max_connections {
+        if self.live_connections() >= self.config.max_connections && !self.evict_one(now) {
             // No socket: smoltcp answers the SYN with a RST.
             tracing::debug!(%peer, "connection limit reached; refusing");
             return None;
@@ -302,10 +314,67 @@ impl Stack {
             Connection {
                 peer,
                 phase: Phase::Handshake,
+                last_activity: now,
             },
         );
         self.handshakes.push(handle);
         Some(handle)
+    }
+
+    fn touch(&mut self, peer: IpEndpoint, now: Instant) {
+        if let Some(connection) = self
+            .by_peer
+            .get(&peer)
+            .and_then(|handle| self.connections.get_mut(handle))
+        {
+            connection.last_activity = now;
+        }
+    }
+
+    /// Connections that count against the limit: those handshaking or owned by a stream.
+    /// Closing ones do not; they are bounded by the linger time.
+    fn live_connections(&self) -> usize {
+        self.connections
+            .values()
+            .filter(|c| matches!(c.phase, Phase::Handshake | Phase::Accepted))
+            .count()
+    }
+
+    /// Makes room for a new connection at the limit, so a flood of idle or half-open
+    /// connections cannot lock real clients out. The oldest half-open handshake goes first (a
+    /// local handshake completes in microseconds); else the connection idle longest, if it has
+    /// been idle at least [`EVICTION_MIN_IDLE`]. Returns false if nothing may be evicted.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        let oldest = |phase: Phase| {
+            self.connections
+                .iter()
+                .filter(move |(_, c)| c.phase == phase)
+                .min_by_key(|(_, c)| c.last_activity)
+                .map(|(&handle, c)| (handle, c.last_activity))
+        };
+        let victim = match oldest(Phase::Handshake) {
+            Some((handle, _)) => handle,
+            None => match oldest(Phase::Accepted) {
+                Some((handle, idle_since)) if now >= idle_since + EVICTION_MIN_IDLE => handle,
+                _ => return false,
+            },
+        };
+        let Some(connection) = self.connections.get_mut(&victim) else {
+            return false;
+        };
+        tracing::debug!(peer = %connection.peer, "connection limit reached; resetting the idlest connection");
+        self.sockets.get_mut::<tcp::Socket>(victim).abort();
+        if connection.phase == Phase::Handshake {
+            // No stream exists: reap it like a dropped one once the RST has left.
+            connection.phase = Phase::Detached { since: now };
+            self.handshakes.retain(|&h| h != victim);
+            self.detached.push(victim);
+        } else {
+            // The stream sees a reset on its next read and detaches; the handle stays valid
+            // until then, but the connection no longer counts as live.
+            connection.phase = Phase::Evicted;
+        }
+        true
     }
 
     fn take_established(&mut self) -> Vec<Established> {
@@ -387,6 +456,8 @@ enum Ingress {
     Drop,
     Pass,
     NewConnection(IpEndpoint),
+    /// A segment carrying data from a client.
+    Data(IpEndpoint),
 }
 
 fn endpoint_to_socket_addr(endpoint: IpEndpoint) -> SocketAddr {
@@ -531,18 +602,6 @@ mod tests {
     }
 
     #[test]
-    fn connections_beyond_the_limit_are_reset() {
-        let mut stack = stack(1);
-        let mut client = Client::new();
-        let first = client.connect(40002, 80);
-        let second = client.connect(40003, 80);
-        let established = shuttle(&mut stack, &mut client, Instant::ZERO);
-        assert_eq!(established.len(), 1);
-        assert_eq!(client.socket(first).state(), tcp::State::Established);
-        assert_eq!(client.socket(second).state(), tcp::State::Closed);
-    }
-
-    #[test]
     fn other_ports_are_reset() {
         let mut stack = stack(8);
         let mut client = Client::new();
@@ -610,6 +669,87 @@ mod tests {
         assert_eq!(stack.connection_count(), 0);
 
         assert_eq!(client.socket(handle).state(), tcp::State::Closed);
+    }
+
+    #[test]
+    fn at_the_limit_a_new_client_evicts_the_connection_idle_longest() {
+        let mut stack = stack(2);
+        let mut client = Client::new();
+        let idle = client.connect(41000, 80);
+        let busy = client.connect(41001, 80);
+        let accepted = shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(accepted.len(), 2);
+        let later = Instant::from_secs(2);
+        client.socket(busy).send_slice(b"GET /").expect("send");
+        shuttle(&mut stack, &mut client, later);
+
+        let newcomer = client.connect(41002, 80);
+        let accepted = shuttle(&mut stack, &mut client, later);
+        assert_eq!(accepted.len(), 1, "the newcomer is served");
+        assert_eq!(client.socket(newcomer).state(), tcp::State::Established);
+        assert_eq!(
+            client.socket(idle).state(),
+            tcp::State::Closed,
+            "the idle one was reset"
+        );
+        assert_eq!(client.socket(busy).state(), tcp::State::Established);
+    }
+
+    #[test]
+    fn at_the_limit_recently_active_connections_are_not_evicted() {
+        let mut stack = stack(1);
+        let mut client = Client::new();
+        let first = client.connect(41010, 80);
+        shuttle(&mut stack, &mut client, Instant::ZERO);
+        let second = client.connect(41011, 80);
+        let accepted = shuttle(&mut stack, &mut client, Instant::from_millis(500));
+        assert!(accepted.is_empty());
+        assert_eq!(client.socket(first).state(), tcp::State::Established);
+        assert_eq!(
+            client.socket(second).state(),
+            tcp::State::Closed,
+            "refused with RST"
+        );
+    }
+
+    #[test]
+    fn half_open_handshakes_are_evicted_before_established_connections() {
+        let mut stack = stack(2);
+        let mut client = Client::new();
+        let established = client.connect(41020, 80);
+        shuttle(&mut stack, &mut client, Instant::ZERO);
+        // A SYN whose handshake never completes: deliver it, drop the SYN-ACK.
+        client.connect(41021, 80);
+        for packet in client.outgoing(Instant::ZERO) {
+            stack.receive(packet, Instant::ZERO);
+        }
+        stack.poll(Instant::ZERO);
+        stack.transmit_queue().clear();
+        assert_eq!(stack.connection_count(), 2);
+
+        let newcomer = client.connect(41022, 80);
+        let accepted = shuttle(&mut stack, &mut client, Instant::from_millis(1));
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(client.socket(newcomer).state(), tcp::State::Established);
+        assert_eq!(client.socket(established).state(), tcp::State::Established);
+    }
+
+    #[test]
+    fn an_evicted_connection_keeps_its_handle_until_its_stream_detaches() {
+        let mut stack = stack(1);
+        let mut client = Client::new();
+        client.connect(41030, 80);
+        let victim = shuttle(&mut stack, &mut client, Instant::ZERO)[0].handle;
+        client.connect(41031, 80);
+        shuttle(&mut stack, &mut client, Instant::from_secs(2));
+        let socket = stack
+            .socket(victim)
+            .expect("handle still valid for its stream");
+        assert_eq!(socket.state(), tcp::State::Closed);
+        stack.detach(victim, Instant::from_secs(2));
+        stack.poll(Instant::from_secs(2));
+        assert!(stack.socket(victim).is_none(), "reaped once detached");
+        assert_eq!(stack.connection_count(), 1);
     }
 
     #[test]

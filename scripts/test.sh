@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The one command that runs the whole imds-tun test suite on a fresh Debian machine:
+# system packages, /dev/net/tun, formatting, clippy, then every test target.
+#
+# Assumes only: Debian, a Rust toolchain with cargo, CPython 3.11 with pip, apt reachable.
+# Root is needed for the namespace/TUN tests; without root they print SKIPPED, and with
+# CI=true they fail instead (see docs/testing.md).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+started=$(date +%s)
+
+if [ "$(id -u)" -eq 0 ]; then
+    step "system packages (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends \
+        iproute2 iputils-ping curl procps util-linux openssl >/dev/null
+else
+    step "system packages: not root, skipping apt-get (the namespace tests will be skipped, or fail under CI=true)"
+fi
+
+step "/dev/net/tun"
+if [ ! -c /dev/net/tun ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        modprobe tun 2>/dev/null || true
+        if [ ! -c /dev/net/tun ]; then
+            mkdir -p /dev/net
+            mknod /dev/net/tun c 10 200
+            chmod 0666 /dev/net/tun
+        fi
+        echo "created /dev/net/tun"
+    else
+        echo "/dev/net/tun is missing and this is not root: TUN tests cannot run"
+    fi
+else
+    echo "present"
+fi
+
+# --- Python tooling (later issue) -------------------------------------------------------------
+# A later issue adds the moto-based STS checks here:
+#   python3 -m venv .venv && .venv/bin/pip install 'moto[server]'
+# ----------------------------------------------------------------------------------------------
+
+failed=()
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check || failed+=("cargo fmt")
+
+step "cargo clippy --all-targets --locked -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings || failed+=("cargo clippy")
+
+# Keep going after a failed lint step so the test results are always visible.
+step "cargo test --all-targets --locked"
+cargo test --all-targets --locked || failed+=("cargo test")
+
+elapsed=$(($(date +%s) - started))
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf '\nFAILED (%ss): %s\n' "$elapsed" "${failed[*]}"
+    exit 1
+fi
+printf '\nOK: fmt, clippy and all tests passed (%ss)\n' "$elapsed"

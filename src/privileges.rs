@@ -1,0 +1,151 @@
+//! Giving up root once the TUN device and the listening sockets exist.
+//!
+//! Creating the TUN needs CAP_NET_ADMIN; serving it does not: reading and writing an open TUN
+//! descriptor needs no privilege at all. So after set-up the process becomes an ordinary user:
+//! the one who ran `sudo` (`SUDO_UID`/`SUDO_GID`), or the account named by `--user`. Switching
+//! all three user ids away from 0 also clears every capability, so nothing is kept. The device
+//! still disappears at exit: the kernel removes a non-persistent TUN when its descriptor closes,
+//! whoever owns the process.
+
+use nix::unistd::{Gid, Uid, User};
+
+/// The account to serve as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+}
+
+/// Why privileges could not be given up; the run must not continue as root by accident.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("--user {0:?}: no such user on this system")]
+    UnknownUser(String),
+    #[error("--user {name:?}: cannot look the user up: {source}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot drop privileges to {name} (uid {uid}): {step} failed: {source}")]
+    Switch {
+        name: String,
+        uid: Uid,
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("dropped to uid {0} but root could be regained; refusing to serve")]
+    Regainable(Uid),
+}
+
+/// Decides whom to become: `--user NAME` first, else the user behind `sudo`; `None` when the
+/// process is not root or nobody is named (a root run outside sudo stays root, and says so).
+pub fn account_to_become(
+    requested: Option<&str>,
+    sudo_uid: Option<&str>,
+    sudo_gid: Option<&str>,
+) -> Result<Option<Account>, PrivilegeError> {
+    if let Some(name) = requested {
+        let user = User::from_name(name)
+            .map_err(|source| PrivilegeError::Lookup {
+                name: name.to_string(),
+                source,
+            })?
+            .ok_or_else(|| PrivilegeError::UnknownUser(name.to_string()))?;
+        return Ok(Some(Account {
+            name: user.name,
+            uid: user.uid,
+            gid: user.gid,
+        }));
+    }
+    let (Some(uid), Some(gid)) = (
+        sudo_uid.and_then(|v| v.parse::<u32>().ok()),
+        sudo_gid.and_then(|v| v.parse::<u32>().ok()),
+    ) else {
+        return Ok(None);
+    };
+    if uid == 0 {
+        return Ok(None);
+    }
+    let uid = Uid::from_raw(uid);
+    let name = User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |user| user.name);
+    Ok(Some(Account {
+        name,
+        uid,
+        gid: Gid::from_raw(gid),
+    }))
+}
+
+/// Becomes `account` for good: supplementary groups, group, then user (in that order, since
+/// only root may change groups), and proves root cannot be regained.
+pub fn become_account(account: &Account) -> Result<(), PrivilegeError> {
+    let switch = |step: &'static str, result: nix::Result<()>| {
+        result.map_err(|source| PrivilegeError::Switch {
+            name: account.name.clone(),
+            uid: account.uid,
+            step,
+            source,
+        })
+    };
+    switch("setgroups", nix::unistd::setgroups(&[account.gid]))?;
+    switch(
+        "setresgid",
+        nix::unistd::setresgid(account.gid, account.gid, account.gid),
+    )?;
+    switch(
+        "setresuid",
+        nix::unistd::setresuid(account.uid, account.uid, account.uid),
+    )?;
+    if !account.uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(PrivilegeError::Regainable(account.uid));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sudo_user_is_chosen_when_no_user_is_named() {
+        let account = account_to_become(None, Some("1000"), Some("1001"))
+            .expect("lookup")
+            .expect("an account");
+        assert_eq!(account.uid, Uid::from_raw(1000));
+        assert_eq!(account.gid, Gid::from_raw(1001));
+    }
+
+    #[test]
+    fn root_outside_sudo_and_sudo_from_root_stay_as_they_are() {
+        assert_eq!(account_to_become(None, None, None).expect("lookup"), None);
+        assert_eq!(
+            account_to_become(None, Some("0"), Some("0")).expect("lookup"),
+            None
+        );
+        assert_eq!(
+            account_to_become(None, Some("not-a-number"), Some("0")).expect("lookup"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_named_user_wins_over_sudo() {
+        let account = account_to_become(Some("root"), Some("1000"), Some("1000"))
+            .expect("lookup")
+            .expect("an account");
+        assert_eq!(account.name, "root");
+        assert!(account.uid.is_root());
+    }
+
+    #[test]
+    fn an_unknown_user_is_an_error_naming_it() {
+        let error =
+            account_to_become(Some("no-such-user-imds"), None, None).expect_err("unknown user");
+        assert!(error.to_string().contains("no-such-user-imds"), "{error}");
+    }
+}

@@ -1,0 +1,147 @@
+//! The official Rust SDK (aws-config) against the real binary through the TUN, with no endpoint
+//! override: it dials `http://169.254.169.254` exactly as on EC2. aws-config always uses IMDSv2
+//! (no v1 fallback), so it works in both `--imdsv2` modes.
+
+#[macro_use]
+mod common;
+
+use std::time::SystemTime;
+
+use aws_config::imds::Client;
+use aws_config::imds::credentials::ImdsCredentialsProvider;
+use aws_config::imds::region::ImdsRegionProvider;
+use aws_credential_types::provider::ProvideCredentials;
+use common::{METADATA, http};
+
+const INSTANCE_ID: &str = "i-0123456789abcdef0";
+const REGION: &str = "eu-west-1";
+const ZONE: &str = "eu-west-1b";
+
+fn instance_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--instance-id",
+        INSTANCE_ID,
+        "--region",
+        REGION,
+        "--availability-zone",
+        ZONE,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// What the SDK saw.
+#[derive(Debug)]
+struct Seen {
+    instance_id: String,
+    region: Option<String>,
+    zone: String,
+    access_key_id: String,
+    session_token: Option<String>,
+    expiry: Option<SystemTime>,
+}
+
+async fn ask_the_sdk() -> Seen {
+    let client = Client::builder().build();
+    let instance_id = client
+        .get("/latest/meta-data/instance-id")
+        .await
+        .expect("the SDK fetches instance-id")
+        .as_ref()
+        .to_string();
+    let zone = client
+        .get("/latest/meta-data/placement/availability-zone")
+        .await
+        .expect("the SDK fetches the zone")
+        .as_ref()
+        .to_string();
+    let region = ImdsRegionProvider::builder()
+        .imds_client(client.clone())
+        .build()
+        .region()
+        .await
+        .map(|region| region.as_ref().to_string());
+    let credentials = ImdsCredentialsProvider::builder()
+        .imds_client(client)
+        .build()
+        .provide_credentials()
+        .await
+        .expect("the SDK obtains role credentials");
+    Seen {
+        instance_id,
+        region,
+        zone,
+        access_key_id: credentials.access_key_id().to_string(),
+        session_token: credentials.session_token().map(str::to_string),
+        expiry: credentials.expiry(),
+    }
+}
+
+fn assert_realistic(seen: &Seen) {
+    assert_eq!(seen.instance_id, INSTANCE_ID, "{seen:?}");
+    assert_eq!(seen.region.as_deref(), Some(REGION), "{seen:?}");
+    assert_eq!(seen.zone, ZONE, "{seen:?}");
+    assert!(
+        seen.access_key_id.starts_with("ASIA") && seen.access_key_id.len() == 20,
+        "temporary keys look like ASIA + 16 characters: {seen:?}"
+    );
+    assert!(
+        seen.session_token
+            .as_deref()
+            .is_some_and(|token| !token.is_empty()),
+        "temporary credentials carry a session token: {seen:?}"
+    );
+    let expiry = seen.expiry.expect("the SDK reports an expiry");
+    assert!(
+        expiry > SystemTime::now(),
+        "expiry is in the future: {seen:?}"
+    );
+}
+
+#[test]
+fn sdk_reads_identity_region_and_credentials_in_optional_mode() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let _child = common::start(&namespace, &instance_args(&[]));
+    let seen = namespace.run_in(ask_the_sdk);
+    assert_realistic(&seen);
+}
+
+#[test]
+fn sdk_reads_identity_region_and_credentials_in_required_mode() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let _child = common::start(&namespace, &instance_args(&["--imdsv2", "required"]));
+    let seen = namespace.run_in(ask_the_sdk);
+    assert_realistic(&seen);
+    // And the server really is in required mode: a tokenless request is refused.
+    let tokenless = namespace.run_in(|| http::get(METADATA, "/latest/meta-data/instance-id"));
+    assert_eq!(tokenless.status, 401, "{tokenless:?}");
+}
+
+#[test]
+fn sdk_gets_credentials_of_a_custom_role_name() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let _child = common::start(&namespace, &instance_args(&["--role-name", "custom-role"]));
+    let seen = namespace.run_in(ask_the_sdk);
+    assert_realistic(&seen);
+    let (roles, role) = namespace.run_in(|| async {
+        let roles = http::get(METADATA, "/latest/meta-data/iam/security-credentials/").await;
+        let role = http::get(
+            METADATA,
+            "/latest/meta-data/iam/security-credentials/custom-role",
+        )
+        .await;
+        (roles, role)
+    });
+    assert_eq!(roles.status, 200, "{roles:?}");
+    assert_eq!(roles.text().lines().collect::<Vec<_>>(), ["custom-role"]);
+    assert_eq!(role.status, 200, "{role:?}");
+    let document: serde_json::Value =
+        serde_json::from_slice(&role.body).expect("credentials are JSON");
+    assert_eq!(
+        document["AccessKeyId"], seen.access_key_id,
+        "the SDK's keys are the custom role's keys"
+    );
+}
