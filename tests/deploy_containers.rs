@@ -14,7 +14,15 @@ fn a_container_behind_the_host_reaches_the_metadata_service_through_forwarding()
     let host = namespace!();
     let container = namespace!();
     host.ip(&[
-        "link", "add", "docker0", "type", "veth", "peer", "name", "eth0", "netns",
+        "link",
+        "add",
+        "docker0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
         container.name(),
     ]);
     host.ip(&["addr", "add", "172.17.0.1/16", "dev", "docker0"]);
@@ -38,6 +46,9 @@ fn a_container_behind_the_host_reaches_the_metadata_service_through_forwarding()
     });
     assert_eq!(v1.status, 200, "{v1:?}");
     assert_eq!(v1.text(), "i-0c0c0c0c0c0c0c0c0");
-    assert_eq!(token.status, 200, "the IMDSv2 PUT crosses one forwarding hop: {token:?}");
+    assert_eq!(
+        token.status, 200,
+        "the IMDSv2 PUT crosses one forwarding hop: {token:?}"
+    );
     assert_eq!(v2.status, 200, "{v2:?}");
 }

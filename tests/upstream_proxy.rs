@@ -403,6 +403,10 @@ fn silent_upstream_gives_502_after_the_connect_timeout() {
     });
     assert_eq!(response.status, 502, "{response:?}");
     assert!(took < Duration::from_secs(2), "502 took {took:?}");
+    assert!(
+        response.text().contains("no connection within 1s"),
+        "{response:?}"
+    );
     eprintln!("502 with a silent upstream (1 s connect timeout): {took:?}");
 }
 

@@ -48,6 +48,7 @@ pub struct Upstream {
     /// The upstream as the user wrote it, for messages.
     display: String,
     token: Option<HeaderValue>,
+    connect_timeout: Duration,
     response_timeout: Duration,
 }
 
@@ -87,6 +88,7 @@ impl Upstream {
             display: format!("http://{authority}"),
             authority,
             token,
+            connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
         }
     }
@@ -137,7 +139,11 @@ impl Upstream {
                 Response::from_parts(parts, Either::Right(body))
             }
             Ok(Err(error)) => {
-                let cause = innermost_cause(&error);
+                let cause = if timed_out(&error) {
+                    format!("no connection within {:?}", self.connect_timeout)
+                } else {
+                    innermost_cause(&error)
+                };
                 if error.is_connect() {
                     tracing::warn!(
                         "upstream {} unreachable ({cause}); answered {method} {path_and_query} with 502",
@@ -203,6 +209,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in proxy {
         headers.remove(name);
     }
+}
+
+/// True if an I/O error in the chain is a timeout (the connect timeout expired).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// The deepest error in the chain, which names the real cause ("Connection refused").
