@@ -44,9 +44,13 @@ else
     echo "present"
 fi
 
-# --- Python tooling (later issue) -------------------------------------------------------------
-# A later issue adds the moto-based STS checks here:
-#   python3 -m venv .venv && .venv/bin/pip install 'moto[server]'
+# --- Python tooling: moto's STS server for tests/sts_e2e.rs ------------------------------------
+step "moto server (.venv)"
+if [ ! -x .venv/bin/moto_server ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q 'moto[server]'
+fi
+.venv/bin/moto_server --help >/dev/null && echo "moto_server: .venv/bin/moto_server"
 # ----------------------------------------------------------------------------------------------
 
 failed=()

@@ -8,7 +8,6 @@
 use crate::cli::Cli;
 use crate::config::{Imdsv2Mode, Settings};
 use crate::credentials::CredentialSource;
-use crate::credentials::fake::FakeCredentials;
 use crate::http::{Access, Backend, Server, Upstream};
 use crate::imds::Imds;
 use crate::platform::{self, METADATA_ADDRESS, PlatformError, TunRequest};
@@ -66,7 +65,35 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    // Credential errors are settings errors (exit 2): a malformed ARN, an unknown profile, an
+    // MFA serial without a code. A network failure is not: the source retries on its own.
+    let selected = if settings.proxy.upstream.is_some() {
+        // Upstream mode answers nothing locally: no credential source is needed or probed.
+        Ok(crate::credentials::setup::Selected {
+            source: Arc::new(crate::credentials::fake::FakeCredentials::from_settings(
+                &settings,
+            )),
+            summary: String::new(),
+            fake: false,
+        })
+    } else {
+        runtime.block_on(crate::credentials::select(&settings))
+    };
+    let credentials = match selected {
+        Ok(selected) => {
+            if selected.fake {
+                tracing::warn!("{}", selected.summary);
+            } else if !selected.summary.is_empty() {
+                tracing::info!("{}", selected.summary);
+            }
+            selected.source
+        }
+        Err(error) => {
+            eprintln!("imds-tun: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(settings, credentials)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imds-tun: {error}");
@@ -77,7 +104,13 @@ pub fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // aws-config logs its own provider failures as warnings on every retry; imds-tun logs
+        // one line per failure itself (src/credentials/cache.rs).
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -85,10 +118,8 @@ fn init_logging() {
         .init();
 }
 
-async fn run(settings: Settings) -> Result<(), AppError> {
+async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
-    let credentials: Arc<dyn CredentialSource> =
-        Arc::new(FakeCredentials::from_settings(&settings));
 
     let server = match &settings.proxy.upstream {
         Some(upstream) => Server::new(Backend::Upstream(Arc::new(Upstream::new(upstream)))),

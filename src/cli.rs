@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use crate::config::defaults::MachineDefaults;
 use crate::config::{self, ConfigError, ConfigLayer, Settings, validate};
+use crate::credentials::Secret;
 
 /// Serve an EC2 instance metadata service on 169.254.169.254 through a TUN device.
 #[derive(Debug, Default, clap::Parser)]
@@ -81,6 +82,43 @@ pub struct Cli {
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub tag: Vec<(String, String)>,
 
+    /// Serve credentials of this role (STS AssumeRole with your own credentials); the role name
+    /// in the tree is the ARN's last segment unless --role-name [default: your own session].
+    #[arg(long, value_name = "ARN", help_heading = "Credentials")]
+    pub role_arn: Option<String>,
+    /// AWS profile with the source credentials [default: AWS_PROFILE, else the default chain].
+    #[arg(long, value_name = "NAME", help_heading = "Credentials")]
+    pub profile: Option<String>,
+    /// Role session name, 2-64 of [A-Za-z0-9_+=,.@-] [default: USER@HOST].
+    #[arg(long, value_name = "NAME", help_heading = "Credentials")]
+    pub role_session_name: Option<String>,
+    /// External id the role's trust policy asks for.
+    #[arg(long, value_name = "ID", help_heading = "Credentials")]
+    pub external_id: Option<String>,
+    /// Lifetime of each set: 900-43200 with --role-arn [default: 3600], 900-129600 without
+    /// [default: 43200].
+    #[arg(long, value_name = "SECONDS", help_heading = "Credentials")]
+    pub duration: Option<u64>,
+    /// MFA device (ARN or serial) the role or session needs; the code is asked on the terminal.
+    #[arg(long, value_name = "SERIAL", help_heading = "Credentials")]
+    pub mfa_serial: Option<String>,
+    /// The current 6-digit MFA code, instead of asking on the terminal (a one-time code, so
+    /// acceptable on the command line; imds-tun takes no flag for secret keys).
+    #[arg(long, value_name = "CODE", help_heading = "Credentials", value_parser = parse_secret)]
+    pub mfa_code: Option<Secret>,
+    /// Serve fake credentials even if real ones are available.
+    #[arg(long, help_heading = "Credentials")]
+    pub mock_credentials: bool,
+    /// Refresh once less than this remains, 300-43200 [default: 900].
+    #[arg(long, value_name = "SECONDS", help_heading = "Credentials")]
+    pub refresh_margin: Option<u64>,
+    /// First retry delay after a failed refresh, doubling to 60 s (tests).
+    #[arg(long, value_name = "MS", hide = true)]
+    pub retry_base_ms: Option<u64>,
+    /// Test-only: treat every set as expiring this many seconds after it was obtained.
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub credentials_max_lifetime: Option<u64>,
+
     /// Forward every request to this metadata service (e.g. another imds-tun on the host:
     /// http://10.0.2.2:8080) instead of answering locally; plain http only.
     #[arg(
@@ -121,6 +159,10 @@ pub enum Imdsv2Arg {
     Optional,
     /// Every metadata request needs a session token.
     Required,
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    Ok(Secret::new(value))
 }
 
 fn parse_tag(value: &str) -> Result<(String, String), String> {
@@ -169,6 +211,17 @@ impl Cli {
             role_name: self.role_name,
             user_data_file: self.user_data,
             tags: (!self.tag.is_empty()).then(|| self.tag.into_iter().collect::<BTreeMap<_, _>>()),
+            role_arn: self.role_arn,
+            profile: self.profile,
+            role_session_name: self.role_session_name,
+            external_id: self.external_id,
+            duration_seconds: self.duration,
+            mfa_serial: self.mfa_serial,
+            mfa_code: self.mfa_code,
+            mock_credentials: self.mock_credentials.then_some(true),
+            refresh_margin_seconds: self.refresh_margin,
+            retry_base_ms: self.retry_base_ms,
+            credentials_max_lifetime_seconds: self.credentials_max_lifetime,
             upstream: self.upstream,
             upstream_token_file: self.upstream_token_file,
             listen_token_file: self.listen_token_file,
@@ -220,6 +273,39 @@ mod tests {
         assert_eq!(tags["Name"], "web");
         assert_eq!(tags["Team"], "a=b");
         assert_eq!(layer.instance_id.as_deref(), Some("i-0123456789abcdef0"));
+    }
+
+    #[test]
+    fn credential_flags_become_a_layer() {
+        let cli = Cli::try_parse_from([
+            "imds-tun",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/app",
+            "--profile",
+            "dev",
+            "--duration",
+            "900",
+            "--mfa-serial",
+            "arn:aws:iam::123456789012:mfa/alice",
+            "--mfa-code",
+            "123456",
+            "--refresh-margin",
+            "600",
+            "--retry-base-ms",
+            "50",
+        ])
+        .unwrap();
+        let layer = cli.into_layer();
+        assert_eq!(
+            layer.role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/app")
+        );
+        assert_eq!(layer.profile.as_deref(), Some("dev"));
+        assert_eq!(layer.duration_seconds, Some(900));
+        assert_eq!(layer.refresh_margin_seconds, Some(600));
+        assert_eq!(layer.retry_base_ms, Some(50));
+        assert_eq!(layer.mfa_code.as_ref().map(|c| c.expose()), Some("123456"));
+        assert!(!format!("{layer:?}").contains("\"123456\""));
     }
 
     #[test]

@@ -255,14 +255,40 @@ fn check_credentials(settings: &Settings) -> Finding {
     const CHECK: &str = "credentials";
     match &settings.proxy.upstream {
         Some(upstream) => check_upstream(upstream),
-        None => Finding::new(
+        None if settings.credentials.mock => Finding::new(
             Level::Warn,
             CHECK,
             format!(
-                "fake credentials for role {} (well-formed, rejected by AWS)",
+                "fake credentials for role {} (--mock-credentials; well-formed, rejected by AWS)",
                 settings.instance.role_name
             ),
-            "fine for tests; for real ones forward to a host that has them with --upstream URL",
+            "fine for tests; drop --mock-credentials for real ones",
+        ),
+        None => Finding::new(
+            Level::Ok,
+            CHECK,
+            match &settings.credentials.role_arn {
+                Some(arn) => format!(
+                    "STS AssumeRole of {} with source credentials from the AWS chain (profile {})",
+                    arn.arn,
+                    settings
+                        .credentials
+                        .profile
+                        .as_deref()
+                        .unwrap_or("from AWS_PROFILE or default")
+                ),
+                None => format!(
+                    "your own AWS session from the AWS chain (profile {}), served as role {}; fake \
+                     credentials if the chain has none",
+                    settings
+                        .credentials
+                        .profile
+                        .as_deref()
+                        .unwrap_or("from AWS_PROFILE or default"),
+                    settings.instance.role_name
+                ),
+            },
+            "",
         ),
     }
 }

@@ -25,6 +25,14 @@ pub const MAX_CONNECTIONS: u64 = 1024;
 pub const SHUTDOWN_GRACE_SECONDS: u64 = 5;
 /// Fake credentials live six hours, like real instance-profile credentials.
 pub const CREDENTIALS_LIFETIME_SECONDS: u64 = 6 * 3600;
+/// `--duration` for `--role-arn`: STS's own default for AssumeRole.
+pub const ROLE_DURATION_SECONDS: u64 = 3600;
+/// `--duration` without a role: STS's own default for GetSessionToken.
+pub const SESSION_DURATION_SECONDS: u64 = 12 * 3600;
+/// `--refresh-margin`: refresh once less than 15 minutes remain.
+pub const REFRESH_MARGIN_SECONDS: u64 = 15 * 60;
+/// First retry delay after a failed refresh.
+pub const RETRY_BASE_MS: u64 = 1000;
 
 /// What the machine contributes to the defaults: a seed, its hostname and its primary address.
 #[derive(Debug, Clone, PartialEq, Eq)]

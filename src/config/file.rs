@@ -49,6 +49,22 @@ pub struct ConfigLayer {
     pub tags: Option<BTreeMap<String, String>>,
     pub user_data: Option<String>,
     pub user_data_file: Option<PathBuf>,
+    // Credentials (docs/credentials.md).
+    pub role_arn: Option<String>,
+    pub profile: Option<String>,
+    pub role_session_name: Option<String>,
+    pub external_id: Option<String>,
+    pub duration_seconds: Option<u64>,
+    pub mfa_serial: Option<String>,
+    /// A one-time code: from the command line or the terminal only, never from a file.
+    #[serde(skip)]
+    pub mfa_code: Option<crate::credentials::Secret>,
+    pub mock_credentials: Option<bool>,
+    pub refresh_margin_seconds: Option<u64>,
+    /// First retry delay after a failed refresh (tests make it small).
+    pub retry_base_ms: Option<u64>,
+    /// Test-only: cap every set's lifetime so expiry can be observed in seconds.
+    pub credentials_max_lifetime_seconds: Option<u64>,
     // Upstream proxy mode and listener protection (see `config::proxy`).
     pub upstream: Option<String>,
     pub upstream_token_file: Option<PathBuf>,
@@ -88,6 +104,16 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("instance_idd"), "{message}");
         assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn mfa_code_cannot_come_from_a_file() {
+        assert!(parse(r#"{"mfa_code": "123456"}"#).is_err());
+        let layer = parse(
+            r#"{"role_arn": "arn:aws:iam::123456789012:role/app", "refresh_margin_seconds": 600}"#,
+        )
+        .unwrap();
+        assert_eq!(layer.refresh_margin_seconds, Some(600));
     }
 
     #[test]

@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::credentials::Secret;
+use crate::credentials::naming::RoleArn;
+
 pub use file::{ConfigLayer, PublicKeyLayer};
 pub use proxy::{ProxySettings, SharedToken, UpstreamSettings};
 pub use resolve::resolve;
@@ -39,10 +42,48 @@ pub struct Settings {
     pub imdsv2: Imdsv2Mode,
     /// How long each set of fake role credentials is valid.
     pub credentials_lifetime: Duration,
+    /// Where the role credentials come from.
+    pub credentials: CredentialSettings,
     /// Every metadata value the service answers with.
     pub instance: InstanceMetadata,
     /// `--upstream` forwarding and the token non-loopback listeners require.
     pub proxy: ProxySettings,
+}
+
+/// Where the role credentials come from and how they are refreshed (docs/credentials.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSettings {
+    /// `--mock-credentials`: fake credentials even if real ones could be had.
+    pub mock: bool,
+    /// `--role-arn`: assume this role; `None` serves the caller's own session.
+    pub role_arn: Option<RoleArn>,
+    /// `--profile`: the source profile (else `AWS_PROFILE`, else the default chain).
+    pub profile: Option<String>,
+    /// `None`: `USER@HOST`, decided at start-up.
+    pub role_session_name: Option<String>,
+    pub external_id: Option<String>,
+    /// `None`: [`CredentialSettings::duration_or_default`].
+    pub duration: Option<Duration>,
+    pub mfa_serial: Option<String>,
+    /// `None` with a serial: asked on the terminal at start-up.
+    pub mfa_code: Option<Secret>,
+    /// Refresh once less than this remains.
+    pub refresh_margin: Duration,
+    /// First retry delay after a failed refresh; doubles up to a minute.
+    pub retry_base: Duration,
+    /// Test-only cap on every set's lifetime.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl CredentialSettings {
+    /// One hour for a role (STS's own default), twelve for the caller's own session.
+    pub fn duration_or_default(&self) -> Duration {
+        self.duration.unwrap_or(if self.role_arn.is_some() {
+            Duration::from_secs(defaults::ROLE_DURATION_SECONDS)
+        } else {
+            Duration::from_secs(defaults::SESSION_DURATION_SECONDS)
+        })
+    }
 }
 
 /// The TUN device to create.

@@ -11,8 +11,11 @@ use std::time::Duration;
 use super::defaults::{self, MachineDefaults};
 use super::file::{ConfigLayer, PublicKeyLayer};
 use super::validate;
+use crate::credentials::naming::{self, RoleArn};
+
 use super::{
-    ConfigError, Imdsv2Mode, InstanceMetadata, PublicKey, SecurityGroup, Settings, TunSettings,
+    ConfigError, CredentialSettings, Imdsv2Mode, InstanceMetadata, PublicKey, SecurityGroup,
+    Settings, TunSettings,
 };
 
 /// Where a value came from, so its error can point at it.
@@ -30,6 +33,9 @@ pub(super) fn label(origin: Origin, key: &str) -> String {
             "user_data_file" => "--user-data".to_owned(),
             "tags" => "--tag".to_owned(),
             "shutdown_grace_seconds" => "--shutdown-grace".to_owned(),
+            "duration_seconds" => "--duration".to_owned(),
+            "refresh_margin_seconds" => "--refresh-margin".to_owned(),
+            "credentials_max_lifetime_seconds" => "--credentials-max-lifetime".to_owned(),
             other => format!("--{}", other.replace('_', "-")),
         },
     }
@@ -84,7 +90,13 @@ pub fn resolve(
 ) -> Result<Settings, ConfigError> {
     let service = resolve_service(&file, &flags)?;
     let proxy = super::proxy::resolve(&file, &flags, &service.listen, service.tun.is_some())?;
-    let instance = resolve_instance(file, flags, machine)?;
+    let credentials = resolve_credentials(&file, &flags)?;
+    // The role in the tree is the assumed role's name unless --role-name says otherwise.
+    let role_default = credentials
+        .role_arn
+        .as_ref()
+        .map_or_else(|| defaults::ROLE_NAME.to_owned(), |arn| arn.name.clone());
+    let instance = resolve_instance(file, flags, machine, role_default)?;
     Ok(Settings {
         tun: service.tun,
         listen: service.listen,
@@ -92,8 +104,122 @@ pub fn resolve(
         shutdown_grace: service.shutdown_grace,
         imdsv2: service.imdsv2,
         credentials_lifetime: service.credentials_lifetime,
+        credentials,
         instance,
         proxy,
+    })
+}
+
+/// Where the role credentials come from; see docs/credentials.md.
+fn resolve_credentials(
+    file: &ConfigLayer,
+    flags: &ConfigLayer,
+) -> Result<CredentialSettings, ConfigError> {
+    let role_arn = text(
+        pick(flags.role_arn.clone(), file.role_arn.clone()),
+        "role_arn",
+        RoleArn::parse,
+    )?;
+    let mock = pick(flags.mock_credentials, file.mock_credentials);
+    if let (Some((true, mock_origin)), Some((arn, _))) = (mock, &role_arn) {
+        return Err(ConfigError(format!(
+            "{} and role_arn {:?}: fake credentials or a real role, not both",
+            label(mock_origin, "mock_credentials"),
+            arn.arn
+        )));
+    }
+    let profile = text(
+        pick(flags.profile.clone(), file.profile.clone()),
+        "profile",
+        validate::single_line,
+    )?;
+    let role_session_name = text(
+        pick(
+            flags.role_session_name.clone(),
+            file.role_session_name.clone(),
+        ),
+        "role_session_name",
+        naming::session_name,
+    )?;
+    let external_id = text(
+        pick(flags.external_id.clone(), file.external_id.clone()),
+        "external_id",
+        validate::external_id,
+    )?;
+    // STS's bounds, checked before any call: AssumeRole 15 min-12 h (the role's own maximum
+    // may be lower; STS says so), GetSessionToken 15 min-36 h.
+    let duration_range = if role_arn.is_some() {
+        900..=43200
+    } else {
+        900..=129_600
+    };
+    let duration = match pick(flags.duration_seconds, file.duration_seconds) {
+        None => None,
+        chosen => Some(Duration::from_secs(number(
+            chosen,
+            "duration_seconds",
+            duration_range,
+            "seconds",
+            0,
+        )?)),
+    };
+    let mfa_serial = text(
+        pick(flags.mfa_serial.clone(), file.mfa_serial.clone()),
+        "mfa_serial",
+        validate::mfa_serial,
+    )?;
+    let mfa_code = match &flags.mfa_code {
+        None => None,
+        Some(code) => {
+            validate::mfa_code(code.expose())
+                .map_err(|expected| ConfigError(format!("--mfa-code: {expected}")))?;
+            if mfa_serial.is_none() {
+                return Err(ConfigError(
+                    "--mfa-code: also give --mfa-serial (the MFA device the code is from)".into(),
+                ));
+            }
+            Some(code.clone())
+        }
+    };
+    let refresh_margin = number(
+        pick(flags.refresh_margin_seconds, file.refresh_margin_seconds),
+        "refresh_margin_seconds",
+        300..=43200,
+        "seconds",
+        defaults::REFRESH_MARGIN_SECONDS,
+    )?;
+    let retry_base = number(
+        pick(flags.retry_base_ms, file.retry_base_ms),
+        "retry_base_ms",
+        10..=60_000,
+        "milliseconds",
+        defaults::RETRY_BASE_MS,
+    )?;
+    let max_lifetime = match pick(
+        flags.credentials_max_lifetime_seconds,
+        file.credentials_max_lifetime_seconds,
+    ) {
+        None => None,
+        chosen => Some(Duration::from_secs(number(
+            chosen,
+            "credentials_max_lifetime_seconds",
+            4..=43200,
+            "seconds",
+            0,
+        )?)),
+    };
+    Ok(CredentialSettings {
+        mock: mock.is_some_and(|(mock, _)| mock),
+        role_arn: role_arn.map(|(arn, _)| arn),
+        profile: profile.map(|(profile, _)| profile),
+        role_session_name: role_session_name.map(|(name, _)| name),
+        external_id: external_id.map(|(id, _)| id),
+        duration,
+        mfa_serial: mfa_serial.map(|(serial, _)| serial),
+        mfa_code,
+        refresh_margin: Duration::from_secs(refresh_margin),
+        retry_base: Duration::from_millis(retry_base),
+        max_lifetime,
     })
 }
 
@@ -201,6 +327,7 @@ fn resolve_instance(
     file: ConfigLayer,
     flags: ConfigLayer,
     machine: &MachineDefaults,
+    role_default: String,
 ) -> Result<InstanceMetadata, ConfigError> {
     let user_data = resolve_user_data(&file, &flags)?;
     let or = |chosen: Option<(String, Origin)>, default: String| {
@@ -344,7 +471,7 @@ fn resolve_instance(
             "role_name",
             validate::path_segment,
         )?,
-        defaults::ROLE_NAME.to_owned(),
+        role_default,
     );
     let public_key = resolve_public_key(pick(flags.public_key, file.public_key))?;
     let tags = resolve_tags(file.tags, flags.tags)?;
@@ -730,6 +857,136 @@ mod tests {
             let message = error_of(file, ConfigLayer::default());
             assert!(message.starts_with(field), "{field}: {message}");
             assert!(!message.contains('\n'), "one line: {message}");
+        }
+    }
+
+    #[test]
+    fn credentials_default_to_the_callers_session_with_a_fifteen_minute_margin() {
+        let settings = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        let credentials = &settings.credentials;
+        assert!(!credentials.mock);
+        assert_eq!(credentials.role_arn, None);
+        assert_eq!(credentials.refresh_margin, Duration::from_secs(900));
+        assert_eq!(credentials.retry_base, Duration::from_secs(1));
+        assert_eq!(
+            credentials.duration_or_default(),
+            Duration::from_secs(43200)
+        );
+        assert_eq!(settings.instance.role_name, "imds-tun");
+    }
+
+    #[test]
+    fn role_name_is_the_arns_last_segment_unless_given() {
+        let flags = ConfigLayer {
+            role_arn: Some("arn:aws:iam::123456789012:role/team/app".into()),
+            ..ConfigLayer::default()
+        };
+        let settings = resolved(ConfigLayer::default(), flags.clone()).unwrap();
+        assert_eq!(settings.instance.role_name, "app");
+        assert_eq!(
+            settings.credentials.duration_or_default(),
+            Duration::from_secs(3600)
+        );
+        let flags = ConfigLayer {
+            role_name: Some("web".into()),
+            ..flags
+        };
+        assert_eq!(
+            resolved(ConfigLayer::default(), flags)
+                .unwrap()
+                .instance
+                .role_name,
+            "web"
+        );
+    }
+
+    #[test]
+    fn malformed_role_arn_names_the_flag() {
+        let flags = ConfigLayer {
+            role_arn: Some("arn:aws:iam::123:role/app".into()),
+            ..ConfigLayer::default()
+        };
+        let message = error_of(ConfigLayer::default(), flags);
+        assert!(
+            message.starts_with("--role-arn \"arn:aws:iam::123:role/app\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn duration_bounds_depend_on_the_call() {
+        let with_role = |seconds| ConfigLayer {
+            role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
+            duration_seconds: Some(seconds),
+            ..ConfigLayer::default()
+        };
+        assert!(resolved(ConfigLayer::default(), with_role(900)).is_ok());
+        assert!(resolved(ConfigLayer::default(), with_role(43200)).is_ok());
+        let message = error_of(ConfigLayer::default(), with_role(899));
+        assert_eq!(message, "--duration 899: expected 900 to 43200 seconds");
+        assert!(error_of(ConfigLayer::default(), with_role(43201)).starts_with("--duration"));
+        let session = ConfigLayer {
+            duration_seconds: Some(129_600),
+            ..ConfigLayer::default()
+        };
+        assert!(resolved(ConfigLayer::default(), session).is_ok());
+    }
+
+    #[test]
+    fn credential_settings_are_checked() {
+        let cases: Vec<(ConfigLayer, &str)> = vec![
+            (
+                ConfigLayer {
+                    role_session_name: Some("has space".into()),
+                    ..ConfigLayer::default()
+                },
+                "--role-session-name",
+            ),
+            (
+                ConfigLayer {
+                    mfa_code: Some(crate::credentials::Secret::new("12345")),
+                    mfa_serial: Some("arn:aws:iam::123456789012:mfa/alice".into()),
+                    ..ConfigLayer::default()
+                },
+                "--mfa-code",
+            ),
+            (
+                ConfigLayer {
+                    mfa_code: Some(crate::credentials::Secret::new("123456")),
+                    ..ConfigLayer::default()
+                },
+                "--mfa-code",
+            ),
+            (
+                ConfigLayer {
+                    refresh_margin_seconds: Some(60),
+                    ..ConfigLayer::default()
+                },
+                "--refresh-margin 60",
+            ),
+            (
+                ConfigLayer {
+                    mock_credentials: Some(true),
+                    role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
+                    ..ConfigLayer::default()
+                },
+                "--mock-credentials",
+            ),
+            (
+                ConfigLayer {
+                    external_id: Some("x".into()),
+                    ..ConfigLayer::default()
+                },
+                "--external-id",
+            ),
+        ];
+        for (flags, field) in cases {
+            let message = error_of(ConfigLayer::default(), flags);
+            assert!(message.starts_with(field), "{field}: {message}");
+            assert!(
+                !message.contains("12345\""),
+                "the code is not echoed: {message}"
+            );
         }
     }
 

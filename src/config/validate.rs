@@ -188,6 +188,42 @@ pub fn tun_name(value: &str) -> Result<String, String> {
     }
 }
 
+/// An MFA code: six digits, as every virtual and hardware token shows.
+pub fn mfa_code(value: &str) -> Result<String, String> {
+    if value.len() == 6 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(value.to_owned())
+    } else {
+        Err("expected the 6-digit code shown by the MFA device".into())
+    }
+}
+
+/// An MFA device serial: the virtual device's ARN (`arn:aws:iam::123456789012:mfa/alice`) or a
+/// hardware serial; STS allows 9-256 of `[\w+=/:,.@-]`.
+pub fn mfa_serial(value: &str) -> Result<String, String> {
+    let ok = (9..=256).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=/:,.@-".contains(c));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected an MFA device ARN such as \"arn:aws:iam::123456789012:mfa/alice\" or a hardware serial".into())
+    }
+}
+
+/// An external id: 2-1224 of `[\w+=,.@:/-]`.
+pub fn external_id(value: &str) -> Result<String, String> {
+    let ok = (2..=1224).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 2 to 1224 characters of letters, digits and _+=,.@:/-".into())
+    }
+}
+
 /// A `KEY=VALUE` tag from the command line.
 pub fn tag_pair(value: &str) -> Result<(String, String), String> {
     match value.split_once('=') {

@@ -2,10 +2,26 @@
 //!
 //! The metadata service asks a [`CredentialSource`] for the role's current keys on every request
 //! to `iam/security-credentials/<role>`. Sources keep their credentials in memory and refresh
-//! them on their own schedule, so answering never waits on I/O: an STS-backed source (issue 3)
-//! refreshes in the background and hands out the cached value, exactly like [`fake`] does.
+//! them on their own schedule, so answering never waits on I/O.
+//!
+//! - [`setup`]: picks the source at start-up (`--role-arn`, the caller's own session, or fake)
+//!   and builds the AWS side; [`select`] is the one entry point.
+//! - [`cache`]: the in-memory set and its single background refresher (single flight, back-off).
+//! - [`sts`]: the fetchers, `AssumeRole` and the caller's own session (`GetSessionToken`).
+//! - [`schedule`]: when to refresh and how long to back off, as plain functions.
+//! - [`naming`]: role ARNs and session names.
+//! - [`fake`]: well-formed fake credentials, for `--mock-credentials` or when none are found.
+//!
+//! Details: `docs/credentials.md`.
 
+pub mod cache;
 pub mod fake;
+pub mod naming;
+pub mod schedule;
+pub mod setup;
+pub mod sts;
+
+pub use setup::{Selected, select};
 
 use std::fmt;
 
@@ -42,6 +58,28 @@ impl fmt::Debug for RoleCredentials {
 pub struct CredentialError {
     pub code: String,
     pub message: String,
+}
+
+/// A secret value from the command line (the one-time MFA code): `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("Secret(<redacted>)")
+    }
 }
 
 /// A provider of the instance role's credentials.

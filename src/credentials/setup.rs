@@ -1,0 +1,441 @@
+//! Choosing the credential source at start-up, and building the AWS side of it.
+//!
+//! ```text
+//!  --mock-credentials ───────────────────────────────────────────► fake (warning)
+//!  source chain: env → profile (SSO, credential_process, assume-role, …) → web identity → ECS
+//!     ├─ --role-arn ─────────────────────────────────────────────► AssumeRole, refreshed
+//!     ├─ long-term keys ─────────────────────────────────────────► GetSessionToken, refreshed
+//!     ├─ a session (token, maybe an expiry) ─────────────────────► served as is, re-read
+//!     └─ nothing ── with --role-arn: exit 2 ── without: ─────────► fake (warning)
+//! ```
+//!
+//! The chain must never reach the instance-metadata service: that would be imds-tun asking
+//! itself. aws-config reads its environment through an `Env` we hand it (a copy of the
+//! process's, never `set_var`), with `AWS_EC2_METADATA_DISABLED=true`: that switches off the
+//! chain's IMDS provider, the IMDS region lookup and a profile's
+//! `credential_source = Ec2InstanceMetadata` alike. Handing aws-config an `Env` needs its
+//! `test-util` feature (`ConfigLoader::env`), which adds nothing but `regex-lite`.
+//!
+//! Under `sudo`, the copy's `HOME` is the invoking user's (`SUDO_USER`), so `~/.aws/config`,
+//! `~/.aws/credentials` and the SSO token cache are that user's, unless `AWS_CONFIG_FILE` /
+//! `AWS_SHARED_CREDENTIALS_FILE` name other files.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+// aws_config::profile::load still takes this (deprecated) alias of aws-runtime's
+// EnvConfigFiles; naming the alias spares a direct dependency on aws-runtime.
+#[allow(deprecated)]
+use aws_config::profile::profile_file::ProfileFiles;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_types::os_shim_internal::{Env, Fs};
+use aws_types::region::Region;
+
+use super::CredentialSource;
+use super::cache::{Policy, RefreshingCredentials};
+use super::fake::FakeCredentials;
+use super::naming;
+use super::sts::{self, AssumeRole, Mfa, OwnSession};
+use crate::config::{ConfigError, CredentialSettings, Settings};
+
+/// How long start-up waits for the source chain to answer before going on without knowing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long start-up waits for the first STS answer (so the first clients get real keys).
+const FIRST_FETCH_WAIT: Duration = Duration::from_secs(5);
+
+/// The chosen source and one line saying what it is.
+pub struct Selected {
+    pub source: Arc<dyn CredentialSource>,
+    pub summary: String,
+    /// True for fake credentials: the caller logs the summary as a warning.
+    pub fake: bool,
+}
+
+impl std::fmt::Debug for Selected {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Selected")
+            .field("summary", &self.summary)
+            .field("fake", &self.fake)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Picks and starts the credential source for `settings` (see the module docs). Errors are
+/// settings errors (exit 2): an unknown profile, an MFA serial without a code, `--role-arn`
+/// without any source credentials. A network failure is not an error: the source starts and
+/// keeps retrying in the background.
+pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
+    let wanted = &settings.credentials;
+    let role_name = settings.instance.role_name.as_str();
+    if wanted.mock {
+        return Ok(fake(settings, "--mock-credentials given".into()));
+    }
+    let process_env: HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .collect();
+    let home = sudo_home(&process_env);
+    let env = sdk_env(process_env, wanted.profile.as_deref(), home.as_deref());
+    check_profile(&env, wanted.profile.is_some()).await?;
+    let mfa = mfa(wanted)?;
+
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .env(Env::from(env.clone()))
+        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(25))
+                .build(),
+        )
+        .load()
+        .await;
+    let region = sdk
+        .region()
+        .cloned()
+        .unwrap_or_else(|| Region::new(settings.instance.region.clone()));
+    let sts_config = aws_sdk_sts::config::Builder::from(&sdk)
+        .region(region.clone())
+        .build();
+    let client = aws_sdk_sts::Client::from_conf(sts_config.clone());
+    let Some(chain) = sdk.credentials_provider() else {
+        return Ok(fake(
+            settings,
+            "aws-config built no credential chain".into(),
+        ));
+    };
+    let profile = env.get("AWS_PROFILE").map_or("default", String::as_str);
+    let searched = format!(
+        "environment, profile {profile:?} in {}, web identity, container",
+        config_dir(&env)
+    );
+
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, chain.provide_credentials()).await;
+    let found = match probe {
+        Ok(Ok(credentials)) => Some(if sts::is_long_term(&credentials) {
+            "long-term keys"
+        } else {
+            "a session"
+        }),
+        Ok(Err(CredentialsError::CredentialsNotLoaded(_))) => {
+            if let Some(arn) = &wanted.role_arn {
+                return Err(ConfigError(format!(
+                    "--role-arn {}: no source credentials to assume it with (searched {searched}); \
+                     configure a profile (--profile NAME) or export AWS_ACCESS_KEY_ID, or use --mock-credentials",
+                    arn.arn
+                )));
+            }
+            return Ok(fake(
+                settings,
+                format!("no AWS credentials found (searched {searched})"),
+            ));
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(
+                "the source credentials are not available yet, retrying in the background: {}",
+                sts::chain_error(&error)
+            );
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                "the source credentials did not load within {PROBE_TIMEOUT:?}; retrying in the background"
+            );
+            None
+        }
+    };
+    let origin = found.unwrap_or("source credentials");
+    let policy = Policy {
+        refresh_margin: wanted.refresh_margin,
+        retry_base: wanted.retry_base,
+        retry_max: Duration::from_secs(60),
+        max_lifetime: wanted.max_lifetime,
+    };
+
+    let (source, summary) = if let Some(arn) = &wanted.role_arn {
+        let session_name = wanted.role_session_name.clone().unwrap_or_else(|| {
+            naming::default_session_name(
+                &naming::invoking_user(|key| std::env::var(key).ok()),
+                &settings.instance.hostname,
+            )
+        });
+        let summary = format!(
+            "credentials: AssumeRole {} as session {session_name:?} for {}s{} with {origin} \
+             (profile {profile:?}, STS region {region}), served as role {role_name:?}",
+            arn.arn,
+            wanted.duration_or_default().as_secs(),
+            mfa.as_ref()
+                .map_or(String::new(), |m| format!(", MFA {}", m.serial)),
+        );
+        let fetcher = AssumeRole {
+            client,
+            config: sts_config,
+            role_arn: arn.arn.clone(),
+            session_name,
+            external_id: wanted.external_id.clone(),
+            duration: wanted.duration_or_default(),
+            mfa,
+            mfa_session: None,
+        };
+        (
+            RefreshingCredentials::spawn(fetcher, policy, role_name),
+            summary,
+        )
+    } else {
+        let how = match found {
+            Some("long-term keys") => format!(
+                "GetSessionToken for {}s with the long-term keys",
+                wanted.duration_or_default().as_secs()
+            ),
+            Some(_) => "the session of the source credentials, served as is".to_owned(),
+            None => {
+                "the source credentials' session (GetSessionToken for long-term keys)".to_owned()
+            }
+        };
+        let summary = format!(
+            "credentials: {how} (profile {profile:?}, STS region {region}), served as role {role_name:?}"
+        );
+        let fetcher = OwnSession {
+            chain,
+            client,
+            duration: wanted.duration_or_default(),
+            mfa,
+            mfa_used: false,
+        };
+        (
+            RefreshingCredentials::spawn(fetcher, policy, role_name),
+            summary,
+        )
+    };
+    if !source.wait_first(FIRST_FETCH_WAIT).await {
+        tracing::warn!(
+            "no credentials yet; serving the EC2 error for role {role_name:?} until a retry succeeds"
+        );
+    }
+    Ok(Selected {
+        source: Arc::new(source),
+        summary,
+        fake: false,
+    })
+}
+
+fn fake(settings: &Settings, why: String) -> Selected {
+    Selected {
+        source: Arc::new(FakeCredentials::from_settings(settings)),
+        summary: format!(
+            "{why}; serving FAKE credentials that AWS rejects (see docs/credentials.md: --role-arn, --profile)"
+        ),
+        fake: true,
+    }
+}
+
+/// The invoking user's home under `sudo` (root with `SUDO_USER` set to someone else).
+fn sudo_home(env: &HashMap<String, String>) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = env
+        .get("SUDO_USER")
+        .filter(|user| !user.is_empty() && *user != "root")?;
+    let entry = nix::unistd::User::from_name(user).ok().flatten()?;
+    entry.dir.to_str().map(str::to_owned)
+}
+
+/// The environment aws-config sees: the process's, IMDS disabled, `HOME` the invoking user's
+/// under sudo, and with `--profile` that profile instead of any keys in the environment (as
+/// the AWS CLI does).
+pub fn sdk_env(
+    mut env: HashMap<String, String>,
+    profile: Option<&str>,
+    home: Option<&str>,
+) -> HashMap<String, String> {
+    env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
+    if let Some(home) = home {
+        env.insert("HOME".into(), home.to_owned());
+    }
+    if let Some(profile) = profile {
+        env.insert("AWS_PROFILE".into(), profile.to_owned());
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            env.remove(key);
+        }
+    }
+    env
+}
+
+fn config_dir(env: &HashMap<String, String>) -> String {
+    match (env.get("AWS_CONFIG_FILE"), env.get("HOME")) {
+        (Some(file), _) => file.clone(),
+        (None, Some(home)) => format!("{home}/.aws"),
+        (None, None) => "~/.aws".to_owned(),
+    }
+}
+
+/// A named profile (`--profile`, or `AWS_PROFILE`) must exist in the config or credentials file.
+async fn check_profile(env: &HashMap<String, String>, from_flag: bool) -> Result<(), ConfigError> {
+    let Some(name) = env.get("AWS_PROFILE") else {
+        return Ok(());
+    };
+    let label = if from_flag {
+        "--profile"
+    } else {
+        "AWS_PROFILE"
+    };
+    #[allow(deprecated)] // see the `use` of ProfileFiles
+    let files = ProfileFiles::default();
+    let profiles = aws_config::profile::load(&Fs::real(), &Env::from(env.clone()), &files, None)
+        .await
+        .map_err(|error| {
+            ConfigError(format!(
+                "{label} {name:?}: cannot read the AWS config files: {error}"
+            ))
+        })?;
+    if profiles.get_profile(name).is_some() {
+        Ok(())
+    } else {
+        let mut known: Vec<&str> = profiles.profiles().collect();
+        known.sort_unstable();
+        Err(ConfigError(format!(
+            "{label} {name:?}: no such profile in {} (known: {})",
+            config_dir(env),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+}
+
+/// The MFA serial and code: `--mfa-code`, else asked on the terminal now.
+fn mfa(wanted: &CredentialSettings) -> Result<Option<Mfa>, ConfigError> {
+    let Some(serial) = &wanted.mfa_serial else {
+        return Ok(None);
+    };
+    let code = match &wanted.mfa_code {
+        Some(code) => code.expose().to_owned(),
+        None => ask_mfa_code(serial)?,
+    };
+    Ok(Some(Mfa {
+        serial: serial.clone(),
+        code,
+    }))
+}
+
+/// Asks for the code on the controlling terminal (not stdin: it may be a pipe).
+fn ask_mfa_code(serial: &str) -> Result<String, ConfigError> {
+    let no_terminal = |why: String| {
+        ConfigError(format!(
+            "--mfa-serial {serial}: no --mfa-code given and no terminal to ask for one ({why}); pass --mfa-code CODE"
+        ))
+    };
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|error| no_terminal(error.to_string()))?;
+    let mut writer = &tty;
+    write!(writer, "MFA code for {serial}: ")
+        .and_then(|()| writer.flush())
+        .map_err(|error| no_terminal(error.to_string()))?;
+    let mut line = String::new();
+    std::io::BufReader::new(&tty)
+        .read_line(&mut line)
+        .map_err(|error| no_terminal(error.to_string()))?;
+    crate::config::validate::mfa_code(line.trim())
+        .map_err(|expected| ConfigError(format!("MFA code for {serial}: {expected}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn imds_is_always_disabled_for_aws_config() {
+        let env = sdk_env(
+            env_of(&[("AWS_EC2_METADATA_DISABLED", "false")]),
+            None,
+            None,
+        );
+        assert_eq!(env["AWS_EC2_METADATA_DISABLED"], "true");
+    }
+
+    #[test]
+    fn profile_flag_beats_keys_in_the_environment() {
+        let env = sdk_env(
+            env_of(&[
+                ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_PROFILE", "other"),
+            ]),
+            Some("dev"),
+            Some("/home/alice"),
+        );
+        assert_eq!(env["AWS_PROFILE"], "dev");
+        assert_eq!(env["HOME"], "/home/alice");
+        assert!(!env.contains_key("AWS_ACCESS_KEY_ID"));
+        assert!(!env.contains_key("AWS_SECRET_ACCESS_KEY"));
+    }
+
+    #[test]
+    fn without_profile_flag_the_environment_is_kept() {
+        let env = sdk_env(
+            env_of(&[
+                ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+                ("AWS_PROFILE", "other"),
+            ]),
+            None,
+            None,
+        );
+        assert_eq!(env["AWS_PROFILE"], "other");
+        assert_eq!(env["AWS_ACCESS_KEY_ID"], "AKIAEXAMPLE");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_profile_is_named_with_the_known_ones() {
+        let dir = std::env::temp_dir().join(format!("imds-tun-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config");
+        std::fs::write(
+            &config,
+            "[default]\nregion = us-east-1\n[profile dev]\nregion = eu-west-1\n",
+        )
+        .unwrap();
+        let env = env_of(&[
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+            ("AWS_PROFILE", "prod"),
+        ]);
+        let error = check_profile(&env, true).await.unwrap_err().0;
+        assert!(
+            error.starts_with("--profile \"prod\": no such profile"),
+            "{error}"
+        );
+        assert!(error.contains("default, dev"), "{error}");
+        let env = env_of(&[
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+            ("AWS_PROFILE", "dev"),
+        ]);
+        assert!(check_profile(&env, true).await.is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,415 @@
+//! The two real fetchers: `AssumeRole` of `--role-arn`, and the caller's own session.
+//!
+//! Both read their source credentials through the chain (see [`super::setup`]) on every call,
+//! so expiring sources (SSO, `credential_process`) are refreshed by aws-config itself.
+//!
+//! - [`AssumeRole`]: `sts:AssumeRole` with the source credentials. With `--mfa-serial` the
+//!   one-time code is spent once, on `GetSessionToken`; the resulting MFA session (which
+//!   satisfies `aws:MultiFactorAuthPresent`) then signs every `AssumeRole` until it expires, so
+//!   refreshes need no new code.
+//! - [`OwnSession`]: no role. Long-term keys (an IAM user's `AKIA…`) are never served: they are
+//!   traded for a `GetSessionToken` session. Credentials that already carry a session token
+//!   (SSO, an exported session, a `credential_process`) are served as they are.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use time::OffsetDateTime;
+
+use super::RoleCredentials;
+use super::cache::{Fetch, FetchError};
+
+/// Sessions without a known expiry (`AWS_SESSION_TOKEN` from the environment) are served as
+/// valid for this long and re-read from the chain before then.
+pub const UNKNOWN_EXPIRY_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// An MFA serial and its one-time code; `Debug` hides the code.
+#[derive(Clone)]
+pub struct Mfa {
+    pub serial: String,
+    pub code: String,
+}
+
+impl std::fmt::Debug for Mfa {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Mfa")
+            .field("serial", &self.serial)
+            .field("code", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `sts:AssumeRole` of one role.
+pub struct AssumeRole {
+    /// An STS client signing with the source chain.
+    pub client: aws_sdk_sts::Client,
+    /// STS configuration to build a client for the MFA session from.
+    pub config: aws_sdk_sts::Config,
+    pub role_arn: String,
+    pub session_name: String,
+    pub external_id: Option<String>,
+    pub duration: Duration,
+    /// Spent on the first call (see the module docs).
+    pub mfa: Option<Mfa>,
+    /// The MFA session signing `AssumeRole`, once obtained.
+    pub mfa_session: Option<(aws_sdk_sts::Client, OffsetDateTime)>,
+}
+
+impl std::fmt::Debug for AssumeRole {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AssumeRole")
+            .field("role_arn", &self.role_arn)
+            .field("session_name", &self.session_name)
+            .field("external_id", &self.external_id.as_ref().map(|_| "<set>"))
+            .field("duration", &self.duration)
+            .field("mfa", &self.mfa)
+            .field("has_mfa_session", &self.mfa_session.is_some())
+            .finish()
+    }
+}
+
+impl AssumeRole {
+    /// The client to sign `AssumeRole` with: the source chain, or the MFA session.
+    async fn signing_client(&mut self) -> Result<aws_sdk_sts::Client, FetchError> {
+        let Some(mfa) = &self.mfa else {
+            return Ok(self.client.clone());
+        };
+        if let Some((client, expires)) = &self.mfa_session {
+            if OffsetDateTime::now_utc() < *expires {
+                return Ok(client.clone());
+            }
+            return Err(FetchError {
+                code: "MfaSessionExpired".into(),
+                message: format!(
+                    "the MFA session from {} expired at {}; restart imds-tun to enter a new code",
+                    mfa.serial,
+                    ec2_time(*expires)
+                ),
+            });
+        }
+        let output = self
+            .client
+            .get_session_token()
+            .serial_number(&mfa.serial)
+            .token_code(&mfa.code)
+            // The longest an MFA session lasts; it only signs AssumeRole calls.
+            .duration_seconds(129_600)
+            .send()
+            .await
+            .map_err(|error| sts_error("GetSessionToken (MFA)", &error))?;
+        let session = output
+            .credentials()
+            .ok_or_else(|| missing("GetSessionToken (MFA)"))?;
+        let expires = from_smithy(session.expiration());
+        let credentials = Credentials::new(
+            session.access_key_id(),
+            session.secret_access_key(),
+            Some(session.session_token().to_owned()),
+            Some(SystemTime::from(expires)),
+            "imds-tun-mfa-session",
+        );
+        let config = self
+            .config
+            .to_builder()
+            .credentials_provider(credentials)
+            .build();
+        let client = aws_sdk_sts::Client::from_conf(config);
+        tracing::info!(
+            "MFA session from {} obtained, valid until {}",
+            mfa.serial,
+            ec2_time(expires)
+        );
+        self.mfa_session = Some((client.clone(), expires));
+        Ok(client)
+    }
+}
+
+impl Fetch for AssumeRole {
+    fn describe(&self) -> String {
+        format!("AssumeRole {}", self.role_arn)
+    }
+
+    async fn fetch(&mut self) -> Result<RoleCredentials, FetchError> {
+        let client = self.signing_client().await?;
+        let called = now_seconds();
+        let output = client
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name(&self.session_name)
+            .set_external_id(self.external_id.clone())
+            .duration_seconds(seconds_i32(self.duration))
+            .send()
+            .await
+            .map_err(|error| sts_error("AssumeRole", &error))?;
+        let issued = output.credentials().ok_or_else(|| missing("AssumeRole"))?;
+        Ok(RoleCredentials {
+            access_key_id: issued.access_key_id().to_owned(),
+            secret_access_key: issued.secret_access_key().to_owned(),
+            token: issued.session_token().to_owned(),
+            expiration: from_smithy(issued.expiration()),
+            last_updated: called,
+        })
+    }
+}
+
+/// The caller's own credentials, as a session (see the module docs).
+pub struct OwnSession {
+    pub chain: SharedCredentialsProvider,
+    pub client: aws_sdk_sts::Client,
+    pub duration: Duration,
+    /// Spent on the first `GetSessionToken`; later refreshes cannot repeat it.
+    pub mfa: Option<Mfa>,
+    pub mfa_used: bool,
+}
+
+impl std::fmt::Debug for OwnSession {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("OwnSession")
+            .field("duration", &self.duration)
+            .field("mfa", &self.mfa)
+            .field("mfa_used", &self.mfa_used)
+            .finish()
+    }
+}
+
+impl Fetch for OwnSession {
+    fn describe(&self) -> String {
+        "the source credentials' session".into()
+    }
+
+    async fn fetch(&mut self) -> Result<RoleCredentials, FetchError> {
+        let called = now_seconds();
+        let source = self
+            .chain
+            .provide_credentials()
+            .await
+            .map_err(|error| chain_error(&error))?;
+        if is_long_term(&source) {
+            let mut request = self
+                .client
+                .get_session_token()
+                .duration_seconds(seconds_i32(self.duration));
+            if let Some(mfa) = &self.mfa {
+                if self.mfa_used {
+                    return Err(FetchError {
+                        code: "MfaCodeUsed".into(),
+                        message: format!(
+                            "a new session needs a new code from {}; restart imds-tun",
+                            mfa.serial
+                        ),
+                    });
+                }
+                request = request.serial_number(&mfa.serial).token_code(&mfa.code);
+                self.mfa_used = true;
+            }
+            let output = request
+                .send()
+                .await
+                .map_err(|error| sts_error("GetSessionToken", &error))?;
+            let issued = output
+                .credentials()
+                .ok_or_else(|| missing("GetSessionToken"))?;
+            return Ok(RoleCredentials {
+                access_key_id: issued.access_key_id().to_owned(),
+                secret_access_key: issued.secret_access_key().to_owned(),
+                token: issued.session_token().to_owned(),
+                expiration: from_smithy(issued.expiration()),
+                last_updated: called,
+            });
+        }
+        Ok(RoleCredentials {
+            access_key_id: source.access_key_id().to_owned(),
+            secret_access_key: source.secret_access_key().to_owned(),
+            token: source.session_token().unwrap_or_default().to_owned(),
+            expiration: source
+                .expiry()
+                .map_or(called + UNKNOWN_EXPIRY_LIFETIME, OffsetDateTime::from),
+            last_updated: called,
+        })
+    }
+}
+
+/// Long-term keys: no session token. (An expiry without a token does not occur in practice;
+/// a token is what an STS session needs to be usable.)
+pub fn is_long_term(credentials: &Credentials) -> bool {
+    credentials
+        .session_token()
+        .is_none_or(|token| token.is_empty())
+}
+
+/// An STS failure as one line: the service's code and message, or why it could not be reached.
+pub fn sts_error<E, R>(operation: &str, error: &SdkError<E, R>) -> FetchError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match error {
+        SdkError::ServiceError(service) => {
+            let inner = service.err();
+            FetchError {
+                code: inner.code().unwrap_or("Unknown").to_owned(),
+                message: format!(
+                    "STS {operation} refused: {}",
+                    one_line(inner.message().unwrap_or("no message"))
+                ),
+            }
+        }
+        SdkError::TimeoutError(_) => FetchError {
+            code: "NetworkError".into(),
+            message: format!("STS {operation} timed out"),
+        },
+        SdkError::DispatchFailure(failure) => FetchError {
+            code: "NetworkError".into(),
+            message: format!(
+                "cannot reach STS for {operation}: {}",
+                failure.as_connector_error().map_or_else(
+                    || "dispatch failure".to_owned(),
+                    |error| one_line(&DisplayErrorContext(error).to_string())
+                )
+            ),
+        },
+        other => FetchError {
+            code: "InternalError".into(),
+            message: format!(
+                "STS {operation} failed: {}",
+                one_line(&DisplayErrorContext(other).to_string())
+            ),
+        },
+    }
+}
+
+/// A chain failure (no source credentials, an SSO token that expired, a failing
+/// `credential_process`) as one line.
+pub fn chain_error(error: &aws_credential_types::provider::error::CredentialsError) -> FetchError {
+    FetchError {
+        code: "SourceCredentialsUnavailable".into(),
+        message: format!(
+            "cannot load the source credentials: {}",
+            one_line(&DisplayErrorContext(error).to_string())
+        ),
+    }
+}
+
+fn missing(operation: &str) -> FetchError {
+    FetchError {
+        code: "InternalError".into(),
+        message: format!("STS {operation} answered without credentials"),
+    }
+}
+
+/// Newlines would break the one-line-per-failure rule of the logs.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn seconds_i32(duration: Duration) -> i32 {
+    i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
+}
+
+fn now_seconds() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+fn from_smithy(at: &aws_smithy_types::DateTime) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(at.secs()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn ec2_time(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn response(status: u16) -> Response {
+        Response::new(
+            StatusCode::try_from(status).unwrap(),
+            SdkBody::from("<ErrorResponse/>"),
+        )
+    }
+
+    #[test]
+    fn access_denied_keeps_sts_code_and_message() {
+        let error: SdkError<AssumeRoleError, Response> = SdkError::service_error(
+            AssumeRoleError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDenied")
+                    .message(
+                        "User: arn:aws:iam::123456789012:user/alice is not authorized\nto perform: sts:AssumeRole",
+                    )
+                    .build(),
+            ),
+            response(403),
+        );
+        let mapped = sts_error("AssumeRole", &error);
+        assert_eq!(mapped.code, "AccessDenied");
+        assert_eq!(
+            mapped.message,
+            "STS AssumeRole refused: User: arn:aws:iam::123456789012:user/alice is not authorized to perform: sts:AssumeRole"
+        );
+        let served = super::super::cache::ec2_error("app", Some(&mapped));
+        assert_eq!(served.code, "AssumeRoleUnauthorizedAccess");
+        assert!(
+            served
+                .message
+                .starts_with("EC2 cannot assume the role app.")
+        );
+        assert!(served.message.contains("AccessDenied"));
+        assert!(!served.message.contains('\n'));
+    }
+
+    #[test]
+    fn unreachable_sts_is_a_network_error() {
+        let error: SdkError<AssumeRoleError, Response> = SdkError::dispatch_failure(
+            aws_sdk_sts::error::ConnectorError::io("connection refused".into()),
+        );
+        let mapped = sts_error("AssumeRole", &error);
+        assert_eq!(mapped.code, "NetworkError");
+        assert!(
+            mapped
+                .message
+                .starts_with("cannot reach STS for AssumeRole"),
+            "{}",
+            mapped.message
+        );
+        assert!(
+            mapped.message.contains("connection refused"),
+            "{}",
+            mapped.message
+        );
+        let error: SdkError<AssumeRoleError, Response> =
+            SdkError::timeout_error("operation timeout (all attempts including retries)");
+        assert_eq!(sts_error("AssumeRole", &error).code, "NetworkError");
+    }
+
+    #[test]
+    fn long_term_keys_have_no_session_token() {
+        let long_term = Credentials::new("AKIAEXAMPLE", "secret", None, None, "test");
+        assert!(is_long_term(&long_term));
+        let session = Credentials::new("ASIAEXAMPLE", "secret", Some("token".into()), None, "test");
+        assert!(!is_long_term(&session));
+    }
+
+    #[test]
+    fn debug_hides_the_mfa_code() {
+        let mfa = Mfa {
+            serial: "arn:aws:iam::123456789012:mfa/alice".into(),
+            code: "123456".into(),
+        };
+        let shown = format!("{mfa:?}");
+        assert!(shown.contains("mfa/alice") && !shown.contains("123456\""));
+        assert!(!shown.contains("\"123456\""));
+    }
+}

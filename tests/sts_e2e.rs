@@ -1,0 +1,643 @@
+//! Real credentials end to end: moto's STS server and imds-tun in one network namespace, and the
+//! AWS SDK's own IMDS client fetching the role's keys through the TUN.
+//!
+//! ```text
+//!  namespace ──────────────────────────────────────────────────────────────────────────┐
+//!  │ test thread (setns): aws_config::imds::Client ──► 169.254.169.254 ──► imds-tun     │
+//!  │                      aws_sdk_sts::Client ─┐                 │ AssumeRole /         │
+//!  │                                           ▼                 ▼ GetSessionToken      │
+//!  │                                  moto_server 127.0.0.1:5000 (records every request)│
+//!  └────────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! STS calls are counted from moto's request recorder (`MOTO_ENABLE_RECORDING`): one JSON line
+//! per request with its body, whose `Action=` names the operation. That counts what reached
+//! the server, independent of log formats and of moto's internal state.
+//!
+//! moto comes from `<repo>/.venv` (`scripts/test.sh` installs it). Without it the tests print
+//! SKIPPED, and fail under `CI=true`.
+
+#[macro_use]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::imds::Client;
+use aws_config::imds::credentials::ImdsCredentialsProvider;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::ProvideCredentials;
+use base64::Engine;
+use common::{METADATA, Namespace, Spawn, TempDir, http};
+
+const MOTO_PORT: u16 = 5000;
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/app";
+const SESSION: &str = "e2e-session";
+/// Long-term style source keys, as an IAM user has them. (Not moto's own example pair, which
+/// its GetSessionToken hands out as the session's keys.)
+const SOURCE_KEY: &str = "AKIAI44QH8DHBEXAMPLE";
+const SOURCE_SECRET: &str = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY";
+const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/app";
+
+/// moto's server inside a namespace; killed on drop.
+struct Moto {
+    child: Child,
+    recording: PathBuf,
+    _dir: TempDir,
+}
+
+impl Moto {
+    fn endpoint() -> String {
+        format!("http://127.0.0.1:{MOTO_PORT}")
+    }
+
+    /// Starts moto in `namespace` and waits until it answers; `None` after a skip notice when
+    /// the venv is missing (a failure under CI).
+    fn start(namespace: &Namespace, test: &str) -> Option<Moto> {
+        let server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+        if !server.exists() {
+            if common::in_ci() {
+                panic!(
+                    "{test}: {} is missing; scripts/test.sh installs it (python3 -m venv .venv && .venv/bin/pip install 'moto[server]')",
+                    server.display()
+                );
+            }
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!(
+                    "\n    SKIPPED (needs moto): {test}: {} is missing; run `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'`\n\n",
+                    server.display()
+                )
+                .as_bytes(),
+            );
+            return None;
+        }
+        let dir = TempDir::new();
+        let recording = PathBuf::from(dir.file("recording.jsonl", b""));
+        let log = std::fs::File::create(PathBuf::from(dir.file("moto.log", b""))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", namespace.name()])
+            .arg(&server)
+            .args(["-H", "127.0.0.1", "-p", &MOTO_PORT.to_string()])
+            .env("MOTO_ENABLE_RECORDING", "true")
+            .env("MOTO_RECORDER_FILEPATH", &recording)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning moto_server");
+        let moto = Moto {
+            child,
+            recording,
+            _dir: dir,
+        };
+        let up = namespace.run_in(|| async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let address: SocketAddr = ([127, 0, 0, 1], MOTO_PORT).into();
+            while Instant::now() < deadline {
+                if tokio::net::TcpStream::connect(address).await.is_ok() {
+                    let answer = http::get(address, "/moto-api/").await;
+                    return answer.status == 200;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        });
+        assert!(up, "{test}: moto_server did not answer within 30 s");
+        Some(moto)
+    }
+
+    /// The STS `Action`s moto received, in order.
+    fn actions(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|entry| {
+                let body = entry["body"].as_str()?.to_owned();
+                let body = if entry["body_encoded"].as_bool() == Some(true) {
+                    String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(body)
+                            .ok()?,
+                    )
+                    .ok()?
+                } else {
+                    body
+                };
+                body.split('&')
+                    .find_map(|pair| pair.strip_prefix("Action="))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    fn count(&self, action: &str) -> usize {
+        self.actions().iter().filter(|seen| *seen == action).count()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The environment imds-tun gets: moto as STS, long-term keys (or none), no config files.
+fn sts_env(with_keys: bool) -> Spawn {
+    let mut env = vec![
+        ("AWS_ENDPOINT_URL_STS".to_owned(), Moto::endpoint()),
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+        ("RUST_LOG".to_owned(), "info,imds_tun=debug".to_owned()),
+    ];
+    if with_keys {
+        env.push(("AWS_ACCESS_KEY_ID".to_owned(), SOURCE_KEY.to_owned()));
+        env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), SOURCE_SECRET.to_owned()));
+    }
+    Spawn {
+        env,
+        ..Spawn::default()
+    }
+}
+
+/// The role credentials as the SDK's IMDS provider obtains them, through the TUN.
+async fn sdk_credentials() -> Credentials {
+    let client = Client::builder().build();
+    ImdsCredentialsProvider::builder()
+        .imds_client(client)
+        .build()
+        .provide_credentials()
+        .await
+        .expect("the SDK obtains role credentials from imds-tun")
+}
+
+/// `GetCallerIdentity` at moto, signed with `credentials`: the ARN STS says they belong to.
+async fn caller_arn(credentials: Credentials) -> String {
+    let config = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("us-east-1"))
+        .endpoint_url(Moto::endpoint())
+        .credentials_provider(credentials)
+        .build();
+    aws_sdk_sts::Client::from_conf(config)
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("GetCallerIdentity at moto")
+        .arn()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn json(response: &http::Response) -> serde_json::Value {
+    serde_json::from_slice(&response.body)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", response.text()))
+}
+
+/// Secrets never reach imds-tun's log.
+fn assert_no_secrets(log: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!log.contains(secret), "a secret reached the log:\n{log}");
+    }
+}
+
+#[test]
+fn assumed_role_credentials_reach_the_sdk_and_fifty_requests_make_one_call() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let Some(moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    let child = namespace.spawn_with(
+        &["--role-arn", ROLE_ARN, "--role-session-name", SESSION],
+        &sts_env(true),
+    );
+    child.wait_ready();
+    let (credentials, arn, answers) = namespace.run_in(|| async {
+        let credentials = sdk_credentials().await;
+        let arn = caller_arn(credentials.clone()).await;
+        let mut answers = Vec::new();
+        for _ in 0..49 {
+            answers.push(json(&http::get(METADATA, ROLE_PATH).await));
+        }
+        (credentials, arn, answers)
+    });
+    assert_ne!(credentials.access_key_id(), SOURCE_KEY);
+    assert!(
+        credentials.access_key_id().starts_with("ASIA"),
+        "STS's temporary key id: {}",
+        credentials.access_key_id()
+    );
+    assert!(credentials.session_token().is_some_and(|t| !t.is_empty()));
+    assert_eq!(
+        arn,
+        format!("arn:aws:sts::123456789012:assumed-role/app/{SESSION}")
+    );
+    for answer in &answers {
+        assert_eq!(answer["Code"], "Success");
+        assert_eq!(answer["AccessKeyId"], credentials.access_key_id());
+    }
+    // 1 SDK fetch + 49 raw requests: exactly one AssumeRole reached STS.
+    assert_eq!(moto.count("AssumeRole"), 1, "{:?}", moto.actions());
+    let log = child.stderr();
+    assert!(
+        log.contains("credentials: AssumeRole arn:aws:iam::123456789012:role/app"),
+        "{log}"
+    );
+    assert_no_secrets(
+        &log,
+        &[
+            SOURCE_SECRET,
+            credentials.secret_access_key(),
+            credentials.session_token().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn long_term_keys_are_traded_for_a_session_token() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let Some(moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    let child = namespace.spawn_with(&[], &sts_env(true));
+    child.wait_ready();
+    let credentials = namespace.run_in(sdk_credentials);
+    assert_ne!(credentials.access_key_id(), SOURCE_KEY);
+    assert_ne!(credentials.secret_access_key(), SOURCE_SECRET);
+    assert!(credentials.session_token().is_some_and(|t| !t.is_empty()));
+    assert_eq!(moto.count("GetSessionToken"), 1, "{:?}", moto.actions());
+    assert_eq!(moto.count("AssumeRole"), 0);
+    let log = child.stderr();
+    assert!(log.contains("credentials: GetSessionToken"), "{log}");
+    assert_no_secrets(&log, &[SOURCE_SECRET]);
+}
+
+#[test]
+fn credentials_are_refreshed_before_they_expire_without_a_failed_answer() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let Some(moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    // 900 s credentials with an 899 s margin: a refresh one second after every call.
+    let child = namespace.spawn_with(
+        &[
+            "--role-arn",
+            ROLE_ARN,
+            "--duration",
+            "900",
+            "--refresh-margin",
+            "899",
+        ],
+        &sts_env(true),
+    );
+    child.wait_ready();
+    let keys = namespace.run_in(|| async {
+        let mut keys = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            let answer = json(&http::get(METADATA, ROLE_PATH).await);
+            assert_eq!(
+                answer["Code"], "Success",
+                "every answer during refreshes: {answer}"
+            );
+            let key = answer["AccessKeyId"].as_str().unwrap().to_owned();
+            if keys.last() != Some(&key) {
+                keys.push(key);
+            }
+            if keys.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        keys
+    });
+    assert!(
+        keys.len() >= 2,
+        "a new key id after a refresh: {keys:?}\n{}",
+        child.stderr()
+    );
+    assert!(moto.count("AssumeRole") >= 2, "{:?}", moto.actions());
+}
+
+#[test]
+fn sts_down_serves_the_last_good_credentials_then_the_ec2_error() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let Some(mut moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    // Test-only cap: every set expires 8 s after it was obtained (refresh due after 4 s).
+    let child = namespace.spawn_with(
+        &[
+            "--role-arn",
+            ROLE_ARN,
+            "--credentials-max-lifetime",
+            "8",
+            "--retry-base-ms",
+            "200",
+        ],
+        &sts_env(true),
+    );
+    child.wait_ready();
+    let first = namespace.run_in(|| async { json(&http::get(METADATA, ROLE_PATH).await) });
+    assert_eq!(first["Code"], "Success");
+    moto.stop();
+    let obtained = Instant::now();
+    // Until expiry: the same keys, although every refresh fails.
+    let (during, after, elapsed) = namespace.run_in(move || async move {
+        let mut during = Vec::new();
+        while obtained.elapsed() < Duration::from_secs(6) {
+            during.push(json(&http::get(METADATA, ROLE_PATH).await));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let started = Instant::now();
+        let after = http::get(METADATA, ROLE_PATH).await;
+        (during, after, started.elapsed())
+    });
+    for answer in &during {
+        assert_eq!(answer["Code"], "Success", "{answer}");
+        assert_eq!(answer["AccessKeyId"], first["AccessKeyId"]);
+    }
+    assert_eq!(after.status, 200);
+    let after = json(&after);
+    assert_eq!(after["Code"], "AssumeRoleUnauthorizedAccess", "{after}");
+    let message = after["Message"].as_str().unwrap();
+    assert!(
+        message.starts_with("EC2 cannot assume the role app."),
+        "{message}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "answered from memory: {elapsed:?}"
+    );
+    let log = child.stderr();
+    assert!(
+        log.contains("AssumeRole arn:aws:iam::123456789012:role/app failed: NetworkError"),
+        "{log}"
+    );
+    assert!(
+        log.contains("serving the last good credentials until"),
+        "{log}"
+    );
+    assert_no_secrets(
+        &log,
+        &[SOURCE_SECRET, first["SecretAccessKey"].as_str().unwrap()],
+    );
+}
+
+#[test]
+fn unreachable_sts_at_start_up_is_not_fatal() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    // Nothing listens on port 9 in the fresh namespace: every call is refused.
+    let mut spawn = sts_env(true);
+    spawn.env[0].1 = "http://127.0.0.1:9".to_owned();
+    let started = Instant::now();
+    let child = namespace.spawn_with(&["--role-arn", ROLE_ARN, "--retry-base-ms", "200"], &spawn);
+    child.wait_ready();
+    let ready_after = started.elapsed();
+    let answer = namespace.run_in(|| async { json(&http::get(METADATA, ROLE_PATH).await) });
+    assert_eq!(answer["Code"], "AssumeRoleUnauthorizedAccess", "{answer}");
+    assert!(
+        ready_after < Duration::from_secs(8),
+        "start-up took {ready_after:?}"
+    );
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("    start-up with an unreachable STS: {ready_after:?}\n").as_bytes(),
+    );
+    let log = child.stderr();
+    assert!(
+        log.contains("failed: NetworkError: cannot reach STS"),
+        "{log}"
+    );
+}
+
+#[test]
+fn no_credentials_anywhere_serves_fake_ones_quickly_and_never_asks_itself() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let spawn = Spawn {
+        env: vec![
+            ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+            ("RUST_LOG".to_owned(), "info,imds_tun=debug".to_owned()),
+        ],
+        ..Spawn::default()
+    };
+    let started = Instant::now();
+    let child = namespace.spawn_with(&[], &spawn);
+    child.wait_ready();
+    let ready_after = started.elapsed();
+    assert!(
+        ready_after < Duration::from_secs(5),
+        "start-up took {ready_after:?}"
+    );
+    let warning = child.wait_for_line(Duration::from_secs(1), |line| line.contains("FAKE"));
+    assert!(
+        warning.contains("WARN") && warning.contains("no AWS credentials found"),
+        "{warning}"
+    );
+    let answer = namespace.run_in(|| async {
+        json(
+            &http::get(
+                METADATA,
+                "/latest/meta-data/iam/security-credentials/imds-tun",
+            )
+            .await,
+        )
+    });
+    assert_eq!(answer["Code"], "Success");
+    assert!(
+        answer["Token"]
+            .as_str()
+            .unwrap()
+            .starts_with("aW1kcy10dW4tZmFrZ")
+    );
+    // The only request imds-tun ever served is the test's own one: it never asked itself.
+    std::thread::sleep(Duration::from_millis(200));
+    let log = child.stderr();
+    let served = log
+        .lines()
+        .filter(|line| line.contains("request") && line.contains("path="))
+        .count();
+    assert_eq!(served, 1, "{log}");
+}
+
+#[test]
+fn a_profile_whose_source_is_instance_metadata_never_reaches_imds_tun_itself() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let dir = TempDir::new();
+    let config = dir.file(
+        "config",
+        format!("[profile loop]\nrole_arn = {ROLE_ARN}\ncredential_source = Ec2InstanceMetadata\n")
+            .as_bytes(),
+    );
+    let spawn = Spawn {
+        env: vec![
+            ("AWS_CONFIG_FILE".to_owned(), config),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+                "/nonexistent/credentials".to_owned(),
+            ),
+            ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+            (
+                "AWS_ENDPOINT_URL_STS".to_owned(),
+                "http://127.0.0.1:9".to_owned(),
+            ),
+            ("RUST_LOG".to_owned(), "info,imds_tun=debug".to_owned()),
+        ],
+        ..Spawn::default()
+    };
+    let child = namespace.spawn_with(&["--profile", "loop", "--retry-base-ms", "100"], &spawn);
+    child.wait_ready();
+    // Let the background retries run a while: none of them may come back through the TUN.
+    std::thread::sleep(Duration::from_secs(2));
+    let answer = namespace.run_in(|| async {
+        http::get(
+            METADATA,
+            "/latest/meta-data/iam/security-credentials/imds-tun",
+        )
+        .await
+    });
+    assert_eq!(answer.status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = child.stderr();
+    let served = log
+        .lines()
+        .filter(|line| line.contains("request") && line.contains("path="))
+        .count();
+    assert_eq!(
+        served, 1,
+        "only the test's own request reached imds-tun:\n{log}"
+    );
+}
+
+/// Runs the binary without a namespace (the error comes before any device) and returns its exit
+/// code, stderr and how long it took.
+fn run_failing(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let mut command = Command::new("setsid");
+    command.args(["-w", common::BINARY]).args(args);
+    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("running imds-tun under setsid");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn malformed_role_arn_exits_2_naming_the_flag() {
+    let (code, stderr, took) = run_failing(
+        &[
+            "--no-tun",
+            "--listen",
+            "127.0.0.1:0",
+            "--role-arn",
+            "arn:aws:iam::123:role/app",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("imds-tun: --role-arn \"arn:aws:iam::123:role/app\""),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn unknown_profile_exits_2_with_the_known_ones() {
+    let dir = TempDir::new();
+    let config = dir.file("config", b"[default]\nregion = us-east-1\n[profile dev]\n");
+    let (code, stderr, took) = run_failing(
+        &["--no-tun", "--listen", "127.0.0.1:0", "--profile", "prod"],
+        &[
+            ("AWS_CONFIG_FILE", &config),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("imds-tun: --profile \"prod\": no such profile"),
+        "{stderr}"
+    );
+    assert!(last.contains("default, dev"), "{stderr}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn mfa_serial_without_code_or_terminal_exits_2() {
+    let dir = TempDir::new();
+    let credentials = dir.file(
+        "credentials",
+        format!(
+            "[default]\naws_access_key_id = {SOURCE_KEY}\naws_secret_access_key = {SOURCE_SECRET}\n"
+        )
+        .as_bytes(),
+    );
+    let (code, stderr, _) = run_failing(
+        &[
+            "--no-tun",
+            "--listen",
+            "127.0.0.1:0",
+            "--role-arn",
+            ROLE_ARN,
+            "--mfa-serial",
+            "arn:aws:iam::123456789012:mfa/alice",
+        ],
+        &[
+            ("AWS_CONFIG_FILE", "/nonexistent/config"),
+            ("AWS_SHARED_CREDENTIALS_FILE", &credentials),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--mfa-serial arn:aws:iam::123456789012:mfa/alice: no --mfa-code"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn role_arn_without_any_source_credentials_exits_2() {
+    let (code, stderr, _) = run_failing(
+        &[
+            "--no-tun",
+            "--listen",
+            "127.0.0.1:0",
+            "--role-arn",
+            ROLE_ARN,
+        ],
+        &[
+            ("AWS_CONFIG_FILE", "/nonexistent/config"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--role-arn arn:aws:iam::123456789012:role/app: no source credentials"),
+        "{stderr}"
+    );
+}
