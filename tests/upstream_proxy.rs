@@ -554,3 +554,125 @@ fn https_upstream_is_refused_with_a_clear_error() {
         child.stderr()
     );
 }
+
+/// moto's STS server inside `namespace` on 127.0.0.1:5000, killed on drop; `None` after a skip
+/// notice when `<repo>/.venv` lacks it (a failure under CI, where scripts/test.sh installs it).
+struct Moto(std::process::Child);
+
+impl Moto {
+    fn start(namespace: &Namespace, test: &str) -> Option<Moto> {
+        let server =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+        if !server.exists() {
+            common::skip_or_fail(test, &format!("{} is missing", server.display()));
+            return None;
+        }
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", namespace.name()])
+            .arg(&server)
+            .args(["-H", "127.0.0.1", "-p", "5000"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning moto_server");
+        let moto = Moto(child);
+        let up = namespace.run_in(|| async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if tokio::net::TcpStream::connect(("127.0.0.1", 5000))
+                    .await
+                    .is_ok()
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        });
+        assert!(up, "{test}: moto_server did not answer within 30 s");
+        Some(moto)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn guest_sdk_receives_the_hosts_real_sts_credentials() {
+    common::isolate_sdk_from_host_config();
+    let host = namespace!();
+    let guest = namespace!();
+    link(&host, &guest);
+    let Some(_moto) = Moto::start(&host, test_name!()) else {
+        return;
+    };
+    let dir = TempDir::new();
+    let token = secret_file(&dir, "token", SECRET);
+    let listen = format!("{HOST_IP}:0");
+    let host_child = host.spawn_with(
+        &[
+            "--no-tun",
+            "--listen",
+            &listen,
+            "--listen-token-file",
+            &token,
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/app",
+        ],
+        &common::Spawn {
+            env: vec![
+                (
+                    "AWS_ENDPOINT_URL_STS".into(),
+                    "http://127.0.0.1:5000".into(),
+                ),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                ("AWS_ACCESS_KEY_ID".into(), "AKIAI44QH8DHBEXAMPLE".into()),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY".into(),
+                ),
+            ],
+            ..common::Spawn::default()
+        },
+    );
+    host_child.wait_ready();
+    let upstream = host_child.listen_addresses()[0];
+    let _guest_child = start_guest(&guest, upstream, &["--upstream-token-file", &token]);
+
+    let (access_key_id, session_token) = guest.run_in(|| async {
+        let credentials = ImdsCredentialsProvider::builder()
+            .imds_client(Client::builder().build())
+            .build()
+            .provide_credentials()
+            .await
+            .expect("the SDK in the guest obtains the host's role credentials");
+        (
+            credentials.access_key_id().to_string(),
+            credentials.session_token().unwrap_or_default().to_string(),
+        )
+    });
+    assert_ne!(access_key_id, "AKIAI44QH8DHBEXAMPLE", "not the source keys");
+    assert!(
+        !session_token.starts_with("aW1kcy10dW4tZmFrZ"),
+        "real STS credentials, not imds-tun's fake ones"
+    );
+    let served = host.run_in(move || async move {
+        http::send(
+            upstream,
+            &Request::get("/latest/meta-data/iam/security-credentials/app")
+                .header("X-Imds-Tun-Token", SECRET),
+        )
+        .await
+    });
+    assert_eq!(served.status, 200, "{served:?}");
+    let document: serde_json::Value = serde_json::from_slice(&served.body).unwrap();
+    assert_eq!(
+        document["AccessKeyId"], access_key_id,
+        "the host's STS keys"
+    );
+}
