@@ -38,7 +38,7 @@ binary=$PWD/target/release/imds-tun
 ns=imdstun-bench-$$
 pid=
 cleanup() {
-    [[ -n "$pid" ]] && kill -KILL "$pid" 2>/dev/null || true
+    if [[ -n "$pid" ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
     ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -53,6 +53,7 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # Waits until the service answers on the TUN path.
 wait_served() {
+    # shellcheck disable=SC2016 # the script runs in the namespace's own bash; nothing to expand here
     inns bash -c '
         for _ in $(seq 5000); do
             if { exec 3<>/dev/tcp/169.254.169.254/80; } 2>/dev/null; then

@@ -19,6 +19,10 @@ if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
         iproute2 iputils-ping curl procps util-linux openssl >/dev/null
+    # Deployment checks (tests/deploy_*.rs): `vagrant validate` and shellcheck. If they cannot be
+    # installed, those tests skip, or fail under CI=true.
+    apt-get install -y -qq --no-install-recommends vagrant shellcheck >/dev/null \
+        || echo "warning: could not install vagrant/shellcheck; the deploy tests will say so"
 else
     step "system packages: not root, skipping apt-get (the namespace tests will be skipped, or fail under CI=true)"
 fi

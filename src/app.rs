@@ -8,7 +8,7 @@
 use crate::cli::Cli;
 use crate::config::{Imdsv2Mode, Settings};
 use crate::credentials::CredentialSource;
-use crate::http::Server;
+use crate::http::{Access, Backend, Server, Upstream};
 use crate::imds::Imds;
 use crate::platform::{self, METADATA_ADDRESS, PlatformError, TunRequest};
 use crate::stack::{self, core::StackConfig};
@@ -44,6 +44,9 @@ pub enum AppError {
 /// The process entry point: exit 0 after a clean run, 2 for bad settings, 1 for anything else.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.check {
+        return crate::doctor::main(cli);
+    }
     init_logging();
     let settings = match cli.into_settings() {
         Ok(settings) => settings,
@@ -64,11 +67,23 @@ pub fn main() -> ExitCode {
     };
     // Credential errors are settings errors (exit 2): a malformed ARN, an unknown profile, an
     // MFA serial without a code. A network failure is not: the source retries on its own.
-    let credentials = match runtime.block_on(crate::credentials::select(&settings)) {
+    let selected = if settings.proxy.upstream.is_some() {
+        // Upstream mode answers nothing locally: no credential source is needed or probed.
+        Ok(crate::credentials::setup::Selected {
+            source: Arc::new(crate::credentials::fake::FakeCredentials::from_settings(
+                &settings,
+            )),
+            summary: String::new(),
+            fake: false,
+        })
+    } else {
+        runtime.block_on(crate::credentials::select(&settings))
+    };
+    let credentials = match selected {
         Ok(selected) => {
             if selected.fake {
                 tracing::warn!("{}", selected.summary);
-            } else {
+            } else if !selected.summary.is_empty() {
                 tracing::info!("{}", selected.summary);
             }
             selected.source
@@ -106,7 +121,10 @@ fn init_logging() {
 async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
 
-    let server = Server::new(Arc::new(Imds::new(&settings, credentials)));
+    let server = match &settings.proxy.upstream {
+        Some(upstream) => Server::new(Backend::Upstream(Arc::new(Upstream::new(upstream)))),
+        None => Server::new(Arc::new(Imds::new(&settings, credentials))),
+    };
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
     for &address in &settings.listen {
@@ -136,10 +154,12 @@ async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Resu
     let server = Arc::new(server);
     let mut kernel_tasks = Vec::new();
     for listener in listeners {
+        let access = listener_access(&settings, &listener);
         kernel_tasks.push(tokio::spawn(accept_kernel(
             listener,
             server.clone(),
             accepting.clone(),
+            access,
         )));
     }
 
@@ -196,9 +216,13 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
 }
 
 fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListener]) {
-    let mode = match settings.imdsv2 {
-        Imdsv2Mode::Optional => "IMDSv2 optional",
-        Imdsv2Mode::Required => "IMDSv2 required",
+    let mode = match (&settings.proxy.upstream, settings.imdsv2) {
+        (Some(upstream), _) => format!(
+            "forwarding to upstream http://{}",
+            upstream.url.authority().map_or("", |a| a.as_str())
+        ),
+        (None, Imdsv2Mode::Optional) => "IMDSv2 optional".to_owned(),
+        (None, Imdsv2Mode::Required) => "IMDSv2 required".to_owned(),
     };
     let kernel: Vec<String> = listeners
         .iter()
@@ -221,10 +245,29 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListene
     }
 }
 
+/// A non-loopback listener requires the shared token, unless the user opted out (loudly).
+fn listener_access(settings: &Settings, listener: &TcpListener) -> Access {
+    let Ok(address) = listener.local_addr() else {
+        return Access::Open;
+    };
+    match settings.proxy.token_for(address) {
+        Some(token) => Access::Token(Arc::new(token.clone())),
+        None => {
+            if !address.ip().is_loopback() {
+                tracing::warn!(
+                    "--insecure-listen-without-token: {address} serves role credentials to anyone who can reach it"
+                );
+            }
+            Access::Open
+        }
+    }
+}
+
 async fn accept_kernel(
     listener: TcpListener,
     server: Arc<Server>,
     mut stop: watch::Receiver<bool>,
+    access: Access,
 ) {
     loop {
         tokio::select! {
@@ -232,7 +275,7 @@ async fn accept_kernel(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    server.serve(stream, peer);
+                    server.serve_with(stream, peer, access.clone());
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.

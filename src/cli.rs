@@ -118,6 +118,38 @@ pub struct Cli {
     /// Test-only: treat every set as expiring this many seconds after it was obtained.
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub credentials_max_lifetime: Option<u64>,
+
+    /// Forward every request to this metadata service (e.g. another imds-tun on the host:
+    /// http://10.0.2.2:8080) instead of answering locally; plain http only.
+    #[arg(
+        long,
+        value_name = "URL",
+        help_heading = "Upstream and listener protection"
+    )]
+    pub upstream: Option<String>,
+    /// File holding the shared secret sent upstream as X-Imds-Tun-Token (not world-readable).
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Upstream and listener protection"
+    )]
+    pub upstream_token_file: Option<PathBuf>,
+    /// File holding the shared secret that requests on non-loopback --listen sockets must carry
+    /// as X-Imds-Tun-Token (not world-readable); required for such listeners.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Upstream and listener protection"
+    )]
+    pub listen_token_file: Option<PathBuf>,
+    /// Serve non-loopback --listen sockets WITHOUT a token: anyone who reaches them gets the
+    /// role credentials.
+    #[arg(long, help_heading = "Upstream and listener protection")]
+    pub insecure_listen_without_token: bool,
+    /// Check whether this machine can run imds-tun with these settings, change nothing, exit
+    /// 0 (it can) or 1 (it cannot).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `--imdsv2` values.
@@ -190,6 +222,10 @@ impl Cli {
             refresh_margin_seconds: self.refresh_margin,
             retry_base_ms: self.retry_base_ms,
             credentials_max_lifetime_seconds: self.credentials_max_lifetime,
+            upstream: self.upstream,
+            upstream_token_file: self.upstream_token_file,
+            listen_token_file: self.listen_token_file,
+            insecure_listen_without_token: self.insecure_listen_without_token.then_some(true),
             ..ConfigLayer::default()
         }
     }

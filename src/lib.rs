@@ -33,6 +33,7 @@
 //! - [`credentials`]: where the role credentials come from (one small trait).
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults.
 //! - [`app`]: wires the layers together for one run.
+//! - [`doctor`]: `imds-tun --check`, what this machine lacks to run it.
 
 #![deny(unsafe_code)]
 
@@ -40,6 +41,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod doctor;
 pub mod http;
 pub mod imds;
 pub mod platform;

@@ -65,6 +65,13 @@ pub struct ConfigLayer {
     pub retry_base_ms: Option<u64>,
     /// Test-only: cap every set's lifetime so expiry can be observed in seconds.
     pub credentials_max_lifetime_seconds: Option<u64>,
+    // Upstream proxy mode and listener protection (see `config::proxy`).
+    pub upstream: Option<String>,
+    pub upstream_token_file: Option<PathBuf>,
+    pub upstream_connect_timeout_ms: Option<u64>,
+    pub upstream_response_timeout_ms: Option<u64>,
+    pub listen_token_file: Option<PathBuf>,
+    pub insecure_listen_without_token: Option<bool>,
 }
 
 /// `public-keys/0`: the key pair the instance was launched with.

@@ -8,9 +8,11 @@
 //! - [`defaults`]: stable, realistic defaults derived from the machine id.
 //! - [`validate`]: format checks of single values.
 //! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
+//! - [`proxy`]: `--upstream` forwarding and the shared token of non-loopback listeners.
 
 pub mod defaults;
 pub mod file;
+pub mod proxy;
 pub mod resolve;
 pub mod validate;
 
@@ -22,6 +24,7 @@ use crate::credentials::Secret;
 use crate::credentials::naming::RoleArn;
 
 pub use file::{ConfigLayer, PublicKeyLayer};
+pub use proxy::{ProxySettings, SharedToken, UpstreamSettings};
 pub use resolve::resolve;
 
 /// Everything a run needs, fully resolved and validated.
@@ -43,6 +46,8 @@ pub struct Settings {
     pub credentials: CredentialSettings,
     /// Every metadata value the service answers with.
     pub instance: InstanceMetadata,
+    /// `--upstream` forwarding and the token non-loopback listeners require.
+    pub proxy: ProxySettings,
 }
 
 /// Where the role credentials come from and how they are refreshed (docs/credentials.md).

@@ -20,13 +20,13 @@ use super::{
 
 /// Where a value came from, so its error can point at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
+pub(super) enum Origin {
     Flag,
     File,
 }
 
 /// `config: instance_id` or `--instance-id`.
-fn label(origin: Origin, key: &str) -> String {
+pub(super) fn label(origin: Origin, key: &str) -> String {
     match origin {
         Origin::File => format!("config: {key}"),
         Origin::Flag => match key {
@@ -42,7 +42,7 @@ fn label(origin: Origin, key: &str) -> String {
 }
 
 /// The flag's value if given, else the file's.
-fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<(T, Origin)> {
+pub(super) fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<(T, Origin)> {
     match (flag, file) {
         (Some(value), _) => Some((value, Origin::Flag)),
         (None, Some(value)) => Some((value, Origin::File)),
@@ -68,7 +68,7 @@ fn text<T>(
 }
 
 /// Validates the winning number of `key`, or takes `default`.
-fn number(
+pub(super) fn number(
     chosen: Option<(u64, Origin)>,
     key: &str,
     range: std::ops::RangeInclusive<u64>,
@@ -89,6 +89,7 @@ pub fn resolve(
     machine: &MachineDefaults,
 ) -> Result<Settings, ConfigError> {
     let service = resolve_service(&file, &flags)?;
+    let proxy = super::proxy::resolve(&file, &flags, &service.listen, service.tun.is_some())?;
     let credentials = resolve_credentials(&file, &flags)?;
     // The role in the tree is the assumed role's name unless --role-name says otherwise.
     let role_default = credentials
@@ -105,6 +106,7 @@ pub fn resolve(
         credentials_lifetime: service.credentials_lifetime,
         credentials,
         instance,
+        proxy,
     })
 }
 

@@ -6,9 +6,15 @@
 //! tracks every connection so a shutdown can let in-flight requests finish.
 //!
 //! Accepting connections is not handled here: see [`crate::app`].
+//!
+//! Who answers is a [`Backend`]: the local [`Imds`] or an [`Upstream`] that forwards (proxy
+//! mode). Which requests a listener admits is its [`Access`]: every one, or only those that
+//! carry the shared `X-Imds-Tun-Token` (non-loopback `--listen` sockets).
+
+pub mod upstream;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -21,19 +27,93 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::config::SharedToken;
+use crate::config::proxy::TOKEN_HEADER;
 use crate::imds::Imds;
+pub use upstream::Upstream;
 
 pub mod host_guard;
 
 /// Largest request body read; metadata requests have none, a token PUT an empty one.
 const MAX_BODY: usize = 64 * 1024;
 
+/// A response body: a local answer in memory, or an upstream's, streamed as it arrives.
+pub type ResponseBody = Either<Full<Bytes>, Incoming>;
+
+/// Who answers the requests of a [`Server`].
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// This process's metadata service.
+    Local(Arc<Imds>),
+    /// Another metadata service, reached over HTTP (`--upstream`).
+    Upstream(Arc<Upstream>),
+}
+
+impl From<Arc<Imds>> for Backend {
+    fn from(imds: Arc<Imds>) -> Backend {
+        Backend::Local(imds)
+    }
+}
+
+impl Backend {
+    /// The response to `request`.
+    pub async fn answer(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        match self {
+            Backend::Local(imds) => answer(imds, request).await.map(Either::Left),
+            Backend::Upstream(upstream) => upstream.forward(request).await,
+        }
+    }
+}
+
+/// Which requests a listener admits.
+#[derive(Debug, Clone, Default)]
+pub enum Access {
+    /// Every request (the TUN, loopback listeners, or the explicit insecure opt-out).
+    #[default]
+    Open,
+    /// Only requests whose `X-Imds-Tun-Token` header is this secret; others get 401.
+    Token(Arc<SharedToken>),
+}
+
+impl Access {
+    /// The 401 for a request this listener does not admit, `None` to serve it. The token
+    /// header is removed either way: nothing past this check needs it.
+    fn refusal(
+        &self,
+        request: &mut Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Option<Response<ResponseBody>> {
+        let Access::Token(token) = self else {
+            return None;
+        };
+        let given = request.headers_mut().remove(TOKEN_HEADER);
+        let admitted = given
+            .as_ref()
+            .is_some_and(|value| token.matches(value.as_bytes()));
+        if admitted {
+            return None;
+        }
+        let why = if given.is_some() { "a wrong" } else { "no" };
+        tracing::warn!(%peer, method = %request.method(), path = request.uri().path(), "refused a request with {why} X-Imds-Tun-Token (401)");
+        let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(
+            b"imds-tun: this listener requires the shared secret in the X-Imds-Tun-Token header \
+              (the server's --listen-token-file; an imds-tun client sends it with --upstream-token-file)\n",
+        ))));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Some(response)
+    }
+}
+
 /// How long a client may take to send a request's headers (also bounds idle keep-alive).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the metadata service on accepted connections.
 pub struct Server {
-    imds: Arc<Imds>,
+    backend: Backend,
     graceful: GracefulShutdown,
 }
 
@@ -44,9 +124,9 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    pub fn new(imds: Arc<Imds>) -> Self {
+    pub fn new(backend: impl Into<Backend>) -> Self {
         Server {
-            imds,
+            backend: backend.into(),
             graceful: GracefulShutdown::new(),
         }
     }
@@ -56,10 +136,24 @@ impl Server {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let imds = self.imds.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let imds = imds.clone();
-            async move { Ok::<_, Infallible>(answer(&imds, request).await) }
+        self.serve_with(io, peer, Access::Open);
+    }
+
+    /// Like [`Server::serve`], admitting only the requests `access` allows.
+    pub fn serve_with<IO>(&self, io: IO, peer: SocketAddr, access: Access)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let backend = self.backend.clone();
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            let backend = backend.clone();
+            let refused = access.refusal(&mut request, peer);
+            async move {
+                Ok::<_, Infallible>(match refused {
+                    None => backend.answer(request).await,
+                    Some(refused) => refused,
+                })
+            }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())

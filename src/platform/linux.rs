@@ -107,7 +107,7 @@ fn validate_name(name: &str) -> Result<(), PlatformError> {
 ///
 /// An interface address (a `lo` alias) or the peer of a point-to-point link (another imds-tun)
 /// would win over our route; so would a `/32` host route in the main table.
-fn current_claim() -> Result<Option<String>, PlatformError> {
+pub(crate) fn current_claim() -> Result<Option<String>, PlatformError> {
     let addrs = nix::ifaddrs::getifaddrs().map_err(|errno| PlatformError::Io {
         context: "listing network interfaces",
         source: io::Error::from(errno),

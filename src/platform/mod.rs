@@ -92,3 +92,9 @@ pub enum PlatformError {
 pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     imp::claim_metadata_address(request)
 }
+
+/// Who, if anyone, already answers for [`METADATA_ADDRESS`] on this host ("an address on
+/// interface lo", ...): the check [`claim_metadata_address`] makes first, creating nothing.
+pub fn current_claim() -> Result<Option<String>, PlatformError> {
+    imp::current_claim()
+}

@@ -25,3 +25,7 @@ impl AsyncTun {
 pub fn claim_metadata_address(_request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     Err(PlatformError::Unsupported)
 }
+
+pub(crate) fn current_claim() -> Result<Option<String>, PlatformError> {
+    Err(PlatformError::Unsupported)
+}

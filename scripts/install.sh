@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds imds-tun and installs it as a systemd service:
+#   $PREFIX/bin/imds-tun                      (default /usr/local/bin/imds-tun)
+#   $UNITDIR/imds-tun.service                 (default /etc/systemd/system)
+#   $SYSCONFDIR/default/imds-tun              (IMDS_TUN_ARGS=...; kept if it already exists)
+#   $PREFIX/share/imds-tun/install-manifest   (every file this script created; uninstall.sh reads it)
+# then enables and starts the service when systemd runs and DESTDIR is empty.
+#
+# Environment: DESTDIR (stage into a directory, e.g. for packaging or tests), PREFIX, SYSCONFDIR,
+# UNITDIR, IMDS_TUN_BINARY (install this binary instead of building one), IMDS_TUN_ARGS (flags
+# for a new env file), IMDS_TUN_SYSTEMD=0 (never call systemctl).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+DESTDIR=${DESTDIR:-}
+PREFIX=${PREFIX:-/usr/local}
+SYSCONFDIR=${SYSCONFDIR:-/etc}
+UNITDIR=${UNITDIR:-/etc/systemd/system}
+IMDS_TUN_ARGS=${IMDS_TUN_ARGS:-}
+
+say() { printf 'install.sh: %s\n' "$*"; }
+
+binary=${IMDS_TUN_BINARY:-}
+if [ -z "$binary" ]; then
+    say "building (cargo build --release --locked)"
+    (cd "$here" && cargo build --release --locked)
+    binary="${CARGO_TARGET_DIR:-$here/target}/release/imds-tun"
+fi
+[ -x "$binary" ] || { say "no executable at $binary" >&2; exit 1; }
+
+manifest="$DESTDIR$PREFIX/share/imds-tun/install-manifest"
+created=()
+if [ -f "$manifest" ]; then
+    mapfile -t created <"$manifest"
+fi
+
+# Records a path (relative to DESTDIR) as ours unless it is already listed.
+own() {
+    local path=$1 entry
+    for entry in "${created[@]}"; do
+        [ "$entry" = "$path" ] && return 0
+    done
+    created+=("$path")
+}
+
+# Creates the directories of a path that do not exist yet, recording each as ours.
+make_parents() {
+    local dir missing=()
+    dir=$(dirname "$1")
+    while [ ! -d "$DESTDIR$dir" ]; do
+        missing=("$dir" "${missing[@]}")
+        dir=$(dirname "$dir")
+    done
+    for dir in "${missing[@]}"; do
+        mkdir -m 0755 "$DESTDIR$dir"
+        own "$dir/"
+    done
+}
+
+# install_file SOURCE TARGET MODE: copies unless the content is already there.
+install_file() {
+    local source=$1 target=$2 mode=$3
+    make_parents "$target"
+    if [ -f "$DESTDIR$target" ] && cmp -s "$source" "$DESTDIR$target"; then
+        say "unchanged $target"
+    else
+        install -m "$mode" "$source" "$DESTDIR$target"
+        say "installed $target"
+    fi
+    own "$target"
+}
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+install_file "$binary" "$PREFIX/bin/imds-tun" 0755
+
+sed -e "s#@BINDIR@#$PREFIX/bin#g" -e "s#@SYSCONFDIR@#$SYSCONFDIR#g" \
+    "$here/packaging/imds-tun.service" >"$scratch/imds-tun.service"
+install_file "$scratch/imds-tun.service" "$UNITDIR/imds-tun.service" 0644
+
+env_file="$SYSCONFDIR/default/imds-tun"
+if [ -e "$DESTDIR$env_file" ]; then
+    say "kept existing $env_file"
+else
+    sed -e "s#^IMDS_TUN_ARGS=.*#IMDS_TUN_ARGS=\"$IMDS_TUN_ARGS\"#" \
+        "$here/packaging/imds-tun.default" >"$scratch/imds-tun.default"
+    install_file "$scratch/imds-tun.default" "$env_file" 0644
+fi
+
+make_parents "$PREFIX/share/imds-tun/install-manifest"
+own "$PREFIX/share/imds-tun/install-manifest"
+printf '%s\n' "${created[@]}" >"$manifest"
+say "manifest: $PREFIX/share/imds-tun/install-manifest (${#created[@]} entries)"
+
+if [ -z "$DESTDIR" ] && [ "${IMDS_TUN_SYSTEMD:-1}" != 0 ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable imds-tun.service
+    systemctl restart imds-tun.service
+    say "service imds-tun enabled and (re)started: systemctl status imds-tun"
+else
+    say "systemd not used here; start it with: systemctl daemon-reload && systemctl enable --now imds-tun"
+fi

@@ -1,0 +1,444 @@
+//! Settings of upstream proxy mode (`--upstream`) and of the shared token that guards
+//! non-loopback `--listen` sockets.
+//!
+//! Why a token at all: a `--listen` socket on anything but loopback hands role credentials to
+//! every host that can reach it, and unlike 169.254.169.254 (which only this host routes into
+//! its TUN) a LAN or a VM's NAT gateway reaches it. So such a listener needs a shared secret
+//! (`--listen-token-file`), which the other side sends (`--upstream-token-file`), or the loudly
+//! named opt-out `--insecure-listen-without-token`. Start-up refuses anything else.
+//!
+//! A token file must not be readable by every user (mode `o+r`): imds-tun refuses it instead of
+//! warning, because a warning scrolls past in a service log while the secret stays exposed.
+//! The secret is never logged and never printed in an error; its `Debug` is redacted.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ConfigError;
+use super::file::ConfigLayer;
+use super::resolve::{Origin, label, number, pick};
+
+/// The header a non-loopback listener checks and an upstream-forwarding instance sends.
+pub const TOKEN_HEADER: &str = "x-imds-tun-token";
+
+/// Default time to establish a TCP connection to the upstream.
+pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Default time from sending a request upstream to receiving its response head.
+pub const UPSTREAM_RESPONSE_TIMEOUT_MS: u64 = 5000;
+
+/// Shortest shared secret accepted: long enough that guessing is not an option.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// Upstream forwarding and listener protection, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySettings {
+    /// Forward every request to this metadata service instead of answering locally.
+    pub upstream: Option<UpstreamSettings>,
+    /// The secret non-loopback `--listen` sockets require in [`TOKEN_HEADER`].
+    pub listen_token: Option<SharedToken>,
+    /// The user accepted serving non-loopback listeners without a token.
+    pub insecure_listen_without_token: bool,
+}
+
+impl ProxySettings {
+    /// The secret requests on `listener` must carry, if any: loopback listeners need none.
+    pub fn token_for(&self, listener: SocketAddr) -> Option<&SharedToken> {
+        if listener.ip().is_loopback() {
+            None
+        } else {
+            self.listen_token.as_ref()
+        }
+    }
+}
+
+/// Where `--upstream` forwards to and how long it waits.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `http://HOST:PORT`, scheme and authority only.
+    pub url: http::Uri,
+    /// Sent as [`TOKEN_HEADER`] on every forwarded request.
+    pub token: Option<SharedToken>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+/// A shared secret read from a file. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedToken(String);
+
+impl std::fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedToken(<redacted>)")
+    }
+}
+
+impl SharedToken {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True if `candidate` is the secret; the time taken does not depend on where they differ
+    /// (both sides are hashed first, so not even the length leaks).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let expected = Sha256::digest(self.0.as_bytes());
+        let given = Sha256::digest(candidate);
+        expected.ct_eq(&given).into()
+    }
+
+    /// Checks the text of a token file: trimmed, long enough, header-safe.
+    pub fn parse(text: &str) -> Result<SharedToken, String> {
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(
+                "the file is empty; put a secret in it, e.g. `openssl rand -hex 32 > FILE`".into(),
+            );
+        }
+        if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(
+                "the secret must be printable ASCII without spaces (it travels in an HTTP header)"
+                    .into(),
+            );
+        }
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "the secret is shorter than {MIN_TOKEN_LEN} characters; make a longer one, e.g. `openssl rand -hex 32 > FILE`"
+            ));
+        }
+        Ok(SharedToken(token.to_owned()))
+    }
+}
+
+/// Reads a token file, refusing one that every user may read.
+pub fn read_token_file(path: &Path, what: &str) -> Result<SharedToken, ConfigError> {
+    let fail = |why: String| ConfigError(format!("{what} {}: {why}", path.display()));
+    let metadata =
+        std::fs::metadata(path).map_err(|error| fail(format!("cannot read: {error}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            return Err(fail(format!(
+                "readable by every user (mode {mode:03o}), and it holds a secret; run `chmod 600 {}` \
+                 (or 640 for a group)",
+                path.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = metadata;
+    let text =
+        std::fs::read_to_string(path).map_err(|error| fail(format!("cannot read: {error}")))?;
+    SharedToken::parse(&text).map_err(fail)
+}
+
+/// Resolves the proxy settings; `listen` are the resolved `--listen` addresses and `tun` says
+/// whether a TUN device will be created.
+pub fn resolve(
+    file: &ConfigLayer,
+    flags: &ConfigLayer,
+    listen: &[SocketAddr],
+    tun: bool,
+) -> Result<ProxySettings, ConfigError> {
+    let insecure = pick(
+        flags.insecure_listen_without_token,
+        file.insecure_listen_without_token,
+    )
+    .is_some_and(|(value, _)| value);
+    let listen_token = pick(
+        flags.listen_token_file.clone(),
+        file.listen_token_file.clone(),
+    )
+    .map(|(path, origin)| read_token_file(&path, &label(origin, "listen_token_file")))
+    .transpose()?;
+    if listen_token.is_none()
+        && !insecure
+        && let Some(exposed) = listen.iter().find(|address| !address.ip().is_loopback())
+    {
+        return Err(ConfigError(format!(
+            "--listen {exposed} is not a loopback address, so it would serve role credentials to \
+             the network: require a shared secret with --listen-token-file FILE (clients send it \
+             as X-Imds-Tun-Token, e.g. an imds-tun with --upstream-token-file), or accept the risk \
+             with --insecure-listen-without-token"
+        )));
+    }
+
+    let upstream_token = pick(
+        flags.upstream_token_file.clone(),
+        file.upstream_token_file.clone(),
+    );
+    let upstream = match pick(flags.upstream.clone(), file.upstream.clone()) {
+        None => {
+            if let Some((_, origin)) = upstream_token {
+                return Err(ConfigError(format!(
+                    "{}: only meaningful with --upstream URL",
+                    label(origin, "upstream_token_file")
+                )));
+            }
+            None
+        }
+        Some((text, origin)) => {
+            let url = parse_upstream(&text, tun).map_err(|why| {
+                ConfigError(format!("{} {text:?}: {why}", label(origin, "upstream")))
+            })?;
+            let token = upstream_token
+                .map(|(path, origin): (PathBuf, Origin)| {
+                    read_token_file(&path, &label(origin, "upstream_token_file"))
+                })
+                .transpose()?;
+            let connect = number(
+                pick(
+                    flags.upstream_connect_timeout_ms,
+                    file.upstream_connect_timeout_ms,
+                ),
+                "upstream_connect_timeout_ms",
+                50..=60_000,
+                "milliseconds",
+                UPSTREAM_CONNECT_TIMEOUT_MS,
+            )?;
+            let response = number(
+                pick(
+                    flags.upstream_response_timeout_ms,
+                    file.upstream_response_timeout_ms,
+                ),
+                "upstream_response_timeout_ms",
+                50..=300_000,
+                "milliseconds",
+                UPSTREAM_RESPONSE_TIMEOUT_MS,
+            )?;
+            Some(UpstreamSettings {
+                url,
+                token,
+                connect_timeout: Duration::from_millis(connect),
+                response_timeout: Duration::from_millis(response),
+            })
+        }
+    };
+    Ok(ProxySettings {
+        upstream,
+        listen_token,
+        insecure_listen_without_token: insecure,
+    })
+}
+
+/// `http://HOST[:PORT][/]` → the URI with scheme and authority only.
+fn parse_upstream(text: &str, tun: bool) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| "expected a URL such as \"http://10.0.2.2:8080\"".to_string())?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "https upstreams are not supported: imds-tun forwards plain HTTP, like the \
+                        metadata service itself; use http://HOST:PORT and protect it with \
+                        --upstream-token-file"
+                    .into(),
+            );
+        }
+        _ => return Err("expected an http:// URL such as \"http://10.0.2.2:8080\"".into()),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("the URL names no host; expected e.g. \"http://10.0.2.2:8080\"".into());
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(
+            "give only scheme, host and port (no path or query): requests keep their own path"
+                .into(),
+        );
+    }
+    let is_self = authority.host() == "169.254.169.254" && authority.port_u16().unwrap_or(80) == 80;
+    if tun && is_self {
+        return Err("that is the address this TUN serves; imds-tun would forward to itself".into());
+    }
+    http::Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("imds-tun-proxy-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write_token(dir: &Path, mode: u32, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("token");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn loopback_listen_needs_no_token() {
+        let settings = resolve(
+            &ConfigLayer::default(),
+            &ConfigLayer::default(),
+            &[addr("127.0.0.1:8080"), addr("[::1]:8080")],
+            true,
+        )
+        .unwrap();
+        assert!(settings.listen_token.is_none());
+    }
+
+    #[test]
+    fn non_loopback_listen_without_token_is_refused_naming_both_ways_out() {
+        let error = resolve(
+            &ConfigLayer::default(),
+            &ConfigLayer::default(),
+            &[addr("127.0.0.1:1"), addr("0.0.0.0:8080")],
+            true,
+        )
+        .unwrap_err();
+        assert!(error.0.contains("0.0.0.0:8080"), "{}", error.0);
+        assert!(error.0.contains("--listen-token-file"), "{}", error.0);
+        assert!(
+            error.0.contains("--insecure-listen-without-token"),
+            "{}",
+            error.0
+        );
+        assert!(!error.0.contains('\n'));
+    }
+
+    #[test]
+    fn the_insecure_opt_out_allows_a_non_loopback_listen() {
+        let flags = ConfigLayer {
+            insecure_listen_without_token: Some(true),
+            ..ConfigLayer::default()
+        };
+        let settings = resolve(
+            &ConfigLayer::default(),
+            &flags,
+            &[addr("10.0.2.2:8080")],
+            false,
+        )
+        .unwrap();
+        assert!(settings.insecure_listen_without_token);
+        assert!(settings.token_for(addr("10.0.2.2:8080")).is_none());
+    }
+
+    #[test]
+    fn a_token_file_guards_only_non_loopback_listeners() {
+        let dir = scratch("guards");
+        let path = write_token(&dir, 0o600, "0123456789abcdef0123\n");
+        let flags = ConfigLayer {
+            listen_token_file: Some(path),
+            ..ConfigLayer::default()
+        };
+        let settings = resolve(
+            &ConfigLayer::default(),
+            &flags,
+            &[addr("10.0.2.2:8080")],
+            false,
+        )
+        .unwrap();
+        let token = settings.token_for(addr("10.0.2.2:8080")).unwrap();
+        assert_eq!(token.expose(), "0123456789abcdef0123");
+        assert!(settings.token_for(addr("127.0.0.1:8080")).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn world_readable_token_file_is_refused_without_showing_the_secret() {
+        let dir = scratch("world");
+        let path = write_token(&dir, 0o644, "supersecretvalue-0123456789");
+        let error = read_token_file(&path, "--listen-token-file").unwrap_err();
+        assert!(error.0.contains("chmod 600"), "{}", error.0);
+        assert!(error.0.contains("644"), "{}", error.0);
+        assert!(!error.0.contains("supersecret"), "{}", error.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn short_empty_or_spaced_secrets_are_refused() {
+        assert!(SharedToken::parse("").is_err());
+        assert!(SharedToken::parse("short").is_err());
+        assert!(SharedToken::parse("has a space in the middle!!").is_err());
+        assert!(SharedToken::parse("  0123456789abcdef  \n").is_ok());
+    }
+
+    #[test]
+    fn token_comparison_accepts_only_the_exact_secret() {
+        let token = SharedToken::parse("0123456789abcdef").unwrap();
+        assert!(token.matches(b"0123456789abcdef"));
+        assert!(!token.matches(b"0123456789abcdeF"));
+        assert!(!token.matches(b"0123456789abcdef0"));
+        assert!(!token.matches(b""));
+        assert_eq!(format!("{token:?}"), "SharedToken(<redacted>)");
+    }
+
+    #[test]
+    fn upstream_url_must_be_plain_http_with_a_host() {
+        assert_eq!(
+            parse_upstream("http://10.0.2.2:8080", true)
+                .unwrap()
+                .to_string(),
+            "http://10.0.2.2:8080/"
+        );
+        assert!(parse_upstream("http://10.0.2.2:8080/", true).is_ok());
+        let https = parse_upstream("https://10.0.2.2", true).unwrap_err();
+        assert!(
+            https.contains("https upstreams are not supported"),
+            "{https}"
+        );
+        assert!(parse_upstream("10.0.2.2:8080", true).is_err());
+        assert!(parse_upstream("http://10.0.2.2:8080/latest", true).is_err());
+        assert!(parse_upstream("http://169.254.169.254", true).is_err());
+        assert!(parse_upstream("http://169.254.169.254", false).is_ok());
+    }
+
+    #[test]
+    fn upstream_token_without_upstream_is_an_error() {
+        let flags = ConfigLayer {
+            upstream_token_file: Some(PathBuf::from("/nonexistent")),
+            ..ConfigLayer::default()
+        };
+        let error = resolve(&ConfigLayer::default(), &flags, &[], true).unwrap_err();
+        assert!(error.0.contains("--upstream-token-file"), "{}", error.0);
+    }
+
+    #[test]
+    fn upstream_timeouts_come_from_the_config_file() {
+        let file = ConfigLayer {
+            upstream: Some("http://10.0.2.2:8080".into()),
+            upstream_connect_timeout_ms: Some(250),
+            upstream_response_timeout_ms: Some(2000),
+            ..ConfigLayer::default()
+        };
+        let settings = resolve(&file, &ConfigLayer::default(), &[], true).unwrap();
+        let upstream = settings.upstream.unwrap();
+        assert_eq!(upstream.connect_timeout, Duration::from_millis(250));
+        assert_eq!(upstream.response_timeout, Duration::from_millis(2000));
+        let defaults = resolve(
+            &ConfigLayer {
+                upstream: Some("http://10.0.2.2:8080".into()),
+                ..ConfigLayer::default()
+            },
+            &ConfigLayer::default(),
+            &[],
+            true,
+        )
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(defaults.connect_timeout, Duration::from_secs(1));
+        assert_eq!(defaults.response_timeout, Duration::from_secs(5));
+    }
+}

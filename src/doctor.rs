@@ -1,0 +1,396 @@
+//! `imds-tun --check`: can this machine run imds-tun with these settings, and if not, why not?
+//!
+//! Every check only looks: it opens `/dev/net/tun` without creating a device, reads
+//! `/proc/self/status`, lists interfaces and routes, and (with `--upstream`) sends one `GET /`
+//! to the upstream. Nothing is created, changed or left behind.
+//!
+//! Output is one line per check, `ok|warn|fail  <check>: <finding> — <what to do>` (the advice
+//! is left out where there is nothing to do), on stdout. Exit status 0 when imds-tun can run
+//! (no `fail`), 1 otherwise.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+
+use crate::cli::Cli;
+use crate::config::proxy::TOKEN_HEADER;
+use crate::config::{Settings, UpstreamSettings};
+use crate::platform;
+
+/// Linux capability number of CAP_NET_ADMIN (TUNSETIFF, SIOCSIF*).
+const CAP_NET_ADMIN: u32 = 12;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub check: &'static str,
+    pub finding: String,
+    /// What to do about it; empty when nothing.
+    pub advice: String,
+}
+
+impl Finding {
+    fn new(
+        level: Level,
+        check: &'static str,
+        finding: impl Into<String>,
+        advice: impl Into<String>,
+    ) -> Self {
+        Finding {
+            level,
+            check,
+            finding: finding.into(),
+            advice: advice.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = match self.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "fail",
+        };
+        write!(f, "{level}  {}: {}", self.check, self.finding)?;
+        if !self.advice.is_empty() {
+            write!(f, " — {}", self.advice)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every check for `cli`'s settings, prints the report, returns 0 or 1.
+pub fn main(cli: Cli) -> ExitCode {
+    let findings = run(cli);
+    let mut out = std::io::stdout().lock();
+    for finding in &findings {
+        let _ = writeln!(out, "{finding}");
+    }
+    if findings.iter().any(|finding| finding.level == Level::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// All findings, in the order printed.
+pub fn run(cli: Cli) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let settings = match cli.into_settings() {
+        Ok(settings) => {
+            findings.push(Finding::new(
+                Level::Ok,
+                "settings",
+                "flags and config file are valid",
+                "",
+            ));
+            Some(settings)
+        }
+        Err(error) => {
+            findings.push(Finding::new(
+                Level::Fail,
+                "settings",
+                error.to_string(),
+                "fix that flag or config key (imds-tun would exit with status 2)",
+            ));
+            None
+        }
+    };
+    let wants_tun = settings
+        .as_ref()
+        .is_none_or(|settings| settings.tun.is_some());
+    if wants_tun {
+        findings.push(check_tun_device());
+        findings.push(check_privileges(
+            &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
+        ));
+        findings.push(check_address());
+    } else {
+        findings.push(Finding::new(Level::Ok, "tun", "not needed (--no-tun)", ""));
+    }
+    if let Some(settings) = &settings {
+        findings.extend(check_listeners(settings));
+        findings.push(check_credentials(settings));
+    }
+    findings
+}
+
+/// `/dev/net/tun` exists and opens read-write (opening creates no device; TUNSETIFF would).
+fn check_tun_device() -> Finding {
+    const CHECK: &str = "tun device";
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => Finding::new(
+            Level::Ok,
+            CHECK,
+            "/dev/net/tun is present and opens read-write",
+            "",
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Finding::new(
+            Level::Fail,
+            CHECK,
+            "/dev/net/tun is missing",
+            "load the driver with `sudo modprobe tun`; in a container pass the device \
+             (`docker run --device /dev/net/tun --cap-add NET_ADMIN ...`)",
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => Finding::new(
+            Level::Fail,
+            CHECK,
+            "/dev/net/tun exists but this user cannot open it",
+            "run as root, or make it mode 0666 as Debian and Ubuntu ship it (`sudo chmod 0666 /dev/net/tun`)",
+        ),
+        Err(error) => Finding::new(
+            Level::Fail,
+            CHECK,
+            format!("/dev/net/tun cannot be opened: {error}"),
+            "check that the TUN driver works (`sudo modprobe tun`)",
+        ),
+    }
+}
+
+/// Root with CAP_NET_ADMIN, or any user holding CAP_NET_ADMIN in its effective set.
+fn check_privileges(proc_status: &str) -> Finding {
+    const CHECK: &str = "privileges";
+    let uid = nix::unistd::geteuid().as_raw();
+    let who = if uid == 0 {
+        "root".to_owned()
+    } else {
+        format!("uid {uid}")
+    };
+    match effective_capabilities(proc_status) {
+        Some(caps) if caps & (1 << CAP_NET_ADMIN) != 0 => Finding::new(
+            Level::Ok,
+            CHECK,
+            format!("{who} with CAP_NET_ADMIN in the effective set"),
+            "",
+        ),
+        Some(_) => Finding::new(
+            Level::Fail,
+            CHECK,
+            format!("{who} without CAP_NET_ADMIN, which creating a TUN device needs"),
+            "run `sudo imds-tun`, or grant only that capability (systemd: \
+             AmbientCapabilities=CAP_NET_ADMIN, see packaging/imds-tun.service), or serve without a \
+             TUN: `imds-tun --no-tun --listen 127.0.0.1:8080`",
+        ),
+        None => Finding::new(
+            Level::Warn,
+            CHECK,
+            format!("{who}; cannot read CapEff from /proc/self/status"),
+            "make sure the process has CAP_NET_ADMIN",
+        ),
+    }
+}
+
+/// The `CapEff:` mask of a `/proc/<pid>/status` text.
+pub fn effective_capabilities(proc_status: &str) -> Option<u64> {
+    proc_status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+/// Nothing else answers for 169.254.169.254 yet.
+fn check_address() -> Finding {
+    const CHECK: &str = "metadata address";
+    match platform::current_claim() {
+        Ok(None) => Finding::new(
+            Level::Ok,
+            CHECK,
+            "169.254.169.254 is not claimed by anything else",
+            "",
+        ),
+        Ok(Some(holder)) => Finding::new(
+            Level::Fail,
+            CHECK,
+            format!("169.254.169.254 is already claimed by {holder}"),
+            "stop the other imds-tun or metadata emulator, or remove the alias \
+             (e.g. `sudo ip addr del 169.254.169.254/32 dev lo`)",
+        ),
+        Err(error) => Finding::new(Level::Fail, CHECK, error.to_string(), ""),
+    }
+}
+
+/// Which listeners are open to whom.
+fn check_listeners(settings: &Settings) -> Vec<Finding> {
+    settings
+        .listen
+        .iter()
+        .map(|&address| {
+            if address.ip().is_loopback() {
+                Finding::new(Level::Ok, "listener", format!("{address} is loopback-only"), "")
+            } else if settings.proxy.token_for(address).is_some() {
+                Finding::new(
+                    Level::Ok,
+                    "listener",
+                    format!("{address} requires the shared X-Imds-Tun-Token"),
+                    "",
+                )
+            } else {
+                Finding::new(
+                    Level::Warn,
+                    "listener",
+                    format!("{address} serves credentials to anyone who reaches it (--insecure-listen-without-token)"),
+                    "protect it with --listen-token-file FILE",
+                )
+            }
+        })
+        .collect()
+}
+
+/// Where the served credentials would come from.
+fn check_credentials(settings: &Settings) -> Finding {
+    const CHECK: &str = "credentials";
+    match &settings.proxy.upstream {
+        Some(upstream) => check_upstream(upstream),
+        None if settings.credentials.mock => Finding::new(
+            Level::Warn,
+            CHECK,
+            format!(
+                "fake credentials for role {} (--mock-credentials; well-formed, rejected by AWS)",
+                settings.instance.role_name
+            ),
+            "fine for tests; drop --mock-credentials for real ones",
+        ),
+        None => Finding::new(
+            Level::Ok,
+            CHECK,
+            match &settings.credentials.role_arn {
+                Some(arn) => format!(
+                    "STS AssumeRole of {} with source credentials from the AWS chain (profile {})",
+                    arn.arn,
+                    settings
+                        .credentials
+                        .profile
+                        .as_deref()
+                        .unwrap_or("from AWS_PROFILE or default")
+                ),
+                None => format!(
+                    "your own AWS session from the AWS chain (profile {}), served as role {}; fake \
+                     credentials if the chain has none",
+                    settings
+                        .credentials
+                        .profile
+                        .as_deref()
+                        .unwrap_or("from AWS_PROFILE or default"),
+                    settings.instance.role_name
+                ),
+            },
+            "",
+        ),
+    }
+}
+
+/// One `GET /` to the upstream, with the token if configured.
+fn check_upstream(upstream: &UpstreamSettings) -> Finding {
+    const CHECK: &str = "credentials";
+    let authority = upstream
+        .url
+        .authority()
+        .map_or("", |a| a.as_str())
+        .to_owned();
+    let url = format!("http://{authority}");
+    let probe = || -> std::io::Result<String> {
+        let host = upstream.url.host().unwrap_or_default();
+        let port = upstream.url.port_u16().unwrap_or(80);
+        let address: SocketAddr = (host.trim_matches(['[', ']']), port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("the name resolves to no address"))?;
+        let mut stream = TcpStream::connect_timeout(&address, upstream.connect_timeout)?;
+        stream.set_read_timeout(Some(upstream.response_timeout))?;
+        let token = upstream
+            .token
+            .as_ref()
+            .map(|token| format!("{TOKEN_HEADER}: {}\r\n", token.expose()))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "GET / HTTP/1.0\r\nHost: 169.254.169.254\r\n{token}\r\n"
+        )?;
+        let mut reply = Vec::new();
+        stream.take(4096).read_to_end(&mut reply)?;
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    };
+    match probe() {
+        Ok(reply) if reply.contains("X-Imds-Tun-Token") && reply.starts_with("HTTP/1.1 401") => {
+            Finding::new(
+                Level::Fail,
+                CHECK,
+                format!("the upstream {url} rejects our shared token"),
+                "give --upstream-token-file the same secret as the host's --listen-token-file",
+            )
+        }
+        Ok(reply) if reply.starts_with("HTTP/") => Finding::new(
+            Level::Ok,
+            CHECK,
+            format!(
+                "forwarded from the upstream {url}, which answers ({})",
+                reply.lines().next().unwrap_or("").trim()
+            ),
+            "",
+        ),
+        Ok(_) => Finding::new(
+            Level::Fail,
+            CHECK,
+            format!("{url} does not answer HTTP"),
+            "point --upstream at an imds-tun --listen address",
+        ),
+        Err(error) => Finding::new(
+            Level::Warn,
+            CHECK,
+            format!("forwarded from the upstream {url}, which is not reachable now ({error})"),
+            "start `imds-tun --no-tun --listen ADDR:PORT --listen-token-file FILE` there; until then \
+             requests get 502",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_capabilities_are_read_from_proc_status() {
+        let status = "Name:\timds-tun\nCapInh:\t0000000000000000\nCapPrm:\t0000000000001000\n\
+                      CapEff:\t0000000000001000\nCapBnd:\t000001ffffffffff\n";
+        assert_eq!(effective_capabilities(status), Some(1 << CAP_NET_ADMIN));
+        assert_eq!(effective_capabilities("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn without_cap_net_admin_privileges_fail_with_a_way_out() {
+        let finding = check_privileges("CapEff:\t0000000000000000\n");
+        assert_eq!(finding.level, Level::Fail);
+        assert!(finding.advice.contains("sudo imds-tun"), "{finding}");
+        assert!(finding.advice.contains("--no-tun"), "{finding}");
+        let finding = check_privileges("CapEff:\t000001ffffffffff\n");
+        assert_eq!(finding.level, Level::Ok);
+    }
+
+    #[test]
+    fn findings_print_as_one_line_with_level_check_finding_and_advice() {
+        let line = Finding::new(
+            Level::Fail,
+            "metadata address",
+            "claimed by lo",
+            "remove it",
+        )
+        .to_string();
+        assert_eq!(line, "fail  metadata address: claimed by lo — remove it");
+        let line = Finding::new(Level::Ok, "tun", "fine", "").to_string();
+        assert_eq!(line, "ok    tun: fine");
+    }
+}

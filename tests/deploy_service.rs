@@ -1,0 +1,290 @@
+//! Installing imds-tun as a service: scripts/install.sh and uninstall.sh in a scratch DESTDIR,
+//! the systemd unit (syntax, and `systemd-analyze verify` where it runs), the least privilege
+//! the unit grants (uid 65534 with only CAP_NET_ADMIN), and `imds-tun --check`.
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{BINARY, METADATA, Spawn, TempDir, http};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn tree(root: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, into: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            into.insert(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                walk(root, &path, into);
+            }
+        }
+    }
+    let mut set = BTreeSet::new();
+    walk(root, root, &mut set);
+    set
+}
+
+fn script(name: &str, destdir: &Path) -> Output {
+    Command::new("bash")
+        .arg(repo().join("scripts").join(name))
+        .env("DESTDIR", destdir)
+        .env("IMDS_TUN_BINARY", BINARY)
+        .env("IMDS_TUN_SYSTEMD", "0")
+        .output()
+        .expect("running the script")
+}
+
+#[test]
+fn install_then_uninstall_leaves_exactly_what_was_there() {
+    let scratch = TempDir::new();
+    let destdir = PathBuf::from(scratch.file("marker", b""))
+        .parent()
+        .unwrap()
+        .join("root");
+    std::fs::create_dir_all(destdir.join("etc/default")).unwrap();
+    std::fs::write(destdir.join("etc/default/someone-else"), "keep").unwrap();
+    let before = tree(&destdir);
+
+    let install = script("install.sh", &destdir);
+    assert!(install.status.success(), "{}", text(&install));
+    for file in [
+        "usr/local/bin/imds-tun",
+        "etc/systemd/system/imds-tun.service",
+        "etc/default/imds-tun",
+        "usr/local/share/imds-tun/install-manifest",
+    ] {
+        assert!(
+            destdir.join(file).is_file(),
+            "{file} installed: {}",
+            text(&install)
+        );
+    }
+    let unit =
+        std::fs::read_to_string(destdir.join("etc/systemd/system/imds-tun.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/imds-tun $IMDS_TUN_ARGS"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("EnvironmentFile=-/etc/default/imds-tun"),
+        "{unit}"
+    );
+    let env = std::fs::read_to_string(destdir.join("etc/default/imds-tun")).unwrap();
+    assert!(env.contains("IMDS_TUN_ARGS=\"\""), "{env}");
+
+    let again = script("install.sh", &destdir);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged /usr/local/bin/imds-tun"));
+
+    let uninstall = script("uninstall.sh", &destdir);
+    assert!(uninstall.status.success(), "{}", text(&uninstall));
+    assert_eq!(tree(&destdir), before, "{}", text(&uninstall));
+}
+
+#[test]
+fn unit_has_the_least_privilege_directives() {
+    let unit = std::fs::read_to_string(repo().join("packaging/imds-tun.service")).unwrap();
+    let mut section = String::new();
+    let mut keys = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('[') {
+            assert!(line.ends_with(']'), "bad section line {line:?}");
+            section = line.to_string();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not KEY=VALUE: {line:?}"));
+        assert!(!section.is_empty(), "{key} outside a section");
+        keys.push(format!("{section}{key}={value}"));
+    }
+    for wanted in [
+        "[Service]DynamicUser=yes",
+        "[Service]CapabilityBoundingSet=CAP_NET_ADMIN",
+        "[Service]AmbientCapabilities=CAP_NET_ADMIN",
+        "[Service]DeviceAllow=/dev/net/tun rw",
+        "[Service]ProtectSystem=strict",
+        "[Service]ProtectHome=read-only",
+        "[Service]PrivateTmp=yes",
+        "[Service]NoNewPrivileges=yes",
+        "[Service]RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX",
+        "[Service]Restart=on-failure",
+        "[Service]EnvironmentFile=-@SYSCONFDIR@/default/imds-tun",
+        "[Install]WantedBy=multi-user.target",
+    ] {
+        assert!(
+            keys.iter().any(|key| key == wanted),
+            "missing {wanted}: {keys:#?}"
+        );
+    }
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify_where_available() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not installed; the syntax test above still ran");
+        return;
+    };
+    if !version.status.success() {
+        return;
+    }
+    let scratch = TempDir::new();
+    let bindir = Path::new(BINARY).parent().unwrap().display().to_string();
+    let unit = std::fs::read_to_string(repo().join("packaging/imds-tun.service"))
+        .unwrap()
+        .replace("@BINDIR@", &bindir)
+        .replace("@SYSCONFDIR@", "/etc");
+    let path = scratch.file("imds-tun.service", unit.as_bytes());
+    let output = Command::new("systemd-analyze")
+        .args(["verify", &path])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("Failed to") && stderr.contains("bus") {
+        eprintln!("systemd-analyze cannot run here ({stderr}); the syntax test above still ran");
+        return;
+    }
+    assert!(
+        output.status.success() && stderr.trim().is_empty(),
+        "{}",
+        text(&output)
+    );
+}
+
+/// The prefix that runs a command as uid/gid 65534 holding only CAP_NET_ADMIN, as the unit
+/// does, with a private /dev/net/tun of mode 0666 (Debian's default; some hosts have 0600).
+fn as_nobody_with_net_admin(rest: &str) -> String {
+    format!(
+        "d=$(mktemp -d) && mount -t tmpfs tmpfs \"$d\" && mknod \"$d/tun\" c 10 200 && \
+         chmod 0666 \"$d/tun\" && mount --bind \"$d/tun\" /dev/net/tun && \
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=+net_admin \
+         --ambient-caps=+net_admin {rest}"
+    )
+}
+
+#[test]
+fn binary_serves_as_nobody_with_only_cap_net_admin() {
+    let namespace = namespace!();
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", namespace.name(), "sh", "-c"])
+        .arg(as_nobody_with_net_admin(BINARY));
+    let child = common::ImdsTun::spawn(command, &Spawn::default(), test_name!());
+    child.wait_ready();
+    let response = namespace.run_in(|| http::get(METADATA, "/latest/meta-data/instance-id"));
+    assert_eq!(response.status, 200, "{response:?}");
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.pid())).unwrap_or_default();
+    // The shell exec'd into setpriv, which exec'd into imds-tun: the pid is the server's.
+    if let Some(uid) = status.lines().find(|line| line.starts_with("Uid:")) {
+        assert!(uid.contains("65534"), "{uid}");
+    }
+}
+
+fn check(namespace: &common::Namespace, prefix: Option<String>) -> Output {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", namespace.name()]);
+    match prefix {
+        Some(shell) => command.args(["sh", "-c", &shell]),
+        None => command.args([BINARY, "--check"]),
+    };
+    command.stdin(Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn check_as_root_in_a_fresh_namespace_says_it_can_run() {
+    let namespace = namespace!();
+    let output = check(&namespace, None);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    for line in stdout.lines() {
+        assert!(
+            line.starts_with("ok    ") || line.starts_with("warn  "),
+            "{line:?} in\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("ok    privileges: root with CAP_NET_ADMIN"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok    metadata address"), "{stdout}");
+    assert!(stdout.contains("credentials: "), "{stdout}");
+    assert!(namespace.tun_links().is_empty(), "--check creates nothing");
+}
+
+#[test]
+fn check_as_nobody_fails_for_privileges() {
+    let namespace = namespace!();
+    let output = check(
+        &namespace,
+        Some(format!(
+            "exec setpriv --reuid=65534 --regid=65534 --clear-groups {BINARY} --check"
+        )),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("fail  privileges: uid 65534 without CAP_NET_ADMIN"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains(" — "), "says what to do: {line}");
+
+    // With only CAP_NET_ADMIN (and an openable device) it can run.
+    let output = check(
+        &namespace,
+        Some(as_nobody_with_net_admin(&format!("{BINARY} --check"))),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
+
+#[test]
+fn check_with_the_address_on_lo_fails_naming_lo() {
+    let namespace = namespace!();
+    namespace.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
+    let output = check(&namespace, None);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("fail  metadata address:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("interface lo"), "{line}");
+    assert!(line.contains("ip addr del"), "{line}");
+}
+
+#[test]
+fn check_reports_a_bad_setting_and_an_unreachable_upstream() {
+    let namespace = namespace!();
+    let output = check(&namespace, Some(format!("exec {BINARY} --check --mtu 10")));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(stdout.contains("fail  settings: --mtu 10"), "{stdout}");
+
+    let output = check(
+        &namespace,
+        Some(format!(
+            "exec {BINARY} --check --upstream http://127.0.0.1:9"
+        )),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(stdout.contains("warn  credentials: forwarded from the upstream http://127.0.0.1:9, which is not reachable"), "{stdout}");
+}
