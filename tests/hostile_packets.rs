@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hostile_support::{
     Background, HpingReport, answered_quickly, assert_healthy, assert_still_serving, flood_lock,
-    hping, hping3_available,
+    hping, hping3_available, probe_during,
 };
 
 /// A namespace with imds-tun serving in it and hping3 available, or `return` (skip/fail).
@@ -70,43 +70,6 @@ fn assert_no_reply(report: &HpingReport, what: &str) {
         "{what}: expected no reply:\n{}",
         report.text
     );
-}
-
-/// Real requests every ~100 ms while `attack` runs (at least `min_probes` of them), each
-/// answered within `within`; then the attack's report.
-fn probe_during(
-    namespace: &common::Namespace,
-    attack: Background,
-    window: Duration,
-    min_probes: usize,
-    within: Duration,
-    what: &'static str,
-) -> HpingReport {
-    let slowest = namespace.run_in(move || async move {
-        // Let the flood get going before the first probe.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = Instant::now();
-        let mut probes = 0;
-        let mut slowest = Duration::ZERO;
-        while started.elapsed() < window || probes < min_probes {
-            let asked = Instant::now();
-            let response = tokio::time::timeout(
-                within,
-                common::http::get(common::METADATA, hostile_support::PROBE_PATH),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                panic!("a real request was not answered within {within:?} during {what}")
-            });
-            assert_eq!(response.status, 200, "during {what}");
-            slowest = slowest.max(asked.elapsed());
-            probes += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        slowest
-    });
-    eprintln!("{what}: slowest real request during the attack took {slowest:?}");
-    attack.finish()
 }
 
 #[test]

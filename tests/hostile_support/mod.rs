@@ -239,3 +239,37 @@ pub fn flood_lock() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Real requests every ~100 ms while `attack` runs (at least `min_probes` of them), each
+/// answered within `within`; then the attack's report.
+pub fn probe_during(
+    namespace: &Namespace,
+    attack: Background,
+    window: Duration,
+    min_probes: usize,
+    within: Duration,
+    what: &'static str,
+) -> HpingReport {
+    let slowest = namespace.run_in(move || async move {
+        // Let the flood get going before the first probe.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let mut probes = 0;
+        let mut slowest = Duration::ZERO;
+        while started.elapsed() < window || probes < min_probes {
+            let asked = Instant::now();
+            let response = tokio::time::timeout(within, http::get(METADATA, PROBE_PATH))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("a real request was not answered within {within:?} during {what}")
+                });
+            assert_eq!(response.status, 200, "during {what}");
+            slowest = slowest.max(asked.elapsed());
+            probes += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        slowest
+    });
+    eprintln!("{what}: slowest real request during the attack took {slowest:?}");
+    attack.finish()
+}

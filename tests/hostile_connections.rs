@@ -1,0 +1,284 @@
+//! Floods of connections that never become requests: idle connections, half-sent request
+//! heads, a slowloris, and half-open handshakes from spoofed sources. None of them may keep a
+//! real client out: at `--max-connections` the stack evicts the oldest half-open handshake, else
+//! the connection idle longest (once idle for a second), and hyper's header read timeout closes
+//! whatever dribbles.
+
+#[macro_use]
+mod common;
+mod hostile_support;
+
+use std::time::{Duration, Instant};
+
+use common::METADATA;
+use hostile_support::{
+    ANSWER_WITHIN, Background, answered_quickly, assert_still_serving, flood_lock,
+    hping3_available, probe_during,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The limit these tests run with: small, so a flood of a few hundred overruns it.
+const LIMIT: usize = 64;
+
+/// The header read timeout of the binary (`HEADER_READ_TIMEOUT` in `src/http/mod.rs`).
+// TODO: pass `--header-timeout 2` once the flag is on main, and shorten the waits below.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection must be idle before a new client may evict it (`EVICTION_MIN_IDLE`).
+const EVICTABLE_AFTER: Duration = Duration::from_millis(1100);
+
+/// Opens `count` connections at once; returns those the server accepted. At the limit the
+/// others are refused or reset, which is what the limit promises.
+async fn open_many(count: usize) -> Vec<TcpStream> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        tasks.spawn(async {
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(METADATA)).await
+        });
+    }
+    let mut open = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("a connect task panicked") {
+            Ok(Ok(stream)) => open.push(stream),
+            // Refused (RST to the SYN) at the limit, or reset mid-handshake: a half-open
+            // handshake is the first thing a newer SYN evicts, and 200 SYNs arrive before
+            // the first ACK does.
+            Ok(Err(error)) => assert!(
+                matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ),
+                "a connection beyond the limit is refused or reset, not failed otherwise: {error}"
+            ),
+            Err(_) => panic!("a connect hung for 5 s instead of being accepted or refused"),
+        }
+    }
+    open
+}
+
+/// Opens `count` connections one after another (each handshake completes before the next
+/// SYN); returns those the server accepted.
+async fn open_one_by_one(count: usize) -> Vec<TcpStream> {
+    let mut open = Vec::new();
+    for _ in 0..count {
+        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(METADATA)).await {
+            Ok(Ok(stream)) => open.push(stream),
+            Ok(Err(error)) => assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "a connection beyond the limit is refused: {error}"
+            ),
+            Err(_) => panic!("a connect hung for 5 s instead of being accepted or refused"),
+        }
+    }
+    open
+}
+
+/// The streams the server has not reset or closed (a read does not end within `wait`).
+async fn still_open(streams: Vec<TcpStream>, wait: Duration) -> Vec<TcpStream> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut open = Vec::new();
+    for mut stream in streams {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout_at(deadline, stream.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(_)) => panic!("the server sent something unasked on an idle connection"),
+            Err(_) => open.push(stream),
+        }
+    }
+    open
+}
+
+#[test]
+fn idle_and_half_sent_connection_floods_do_not_lock_out_real_clients() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &["--max-connections", &LIMIT.to_string()]);
+    namespace.run_in(|| async {
+        // 200 connections at once that send nothing. Those beyond the limit are refused, or
+        // accepted by the kernel and reset a moment later (their handshake was evicted by a
+        // later SYN); at most LIMIT stay open.
+        let idle = still_open(open_many(200).await, Duration::from_millis(500)).await;
+        assert!(
+            !idle.is_empty() && idle.len() <= LIMIT,
+            "{} idle connections open with --max-connections {LIMIT}",
+            idle.len()
+        );
+        // Once they have been idle a second, new clients may evict them.
+        tokio::time::sleep(EVICTABLE_AFTER).await;
+        // 100 connections, one after another, that send half a request head and stop: each
+        // evicts an idle one while there are any; the rest are refused (the half-sent ones
+        // are not idle long enough yet). (Opened all at once they would evict each other's
+        // handshakes instead: see `a_burst_of_new_clients_evicts_idle_connections_not_each_other`.)
+        let mut half = open_one_by_one(100).await;
+        for stream in &mut half {
+            // A newcomer's handshake may still be evicted by the next SYN (see the ignored
+            // test below); such a stream is reset and dropped by `still_open`.
+            let _ = stream
+                .write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.2")
+                .await;
+        }
+        let idle_before = idle.len();
+        let idle = still_open(idle, Duration::from_millis(500)).await;
+        let half = still_open(half, Duration::from_millis(500)).await;
+        assert!(
+            half.len() >= idle_before.min(LIMIT) / 2,
+            "only {} half-sent newcomers got in past {idle_before} idle connections",
+            half.len()
+        );
+        assert!(
+            idle.len() + half.len() <= LIMIT,
+            "{} idle + {} half-sent connections open with --max-connections {LIMIT}",
+            idle.len(),
+            half.len()
+        );
+        // The half-sent ones are now the idlest; after a second a real client evicts one.
+        tokio::time::sleep(EVICTABLE_AFTER).await;
+        answered_quickly("with the connection limit full of half-sent requests").await;
+        // Keep the floods open until here.
+        drop((idle, half));
+    });
+    assert_still_serving(
+        &namespace,
+        &mut child,
+        "idle and half-sent connection floods",
+    );
+}
+
+/// One slowloris connection: sends a never-ending header one byte every 500 ms and returns
+/// how long after connecting the server closed it (or `None` if refused or never closed
+/// within `give_up`).
+async fn slowloris(give_up: Duration) -> Option<Duration> {
+    let stream = TcpStream::connect(METADATA).await.ok()?;
+    let started = Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let dribble = async {
+        let head = b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Slow: ";
+        for &byte in head.iter().chain(std::iter::repeat(&b'a')) {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let closed = async {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink).await;
+    };
+    tokio::select! {
+        () = closed => Some(started.elapsed()),
+        () = dribble => Some(started.elapsed()),
+        () = tokio::time::sleep(give_up) => None,
+    }
+}
+
+#[test]
+fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_served() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &[]);
+    namespace.run_in(|| async {
+        let give_up = HEADER_TIMEOUT + Duration::from_secs(5);
+        let mut slow = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            slow.spawn(slowloris(give_up));
+        }
+        // Real clients, once a second while the slowloris runs, each answered within 1 s.
+        let started = Instant::now();
+        while started.elapsed() < HEADER_TIMEOUT - Duration::from_secs(2) {
+            answered_quickly("during a 50-connection slowloris").await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let mut closed_after = Vec::new();
+        while let Some(result) = slow.join_next().await {
+            closed_after.push(result.expect("a slowloris task panicked"));
+        }
+        let never: Vec<_> = closed_after.iter().filter(|c| c.is_none()).collect();
+        assert!(
+            never.is_empty(),
+            "{} of 50 slowloris connections were still open after {give_up:?}",
+            never.len()
+        );
+        for after in closed_after.into_iter().flatten() {
+            assert!(
+                after >= HEADER_TIMEOUT - Duration::from_secs(1),
+                "a slowloris connection was closed after {after:?}, before the header timeout \
+                 ({HEADER_TIMEOUT:?}): by what?"
+            );
+        }
+        answered_quickly("after the slowloris").await;
+    });
+    assert_still_serving(&namespace, &mut child, "a slowloris");
+}
+
+#[test]
+fn spoofed_syn_flood_of_half_open_handshakes_does_not_starve_a_real_client() {
+    let _one_flood_at_a_time = flood_lock();
+    let namespace = namespace!();
+    if !hping3_available(test_name!()) {
+        return;
+    }
+    let mut child = common::start(&namespace, &["--max-connections", &LIMIT.to_string()]);
+    // SYNs from random source addresses: our SYN-ACKs go to addresses this namespace does not
+    // have and does not forward to, so the kernel drops them and no RST ever frees the socket.
+    // Every SYN leaves a half-open handshake until the 10 s retransmission timeout; the limit
+    // is full within milliseconds and stays full, and only eviction lets a real client in.
+    let attack = Background::start(
+        &namespace,
+        &[
+            "-S",
+            "-p",
+            "80",
+            "--rand-source",
+            "-i",
+            "u500",
+            "-c",
+            "5000",
+        ],
+        Duration::from_millis(2500),
+    );
+    let report = probe_during(
+        &namespace,
+        attack,
+        Duration::from_millis(1500),
+        5,
+        ANSWER_WITHIN,
+        "a spoofed-source SYN flood",
+    );
+    assert!(report.transmitted >= 1000, "{}", report.text);
+    // hping3 captures on the TUN, so it sees the SYN-ACKs we write there (which the kernel then
+    // drops): proof that the handshakes were half-opened, not refused.
+    let replies = report.replies();
+    assert!(!replies.is_empty(), "no SYN-ACK at all:\n{}", report.text);
+    assert!(
+        replies.iter().all(|reply| reply.contains("flags=SA ")),
+        "only SYN-ACKs to the spoofed sources:\n{}",
+        report.text
+    );
+    assert_still_serving(&namespace, &mut child, "a spoofed-source SYN flood");
+}
+
+/// Repro for a weakness of the eviction order in `Stack::evict_one` (`src/stack/core.rs`): at
+/// the limit, a SYN evicts the oldest *half-open handshake* before any idle connection. When
+/// several real clients connect at once while the limit is full of long-idle connections, their
+/// SYNs arrive in one batch, before any handshake completes, so each newcomer evicts the
+/// previous newcomer's handshake and only the last one gets in, while the idle flood survives.
+#[test]
+#[ignore = "fails on main: eviction prefers fresh handshakes over idle connections (reported)"]
+fn a_burst_of_new_clients_evicts_idle_connections_not_each_other() {
+    let namespace = namespace!();
+    let _child = common::start(&namespace, &["--max-connections", &LIMIT.to_string()]);
+    namespace.run_in(|| async {
+        let idle = open_one_by_one(LIMIT).await;
+        assert_eq!(idle.len(), LIMIT);
+        tokio::time::sleep(EVICTABLE_AFTER).await;
+        // 20 real clients at once; 20 idle connections are there to be evicted.
+        let newcomers = open_many(20).await;
+        assert_eq!(
+            newcomers.len(),
+            20,
+            "only {} of 20 simultaneous new clients got in past {LIMIT} idle connections",
+            newcomers.len()
+        );
+        drop(idle);
+    });
+}
