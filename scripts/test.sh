@@ -65,9 +65,42 @@ cargo clippy --all-targets --locked -- -D warnings || failed+=("cargo clippy")
 step "cargo test --all-targets --locked"
 cargo test --all-targets --locked || failed+=("cargo test")
 
+# --- Fuzzing: both targets, bounded, on the committed corpus (docs/hardening.md) --------------
+# FUZZ_SECONDS=0 skips running (the targets are still built, so they cannot rot).
+fuzz_seconds=${FUZZ_SECONDS:-30}
+step "fuzz: build both targets (RUSTC_BOOTSTRAP=1 cargo fuzz build -O)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked || failed+=("cargo install cargo-fuzz")
+fi
+fuzz_started=$(date +%s)
+if command -v cargo-fuzz >/dev/null 2>&1 \
+    && (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -O); then
+    echo "built in $(($(date +%s) - fuzz_started))s"
+    for target in packet_ingress http_request; do
+        [ "$fuzz_seconds" -gt 0 ] || break
+        step "fuzz: $target for ${fuzz_seconds}s"
+        # New inputs go to a scratch directory; the committed corpus is only read.
+        scratch=$(mktemp -d)
+        log=$(mktemp)
+        if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "$scratch" "corpus/$target" -- \
+            -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) \
+            >"$log" 2>&1; then
+            grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || tail -n 3 "$log"
+        else
+            tail -n 60 "$log"
+            echo "fuzz target $target FAILED; the crashing input:"
+            grep -E 'Test unit written to|artifact_prefix' "$log" || true
+            failed+=("fuzz $target")
+        fi
+        rm -rf "$scratch" "$log"
+    done
+else
+    failed+=("cargo fuzz build")
+fi
+
 elapsed=$(($(date +%s) - started))
 if [ "${#failed[@]}" -gt 0 ]; then
     printf '\nFAILED (%ss): %s\n' "$elapsed" "${failed[*]}"
     exit 1
 fi
-printf '\nOK: fmt, clippy and all tests passed (%ss)\n' "$elapsed"
+printf '\nOK: fmt, clippy, all tests and the fuzz runs passed (%ss)\n' "$elapsed"
