@@ -173,7 +173,7 @@ async fn slowloris(give_up: Duration) -> Option<Duration> {
 }
 
 #[test]
-fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_served() {
+fn slowloris_and_silent_connections_are_cut_off_by_the_header_timeout() {
     let namespace = namespace!();
     let mut child = common::start(&namespace, &[]);
     namespace.run_in(|| async {
@@ -181,6 +181,18 @@ fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_served() {
         let mut slow = tokio::task::JoinSet::new();
         for _ in 0..50 {
             slow.spawn(slowloris(give_up));
+        }
+        // And five that never send a byte: the same timeout bounds a silent connection (and
+        // so an idle keep-alive one).
+        let mut silent = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            silent.spawn(async move {
+                let mut stream = TcpStream::connect(METADATA).await.expect("connect");
+                let started = Instant::now();
+                let mut sink = Vec::new();
+                let closed = tokio::time::timeout(give_up, stream.read_to_end(&mut sink)).await;
+                closed.ok().map(|_| started.elapsed())
+            });
         }
         // Real clients, once a second while the slowloris runs, each answered within 1 s.
         let started = Instant::now();
@@ -191,6 +203,17 @@ fn slowloris_is_cut_off_by_the_header_timeout_while_real_clients_are_served() {
         let mut closed_after = Vec::new();
         while let Some(result) = slow.join_next().await {
             closed_after.push(result.expect("a slowloris task panicked"));
+        }
+        let mut silent_closed_after = Vec::new();
+        while let Some(result) = silent.join_next().await {
+            silent_closed_after.push(result.expect("a silent connection task panicked"));
+        }
+        for after in &silent_closed_after {
+            let after = after.unwrap_or_else(|| panic!("a silent connection outlived {give_up:?}"));
+            assert!(
+                after >= HEADER_TIMEOUT - Duration::from_secs(1),
+                "a silent connection was closed after {after:?}, before the header timeout"
+            );
         }
         let never: Vec<_> = closed_after.iter().filter(|c| c.is_none()).collect();
         assert!(
