@@ -6,11 +6,13 @@
 //! accepting, lets in-flight requests finish within the grace period and exits 0.
 
 use crate::cli::Cli;
+use crate::config::HardeningSettings;
 use crate::config::{Imdsv2Mode, Settings};
 use crate::credentials::CredentialSource;
-use crate::http::{Access, Backend, Server, Upstream};
+use crate::http::{Access, Backend, Limits, Server, Upstream};
 use crate::imds::Imds;
 use crate::platform::{self, METADATA_ADDRESS, PlatformError, TunRequest};
+use crate::privileges;
 use crate::stack::{self, core::StackConfig};
 use clap::Parser;
 use std::io;
@@ -39,6 +41,8 @@ pub enum AppError {
     Runtime(io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    #[error("{0}")]
+    Privileges(#[from] privileges::PrivilegeError),
 }
 
 /// The process entry point: exit 0 after a clean run, 2 for bad settings, 1 for anything else.
@@ -121,10 +125,19 @@ fn init_logging() {
 async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
 
-    let server = match &settings.proxy.upstream {
-        Some(upstream) => Server::new(Backend::Upstream(Arc::new(Upstream::new(upstream)))),
-        None => Server::new(Arc::new(Imds::new(&settings, credentials))),
+    let limits = Limits {
+        header_timeout: settings.hardening.header_timeout,
+        max_header_bytes: settings.hardening.max_header_bytes,
+        max_path_length: settings.hardening.max_path_length,
     };
+    let backend = match &settings.proxy.upstream {
+        Some(upstream) => Backend::Upstream(Arc::new(Upstream::new(upstream))),
+        None => Backend::Local(Arc::new(Imds::new(&settings, credentials))),
+    };
+    let server = Server::with_limits(backend, limits);
+
+    // Decided before anything is created, so an unknown --user creates nothing.
+    let serve_as = account_to_serve_as(settings.hardening.user.as_deref())?;
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
     for &address in &settings.listen {
@@ -141,12 +154,20 @@ async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Resu
     let (mut tun_listener, mut driver) = match tun {
         Some(tun) => {
             let mtu = settings.tun.as_ref().map_or(1500, |t| usize::from(t.mtu));
-            let config = StackConfig::new(METADATA_ADDRESS, 80, mtu, settings.max_connections);
+            let mut config = StackConfig::new(METADATA_ADDRESS, 80, mtu, settings.max_connections);
+            config.allow_from = settings.hardening.allow_from.clone();
             let (listener, driver) = stack::spawn(tun, config);
             (Some(listener), Some(driver))
         }
         None => (None, None),
     };
+
+    // Everything that needed root exists now: the TUN (its descriptor needs no privilege to
+    // use) and the sockets. Give root up before the first request is served.
+    if let Some(account) = &serve_as {
+        privileges::become_account(account)?;
+        tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
+    }
 
     announce(&settings, tun_name.as_deref(), &listeners);
 
@@ -160,6 +181,7 @@ async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Resu
             server.clone(),
             accepting.clone(),
             access,
+            settings.hardening.clone(),
         )));
     }
 
@@ -268,11 +290,18 @@ async fn accept_kernel(
     server: Arc<Server>,
     mut stop: watch::Receiver<bool>,
     access: Access,
+    hardening: HardeningSettings,
 ) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if !hardening.allows(peer.ip()) => {
+                    tracing::debug!(%peer, "refused by --allow-from");
+                    // Close with a RST, as the TUN side does, rather than a FIN.
+                    let _ = stream.set_zero_linger();
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     server.serve_with(stream, peer, access.clone());
@@ -285,6 +314,31 @@ async fn accept_kernel(
             },
         }
     }
+}
+
+/// The account to become after set-up: `--user` or the user behind sudo, when running as root
+/// (see [`crate::privileges`]); `None` to stay as we are.
+fn account_to_serve_as(requested: Option<&str>) -> Result<Option<privileges::Account>, AppError> {
+    let sudo_uid = std::env::var("SUDO_UID").ok();
+    let sudo_gid = std::env::var("SUDO_GID").ok();
+    let Some(account) =
+        privileges::account_to_become(requested, sudo_uid.as_deref(), sudo_gid.as_deref())?
+    else {
+        if nix::unistd::geteuid().is_root() {
+            tracing::info!("serving as root; pass --user NAME to serve as an unprivileged user");
+        }
+        return Ok(None);
+    };
+    let current = nix::unistd::geteuid();
+    if current == account.uid {
+        return Ok(None);
+    }
+    if !current.is_root() {
+        return Err(AppError::Privileges(privileges::PrivilegeError::NotRoot(
+            account.name,
+        )));
+    }
+    Ok(Some(account))
 }
 
 async fn accept_tun(listener: &mut Option<stack::Listener>) -> Option<stack::TcpStream> {

@@ -146,6 +146,25 @@ pub struct Cli {
     /// role credentials.
     #[arg(long, help_heading = "Upstream and listener protection")]
     pub insecure_listen_without_token: bool,
+
+    /// Serve as this user once the TUN and sockets exist [default: the user behind sudo; a
+    /// root run outside sudo stays root].
+    #[arg(long, value_name = "NAME", help_heading = "Hardening")]
+    pub user: Option<String>,
+    /// Accept connections only from this address block (repeatable), e.g. 169.254.169.253/32
+    /// for this host only; others are reset [default: everyone who can reach the address].
+    #[arg(long, value_name = "CIDR", help_heading = "Hardening")]
+    pub allow_from: Vec<String>,
+    /// Seconds a client has to send a request's headers; also the idle keep-alive timeout,
+    /// 1-3600 [default: 10].
+    #[arg(long, value_name = "SECONDS", help_heading = "Hardening")]
+    pub header_timeout: Option<u64>,
+    /// Largest request head in bytes (beyond it: 431), 8192-1048576 [default: 16384].
+    #[arg(long, value_name = "BYTES", help_heading = "Hardening")]
+    pub max_header_bytes: Option<u64>,
+    /// Longest request path in bytes (beyond it: 414), 16-65535 [default: 1024].
+    #[arg(long, value_name = "BYTES", help_heading = "Hardening")]
+    pub max_path_length: Option<u64>,
     /// Check whether this machine can run imds-tun with these settings, change nothing, exit
     /// 0 (it can) or 1 (it cannot).
     #[arg(long)]
@@ -226,6 +245,11 @@ impl Cli {
             upstream_token_file: self.upstream_token_file,
             listen_token_file: self.listen_token_file,
             insecure_listen_without_token: self.insecure_listen_without_token.then_some(true),
+            user: self.user,
+            allow_from: (!self.allow_from.is_empty()).then_some(self.allow_from),
+            header_timeout_seconds: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_path_length: self.max_path_length,
             ..ConfigLayer::default()
         }
     }

@@ -36,6 +36,8 @@ pub enum PrivilegeError {
         #[source]
         source: nix::Error,
     },
+    #[error("--user {0}: only root can switch users; run imds-tun with sudo, or drop --user")]
+    NotRoot(String),
     #[error("dropped to uid {0} but root could be regained; refusing to serve")]
     Regainable(Uid),
 }

@@ -72,6 +72,12 @@ pub struct ConfigLayer {
     pub upstream_response_timeout_ms: Option<u64>,
     pub listen_token_file: Option<PathBuf>,
     pub insecure_listen_without_token: Option<bool>,
+    // Hardening (see `config::hardening`).
+    pub user: Option<String>,
+    pub allow_from: Option<Vec<String>>,
+    pub header_timeout_seconds: Option<u64>,
+    pub max_header_bytes: Option<u64>,
+    pub max_path_length: Option<u64>,
 }
 
 /// `public-keys/0`: the key pair the instance was launched with.

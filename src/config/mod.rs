@@ -9,9 +9,11 @@
 //! - [`validate`]: format checks of single values.
 //! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
 //! - [`proxy`]: `--upstream` forwarding and the shared token of non-loopback listeners.
+//! - [`hardening`]: `--allow-from`, `--user` and the request limits.
 
 pub mod defaults;
 pub mod file;
+pub mod hardening;
 pub mod proxy;
 pub mod resolve;
 pub mod validate;
@@ -24,6 +26,7 @@ use crate::credentials::Secret;
 use crate::credentials::naming::RoleArn;
 
 pub use file::{ConfigLayer, PublicKeyLayer};
+pub use hardening::{Cidr, HardeningSettings};
 pub use proxy::{ProxySettings, SharedToken, UpstreamSettings};
 pub use resolve::resolve;
 
@@ -48,6 +51,8 @@ pub struct Settings {
     pub instance: InstanceMetadata,
     /// `--upstream` forwarding and the token non-loopback listeners require.
     pub proxy: ProxySettings,
+    /// Who may connect, whom to serve as, and what a request may cost.
+    pub hardening: HardeningSettings,
 }
 
 /// Where the role credentials come from and how they are refreshed (docs/credentials.md).

@@ -36,6 +36,7 @@ pub(super) fn label(origin: Origin, key: &str) -> String {
             "duration_seconds" => "--duration".to_owned(),
             "refresh_margin_seconds" => "--refresh-margin".to_owned(),
             "credentials_max_lifetime_seconds" => "--credentials-max-lifetime".to_owned(),
+            "header_timeout_seconds" => "--header-timeout".to_owned(),
             other => format!("--{}", other.replace('_', "-")),
         },
     }
@@ -90,6 +91,7 @@ pub fn resolve(
 ) -> Result<Settings, ConfigError> {
     let service = resolve_service(&file, &flags)?;
     let proxy = super::proxy::resolve(&file, &flags, &service.listen, service.tun.is_some())?;
+    let hardening = super::hardening::resolve(&file, &flags)?;
     let credentials = resolve_credentials(&file, &flags)?;
     // The role in the tree is the assumed role's name unless --role-name says otherwise.
     let role_default = credentials
@@ -107,6 +109,7 @@ pub fn resolve(
         credentials,
         instance,
         proxy,
+        hardening,
     })
 }
 

@@ -108,12 +108,33 @@ impl Access {
     }
 }
 
-/// How long a client may take to send a request's headers (also bounds idle keep-alive).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// What one request may cost; see `docs/hardening.md`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time for a request's headers to arrive; hyper runs the same timer while a keep-alive
+    /// connection waits for its next request, so this is also the idle timeout.
+    pub header_timeout: Duration,
+    /// Largest request head (hyper answers 431 beyond it); at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Longest path and query (414 beyond it).
+    pub max_path_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let defaults = crate::config::HardeningSettings::default();
+        Limits {
+            header_timeout: defaults.header_timeout,
+            max_header_bytes: defaults.max_header_bytes,
+            max_path_length: defaults.max_path_length,
+        }
+    }
+}
 
 /// Serves the metadata service on accepted connections.
 pub struct Server {
     backend: Backend,
+    limits: Limits,
     graceful: GracefulShutdown,
 }
 
@@ -125,8 +146,13 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     pub fn new(backend: impl Into<Backend>) -> Self {
+        Server::with_limits(backend, Limits::default())
+    }
+
+    pub fn with_limits(backend: impl Into<Backend>, limits: Limits) -> Self {
         Server {
             backend: backend.into(),
+            limits,
             graceful: GracefulShutdown::new(),
         }
     }
@@ -145,9 +171,11 @@ impl Server {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let backend = self.backend.clone();
+        let limits = self.limits;
         let service = service_fn(move |mut request: Request<Incoming>| {
             let backend = backend.clone();
-            let refused = access.refusal(&mut request, peer);
+            let refused = uri_too_long(&request, limits.max_path_length)
+                .or_else(|| access.refusal(&mut request, peer));
             async move {
                 Ok::<_, Infallible>(match refused {
                     None => backend.answer(request).await,
@@ -157,7 +185,8 @@ impl Server {
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes)
             .keep_alive(true)
             .serve_connection(TokioIo::new(io), service);
         let connection = self.graceful.watch(connection);
@@ -175,6 +204,21 @@ impl Server {
             .await
             .is_ok()
     }
+}
+
+/// The 414 for a request whose path and query exceed `max`, before any other work.
+fn uri_too_long(request: &Request<Incoming>, max: usize) -> Option<Response<ResponseBody>> {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |path| path.as_str().len());
+    (length > max).then(|| {
+        tracing::debug!(length, max, "refused an over-long request path");
+        let is_head = request.method() == hyper::Method::HEAD;
+        crate::imds::responses::Reply::error(StatusCode::URI_TOO_LONG)
+            .into_response(is_head)
+            .map(|body| Either::Left(Full::new(body)))
+    })
 }
 
 async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -44,6 +44,8 @@ pub struct StackConfig {
     pub linger: Duration,
     /// Seeds initial sequence numbers; take it from the OS RNG.
     pub random_seed: u64,
+    /// Client networks allowed to connect (`--allow-from`); empty allows all. Others get a RST.
+    pub allow_from: Vec<crate::config::Cidr>,
 }
 
 impl StackConfig {
@@ -58,6 +60,7 @@ impl StackConfig {
             retransmit_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(5),
             random_seed: 0,
+            allow_from: Vec::new(),
         }
     }
 }
@@ -275,6 +278,18 @@ impl Stack {
 
     /// Makes sure a socket is listening for `peer`'s SYN, within the connection limit.
     fn open_for(&mut self, peer: IpEndpoint, now: Instant) -> Option<SocketHandle> {
+        let IpAddress::Ipv4(source) = peer.addr;
+        if !self.config.allow_from.is_empty()
+            && !self
+                .config
+                .allow_from
+                .iter()
+                .any(|cidr| cidr.contains(source.into()))
+        {
+            // No socket: smoltcp resets the SYN.
+            tracing::debug!(%peer, "refused by --allow-from");
+            return None;
+        }
         if let Some(&existing) = self.by_peer.get(&peer) {
             let state = self.sockets.get::<tcp::Socket>(existing).state();
             let reusable = matches!(state, tcp::State::TimeWait | tcp::State::Closed);
@@ -750,6 +765,24 @@ mod tests {
         stack.poll(Instant::from_secs(2));
         assert!(stack.socket(victim).is_none(), "reaped once detached");
         assert_eq!(stack.connection_count(), 1);
+    }
+
+    #[test]
+    fn clients_outside_allow_from_are_reset() {
+        let mut config = StackConfig::new(SERVER, 80, 1500, 8);
+        config.allow_from = vec![crate::config::Cidr::parse("10.0.0.0/8").expect("cidr")];
+        let mut stack = Stack::new(config, Instant::ZERO);
+        let mut client = Client::new();
+        let handle = client.connect(42000, 80);
+        assert!(shuttle(&mut stack, &mut client, Instant::ZERO).is_empty());
+        assert_eq!(client.socket(handle).state(), tcp::State::Closed);
+        assert_eq!(stack.connection_count(), 0);
+
+        let mut config = StackConfig::new(SERVER, 80, 1500, 8);
+        config.allow_from = vec![crate::config::Cidr::parse("169.254.169.253/32").expect("cidr")];
+        let mut stack = Stack::new(config, Instant::ZERO);
+        client.connect(42001, 80);
+        assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 1);
     }
 
     #[test]

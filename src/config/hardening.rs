@@ -1,0 +1,255 @@
+//! Limits and access rules that make imds-tun safe to expose to every local process:
+//! who may connect (`--allow-from`), whom to serve as (`--user`), and how much a request may
+//! cost (`--header-timeout`, `--max-header-bytes`, `--max-path-length`).
+//!
+//! Why each exists is in `docs/hardening.md`; the defaults are generous for real SDKs (whose
+//! requests are a few hundred bytes) and small for anything else.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::ConfigError;
+use super::file::ConfigLayer;
+use super::resolve::{label, number, pick};
+
+/// Seconds a client has to send a request's headers; also how long a keep-alive connection may
+/// wait idle for its next request (hyper runs one timer for both).
+pub const HEADER_TIMEOUT_SECONDS: u64 = 10;
+/// Largest request head accepted (request line and headers); beyond it: 431.
+pub const MAX_HEADER_BYTES: u64 = 16 * 1024;
+/// Longest request path accepted; beyond it: 414.
+pub const MAX_PATH_LENGTH: u64 = 1024;
+
+/// Hardening settings, resolved.
+#[derive(Debug, Clone)]
+pub struct HardeningSettings {
+    /// Serve as this user once the TUN and sockets exist (else the user behind sudo).
+    pub user: Option<String>,
+    /// Source networks allowed to connect; empty: everyone who can reach the address.
+    pub allow_from: Vec<Cidr>,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_path_length: usize,
+}
+
+impl Default for HardeningSettings {
+    fn default() -> Self {
+        HardeningSettings {
+            user: None,
+            allow_from: Vec::new(),
+            header_timeout: Duration::from_secs(HEADER_TIMEOUT_SECONDS),
+            max_header_bytes: MAX_HEADER_BYTES as usize,
+            max_path_length: MAX_PATH_LENGTH as usize,
+        }
+    }
+}
+
+impl HardeningSettings {
+    /// Whether a client at `address` may connect.
+    pub fn allows(&self, address: IpAddr) -> bool {
+        self.allow_from.is_empty() || self.allow_from.iter().any(|cidr| cidr.contains(address))
+    }
+}
+
+/// An address block such as `10.0.0.0/8` or `fd00::/8`; a bare address is a /32 (/128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| "expected an address block such as 10.0.2.0/24 or fd00::/8".to_string())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("the prefix length must be 0-{max}"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    pub fn contains(&self, address: IpAddr) -> bool {
+        // An IPv4 client may appear as ::ffff:a.b.c.d on a dual-stack socket.
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+pub fn resolve(file: &ConfigLayer, flags: &ConfigLayer) -> Result<HardeningSettings, ConfigError> {
+    let user = pick(flags.user.clone(), file.user.clone())
+        .map(|(name, origin)| {
+            if name.trim().is_empty() {
+                Err(ConfigError(format!(
+                    "{}: expected a user name",
+                    label(origin, "user")
+                )))
+            } else {
+                Ok(name)
+            }
+        })
+        .transpose()?;
+    let allow_from = match pick(flags.allow_from.clone(), file.allow_from.clone()) {
+        None => Vec::new(),
+        Some((blocks, origin)) => blocks
+            .iter()
+            .map(|text| {
+                Cidr::parse(text).map_err(|why| {
+                    ConfigError(format!("{} {text:?}: {why}", label(origin, "allow_from")))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let header_timeout = number(
+        pick(flags.header_timeout_seconds, file.header_timeout_seconds),
+        "header_timeout_seconds",
+        1..=3600,
+        "seconds",
+        HEADER_TIMEOUT_SECONDS,
+    )?;
+    // hyper's read buffer cannot be smaller than 8 KiB.
+    let max_header_bytes = number(
+        pick(flags.max_header_bytes, file.max_header_bytes),
+        "max_header_bytes",
+        8192..=1024 * 1024,
+        "bytes",
+        MAX_HEADER_BYTES,
+    )?;
+    let max_path_length = number(
+        pick(flags.max_path_length, file.max_path_length),
+        "max_path_length",
+        16..=65_535,
+        "bytes",
+        MAX_PATH_LENGTH,
+    )?;
+    Ok(HardeningSettings {
+        user,
+        allow_from,
+        header_timeout: Duration::from_secs(header_timeout),
+        max_header_bytes: max_header_bytes as usize,
+        max_path_length: max_path_length as usize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn cidr_blocks_contain_their_addresses_only() {
+        let block = Cidr::parse("10.0.2.0/24").expect("cidr");
+        assert!(block.contains(ip("10.0.2.15")));
+        assert!(!block.contains(ip("10.0.3.1")));
+        assert!(block.contains(ip("::ffff:10.0.2.7")), "v4-mapped v6");
+        assert!(!block.contains(ip("fd00::1")));
+        let host = Cidr::parse("169.254.169.253").expect("bare address");
+        assert!(host.contains(ip("169.254.169.253")));
+        assert!(!host.contains(ip("169.254.169.252")));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .expect("all")
+                .contains(ip("192.0.2.1"))
+        );
+        assert!(Cidr::parse("fd00::/8").expect("v6").contains(ip("fd12::1")));
+    }
+
+    #[test]
+    fn malformed_cidr_blocks_are_refused() {
+        for text in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "fd00::/129",
+            "x",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            assert!(Cidr::parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn no_allow_list_allows_everyone() {
+        assert!(HardeningSettings::default().allows(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_name_their_field() {
+        let file = ConfigLayer {
+            header_timeout_seconds: Some(30),
+            allow_from: Some(vec!["10.0.0.0/8".into()]),
+            ..ConfigLayer::default()
+        };
+        let flags = ConfigLayer {
+            header_timeout_seconds: Some(2),
+            ..ConfigLayer::default()
+        };
+        let settings = resolve(&file, &flags).expect("valid");
+        assert_eq!(settings.header_timeout, Duration::from_secs(2));
+        assert_eq!(
+            settings.allow_from,
+            vec![Cidr::parse("10.0.0.0/8").expect("cidr")]
+        );
+
+        let bad = ConfigLayer {
+            allow_from: Some(vec!["10.0.0.0/40".into()]),
+            ..ConfigLayer::default()
+        };
+        let error = resolve(&ConfigLayer::default(), &bad).expect_err("bad prefix");
+        assert!(
+            error
+                .to_string()
+                .starts_with("--allow-from \"10.0.0.0/40\""),
+            "{error}"
+        );
+        let small = ConfigLayer {
+            max_header_bytes: Some(100),
+            ..ConfigLayer::default()
+        };
+        let error = resolve(&small, &ConfigLayer::default()).expect_err("too small");
+        assert!(
+            error
+                .to_string()
+                .starts_with("config: max_header_bytes 100"),
+            "{error}"
+        );
+    }
+}
