@@ -89,7 +89,12 @@ if command -v cargo-fuzz >/dev/null 2>&1 \
         else
             tail -n 60 "$log"
             echo "fuzz target $target FAILED; the crashing input:"
-            grep -E 'Test unit written to|artifact_prefix' "$log" || true
+            # The artifact directory dies with a CI machine: print the input itself too.
+            grep -o 'Test unit written to .*' "$log" | sed 's/^Test unit written to //' \
+                | while read -r artifact; do
+                    echo "$artifact (base64; replay: base64 -d > crash && cargo fuzz run $target crash):"
+                    base64 "$artifact" | head -c 65536
+                done || true
             failed+=("fuzz $target")
         fi
         rm -rf "$scratch" "$log"
