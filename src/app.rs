@@ -156,6 +156,7 @@ async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Resu
             let mtu = settings.tun.as_ref().map_or(1500, |t| usize::from(t.mtu));
             let mut config = StackConfig::new(METADATA_ADDRESS, 80, mtu, settings.max_connections);
             config.allow_from = settings.hardening.allow_from.clone();
+            config.first_data_timeout = settings.hardening.header_timeout.into();
             let (listener, driver) = stack::spawn(tun, config);
             (Some(listener), Some(driver))
         }

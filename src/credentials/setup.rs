@@ -85,6 +85,17 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
     let env = sdk_env(process_env, wanted.profile.as_deref(), home.as_deref());
     check_profile(&env, wanted.profile.is_some()).await?;
     let mfa = mfa(wanted)?;
+    if wanted.role_arn.is_none() && !could_find_credentials(&env) {
+        // Loading aws-config costs ~10 ms and ~4 MiB (endpoint partitions, TLS roots) only to
+        // learn what the environment and the file system already say: there is nothing.
+        return Ok(fake(
+            settings,
+            format!(
+                "no AWS credentials found (searched environment, {}, web identity, container)",
+                config_dir(&env)
+            ),
+        ));
+    }
 
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .env(Env::from(env.clone()))
@@ -274,6 +285,35 @@ pub fn sdk_env(
     env
 }
 
+/// Whether anything the default chain reads exists: credential or profile variables, web
+/// identity or container settings, or an AWS config or credentials file. False means the chain
+/// is certain to come back empty.
+pub fn could_find_credentials(env: &HashMap<String, String>) -> bool {
+    const SOURCES: &[&str] = &[
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ];
+    if SOURCES.iter().any(|key| env.contains_key(*key)) {
+        return true;
+    }
+    let home = env.get("HOME");
+    let file = |variable: &str, default_name: &str| {
+        env.get(variable)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.map(|home| std::path::Path::new(home).join(".aws").join(default_name)))
+    };
+    [
+        file("AWS_CONFIG_FILE", "config"),
+        file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|path| path.exists())
+}
+
 fn config_dir(env: &HashMap<String, String>) -> String {
     match (env.get("AWS_CONFIG_FILE"), env.get("HOME")) {
         (Some(file), _) => file.clone(),
@@ -366,6 +406,35 @@ mod tests {
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn nothing_to_find_means_no_variables_and_no_files() {
+        let empty_home =
+            std::env::temp_dir().join(format!("imds-tun-no-aws-{}", std::process::id()));
+        std::fs::create_dir_all(&empty_home).expect("temp home");
+        let home = empty_home.to_string_lossy().into_owned();
+        assert!(!could_find_credentials(&env_of(&[("HOME", &home)])));
+        assert!(could_find_credentials(&env_of(&[
+            ("HOME", &home),
+            ("AWS_ACCESS_KEY_ID", "AKIA")
+        ])));
+        assert!(could_find_credentials(&env_of(&[
+            ("HOME", &home),
+            ("AWS_PROFILE", "dev")
+        ])));
+        std::fs::create_dir_all(empty_home.join(".aws")).expect(".aws");
+        std::fs::write(empty_home.join(".aws/credentials"), "[default]\n").expect("file");
+        assert!(could_find_credentials(&env_of(&[("HOME", &home)])));
+        let config = empty_home
+            .join(".aws/credentials")
+            .to_string_lossy()
+            .into_owned();
+        assert!(could_find_credentials(&env_of(&[(
+            "AWS_CONFIG_FILE",
+            &config
+        )])));
+        std::fs::remove_dir_all(&empty_home).expect("cleanup");
     }
 
     #[test]

@@ -223,13 +223,23 @@ fn uri_too_long(request: &Request<Incoming>, max: usize) -> Option<Response<Resp
 
 async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
+    let is_head = parts.method == hyper::Method::HEAD;
+    if parts.headers.get_all(hyper::header::HOST).iter().count() > 1 {
+        // Which one a cache, a proxy or this guard would believe differs: refuse the ambiguity.
+        return crate::imds::responses::Reply::error(StatusCode::BAD_REQUEST)
+            .into_response(is_head)
+            .map(Full::new);
+    }
     let host = parts.headers.get(hyper::header::HOST).map(|v| v.as_bytes());
-    if !host_guard::host_is_allowed(host) {
+    // An absolute-form target (`GET http://name/...`) names the host too; both must pass.
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    if !host_guard::host_is_allowed(host)
+        || authority.is_some_and(|authority| !host_guard::host_is_allowed(Some(authority)))
+    {
         tracing::info!(
             host = %String::from_utf8_lossy(host.unwrap_or_default()),
             "refused a request for a foreign Host (DNS rebinding guard)"
         );
-        let is_head = parts.method == hyper::Method::HEAD;
         return crate::imds::responses::Reply::error(StatusCode::FORBIDDEN)
             .into_response(is_head)
             .map(Full::new);
@@ -237,8 +247,14 @@ async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>
 
     // The service never needs the body, but reading it keeps the connection reusable; a huge
     // one is refused rather than buffered.
-    if Limited::new(body, MAX_BODY).collect().await.is_err() {
-        return plain_status(StatusCode::PAYLOAD_TOO_LARGE);
+    if let Err(error) = Limited::new(body, MAX_BODY).collect().await {
+        let status = if error.is::<http_body_util::LengthLimitError>() {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            // A malformed body (a bad chunk size, a truncated chunk).
+            StatusCode::BAD_REQUEST
+        };
+        return plain_status(status);
     }
     let response = imds.respond(&parts);
     tracing::debug!(method = %parts.method, path = parts.uri.path(), status = response.status().as_u16(), "request");

@@ -42,6 +42,9 @@ pub struct StackConfig {
     pub retransmit_timeout: Duration,
     /// How long a connection whose stream is gone may linger before it is reset.
     pub linger: Duration,
+    /// How long a connected client may stay silent before its first byte; then it is reset.
+    /// (After the first byte, the HTTP layer's header timeout takes over.)
+    pub first_data_timeout: Duration,
     /// Seeds initial sequence numbers; take it from the OS RNG.
     pub random_seed: u64,
     /// Client networks allowed to connect (`--allow-from`); empty allows all. Others get a RST.
@@ -59,6 +62,7 @@ impl StackConfig {
             send_buffer: 8 * 1024,
             retransmit_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(5),
+            first_data_timeout: Duration::from_secs(10),
             random_seed: 0,
             allow_from: Vec::new(),
         }
@@ -179,7 +183,7 @@ impl Stack {
         self.reap(now);
         self.interface
             .poll(now, &mut self.device, &mut self.sockets);
-        let established = self.take_established();
+        let established = self.take_established(now);
         self.reap(now);
         established
     }
@@ -213,10 +217,29 @@ impl Stack {
                     Duration::ZERO
                 }
             });
-        match (socket_delay, linger_delay) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // So do silent connections waiting for their first byte.
+        let first_data_delay = self
+            .handshakes
+            .iter()
+            // Only connected ones: a handshake's own timer belongs to smoltcp, and counting its
+            // past deadline would spin the driver.
+            .filter(|&&handle| {
+                self.sockets.get::<tcp::Socket>(handle).state() == tcp::State::Established
+            })
+            .filter_map(|handle| self.connections.get(handle))
+            .map(|connection| connection.last_activity + self.config.first_data_timeout)
+            .min()
+            .map(|deadline| {
+                if deadline > now {
+                    deadline - now
+                } else {
+                    Duration::ZERO
+                }
+            });
+        [socket_delay, linger_delay, first_data_delay]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The TCP socket behind a handle; `None` if it was reaped.
@@ -392,21 +415,38 @@ impl Stack {
         true
     }
 
-    fn take_established(&mut self) -> Vec<Established> {
+    fn take_established(&mut self, now: Instant) -> Vec<Established> {
         let mut established = Vec::new();
-        let sockets = &self.sockets;
+        let sockets = &mut self.sockets;
         let connections = &mut self.connections;
+        let detached = &mut self.detached;
+        let first_data_timeout = self.config.first_data_timeout;
         let mut failed = Vec::new();
         self.handshakes.retain(|&handle| {
-            let socket = sockets.get::<tcp::Socket>(handle);
+            let socket = sockets.get_mut::<tcp::Socket>(handle);
             match socket.state() {
                 tcp::State::Listen | tcp::State::SynReceived => true,
                 tcp::State::Closed | tcp::State::TimeWait => {
                     failed.push(handle);
                     false
                 }
-                // Established, or already past it (a client that sent data and FIN at once):
-                // either way the request deserves a stream.
+                // Connected but silent: no stream (and no HTTP buffers) until the first byte,
+                // so an idle connection costs only its socket; one silent too long is reset.
+                tcp::State::Established if socket.recv_queue() == 0 => {
+                    let Some(connection) = connections.get_mut(&handle) else {
+                        return false;
+                    };
+                    if now < connection.last_activity + first_data_timeout {
+                        return true;
+                    }
+                    tracing::debug!(peer = %connection.peer, "connected but sent nothing; resetting");
+                    socket.abort();
+                    connection.phase = Phase::Detached { since: now };
+                    detached.push(handle);
+                    false
+                }
+                // Data arrived, or the connection is already past ESTABLISHED (a client that
+                // sent its request and FIN at once): the request deserves a stream.
                 _ => {
                     if let Some(connection) = connections.get_mut(&handle) {
                         connection.phase = Phase::Accepted;
@@ -492,10 +532,15 @@ mod tests {
     const SERVER: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
 
+    /// What a speaking client sends as soon as it is connected.
+    const FIRST_LINE: &[u8] = b"GET / HTTP/1.1\r\n";
+
     struct Client {
         interface: Interface,
         device: PacketQueues,
         sockets: SocketSet<'static>,
+        /// Sockets that send [`FIRST_LINE`] once connected, and whether they have.
+        speakers: Vec<(SocketHandle, bool)>,
     }
 
     impl Client {
@@ -512,10 +557,19 @@ mod tests {
                 interface,
                 device,
                 sockets: SocketSet::new(Vec::new()),
+                speakers: Vec::new(),
             }
         }
 
+        /// Connects and, once connected, sends a first request line.
         fn connect(&mut self, local_port: u16, remote_port: u16) -> SocketHandle {
+            let handle = self.connect_silent(local_port, remote_port);
+            self.speakers.push((handle, false));
+            handle
+        }
+
+        /// Connects and sends nothing.
+        fn connect_silent(&mut self, local_port: u16, remote_port: u16) -> SocketHandle {
             let mut socket = tcp::Socket::new(
                 tcp::SocketBuffer::new(vec![0; 4096]),
                 tcp::SocketBuffer::new(vec![0; 4096]),
@@ -536,6 +590,13 @@ mod tests {
 
         /// Packets the client wants to send now.
         fn outgoing(&mut self, now: Instant) -> Vec<Vec<u8>> {
+            for (handle, spoke) in &mut self.speakers {
+                let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
+                if !*spoke && socket.state() == tcp::State::Established {
+                    socket.send_slice(FIRST_LINE).expect("first line fits");
+                    *spoke = true;
+                }
+            }
             self.interface
                 .poll(now, &mut self.device, &mut self.sockets);
             self.device.transmit.drain(..).collect()
@@ -631,15 +692,20 @@ mod tests {
     fn data_flows_both_ways_and_a_closed_connection_is_reaped() {
         let mut stack = stack(8);
         let mut client = Client::new();
-        let handle = client.connect(40005, 80);
-        let established = shuttle(&mut stack, &mut client, Instant::ZERO);
-        let server = established[0].handle;
+        let handle = client.connect_silent(40005, 80);
+        assert!(
+            shuttle(&mut stack, &mut client, Instant::ZERO).is_empty(),
+            "no stream before the first byte"
+        );
+        assert_eq!(client.socket(handle).state(), tcp::State::Established);
 
         client
             .socket(handle)
             .send_slice(b"GET / HTTP/1.1\r\n\r\n")
             .expect("client send");
-        shuttle(&mut stack, &mut client, Instant::ZERO);
+        let established = shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(established.len(), 1, "the first byte brings the stream");
+        let server = established[0].handle;
         let mut request = [0u8; 64];
         let read = stack
             .socket(server)
@@ -783,6 +849,23 @@ mod tests {
         let mut stack = Stack::new(config, Instant::ZERO);
         client.connect(42001, 80);
         assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 1);
+    }
+
+    #[test]
+    fn a_connection_that_never_speaks_is_reset_after_the_first_data_timeout() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let handle = client.connect_silent(43000, 80);
+        assert!(shuttle(&mut stack, &mut client, Instant::ZERO).is_empty());
+        let delay = stack
+            .poll_delay(Instant::ZERO)
+            .expect("a deadline to reset it");
+        assert_eq!(delay, Duration::from_secs(10));
+        assert!(shuttle(&mut stack, &mut client, Instant::from_secs(9)).is_empty());
+        assert_eq!(client.socket(handle).state(), tcp::State::Established);
+        shuttle(&mut stack, &mut client, Instant::from_secs(10));
+        assert_eq!(client.socket(handle).state(), tcp::State::Closed);
+        assert_eq!(stack.connection_count(), 0);
     }
 
     #[test]
