@@ -403,5 +403,15 @@ fn conflicting_host_information_is_refused() {
             403,
         )
         .await;
+        let absolute = format!(
+            "GET http://169.254.169.254{PROBE_PATH} HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n"
+        );
+        answers_once(
+            "an absolute-form metadata authority",
+            absolute.into_bytes(),
+            200,
+        )
+        .await;
     });
+    assert_still_serving(&namespace, &mut child, "conflicting Host information");
 }
