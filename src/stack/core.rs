@@ -27,6 +27,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 /// How long a connection must have sent nothing before a new client may evict it at the limit.
 const EVICTION_MIN_IDLE: Duration = Duration::from_secs(1);
 
+/// How long a new handshake is safe from eviction at the limit.
+const HANDSHAKE_GRACE: Duration = Duration::from_millis(50);
+
 /// What the endpoint is and how much it may hold.
 
 #[derive(Debug, Clone)]
@@ -379,9 +382,11 @@ impl Stack {
     }
 
     /// Makes room for a new connection at the limit, so a flood of idle or half-open
-    /// connections cannot lock real clients out. The oldest half-open handshake goes first (a
-    /// local handshake completes in microseconds); else the connection idle longest, if it has
-    /// been idle at least [`EVICTION_MIN_IDLE`]. Returns false if nothing may be evicted.
+    /// connections cannot lock real clients out. The oldest handshake (half-open, or connected
+    /// but silent) goes first, once older than [`HANDSHAKE_GRACE`]: a local handshake completes
+    /// in well under a millisecond, and the grace keeps a burst of new clients arriving in one
+    /// batch from evicting each other before their SYN-ACKs leave. Else the connection idle
+    /// longest, if idle at least [`EVICTION_MIN_IDLE`]. Returns false if nothing may be evicted.
     fn evict_one(&mut self, now: Instant) -> bool {
         let oldest = |phase: Phase| {
             self.connections
@@ -391,8 +396,8 @@ impl Stack {
                 .map(|(&handle, c)| (handle, c.last_activity))
         };
         let victim = match oldest(Phase::Handshake) {
-            Some((handle, _)) => handle,
-            None => match oldest(Phase::Accepted) {
+            Some((handle, started)) if now >= started + HANDSHAKE_GRACE => handle,
+            _ => match oldest(Phase::Accepted) {
                 Some((handle, idle_since)) if now >= idle_since + EVICTION_MIN_IDLE => handle,
                 _ => return false,
             },
@@ -809,10 +814,27 @@ mod tests {
         assert_eq!(stack.connection_count(), 2);
 
         let newcomer = client.connect(41022, 80);
-        let accepted = shuttle(&mut stack, &mut client, Instant::from_millis(1));
+        let accepted = shuttle(&mut stack, &mut client, Instant::from_millis(100));
         assert_eq!(accepted.len(), 1);
         assert_eq!(client.socket(newcomer).state(), tcp::State::Established);
         assert_eq!(client.socket(established).state(), tcp::State::Established);
+    }
+
+    #[test]
+    fn a_burst_of_new_clients_at_the_limit_evicts_idle_connections_not_each_other() {
+        let mut stack = stack(2);
+        let mut client = Client::new();
+        let idle = [client.connect(44000, 80), client.connect(44001, 80)];
+        assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 2);
+        let later = Instant::from_secs(2);
+        let burst = [client.connect(44002, 80), client.connect(44003, 80)];
+        assert_eq!(shuttle(&mut stack, &mut client, later).len(), 2);
+        for handle in burst {
+            assert_eq!(client.socket(handle).state(), tcp::State::Established);
+        }
+        for handle in idle {
+            assert_eq!(client.socket(handle).state(), tcp::State::Closed);
+        }
     }
 
     #[test]
