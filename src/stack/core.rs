@@ -205,32 +205,26 @@ impl Stack {
     pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
         let socket_delay = self.interface.poll_delay(now, &self.sockets);
         // Detached connections must be reaped on time even when smoltcp itself has no timer.
-        let linger_delay = self
-            .detached
-            .iter()
-            .filter_map(|handle| match self.connections.get(handle)?.phase {
-                Phase::Detached { since } => Some(since + self.config.linger),
-                _ => None,
-            })
-            .min()
-            .map(|deadline| {
-                if deadline > now {
-                    deadline - now
-                } else {
-                    Duration::ZERO
-                }
-            });
-        // So do silent connections waiting for their first byte.
-        let first_data_delay = self
+        let linger_deadlines =
+            self.detached
+                .iter()
+                .filter_map(|handle| match self.connections.get(handle)?.phase {
+                    Phase::Detached { since } => Some(since + self.config.linger),
+                    _ => None,
+                });
+        // So must silent connections waiting for their first byte; only connected ones: a
+        // handshake's own timer belongs to smoltcp, and counting its past deadline would spin
+        // the driver.
+        let first_data_deadlines = self
             .handshakes
             .iter()
-            // Only connected ones: a handshake's own timer belongs to smoltcp, and counting its
-            // past deadline would spin the driver.
             .filter(|&&handle| {
                 self.sockets.get::<tcp::Socket>(handle).state() == tcp::State::Established
             })
             .filter_map(|handle| self.connections.get(handle))
-            .map(|connection| connection.last_activity + self.config.first_data_timeout)
+            .map(|connection| connection.last_activity + self.config.first_data_timeout);
+        let own_delay = linger_deadlines
+            .chain(first_data_deadlines)
             .min()
             .map(|deadline| {
                 if deadline > now {
@@ -239,10 +233,7 @@ impl Stack {
                     Duration::ZERO
                 }
             });
-        [socket_delay, linger_delay, first_data_delay]
-            .into_iter()
-            .flatten()
-            .min()
+        [socket_delay, own_delay].into_iter().flatten().min()
     }
 
     /// The TCP socket behind a handle; `None` if it was reaped.
