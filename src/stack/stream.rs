@@ -62,23 +62,38 @@ impl AsyncRead for TcpStream {
             return Poll::Ready(Err(reset()));
         };
         let window_was_small = socket.recv_queue() * 2 >= socket.recv_capacity();
-        match socket.recv_slice(buf.initialize_unfilled()) {
-            Ok(0) => {
-                socket.register_recv_waker(cx.waker());
-                Poll::Pending
+        // Copy only what has arrived into the caller's (possibly uninitialised) buffer; zeroing
+        // the whole unfilled buffer first (`initialize_unfilled`) cost more than everything else
+        // per request (callgrind: 45% of instructions in memset). The ring buffer may wrap, so
+        // the data can come in two contiguous pieces.
+        let mut read = 0;
+        for _ in 0..2 {
+            if buf.remaining() == 0 {
+                break;
             }
-            Ok(read) => {
-                buf.advance(read);
-                drop(stack);
-                if window_was_small {
-                    // The peer may be waiting for the window to reopen.
-                    self.shared.wake_driver();
-                }
-                Poll::Ready(Ok(()))
+            let piece = socket.recv(|data| {
+                let length = data.len().min(buf.remaining());
+                buf.put_slice(&data[..length]);
+                (length, length)
+            });
+            match piece {
+                Ok(0) => break,
+                Ok(length) => read += length,
+                Err(_) if read > 0 => break,
+                Err(RecvError::Finished) => return Poll::Ready(Ok(())),
+                Err(RecvError::InvalidState) => return Poll::Ready(Err(reset())),
             }
-            Err(RecvError::Finished) => Poll::Ready(Ok(())),
-            Err(RecvError::InvalidState) => Poll::Ready(Err(reset())),
         }
+        if read == 0 {
+            socket.register_recv_waker(cx.waker());
+            return Poll::Pending;
+        }
+        drop(stack);
+        if window_was_small {
+            // The peer may be waiting for the window to reopen.
+            self.shared.wake_driver();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
