@@ -19,6 +19,7 @@ pub mod fake;
 pub mod naming;
 pub mod schedule;
 pub mod setup;
+#[cfg(feature = "sts")]
 pub mod sts;
 
 pub use setup::{Selected, select};

@@ -20,27 +20,42 @@
 //! `~/.aws/credentials` and the SSO token cache are that user's, unless `AWS_CONFIG_FILE` /
 //! `AWS_SHARED_CREDENTIALS_FILE` name other files.
 
+// Without the `sts` feature only the fake source remains, and the helpers that prepare the AWS
+// environment go unused; that build is for fuzzing, not for users.
+#![cfg_attr(not(feature = "sts"), allow(dead_code, unused_imports))]
+
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "sts")]
 use aws_config::BehaviorVersion;
 // aws_config::profile::load still takes this (deprecated) alias of aws-runtime's
 // EnvConfigFiles; naming the alias spares a direct dependency on aws-runtime.
 #[allow(deprecated)]
+#[cfg(feature = "sts")]
 use aws_config::profile::profile_file::ProfileFiles;
+#[cfg(feature = "sts")]
 use aws_config::retry::RetryConfig;
+#[cfg(feature = "sts")]
 use aws_config::timeout::TimeoutConfig;
+#[cfg(feature = "sts")]
 use aws_credential_types::provider::ProvideCredentials;
+#[cfg(feature = "sts")]
 use aws_credential_types::provider::error::CredentialsError;
+#[cfg(feature = "sts")]
 use aws_types::os_shim_internal::{Env, Fs};
+#[cfg(feature = "sts")]
 use aws_types::region::Region;
 
 use super::CredentialSource;
+#[cfg(feature = "sts")]
 use super::cache::{Policy, RefreshingCredentials};
 use super::fake::FakeCredentials;
+#[cfg(feature = "sts")]
 use super::naming;
+#[cfg(feature = "sts")]
 use super::sts::{self, AssumeRole, Mfa, OwnSession};
 use crate::config::{ConfigError, CredentialSettings, Settings};
 
@@ -68,6 +83,7 @@ impl std::fmt::Debug for Selected {
     }
 }
 
+#[cfg(feature = "sts")]
 /// Picks and starts the credential source for `settings` (see the module docs). Errors are
 /// settings errors (exit 2): an unknown profile, an MFA serial without a code, `--role-arn`
 /// without any source credentials. A network failure is not an error: the source starts and
@@ -238,6 +254,19 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
     })
 }
 
+/// Without the `sts` feature (a build for fuzzing or for offline use only): fake credentials,
+/// and a clear refusal for flags that need STS.
+#[cfg(not(feature = "sts"))]
+pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
+    let wanted = &settings.credentials;
+    if wanted.role_arn.is_some() || wanted.profile.is_some() || wanted.mfa_serial.is_some() {
+        return Err(ConfigError(
+            "this imds-tun was built without STS support (cargo feature `sts`); rebuild with default features for --role-arn, --profile or --mfa-serial".into(),
+        ));
+    }
+    Ok(fake(settings, "built without STS support".into()))
+}
+
 fn fake(settings: &Settings, why: String) -> Selected {
     Selected {
         source: Arc::new(FakeCredentials::from_settings(settings)),
@@ -322,6 +351,7 @@ fn config_dir(env: &HashMap<String, String>) -> String {
     }
 }
 
+#[cfg(feature = "sts")]
 /// A named profile (`--profile`, or `AWS_PROFILE`) must exist in the config or credentials file.
 async fn check_profile(env: &HashMap<String, String>, from_flag: bool) -> Result<(), ConfigError> {
     let Some(name) = env.get("AWS_PROFILE") else {
@@ -358,6 +388,7 @@ async fn check_profile(env: &HashMap<String, String>, from_flag: bool) -> Result
     }
 }
 
+#[cfg(feature = "sts")]
 /// The MFA serial and code: `--mfa-code`, else asked on the terminal now.
 fn mfa(wanted: &CredentialSettings) -> Result<Option<Mfa>, ConfigError> {
     let Some(serial) = &wanted.mfa_serial else {
@@ -373,6 +404,7 @@ fn mfa(wanted: &CredentialSettings) -> Result<Option<Mfa>, ConfigError> {
     }))
 }
 
+#[cfg(feature = "sts")]
 /// Asks for the code on the controlling terminal (not stdin: it may be a pipe).
 fn ask_mfa_code(serial: &str) -> Result<String, ConfigError> {
     let no_terminal = |why: String| {
@@ -397,7 +429,7 @@ fn ask_mfa_code(serial: &str) -> Result<String, ConfigError> {
         .map_err(|expected| ConfigError(format!("MFA code for {serial}: {expected}")))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sts"))]
 mod tests {
     use super::*;
 
