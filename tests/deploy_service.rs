@@ -52,10 +52,7 @@ fn script(name: &str, destdir: &Path) -> Output {
 #[test]
 fn install_then_uninstall_leaves_exactly_what_was_there() {
     let scratch = TempDir::new();
-    let destdir = PathBuf::from(scratch.file("marker", b""))
-        .parent()
-        .unwrap()
-        .join("root");
+    let destdir = scratch.path().join("root");
     std::fs::create_dir_all(destdir.join("etc/default")).unwrap();
     std::fs::write(destdir.join("etc/default/someone-else"), "keep").unwrap();
     let before = tree(&destdir);

@@ -104,10 +104,7 @@ fn pid(prefix: &Path) -> String {
 fn provisioner_serves_through_the_tun_and_a_second_run_changes_nothing() {
     let namespace = namespace!();
     let scratch = TempDir::new();
-    let prefix = PathBuf::from(scratch.file("x", b""))
-        .parent()
-        .unwrap()
-        .join("prefix");
+    let prefix = scratch.path().join("prefix");
     let _stop = Stop {
         namespace: &namespace,
         prefix: prefix.clone(),
@@ -172,22 +169,7 @@ fn provisioner_serves_through_the_tun_and_a_second_run_changes_nothing() {
 fn provisioner_host_credentials_shape_forwards_with_a_private_copy_of_the_token() {
     let host = namespace!();
     let guest = namespace!();
-    host.ip(&[
-        "link",
-        "add",
-        "vhost",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "vguest",
-        "netns",
-        guest.name(),
-    ]);
-    host.ip(&["addr", "add", "10.0.2.2/24", "dev", "vhost"]);
-    host.ip(&["link", "set", "vhost", "up"]);
-    guest.ip(&["addr", "add", "10.0.2.15/24", "dev", "vguest"]);
-    guest.ip(&["link", "set", "vguest", "up"]);
+    host.link_guest(&guest, "10.0.2.2", "10.0.2.15");
 
     let scratch = TempDir::new();
     let secret = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -296,10 +278,7 @@ fn shellcheck_is_clean_on_every_shell_script() {
 #[test]
 fn provisioner_without_a_binary_or_toolchain_says_what_to_do() {
     let scratch = TempDir::new();
-    let prefix = PathBuf::from(scratch.file("x", b""))
-        .parent()
-        .unwrap()
-        .join("p");
+    let prefix = scratch.path().join("p");
     let output = Command::new("bash")
         .arg(repo().join("vagrant/provision.sh"))
         .env("IMDS_TUN_PREFIX", &prefix)

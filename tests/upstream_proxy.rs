@@ -29,22 +29,7 @@ const SECRET: &str = "4f1d2e3c4b5a69788796a5b4c3d2e1f0";
 /// Joins `host` and `guest` with a veth pair: 10.0.2.2/24 on the host side, 10.0.2.15/24 on
 /// the guest side, and a default route in the guest via the host (as VirtualBox NAT does).
 fn link(host: &Namespace, guest: &Namespace) {
-    host.ip(&[
-        "link",
-        "add",
-        "vhost",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "vguest",
-        "netns",
-        guest.name(),
-    ]);
-    host.ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", "vhost"]);
-    host.ip(&["link", "set", "vhost", "up"]);
-    guest.ip(&["addr", "add", &format!("{GUEST_IP}/24"), "dev", "vguest"]);
-    guest.ip(&["link", "set", "vguest", "up"]);
+    host.link_guest(guest, HOST_IP, GUEST_IP);
     guest.ip(&["route", "add", "default", "via", HOST_IP]);
 }
 

@@ -273,6 +273,27 @@ impl Namespace {
         ImdsTun::spawn(command, options, &self.test)
     }
 
+    /// Joins this namespace (the "host") to `guest` with a veth pair, as VirtualBox NAT
+    /// does: `vhost` with `host_ip/24` here, `vguest` with `guest_ip/24` there, both up.
+    pub fn link_guest(&self, guest: &Namespace, host_ip: &str, guest_ip: &str) {
+        self.ip(&[
+            "link",
+            "add",
+            "vhost",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vguest",
+            "netns",
+            guest.name(),
+        ]);
+        self.ip(&["addr", "add", &format!("{host_ip}/24"), "dev", "vhost"]);
+        self.ip(&["link", "set", "vhost", "up"]);
+        guest.ip(&["addr", "add", &format!("{guest_ip}/24"), "dev", "vguest"]);
+        guest.ip(&["link", "set", "vguest", "up"]);
+    }
+
     /// Runs `future()` on a fresh current-thread tokio runtime, on a std thread that first
     /// entered this namespace with `setns(CLONE_NEWNET)`. Sockets opened there (and by threads
     /// that thread starts, such as tokio's blocking pool) live in the namespace. A panic inside
@@ -655,6 +676,11 @@ impl TempDir {
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|error| panic!("creating {}: {error}", path.display()));
         TempDir { path }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// Writes `contents` to `name` inside the directory and returns its path as a string.
