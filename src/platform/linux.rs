@@ -4,9 +4,11 @@
 //! checks that the address is free before anything is created, verifies afterwards that the
 //! kernel really routes the address into the new device, and turns errno values into sentences.
 
+use super::claim_lock::{ClaimLock, Holder};
+use super::netlink;
 use super::{LOCAL_ADDRESS, METADATA_ADDRESS, PlatformError, TunRequest};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::Ipv4Addr;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tun::AbstractDevice;
@@ -15,6 +17,8 @@ use tun::AbstractDevice;
 pub struct AsyncTun {
     fd: AsyncFd<tun::Device>,
     name: String,
+    /// Held as long as the device: a rival start sees the address taken from the first moment.
+    _claim: ClaimLock,
 }
 
 impl std::fmt::Debug for AsyncTun {
@@ -56,6 +60,20 @@ impl AsyncTun {
 
 pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     validate_name(&request.name)?;
+    // The lock first: between checking that the address is free and configuring our device,
+    // a rival start must not be able to do the same.
+    let claim = match ClaimLock::acquire().map_err(|source| PlatformError::Io {
+        context: "taking the claim lock (@imds-tun/169.254.169.254)",
+        source,
+    })? {
+        Ok(claim) => claim,
+        Err(Holder::Privileged { pid }) => {
+            return Err(PlatformError::AddressClaimed(format!(
+                "another imds-tun (pid {pid}) in this network namespace"
+            )));
+        }
+        Err(Holder::Squatter { .. }) => ClaimLock::unheld(),
+    };
     if let Some(holder) = current_claim()? {
         return Err(PlatformError::AddressClaimed(holder));
     }
@@ -86,7 +104,11 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
         context: "registering the TUN device with the runtime",
         source: error.into_parts().1,
     })?;
-    Ok(AsyncTun { fd, name })
+    Ok(AsyncTun {
+        fd,
+        name,
+        _claim: claim,
+    })
 }
 
 fn validate_name(name: &str) -> Result<(), PlatformError> {
@@ -153,27 +175,37 @@ fn host_route_in(table: &str) -> Option<String> {
     })
 }
 
-/// Asks the kernel which source address it would use for the metadata address; only our
-/// point-to-point local address proves the route leads into our device.
+/// Asks the kernel where it routes the metadata address, as `ip route get` does: policy rules
+/// and every table count, so only an answer naming our device proves the claim.
 fn verify_route(device: &str) -> Result<(), PlatformError> {
-    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|socket| {
-            // connect() on UDP only consults the routing table; nothing is sent.
-            socket.connect(SocketAddr::new(IpAddr::V4(METADATA_ADDRESS), 80))?;
-            socket.local_addr()
-        })
-        .map_err(|source| PlatformError::Io {
-            context: "checking the route to 169.254.169.254",
-            source,
-        })?;
-    if probe.ip() == IpAddr::V4(LOCAL_ADDRESS) {
-        Ok(())
-    } else {
-        Err(PlatformError::RouteNotTaken {
-            device: device.to_string(),
-            source_address: probe.ip().to_string(),
-        })
+    let io_error = |source| PlatformError::Io {
+        context: "checking the route to 169.254.169.254",
+        source,
+    };
+    let ours = nix::net::if_::if_nametoindex(device).map_err(|errno| io_error(errno.into()))?;
+    let taken = netlink::route_output_interface(METADATA_ADDRESS).map_err(io_error)?;
+    if taken == Some(ours) {
+        return Ok(());
     }
+    Err(PlatformError::RouteNotTaken {
+        device: device.to_string(),
+        route: match taken {
+            Some(index) => format!("out of interface {}", interface_name(index)),
+            None => "nowhere (no route)".to_owned(),
+        },
+    })
+}
+
+fn interface_name(index: u32) -> String {
+    nix::net::if_::if_nameindex()
+        .ok()
+        .and_then(|interfaces| {
+            interfaces
+                .iter()
+                .find(|interface| interface.index() == index)
+                .map(|interface| interface.name().to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| format!("#{index}"))
 }
 
 /// Turns IPv6 off on the device: the metadata address is IPv4, and otherwise the kernel sends

@@ -21,9 +21,32 @@ use std::net::Ipv4Addr;
 #[path = "linux.rs"]
 mod imp;
 
+#[cfg(target_os = "linux")]
+pub mod capabilities;
+#[cfg(target_os = "linux")]
+mod claim_lock;
+#[cfg(target_os = "linux")]
+pub mod netlink;
+
 #[cfg(not(target_os = "linux"))]
 #[path = "unsupported.rs"]
 mod imp;
+
+/// Without Linux capability sets there is nothing to cut beyond the user ids.
+#[cfg(not(target_os = "linux"))]
+pub mod capabilities {
+    #[derive(Debug, thiserror::Error)]
+    #[error("capabilities: {0}")]
+    pub struct CapabilityError(String);
+
+    pub fn restrict_inheritance() -> Result<(), CapabilityError> {
+        Ok(())
+    }
+
+    pub fn verify_unprivileged() -> Result<(), CapabilityError> {
+        Ok(())
+    }
+}
 
 /// The metadata service address every cloud SDK dials.
 pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
@@ -65,14 +88,10 @@ pub enum PlatformError {
     #[error("invalid --tun-name {0:?}: use at most 15 characters, no '/' or whitespace")]
     InvalidName(String),
     #[error(
-        "the kernel does not route 169.254.169.254 into {device} (it would use source {source_address}): \
-         a policy-routing rule or another interface takes precedence; check `ip rule` and \
-         `ip route get 169.254.169.254`"
+        "the kernel routes 169.254.169.254 {route}, not into {device}: a policy-routing rule or \
+         another route takes precedence; check `ip rule` and `ip route get 169.254.169.254`"
     )]
-    RouteNotTaken {
-        device: String,
-        source_address: String,
-    },
+    RouteNotTaken { device: String, route: String },
     #[error(
         "imds-tun cannot create a TUN device on this operating system yet; use --no-tun --listen"
     )]

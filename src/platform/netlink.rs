@@ -1,0 +1,337 @@
+//! Linux netlink: the two questions imds-tun asks the kernel about its own network namespace.
+//!
+//! - Where does the kernel route an address (`RTM_GETROUTE`, what `ip route get` asks)? Policy
+//!   rules, other tables and routes are all taken into account, so the answer is the truth.
+//! - Who owns a local TCP socket (`SOCK_DIAG_BY_FAMILY` with an exact 4-tuple, what `ss` asks)?
+//!   The answer carries the socket's uid and inode.
+//!
+//! Messages are built and parsed here by hand: two fixed request layouts and two reply fields
+//! do not justify a netlink crate. Every reply is parsed with bounds checks; a short or odd
+//! reply is "unknown", never a panic. Both sockets carry a receive timeout, so a kernel that does
+//! not answer cannot stall the caller.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+    setsockopt, socket, sockopt,
+};
+use nix::sys::time::TimeVal;
+
+const NLMSG_HEADER_LEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+const RTMSG_LEN: usize = 12;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const INET_DIAG_REQ_V2_LEN: usize = 56;
+/// `inet_diag_msg`: family, state, timer, retrans, the 48-byte socket id, then expires,
+/// rqueue, wqueue, uid and inode (u32 each).
+const INET_DIAG_MSG_LEN: usize = 72;
+const INET_DIAG_MSG_UID_OFFSET: usize = 64;
+const INET_DIAG_MSG_INODE_OFFSET: usize = 68;
+
+const AF_INET: u8 = 2;
+const IPPROTO_TCP: u8 = 6;
+
+/// How long one question may wait for the kernel; it answers in microseconds.
+const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A netlink socket for one protocol, with its own sequence numbers.
+#[derive(Debug)]
+struct Netlink {
+    fd: OwnedFd,
+    sequence: u32,
+}
+
+impl Netlink {
+    fn open(protocol: SockProtocol) -> io::Result<Netlink> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            protocol,
+        )?;
+        let timeout = TimeVal::new(
+            REPLY_TIMEOUT.as_secs() as _,
+            REPLY_TIMEOUT.subsec_micros() as _,
+        );
+        setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
+        Ok(Netlink { fd, sequence: 0 })
+    }
+
+    /// Sends one request and returns the payload of the first reply of `expected` type, `None`
+    /// when the kernel answered with an error (no route, no such socket).
+    fn ask(
+        &mut self,
+        message_type: u16,
+        payload: &[u8],
+        expected: u16,
+    ) -> io::Result<Option<Vec<u8>>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let mut request = Vec::with_capacity(NLMSG_HEADER_LEN + payload.len());
+        let length = u32::try_from(NLMSG_HEADER_LEN + payload.len())
+            .map_err(|_| io::Error::other("netlink request too long"))?;
+        request.extend_from_slice(&length.to_ne_bytes());
+        request.extend_from_slice(&message_type.to_ne_bytes());
+        request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        request.extend_from_slice(&sequence.to_ne_bytes());
+        request.extend_from_slice(&0u32.to_ne_bytes());
+        request.extend_from_slice(payload);
+        sendto(
+            self.fd.as_raw_fd(),
+            &request,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )?;
+
+        let mut buffer = vec![0u8; 8192];
+        // Replies to an earlier, timed-out question may still be queued: skip other sequences.
+        loop {
+            let received = recv(self.fd.as_raw_fd(), &mut buffer, MsgFlags::empty())?;
+            for (header, body) in messages(&buffer[..received]) {
+                if header.sequence != sequence {
+                    continue;
+                }
+                return Ok(match header.message_type {
+                    t if t == expected => Some(body.to_vec()),
+                    NLMSG_ERROR | NLMSG_DONE => None,
+                    _ => None,
+                });
+            }
+        }
+    }
+}
+
+struct Header {
+    message_type: u16,
+    sequence: u32,
+}
+
+/// The messages in one datagram, each with its payload; stops at the first malformed one.
+fn messages(mut datagram: &[u8]) -> impl Iterator<Item = (Header, &[u8])> {
+    std::iter::from_fn(move || {
+        let length = usize::try_from(read_u32(datagram, 0)?).ok()?;
+        if length < NLMSG_HEADER_LEN || length > datagram.len() {
+            return None;
+        }
+        let header = Header {
+            message_type: read_u16(datagram, 4)?,
+            sequence: read_u32(datagram, 8)?,
+        };
+        let body = &datagram[NLMSG_HEADER_LEN..length];
+        // Messages are 4-byte aligned.
+        let next = length.next_multiple_of(4).min(datagram.len());
+        datagram = &datagram[next..];
+        Some((header, body))
+    })
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    let field = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_ne_bytes(field.try_into().ok()?))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let field = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_ne_bytes(field.try_into().ok()?))
+}
+
+/// The interface index the kernel would send packets for `destination` out of, or `None` when
+/// it has no route (unreachable, prohibited, no table matched).
+pub fn route_output_interface(destination: Ipv4Addr) -> io::Result<Option<u32>> {
+    let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
+    let reply = netlink.ask(
+        RTM_GETROUTE,
+        &route_request(destination),
+        RTM_NEWROUTE,
+    )?;
+    Ok(reply.as_deref().and_then(output_interface_of))
+}
+
+fn route_request(destination: Ipv4Addr) -> Vec<u8> {
+    let mut payload = vec![0u8; RTMSG_LEN];
+    payload[0] = AF_INET;
+    payload[1] = 32; // rtm_dst_len: a host lookup
+    payload.extend_from_slice(&8u16.to_ne_bytes());
+    payload.extend_from_slice(&RTA_DST.to_ne_bytes());
+    payload.extend_from_slice(&destination.octets());
+    payload
+}
+
+/// `RTA_OIF` of an `RTM_NEWROUTE` payload.
+fn output_interface_of(route: &[u8]) -> Option<u32> {
+    let mut attributes = route.get(RTMSG_LEN..)?;
+    while attributes.len() >= 4 {
+        let length = usize::from(read_u16(attributes, 0)?);
+        let kind = read_u16(attributes, 2)?;
+        if length < 4 || length > attributes.len() {
+            return None;
+        }
+        if kind == RTA_OIF {
+            return read_u32(attributes, 4);
+        }
+        let next = length.next_multiple_of(4).min(attributes.len());
+        attributes = &attributes[next..];
+    }
+    None
+}
+
+/// Who owns a TCP socket in this network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOwner {
+    pub uid: u32,
+    pub inode: u32,
+}
+
+/// Looks up the owners of local TCP sockets by their endpoints; keeps one netlink socket open.
+#[derive(Debug)]
+pub struct SocketOwners {
+    netlink: Netlink,
+}
+
+impl SocketOwners {
+    pub fn open() -> io::Result<SocketOwners> {
+        Ok(SocketOwners {
+            netlink: Netlink::open(SockProtocol::NetlinkSockDiag)?,
+        })
+    }
+
+    /// The owner of the TCP socket whose local end is `local` and remote end `remote`; `None`
+    /// when no such socket exists here (it closed, or it lives in another namespace).
+    pub fn owner(
+        &mut self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> io::Result<Option<SocketOwner>> {
+        let reply = self.netlink.ask(
+            SOCK_DIAG_BY_FAMILY,
+            &sock_diag_request(local, remote),
+            SOCK_DIAG_BY_FAMILY,
+        )?;
+        Ok(reply.as_deref().and_then(owner_of))
+    }
+}
+
+fn sock_diag_request(local: SocketAddrV4, remote: SocketAddrV4) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(INET_DIAG_REQ_V2_LEN);
+    payload.extend_from_slice(&[AF_INET, IPPROTO_TCP, 0, 0]);
+    payload.extend_from_slice(&u32::MAX.to_ne_bytes()); // every TCP state
+    // inet_diag_sockid: ports and addresses in network order, addresses padded to 16 bytes.
+    payload.extend_from_slice(&local.port().to_be_bytes());
+    payload.extend_from_slice(&remote.port().to_be_bytes());
+    let mut padded = |address: Ipv4Addr| {
+        payload.extend_from_slice(&address.octets());
+        payload.extend_from_slice(&[0; 12]);
+    };
+    padded(*local.ip());
+    padded(*remote.ip());
+    payload.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    payload.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    payload
+}
+
+fn owner_of(message: &[u8]) -> Option<SocketOwner> {
+    if message.len() < INET_DIAG_MSG_LEN {
+        return None;
+    }
+    Some(SocketOwner {
+        uid: read_u32(message, INET_DIAG_MSG_UID_OFFSET)?,
+        inode: read_u32(message, INET_DIAG_MSG_INODE_OFFSET)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_request_asks_for_a_host_route_to_the_address() {
+        let request = route_request(Ipv4Addr::new(169, 254, 169, 254));
+        assert_eq!(request.len(), RTMSG_LEN + 8);
+        assert_eq!(request[0], AF_INET);
+        assert_eq!(request[1], 32);
+        assert_eq!(&request[RTMSG_LEN + 4..], &[169, 254, 169, 254]);
+    }
+
+    #[test]
+    fn the_output_interface_is_found_among_other_attributes() {
+        let mut route = vec![0u8; RTMSG_LEN];
+        // RTA_TABLE (4 bytes of value), then RTA_OIF = 7.
+        for (kind, value) in [(15u16, 254u32), (RTA_OIF, 7)] {
+            route.extend_from_slice(&8u16.to_ne_bytes());
+            route.extend_from_slice(&kind.to_ne_bytes());
+            route.extend_from_slice(&value.to_ne_bytes());
+        }
+        assert_eq!(output_interface_of(&route), Some(7));
+    }
+
+    #[test]
+    fn truncated_or_lying_replies_are_unknown_not_a_panic() {
+        assert_eq!(output_interface_of(&[]), None);
+        let mut route = vec![0u8; RTMSG_LEN];
+        route.extend_from_slice(&200u16.to_ne_bytes()); // claims more than there is
+        route.extend_from_slice(&RTA_OIF.to_ne_bytes());
+        assert_eq!(output_interface_of(&route), None);
+        assert_eq!(owner_of(&[0; INET_DIAG_MSG_LEN - 1]), None);
+        assert_eq!(messages(&[0xff; 3]).count(), 0);
+        let mut lying = 1000u32.to_ne_bytes().to_vec();
+        lying.extend_from_slice(&[0; 12]);
+        assert_eq!(messages(&lying).count(), 0);
+    }
+
+    #[test]
+    fn the_socket_id_is_local_end_first_in_network_order() {
+        let request = sock_diag_request(
+            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 253), 40000),
+            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80),
+        );
+        assert_eq!(request.len(), INET_DIAG_REQ_V2_LEN);
+        assert_eq!(&request[8..10], &40000u16.to_be_bytes());
+        assert_eq!(&request[10..12], &80u16.to_be_bytes());
+        assert_eq!(&request[12..16], &[169, 254, 169, 253]);
+        assert_eq!(&request[28..32], &[169, 254, 169, 254]);
+        assert_eq!(&request[48..56], &[0xff; 8]);
+    }
+
+    #[test]
+    fn the_kernel_answers_where_loopback_goes_and_who_owns_a_socket() {
+        // Runs unprivileged: both questions are open to every user.
+        let Ok(Some(lo)) = route_output_interface(Ipv4Addr::LOCALHOST) else {
+            panic!("the kernel has no route to 127.0.0.1");
+        };
+        assert_eq!(
+            Some(lo),
+            nix::net::if_::if_nametoindex("lo").ok(),
+            "127.0.0.1 goes out of lo"
+        );
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = listener.local_addr().expect("address");
+        let client = std::net::TcpStream::connect(server).expect("connect");
+        let (std::net::SocketAddr::V4(local), std::net::SocketAddr::V4(remote)) =
+            (client.local_addr().expect("local"), server)
+        else {
+            panic!("IPv4 expected");
+        };
+        let mut owners = SocketOwners::open().expect("sock_diag");
+        let owner = owners
+            .owner(local, remote)
+            .expect("ask")
+            .expect("the client socket exists");
+        assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
+        assert_ne!(owner.inode, 0);
+        let gone = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
+        assert_eq!(owners.owner(gone, remote).expect("ask"), None);
+    }
+}
