@@ -59,6 +59,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Decided before anything is created, so an unknown --user creates nothing; and before the
+    // runtime's threads exist, so what is cut here is cut in all of them.
+    let serve_as = match account_to_serve_as(settings.hardening.user.as_deref()).and_then(
+        |account| {
+            if let Some(account) = &account {
+                privileges::prepare_to_become(account)?;
+            }
+            Ok(account)
+        },
+    ) {
+        Ok(account) => account,
+        Err(error) => {
+            eprintln!("imds-tun: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,7 +113,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(settings, credentials)) {
+    match runtime.block_on(run(settings, credentials, serve_as)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imds-tun: {error}");
@@ -122,7 +138,11 @@ fn init_logging() {
         .init();
 }
 
-async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Result<(), AppError> {
+async fn run(
+    settings: Settings,
+    credentials: Arc<dyn CredentialSource>,
+    serve_as: Option<privileges::Account>,
+) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
 
     let limits = Limits {
@@ -135,9 +155,6 @@ async fn run(settings: Settings, credentials: Arc<dyn CredentialSource>) -> Resu
         None => Backend::Local(Arc::new(Imds::new(&settings, credentials))),
     };
     let server = Server::with_limits(backend, limits);
-
-    // Decided before anything is created, so an unknown --user creates nothing.
-    let serve_as = account_to_serve_as(settings.hardening.user.as_deref())?;
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
     for &address in &settings.listen {

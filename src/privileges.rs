@@ -3,7 +3,9 @@
 //! Creating the TUN needs CAP_NET_ADMIN; serving it does not: reading and writing an open TUN
 //! descriptor needs no privilege at all. So after set-up the process becomes an ordinary user:
 //! the one who ran `sudo` (`SUDO_UID`/`SUDO_GID`), or the account named by `--user`. Switching
-//! all three user ids away from 0 also clears every capability, so nothing is kept. The device
+//! all three user ids away from 0 clears the effective and permitted capabilities; the bounding,
+//! ambient and inheritable sets are cut and no_new_privs set before the runtime starts its
+//! threads ([`prepare_to_become`]), and every thread is checked afterwards. The device
 //! still disappears at exit: the kernel removes a non-persistent TUN when its descriptor closes,
 //! whoever owns the process.
 
@@ -40,6 +42,8 @@ pub enum PrivilegeError {
     NotRoot(String),
     #[error("dropped to uid {0} but root could be regained; refusing to serve")]
     Regainable(Uid),
+    #[error("{0}")]
+    Capabilities(#[from] crate::platform::capabilities::CapabilityError),
 }
 
 /// Decides whom to become: `--user NAME` first, else the user behind `sudo`; `None` when the
@@ -105,6 +109,18 @@ pub fn become_account(account: &Account) -> Result<(), PrivilegeError> {
     )?;
     if !account.uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err(PrivilegeError::Regainable(account.uid));
+    }
+    if !account.uid.is_root() {
+        crate::platform::capabilities::verify_unprivileged()?;
+    }
+    Ok(())
+}
+
+/// Before any thread exists: cuts the capability sets that no thread will need again, so the
+/// later switch of user ids leaves nothing behind (see [`crate::platform::capabilities`]).
+pub fn prepare_to_become(account: &Account) -> Result<(), PrivilegeError> {
+    if !account.uid.is_root() {
+        crate::platform::capabilities::restrict_inheritance()?;
     }
     Ok(())
 }
