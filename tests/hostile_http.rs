@@ -22,7 +22,12 @@ const HOST: &str = "Host: 169.254.169.254\r\n";
 /// answer and close before it has read everything) and returns every byte the server sent
 /// until it closed the connection.
 async fn raw_exchange(raw: Vec<u8>) -> Vec<u8> {
-    let stream = TcpStream::connect(METADATA).await.expect("connect");
+    raw_exchange_to(METADATA, raw).await
+}
+
+/// [`raw_exchange`] with a server at `address`.
+async fn raw_exchange_to(address: std::net::SocketAddr, raw: Vec<u8>) -> Vec<u8> {
+    let stream = TcpStream::connect(address).await.expect("connect");
     let (mut reader, mut writer) = stream.into_split();
     let writing = tokio::spawn(async move {
         let _ = writer.write_all(&raw).await;
@@ -498,4 +503,33 @@ fn rss_of(pid: nix::unistd::Pid) -> u64 {
                 .and_then(|kib| kib.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` gets a 400. HTTP/1.0 has no `Host` and is
+/// still served. Both paths, the TUN and a kernel `--listen` socket, answer the same.
+#[test]
+fn http_1_1_without_host_gets_400_and_http_1_0_is_served() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &["--listen", "127.0.0.1:8080"]);
+    let listener = child.listen_addresses()[0];
+    namespace.run_in(move || async move {
+        for address in [METADATA, listener] {
+            let request = format!("GET {PROBE_PATH} HTTP/1.1\r\nConnection: close\r\n\r\n");
+            let answer = raw_exchange_to(address, request.into_bytes()).await;
+            assert_eq!(
+                statuses(&answer),
+                vec![400],
+                "HTTP/1.1 without Host via {address}: {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            let request = format!("GET {PROBE_PATH} HTTP/1.0\r\n\r\n");
+            let answer = raw_exchange_to(address, request.into_bytes()).await;
+            let text = String::from_utf8_lossy(&answer);
+            assert!(
+                text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+                "HTTP/1.0 without Host via {address}: {text:?}"
+            );
+        }
+    });
+    assert_still_serving(&namespace, &mut child, "requests without Host");
 }

@@ -347,6 +347,74 @@ fn upstream_response_streams_back_without_buffering() {
     assert!(body.contains("first") && body.contains("second"), "{body}");
 }
 
+/// The Host guard runs before forwarding: a rebinding page (or anything that names a foreign
+/// authority) gets nothing from the upstream either, and an HTTP/1.1 request without `Host`
+/// is a 400 (RFC 9112 §3.2) instead of being forwarded with the upstream's address as `Host`.
+#[test]
+fn the_host_guard_runs_before_forwarding() {
+    let host = namespace!();
+    let guest = namespace!();
+    link(&host, &guest);
+    let dir = TempDir::new();
+    let token = secret_file(&dir, "token", SECRET);
+    let (_host_child, upstream) = start_host(&host, &token, &[]);
+    let _guest_child = start_guest(&guest, upstream, &["--upstream-token-file", &token]);
+    let credentials = "/latest/meta-data/iam/security-credentials/imds-tun";
+    let cases: Vec<(&str, String, u16)> = vec![
+        (
+            "an absolute-form foreign authority",
+            format!(
+                "GET http://attacker.example{credentials} HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+            403,
+        ),
+        (
+            "a foreign Host",
+            format!(
+                "GET {credentials} HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n"
+            ),
+            403,
+        ),
+        (
+            "two Host headers",
+            format!(
+                "GET {credentials} HTTP/1.1\r\nHost: 169.254.169.254\r\nHost: 169.254.169.254\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+            400,
+        ),
+        (
+            "HTTP/1.1 without Host",
+            format!("GET {credentials} HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            400,
+        ),
+        (
+            "HTTP/1.0 without Host",
+            "GET /latest/meta-data/instance-id HTTP/1.0\r\n\r\n".to_string(),
+            200,
+        ),
+    ];
+    let answers = guest.run_in(move || async move {
+        let mut answers = Vec::new();
+        for (what, raw, expected) in cases {
+            let mut connection = http::Connection::open(METADATA).await;
+            connection.write_raw(raw.as_bytes()).await;
+            answers.push((what, connection.read_response().await, expected));
+        }
+        answers
+    });
+    for (what, response, expected) in answers {
+        assert_eq!(response.status, expected, "{what}: {response:?}");
+        if expected != 200 {
+            assert!(
+                !String::from_utf8_lossy(&response.body).contains("SecretAccessKey"),
+                "{what}: {response:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn upstream_down_gives_a_fast_502() {
     let host = namespace!();
