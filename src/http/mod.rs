@@ -190,6 +190,9 @@ impl Server {
             .header_read_timeout(limits.header_timeout)
             .max_buf_size(limits.max_header_bytes)
             .keep_alive(true)
+            // `printf 'GET ...' | nc -N` sends its request and FIN together; without this hyper
+            // treats the EOF as an aborted request and answers nothing.
+            .half_close(true)
             .serve_connection(TokioIo::new(io), service);
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
