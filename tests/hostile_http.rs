@@ -22,7 +22,12 @@ const HOST: &str = "Host: 169.254.169.254\r\n";
 /// answer and close before it has read everything) and returns every byte the server sent
 /// until it closed the connection.
 async fn raw_exchange(raw: Vec<u8>) -> Vec<u8> {
-    let stream = TcpStream::connect(METADATA).await.expect("connect");
+    raw_exchange_to(METADATA, raw).await
+}
+
+/// [`raw_exchange`] with a server at `address`.
+async fn raw_exchange_to(address: std::net::SocketAddr, raw: Vec<u8>) -> Vec<u8> {
+    let stream = TcpStream::connect(address).await.expect("connect");
     let (mut reader, mut writer) = stream.into_split();
     let writing = tokio::spawn(async move {
         let _ = writer.write_all(&raw).await;
@@ -414,4 +419,117 @@ fn conflicting_host_information_is_refused() {
         .await;
     });
     assert_still_serving(&namespace, &mut child, "conflicting Host information");
+}
+
+/// Clients that ask for a large answer and never read it: each connection pipelines a few GETs
+/// of a 1 MiB user-data and then sits still with a tiny receive buffer. The answer must not be
+/// copied per connection (the user-data is one shared buffer that each response only
+/// references), and hyper must not queue one answer per pipelined request behind a client that
+/// never reads: memory stays bounded and a real client is still served.
+#[test]
+fn clients_that_never_read_large_answers_do_not_exhaust_memory() {
+    const CLIENTS: usize = 200;
+    const PIPELINED: usize = 8;
+    const USER_DATA_BYTES: usize = 1024 * 1024;
+    let namespace = namespace!();
+    let dir = common::TempDir::new();
+    let user_data: Vec<u8> = (0..USER_DATA_BYTES)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let path = dir.file("user-data", &user_data);
+    let size = USER_DATA_BYTES.to_string();
+    let mut args = vec!["--user-data", path.as_str()];
+    // A build with a user-data size cap must be told to allow this one.
+    if binary_accepts("--max-user-data-bytes") {
+        args.extend(["--max-user-data-bytes", size.as_str()]);
+    }
+    let mut child = common::start(&namespace, &args);
+    let before = hostile_support::rss_kib(&child);
+    let pid = child.pid();
+    let (rss, held) = namespace.run_in(move || async move {
+        let request = format!("GET /latest/user-data HTTP/1.1\r\n{HOST}\r\n").repeat(PIPELINED);
+        let mut held = Vec::with_capacity(CLIENTS);
+        for _ in 0..CLIENTS {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            // A small receive buffer: the kernel cannot soak up what the server sends, so the
+            // server's own buffers are what is measured.
+            socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            let mut stream = socket.connect(METADATA).await.expect("connect");
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .expect("writing the pipelined requests");
+            held.push(stream);
+        }
+        // Let the server read and answer everything it will; the highest RSS seen counts.
+        let mut rss = 0;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rss = rss.max(rss_of(pid));
+        }
+        hostile_support::answered_quickly("while 200 clients hold unread answers").await;
+        (rss, held.len())
+    });
+    assert_eq!(held, CLIENTS);
+    eprintln!(
+        "RSS with {CLIENTS} clients each pipelining {PIPELINED} unread {USER_DATA_BYTES}-byte \
+         answers: {rss} KiB (before them: {before} KiB)"
+    );
+    assert!(
+        rss < hostile_support::RSS_LIMIT_KIB,
+        "imds-tun used {rss} KiB with {CLIENTS} non-reading clients (limit {} KiB)",
+        hostile_support::RSS_LIMIT_KIB
+    );
+    assert_still_serving(&namespace, &mut child, "clients that never read");
+}
+
+/// True when `imds-tun --help` lists `flag`.
+fn binary_accepts(flag: &str) -> bool {
+    std::process::Command::new(common::BINARY)
+        .arg("--help")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(flag))
+}
+
+/// `VmRSS` of `pid` in KiB, 0 if it cannot be read.
+fn rss_of(pid: nix::unistd::Pid) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` gets a 400. HTTP/1.0 has no `Host` and is
+/// still served. Both paths, the TUN and a kernel `--listen` socket, answer the same.
+#[test]
+fn http_1_1_without_host_gets_400_and_http_1_0_is_served() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &["--listen", "127.0.0.1:8080"]);
+    let listener = child.listen_addresses()[0];
+    namespace.run_in(move || async move {
+        for address in [METADATA, listener] {
+            let request = format!("GET {PROBE_PATH} HTTP/1.1\r\nConnection: close\r\n\r\n");
+            let answer = raw_exchange_to(address, request.into_bytes()).await;
+            assert_eq!(
+                statuses(&answer),
+                vec![400],
+                "HTTP/1.1 without Host via {address}: {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            let request = format!("GET {PROBE_PATH} HTTP/1.0\r\n\r\n");
+            let answer = raw_exchange_to(address, request.into_bytes()).await;
+            let text = String::from_utf8_lossy(&answer);
+            assert!(
+                text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+                "HTTP/1.0 without Host via {address}: {text:?}"
+            );
+        }
+    });
+    assert_still_serving(&namespace, &mut child, "requests without Host");
 }

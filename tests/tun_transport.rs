@@ -427,3 +427,59 @@ fn small_mtu_still_carries_large_responses_intact() {
         );
     });
 }
+
+/// A client that sends its request and then half-closes (`shutdown(SHUT_WR)`, what
+/// `printf ... | nc -N` does) still gets its answer, on the TUN and on a kernel listener, for
+/// HTTP/1.0 and HTTP/1.1 alike.
+#[test]
+fn a_request_followed_by_a_half_close_is_answered_on_both_paths() {
+    let namespace = namespace!();
+    let child = common::start(&namespace, &["--listen", KERNEL_LISTENER]);
+    namespace.run_in(|| async {
+        for address in [METADATA, kernel_address()] {
+            for request in [
+                "GET /latest/meta-data/instance-id HTTP/1.0\r\n\r\n",
+                "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+            ] {
+                let answer = half_closed_exchange(address, request.as_bytes()).await;
+                assert!(
+                    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+                    "{request:?} then a half-close via {address}: got {answer:?}"
+                );
+                assert!(answer.contains("\r\n\r\ni-"), "the instance id: {answer:?}");
+            }
+        }
+    });
+    // And with the real tool, when it is installed.
+    if std::process::Command::new("nc").arg("-h").output().is_ok() {
+        for target in ["169.254.169.254 80", "127.0.0.1 8080"] {
+            let script = format!(
+                "printf 'GET /latest/meta-data/instance-id HTTP/1.0\\r\\n\\r\\n' | nc -N -w 5 {target}"
+            );
+            let output = namespace.exec(&["sh", "-c", &script]);
+            let text = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                text.starts_with("HTTP/1.0 200") && text.contains("\r\n\r\ni-"),
+                "nc -N {target}: {text:?} (stderr {:?})",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    drop(child);
+}
+
+/// Writes `request`, shuts down the write side and reads until the server closes.
+async fn half_closed_exchange(address: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request).await.expect("write the request");
+    stream.shutdown().await.expect("shutdown(SHUT_WR)");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "no close within 5 s after a half-close; got {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -276,6 +276,10 @@ fn forwarded_request_keeps_end_to_end_headers_and_drops_hop_by_hop_ones() {
         "our token replaces the client's: {request}"
     );
     assert_eq!(head.matches("x-imds-tun-token").count(), 1, "{request}");
+    assert!(
+        head.contains("\r\nvia: 1.1 imds-tun-"),
+        "the hop marker that stops loops: {request}"
+    );
     for dropped in [
         "x-client-hop",
         "keep-alive",
@@ -347,6 +351,74 @@ fn upstream_response_streams_back_without_buffering() {
     assert!(body.contains("first") && body.contains("second"), "{body}");
 }
 
+/// The Host guard runs before forwarding: a rebinding page (or anything that names a foreign
+/// authority) gets nothing from the upstream either, and an HTTP/1.1 request without `Host`
+/// is a 400 (RFC 9112 §3.2) instead of being forwarded with the upstream's address as `Host`.
+#[test]
+fn the_host_guard_runs_before_forwarding() {
+    let host = namespace!();
+    let guest = namespace!();
+    link(&host, &guest);
+    let dir = TempDir::new();
+    let token = secret_file(&dir, "token", SECRET);
+    let (_host_child, upstream) = start_host(&host, &token, &[]);
+    let _guest_child = start_guest(&guest, upstream, &["--upstream-token-file", &token]);
+    let credentials = "/latest/meta-data/iam/security-credentials/imds-tun";
+    let cases: Vec<(&str, String, u16)> = vec![
+        (
+            "an absolute-form foreign authority",
+            format!(
+                "GET http://attacker.example{credentials} HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+            403,
+        ),
+        (
+            "a foreign Host",
+            format!(
+                "GET {credentials} HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n"
+            ),
+            403,
+        ),
+        (
+            "two Host headers",
+            format!(
+                "GET {credentials} HTTP/1.1\r\nHost: 169.254.169.254\r\nHost: 169.254.169.254\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+            400,
+        ),
+        (
+            "HTTP/1.1 without Host",
+            format!("GET {credentials} HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            400,
+        ),
+        (
+            "HTTP/1.0 without Host",
+            "GET /latest/meta-data/instance-id HTTP/1.0\r\n\r\n".to_string(),
+            200,
+        ),
+    ];
+    let answers = guest.run_in(move || async move {
+        let mut answers = Vec::new();
+        for (what, raw, expected) in cases {
+            let mut connection = http::Connection::open(METADATA).await;
+            connection.write_raw(raw.as_bytes()).await;
+            answers.push((what, connection.read_response().await, expected));
+        }
+        answers
+    });
+    for (what, response, expected) in answers {
+        assert_eq!(response.status, expected, "{what}: {response:?}");
+        if expected != 200 {
+            assert!(
+                !String::from_utf8_lossy(&response.body).contains("SecretAccessKey"),
+                "{what}: {response:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn upstream_down_gives_a_fast_502() {
     let host = namespace!();
@@ -363,10 +435,13 @@ fn upstream_down_gives_a_fast_502() {
     assert_eq!(response.status, 502, "{response:?}");
     assert!(took < Duration::from_secs(2), "502 took {took:?}");
     assert!(
-        response.text().contains("cannot reach the upstream"),
+        response
+            .text()
+            .contains("the upstream metadata service is unreachable"),
         "{response:?}"
     );
-    assert!(response.text().contains("10.0.2.2:9"), "{response:?}");
+    // Any local process reads this body: where the upstream is stays in the log.
+    assert!(!response.text().contains("10.0.2.2"), "{response:?}");
     child.wait_for_line(Duration::from_secs(2), |line| {
         line.contains("upstream http://10.0.2.2:9 unreachable")
     });
@@ -525,6 +600,97 @@ fn world_readable_token_file_is_refused_at_startup() {
     common::assert_exit_code(&child, status, 2);
     assert!(child.stderr().contains("chmod 600"), "{}", child.stderr());
     assert!(!child.stderr().contains(SECRET), "{}", child.stderr());
+}
+
+#[test]
+fn upstream_url_with_a_password_is_refused_without_showing_it() {
+    let namespace = namespace!();
+    let mut child = namespace.spawn(&["--upstream", "http://admin:hunter2-secret@10.0.2.2:8080"]);
+    let status = child.wait_exit(Duration::from_secs(5));
+    common::assert_exit_code(&child, status, 2);
+    let stderr = child.stderr();
+    assert!(stderr.contains("user name or password"), "{stderr}");
+    assert!(stderr.contains("***@10.0.2.2:8080"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// The reported reproduction: one request became 18 689 descriptors and 347 MB.
+#[test]
+fn an_upstream_that_is_our_own_listener_is_refused_at_startup() {
+    let namespace = namespace!();
+    let mut child = namespace.spawn(&[
+        "--listen",
+        "127.0.0.1:8081",
+        "--upstream",
+        "http://127.0.0.1:8081",
+    ]);
+    let status = child.wait_exit(Duration::from_secs(5));
+    common::assert_exit_code(&child, status, 2);
+    let stderr = child.stderr();
+    assert!(stderr.contains("own --listen 127.0.0.1:8081"), "{stderr}");
+    assert!(namespace.tun_links().is_empty(), "nothing was created");
+}
+
+/// A loop the start-up check cannot see: two instances that forward to each other. The
+/// request comes back to the first one with its own name in `Via` and is answered with 508 at
+/// once; neither process piles up connections.
+#[test]
+fn a_forwarding_loop_through_two_instances_gets_a_quick_508() {
+    let namespace = namespace!();
+    let a = common::start(
+        &namespace,
+        &[
+            "--no-tun",
+            "--listen",
+            "127.0.0.1:8081",
+            "--upstream",
+            "http://127.0.0.1:8082",
+        ],
+    );
+    let b = common::start(
+        &namespace,
+        &[
+            "--no-tun",
+            "--listen",
+            "127.0.0.1:8082",
+            "--upstream",
+            "http://127.0.0.1:8081",
+        ],
+    );
+    let (responses, slowest) = namespace.run_in(|| async {
+        let mut responses = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let started = Instant::now();
+            let address: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+            responses.push(http::get(address, "/latest/meta-data/instance-id").await);
+            slowest = slowest.max(started.elapsed());
+        }
+        (responses, slowest)
+    });
+    for response in &responses {
+        assert_eq!(response.status, 508, "{response:?}");
+        assert!(response.text().contains("forwarding loop"), "{response:?}");
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest 508 took {slowest:?}"
+    );
+    for (name, child) in [("A", &a), ("B", &b)] {
+        let descriptors = descriptors(child);
+        eprintln!("{name}: {descriptors} descriptors after 20 looping requests");
+        assert!(descriptors < 64, "{name} holds {descriptors} descriptors");
+    }
+    // One line, not one per request.
+    let logged = a.stderr().matches("forwarding loop").count();
+    assert_eq!(logged, 1, "{}", a.stderr());
+}
+
+/// How many descriptors `child` has open.
+fn descriptors(child: &common::ImdsTun) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", child.pid()))
+        .map(|entries| entries.count())
+        .unwrap_or_else(|error| panic!("listing /proc/{}/fd: {error}", child.pid()))
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! warning, because a warning scrolls past in a service log while the secret stays exposed.
 //! The secret is never logged and never printed in an error; its `Debug` is redacted.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -183,8 +183,16 @@ pub fn resolve(
         }
         Some((text, origin)) => {
             let url = parse_upstream(&text, tun).map_err(|why| {
-                ConfigError(format!("{} {text:?}: {why}", label(origin, "upstream")))
+                let shown = without_userinfo(&text);
+                ConfigError(format!("{} {shown:?}: {why}", label(origin, "upstream")))
             })?;
+            if let Some(own) = listener_it_names(&url, listen, &local_addresses()) {
+                return Err(ConfigError(format!(
+                    "{} {text:?} is this imds-tun's own --listen {own}: every request would be \
+                     forwarded back to itself; point --upstream at another metadata service",
+                    label(origin, "upstream")
+                )));
+            }
             let token = upstream_token
                 .map(|(path, origin): (PathBuf, Origin)| {
                     read_token_file(&path, &label(origin, "upstream_token_file"))
@@ -245,6 +253,14 @@ fn parse_upstream(text: &str, tun: bool) -> Result<http::Uri, String> {
     let Some(authority) = uri.authority() else {
         return Err("the URL names no host; expected e.g. \"http://10.0.2.2:8080\"".into());
     };
+    if authority.as_str().contains('@') {
+        return Err(
+            "the URL carries a user name or password, which imds-tun would neither send nor keep \
+             out of its log; remove it and protect the upstream with a shared secret instead \
+             (--upstream-token-file here, --listen-token-file there)"
+                .into(),
+        );
+    }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(
             "give only scheme, host and port (no path or query): requests keep their own path"
@@ -261,6 +277,75 @@ fn parse_upstream(text: &str, tun: bool) -> Result<http::Uri, String> {
         .path_and_query("/")
         .build()
         .map_err(|error| error.to_string())
+}
+
+/// The `--listen` address that `url` would reach, if any: the same port, and the same address,
+/// or a wildcard listener and an upstream on this machine (`localhost`, loopback, unspecified,
+/// or an address of one of `local`'s interfaces). A host name other than `localhost` is not
+/// resolved here; the `Via` check catches what this misses, one request later.
+fn listener_it_names(
+    url: &http::Uri,
+    listen: &[SocketAddr],
+    local: &[IpAddr],
+) -> Option<SocketAddr> {
+    let authority = url.authority()?;
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let targets: Vec<IpAddr> = if name.eq_ignore_ascii_case("localhost") {
+        vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+    } else {
+        vec![host.parse().ok()?]
+    };
+    let on_this_machine =
+        |ip: &IpAddr| ip.is_loopback() || ip.is_unspecified() || local.contains(ip);
+    listen.iter().copied().find(|own| {
+        own.port() == port
+            && targets.iter().any(|target| {
+                *target == own.ip()
+                    || (own.ip().is_unspecified() && on_this_machine(target))
+                    || (target.is_unspecified() && on_this_machine(&own.ip()))
+            })
+    })
+}
+
+/// The addresses of this machine's interfaces (none if they cannot be listed).
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .filter_map(|interface| {
+            let address = interface.address?;
+            if let Some(v4) = address.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+/// `text` with any user-info (`user:password@`) in its authority replaced by `***@`, for
+/// messages: a refused URL is shown, its password never.
+fn without_userinfo(text: &str) -> String {
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, text),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some((_, host)) = authority.rsplit_once('@') else {
+        return text.to_owned();
+    };
+    let scheme = scheme
+        .map(|scheme| format!("{scheme}://"))
+        .unwrap_or_default();
+    format!("{scheme}***@{host}{tail}")
 }
 
 #[cfg(test)]
@@ -402,6 +487,86 @@ mod tests {
         assert!(parse_upstream("http://10.0.2.2:8080/latest", true).is_err());
         assert!(parse_upstream("http://169.254.169.254", true).is_err());
         assert!(parse_upstream("http://169.254.169.254", false).is_ok());
+    }
+
+    #[test]
+    fn upstream_url_with_a_password_is_refused_without_showing_it() {
+        for url in [
+            "http://user:hunter2-secret@10.0.2.2:8080",
+            "http://user:hunter2-secret@10.0.2.2:8080/",
+            "https://user:hunter2-secret@10.0.2.2",
+            "http://hunter2-secret@10.0.2.2:8080/latest",
+        ] {
+            let flags = ConfigLayer {
+                upstream: Some(url.into()),
+                ..ConfigLayer::default()
+            };
+            let error = resolve(&ConfigLayer::default(), &flags, &[], true).unwrap_err();
+            assert!(!error.0.contains("hunter2"), "{}", error.0);
+            assert!(error.0.contains("***@10.0.2.2"), "{}", error.0);
+        }
+        let error = parse_upstream("http://user:pw@10.0.2.2:8080", true).unwrap_err();
+        assert!(error.contains("user name or password"), "{error}");
+        assert_eq!(
+            without_userinfo("http://10.0.2.2:8080/x@y"),
+            "http://10.0.2.2:8080/x@y"
+        );
+    }
+
+    #[test]
+    fn an_upstream_that_is_one_of_our_listeners_is_refused() {
+        let url = |text: &str| parse_upstream(text, false).unwrap();
+        let ours: IpAddr = "10.0.2.2".parse().unwrap();
+        let local = [ours];
+        let named = |upstream: &str, listen: &[&str]| {
+            let listen: Vec<SocketAddr> = listen.iter().map(|a| addr(a)).collect();
+            listener_it_names(&url(upstream), &listen, &local)
+        };
+        // The reported reproduction, and its spellings.
+        for upstream in [
+            "http://127.0.0.1:8081",
+            "http://localhost:8081",
+            "http://LOCALHOST.:8081",
+            "http://0.0.0.0:8081",
+        ] {
+            assert_eq!(
+                named(upstream, &["127.0.0.1:8081"]),
+                Some(addr("127.0.0.1:8081")),
+                "{upstream}"
+            );
+        }
+        assert!(named("http://[::1]:8081", &["[::1]:8081"]).is_some());
+        // A wildcard listener is reached through loopback or any of our addresses.
+        assert!(named("http://127.0.0.1:8081", &["0.0.0.0:8081"]).is_some());
+        assert!(named("http://10.0.2.2:8081", &["0.0.0.0:8081"]).is_some());
+        assert!(named("http://[::1]:8081", &["[::]:8081"]).is_some());
+        // Another port, another machine, a loopback listener for a remote upstream: fine.
+        assert_eq!(named("http://127.0.0.1:8082", &["127.0.0.1:8081"]), None);
+        assert_eq!(named("http://10.0.2.3:8081", &["0.0.0.0:8081"]), None);
+        assert_eq!(named("http://10.0.2.2:8081", &["127.0.0.1:8081"]), None);
+        assert_eq!(
+            named("http://metadata.example:8081", &["0.0.0.0:8081"]),
+            None
+        );
+        // Port 80 is the default.
+        assert!(named("http://127.0.0.1", &["127.0.0.1:80"]).is_some());
+    }
+
+    #[test]
+    fn the_self_loop_error_names_the_listener() {
+        let flags = ConfigLayer {
+            upstream: Some("http://127.0.0.1:8081".into()),
+            ..ConfigLayer::default()
+        };
+        let error = resolve(
+            &ConfigLayer::default(),
+            &flags,
+            &[addr("127.0.0.1:8081")],
+            true,
+        )
+        .unwrap_err();
+        assert!(error.0.contains("--listen 127.0.0.1:8081"), "{}", error.0);
+        assert!(error.0.contains("back to itself"), "{}", error.0);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! Accepting connections is not handled here: see [`crate::app`].
 //!
 //! Who answers is a [`Backend`]: the local [`Imds`] or an [`Upstream`] that forwards (proxy
-//! mode). Which requests a listener admits is its [`Access`]: every one, or only those that
+//! mode). Every request passes the same checks first, whichever backend answers: its length,
+//! the listener's [`Access`] and the addressing rules of [`host_guard`]. Which requests a listener admits is its [`Access`]: every one, or only those that
 //! carry the shared `X-Imds-Tun-Token` (non-loopback `--listen` sockets).
 
 pub mod upstream;
@@ -175,7 +176,8 @@ impl Server {
         let service = service_fn(move |mut request: Request<Incoming>| {
             let backend = backend.clone();
             let refused = uri_too_long(&request, limits.max_path_length)
-                .or_else(|| access.refusal(&mut request, peer));
+                .or_else(|| access.refusal(&mut request, peer))
+                .or_else(|| misaddressed(&request));
             async move {
                 Ok::<_, Infallible>(match refused {
                     None => backend.answer(request).await,
@@ -188,6 +190,9 @@ impl Server {
             .header_read_timeout(limits.header_timeout)
             .max_buf_size(limits.max_header_bytes)
             .keep_alive(true)
+            // `printf 'GET ...' | nc -N` sends its request and FIN together; without this hyper
+            // treats the EOF as an aborted request and answers nothing.
+            .half_close(true)
             .serve_connection(TokioIo::new(io), service);
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
@@ -204,6 +209,17 @@ impl Server {
             .await
             .is_ok()
     }
+}
+
+/// The 400 or 403 for a request [`host_guard::check`] refuses, whichever backend answers.
+fn misaddressed(request: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    let refusal = host_guard::check(request).err()?;
+    let is_head = request.method() == hyper::Method::HEAD;
+    Some(
+        crate::imds::responses::Reply::error(refusal.status())
+            .into_response(is_head)
+            .map(|body| Either::Left(Full::new(body))),
+    )
 }
 
 /// The 414 for a request whose path and query exceed `max`, before any other work.
@@ -223,28 +239,6 @@ fn uri_too_long(request: &Request<Incoming>, max: usize) -> Option<Response<Resp
 
 async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let is_head = parts.method == hyper::Method::HEAD;
-    if parts.headers.get_all(hyper::header::HOST).iter().count() > 1 {
-        // Which one a cache, a proxy or this guard would believe differs: refuse the ambiguity.
-        return crate::imds::responses::Reply::error(StatusCode::BAD_REQUEST)
-            .into_response(is_head)
-            .map(Full::new);
-    }
-    let host = parts.headers.get(hyper::header::HOST).map(|v| v.as_bytes());
-    // An absolute-form target (`GET http://name/...`) names the host too; both must pass.
-    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
-    if !host_guard::host_is_allowed(host)
-        || authority.is_some_and(|authority| !host_guard::host_is_allowed(Some(authority)))
-    {
-        tracing::info!(
-            host = %String::from_utf8_lossy(host.unwrap_or_default()),
-            "refused a request for a foreign Host (DNS rebinding guard)"
-        );
-        return crate::imds::responses::Reply::error(StatusCode::FORBIDDEN)
-            .into_response(is_head)
-            .map(Full::new);
-    }
-
     // The service never needs the body, but reading it keeps the connection reusable; a huge
     // one is refused rather than buffered.
     if let Err(error) = Limited::new(body, MAX_BODY).collect().await {

@@ -9,9 +9,17 @@
 //! What this does *not* do: add `X-Forwarded-For` (real IMDS refuses token requests carrying
 //! one, and so does imds-tun), forward hop-by-hop headers, speak TLS, or retry a request the
 //! upstream has seen. A dead or slow upstream yields a 502 or 504 with a one-line body within
-//! the configured connect and response timeouts, and one log line.
+//! the configured connect and response timeouts, and one log line. Bodies sent to clients
+//! never name the upstream: any local process can read them.
+//!
+//! Loops: every forwarded request carries `Via: 1.1 imds-tun-<id>` (appended to the client's
+//! `Via`), where the id is random per process. A request that arrives with our own id, or that
+//! has already passed [`MAX_HOPS`] imds-tun forwarders, is answered at once with 508 instead of
+//! being forwarded: without that, `--upstream` pointing back at ourselves (directly or through
+//! other instances) turned one request into an endless chain of connections.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -30,6 +38,16 @@ use crate::config::proxy::TOKEN_HEADER;
 /// upstream keeps an idle connection, so we close first and rarely pick a dying one.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many imds-tun forwarders a request may already have passed before it is refused: far
+/// more than any real chain (a guest forwarding to its host is one).
+pub const MAX_HOPS: usize = 8;
+
+/// How often a detected loop is logged: a loop repeats on every request.
+const LOOP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What every `Via` entry of ours starts with.
+const VIA_PREFIX: &str = "imds-tun-";
+
 /// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1, plus the
 /// widespread non-standard ones). `Proxy-*` and the headers named in `Connection` go too.
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -45,11 +63,14 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 pub struct Upstream {
     client: Client<HttpConnector, Limited<Incoming>>,
     authority: http::uri::Authority,
-    /// The upstream as the user wrote it, for messages.
+    /// `http://HOST:PORT`, for the log (never for clients).
     display: String,
     token: Option<HeaderValue>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// This process's name in `Via`: `imds-tun-<16 hex digits>`.
+    hop_name: String,
+    loops: LoopLog,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -83,13 +104,20 @@ impl Upstream {
             value.set_sensitive(true);
             value
         });
+        // Host and port only: user-info is refused by config::proxy, and must never reach a log.
+        let display = match authority.port() {
+            Some(port) => format!("http://{}:{port}", authority.host()),
+            None => format!("http://{}", authority.host()),
+        };
         Upstream {
             client,
-            display: format!("http://{authority}"),
+            display,
             authority,
             token,
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
+            hop_name: hop_name(),
+            loops: LoopLog::default(),
         }
     }
 
@@ -98,10 +126,24 @@ impl Upstream {
         &self.display
     }
 
+    /// The name this process adds to `Via` when it forwards.
+    pub fn hop_name(&self) -> &str {
+        &self.hop_name
+    }
+
     /// Forwards `request` and returns the upstream's response with a streaming body, or a
     /// 502/504 explaining why there is none.
     pub async fn forward(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();
+        if let Err(hops) = check_hops(&parts.headers, &self.hop_name) {
+            self.loops.record(&self.display, hops);
+            return gateway_error(
+                StatusCode::LOOP_DETECTED,
+                "imds-tun: forwarding loop: this request has come back to an imds-tun it already \
+                 passed (or through too many of them); check where --upstream points",
+            );
+        }
+        let via = with_our_via(&parts.headers, parts.version, &self.hop_name);
         let method = parts.method.clone();
         let path_and_query = parts
             .uri
@@ -124,6 +166,7 @@ impl Upstream {
         };
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(header::VIA, via);
         // A client's own token header is never passed on: only ours, if configured.
         parts.headers.remove(TOKEN_HEADER);
         if let Some(token) = &self.token {
@@ -149,14 +192,18 @@ impl Upstream {
                         "upstream {} unreachable ({cause}); answered {method} {path_and_query} with 502",
                         self.display
                     );
-                    gateway_error(
-                        StatusCode::BAD_GATEWAY,
-                        &format!(
-                            "imds-tun: cannot reach the upstream metadata service {} ({cause}); \
-                             is `imds-tun --no-tun --listen ...` running there?",
-                            self.display
-                        ),
-                    )
+                    let body = if timed_out(&error) {
+                        format!(
+                            "imds-tun: the upstream metadata service is unreachable (no connection \
+                             within {:?}); see this imds-tun's log",
+                            self.connect_timeout
+                        )
+                    } else {
+                        "imds-tun: the upstream metadata service is unreachable; see this \
+                         imds-tun's log"
+                            .to_owned()
+                    };
+                    gateway_error(StatusCode::BAD_GATEWAY, &body)
                 } else {
                     tracing::warn!(
                         "upstream {} failed ({cause}); answered {method} {path_and_query} with 502",
@@ -164,10 +211,7 @@ impl Upstream {
                     );
                     gateway_error(
                         StatusCode::BAD_GATEWAY,
-                        &format!(
-                            "imds-tun: the upstream metadata service {} failed: {cause}",
-                            self.display
-                        ),
+                        "imds-tun: the upstream metadata service failed; see this imds-tun's log",
                     )
                 }
             }
@@ -180,12 +224,122 @@ impl Upstream {
                 gateway_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
-                        "imds-tun: the upstream metadata service {} did not answer within {:?}",
-                        self.display, self.response_timeout
+                        "imds-tun: the upstream metadata service did not answer within {:?}",
+                        self.response_timeout
                     ),
                 )
             }
         }
+    }
+}
+
+/// Why a request must not be forwarded again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loop {
+    /// Our own name is in its `Via`: it went round.
+    CameBack,
+    /// It has passed this many imds-tun forwarders, [`MAX_HOPS`] or more.
+    TooManyHops(usize),
+}
+
+/// Reads the `Via` entries (`protocol received-by [comment]`, comma-separated, over any number
+/// of header lines) and refuses a request that passed us or too many imds-tun forwarders.
+fn check_hops(headers: &HeaderMap, ours: &str) -> Result<(), Loop> {
+    let mut hops = 0;
+    for value in headers.get_all(header::VIA) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for entry in text.split(',') {
+            let Some(received_by) = entry.split_whitespace().nth(1) else {
+                continue;
+            };
+            if received_by == ours {
+                return Err(Loop::CameBack);
+            }
+            if received_by.starts_with(VIA_PREFIX) {
+                hops += 1;
+            }
+        }
+    }
+    if hops >= MAX_HOPS {
+        return Err(Loop::TooManyHops(hops));
+    }
+    Ok(())
+}
+
+/// The `Via` to forward: the client's entries, then ours for the protocol it spoke to us.
+fn with_our_via(headers: &HeaderMap, version: Version, ours: &str) -> HeaderValue {
+    let protocol = if version == Version::HTTP_10 {
+        "1.0"
+    } else {
+        "1.1"
+    };
+    let mut via = Vec::new();
+    for value in headers.get_all(header::VIA) {
+        via.extend_from_slice(value.as_bytes());
+        via.extend_from_slice(b", ");
+    }
+    via.extend_from_slice(format!("{protocol} {ours}").as_bytes());
+    // The client's values were valid header values, so the joined one is too; should that
+    // ever not hold, our own entry alone still stops the loop.
+    HeaderValue::from_bytes(&via).unwrap_or_else(|_| {
+        HeaderValue::from_str(&format!("{protocol} {ours}"))
+            .unwrap_or(HeaderValue::from_static("1.1 imds-tun"))
+    })
+}
+
+/// `imds-tun-` and 16 random hex digits: unguessable, so a client cannot make us refuse a
+/// request by naming us, and distinct per process, so two instances never share a name.
+fn hop_name() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Distinct per process is all the loop check needs.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+        bytes[..4].copy_from_slice(&std::process::id().to_be_bytes());
+        bytes[4..].copy_from_slice(&nanos.to_be_bytes());
+    }
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{VIA_PREFIX}{hex}")
+}
+
+/// Logs detected loops at most once per [`LOOP_LOG_INTERVAL`], with how many there were:
+/// a loop repeats on every request and must not flood the log.
+#[derive(Debug, Default)]
+struct LoopLog {
+    state: Mutex<LoopLogState>,
+}
+
+#[derive(Debug, Default)]
+struct LoopLogState {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl LoopLog {
+    fn record(&self, upstream: &str, why: Loop) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.unlogged += 1;
+        let now = Instant::now();
+        if state
+            .last_logged
+            .is_some_and(|last| now.duration_since(last) < LOOP_LOG_INTERVAL)
+        {
+            return;
+        }
+        let count = std::mem::take(&mut state.unlogged);
+        state.last_logged = Some(now);
+        drop(state);
+        let why = match why {
+            Loop::CameBack => "it came back to this imds-tun".to_owned(),
+            Loop::TooManyHops(hops) => format!("it already passed {hops} imds-tun forwarders"),
+        };
+        tracing::warn!(
+            "forwarding loop: answered {count} request(s) with 508 since the last such line (latest: {why}); --upstream {upstream} leads back here"
+        );
     }
 }
 
@@ -293,6 +447,62 @@ mod tests {
                 "x-aws-ec2-metadata-token-ttl-seconds"
             ]
         );
+    }
+
+    fn via(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::VIA, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_request_that_passed_us_or_too_many_forwarders_is_a_loop() {
+        let ours = "imds-tun-00112233aabbccdd";
+        assert_eq!(check_hops(&via(&[]), ours), Ok(()));
+        assert_eq!(
+            check_hops(&via(&["1.1 squid", "1.1 imds-tun-0000000000000001"]), ours),
+            Ok(())
+        );
+        assert_eq!(
+            check_hops(
+                &via(&[
+                    "1.0 proxy (comment)",
+                    "1.1 imds-tun-00112233aabbccdd, 1.1 x"
+                ]),
+                ours
+            ),
+            Err(Loop::CameBack)
+        );
+        let seven: Vec<String> = (0..7).map(|i| format!("1.1 imds-tun-{i:016x}")).collect();
+        let seven = seven.join(", ");
+        assert_eq!(check_hops(&via(&[&seven]), ours), Ok(()));
+        let eight = format!("{seven}, 1.1 imds-tun-ffffffffffffffff");
+        assert_eq!(
+            check_hops(&via(&[&eight]), ours),
+            Err(Loop::TooManyHops(MAX_HOPS))
+        );
+    }
+
+    #[test]
+    fn our_via_entry_is_appended_to_the_clients() {
+        let ours = "imds-tun-00112233aabbccdd";
+        assert_eq!(
+            with_our_via(&via(&[]), Version::HTTP_11, ours),
+            "1.1 imds-tun-00112233aabbccdd"
+        );
+        assert_eq!(
+            with_our_via(&via(&["1.0 a", "1.1 b"]), Version::HTTP_10, ours),
+            "1.0 a, 1.1 b, 1.0 imds-tun-00112233aabbccdd"
+        );
+    }
+
+    #[test]
+    fn hop_names_are_random_per_process_instance() {
+        let (one, two) = (hop_name(), hop_name());
+        assert!(one.starts_with(VIA_PREFIX) && one.len() == VIA_PREFIX.len() + 16);
+        assert_ne!(one, two);
     }
 
     #[test]

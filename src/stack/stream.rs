@@ -1,7 +1,9 @@
 //! [`TcpStream`]: one smoltcp connection as an ordinary tokio `AsyncRead + AsyncWrite`.
 //!
-//! Reads and writes copy straight between the caller's buffer and the smoltcp socket buffers
-//! under the stack lock; there is no second buffer and no per-connection task. When a socket has
+//! Reads and writes copy straight between the caller's buffers and the smoltcp socket buffers
+//! under the stack lock; there is no second buffer and no per-connection task. Writes are
+//! vectored, so hyper hands over its queue of shared response buffers instead of first copying
+//! each response into a buffer of its own (see `docs/hardening.md`, clients that never read). When a socket has
 //! nothing to read or no room to write, the task's waker is registered with smoltcp itself, which
 //! wakes it when the driver's next poll changes the socket. Every operation that gives smoltcp
 //! something to send (data, a FIN, a reopened window) wakes the driver through its `Notify`.
@@ -124,6 +126,54 @@ impl AsyncWrite for TcpStream {
                 Poll::Ready(Ok(written))
             }
         }
+    }
+
+    /// Copies as many of `slices` as fit into the socket's send buffer, in order. Without this
+    /// hyper would flatten every response into a per-connection buffer first: a copy of the
+    /// whole body (user-data included) for every client, held for as long as the client does
+    /// not read. With it hyper queues the response's shared `Bytes` and writes them from here,
+    /// so a connection never holds more than its socket's send buffer of copied bytes.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        slices: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if slices.iter().all(|slice| slice.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        let mut stack = self.shared.lock();
+        let Some(socket) = stack.socket(self.handle) else {
+            return Poll::Ready(Err(reset()));
+        };
+        let mut written = 0;
+        for slice in slices {
+            match socket.send_slice(slice) {
+                Ok(count) => {
+                    written += count;
+                    if count < slice.len() {
+                        break;
+                    }
+                }
+                Err(SendError::InvalidState) if written > 0 => break,
+                Err(SendError::InvalidState) => {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
+                }
+            }
+        }
+        if written == 0 {
+            if !socket.may_send() {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
+            }
+            socket.register_send_waker(cx.waker());
+            return Poll::Pending;
+        }
+        drop(stack);
+        self.shared.wake_driver();
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
