@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::named_file::{self, Opener};
 
 /// One layer of settings (the file, or the flags); `None` means "not given here".
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -49,6 +50,7 @@ pub struct ConfigLayer {
     pub tags: Option<BTreeMap<String, String>>,
     pub user_data: Option<String>,
     pub user_data_file: Option<PathBuf>,
+    pub max_user_data_bytes: Option<u64>,
     // Credentials (docs/credentials.md).
     pub role_arn: Option<String>,
     pub profile: Option<String>,
@@ -88,16 +90,17 @@ pub struct PublicKeyLayer {
     pub openssh_key: String,
 }
 
-/// Reads and parses `path`; any failure is one line naming the file (and line/column for JSON).
-pub fn load(path: &Path) -> Result<ConfigLayer, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError(format!("config {}: cannot read: {error}", path.display())))?;
-    parse(&text).map_err(|error| ConfigError(format!("config {}: {error}", path.display())))
+/// Reads and parses `path` with `opener`'s rights; any failure is one line naming the file
+/// (and line/column for JSON).
+pub fn load(path: &Path, opener: &Opener) -> Result<ConfigLayer, ConfigError> {
+    let bytes = named_file::read(path, "--config", opener, named_file::CONFIG_CAP)
+        .map_err(|error| ConfigError(error.to_string()))?;
+    parse(&bytes).map_err(|error| ConfigError(format!("--config {}: {error}", path.display())))
 }
 
 /// Parses the JSON text of a config file; serde's message names the field and the position.
-pub fn parse(text: &str) -> Result<ConfigLayer, serde_json::Error> {
-    serde_json::from_str(text)
+pub fn parse(bytes: &[u8]) -> Result<ConfigLayer, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 #[cfg(test)]
@@ -106,7 +109,7 @@ mod tests {
 
     #[test]
     fn unknown_field_is_an_error_naming_it() {
-        let error = parse(r#"{"instance_idd": "i-0123abcd"}"#).unwrap_err();
+        let error = parse(br#"{"instance_idd": "i-0123abcd"}"#).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("instance_idd"), "{message}");
         assert!(message.contains("line 1"), "{message}");
@@ -114,9 +117,9 @@ mod tests {
 
     #[test]
     fn mfa_code_cannot_come_from_a_file() {
-        assert!(parse(r#"{"mfa_code": "123456"}"#).is_err());
+        assert!(parse(br#"{"mfa_code": "123456"}"#).is_err());
         let layer = parse(
-            r#"{"role_arn": "arn:aws:iam::123456789012:role/app", "refresh_margin_seconds": 600}"#,
+            br#"{"role_arn": "arn:aws:iam::123456789012:role/app", "refresh_margin_seconds": 600}"#,
         )
         .unwrap();
         assert_eq!(layer.refresh_margin_seconds, Some(600));
@@ -124,7 +127,7 @@ mod tests {
 
     #[test]
     fn example_config_in_docs_parses() {
-        let text = include_str!("../../docs/example-config.json");
+        let text = include_bytes!("../../docs/example-config.json");
         let layer = parse(text).unwrap();
         assert!(layer.instance_id.is_some());
         assert!(layer.tags.is_some_and(|tags| !tags.is_empty()));
@@ -132,7 +135,7 @@ mod tests {
 
     #[test]
     fn unreadable_file_error_names_the_path() {
-        let error = load(Path::new("/nonexistent/imds.json")).unwrap_err();
+        let error = load(Path::new("/nonexistent/imds.json"), &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("/nonexistent/imds.json"), "{}", error.0);
     }
 
@@ -142,9 +145,21 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.json");
         std::fs::write(&path, "{\n  \"mtu\": \"big\"\n}").unwrap();
-        let error = load(&path).unwrap_err();
+        let error = load(&path, &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("bad.json"), "{}", error.0);
         assert!(error.0.contains("line 2"), "{}", error.0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dev_zero_as_config_is_refused_at_once() {
+        let error = load(Path::new("/dev/zero"), &Opener::OwnRights).unwrap_err();
+        assert!(
+            error
+                .0
+                .contains("--config /dev/zero: is a character device, not a regular file"),
+            "{}",
+            error.0
+        );
     }
 }
