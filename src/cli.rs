@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::defaults::MachineDefaults;
-use crate::config::{self, ConfigError, ConfigLayer, Settings, validate};
+use crate::config::{self, ConfigError, ConfigLayer, Opener, Settings, validate};
 use crate::credentials::Secret;
 
 /// Serve an EC2 instance metadata service on 169.254.169.254 through a TUN device.
@@ -165,6 +165,10 @@ pub struct Cli {
     /// Longest request path in bytes (beyond it: 414), 16-65535 [default: 1024].
     #[arg(long, value_name = "BYTES", help_heading = "Hardening")]
     pub max_path_length: Option<u64>,
+    /// Largest user data in bytes, from --user-data or the config file; a larger one stops
+    /// the start, 1-1048576 [default: 16384, EC2's own limit].
+    #[arg(long, value_name = "BYTES", help_heading = "Hardening")]
+    pub max_user_data_bytes: Option<u64>,
     /// Check whether this machine can run imds-tun with these settings, change nothing, exit
     /// 0 (it can) or 1 (it cannot).
     #[arg(long)]
@@ -189,13 +193,21 @@ fn parse_tag(value: &str) -> Result<(String, String), String> {
 }
 
 impl Cli {
-    /// Resolves flags, the config file and defaults into one validated `Settings`.
+    /// Resolves flags, the config file and defaults into one validated `Settings`. Every file
+    /// named is read now, with the invoking user's rights under sudo (see
+    /// [`config::named_file`]); so this runs before any other thread exists.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let files = Opener::from_environment().map_err(|error| ConfigError(error.to_string()))?;
+        self.into_settings_with(&files)
+    }
+
+    /// [`Cli::into_settings`] with files opened by `files`.
+    pub fn into_settings_with(self, files: &Opener) -> Result<Settings, ConfigError> {
         let file = match &self.config {
-            Some(path) => config::file::load(path)?,
+            Some(path) => config::file::load(path, files)?,
             None => ConfigLayer::default(),
         };
-        config::resolve(file, self.into_layer(), &MachineDefaults::probe())
+        config::resolve(file, self.into_layer(), &MachineDefaults::probe(), files)
     }
 
     /// The flags as a config layer: only what was given on the command line is `Some`.
@@ -250,6 +262,7 @@ impl Cli {
             header_timeout_seconds: self.header_timeout,
             max_header_bytes: self.max_header_bytes,
             max_path_length: self.max_path_length,
+            max_user_data_bytes: self.max_user_data_bytes,
             ..ConfigLayer::default()
         }
     }
@@ -287,9 +300,12 @@ mod tests {
             "Team=a=b",
             "--instance-id",
             "i-0123456789abcdef0",
+            "--max-user-data-bytes",
+            "20000",
         ])
         .unwrap();
         let layer = cli.into_layer();
+        assert_eq!(layer.max_user_data_bytes, Some(20000));
         assert_eq!(layer.no_tun, Some(true));
         assert_eq!(layer.listen, Some(vec!["127.0.0.1:8080".to_string()]));
         assert_eq!(layer.imdsv2.as_deref(), Some("required"));
@@ -355,7 +371,7 @@ mod tests {
             "c7g.large",
         ])
         .unwrap();
-        let settings = cli.into_settings().unwrap();
+        let settings = cli.into_settings_with(&Opener::OwnRights).unwrap();
         assert_eq!(settings.instance.instance_type, "c7g.large");
         assert_eq!(settings.instance.region, "eu-west-1");
         assert_eq!(settings.listen.len(), 1);

@@ -26,12 +26,14 @@
 //! ```
 //!
 //! Layers, each a folder or file:
-//! - [`platform`]: the TUN device and its point-to-point address; all `unsafe` and OS code.
+//! - [`platform`]: the TUN device and its point-to-point address, and opening a file with another
+//!   user's rights; all `unsafe` and OS code.
 //! - [`stack`]: smoltcp driven by one task, and the streams it hands out.
 //! - [`http`]: hyper connections over any stream, listeners, graceful shutdown.
 //! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
 //! - [`credentials`]: where the role credentials come from (one small trait).
-//! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults.
+//! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults; every
+//!   file a user names is read by `config::named_file`.
 //! - [`app`]: wires the layers together for one run.
 //! - [`doctor`]: `imds-tun --check`, what this machine lacks to run it.
 

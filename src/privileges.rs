@@ -66,25 +66,32 @@ pub fn account_to_become(
             gid: user.gid,
         }));
     }
+    Ok(sudo_user(sudo_uid, sudo_gid))
+}
+
+/// The user who ran `sudo`, from `SUDO_UID`/`SUDO_GID`; `None` when they are absent, not
+/// numbers, or name root. The same answer decides whom the process becomes and whose rights
+/// open the files named on the command line (`config::named_file`).
+pub fn sudo_user(sudo_uid: Option<&str>, sudo_gid: Option<&str>) -> Option<Account> {
     let (Some(uid), Some(gid)) = (
         sudo_uid.and_then(|v| v.parse::<u32>().ok()),
         sudo_gid.and_then(|v| v.parse::<u32>().ok()),
     ) else {
-        return Ok(None);
+        return None;
     };
     if uid == 0 {
-        return Ok(None);
+        return None;
     }
     let uid = Uid::from_raw(uid);
     let name = User::from_uid(uid)
         .ok()
         .flatten()
         .map_or_else(|| format!("uid {uid}"), |user| user.name);
-    Ok(Some(Account {
+    Some(Account {
         name,
         uid,
         gid: Gid::from_raw(gid),
-    }))
+    })
 }
 
 /// Becomes `account` for good: supplementary groups, group, then user (in that order, since

@@ -33,6 +33,10 @@ pub const SESSION_DURATION_SECONDS: u64 = 12 * 3600;
 pub const REFRESH_MARGIN_SECONDS: u64 = 15 * 60;
 /// First retry delay after a failed refresh.
 pub const RETRY_BASE_MS: u64 = 1000;
+/// Largest user data served: EC2's own limit, 16 KiB raw (before base64).
+pub const MAX_USER_DATA_BYTES: u64 = 16 * 1024;
+/// The most `--max-user-data-bytes` may allow, so a setting cannot make the read unbounded.
+pub const MAX_USER_DATA_BYTES_LIMIT: u64 = 1024 * 1024;
 
 /// What the machine contributes to the defaults: a seed, its hostname and its primary address.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::named_file::{self, Opener};
 
 /// One layer of settings (the file, or the flags); `None` means "not given here".
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -49,6 +50,7 @@ pub struct ConfigLayer {
     pub tags: Option<BTreeMap<String, String>>,
     pub user_data: Option<String>,
     pub user_data_file: Option<PathBuf>,
+    pub max_user_data_bytes: Option<u64>,
     // Credentials (docs/credentials.md).
     pub role_arn: Option<String>,
     pub profile: Option<String>,
@@ -88,16 +90,201 @@ pub struct PublicKeyLayer {
     pub openssh_key: String,
 }
 
-/// Reads and parses `path`; any failure is one line naming the file (and line/column for JSON).
-pub fn load(path: &Path) -> Result<ConfigLayer, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError(format!("config {}: cannot read: {error}", path.display())))?;
-    parse(&text).map_err(|error| ConfigError(format!("config {}: {error}", path.display())))
+/// Reads and parses `path` with `opener`'s rights; any failure is one line naming the file
+/// (and line, column and key for JSON), never a value from it.
+pub fn load(path: &Path, opener: &Opener) -> Result<ConfigLayer, ConfigError> {
+    let bytes = named_file::read(path, "--config", opener, named_file::CONFIG_CAP)
+        .map_err(|error| ConfigError(error.to_string()))?;
+    parse(&bytes).map_err(|error| ConfigError(format!("--config {}: {error}", path.display())))
 }
 
-/// Parses the JSON text of a config file; serde's message names the field and the position.
-pub fn parse(text: &str) -> Result<ConfigLayer, serde_json::Error> {
-    serde_json::from_str(text)
+/// Why a config file's text is not a configuration: where, which key, and what was expected.
+///
+/// serde's own messages quote the offending value (`invalid type: string "hunter2", expected
+/// u64`), and the file may be a secret someone named by mistake, so the value never appears:
+/// only the position, the key (if it looks like a setting name) and the kinds involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line} column {column}: {problem}")]
+pub struct ParseError {
+    pub line: usize,
+    pub column: usize,
+    problem: String,
+}
+
+/// Parses the JSON text of a config file.
+pub fn parse(bytes: &[u8]) -> Result<ConfigLayer, ParseError> {
+    let at = |error: &serde_json::Error, problem: String| ParseError {
+        line: error.line(),
+        column: error.column(),
+        problem,
+    };
+    // First the shape: one object. Syntax messages (`expected value`, `EOF while parsing`) name
+    // characters the parser wanted, never what it found.
+    if let Err(error) = serde_json::from_slice::<Entries>(bytes) {
+        return Err(match error.classify() {
+            serde_json::error::Category::Data => at(
+                &error,
+                "the file must hold one JSON object, e.g. {\"region\": \"eu-west-1\"}".into(),
+            ),
+            _ => at(
+                &error,
+                format!("not valid JSON: {}", without_position(&error)),
+            ),
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|error| at(&error, describe_data_error(bytes, &error)))
+}
+
+/// The object's entries in the order they are written (serde_json's `Map` sorts them).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// serde_json's message without its ` at line L column C` tail (the position is given apart).
+fn without_position(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let tail = format!(" at line {} column {}", error.line(), error.column());
+    message.strip_suffix(&tail).unwrap_or(&message).to_owned()
+}
+
+/// Names the key whose value failed and what it should have been, without the value.
+///
+/// The key: the first entry, in written order, that fails on its own (serde_json stops at the
+/// first failure in the text, so it is the one `error`'s position points into).
+fn describe_data_error(bytes: &[u8], error: &serde_json::Error) -> String {
+    let entries = serde_json::from_slice::<Entries>(bytes).map_or_else(|_| Vec::new(), |e| e.0);
+    for (key, value) in entries {
+        let single = serde_json::Value::Object(serde_json::Map::from_iter([(key.clone(), value)]));
+        if let Err(alone) = serde_json::from_value::<ConfigLayer>(single) {
+            let message = alone.to_string();
+            if message.starts_with("unknown field `") {
+                return match setting_name(&key) {
+                    Some(key) => format!(
+                        "unknown key `{key}` (keys are the long flag names with `_` for `-`, \
+                         e.g. `instance_id`)"
+                    ),
+                    None => "an unknown key (not shown: it does not look like a setting name)"
+                        .to_owned(),
+                };
+            }
+            let key = setting_name(&key).unwrap_or("(a key)");
+            return format!("`{key}`: {}", describe_value_error(&message));
+        }
+    }
+    // Only a key given twice fails as a whole but not entry by entry; its name is a field name.
+    let message = without_position(error);
+    match message
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        Some(key) if setting_name(key).is_some() => format!("`{key}` is given twice"),
+        _ => "a value does not fit its key (not shown: it could be a secret)".to_owned(),
+    }
+}
+
+/// serde's data-error message for one key, with every quoted value taken out.
+fn describe_value_error(message: &str) -> String {
+    // `invalid type: <unexpected>, expected <expected>`: the expected part comes last and is
+    // written by the schema, so the text after the last ", expected " is safe to show.
+    let expected = message
+        .rsplit_once(", expected ")
+        .map(|(_, expected)| readable_expectation(expected));
+    if let Some(found) = message.strip_prefix("invalid type: ") {
+        let expected = expected.unwrap_or_else(|| "another type".to_owned());
+        return format!("expected {expected}, found {}", kind_of_unexpected(found));
+    }
+    if let Some(found) = message.strip_prefix("invalid value: ") {
+        let expected = expected.unwrap_or_else(|| "another value".to_owned());
+        return format!(
+            "{} out of range, expected {expected}",
+            kind_of_unexpected(found)
+        );
+    }
+    if message.starts_with("invalid length ") {
+        let expected = expected.unwrap_or_else(|| "another length".to_owned());
+        return format!("wrong number of elements, expected {expected}");
+    }
+    // A field the schema requires (`public_key` needs `name`): the name is the schema's.
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+        .and_then(setting_name)
+    {
+        return format!("missing `{field}`");
+    }
+    // An unknown key inside a nested object (`public_key`).
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name_end = rest.find('`').unwrap_or(rest.len());
+        if let Some(name) = setting_name(&rest[..name_end]) {
+            return format!(
+                "unknown key `{name}`{}",
+                expected.map_or_else(String::new, |expected| format!(", expected {expected}"))
+            );
+        }
+        return "an unknown key inside it".to_owned();
+    }
+    "a value this key cannot take (not shown: it could be a secret)".to_owned()
+}
+
+/// What serde calls the unexpected value's kind, without the value after it.
+fn kind_of_unexpected(text: &str) -> &'static str {
+    const KINDS: [(&str, &str); 9] = [
+        ("string", "a string"),
+        ("integer", "an integer"),
+        ("floating point", "a number with a fraction"),
+        ("boolean", "true or false"),
+        ("unit value", "null"),
+        ("map", "an object"),
+        ("sequence", "an array"),
+        ("char", "a character"),
+        ("byte array", "bytes"),
+    ];
+    KINDS
+        .iter()
+        .find(|(prefix, _)| text.starts_with(prefix))
+        .map_or("another kind of value", |(_, kind)| kind)
+}
+
+/// serde's expectations in words a config author knows.
+fn readable_expectation(expected: &str) -> String {
+    match expected {
+        "u64" | "u32" | "u16" => "a whole number".to_owned(),
+        "a sequence" => "an array".to_owned(),
+        "a map" => "an object".to_owned(),
+        other if other.starts_with("struct ") => "an object".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// `name` if it looks like a setting name (so showing it cannot show a secret); else `None`.
+fn setting_name(name: &str) -> Option<&str> {
+    let plausible = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+    plausible.then_some(name)
 }
 
 #[cfg(test)]
@@ -106,7 +293,7 @@ mod tests {
 
     #[test]
     fn unknown_field_is_an_error_naming_it() {
-        let error = parse(r#"{"instance_idd": "i-0123abcd"}"#).unwrap_err();
+        let error = parse(br#"{"instance_idd": "i-0123abcd"}"#).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("instance_idd"), "{message}");
         assert!(message.contains("line 1"), "{message}");
@@ -114,9 +301,9 @@ mod tests {
 
     #[test]
     fn mfa_code_cannot_come_from_a_file() {
-        assert!(parse(r#"{"mfa_code": "123456"}"#).is_err());
+        assert!(parse(br#"{"mfa_code": "123456"}"#).is_err());
         let layer = parse(
-            r#"{"role_arn": "arn:aws:iam::123456789012:role/app", "refresh_margin_seconds": 600}"#,
+            br#"{"role_arn": "arn:aws:iam::123456789012:role/app", "refresh_margin_seconds": 600}"#,
         )
         .unwrap();
         assert_eq!(layer.refresh_margin_seconds, Some(600));
@@ -124,7 +311,7 @@ mod tests {
 
     #[test]
     fn example_config_in_docs_parses() {
-        let text = include_str!("../../docs/example-config.json");
+        let text = include_bytes!("../../docs/example-config.json");
         let layer = parse(text).unwrap();
         assert!(layer.instance_id.is_some());
         assert!(layer.tags.is_some_and(|tags| !tags.is_empty()));
@@ -132,7 +319,7 @@ mod tests {
 
     #[test]
     fn unreadable_file_error_names_the_path() {
-        let error = load(Path::new("/nonexistent/imds.json")).unwrap_err();
+        let error = load(Path::new("/nonexistent/imds.json"), &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("/nonexistent/imds.json"), "{}", error.0);
     }
 
@@ -142,9 +329,115 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.json");
         std::fs::write(&path, "{\n  \"mtu\": \"big\"\n}").unwrap();
-        let error = load(&path).unwrap_err();
+        let error = load(&path, &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("bad.json"), "{}", error.0);
         assert!(error.0.contains("line 2"), "{}", error.0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn message_of(text: &str) -> String {
+        parse(text.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_key_and_position_but_not_shown() {
+        let message =
+            message_of("{\n  \"region\": \"eu-west-1\",\n  \"mtu\": \"hunter2-secret\"\n}");
+        assert_eq!(
+            message,
+            "line 3 column 25: `mtu`: expected a whole number, found a string"
+        );
+        let message = message_of(r#"{"instance_id": ["hunter2-secret"]}"#);
+        assert!(message.contains("`instance_id`"), "{message}");
+        assert!(message.contains("found an array"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn a_value_out_of_range_is_not_shown() {
+        let message = message_of(r#"{"mtu": -123456789}"#);
+        assert!(
+            message.contains("`mtu`: an integer out of range"),
+            "{message}"
+        );
+        assert!(!message.contains("123456789"), "{message}");
+    }
+
+    #[test]
+    fn nested_values_and_keys_are_not_shown() {
+        let message = message_of(r#"{"public_key": {"name": 42424242, "openssh_key": "k"}}"#);
+        assert!(
+            message.contains("`public_key`: expected a string, found an integer"),
+            "{message}"
+        );
+        assert!(!message.contains("42424242"), "{message}");
+        let message = message_of(r#"{"public_key": {"name": "n"}}"#);
+        assert!(
+            message.contains("`public_key`: missing `openssh_key`"),
+            "{message}"
+        );
+        let message = message_of(r#"{"tags": {"Name": true}}"#);
+        assert!(
+            message.contains("`tags`: expected a string, found true or false"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_only_if_it_looks_like_a_setting() {
+        let message = message_of(r#"{"AKIAHUNTER2SECRETKEY": "x"}"#);
+        assert!(message.contains("an unknown key (not shown"), "{message}");
+        assert!(!message.contains("HUNTER2"), "{message}");
+        let message = message_of(r#"{"region": "eu-west-1", "regoin": "x"}"#);
+        assert!(message.contains("unknown key `regoin`"), "{message}");
+        assert!(message.starts_with("line 1 column 32"), "{message}");
+    }
+
+    #[test]
+    fn not_json_or_not_an_object_says_so_without_the_content() {
+        // What `sudo imds-tun --config /etc/shadow` would have printed: the first line.
+        let message = message_of("root:$y$j9T$hunter2secrethash:19000:0:99999:7:::\n");
+        assert!(
+            message.starts_with("line 1 column 1: not valid JSON: expected value"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+        let message = message_of(r#"["hunter2-secret", 5]"#);
+        assert!(message.contains("must hold one JSON object"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        let message = message_of(r#"{"mtu": 1500, hunter2}"#);
+        assert!(message.contains("not valid JSON"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_named() {
+        let message = message_of(r#"{"mtu": 1500, "mtu": 1400}"#);
+        assert!(message.contains("`mtu` is given twice"), "{message}");
+    }
+
+    #[test]
+    fn a_config_file_with_a_secret_of_the_wrong_type_does_not_leak_it_through_load() {
+        let dir = std::env::temp_dir().join(format!("imds-tun-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("imds.json");
+        std::fs::write(&path, r#"{"duration_seconds": "AKIA-hunter2-secret"}"#).unwrap();
+        let error = load(&path, &Opener::OwnRights).unwrap_err();
+        assert!(error.0.starts_with("--config "), "{}", error.0);
+        assert!(error.0.contains("duration_seconds"), "{}", error.0);
+        assert!(!error.0.contains("hunter2"), "{}", error.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dev_zero_as_config_is_refused_at_once() {
+        let error = load(Path::new("/dev/zero"), &Opener::OwnRights).unwrap_err();
+        assert!(
+            error
+                .0
+                .contains("--config /dev/zero: is a character device, not a regular file"),
+            "{}",
+            error.0
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! what was expected, so a bad setting stops the run before any device is created.
 //!
 //! - [`file`](mod@file): the JSON schema ([`ConfigLayer`]) and reading it.
+//! - [`named_file`]: every read of a file the user named (whose rights, regular files only,
+//!   size caps).
 //! - [`defaults`]: stable, realistic defaults derived from the machine id.
 //! - [`validate`]: format checks of single values.
 //! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
@@ -14,6 +16,7 @@
 pub mod defaults;
 pub mod file;
 pub mod hardening;
+pub mod named_file;
 pub mod proxy;
 pub mod resolve;
 pub mod validate;
@@ -27,6 +30,7 @@ use crate::credentials::naming::RoleArn;
 
 pub use file::{ConfigLayer, PublicKeyLayer};
 pub use hardening::{Cidr, HardeningSettings};
+pub use named_file::Opener;
 pub use proxy::{ProxySettings, SharedToken, UpstreamSettings};
 pub use resolve::resolve;
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use super::ConfigError;
 use super::file::ConfigLayer;
+use super::named_file::{self, NamedFile, Opener};
 use super::resolve::{Origin, label, number, pick};
 
 /// The header a non-loopback listener checks and an upstream-forwarding instance sends.
@@ -112,15 +113,22 @@ impl SharedToken {
     }
 }
 
-/// Reads a token file, refusing one that every user may read.
-pub fn read_token_file(path: &Path, what: &str) -> Result<SharedToken, ConfigError> {
-    let fail = |why: String| ConfigError(format!("{what} {}: {why}", path.display()));
-    let metadata =
-        std::fs::metadata(path).map_err(|error| fail(format!("cannot read: {error}")))?;
-    #[cfg(unix)]
+/// Reads a token file with `opener`'s rights: a regular file of at most 4 KiB that not every
+/// user may read.
+pub fn read_token_file(
+    path: &Path,
+    what: &str,
+    opener: &Opener,
+) -> Result<SharedToken, ConfigError> {
+    let file =
+        NamedFile::open(path, what, opener).map_err(|error| ConfigError(error.to_string()))?;
+    let described = file.describe();
+    let fail = |why: String| ConfigError(format!("{described}: {why}"));
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = metadata.permissions().mode() & 0o777;
+        // Only a regular file gets here, so the mode bits are the file's own, and chmod is the
+        // fix (for /dev/zero it would not have been: NamedFile says "not a regular file").
+        let mode = file.metadata().permissions().mode() & 0o777;
         if mode & 0o004 != 0 {
             return Err(fail(format!(
                 "readable by every user (mode {mode:03o}), and it holds a secret; run `chmod 600 {}` \
@@ -129,11 +137,11 @@ pub fn read_token_file(path: &Path, what: &str) -> Result<SharedToken, ConfigErr
             )));
         }
     }
-    #[cfg(not(unix))]
-    let _ = metadata;
-    let text =
-        std::fs::read_to_string(path).map_err(|error| fail(format!("cannot read: {error}")))?;
-    SharedToken::parse(&text).map_err(fail)
+    let bytes = file
+        .read(named_file::TOKEN_CAP)
+        .map_err(|error| ConfigError(error.to_string()))?;
+    // Not UTF-8 is not printable ASCII either: parse says so, without the bytes.
+    SharedToken::parse(&String::from_utf8_lossy(&bytes)).map_err(fail)
 }
 
 /// Resolves the proxy settings; `listen` are the resolved `--listen` addresses and `tun` says
@@ -143,6 +151,7 @@ pub fn resolve(
     flags: &ConfigLayer,
     listen: &[SocketAddr],
     tun: bool,
+    files: &Opener,
 ) -> Result<ProxySettings, ConfigError> {
     let insecure = pick(
         flags.insecure_listen_without_token,
@@ -153,7 +162,7 @@ pub fn resolve(
         flags.listen_token_file.clone(),
         file.listen_token_file.clone(),
     )
-    .map(|(path, origin)| read_token_file(&path, &label(origin, "listen_token_file")))
+    .map(|(path, origin)| read_token_file(&path, &label(origin, "listen_token_file"), files))
     .transpose()?;
     if listen_token.is_none()
         && !insecure
@@ -195,7 +204,7 @@ pub fn resolve(
             }
             let token = upstream_token
                 .map(|(path, origin): (PathBuf, Origin)| {
-                    read_token_file(&path, &label(origin, "upstream_token_file"))
+                    read_token_file(&path, &label(origin, "upstream_token_file"), files)
                 })
                 .transpose()?;
             let connect = number(
@@ -378,6 +387,7 @@ mod tests {
             &ConfigLayer::default(),
             &[addr("127.0.0.1:8080"), addr("[::1]:8080")],
             true,
+            &Opener::OwnRights,
         )
         .unwrap();
         assert!(settings.listen_token.is_none());
@@ -390,6 +400,7 @@ mod tests {
             &ConfigLayer::default(),
             &[addr("127.0.0.1:1"), addr("0.0.0.0:8080")],
             true,
+            &Opener::OwnRights,
         )
         .unwrap_err();
         assert!(error.0.contains("0.0.0.0:8080"), "{}", error.0);
@@ -413,6 +424,7 @@ mod tests {
             &flags,
             &[addr("10.0.2.2:8080")],
             false,
+            &Opener::OwnRights,
         )
         .unwrap();
         assert!(settings.insecure_listen_without_token);
@@ -432,6 +444,7 @@ mod tests {
             &flags,
             &[addr("10.0.2.2:8080")],
             false,
+            &Opener::OwnRights,
         )
         .unwrap();
         let token = settings.token_for(addr("10.0.2.2:8080")).unwrap();
@@ -444,9 +457,37 @@ mod tests {
     fn world_readable_token_file_is_refused_without_showing_the_secret() {
         let dir = scratch("world");
         let path = write_token(&dir, 0o644, "supersecretvalue-0123456789");
-        let error = read_token_file(&path, "--listen-token-file").unwrap_err();
+        let error = read_token_file(&path, "--listen-token-file", &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("chmod 600"), "{}", error.0);
         assert!(error.0.contains("644"), "{}", error.0);
+        assert!(!error.0.contains("supersecret"), "{}", error.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_token_file_that_is_not_a_regular_file_is_refused_as_such_not_with_chmod_advice() {
+        let error = read_token_file(
+            Path::new("/dev/zero"),
+            "--listen-token-file",
+            &Opener::OwnRights,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.0,
+            "--listen-token-file /dev/zero: is a character device, not a regular file; imds-tun \
+             reads only regular files"
+        );
+        assert!(!error.0.contains("chmod"), "{}", error.0);
+    }
+
+    #[test]
+    fn an_over_large_token_file_is_refused_without_showing_it() {
+        let dir = scratch("large");
+        let path = write_token(&dir, 0o600, &"supersecretvalue".repeat(300));
+        let error =
+            read_token_file(&path, "--upstream-token-file", &Opener::OwnRights).unwrap_err();
+        assert!(error.0.contains("4800 bytes"), "{}", error.0);
+        assert!(error.0.contains("limit of 4096 bytes"), "{}", error.0);
         assert!(!error.0.contains("supersecret"), "{}", error.0);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -575,7 +616,14 @@ mod tests {
             upstream_token_file: Some(PathBuf::from("/nonexistent")),
             ..ConfigLayer::default()
         };
-        let error = resolve(&ConfigLayer::default(), &flags, &[], true).unwrap_err();
+        let error = resolve(
+            &ConfigLayer::default(),
+            &flags,
+            &[],
+            true,
+            &Opener::OwnRights,
+        )
+        .unwrap_err();
         assert!(error.0.contains("--upstream-token-file"), "{}", error.0);
     }
 
@@ -587,7 +635,14 @@ mod tests {
             upstream_response_timeout_ms: Some(2000),
             ..ConfigLayer::default()
         };
-        let settings = resolve(&file, &ConfigLayer::default(), &[], true).unwrap();
+        let settings = resolve(
+            &file,
+            &ConfigLayer::default(),
+            &[],
+            true,
+            &Opener::OwnRights,
+        )
+        .unwrap();
         let upstream = settings.upstream.unwrap();
         assert_eq!(upstream.connect_timeout, Duration::from_millis(250));
         assert_eq!(upstream.response_timeout, Duration::from_millis(2000));
@@ -599,6 +654,7 @@ mod tests {
             &ConfigLayer::default(),
             &[],
             true,
+            &Opener::OwnRights,
         )
         .unwrap()
         .upstream

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::defaults::{self, MachineDefaults};
 use super::file::{ConfigLayer, PublicKeyLayer};
+use super::named_file::{self, Cap, Opener};
 use super::validate;
 use crate::credentials::naming::{self, RoleArn};
 
@@ -83,14 +84,17 @@ pub(super) fn number(
     }
 }
 
-/// Resolves the flag layer over the file layer over `machine`'s defaults.
+/// Resolves the flag layer over the file layer over `machine`'s defaults. Files the layers
+/// name (user data, token files) are read here, with `files`' rights.
 pub fn resolve(
     file: ConfigLayer,
     flags: ConfigLayer,
     machine: &MachineDefaults,
+    files: &Opener,
 ) -> Result<Settings, ConfigError> {
     let service = resolve_service(&file, &flags)?;
-    let proxy = super::proxy::resolve(&file, &flags, &service.listen, service.tun.is_some())?;
+    let proxy =
+        super::proxy::resolve(&file, &flags, &service.listen, service.tun.is_some(), files)?;
     let hardening = super::hardening::resolve(&file, &flags)?;
     let credentials = resolve_credentials(&file, &flags)?;
     // The role in the tree is the assumed role's name unless --role-name says otherwise.
@@ -98,7 +102,7 @@ pub fn resolve(
         .role_arn
         .as_ref()
         .map_or_else(|| defaults::ROLE_NAME.to_owned(), |arn| arn.name.clone());
-    let instance = resolve_instance(file, flags, machine, role_default)?;
+    let instance = resolve_instance(file, flags, machine, role_default, files)?;
     Ok(Settings {
         tun: service.tun,
         listen: service.listen,
@@ -331,8 +335,9 @@ fn resolve_instance(
     flags: ConfigLayer,
     machine: &MachineDefaults,
     role_default: String,
+    files: &Opener,
 ) -> Result<InstanceMetadata, ConfigError> {
-    let user_data = resolve_user_data(&file, &flags)?;
+    let user_data = resolve_user_data(&file, &flags, files)?;
     let or = |chosen: Option<(String, Origin)>, default: String| {
         chosen.map_or(default, |(value, _)| value)
     };
@@ -588,29 +593,44 @@ fn resolve_tags(
     Ok(tags)
 }
 
-/// `--user-data FILE` beats the file's `user_data_file` or inline `user_data` (not both).
+/// `--user-data FILE` beats the file's `user_data_file` or inline `user_data` (not both); all
+/// three are capped at `--max-user-data-bytes` (EC2's 16 KiB by default).
 fn resolve_user_data(
     file: &ConfigLayer,
     flags: &ConfigLayer,
+    files: &Opener,
 ) -> Result<Option<bytes::Bytes>, ConfigError> {
     if file.user_data.is_some() && file.user_data_file.is_some() {
         return Err(ConfigError(
             "config: user_data and user_data_file both given; keep one".into(),
         ));
     }
+    let cap = Cap {
+        bytes: number(
+            pick(flags.max_user_data_bytes, file.max_user_data_bytes),
+            "max_user_data_bytes",
+            1..=defaults::MAX_USER_DATA_BYTES_LIMIT,
+            "bytes",
+            defaults::MAX_USER_DATA_BYTES,
+        )?,
+        advice: "EC2 accepts at most 16384 bytes of user data; allow more with \
+                 --max-user-data-bytes, up to 1048576",
+    };
     let path = pick(flags.user_data_file.clone(), file.user_data_file.clone());
     if let Some((path, origin)) = path {
-        return std::fs::read(&path)
+        return named_file::read(&path, &label(origin, "user_data_file"), files, cap)
             .map(|bytes| Some(bytes::Bytes::from(bytes)))
-            .map_err(|error| {
-                ConfigError(format!(
-                    "{} {:?}: cannot read: {error}",
-                    label(origin, "user_data_file"),
-                    path.display().to_string()
-                ))
-            });
+            .map_err(|error| ConfigError(error.to_string()));
     }
-    Ok(file.user_data.clone().map(bytes::Bytes::from))
+    match &file.user_data {
+        Some(inline) if inline.len() as u64 > cap.bytes => Err(ConfigError(format!(
+            "config: user_data: {} bytes, more than the limit of {} bytes ({})",
+            inline.len(),
+            cap.bytes,
+            cap.advice
+        ))),
+        inline => Ok(inline.clone().map(bytes::Bytes::from)),
+    }
 }
 
 /// EC2's name for the architecture this binary runs on.
@@ -636,7 +656,7 @@ mod tests {
     }
 
     fn resolved(file: ConfigLayer, flags: ConfigLayer) -> Result<Settings, ConfigError> {
-        resolve(file, flags, &machine())
+        resolve(file, flags, &machine(), &Opener::OwnRights)
     }
 
     fn error_of(file: ConfigLayer, flags: ConfigLayer) -> String {
@@ -678,11 +698,18 @@ mod tests {
         let second = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
         assert_eq!(first.instance, second.instance);
         let probed = MachineDefaults::probe();
-        let a = resolve(ConfigLayer::default(), ConfigLayer::default(), &probed).unwrap();
+        let a = resolve(
+            ConfigLayer::default(),
+            ConfigLayer::default(),
+            &probed,
+            &Opener::OwnRights,
+        )
+        .unwrap();
         let b = resolve(
             ConfigLayer::default(),
             ConfigLayer::default(),
             &MachineDefaults::probe(),
+            &Opener::OwnRights,
         )
         .unwrap();
         assert_eq!(a.instance, b.instance);
@@ -1002,6 +1029,89 @@ mod tests {
         let message = error_of(ConfigLayer::default(), flags);
         assert!(message.starts_with("--user-data"), "{message}");
         assert!(message.contains("/nonexistent/user-data.sh"), "{message}");
+    }
+
+    #[test]
+    fn user_data_is_capped_at_ec2s_16_kib_unless_raised() {
+        let dir = std::env::temp_dir().join(format!("imds-tun-ud-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exact = dir.join("exact");
+        std::fs::write(&exact, vec![b'u'; 16384]).unwrap();
+        let over = dir.join("over");
+        std::fs::write(&over, vec![b'u'; 16385]).unwrap();
+        let with = |path: &std::path::Path, cap: Option<u64>| ConfigLayer {
+            user_data_file: Some(path.to_path_buf()),
+            max_user_data_bytes: cap,
+            ..ConfigLayer::default()
+        };
+
+        let served = resolved(ConfigLayer::default(), with(&exact, None)).unwrap();
+        assert_eq!(
+            served.instance.user_data.map(|data| data.len()),
+            Some(16384)
+        );
+        let message = error_of(ConfigLayer::default(), with(&over, None));
+        assert!(message.starts_with("--user-data "), "{message}");
+        assert!(message.contains("16385 bytes"), "{message}");
+        assert!(message.contains("limit of 16384 bytes"), "{message}");
+        assert!(message.contains("--max-user-data-bytes"), "{message}");
+        let raised = resolved(ConfigLayer::default(), with(&over, Some(20000))).unwrap();
+        assert_eq!(
+            raised.instance.user_data.map(|data| data.len()),
+            Some(16385)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn inline_user_data_has_the_same_cap() {
+        let file = ConfigLayer {
+            user_data: Some("x".repeat(16385)),
+            ..ConfigLayer::default()
+        };
+        let message = error_of(file.clone(), ConfigLayer::default());
+        assert!(
+            message.starts_with("config: user_data: 16385 bytes"),
+            "{message}"
+        );
+        let raised = ConfigLayer {
+            max_user_data_bytes: Some(16385),
+            ..file
+        };
+        assert!(resolved(raised, ConfigLayer::default()).is_ok());
+    }
+
+    #[test]
+    fn max_user_data_bytes_is_bounded() {
+        for (value, ok) in [(0, false), (1, true), (1_048_576, true), (1_048_577, false)] {
+            let flags = ConfigLayer {
+                max_user_data_bytes: Some(value),
+                ..ConfigLayer::default()
+            };
+            match resolved(ConfigLayer::default(), flags) {
+                Ok(_) => assert!(ok, "{value} accepted"),
+                Err(error) => {
+                    assert!(!ok, "{value}: {}", error.0);
+                    assert_eq!(
+                        error.0,
+                        format!("--max-user-data-bytes {value}: expected 1 to 1048576 bytes")
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn user_data_file_that_is_a_device_is_refused() {
+        let flags = ConfigLayer {
+            user_data_file: Some("/dev/zero".into()),
+            ..ConfigLayer::default()
+        };
+        assert_eq!(
+            error_of(ConfigLayer::default(), flags),
+            "--user-data /dev/zero: is a character device, not a regular file; imds-tun reads \
+             only regular files"
+        );
     }
 
     #[test]

@@ -19,7 +19,13 @@ fn settings_with(file: ConfigLayer) -> Settings {
         "test-host",
         Some(std::net::Ipv4Addr::new(172, 31, 40, 7)),
     );
-    resolve(file, ConfigLayer::default(), &machine).unwrap()
+    resolve(
+        file,
+        ConfigLayer::default(),
+        &machine,
+        &crate::config::Opener::OwnRights,
+    )
+    .unwrap()
 }
 
 fn imds_with(file: ConfigLayer) -> Imds {

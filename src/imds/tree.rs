@@ -324,6 +324,7 @@ mod tests {
             crate::config::ConfigLayer::default(),
             crate::config::ConfigLayer::default(),
             &machine,
+            &crate::config::Opener::OwnRights,
         )
         .unwrap();
         let signatures = Signatures {

@@ -3,12 +3,18 @@
 //! The `tun` crate performs TUNSETIFF and the SIOCSIF* ioctls; this file decides what to ask for,
 //! checks that the address is free before anything is created, verifies afterwards that the
 //! kernel really routes the address into the new device, and turns errno values into sentences.
+//!
+//! At the end: opening a file with another user's rights, by switching the effective ids of the
+//! (single-threaded) process around one `open`.
 
 use super::claim_lock::{ClaimLock, Holder};
 use super::netlink;
-use super::{LOCAL_ADDRESS, METADATA_ADDRESS, PlatformError, TunRequest};
+use super::{FileUser, LOCAL_ADDRESS, METADATA_ADDRESS, OpenAsError, PlatformError, TunRequest};
+use nix::unistd::{Gid, ResGid, ResUid};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tun::AbstractDevice;
@@ -258,6 +264,100 @@ fn creation_error(error: tun::Error, name: &str) -> PlatformError {
             }
         }
     }
+}
+
+// Opening a file with another user's rights.
+//
+// How: set the supplementary groups to the user's, then the effective gid, then the effective
+// uid (`setresgid`/`setresuid` with the real and saved ids left at 0, so root can be taken back),
+// open, and restore the effective uid, gid and groups in the reverse order. While the effective
+// uid is not 0 the kernel clears the effective capabilities (CAP_DAC_OVERRIDE included), so the
+// open is checked exactly as the user's own `open` would be; they come back from the permitted
+// set with euid 0.
+//
+// Why not setfsuid/setfsgid: they leave the supplementary groups alone, and root's groups (gid 0
+// at least) would still open a `root:root 0640` file; the groups must change too, and glibc's
+// `setgroups` is process-wide anyway. Why only single-threaded: glibc applies every set*id call
+// to all threads, so while we are switched any other thread (a tokio worker serving a request,
+// a credential refresh) would run as the user. imds-tun opens every named file while resolving
+// its settings, before the runtime exists; `open_as_user` checks `/proc/self/task` and refuses
+// otherwise, so a later change that breaks this order fails loudly instead of racing.
+
+pub(crate) fn open_as_user(
+    path: &Path,
+    options: &OpenOptions,
+    user: &FileUser,
+) -> Result<File, OpenAsError> {
+    match std::fs::read_dir("/proc/self/task").map(Iterator::count) {
+        Ok(1) => {}
+        Ok(threads) => return Err(OpenAsError::Threads(threads)),
+        Err(error) => return Err(OpenAsError::CountThreads(error)),
+    }
+    let step = |step: &'static str| move |source| OpenAsError::Switch { step, source };
+    let saved = SavedIds {
+        uids: nix::unistd::getresuid().map_err(step("getresuid"))?,
+        gids: nix::unistd::getresgid().map_err(step("getresgid"))?,
+        groups: nix::unistd::getgroups().map_err(step("getgroups"))?,
+    };
+    if !saved.uids.effective.is_root() {
+        return Err(OpenAsError::NotRoot);
+    }
+    let switched = (|| {
+        nix::unistd::setgroups(&user.groups).map_err(step("setgroups"))?;
+        nix::unistd::setresgid(saved.gids.real, user.gid, saved.gids.saved)
+            .map_err(step("setresgid"))?;
+        nix::unistd::setresuid(saved.uids.real, user.uid, saved.uids.saved)
+            .map_err(step("setresuid"))
+    })();
+    let opened = switched.and_then(|()| options.open(path).map_err(OpenAsError::Open));
+    // Also after a failed switch: undoing a step that was not taken changes nothing.
+    saved.restore_or_abort();
+    opened
+}
+
+/// The ids and groups to return to.
+struct SavedIds {
+    uids: ResUid,
+    gids: ResGid,
+    groups: Vec<Gid>,
+}
+
+impl SavedIds {
+    /// Back to root's ids and groups, or abort the process: continuing with half of the user's
+    /// ids (say, root's uid with the user's groups, or the reverse) would serve and create the
+    /// TUN under an identity nobody chose.
+    fn restore_or_abort(&self) {
+        let restored = nix::unistd::setresuid(self.uids.real, self.uids.effective, self.uids.saved)
+            .map_err(|error| ("setresuid", error))
+            .and_then(|()| {
+                nix::unistd::setresgid(self.gids.real, self.gids.effective, self.gids.saved)
+                    .map_err(|error| ("setresgid", error))
+            })
+            .and_then(|()| {
+                nix::unistd::setgroups(&self.groups).map_err(|error| ("setgroups", error))
+            })
+            .and_then(|()| {
+                let now = (nix::unistd::geteuid(), nix::unistd::getegid());
+                if now == (self.uids.effective, self.gids.effective) {
+                    Ok(())
+                } else {
+                    Err(("checking the ids", nix::Error::EPERM))
+                }
+            });
+        if let Err((step, error)) = restored {
+            eprintln!(
+                "imds-tun: cannot switch back to root after opening a file with another user's \
+                 rights: {step} failed: {error}; stopping rather than run half-switched"
+            );
+            std::process::abort();
+        }
+    }
+}
+
+pub(crate) fn groups_of(name: &str, gid: Gid) -> io::Result<Vec<Gid>> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the user name holds a NUL"))?;
+    nix::unistd::getgrouplist(&name, gid).map_err(io::Error::from)
 }
 
 #[cfg(test)]

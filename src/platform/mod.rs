@@ -12,10 +12,17 @@
 //! packets then carry a real source address (without one, a namespace with only `lo` sends SYNs
 //! from 0.0.0.0, which no TCP stack accepts), and no route is ever written that could outlive us.
 //!
+//! It also owns the one other thing that differs per OS: opening a file with another user's
+//! rights ([`open_as_user`]), which `config::named_file` uses for files named under `sudo`.
+//!
 //! One private `imp` module per OS sits behind this small interface.
 
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::Ipv4Addr;
+use std::path::Path;
+
+use nix::unistd::{Gid, Uid};
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -116,4 +123,56 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
 /// interface lo", ...): the check [`claim_metadata_address`] makes first, creating nothing.
 pub fn current_claim() -> Result<Option<String>, PlatformError> {
     imp::current_claim()
+}
+
+/// A user whose rights a file is opened with: the ids and every group the kernel would check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileUser {
+    /// For messages: the login name, or `uid N` for an id without a passwd entry.
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    /// The supplementary groups, `gid` included (see [`groups_of`]).
+    pub groups: Vec<Gid>,
+}
+
+/// Why a file could not be opened with another user's rights.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenAsError {
+    /// The open itself failed with the user's rights (`PermissionDenied`, `NotFound`, ...).
+    #[error("{0}")]
+    Open(#[source] io::Error),
+    /// Switching ids is process-wide, so it is only done while one thread exists.
+    #[error(
+        "refusing to switch user ids while {0} threads run (a bug: files must be opened before \
+         the runtime starts)"
+    )]
+    Threads(usize),
+    #[error("cannot tell whether other threads run ({0}); is /proc mounted?")]
+    CountThreads(#[source] io::Error),
+    #[error("only root can open a file with another user's rights")]
+    NotRoot,
+    #[error("{step} failed: {source}")]
+    Switch {
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Opens `path` with `options` as `user` would: with the user's uid, gid and supplementary
+/// groups, and none of root's. The process must be root (euid 0) and single-threaded; it is
+/// root again when this returns. If it cannot become root again it aborts (SIGABRT) rather
+/// than go on half-switched.
+pub fn open_as_user(
+    path: &Path,
+    options: &OpenOptions,
+    user: &FileUser,
+) -> Result<File, OpenAsError> {
+    imp::open_as_user(path, options, user)
+}
+
+/// The groups `name` gets at login (its primary group `gid` included), from the group database.
+pub fn groups_of(name: &str, gid: Gid) -> io::Result<Vec<Gid>> {
+    imp::groups_of(name, gid)
 }
