@@ -61,20 +61,19 @@ pub fn main() -> ExitCode {
     };
     // Decided before anything is created, so an unknown --user creates nothing; and before the
     // runtime's threads exist, so what is cut here is cut in all of them.
-    let serve_as = match account_to_serve_as(settings.hardening.user.as_deref()).and_then(
-        |account| {
+    let serve_as =
+        match account_to_serve_as(settings.hardening.user.as_deref()).and_then(|account| {
             if let Some(account) = &account {
                 privileges::prepare_to_become(account)?;
             }
             Ok(account)
-        },
-    ) {
-        Ok(account) => account,
-        Err(error) => {
-            eprintln!("imds-tun: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+        }) {
+            Ok(account) => account,
+            Err(error) => {
+                eprintln!("imds-tun: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

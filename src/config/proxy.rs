@@ -542,7 +542,14 @@ mod tests {
                 upstream: Some(url.into()),
                 ..ConfigLayer::default()
             };
-            let error = resolve(&ConfigLayer::default(), &flags, &[], true).unwrap_err();
+            let error = resolve(
+                &ConfigLayer::default(),
+                &flags,
+                &[],
+                true,
+                &Opener::OwnRights,
+            )
+            .unwrap_err();
             assert!(!error.0.contains("hunter2"), "{}", error.0);
             assert!(error.0.contains("***@10.0.2.2"), "{}", error.0);
         }
@@ -604,6 +611,7 @@ mod tests {
             &flags,
             &[addr("127.0.0.1:8081")],
             true,
+            &Opener::OwnRights,
         )
         .unwrap_err();
         assert!(error.0.contains("--listen 127.0.0.1:8081"), "{}", error.0);

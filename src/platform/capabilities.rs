@@ -29,8 +29,7 @@ pub fn restrict_inheritance() -> Result<(), CapabilityError> {
     };
     nix::sys::prctl::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS")(&e))?;
     caps::clear(None, CapSet::Ambient).map_err(|e| fail("clearing the ambient set")(&e))?;
-    caps::clear(None, CapSet::Inheritable)
-        .map_err(|e| fail("clearing the inheritable set")(&e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| fail("clearing the inheritable set")(&e))?;
     // Changing the bounding set needs CAP_SETPCAP; without it (a service started with only
     // CAP_NET_ADMIN) the set was already narrowed by whoever started us.
     if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false) {
@@ -42,12 +41,11 @@ pub fn restrict_inheritance() -> Result<(), CapabilityError> {
 /// Proves that every thread of this process holds no capability in any set and has
 /// no_new_privs set.
 pub fn verify_unprivileged() -> Result<(), CapabilityError> {
-    let threads = std::fs::read_dir("/proc/self/task").map_err(|error| {
-        CapabilityError::StillPrivileged {
+    let threads =
+        std::fs::read_dir("/proc/self/task").map_err(|error| CapabilityError::StillPrivileged {
             thread: "?".to_owned(),
             what: format!("cannot list threads: {error}"),
-        }
-    })?;
+        })?;
     for thread in threads.flatten() {
         let id = thread.file_name().to_string_lossy().into_owned();
         // A thread that exited since the listing has nothing left to check.

@@ -17,8 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, UnixAddr, bind, connect, getsockopt, listen, socket,
-    sockopt,
+    AddressFamily, SockFlag, SockType, UnixAddr, bind, connect, getsockopt, listen, socket, sockopt,
 };
 
 /// The abstract socket name; one per metadata address.

@@ -151,11 +151,7 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 /// it has no route (unreachable, prohibited, no table matched).
 pub fn route_output_interface(destination: Ipv4Addr) -> io::Result<Option<u32>> {
     let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
-    let reply = netlink.ask(
-        RTM_GETROUTE,
-        &route_request(destination),
-        RTM_NEWROUTE,
-    )?;
+    let reply = netlink.ask(RTM_GETROUTE, &route_request(destination), RTM_NEWROUTE)?;
     Ok(reply.as_deref().and_then(output_interface_of))
 }
 
