@@ -173,7 +173,7 @@ async fn run(
             let mut config = StackConfig::new(METADATA_ADDRESS, 80, mtu, settings.max_connections);
             config.allow_from = settings.hardening.allow_from.clone();
             config.first_data_timeout = settings.hardening.header_timeout.into();
-            let (listener, driver) = stack::spawn(tun, config);
+            let (listener, driver) = stack::spawn(tun, config, caller_identity());
             (Some(listener), Some(driver))
         }
         None => (None, None),
@@ -236,6 +236,22 @@ async fn run(
         driver.stop(Duration::from_millis(20)).await;
     }
     outcome
+}
+
+/// How the stack tells callers apart at the connection limit: by the owner of the client
+/// socket where the kernel can say, else by source address (and the limit is then shared per
+/// address, which every local process has in common).
+fn caller_identity() -> Box<dyn stack::caller::Identify> {
+    #[cfg(target_os = "linux")]
+    match stack::caller::LocalSocketOwners::open(platform::LOCAL_ADDRESS) {
+        Ok(owners) => return Box::new(owners),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot ask the kernel who owns client sockets (NETLINK_SOCK_DIAG); at the connection \
+             limit local users are not told apart"
+        ),
+    }
+    Box::new(stack::caller::BySourceAddress)
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {

@@ -14,6 +14,7 @@
 //!   [`super::TcpStream`] is never removed; only detached (dropped) or never-accepted sockets are.
 //! - Connections are handed out once ESTABLISHED, so half-open handshakes cost no HTTP task.
 
+use super::caller::{BySourceAddress, Caller, Identify};
 use super::device::PacketQueues;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
@@ -22,7 +23,7 @@ use smoltcp::wire::{
     HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket,
 };
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// How long a connection must have sent nothing before a new client may evict it at the limit.
 const EVICTION_MIN_IDLE: Duration = Duration::from_secs(1);
@@ -85,6 +86,8 @@ struct Connection {
     phase: Phase,
     /// When the client last sent data (or its SYN); the idlest connection is evicted first.
     last_activity: Instant,
+    /// Who the connection is charged to; learnt the first time the limit is reached.
+    caller: Option<Caller>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +112,9 @@ pub struct Stack {
     connections: HashMap<SocketHandle, Connection>,
     handshakes: Vec<SocketHandle>,
     detached: Vec<SocketHandle>,
+    identify: Box<dyn Identify>,
+    /// False once the application stopped accepting: new SYNs are reset.
+    accepting: bool,
 }
 
 impl std::fmt::Debug for Stack {
@@ -121,7 +127,14 @@ impl std::fmt::Debug for Stack {
 }
 
 impl Stack {
+    /// An endpoint that tells callers apart by source address only.
     pub fn new(config: StackConfig, now: Instant) -> Self {
+        Stack::with_identify(config, now, Box::new(BySourceAddress))
+    }
+
+    /// An endpoint that asks `identify` who is behind a connection when it must choose whose
+    /// connection to give up at the limit.
+    pub fn with_identify(config: StackConfig, now: Instant, identify: Box<dyn Identify>) -> Self {
         let mut device = PacketQueues::new(config.mtu);
         let mut interface_config = Config::new(HardwareAddress::Ip);
         interface_config.random_seed = config.random_seed;
@@ -143,6 +156,8 @@ impl Stack {
             connections: HashMap::new(),
             handshakes: Vec::new(),
             detached: Vec::new(),
+            identify,
+            accepting: true,
         }
     }
 
@@ -255,6 +270,19 @@ impl Stack {
         self.detached.push(handle);
     }
 
+    /// The application accepts no more connections: reset handshakes not yet handed out, and
+    /// answer every new SYN with a RST.
+    pub fn refuse_new_connections(&mut self, now: Instant) {
+        self.accepting = false;
+        for handle in std::mem::take(&mut self.handshakes) {
+            self.sockets.get_mut::<tcp::Socket>(handle).abort();
+            if let Some(connection) = self.connections.get_mut(&handle) {
+                connection.phase = Phase::Detached { since: now };
+            }
+            self.detached.push(handle);
+        }
+    }
+
     /// Resets every connection (used when the process gives up on graceful shutdown).
     pub fn abort_all(&mut self) {
         for &handle in self.connections.keys() {
@@ -295,6 +323,10 @@ impl Stack {
 
     /// Makes sure a socket is listening for `peer`'s SYN, within the connection limit.
     fn open_for(&mut self, peer: IpEndpoint, now: Instant) -> Option<SocketHandle> {
+        if !self.accepting {
+            // No socket: smoltcp resets the SYN.
+            return None;
+        }
         let IpAddress::Ipv4(source) = peer.addr;
         if !self.config.allow_from.is_empty()
             && !self
@@ -324,7 +356,7 @@ impl Stack {
             }
             self.remove(existing);
         }
-        if self.live_connections() >= self.config.max_connections && !self.evict_one(now) {
+        if self.live_connections() >= self.config.max_connections && !self.make_room(peer, now) {
             // No socket: smoltcp answers the SYN with a RST.
             tracing::debug!(%peer, "connection limit reached; refusing");
             return None;
@@ -347,6 +379,7 @@ impl Stack {
                 peer,
                 phase: Phase::Handshake,
                 last_activity: now,
+                caller: None,
             },
         );
         self.handshakes.push(handle);
@@ -372,31 +405,101 @@ impl Stack {
             .count()
     }
 
-    /// Makes room for a new connection at the limit, so a flood of idle or half-open
-    /// connections cannot lock real clients out. The oldest handshake (half-open, or connected
-    /// but silent) goes first, once older than [`HANDSHAKE_GRACE`]: a local handshake completes
-    /// in well under a millisecond, and the grace keeps a burst of new clients arriving in one
-    /// batch from evicting each other before their SYN-ACKs leave. Else the connection idle
-    /// longest, if idle at least [`EVICTION_MIN_IDLE`]. Returns false if nothing may be evicted.
-    fn evict_one(&mut self, now: Instant) -> bool {
+    /// Makes room at the limit for a new connection from `newcomer`, so that neither a flood
+    /// of idle or half-open connections nor one caller's busy keep-alive connections can lock
+    /// another caller out. Returns false if the newcomer must be refused.
+    ///
+    /// 1. Whoever holds the most live connections gives one up if, after admission, the
+    ///    newcomer would still hold fewer: its oldest handshake, else its idlest connection,
+    ///    however busy.
+    /// 2. Otherwise only idle connections are recycled, and only those of callers holding at
+    ///    least as many as the newcomer would (the newcomer's own included): the oldest
+    ///    handshake past [`HANDSHAKE_GRACE`] (a local handshake completes in well under a
+    ///    millisecond, and the grace keeps a burst of new clients arriving in one batch from
+    ///    evicting each other), else the connection idle longest, if idle at least
+    ///    [`EVICTION_MIN_IDLE`].
+    fn make_room(&mut self, newcomer: IpEndpoint, now: Instant) -> bool {
+        let server = SocketAddrV4::new(self.config.address, self.config.port);
+        let newcomer = self.identify.identify(endpoint_to_v4(newcomer), server);
+        let mut counts: HashMap<Caller, usize> = HashMap::new();
+        for connection in self.connections.values_mut() {
+            if !matches!(connection.phase, Phase::Handshake | Phase::Accepted) {
+                continue;
+            }
+            let caller = *connection.caller.get_or_insert_with(|| {
+                self.identify
+                    .identify(endpoint_to_v4(connection.peer), server)
+            });
+            *counts.entry(caller).or_default() += 1;
+        }
+        let newcomer_holds = counts.get(&newcomer).copied().unwrap_or(0);
+        let heaviest = counts
+            .iter()
+            .filter(|&(&caller, _)| caller != newcomer)
+            .max_by_key(|&(_, &count)| count)
+            .map(|(&caller, &count)| (caller, count));
+        let victim = match heaviest {
+            Some((hog, holds)) if holds > newcomer_holds + 1 => self.hogs_connection(hog, now),
+            _ => self.idle_connection_among(
+                |caller| caller == newcomer || counts.get(&caller) > Some(&newcomer_holds),
+                now,
+            ),
+        };
+        let Some(victim) = victim else {
+            tracing::debug!(caller = %newcomer, "connection limit reached; refusing");
+            return false;
+        };
+        self.evict(victim, now);
+        true
+    }
+
+    /// The connection `hog` gives up: its oldest handshake past the grace, else its idlest
+    /// connection, else its newest handshake.
+    fn hogs_connection(&self, hog: Caller, now: Instant) -> Option<SocketHandle> {
+        let of_hog = |phase: Phase| {
+            self.connections
+                .iter()
+                .filter(move |(_, c)| c.phase == phase && c.caller == Some(hog))
+        };
+        of_hog(Phase::Handshake)
+            .filter(|(_, c)| now >= c.last_activity + HANDSHAKE_GRACE)
+            .min_by_key(|(_, c)| c.last_activity)
+            .or_else(|| of_hog(Phase::Accepted).min_by_key(|(_, c)| c.last_activity))
+            .or_else(|| of_hog(Phase::Handshake).min_by_key(|(_, c)| c.last_activity))
+            .map(|(&handle, _)| handle)
+    }
+
+    /// A connection of an `eligible` caller that is idle enough to recycle.
+    fn idle_connection_among(
+        &self,
+        eligible: impl Fn(Caller) -> bool + Copy,
+        now: Instant,
+    ) -> Option<SocketHandle> {
         let oldest = |phase: Phase| {
             self.connections
                 .iter()
-                .filter(move |(_, c)| c.phase == phase)
+                .filter(move |(_, c)| c.phase == phase && c.caller.is_some_and(eligible))
                 .min_by_key(|(_, c)| c.last_activity)
                 .map(|(&handle, c)| (handle, c.last_activity))
         };
-        let victim = match oldest(Phase::Handshake) {
-            Some((handle, started)) if now >= started + HANDSHAKE_GRACE => handle,
+        match oldest(Phase::Handshake) {
+            Some((handle, started)) if now >= started + HANDSHAKE_GRACE => Some(handle),
             _ => match oldest(Phase::Accepted) {
-                Some((handle, idle_since)) if now >= idle_since + EVICTION_MIN_IDLE => handle,
-                _ => return false,
+                Some((handle, idle_since)) if now >= idle_since + EVICTION_MIN_IDLE => Some(handle),
+                _ => None,
             },
-        };
+        }
+    }
+
+    fn evict(&mut self, victim: SocketHandle, now: Instant) {
         let Some(connection) = self.connections.get_mut(&victim) else {
-            return false;
+            return;
         };
-        tracing::debug!(peer = %connection.peer, "connection limit reached; resetting the idlest connection");
+        tracing::debug!(
+            peer = %connection.peer,
+            caller = %connection.caller.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+            "connection limit reached; resetting a connection to make room"
+        );
         self.sockets.get_mut::<tcp::Socket>(victim).abort();
         if connection.phase == Phase::Handshake {
             // No stream exists: reap it like a dropped one once the RST has left.
@@ -408,7 +511,6 @@ impl Stack {
             // until then, but the connection no longer counts as live.
             connection.phase = Phase::Evicted;
         }
-        true
     }
 
     fn take_established(&mut self, now: Instant) -> Vec<Established> {
@@ -509,6 +611,12 @@ enum Ingress {
     NewConnection(IpEndpoint),
     /// A segment carrying data from a client.
     Data(IpEndpoint),
+}
+
+fn endpoint_to_v4(endpoint: IpEndpoint) -> SocketAddrV4 {
+    match endpoint.addr {
+        IpAddress::Ipv4(addr) => SocketAddrV4::new(addr, endpoint.port),
+    }
 }
 
 fn endpoint_to_socket_addr(endpoint: IpEndpoint) -> SocketAddr {
@@ -787,6 +895,41 @@ mod tests {
             tcp::State::Closed,
             "refused with RST"
         );
+    }
+
+    /// Charges client ports from 50000 up to uid 1000 (a flooding user), the rest to root.
+    struct ByPort;
+
+    impl Identify for ByPort {
+        fn identify(&mut self, client: SocketAddrV4, _server: SocketAddrV4) -> Caller {
+            Caller::User(if client.port() >= 50000 { 1000 } else { 0 })
+        }
+    }
+
+    #[test]
+    fn at_the_limit_the_caller_holding_most_gives_up_a_busy_connection_and_cannot_retake_it() {
+        let config = StackConfig::new(SERVER, 80, 1500, 4);
+        let mut stack = Stack::with_identify(config, Instant::ZERO, Box::new(ByPort));
+        let mut client = Client::new();
+        let flood: Vec<SocketHandle> = (0..4).map(|i| client.connect(50000 + i, 80)).collect();
+        assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 4);
+
+        // Every flooding connection spoke 100 ms ago: none is idle, yet one must go.
+        let other_user = client.connect(40000, 80);
+        let accepted = shuttle(&mut stack, &mut client, Instant::from_millis(100));
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(client.socket(other_user).state(), tcp::State::Established);
+        let reset = flood
+            .iter()
+            .filter(|&&handle| client.socket(handle).state() == tcp::State::Closed)
+            .count();
+        assert_eq!(reset, 1, "exactly one flooding connection made room");
+
+        // The flooder (3 against 1) may not take the place back.
+        let retry = client.connect(50010, 80);
+        shuttle(&mut stack, &mut client, Instant::from_millis(200));
+        assert_eq!(client.socket(retry).state(), tcp::State::Closed);
+        assert_eq!(client.socket(other_user).state(), tcp::State::Established);
     }
 
     #[test]

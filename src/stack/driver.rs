@@ -6,6 +6,7 @@
 //! only then, with the lock released, writes to the TUN and passes connections to the
 //! [`Listener`]. No lock is ever held across an `.await`.
 
+use super::caller::Identify;
 use super::core::{Established, Stack, StackConfig};
 use super::stream::TcpStream;
 use crate::platform::AsyncTun;
@@ -39,16 +40,26 @@ pub(super) fn now() -> Instant {
     Instant::from(tokio::time::Instant::now().into_std())
 }
 
-/// Connections accepted through the TUN.
+/// Connections accepted through the TUN. Dropping it closes the door: from then on new
+/// clients are refused with a RST, as a kernel socket without a listener would refuse them,
+/// instead of being connected and then closed without an answer.
 #[derive(Debug)]
 pub struct Listener {
     accepted: mpsc::UnboundedReceiver<TcpStream>,
+    shared: Arc<Shared>,
 }
 
 impl Listener {
     /// The next established connection; `None` once the driver has stopped.
     pub async fn accept(&mut self) -> Option<TcpStream> {
         self.accepted.recv().await
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.shared.lock().refuse_new_connections(now());
+        self.shared.wake_driver();
     }
 }
 
@@ -85,8 +96,13 @@ impl Driver {
     }
 }
 
-/// Starts the driver for `tun` with an endpoint built from `config`.
-pub fn spawn(tun: AsyncTun, mut config: StackConfig) -> (Listener, Driver) {
+/// Starts the driver for `tun` with an endpoint built from `config`; `identify` tells callers
+/// apart when the connection limit is reached.
+pub fn spawn(
+    tun: AsyncTun,
+    mut config: StackConfig,
+    identify: Box<dyn Identify>,
+) -> (Listener, Driver) {
     let mut seed = [0u8; 8];
     // ISNs only need to be unpredictable, not secret; fall back to the clock if the RNG fails.
     if getrandom::fill(&mut seed).is_err() {
@@ -99,12 +115,18 @@ pub fn spawn(tun: AsyncTun, mut config: StackConfig) -> (Listener, Driver) {
     config.random_seed = u64::from_le_bytes(seed);
     let mtu = config.mtu;
     let shared = Arc::new(Shared {
-        stack: Mutex::new(Stack::new(config, now())),
+        stack: Mutex::new(Stack::with_identify(config, now(), identify)),
         driver: Notify::new(),
     });
     let (accepted_tx, accepted) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(shared.clone(), tun, mtu, accepted_tx));
-    (Listener { accepted }, Driver { task, shared })
+    (
+        Listener {
+            accepted,
+            shared: shared.clone(),
+        },
+        Driver { task, shared },
+    )
 }
 
 /// Packets read per wake-up before the stack is polled; bounds latency under a flood.
@@ -171,9 +193,13 @@ fn hand_out(
     accepted: &mpsc::UnboundedSender<TcpStream>,
 ) {
     for connection in established {
-        // If nobody accepts any more (shutting down), the stream drops here, outside the lock,
-        // and its connection is closed.
-        let _ = accepted.send(TcpStream::new(shared.clone(), connection));
+        // If nobody accepts any more (shutting down), the client gets a reset, not an empty
+        // answer; the stream drops here, outside the lock.
+        if let Err(mpsc::error::SendError(stream)) =
+            accepted.send(TcpStream::new(shared.clone(), connection))
+        {
+            stream.reset();
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! smoltcp driven by one task, and the TCP streams it hands out.
 //!
+//! - [`caller`]: who is behind a connection, so the connection limit is shared fairly.
 //! - [`core`]: the sans-IO endpoint (smoltcp interface, one socket per connection, reaping).
 //! - [`device`]: the in-memory packet queues smoltcp reads and writes.
 //! - [`driver`]: the one task that moves packets between the TUN and the endpoint.
 //! - [`stream`]: [`TcpStream`], a tokio `AsyncRead + AsyncWrite` over one smoltcp socket.
 
+pub mod caller;
 pub mod core;
 pub mod device;
 pub mod driver;

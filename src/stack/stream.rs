@@ -47,6 +47,13 @@ impl TcpStream {
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
+
+    /// Drops the connection with a RST instead of a FIN.
+    pub fn reset(self) {
+        if let Some(socket) = self.shared.lock().socket(self.handle) {
+            socket.abort();
+        }
+    }
 }
 
 fn reset() -> io::Error {
