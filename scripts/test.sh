@@ -18,7 +18,7 @@ if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
-        iproute2 iputils-ping curl procps util-linux openssl hping3 >/dev/null
+        iproute2 iputils-ping curl procps util-linux openssl hping3 netcat-openbsd python3 >/dev/null
     # Deployment checks (tests/deploy_*.rs): `vagrant validate` and shellcheck. If they cannot be
     # installed, those tests skip, or fail under CI=true.
     apt-get install -y -qq --no-install-recommends vagrant shellcheck >/dev/null \

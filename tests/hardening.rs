@@ -75,6 +75,80 @@ fn under_sudo_the_serving_process_becomes_the_invoking_user() {
     assert_eq!(served.status, 200);
 }
 
+/// Every thread's capability sets and no_new_privs, as `(thread, field, value)` for each one
+/// that still grants something.
+fn privileges_left_in_any_thread(pid: nix::unistd::Pid) -> Vec<(String, String, String)> {
+    let mut left = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("threads");
+    for task in tasks.flatten() {
+        let thread = task.file_name().to_string_lossy().into_owned();
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for field in [
+            "CapInh",
+            "CapPrm",
+            "CapEff",
+            "CapBnd",
+            "CapAmb",
+            "NoNewPrivs",
+        ] {
+            let value = status
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("{field}:")))
+                .unwrap_or("missing")
+                .trim()
+                .to_string();
+            let expected = if field == "NoNewPrivs" {
+                "1"
+            } else {
+                "0000000000000000"
+            };
+            if value != expected {
+                left.push((thread.clone(), field.to_string(), value));
+            }
+        }
+    }
+    left
+}
+
+#[test]
+fn after_the_drop_no_thread_keeps_any_capability_set_and_no_new_privs_is_set() {
+    let namespace = namespace!();
+    for (how, args, env) in [
+        ("--user nobody", vec!["--user", "nobody"], vec![]),
+        (
+            "sudo",
+            vec![],
+            vec![
+                ("SUDO_UID".to_string(), "65534".to_string()),
+                ("SUDO_GID".to_string(), "65534".to_string()),
+            ],
+        ),
+    ] {
+        let mut child = namespace.spawn_with(
+            &args,
+            &Spawn {
+                env,
+                ..Spawn::default()
+            },
+        );
+        child.wait_ready();
+        assert_eq!(
+            privileges_left_in_any_thread(child.pid()),
+            Vec::<(String, String, String)>::new(),
+            "{how}: effective, permitted, inheritable, bounding and ambient sets must be empty \
+             and no_new_privs set in every thread"
+        );
+        let served = namespace.run_in(|| async { http::get(METADATA, "/latest/meta-data/").await });
+        assert_eq!(served.status, 200, "{how}: the TUN serves after the drop");
+        child.signal(Signal::SIGTERM);
+        let status = child.wait_exit(Duration::from_secs(8));
+        common::assert_exit_code(&child, status, 0);
+        namespace.wait_until_clean(Duration::from_secs(3));
+    }
+}
+
 #[test]
 fn an_unknown_user_is_refused_before_serving() {
     let namespace = namespace!();

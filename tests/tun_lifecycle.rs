@@ -363,3 +363,178 @@ fn busy_listen_port_is_refused_before_any_tun_is_created() {
     assert_eq!(namespace.links(), vec!["lo".to_string()]);
     drop(holder);
 }
+
+/// Of two instances started at the same moment, exactly one may win the address; the other
+/// exits 1 with the "already claimed" line and leaves nothing. Repeated, since a race that is
+/// lost only sometimes is still a race.
+#[test]
+fn two_starts_at_the_same_moment_leave_exactly_one_running() {
+    let namespace = namespace!();
+    const TRIES: usize = 25;
+    let mut both_up = 0;
+    for attempt in 0..TRIES {
+        let mut children = [namespace.spawn(&[]), namespace.spawn(&[])];
+        let deadline = std::time::Instant::now() + REFUSAL_TIMEOUT;
+        // Wait until each has either come up or exited.
+        while std::time::Instant::now() < deadline
+            && !children
+                .iter_mut()
+                .all(|child| child.stderr().contains(common::READY_LINE) || !child.is_running())
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let up = children
+            .iter_mut()
+            .filter_map(|child| child.is_running().then_some(()))
+            .count();
+        if up == 2 {
+            both_up += 1;
+        }
+        assert!(up >= 1, "attempt {attempt}: neither instance came up");
+        for child in &mut children {
+            if !child.is_running() {
+                let status = child.wait_exit(REFUSAL_TIMEOUT);
+                assert_exit_code(child, status, 1);
+                assert_one_error_line(&child.stderr(), &["already claimed", "another imds-tun"]);
+            }
+        }
+        assert!(
+            namespace.tun_links().len() <= 1,
+            "attempt {attempt}: two TUN devices: {:?}",
+            namespace.tun_links()
+        );
+        for child in &mut children {
+            if child.is_running() {
+                child.signal(Signal::SIGKILL);
+                child.wait_exit(CLEANUP_TIMEOUT);
+            }
+        }
+        namespace.wait_until_clean(CLEANUP_TIMEOUT);
+    }
+    assert_eq!(
+        both_up, 0,
+        "both instances came up in {both_up} of {TRIES} tries"
+    );
+}
+
+/// An unprivileged user who binds the claim lock's name first must not lock imds-tun out: the
+/// squatter is named in a warning and the address is claimed all the same.
+#[test]
+fn an_unprivileged_squatter_of_the_claim_lock_does_not_lock_imds_tun_out() {
+    let namespace = namespace!();
+    let squat = "import socket, time\n\
+s = socket.socket(socket.AF_UNIX)\n\
+s.bind('\\0imds-tun/169.254.169.254')\n\
+s.listen()\n\
+print('bound', flush=True)\n\
+time.sleep(60)\n";
+    let mut command = std::process::Command::new("ip");
+    command.args(["netns", "exec", namespace.name()]);
+    command.args(common::nobody_prefix());
+    // Debian's interpreter: one under /root (pyenv) is out of nobody's reach.
+    command.args(["/usr/bin/python3", "-c", squat]);
+    let mut squatter = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the squatter reports");
+    assert_eq!(line.trim(), "bound", "the squatter holds the name");
+
+    let child = common::start(&namespace, &[]);
+    assert!(
+        child
+            .stderr()
+            .contains("unprivileged process holds imds-tun's claim lock"),
+        "the squatter is named: {}",
+        child.stderr()
+    );
+    let response = namespace.run_in(|| http::get(common::METADATA, "/latest/"));
+    assert_eq!(response.status, 200, "{response:?}");
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+}
+
+/// A policy-routing rule that sends 169.254.169.254 elsewhere wins over our device's route;
+/// imds-tun must notice instead of saying "serving" into the void.
+#[test]
+fn a_policy_rule_that_diverts_the_address_is_refused() {
+    let namespace = namespace!();
+    namespace.ip(&[
+        "link", "add", "divert0", "type", "veth", "peer", "name", "divert1",
+    ]);
+    namespace.ip(&["link", "set", "divert0", "up"]);
+    namespace.ip(&["link", "set", "divert1", "up"]);
+    namespace.ip(&["rule", "add", "to", "169.254.169.254", "lookup", "100"]);
+    namespace.ip(&[
+        "route",
+        "add",
+        "169.254.169.254",
+        "dev",
+        "divert0",
+        "table",
+        "100",
+    ]);
+    let mut child = namespace.spawn(&[]);
+    let status = child.wait_exit(REFUSAL_TIMEOUT);
+    assert_exit_code(&child, status, 1);
+    assert_one_error_line(
+        &child.stderr(),
+        &["routes 169.254.169.254 out of interface divert0", "ip rule"],
+    );
+    // Not wait_until_clean: the diverting route in table 100 is the test's own and stays.
+    let deadline = std::time::Instant::now() + CLEANUP_TIMEOUT;
+    while !namespace.tun_links().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        namespace.tun_links().is_empty(),
+        "the TUN went with the refusal"
+    );
+}
+
+/// Once SIGTERM has stopped accepting, a new client is refused with a RST (connection refused),
+/// like a kernel socket without a listener, not connected and then closed without an answer.
+#[test]
+fn a_connection_after_sigterm_is_refused_not_answered_empty() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &["--shutdown-grace", "3"]);
+    // Half a request keeps the graceful shutdown waiting.
+    let _stalled = namespace.run_in(|| async {
+        let mut connection = http::Connection::open(common::METADATA).await;
+        connection
+            .write_raw(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n")
+            .await;
+        connection
+    });
+    child.signal(Signal::SIGTERM);
+    child.wait_for_line(Duration::from_secs(2), |line| {
+        line.contains("received SIGTERM")
+    });
+    let outcome = namespace.run_in(|| async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = match tokio::net::TcpStream::connect(common::METADATA).await {
+            Ok(stream) => stream,
+            Err(error) => return format!("connect: {:?}", error.kind()),
+        };
+        let _ = stream
+            .write_all(b"GET /latest/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
+            .await;
+        let mut reply = Vec::new();
+        match stream.read_to_end(&mut reply).await {
+            Ok(_) => format!("read {} bytes then EOF", reply.len()),
+            Err(error) => format!("read: {:?}", error.kind()),
+        }
+    });
+    assert!(
+        outcome == "connect: ConnectionRefused" || outcome == "read: ConnectionReset",
+        "a client after SIGTERM must be refused or reset, got: {outcome}"
+    );
+    let status = child.wait_exit(GRACEFUL_EXIT_TIMEOUT);
+    assert_exit_code(&child, status, 0);
+    namespace.wait_until_clean(CLEANUP_TIMEOUT);
+}
