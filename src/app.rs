@@ -341,7 +341,7 @@ async fn accept_kernel(
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    crate::warn_limited!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },

@@ -35,6 +35,7 @@
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults; every
 //!   file a user names is read by `config::named_file`.
 //! - [`app`]: wires the layers together for one run.
+//! - [`log_limit`]: how much of the log clients can cause (rate limits, bounded client text).
 //! - [`doctor`]: `imds-tun --check`, what this machine lacks to run it.
 
 #![deny(unsafe_code)]
@@ -46,6 +47,7 @@ pub mod credentials;
 pub mod doctor;
 pub mod http;
 pub mod imds;
+pub mod log_limit;
 pub mod platform;
 pub mod privileges;
 pub mod stack;

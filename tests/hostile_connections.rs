@@ -332,3 +332,93 @@ fn a_burst_of_new_clients_evicts_idle_connections_not_each_other() {
         drop(idle);
     });
 }
+
+/// A flooding user: `count` keep-alive connections, each sending a request every 300 ms and
+/// reading its answer, so none is ever idle; a connection that is reset is reopened at once.
+/// Prints `open N` when all are connected; runs for `seconds`, then prints how many of its
+/// own reconnections were refused and exits.
+const KEEPALIVE_FLOOD: &str = r#"
+import socket, sys, time
+count, seconds = int(sys.argv[1]), float(sys.argv[2])
+request = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
+def connect():
+    s = socket.create_connection(("169.254.169.254", 80), timeout=2)
+    return s
+conns = [connect() for _ in range(count)]
+print("open", len(conns), flush=True)
+refused = 0
+end = time.time() + seconds
+while time.time() < end:
+    for i, s in enumerate(conns):
+        try:
+            s.sendall(request)
+            if not s.recv(4096):
+                raise ConnectionResetError()
+        except OSError:
+            s.close()
+            try:
+                conns[i] = connect()
+            except OSError:
+                refused += 1
+                conns[i] = socket.socket()
+    time.sleep(0.3)
+print("refused", refused, flush=True)
+"#;
+
+/// One user holds every place with busy keep-alive connections; another user's new clients
+/// must still be served. Local clients all come from the TUN's own address, so this holds only
+/// because the stack tells users apart by who owns the client socket.
+#[test]
+fn one_users_busy_keep_alive_flood_does_not_lock_out_another_user() {
+    let _flood = flood_lock();
+    let namespace = namespace!();
+    let limit = LIMIT.to_string();
+    let mut child = common::start(&namespace, &["--max-connections", &limit]);
+
+    let mut command = std::process::Command::new("ip");
+    command.args(["netns", "exec", namespace.name()]);
+    command.args(common::nobody_prefix());
+    command.args(["/usr/bin/python3", "-c", KEEPALIVE_FLOOD, &limit, "12"]);
+    let mut flooder = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut output = std::io::BufReader::new(flooder.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut output, &mut line).expect("the flooder reports");
+    assert_eq!(
+        line.trim(),
+        format!("open {LIMIT}"),
+        "the flood fills the limit"
+    );
+    // Let every flooding connection send a few requests: none of them is idle.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let refused = namespace.run_in(|| async {
+        let mut refused = 0;
+        for _ in 0..30 {
+            // A refused connection panics inside the helper; the task turns that into a count.
+            let attempt =
+                tokio::spawn(common::http::get(METADATA, "/latest/meta-data/instance-id"));
+            match attempt.await {
+                Ok(response) if response.status == 200 => {}
+                _ => refused += 1,
+            }
+        }
+        refused
+    });
+    assert_eq!(
+        refused, 0,
+        "another user's clients were refused {refused} of 30 times during the flood"
+    );
+    hostile_support::assert_healthy(&mut child, "a busy keep-alive flood");
+
+    line.clear();
+    std::io::BufRead::read_line(&mut output, &mut line).expect("the flooder finishes");
+    let _ = flooder.wait();
+    assert!(
+        line.starts_with("refused"),
+        "the flooder ran to its end: {line:?}"
+    );
+    assert_still_serving(&namespace, &mut child, "a busy keep-alive flood");
+}

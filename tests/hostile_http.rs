@@ -533,3 +533,44 @@ fn http_1_1_without_host_gets_400_and_http_1_0_is_served() {
     });
     assert_still_serving(&namespace, &mut child, "requests without Host");
 }
+
+/// Requests that each cause a log line (a foreign `Host` of 8 KiB) must not turn into an
+/// unbounded log: one line per kind per interval, with client text cut short. Before, 5 000 such
+/// requests wrote 40 MB of log in half a second.
+#[test]
+fn log_lines_caused_by_clients_are_rate_limited_and_bounded() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &[]);
+    let before = child.stderr().len();
+    let foreign = format!("{}.attacker.example", "h".repeat(8 * 1024));
+    const CONNECTIONS: usize = 10;
+    const REQUESTS_EACH: usize = 500;
+    namespace.run_in(move || async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..CONNECTIONS {
+            let request = Request::get("/latest/meta-data/").header("Host", &foreign);
+            tasks.spawn(async move {
+                let mut connection = Connection::open(METADATA).await;
+                for _ in 0..REQUESTS_EACH {
+                    let response = connection.send(&request).await;
+                    assert_eq!(response.status, 403, "{response:?}");
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("every foreign-Host request is answered 403");
+        }
+    });
+    let logged = &child.stderr()[before..];
+    let lines = logged.matches("foreign Host").count();
+    assert!(
+        (1..=3).contains(&lines),
+        "5 000 refusals within seconds should log 1 to 3 lines, logged {lines}:\n{logged:.2000}"
+    );
+    assert!(
+        logged.len() < 4 * 1024,
+        "the refusals wrote {} bytes of log",
+        logged.len()
+    );
+    assert_still_serving(&namespace, &mut child, "5 000 foreign-Host requests");
+}

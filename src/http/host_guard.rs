@@ -13,14 +13,12 @@
 
 use std::net::IpAddr;
 
+use crate::log_limit::bounded;
 use http::header::{self, HeaderValue};
 use http::{Request, StatusCode, Version};
 
 /// Host names that metadata clients legitimately use besides IP literals.
 pub const ALLOWED_NAMES: &[&str] = &["instance-data", "instance-data.ec2.internal", "localhost"];
-
-/// How much of a refused `Host` a log line shows: it is the client's text.
-const LOGGED_HOST_CHARS: usize = 64;
 
 /// Why a request's addressing is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +55,7 @@ pub fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
     // An absolute-form target (`GET http://name/...`) names the host too; both must pass.
     let authority = request.uri().authority().map(|a| a.as_str().as_bytes());
     if !host_is_allowed(host) || authority.is_some_and(|a| !host_is_allowed(Some(a))) {
-        tracing::info!(
+        crate::info_limited!(
             host = %bounded(host.unwrap_or_default()),
             authority = %bounded(authority.unwrap_or_default()),
             "refused a request for a foreign Host (DNS rebinding guard)"
@@ -65,15 +63,6 @@ pub fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
         return Err(Refusal::ForeignHost);
     }
     Ok(())
-}
-
-/// The client's bytes as text for a log line, cut to [`LOGGED_HOST_CHARS`].
-fn bounded(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    match text.char_indices().nth(LOGGED_HOST_CHARS) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.into_owned(),
-    }
 }
 
 /// Whether a `Host` header (or absolute-form authority) names the metadata service. A request
@@ -193,12 +182,5 @@ mod tests {
             &["169.254.169.254"],
         );
         assert_eq!(check(&ours), Ok(()));
-    }
-
-    #[test]
-    fn a_logged_host_is_cut_short() {
-        let long = "a".repeat(10_000);
-        assert_eq!(bounded(long.as_bytes()).len(), LOGGED_HOST_CHARS + 3);
-        assert_eq!(bounded(b"short"), "short");
     }
 }

@@ -95,7 +95,12 @@ impl Access {
             return None;
         }
         let why = if given.is_some() { "a wrong" } else { "no" };
-        tracing::warn!(%peer, method = %request.method(), path = request.uri().path(), "refused a request with {why} X-Imds-Tun-Token (401)");
+        crate::warn_limited!(
+            %peer,
+            method = %request.method(),
+            path = %crate::log_limit::bounded(request.uri().path().as_bytes()),
+            "refused a request with {why} X-Imds-Tun-Token (401)"
+        );
         let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(
             b"imds-tun: this listener requires the shared secret in the X-Imds-Tun-Token header \
               (the server's --listen-token-file; an imds-tun client sends it with --upstream-token-file)\n",

@@ -18,8 +18,7 @@
 //! being forwarded: without that, `--upstream` pointing back at ourselves (directly or through
 //! other instances) turned one request into an endless chain of connections.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -33,6 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::{MAX_BODY, ResponseBody};
 use crate::config::UpstreamSettings;
 use crate::config::proxy::TOKEN_HEADER;
+use crate::log_limit::bounded;
 
 /// How long an idle pooled connection to the upstream is kept. Below the 10 s an imds-tun
 /// upstream keeps an idle connection, so we close first and rarely pick a dying one.
@@ -41,9 +41,6 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many imds-tun forwarders a request may already have passed before it is refused: far
 /// more than any real chain (a guest forwarding to its host is one).
 pub const MAX_HOPS: usize = 8;
-
-/// How often a detected loop is logged: a loop repeats on every request.
-const LOOP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What every `Via` entry of ours starts with.
 const VIA_PREFIX: &str = "imds-tun-";
@@ -70,7 +67,6 @@ pub struct Upstream {
     response_timeout: Duration,
     /// This process's name in `Via`: `imds-tun-<16 hex digits>`.
     hop_name: String,
-    loops: LoopLog,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -117,7 +113,6 @@ impl Upstream {
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
             hop_name: hop_name(),
-            loops: LoopLog::default(),
         }
     }
 
@@ -136,7 +131,14 @@ impl Upstream {
     pub async fn forward(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();
         if let Err(hops) = check_hops(&parts.headers, &self.hop_name) {
-            self.loops.record(&self.display, hops);
+            let why = match hops {
+                Loop::CameBack => "it came back to this imds-tun".to_owned(),
+                Loop::TooManyHops(hops) => format!("it already passed {hops} imds-tun forwarders"),
+            };
+            crate::warn_limited!(
+                "forwarding loop: answered 508 ({why}); --upstream {} leads back here",
+                self.display
+            );
             return gateway_error(
                 StatusCode::LOOP_DETECTED,
                 "imds-tun: forwarding loop: this request has come back to an imds-tun it already \
@@ -188,9 +190,10 @@ impl Upstream {
                     innermost_cause(&error)
                 };
                 if error.is_connect() {
-                    tracing::warn!(
-                        "upstream {} unreachable ({cause}); answered {method} {path_and_query} with 502",
-                        self.display
+                    crate::warn_limited!(
+                        "upstream {} unreachable ({cause}); answered {method} {} with 502",
+                        self.display,
+                        bounded(path_and_query.as_bytes())
                     );
                     let body = if timed_out(&error) {
                         format!(
@@ -205,9 +208,10 @@ impl Upstream {
                     };
                     gateway_error(StatusCode::BAD_GATEWAY, &body)
                 } else {
-                    tracing::warn!(
-                        "upstream {} failed ({cause}); answered {method} {path_and_query} with 502",
-                        self.display
+                    crate::warn_limited!(
+                        "upstream {} failed ({cause}); answered {method} {} with 502",
+                        self.display,
+                        bounded(path_and_query.as_bytes())
                     );
                     gateway_error(
                         StatusCode::BAD_GATEWAY,
@@ -216,10 +220,11 @@ impl Upstream {
                 }
             }
             Err(_) => {
-                tracing::warn!(
-                    "upstream {} did not answer within {:?}; answered {method} {path_and_query} with 504",
+                crate::warn_limited!(
+                    "upstream {} did not answer within {:?}; answered {method} {} with 504",
                     self.display,
-                    self.response_timeout
+                    self.response_timeout,
+                    bounded(path_and_query.as_bytes())
                 );
                 gateway_error(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -301,46 +306,6 @@ fn hop_name() -> String {
     }
     let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("{VIA_PREFIX}{hex}")
-}
-
-/// Logs detected loops at most once per [`LOOP_LOG_INTERVAL`], with how many there were:
-/// a loop repeats on every request and must not flood the log.
-#[derive(Debug, Default)]
-struct LoopLog {
-    state: Mutex<LoopLogState>,
-}
-
-#[derive(Debug, Default)]
-struct LoopLogState {
-    last_logged: Option<Instant>,
-    unlogged: u64,
-}
-
-impl LoopLog {
-    fn record(&self, upstream: &str, why: Loop) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.unlogged += 1;
-        let now = Instant::now();
-        if state
-            .last_logged
-            .is_some_and(|last| now.duration_since(last) < LOOP_LOG_INTERVAL)
-        {
-            return;
-        }
-        let count = std::mem::take(&mut state.unlogged);
-        state.last_logged = Some(now);
-        drop(state);
-        let why = match why {
-            Loop::CameBack => "it came back to this imds-tun".to_owned(),
-            Loop::TooManyHops(hops) => format!("it already passed {hops} imds-tun forwarders"),
-        };
-        tracing::warn!(
-            "forwarding loop: answered {count} request(s) with 508 since the last such line (latest: {why}); --upstream {upstream} leads back here"
-        );
-    }
 }
 
 /// Removes the hop-by-hop headers, the `Proxy-*` ones and those `Connection` names.

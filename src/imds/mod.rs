@@ -216,7 +216,7 @@ impl Imds {
                 extended.then_some(self.account_id.as_str()),
             )),
             Err(error) => {
-                tracing::warn!(code = %error.code, "serving a credential error");
+                crate::warn_limited!(code = %error.code, "serving a credential error");
                 Reply::text(pretty_json(&[
                     ("Code", error.code.into()),
                     ("Message", error.message.into()),
