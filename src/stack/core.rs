@@ -412,12 +412,12 @@ impl Stack {
     /// 1. Whoever holds the most live connections gives one up if, after admission, the
     ///    newcomer would still hold fewer: its oldest handshake, else its idlest connection,
     ///    however busy.
-    /// 2. Otherwise only idle connections are recycled, and only those of callers holding at
-    ///    least as many as the newcomer would (the newcomer's own included): the oldest
-    ///    handshake past [`HANDSHAKE_GRACE`] (a local handshake completes in well under a
-    ///    millisecond, and the grace keeps a burst of new clients arriving in one batch from
-    ///    evicting each other), else the connection idle longest, if idle at least
-    ///    [`EVICTION_MIN_IDLE`].
+    /// 2. Otherwise only idle connections are recycled: the oldest connection that has not
+    ///    sent a byte, whoever holds it, once past [`HANDSHAKE_GRACE`] (a local handshake
+    ///    completes in well under a millisecond, and the grace keeps a burst of new clients
+    ///    arriving in one batch from evicting each other), else the connection idle longest, if
+    ///    idle at least [`EVICTION_MIN_IDLE`], among callers holding at least as many as the
+    ///    newcomer would (the newcomer's own included).
     fn make_room(&mut self, newcomer: IpEndpoint, now: Instant) -> bool {
         let server = SocketAddrV4::new(self.config.address, self.config.port);
         let newcomer = self.identify.identify(endpoint_to_v4(newcomer), server);
@@ -469,22 +469,24 @@ impl Stack {
             .map(|(&handle, _)| handle)
     }
 
-    /// A connection of an `eligible` caller that is idle enough to recycle.
+    /// A connection idle enough to recycle: anyone's handshake past the grace (it serves
+    /// nobody: a real client completes it and speaks within milliseconds), else the idlest
+    /// connection of an `eligible` caller.
     fn idle_connection_among(
         &self,
         eligible: impl Fn(Caller) -> bool + Copy,
         now: Instant,
     ) -> Option<SocketHandle> {
-        let oldest = |phase: Phase| {
+        let oldest = |phase: Phase, eligible: &dyn Fn(Caller) -> bool| {
             self.connections
                 .iter()
-                .filter(move |(_, c)| c.phase == phase && c.caller.is_some_and(eligible))
+                .filter(|(_, c)| c.phase == phase && c.caller.is_some_and(eligible))
                 .min_by_key(|(_, c)| c.last_activity)
                 .map(|(&handle, c)| (handle, c.last_activity))
         };
-        match oldest(Phase::Handshake) {
+        match oldest(Phase::Handshake, &|_| true) {
             Some((handle, started)) if now >= started + HANDSHAKE_GRACE => Some(handle),
-            _ => match oldest(Phase::Accepted) {
+            _ => match oldest(Phase::Accepted, &eligible) {
                 Some((handle, idle_since)) if now >= idle_since + EVICTION_MIN_IDLE => Some(handle),
                 _ => None,
             },
@@ -930,6 +932,48 @@ mod tests {
         shuttle(&mut stack, &mut client, Instant::from_millis(200));
         assert_eq!(client.socket(retry).state(), tcp::State::Closed);
         assert_eq!(client.socket(other_user).state(), tcp::State::Established);
+    }
+
+    /// Charges each client port from 60000 up to a caller of its own (spoofed sources), the
+    /// rest to root.
+    struct SpoofedFromPort60000;
+
+    impl Identify for SpoofedFromPort60000 {
+        fn identify(&mut self, client: SocketAddrV4, _server: SocketAddrV4) -> Caller {
+            match client.port() {
+                port if port >= 60000 => {
+                    Caller::Address(Ipv4Addr::new(10, 0, (port >> 8) as u8, port as u8))
+                }
+                _ => Caller::User(0),
+            }
+        }
+    }
+
+    #[test]
+    fn half_open_handshakes_of_small_callers_still_make_room_for_a_bigger_one() {
+        let config = StackConfig::new(SERVER, 80, 1500, 4);
+        let mut stack = Stack::with_identify(config, Instant::ZERO, Box::new(SpoofedFromPort60000));
+        let mut client = Client::new();
+        let real = [client.connect(41000, 80), client.connect(41001, 80)];
+        assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 2);
+        // Two spoofed SYNs, each its own caller: delivered, their SYN-ACKs go nowhere.
+        client.connect(60000, 80);
+        client.connect(60001, 80);
+        for packet in client.outgoing(Instant::ZERO) {
+            stack.receive(packet, Instant::ZERO);
+        }
+        stack.poll(Instant::ZERO);
+        stack.transmit_queue().clear();
+        assert_eq!(stack.connection_count(), 4);
+
+        // Root already holds more than each spoofed caller, yet their dead handshakes go.
+        let third = client.connect(41002, 80);
+        let accepted = shuttle(&mut stack, &mut client, Instant::from_millis(100));
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(client.socket(third).state(), tcp::State::Established);
+        for handle in real {
+            assert_eq!(client.socket(handle).state(), tcp::State::Established);
+        }
     }
 
     #[test]
