@@ -61,37 +61,38 @@ impl LogLimit {
     }
 }
 
-/// Logs at most one line per [`INTERVAL`] from this call site, adding `left_out = N` when
-/// lines were left out since the last one. Takes the arguments of `tracing::warn!`.
+/// Logs at `level` at most one line per [`INTERVAL`] from this call site, adding
+/// `left_out = N` when lines were left out since the last one. Then the arguments of
+/// `tracing::event!`.
 #[macro_export]
-macro_rules! warn_limited {
-    ($($arguments:tt)+) => {{
+macro_rules! log_limited {
+    ($level:expr, $($arguments:tt)+) => {{
         static LIMIT: $crate::log_limit::LogLimit =
             $crate::log_limit::LogLimit::new($crate::log_limit::INTERVAL);
         if let Some(left_out) = LIMIT.admit() {
             if left_out > 0 {
-                tracing::warn!(left_out, $($arguments)+);
+                tracing::event!($level, left_out, $($arguments)+);
             } else {
-                tracing::warn!($($arguments)+);
+                tracing::event!($level, $($arguments)+);
             }
         }
     }};
 }
 
-/// Like [`warn_limited!`], at info level.
+/// [`log_limited!`] at warn level.
+#[macro_export]
+macro_rules! warn_limited {
+    ($($arguments:tt)+) => {
+        $crate::log_limited!(tracing::Level::WARN, $($arguments)+)
+    };
+}
+
+/// [`log_limited!`] at info level.
 #[macro_export]
 macro_rules! info_limited {
-    ($($arguments:tt)+) => {{
-        static LIMIT: $crate::log_limit::LogLimit =
-            $crate::log_limit::LogLimit::new($crate::log_limit::INTERVAL);
-        if let Some(left_out) = LIMIT.admit() {
-            if left_out > 0 {
-                tracing::info!(left_out, $($arguments)+);
-            } else {
-                tracing::info!($($arguments)+);
-            }
-        }
-    }};
+    ($($arguments:tt)+) => {
+        $crate::log_limited!(tracing::Level::INFO, $($arguments)+)
+    };
 }
 
 /// Client text fit for a log line: at most [`MAX_LOGGED_CHARS`] characters, control

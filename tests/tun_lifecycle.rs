@@ -59,6 +59,18 @@ fn assert_only_lo(namespace: &Namespace) {
     );
 }
 
+/// A client that sent half a request and went quiet: it holds a connection open, and with it
+/// a graceful shutdown, until the grace period ends.
+fn stalled_client(namespace: &Namespace) -> http::Connection {
+    namespace.run_in(|| async {
+        let mut connection = http::Connection::open(common::METADATA).await;
+        connection
+            .write_raw(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n")
+            .await;
+        connection
+    })
+}
+
 /// Starts a default instance and ends it with `signal`; returns its exit status.
 fn end_with(signal: Signal, namespace: &Namespace) -> (common::ImdsTun, std::process::ExitStatus) {
     let mut child = common::start(namespace, &[]);
@@ -219,14 +231,7 @@ fn sigterm_during_a_request_still_exits_zero_and_cleans_up() {
 fn shutdown_grace_bounds_the_exit_when_a_client_stalls() {
     let namespace = namespace!();
     let mut child = common::start(&namespace, &["--shutdown-grace", "1"]);
-    // A client that sent half a request and went quiet holds a connection open.
-    let _stalled = namespace.run_in(|| async {
-        let mut connection = http::Connection::open(common::METADATA).await;
-        connection
-            .write_raw(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n")
-            .await;
-        connection
-    });
+    let _stalled = stalled_client(&namespace);
     let started = std::time::Instant::now();
     child.signal(Signal::SIGTERM);
     let status = child.wait_exit(Duration::from_secs(4));
@@ -503,14 +508,7 @@ fn a_policy_rule_that_diverts_the_address_is_refused() {
 fn a_connection_after_sigterm_is_refused_not_answered_empty() {
     let namespace = namespace!();
     let mut child = common::start(&namespace, &["--shutdown-grace", "3"]);
-    // Half a request keeps the graceful shutdown waiting.
-    let _stalled = namespace.run_in(|| async {
-        let mut connection = http::Connection::open(common::METADATA).await;
-        connection
-            .write_raw(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n")
-            .await;
-        connection
-    });
+    let _stalled = stalled_client(&namespace);
     child.signal(Signal::SIGTERM);
     child.wait_for_line(Duration::from_secs(2), |line| {
         line.contains("received SIGTERM")
