@@ -12,7 +12,7 @@ use crate::credentials::CredentialSource;
 use crate::http::{Access, Backend, Limits, Server, Upstream};
 use crate::imds::Imds;
 use crate::platform::{self, METADATA_ADDRESS, PlatformError, TunRequest};
-use crate::privileges;
+use crate::platform::privileges;
 use crate::stack::{self, core::StackConfig};
 use clap::Parser;
 use std::io;
@@ -350,7 +350,7 @@ async fn accept_kernel(
 }
 
 /// The account to become after set-up: `--user` or the user behind sudo, when running as root
-/// (see [`crate::privileges`]); `None` to stay as we are.
+/// (see [`crate::platform::privileges`]); `None` to stay as we are.
 fn account_to_serve_as(requested: Option<&str>) -> Result<Option<privileges::Account>, AppError> {
     let sudo_uid = std::env::var("SUDO_UID").ok();
     let sudo_gid = std::env::var("SUDO_GID").ok();

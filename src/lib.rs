@@ -49,5 +49,4 @@ pub mod http;
 pub mod imds;
 pub mod log_limit;
 pub mod platform;
-pub mod privileges;
 pub mod stack;

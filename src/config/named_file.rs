@@ -25,7 +25,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::platform::{self, FileUser, OpenAsError};
-use crate::privileges;
+use crate::platform::privileges;
 
 /// The most a `--config` file may hold: far more than every key with long values.
 pub const CONFIG_CAP: Cap = Cap {

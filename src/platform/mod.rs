@@ -12,8 +12,12 @@
 //! packets then carry a real source address (without one, a namespace with only `lo` sends SYNs
 //! from 0.0.0.0, which no TCP stack accepts), and no route is ever written that could outlive us.
 //!
-//! It also owns the one other thing that differs per OS: opening a file with another user's
-//! rights ([`open_as_user`]), which `config::named_file` uses for files named under `sudo`.
+//! It also owns the other things that differ per OS:
+//! - opening a file with another user's rights ([`open_as_user`]), which `config::named_file`
+//!   uses for files named under `sudo`;
+//! - giving up root ([`privileges`]) and the capability sets ([`capabilities`]);
+//! - the claim lock that makes two simultaneous starts safe (`claim_lock.rs`, Linux);
+//! - the kernel's answers about routes and socket owners ([`netlink`], Linux).
 //!
 //! One private `imp` module per OS sits behind this small interface.
 
@@ -32,6 +36,7 @@ mod imp;
 pub mod capabilities;
 #[cfg(target_os = "linux")]
 mod claim_lock;
+pub mod privileges;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 
