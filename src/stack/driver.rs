@@ -8,37 +8,13 @@
 
 use super::caller::Identify;
 use super::core::{Established, Stack, StackConfig};
+use super::shared::{Shared, now};
 use super::stream::TcpStream;
 use crate::platform::AsyncTun;
-use smoltcp::time::Instant;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::{Notify, mpsc};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// State shared by the driver and every stream.
-#[derive(Debug)]
-pub struct Shared {
-    stack: Mutex<Stack>,
-    driver: Notify,
-}
-
-impl Shared {
-    pub(super) fn lock(&self) -> MutexGuard<'_, Stack> {
-        // A panic while holding the lock cannot leave smoltcp in a state worse than a reset
-        // connection; keep serving the others.
-        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(super) fn wake_driver(&self) {
-        self.driver.notify_one();
-    }
-}
-
-/// The stack's clock: monotonic, and tokio's, so a paused test clock drives smoltcp too.
-pub(super) fn now() -> Instant {
-    Instant::from(tokio::time::Instant::now().into_std())
-}
 
 /// Connections accepted through the TUN. Dropping it closes the door: from then on new
 /// clients are refused with a RST, as a kernel socket without a listener would refuse them,
@@ -114,10 +90,7 @@ pub fn spawn(
     }
     config.random_seed = u64::from_le_bytes(seed);
     let mtu = config.mtu;
-    let shared = Arc::new(Shared {
-        stack: Mutex::new(Stack::with_identify(config, now(), identify)),
-        driver: Notify::new(),
-    });
+    let shared = Arc::new(Shared::new(Stack::with_identify(config, now(), identify)));
     let (accepted_tx, accepted) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(shared.clone(), tun, mtu, accepted_tx));
     (
@@ -181,7 +154,7 @@ async fn run(
                     return error;
                 }
             }
-            () = shared.driver.notified() => {}
+            () = shared.driver_woken() => {}
             () = sleep_for(wait) => {}
         }
     }

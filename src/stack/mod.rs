@@ -4,12 +4,15 @@
 //! - [`core`]: the sans-IO endpoint (smoltcp interface, one socket per connection, reaping).
 //! - [`device`]: the in-memory packet queues smoltcp reads and writes.
 //! - [`driver`]: the one task that moves packets between the TUN and the endpoint.
+//! - `shared`: the endpoint behind its lock and the driver's wake-up, shared by the driver and
+//!   every stream, and the stack's clock.
 //! - [`stream`]: [`TcpStream`], a tokio `AsyncRead + AsyncWrite` over one smoltcp socket.
 
 pub mod caller;
 pub mod core;
 pub mod device;
 pub mod driver;
+mod shared;
 pub mod stream;
 
 pub use driver::{Listener, spawn};
