@@ -13,13 +13,14 @@
 //!     │ IP packets
 //!     ▼
 //!  platform ── TUN fd ──▶ stack::driver (one task) ── smoltcp Interface + SocketSet
-//!                               │ accept: one socket per SYN, handed out on ESTABLISHED
+//!  (a stack::PacketIo; in       │ one socket per SYN; a stream once established
+//!   tests a PacketPipe)         │ and the client has sent its first byte
 //!                               ▼
 //!                         stack::TcpStream (AsyncRead + AsyncWrite, smoltcp wakers)
 //!                               │
 //!  --listen ADDR:PORT ─▶ tokio::net::TcpStream ─┐
 //!                               ▼               ▼
-//!                         http::serve_connection (hyper HTTP/1.1)
+//!                         http::Server::serve (hyper HTTP/1.1, one task per connection)
 //!                               │
 //!                               ▼
 //!                         imds::Imds::respond (metadata tree, IMDSv2 tokens, credentials)
@@ -28,7 +29,8 @@
 //! Layers, each a folder or file:
 //! - [`platform`]: the TUN device and its point-to-point address, and opening a file with another
 //!   user's rights; all `unsafe` and OS code.
-//! - [`stack`]: smoltcp driven by one task, and the streams it hands out.
+//! - [`stack`]: smoltcp driven by one task over any packet device (the TUN, or in tests an
+//!   in-memory pipe), and the streams it hands out.
 //! - [`http`]: hyper connections over any stream, listeners, graceful shutdown.
 //! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
 //! - [`credentials`]: where the role credentials come from (one small trait).

@@ -12,7 +12,9 @@
 //!   not create a second socket: connections are keyed by the client's endpoint.
 //! - A socket handle is an index that smoltcp reuses. A handle held by a live
 //!   [`super::TcpStream`] is never removed; only detached (dropped) or never-accepted sockets are.
-//! - Connections are handed out once ESTABLISHED, so half-open handshakes cost no HTTP task.
+//! - Connections are handed out by [`Stack::poll`] once ESTABLISHED *and* the client has sent
+//!   its first byte (or its FIN), so half-open handshakes and silent connections cost no HTTP
+//!   task; a connection silent for `first_data_timeout` is reset here.
 
 use super::caller::{BySourceAddress, Caller, Identify};
 use super::device::PacketQueues;
@@ -73,7 +75,7 @@ impl StackConfig {
     }
 }
 
-/// A connection that completed its handshake and is ready for a stream.
+/// A connection that completed its handshake and whose client has spoken: ready for a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Established {
     pub handle: SocketHandle,
@@ -193,8 +195,8 @@ impl Stack {
         }
     }
 
-    /// Runs timers and emits everything due, then returns connections that just became
-    /// established and reaps finished ones.
+    /// Runs timers and emits everything due, then returns the connections ready for a stream
+    /// (established, and the client's first byte or FIN arrived) and reaps finished ones.
     pub fn poll(&mut self, now: Instant) -> Vec<Established> {
         // Reap before polling so resets for lingering connections leave in this poll, and after
         // so connections that finished in it are freed at once.

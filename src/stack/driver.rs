@@ -1,46 +1,26 @@
-//! The one task that moves packets between the TUN and the [`Stack`], and hands out streams.
+//! The one task that moves packets between the packet device and the [`Stack`], and hands out
+//! streams.
 //!
-//! The task sleeps until one of three things happens: the TUN has packets, a stream asked for a
+//! The device is any [`PacketIo`]: the TUN in production, an in-memory
+//! [`super::memory::PacketPipe`] in tests. The task sleeps until one of three things happens: the
+//! device has packets, a stream asked for a
 //! transmit (`Notify`), or smoltcp's next timer is due. Each round it feeds every queued packet
-//! to the stack, polls, collects the packets to send and the newly established connections, and
-//! only then, with the lock released, writes to the TUN and passes connections to the
-//! [`Listener`]. No lock is ever held across an `.await`.
+//! to the stack, polls, collects the packets to send and the connections ready for a stream
+//! (those whose client has sent its first byte), and only then, with the lock released, writes
+//! to the device and passes connections to the [`Listener`]. No lock is ever held across an
+//! `.await`.
 
 use super::caller::Identify;
 use super::core::{Established, Stack, StackConfig};
+use super::packet_io::PacketIo;
+use super::shared::{Shared, now};
 use super::stream::TcpStream;
-use crate::platform::AsyncTun;
-use smoltcp::time::Instant;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::{Notify, mpsc};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// State shared by the driver and every stream.
-#[derive(Debug)]
-pub struct Shared {
-    stack: Mutex<Stack>,
-    driver: Notify,
-}
-
-impl Shared {
-    pub(super) fn lock(&self) -> MutexGuard<'_, Stack> {
-        // A panic while holding the lock cannot leave smoltcp in a state worse than a reset
-        // connection; keep serving the others.
-        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(super) fn wake_driver(&self) {
-        self.driver.notify_one();
-    }
-}
-
-/// The stack's clock: monotonic, and tokio's, so a paused test clock drives smoltcp too.
-pub(super) fn now() -> Instant {
-    Instant::from(tokio::time::Instant::now().into_std())
-}
-
-/// Connections accepted through the TUN. Dropping it closes the door: from then on new
+/// Connections accepted through the stack. Dropping it closes the door: from then on new
 /// clients are refused with a RST, as a kernel socket without a listener would refuse them,
 /// instead of being connected and then closed without an answer.
 #[derive(Debug)]
@@ -50,7 +30,7 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// The next established connection; `None` once the driver has stopped.
+    /// The next connection whose client has spoken; `None` once the driver has stopped.
     pub async fn accept(&mut self) -> Option<TcpStream> {
         self.accepted.recv().await
     }
@@ -71,7 +51,8 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Resolves only if the TUN fails (for example, someone deleted the device).
+    /// Resolves only if the packet device fails (for example, someone deleted the TUN, or the
+    /// other end of a [`super::memory::PacketPipe`] was dropped).
     pub async fn failed(&mut self) -> io::Error {
         match (&mut self.task).await {
             Ok(error) => error,
@@ -79,27 +60,27 @@ impl Driver {
         }
     }
 
-    /// Resets the remaining connections, sends the resets, and closes the TUN (which removes
-    /// the device and its route).
-    pub async fn stop(self, tun_flush: std::time::Duration) {
+    /// Resets the remaining connections, sends the resets, and drops the device (for the TUN,
+    /// closing it removes the device and its route).
+    pub async fn stop(self, flush: std::time::Duration) {
         self.shared.lock().abort_all();
         self.shared.wake_driver();
         // Give the driver a moment to put the RSTs on the wire.
-        tokio::time::sleep(tun_flush).await;
+        tokio::time::sleep(flush).await;
         self.task.abort();
         let _ = self.task.await;
     }
 
-    /// Live TCP connections through the TUN.
+    /// Live TCP connections through the stack.
     pub fn connection_count(&self) -> usize {
         self.shared.lock().connection_count()
     }
 }
 
-/// Starts the driver for `tun` with an endpoint built from `config`; `identify` tells callers
+/// Starts the driver for `device` with an endpoint built from `config`; `identify` tells callers
 /// apart when the connection limit is reached.
-pub fn spawn(
-    tun: AsyncTun,
+pub fn spawn<P: PacketIo + 'static>(
+    device: P,
     mut config: StackConfig,
     identify: Box<dyn Identify>,
 ) -> (Listener, Driver) {
@@ -114,12 +95,9 @@ pub fn spawn(
     }
     config.random_seed = u64::from_le_bytes(seed);
     let mtu = config.mtu;
-    let shared = Arc::new(Shared {
-        stack: Mutex::new(Stack::with_identify(config, now(), identify)),
-        driver: Notify::new(),
-    });
+    let shared = Arc::new(Shared::new(Stack::with_identify(config, now(), identify)));
     let (accepted_tx, accepted) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(shared.clone(), tun, mtu, accepted_tx));
+    let task = tokio::spawn(run(shared.clone(), device, mtu, accepted_tx));
     (
         Listener {
             accepted,
@@ -132,9 +110,9 @@ pub fn spawn(
 /// Packets read per wake-up before the stack is polled; bounds latency under a flood.
 const READ_BATCH: usize = 64;
 
-async fn run(
+async fn run<P: PacketIo>(
     shared: Arc<Shared>,
-    tun: AsyncTun,
+    device: P,
     mtu: usize,
     accepted: mpsc::UnboundedSender<TcpStream>,
 ) -> io::Error {
@@ -158,9 +136,9 @@ async fn run(
         };
         hand_out(&shared, established, &accepted);
         for packet in outgoing.drain(..) {
-            if let Err(error) = tun.send(&packet).await {
+            if let Err(error) = device.send(&packet).await {
                 // A full or vanished device loses this packet; TCP retransmits it.
-                tracing::debug!(%error, "TUN write failed");
+                tracing::debug!(%error, "packet write failed");
             }
             written.push(packet);
         }
@@ -173,15 +151,15 @@ async fn run(
         }
         tokio::select! {
             biased;
-            ready = tun.readable() => {
+            ready = device.readable() => {
                 if let Err(error) = ready {
                     return error;
                 }
-                if let Err(error) = read_batch(&tun, &mut read_buffer, &mut incoming) {
+                if let Err(error) = read_batch(&device, &mut read_buffer, &mut incoming) {
                     return error;
                 }
             }
-            () = shared.driver.notified() => {}
+            () = shared.driver_woken() => {}
             () = sleep_for(wait) => {}
         }
     }
@@ -203,9 +181,13 @@ fn hand_out(
     }
 }
 
-fn read_batch(tun: &AsyncTun, buffer: &mut [u8], incoming: &mut Vec<Vec<u8>>) -> io::Result<()> {
+fn read_batch<P: PacketIo>(
+    device: &P,
+    buffer: &mut [u8],
+    incoming: &mut Vec<Vec<u8>>,
+) -> io::Result<()> {
     while incoming.len() < READ_BATCH {
-        match tun.try_recv(buffer) {
+        match device.try_recv(buffer) {
             Ok(0) => break,
             Ok(length) => incoming.push(buffer[..length].to_vec()),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,

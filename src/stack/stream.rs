@@ -9,7 +9,7 @@
 //! something to send (data, a FIN, a reopened window) wakes the driver through its `Notify`.
 
 use super::core::Established;
-use super::driver::Shared;
+use super::shared::{Shared, now};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{RecvError, SendError};
 use std::io;
@@ -201,7 +201,7 @@ impl AsyncWrite for TcpStream {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        let now = super::driver::now();
+        let now = now();
         self.shared.lock().detach(self.handle, now);
         self.shared.wake_driver();
     }
