@@ -536,3 +536,34 @@ fn a_connection_after_sigterm_is_refused_not_answered_empty() {
     assert_exit_code(&child, status, 0);
     namespace.wait_until_clean(CLEANUP_TIMEOUT);
 }
+
+/// A user holding CAP_NET_ADMIN (the systemd unit's shape) who cannot open a mode-0600
+/// `/dev/net/tun` must be told about the device's mode, not that imds-tun "needs root".
+#[test]
+fn cap_net_admin_without_access_to_dev_net_tun_is_told_about_the_device_not_root() {
+    let namespace = namespace!();
+    let scratch = common::TempDir::new();
+    // `ip netns exec` runs the shell in a mount namespace of its own: the bind mount of a 0600
+    // device node over /dev/net/tun is seen by this command only.
+    let script = format!(
+        "mount -t tmpfs tmpfs {dir} && mknod {dir}/tun c 10 200 && chmod 0600 {dir}/tun && \
+         mount --bind {dir}/tun /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 \
+         --clear-groups --inh-caps=+net_admin --ambient-caps=+net_admin {binary}",
+        dir = scratch.path().display(),
+        binary = common::BINARY,
+    );
+    let mut command = std::process::Command::new("ip");
+    command.args(["netns", "exec", namespace.name(), "sh", "-c", &script]);
+    let mut child = common::ImdsTun::spawn(command, &Spawn::default(), test_name!());
+    let status = child.wait_exit(REFUSAL_TIMEOUT);
+    assert_exit_code(&child, status, 1);
+    assert_one_error_line(
+        &child.stderr(),
+        &[
+            "/dev/net/tun exists but this user cannot open it",
+            "chmod 0666",
+        ],
+    );
+    assert!(!child.stderr().contains("needs root"), "{}", child.stderr());
+    assert!(namespace.tun_links().is_empty());
+}

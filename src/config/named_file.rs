@@ -24,8 +24,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::platform::{self, FileUser, OpenAsError};
 use crate::platform::privileges;
+use crate::platform::{self, FileUser, OpenAsError};
 
 /// The most a `--config` file may hold: far more than every key with long values.
 pub const CONFIG_CAP: Cap = Cap {

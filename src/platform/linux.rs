@@ -224,6 +224,15 @@ fn silence_ipv6(device: &str) {
     }
 }
 
+fn holds_net_admin() -> bool {
+    caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_NET_ADMIN,
+    )
+    .unwrap_or(false)
+}
+
 fn tun_io(error: tun::Error) -> io::Error {
     match error {
         tun::Error::Io(source) => source,
@@ -239,11 +248,16 @@ fn creation_error(error: tun::Error, name: &str) -> PlatformError {
         other => {
             let source = tun_io(other);
             match source.raw_os_error() {
-                Some(libc_errno)
-                    if libc_errno == nix::libc::EPERM || libc_errno == nix::libc::EACCES =>
-                {
-                    PlatformError::NotPermitted
+                // Opening the device node is a file permission (EACCES); creating an interface
+                // through it needs CAP_NET_ADMIN (EPERM). Without the capability, that is the
+                // fix to name; with it, only the node's mode stands in the way.
+                Some(libc_errno) if libc_errno == nix::libc::EACCES && holds_net_admin() => {
+                    PlatformError::TunDeviceDenied {
+                        uid: nix::unistd::geteuid().as_raw(),
+                    }
                 }
+                Some(libc_errno) if libc_errno == nix::libc::EACCES => PlatformError::NotPermitted,
+                Some(libc_errno) if libc_errno == nix::libc::EPERM => PlatformError::NotPermitted,
                 Some(libc_errno)
                     if libc_errno == nix::libc::ENOENT || libc_errno == nix::libc::ENODEV =>
                 {

@@ -36,9 +36,9 @@ mod imp;
 pub mod capabilities;
 #[cfg(target_os = "linux")]
 mod claim_lock;
-pub mod privileges;
 #[cfg(target_os = "linux")]
 pub mod netlink;
+pub mod privileges;
 
 #[cfg(not(target_os = "linux"))]
 #[path = "unsupported.rs"]
@@ -85,6 +85,12 @@ pub enum PlatformError {
          or serve on a kernel socket without a TUN: `imds-tun --no-tun --listen 127.0.0.1:8080`"
     )]
     NotPermitted,
+    #[error(
+        "/dev/net/tun exists but this user cannot open it (uid {uid}): make it readable and \
+         writable for everyone as Debian ships it (`sudo chmod 0666 /dev/net/tun`), or run \
+         `sudo imds-tun`"
+    )]
+    TunDeviceDenied { uid: u32 },
     #[error(
         "/dev/net/tun is missing: load the TUN driver with `sudo modprobe tun`; inside a container \
          pass the device (`docker run --device /dev/net/tun --cap-add NET_ADMIN ...`)"
