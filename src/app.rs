@@ -74,6 +74,15 @@ pub fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    // aws-config reads only the process environment; prepare it while no thread can read it.
+    if !settings.credentials.mock && settings.proxy.upstream.is_none() {
+        let changes =
+            crate::credentials::setup::sdk_environment(settings.credentials.profile.as_deref());
+        if let Err(error) = platform::change_environment_before_threads(&changes) {
+            eprintln!("imds-tun: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

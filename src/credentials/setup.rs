@@ -10,13 +10,15 @@
 //! ```
 //!
 //! The chain must never reach the instance-metadata service: that would be imds-tun asking
-//! itself. aws-config reads its environment through an `Env` we hand it (a copy of the
-//! process's, never `set_var`), with `AWS_EC2_METADATA_DISABLED=true`: that switches off the
-//! chain's IMDS provider, the IMDS region lookup and a profile's
-//! `credential_source = Ec2InstanceMetadata` alike. Handing aws-config an `Env` needs its
-//! `test-util` feature (`ConfigLoader::env`), which adds nothing but `regex-lite`.
+//! itself. aws-config reads the process environment (its only supported source; handing it an
+//! `Env` of our own needs its test-only `test-util` feature), so [`sdk_environment`] says what
+//! to change there and `main` applies it before any thread exists
+//! (`platform::change_environment_before_threads`): `AWS_EC2_METADATA_DISABLED=true` switches off
+//! the chain's IMDS provider, the IMDS region lookup and a profile's
+//! `credential_source = Ec2InstanceMetadata` alike. Child processes (`credential_process`)
+//! inherit the same environment.
 //!
-//! Under `sudo`, the copy's `HOME` is the invoking user's (`SUDO_USER`), so `~/.aws/config`,
+//! Under `sudo`, `HOME` becomes the invoking user's (`SUDO_USER`), so `~/.aws/config`,
 //! `~/.aws/credentials` and the SSO token cache are that user's, unless `AWS_CONFIG_FILE` /
 //! `AWS_SHARED_CREDENTIALS_FILE` name other files.
 
@@ -94,11 +96,8 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
     if wanted.mock {
         return Ok(fake(settings, "--mock-credentials given".into()));
     }
-    let process_env: HashMap<String, String> = std::env::vars_os()
-        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
-        .collect();
-    let home = sudo_home(&process_env);
-    let env = sdk_env(process_env, wanted.profile.as_deref(), home.as_deref());
+    // Already prepared by `main` (see [`sdk_environment`]).
+    let env = process_environment();
     check_profile(&env, wanted.profile.is_some()).await?;
     let mfa = mfa(wanted)?;
     if wanted.role_arn.is_none() && !could_find_credentials(&env) {
@@ -114,7 +113,6 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
     }
 
     let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .env(Env::from(env.clone()))
         .retry_config(RetryConfig::standard().with_max_attempts(2))
         .timeout_config(
             TimeoutConfig::builder()
@@ -287,6 +285,42 @@ fn sudo_home(env: &HashMap<String, String>) -> Option<String> {
         .filter(|user| !user.is_empty() && *user != "root")?;
     let entry = nix::unistd::User::from_name(user).ok().flatten()?;
     entry.dir.to_str().map(str::to_owned)
+}
+
+/// The process environment as text (variables that are not UTF-8 are skipped).
+fn process_environment() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .collect()
+}
+
+/// What to change in this process's environment before aws-config reads it (see the module
+/// docs): the changes that turn the current environment into [`sdk_env`]'s.
+pub fn sdk_environment(profile: Option<&str>) -> Vec<(String, Option<String>)> {
+    let current = process_environment();
+    let home = sudo_home(&current);
+    let wanted = sdk_env(current.clone(), profile, home.as_deref());
+    environment_changes(&current, &wanted)
+}
+
+/// The sets and removals that turn `current` into `wanted`, in a stable order.
+fn environment_changes(
+    current: &HashMap<String, String>,
+    wanted: &HashMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    let mut changes: Vec<(String, Option<String>)> = wanted
+        .iter()
+        .filter(|(key, value)| current.get(*key) != Some(value))
+        .map(|(key, value)| (key.clone(), Some(value.clone())))
+        .collect();
+    changes.extend(
+        current
+            .keys()
+            .filter(|key| !wanted.contains_key(*key))
+            .map(|key| (key.clone(), None)),
+    );
+    changes.sort();
+    changes
 }
 
 /// The environment aws-config sees: the process's, IMDS disabled, `HOME` the invoking user's
@@ -467,6 +501,28 @@ mod tests {
             &config
         )])));
         std::fs::remove_dir_all(&empty_home).expect("cleanup");
+    }
+
+    #[test]
+    fn the_environment_changes_set_what_differs_and_remove_what_must_go() {
+        let current = env_of(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("HOME", "/root"),
+            ("PATH", "/bin"),
+        ]);
+        let wanted = sdk_env(current.clone(), Some("dev"), Some("/home/alice"));
+        assert_eq!(
+            environment_changes(&current, &wanted),
+            vec![
+                ("AWS_ACCESS_KEY_ID".to_owned(), None),
+                (
+                    "AWS_EC2_METADATA_DISABLED".to_owned(),
+                    Some("true".to_owned())
+                ),
+                ("AWS_PROFILE".to_owned(), Some("dev".to_owned())),
+                ("HOME".to_owned(), Some("/home/alice".to_owned())),
+            ]
+        );
     }
 
     #[test]

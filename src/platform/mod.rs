@@ -60,6 +60,45 @@ pub mod capabilities {
     }
 }
 
+/// A change to this process's environment: set to the value, or remove with `None`.
+pub type EnvChange = (String, Option<String>);
+
+/// Why the environment was not changed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "internal error: the environment may only be changed while the process has one thread \
+     ({threads} run)"
+)]
+pub struct ThreadsRunning {
+    threads: usize,
+}
+
+/// Applies `changes` to the process environment. The C library's `getenv` does not lock
+/// against `setenv`, so this is only sound while no other thread runs: imds-tun calls it from
+/// `main`, before the async runtime starts, and it refuses (on Linux, where the threads can be
+/// counted) when other threads exist.
+#[allow(unsafe_code)]
+pub fn change_environment_before_threads(changes: &[EnvChange]) -> Result<(), ThreadsRunning> {
+    #[cfg(target_os = "linux")]
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        let threads = tasks.count();
+        if threads != 1 {
+            return Err(ThreadsRunning { threads });
+        }
+    }
+    for (key, value) in changes {
+        // SAFETY: single-threaded (checked above where the OS lets us), so no other thread
+        // can be reading the environment while it changes.
+        unsafe {
+            match value {
+                Some(value) => std::env::set_var(key, value),
+                None => std::env::remove_var(key),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The metadata service address every cloud SDK dials.
 pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
