@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 use crate::config::{Imdsv2Mode, Settings};
 use crate::credentials::{CredentialSource, RoleCredentials};
-use responses::{Reply, ec2_time, pretty_json};
+use responses::{Reply, iso8601_utc_seconds, pretty_json};
 use token::TokenMint;
 use tree::{Leaf, Node, Tree};
 
@@ -69,7 +69,7 @@ pub const VERSIONS: &[&str] = &[
 /// Longer paths are refused before any work: no real metadata path comes near this.
 pub const MAX_PATH_LEN: usize = 1024;
 
-const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+const SESSION_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
 const TOKEN_TTL_HEADER: HeaderName =
     HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
 const FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -200,7 +200,7 @@ impl Imds {
     /// semantics and must learn (401) that its token is stale, so it fetches a new one instead
     /// of silently downgrading. Without a token only optional mode serves (IMDSv1).
     fn authorized(&self, request: &http::request::Parts, now: OffsetDateTime) -> bool {
-        match request.headers.get(TOKEN_HEADER) {
+        match request.headers.get(SESSION_TOKEN_HEADER) {
             Some(value) => value
                 .to_str()
                 .is_ok_and(|token| self.tokens.check(token, now.unix_timestamp()).is_ok()),
@@ -220,7 +220,7 @@ impl Imds {
                 Reply::text(pretty_json(&[
                     ("Code", error.code.into()),
                     ("Message", error.message.into()),
-                    ("LastUpdated", ec2_time(now).into()),
+                    ("LastUpdated", iso8601_utc_seconds(now).into()),
                 ]))
             }
         }
@@ -232,7 +232,10 @@ impl Imds {
 pub fn credentials_json(credentials: &RoleCredentials, account_id: Option<&str>) -> String {
     let mut fields = vec![
         ("Code", "Success".into()),
-        ("LastUpdated", ec2_time(credentials.last_updated).into()),
+        (
+            "LastUpdated",
+            iso8601_utc_seconds(credentials.last_updated).into(),
+        ),
         ("Type", "AWS-HMAC".into()),
         ("AccessKeyId", credentials.access_key_id.as_str().into()),
         (
@@ -240,7 +243,10 @@ pub fn credentials_json(credentials: &RoleCredentials, account_id: Option<&str>)
             credentials.secret_access_key.as_str().into(),
         ),
         ("Token", credentials.token.as_str().into()),
-        ("Expiration", ec2_time(credentials.expiration).into()),
+        (
+            "Expiration",
+            iso8601_utc_seconds(credentials.expiration).into(),
+        ),
     ];
     if let Some(account_id) = account_id {
         fields.push(("AccountId", account_id.into()));
