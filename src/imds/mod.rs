@@ -3,7 +3,8 @@
 //! [`Imds::respond`] turns request headers into a complete response; it does no I/O and never
 //! waits, so it runs inline on whichever task owns the connection. Routing, in order:
 //!
-//! 1. Paths with `..`/`.`/empty segments or longer than [`MAX_PATH_LEN`] are 404.
+//! 1. Paths with `..`/`.`/empty segments are 404. Length is not judged here: the HTTP layer has
+//!    already answered 414 to anything longer than `--max-path-length`.
 //! 2. `/latest/api/token`: PUT issues an IMDSv2 token; any other method is 405. A PUT on a dated
 //!    version's token path is 403, as EC2 documents.
 //! 3. Anything else must be GET or HEAD (405 otherwise), and passes the token check: a presented
@@ -65,9 +66,6 @@ pub const VERSIONS: &[&str] = &[
     "2024-04-11",
     "latest",
 ];
-
-/// Longer paths are refused before any work: no real metadata path comes near this.
-pub const MAX_PATH_LEN: usize = 1024;
 
 const SESSION_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
 const TOKEN_TTL_HEADER: HeaderName =
@@ -255,11 +253,10 @@ pub fn credentials_json(credentials: &RoleCredentials, account_id: Option<&str>)
 }
 
 /// The path's segments, a trailing `/` ignored; `None` for anything no metadata path can be
-/// (relative, too long, empty or dot segments). Query strings are not part of `path()`.
+/// (relative, empty or dot segments). Query strings are not part of `path()`. No length cap of
+/// its own: a second, fixed one would turn paths that `--max-path-length` admits (a long tag
+/// key) into 404 and skip the method and token checks for them.
 fn split_path(path: &str) -> Option<Vec<&str>> {
-    if path.len() > MAX_PATH_LEN {
-        return None;
-    }
     let inner = path.strip_prefix('/')?;
     let inner = inner.strip_suffix('/').unwrap_or(inner);
     if inner.is_empty() {
