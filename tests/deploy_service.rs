@@ -39,14 +39,25 @@ fn tree(root: &Path) -> BTreeSet<String> {
     set
 }
 
+/// Where no systemd runs: the scripts look for a running systemd here, and it never exists.
+const NO_SYSTEMD: &str = "/nonexistent/run/systemd/system";
+
 fn script(name: &str, destdir: &Path) -> Output {
-    Command::new("bash")
+    script_with(name, destdir, &[("SYSTEMD_RUNTIME_DIR", NO_SYSTEMD)])
+}
+
+fn script_with(name: &str, destdir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new("bash");
+    command
         .arg(repo().join("scripts").join(name))
         .env("DESTDIR", destdir)
         .env("IMDS_TUN_BINARY", BINARY)
         .env("IMDS_TUN_SYSTEMD", "0")
-        .output()
-        .expect("running the script")
+        .env_remove("IMDS_TUN_ARGS");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("running the script")
 }
 
 #[test]
@@ -55,6 +66,14 @@ fn install_then_uninstall_leaves_exactly_what_was_there() {
     let destdir = scratch.path().join("root");
     std::fs::create_dir_all(destdir.join("etc/default")).unwrap();
     std::fs::write(destdir.join("etc/default/someone-else"), "keep").unwrap();
+    // Another enabled service, as on every real system: its link must stay.
+    let wants = destdir.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/someone-else.service",
+        wants.join("someone-else.service"),
+    )
+    .unwrap();
     let before = tree(&destdir);
 
     let install = script("install.sh", &destdir);
@@ -88,9 +107,79 @@ fn install_then_uninstall_leaves_exactly_what_was_there() {
     assert!(again.status.success(), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged /usr/local/bin/imds-tun"));
 
+    // What `systemctl enable imds-tun` adds; uninstall.sh must take it away even when systemctl
+    // cannot be asked (before, the dangling link stayed).
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/imds-tun.service",
+        wants.join("imds-tun.service"),
+    )
+    .unwrap();
+
     let uninstall = script("uninstall.sh", &destdir);
     assert!(uninstall.status.success(), "{}", text(&uninstall));
     assert_eq!(tree(&destdir), before, "{}", text(&uninstall));
+}
+
+#[test]
+fn install_without_systemd_says_how_to_run_it_without_systemctl() {
+    let scratch = TempDir::new();
+    let destdir = scratch.path().join("root");
+    let install = script_with(
+        "install.sh",
+        &destdir,
+        &[
+            ("SYSTEMD_RUNTIME_DIR", NO_SYSTEMD),
+            ("IMDS_TUN_ARGS", "--version"),
+        ],
+    );
+    assert!(install.status.success(), "{}", text(&install));
+    let said = String::from_utf8_lossy(&install.stdout).to_string();
+    assert!(
+        !said.contains("systemctl"),
+        "a systemctl hint fails where no systemd runs: {said}"
+    );
+    // The hint, run as it says (we are root already; paths moved into DESTDIR), starts the
+    // installed binary with the env file's flags: `--version` here, so it exits at once.
+    let hint = said
+        .lines()
+        .find_map(|line| line.strip_prefix("install.sh:   sudo "))
+        .unwrap_or_else(|| panic!("no `sudo ...` line to run: {said}"));
+    let staged = hint
+        .replace(
+            "/etc/default/imds-tun",
+            &destdir.join("etc/default/imds-tun").display().to_string(),
+        )
+        .replace(
+            "/usr/local/bin/imds-tun",
+            &destdir.join("usr/local/bin/imds-tun").display().to_string(),
+        );
+    let run = Command::new("sh")
+        .args(["-c", &staged])
+        .output()
+        .expect("running the hint");
+    assert!(run.status.success(), "{staged}\n{}", text(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stdout).starts_with("imds-tun "),
+        "{staged}\n{}",
+        text(&run)
+    );
+
+    // Where systemd runs but this run was told not to use it, systemctl is the right advice.
+    let systemd_here = TempDir::new();
+    let staged_only = script_with(
+        "install.sh",
+        &scratch.path().join("other-root"),
+        &[(
+            "SYSTEMD_RUNTIME_DIR",
+            systemd_here.path().to_str().expect("temp paths are UTF-8"),
+        )],
+    );
+    assert!(staged_only.status.success(), "{}", text(&staged_only));
+    assert!(
+        String::from_utf8_lossy(&staged_only.stdout).contains("systemctl enable --now imds-tun"),
+        "{}",
+        text(&staged_only)
+    );
 }
 
 #[test]
