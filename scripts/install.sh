@@ -8,7 +8,8 @@
 #
 # Environment: DESTDIR (stage into a directory, e.g. for packaging or tests), PREFIX, SYSCONFDIR,
 # UNITDIR, IMDS_TUN_BINARY (install this binary instead of building one), IMDS_TUN_ARGS (flags
-# for a new env file), IMDS_TUN_SYSTEMD=0 (never call systemctl).
+# for a new env file), IMDS_TUN_SYSTEMD=0 (never call systemctl), SYSTEMD_RUNTIME_DIR (where a
+# running systemd shows itself, default /run/systemd/system; tests point it elsewhere).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,7 +48,9 @@ own() {
 make_parents() {
     local dir missing=()
     dir=$(dirname "$1")
-    while [ ! -d "$DESTDIR$dir" ]; do
+    # Stops at / as well: with a DESTDIR that does not exist yet, "$DESTDIR/" is never a
+    # directory and dirname / is / (this loop used to spin forever).
+    while [ "$dir" != / ] && [ ! -d "$DESTDIR$dir" ]; do
         missing=("$dir" "${missing[@]}")
         dir=$(dirname "$dir")
     done
@@ -69,6 +72,9 @@ install_file() {
     fi
     own "$target"
 }
+
+# A staging root is made on demand; it is the caller's, so it is not in the manifest.
+[ -z "$DESTDIR" ] || mkdir -p "$DESTDIR"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -93,11 +99,18 @@ own "$PREFIX/share/imds-tun/install-manifest"
 printf '%s\n' "${created[@]}" >"$manifest"
 say "manifest: $PREFIX/share/imds-tun/install-manifest (${#created[@]} entries)"
 
-if [ -z "$DESTDIR" ] && [ "${IMDS_TUN_SYSTEMD:-1}" != 0 ] && [ -d /run/systemd/system ]; then
+systemd_runtime_dir=${SYSTEMD_RUNTIME_DIR:-/run/systemd/system}
+if [ -z "$DESTDIR" ] && [ "${IMDS_TUN_SYSTEMD:-1}" != 0 ] && [ -d "$systemd_runtime_dir" ]; then
     systemctl daemon-reload
     systemctl enable imds-tun.service
     systemctl restart imds-tun.service
     say "service imds-tun enabled and (re)started: systemctl status imds-tun"
+elif [ -d "$systemd_runtime_dir" ]; then
+    # systemd runs here; we were only asked not to touch it (DESTDIR or IMDS_TUN_SYSTEMD=0).
+    say "systemd not used by this run; start it with: systemctl daemon-reload && systemctl enable --now imds-tun"
 else
-    say "systemd not used here; start it with: systemctl daemon-reload && systemctl enable --now imds-tun"
+    # No systemd: a systemctl hint would fail. The unit only adds the flags of the env file.
+    say "no systemd on this machine ($systemd_runtime_dir is missing), so the unit is not used;"
+    say "run it as root, in the foreground or under your own supervisor:"
+    say "  sudo sh -c '. $SYSCONFDIR/default/imds-tun && exec $PREFIX/bin/imds-tun \$IMDS_TUN_ARGS'"
 fi

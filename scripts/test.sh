@@ -65,6 +65,13 @@ cargo clippy --all-targets --locked -- -D warnings || failed+=("cargo clippy")
 step "cargo test --all-targets --locked"
 cargo test --all-targets --locked || failed+=("cargo test")
 
+# Without `sts` (the only default feature; the fuzz build uses it this way) the crate must still
+# build and its logic hold. The library's unit tests are enough: the end-to-end tests exercise
+# the same binary paths, take minutes, and three of them need the AWS SDK's client (they declare
+# required-features = ["sts"] and would be skipped anyway).
+step "cargo test --no-default-features --lib --locked"
+cargo test --no-default-features --lib --locked || failed+=("cargo test --no-default-features")
+
 # --- Fuzzing: both targets, bounded, on the committed corpus (docs/hardening.md) --------------
 # FUZZ_SECONDS=0 skips running (the targets are still built, so they cannot rot).
 # -O at opt-level 1: a cold build takes about as long as --dev (~9.5 min on 2 busy cores, against

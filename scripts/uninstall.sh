@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Removes what scripts/install.sh installed: exactly the files and directories in its manifest
 # ($PREFIX/share/imds-tun/install-manifest), nothing else. Directories go only when empty.
-# Environment: DESTDIR, PREFIX (as given to install.sh), IMDS_TUN_SYSTEMD=0 (never call systemctl).
+# Also removes the `multi-user.target.wants` symlink that `systemctl enable` made, even when
+# systemctl cannot be asked (no running systemd, DESTDIR, IMDS_TUN_SYSTEMD=0): it is not in the
+# manifest, but left behind it points at a unit that no longer exists.
+# Environment: DESTDIR, PREFIX, UNITDIR (as given to install.sh), IMDS_TUN_SYSTEMD=0 (never call
+# systemctl), SYSTEMD_RUNTIME_DIR (default /run/systemd/system).
 set -euo pipefail
 
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/usr/local}
+UNITDIR=${UNITDIR:-/etc/systemd/system}
+systemd_runtime_dir=${SYSTEMD_RUNTIME_DIR:-/run/systemd/system}
 manifest="$DESTDIR$PREFIX/share/imds-tun/install-manifest"
 
 say() { printf 'uninstall.sh: %s\n' "$*"; }
@@ -15,8 +21,13 @@ if [ ! -f "$manifest" ]; then
     exit 1
 fi
 
-if [ -z "$DESTDIR" ] && [ "${IMDS_TUN_SYSTEMD:-1}" != 0 ] && [ -d /run/systemd/system ]; then
+if [ -z "$DESTDIR" ] && [ "${IMDS_TUN_SYSTEMD:-1}" != 0 ] && [ -d "$systemd_runtime_dir" ]; then
     systemctl disable --now imds-tun.service || true
+fi
+wants_link="$UNITDIR/multi-user.target.wants/imds-tun.service"
+if [ -L "$DESTDIR$wants_link" ]; then
+    rm -f "$DESTDIR$wants_link"
+    say "removed $wants_link"
 fi
 
 mapfile -t entries <"$manifest"
@@ -37,6 +48,6 @@ for ((i = ${#entries[@]} - 1; i >= 0; i--)); do
     esac
 done
 
-if [ -z "$DESTDIR" ] && [ "${IMDS_TUN_SYSTEMD:-1}" != 0 ] && [ -d /run/systemd/system ]; then
+if [ -z "$DESTDIR" ] && [ "${IMDS_TUN_SYSTEMD:-1}" != 0 ] && [ -d "$systemd_runtime_dir" ]; then
     systemctl daemon-reload
 fi

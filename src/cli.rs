@@ -35,14 +35,15 @@ pub struct Cli {
     /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,
-    /// Seconds in-flight requests may take after SIGINT/SIGTERM, 0-3600 [default: 5].
+    /// Seconds in-flight requests may take after SIGINT, SIGTERM or SIGHUP, 0-3600 [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
     /// Whether metadata requests need an IMDSv2 token [default: optional].
     #[arg(long, value_enum, value_name = "MODE")]
     pub imdsv2: Option<Imdsv2Arg>,
 
-    /// Instance id, `i-` + 17 hex digits [default: derived from /etc/machine-id].
+    /// Instance id, `i-` + 8 or 17 lower-case hex digits [default: 17 derived from
+    /// /etc/machine-id].
     #[arg(long, value_name = "ID")]
     pub instance_id: Option<String>,
     /// Instance type [default: t3.micro].
@@ -57,7 +58,8 @@ pub struct Cli {
     /// AWS account id, 12 digits [default: 123456789012].
     #[arg(long, value_name = "ID")]
     pub account_id: Option<String>,
-    /// Image id, `ami-` + 17 hex digits [default: derived from /etc/machine-id].
+    /// Image id, `ami-` + 8 or 17 lower-case hex digits [default: 17 derived from
+    /// /etc/machine-id].
     #[arg(long, value_name = "ID")]
     pub ami_id: Option<String>,
     /// Hostname (also local-hostname) [default: this host's name].
@@ -72,7 +74,7 @@ pub struct Cli {
     /// MAC of the primary interface [default: 0e:… derived from /etc/machine-id].
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
-    /// Instance profile role name [default: imds-tun].
+    /// Instance profile role name [default: the last segment of --role-arn, else imds-tun].
     #[arg(long, value_name = "NAME")]
     pub role_name: Option<String>,
     /// File served as user-data [default: none; user-data answers 404].
@@ -271,6 +273,30 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The help must say what the program does: ids of 8 or 17 digits (what the validator
+    /// takes), every signal that stops it, and the role name --role-arn implies.
+    #[test]
+    fn help_matches_the_validator_the_signals_and_the_role_default() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("`i-` + 8 or 17 lower-case hex digits"),
+            "{help}"
+        );
+        assert!(
+            flat.contains("`ami-` + 8 or 17 lower-case hex digits"),
+            "{help}"
+        );
+        assert!(crate::config::validate::instance_id("i-0123abcd").is_ok());
+        assert!(crate::config::validate::instance_id("i-0123456789abcdef0").is_ok());
+        assert!(flat.contains("SIGINT, SIGTERM or SIGHUP"), "{help}");
+        assert!(
+            flat.contains("the last segment of --role-arn, else imds-tun"),
+            "{help}"
+        );
+    }
     use clap::Parser;
 
     #[test]

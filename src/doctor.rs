@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 
 use crate::cli::Cli;
-use crate::config::proxy::TOKEN_HEADER;
+use crate::config::proxy::LISTENER_TOKEN_HEADER;
 use crate::config::{Settings, UpstreamSettings};
 use crate::platform;
 
@@ -314,7 +314,7 @@ fn check_upstream(upstream: &UpstreamSettings) -> Finding {
         let token = upstream
             .token
             .as_ref()
-            .map(|token| format!("{TOKEN_HEADER}: {}\r\n", token.expose()))
+            .map(|token| format!("{LISTENER_TOKEN_HEADER}: {}\r\n", token.expose()))
             .unwrap_or_default();
         write!(
             stream,

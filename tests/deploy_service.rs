@@ -39,14 +39,25 @@ fn tree(root: &Path) -> BTreeSet<String> {
     set
 }
 
+/// Where no systemd runs: the scripts look for a running systemd here, and it never exists.
+const NO_SYSTEMD: &str = "/nonexistent/run/systemd/system";
+
 fn script(name: &str, destdir: &Path) -> Output {
-    Command::new("bash")
+    script_with(name, destdir, &[("SYSTEMD_RUNTIME_DIR", NO_SYSTEMD)])
+}
+
+fn script_with(name: &str, destdir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new("bash");
+    command
         .arg(repo().join("scripts").join(name))
         .env("DESTDIR", destdir)
         .env("IMDS_TUN_BINARY", BINARY)
         .env("IMDS_TUN_SYSTEMD", "0")
-        .output()
-        .expect("running the script")
+        .env_remove("IMDS_TUN_ARGS");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("running the script")
 }
 
 #[test]
@@ -55,6 +66,14 @@ fn install_then_uninstall_leaves_exactly_what_was_there() {
     let destdir = scratch.path().join("root");
     std::fs::create_dir_all(destdir.join("etc/default")).unwrap();
     std::fs::write(destdir.join("etc/default/someone-else"), "keep").unwrap();
+    // Another enabled service, as on every real system: its link must stay.
+    let wants = destdir.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/someone-else.service",
+        wants.join("someone-else.service"),
+    )
+    .unwrap();
     let before = tree(&destdir);
 
     let install = script("install.sh", &destdir);
@@ -88,9 +107,79 @@ fn install_then_uninstall_leaves_exactly_what_was_there() {
     assert!(again.status.success(), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged /usr/local/bin/imds-tun"));
 
+    // What `systemctl enable imds-tun` adds; uninstall.sh must take it away even when systemctl
+    // cannot be asked (before, the dangling link stayed).
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/imds-tun.service",
+        wants.join("imds-tun.service"),
+    )
+    .unwrap();
+
     let uninstall = script("uninstall.sh", &destdir);
     assert!(uninstall.status.success(), "{}", text(&uninstall));
     assert_eq!(tree(&destdir), before, "{}", text(&uninstall));
+}
+
+#[test]
+fn install_without_systemd_says_how_to_run_it_without_systemctl() {
+    let scratch = TempDir::new();
+    let destdir = scratch.path().join("root");
+    let install = script_with(
+        "install.sh",
+        &destdir,
+        &[
+            ("SYSTEMD_RUNTIME_DIR", NO_SYSTEMD),
+            ("IMDS_TUN_ARGS", "--version"),
+        ],
+    );
+    assert!(install.status.success(), "{}", text(&install));
+    let said = String::from_utf8_lossy(&install.stdout).to_string();
+    assert!(
+        !said.contains("systemctl"),
+        "a systemctl hint fails where no systemd runs: {said}"
+    );
+    // The hint, run as it says (we are root already; paths moved into DESTDIR), starts the
+    // installed binary with the env file's flags: `--version` here, so it exits at once.
+    let hint = said
+        .lines()
+        .find_map(|line| line.strip_prefix("install.sh:   sudo "))
+        .unwrap_or_else(|| panic!("no `sudo ...` line to run: {said}"));
+    let staged = hint
+        .replace(
+            "/etc/default/imds-tun",
+            &destdir.join("etc/default/imds-tun").display().to_string(),
+        )
+        .replace(
+            "/usr/local/bin/imds-tun",
+            &destdir.join("usr/local/bin/imds-tun").display().to_string(),
+        );
+    let run = Command::new("sh")
+        .args(["-c", &staged])
+        .output()
+        .expect("running the hint");
+    assert!(run.status.success(), "{staged}\n{}", text(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stdout).starts_with("imds-tun "),
+        "{staged}\n{}",
+        text(&run)
+    );
+
+    // Where systemd runs but this run was told not to use it, systemctl is the right advice.
+    let systemd_here = TempDir::new();
+    let staged_only = script_with(
+        "install.sh",
+        &scratch.path().join("other-root"),
+        &[(
+            "SYSTEMD_RUNTIME_DIR",
+            systemd_here.path().to_str().expect("temp paths are UTF-8"),
+        )],
+    );
+    assert!(staged_only.status.success(), "{}", text(&staged_only));
+    assert!(
+        String::from_utf8_lossy(&staged_only.stdout).contains("systemctl enable --now imds-tun"),
+        "{}",
+        text(&staged_only)
+    );
 }
 
 #[test]
@@ -136,27 +225,40 @@ fn unit_has_the_least_privilege_directives() {
 
 #[test]
 fn unit_passes_systemd_analyze_verify_where_available() {
-    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!("systemd-analyze is not installed; the syntax test above still ran");
-        return;
-    };
-    if !version.status.success() {
+    let test = test_name!();
+    let runs = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|version| version.status.success());
+    if !runs {
+        common::skip_or_fail(
+            test,
+            "`systemd-analyze` is not installed or does not run (Debian package systemd); \
+             unit_has_the_least_privilege_directives still checked the syntax",
+        );
         return;
     }
     let scratch = TempDir::new();
-    let bindir = Path::new(BINARY).parent().unwrap().display().to_string();
+    let bindir = Path::new(BINARY)
+        .parent()
+        .expect("the test binary lives in a directory")
+        .display()
+        .to_string();
     let unit = std::fs::read_to_string(repo().join("packaging/imds-tun.service"))
-        .unwrap()
+        .expect("reading packaging/imds-tun.service")
         .replace("@BINDIR@", &bindir)
         .replace("@SYSCONFDIR@", "/etc");
     let path = scratch.file("imds-tun.service", unit.as_bytes());
     let output = Command::new("systemd-analyze")
         .args(["verify", &path])
         .output()
-        .unwrap();
+        .expect("running systemd-analyze verify");
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("Failed to") && stderr.contains("bus") {
-        eprintln!("systemd-analyze cannot run here ({stderr}); the syntax test above still ran");
+        common::skip_or_fail(
+            test,
+            &format!("systemd-analyze cannot verify without a system bus here: {stderr}"),
+        );
         return;
     }
     assert!(
@@ -168,10 +270,14 @@ fn unit_passes_systemd_analyze_verify_where_available() {
 
 /// The prefix that runs a command as uid/gid 65534 holding only CAP_NET_ADMIN, as the unit
 /// does, with a private /dev/net/tun of mode 0666 (Debian's default; some hosts have 0600).
-fn as_nobody_with_net_admin(rest: &str) -> String {
+/// The device node lives on a tmpfs mounted over `scratch`, inside the private mount namespace
+/// `ip netns exec` gives the command, so nothing of it outlives the command; `scratch` itself is
+/// the caller's [`TempDir`], removed when the test ends (a `mktemp -d` here was left behind).
+fn as_nobody_with_net_admin(scratch: &TempDir, rest: &str) -> String {
+    let dir = scratch.path().display();
     format!(
-        "d=$(mktemp -d) && mount -t tmpfs tmpfs \"$d\" && mknod \"$d/tun\" c 10 200 && \
-         chmod 0666 \"$d/tun\" && mount --bind \"$d/tun\" /dev/net/tun && \
+        "mount -t tmpfs tmpfs '{dir}' && mknod '{dir}/tun' c 10 200 && \
+         chmod 0666 '{dir}/tun' && mount --bind '{dir}/tun' /dev/net/tun && \
          exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=+net_admin \
          --ambient-caps=+net_admin {rest}"
     )
@@ -180,20 +286,24 @@ fn as_nobody_with_net_admin(rest: &str) -> String {
 #[test]
 fn binary_serves_as_nobody_with_only_cap_net_admin() {
     let namespace = namespace!();
+    let device_dir = TempDir::new();
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", namespace.name(), "sh", "-c"])
-        .arg(as_nobody_with_net_admin(BINARY));
+        .arg(as_nobody_with_net_admin(&device_dir, BINARY));
     let child = common::ImdsTun::spawn(command, &Spawn::default(), test_name!());
     child.wait_ready();
     let response = namespace.run_in(|| http::get(METADATA, "/latest/meta-data/instance-id"));
     assert_eq!(response.status, 200, "{response:?}");
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.pid())).unwrap_or_default();
-    // The shell exec'd into setpriv, which exec'd into imds-tun: the pid is the server's.
-    if let Some(uid) = status.lines().find(|line| line.starts_with("Uid:")) {
-        assert!(uid.contains("65534"), "{uid}");
-    }
+    // The shell exec'd into setpriv, which exec'd into imds-tun: the pid is the server's, and
+    // it is still serving, so its status must be there to read.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid()))
+        .expect("the serving process has a /proc status");
+    let uid = status
+        .lines()
+        .find(|line| line.starts_with("Uid:"))
+        .unwrap_or_else(|| panic!("no Uid: line in {status}"));
+    assert!(uid.contains("65534"), "{uid}");
 }
 
 fn check(namespace: &common::Namespace, prefix: Option<String>) -> Output {
@@ -245,9 +355,13 @@ fn check_as_nobody_fails_for_privileges() {
     assert!(line.contains(" — "), "says what to do: {line}");
 
     // With only CAP_NET_ADMIN (and an openable device) it can run.
+    let device_dir = TempDir::new();
     let output = check(
         &namespace,
-        Some(as_nobody_with_net_admin(&format!("{BINARY} --check"))),
+        Some(as_nobody_with_net_admin(
+            &device_dir,
+            &format!("{BINARY} --check"),
+        )),
     );
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
 }

@@ -514,6 +514,45 @@ fn instance_tags_are_listed_and_served() {
     });
 }
 
+/// `--max-path-length 4096` admits paths the metadata service used to cut at a fixed 1024 bytes
+/// (404 for a served tag; 404 instead of 401 for a tokenless request in required mode).
+#[test]
+fn paths_up_to_max_path_length_are_served_past_1024_bytes() {
+    let namespace = namespace!();
+    let long_key = "k".repeat(1500);
+    let _child = common::start(
+        &namespace,
+        &[
+            "--max-path-length",
+            "4096",
+            "--imdsv2",
+            "required",
+            "--tag",
+            &format!("{long_key}=long"),
+        ],
+    );
+    let tag = format!("/latest/meta-data/tags/instance/{long_key}");
+    namespace.run_in(move || async move {
+        let token = http::token(METADATA, 60).await;
+        let served = http::send(METADATA, &Request::get_with_token(&tag, &token)).await;
+        assert_status(&served, 200, "a 1500-byte tag key");
+        assert_eq!(served.text(), "long");
+
+        let missing = format!("/latest/meta-data/{}", "m".repeat(2000));
+        let absent = http::send(METADATA, &Request::get_with_token(&missing, &token)).await;
+        assert_status(&absent, 404, "a missing 2000-byte path");
+        let tokenless = http::get(METADATA, &missing).await;
+        assert_status(
+            &tokenless,
+            401,
+            "a tokenless 2000-byte path in required mode",
+        );
+        let too_long = format!("/latest/meta-data/{}", "m".repeat(4096));
+        let refused = http::send(METADATA, &Request::get_with_token(&too_long, &token)).await;
+        assert_status(&refused, 414, "beyond --max-path-length");
+    });
+}
+
 #[test]
 fn without_tags_the_tags_directory_is_absent() {
     let namespace = namespace!();

@@ -29,8 +29,6 @@ pub const CREDENTIALS_LIFETIME_SECONDS: u64 = 6 * 3600;
 pub const ROLE_DURATION_SECONDS: u64 = 3600;
 /// `--duration` without a role: STS's own default for GetSessionToken.
 pub const SESSION_DURATION_SECONDS: u64 = 12 * 3600;
-/// `--refresh-margin`: refresh once less than 15 minutes remain.
-pub const REFRESH_MARGIN_SECONDS: u64 = 15 * 60;
 /// First retry delay after a failed refresh.
 pub const RETRY_BASE_MS: u64 = 1000;
 /// Largest user data served: EC2's own limit, 16 KiB raw (before base64).

@@ -47,8 +47,15 @@ impl Default for HardeningSettings {
 impl HardeningSettings {
     /// Whether a client at `address` may connect.
     pub fn allows(&self, address: IpAddr) -> bool {
-        self.allow_from.is_empty() || self.allow_from.iter().any(|cidr| cidr.contains(address))
+        allow_from_admits(&self.allow_from, address)
     }
+}
+
+/// The `--allow-from` rule, in one place for every path a client arrives by (the TUN stack and
+/// the `--listen` sockets): an empty list admits everyone who can reach the address, else the
+/// client must be inside one of the blocks.
+pub fn allow_from_admits(allow_from: &[Cidr], address: IpAddr) -> bool {
+    allow_from.is_empty() || allow_from.iter().any(|cidr| cidr.contains(address))
 }
 
 /// An address block such as `10.0.0.0/8` or `fd00::/8`; a bare address is a /32 (/128).
@@ -209,6 +216,19 @@ mod tests {
     #[test]
     fn no_allow_list_allows_everyone() {
         assert!(HardeningSettings::default().allows(ip("192.0.2.1")));
+        assert!(allow_from_admits(&[], ip("fd00::1")));
+    }
+
+    #[test]
+    fn an_allow_list_admits_only_clients_inside_one_of_its_blocks() {
+        let blocks = [
+            Cidr::parse("10.0.2.0/24").expect("cidr"),
+            Cidr::parse("169.254.169.253").expect("bare address"),
+        ];
+        assert!(allow_from_admits(&blocks, ip("10.0.2.15")));
+        assert!(allow_from_admits(&blocks, ip("169.254.169.253")));
+        assert!(!allow_from_admits(&blocks, ip("10.0.3.1")));
+        assert!(!allow_from_admits(&blocks, ip("169.254.169.252")));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::named_file::{self, NamedFile, Opener};
 use super::resolve::{Origin, label, number, pick};
 
 /// The header a non-loopback listener checks and an upstream-forwarding instance sends.
-pub const TOKEN_HEADER: &str = "x-imds-tun-token";
+pub const LISTENER_TOKEN_HEADER: &str = "x-imds-tun-token";
 
 /// Default time to establish a TCP connection to the upstream.
 pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 1000;
@@ -36,7 +36,7 @@ const MIN_TOKEN_LEN: usize = 16;
 pub struct ProxySettings {
     /// Forward every request to this metadata service instead of answering locally.
     pub upstream: Option<UpstreamSettings>,
-    /// The secret non-loopback `--listen` sockets require in [`TOKEN_HEADER`].
+    /// The secret non-loopback `--listen` sockets require in [`LISTENER_TOKEN_HEADER`].
     pub listen_token: Option<SharedToken>,
     /// The user accepted serving non-loopback listeners without a token.
     pub insecure_listen_without_token: bool,
@@ -58,7 +58,7 @@ impl ProxySettings {
 pub struct UpstreamSettings {
     /// `http://HOST:PORT`, scheme and authority only.
     pub url: http::Uri,
-    /// Sent as [`TOKEN_HEADER`] on every forwarded request.
+    /// Sent as [`LISTENER_TOKEN_HEADER`] on every forwarded request.
     pub token: Option<SharedToken>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,

@@ -13,6 +13,7 @@ use super::file::{ConfigLayer, PublicKeyLayer};
 use super::named_file::{self, Cap, Opener};
 use super::validate;
 use crate::credentials::naming::{self, RoleArn};
+use crate::credentials::schedule;
 
 use super::{
     ConfigError, CredentialSettings, Imdsv2Mode, InstanceMetadata, PublicKey, SecurityGroup,
@@ -191,9 +192,10 @@ fn resolve_credentials(
     let refresh_margin = number(
         pick(flags.refresh_margin_seconds, file.refresh_margin_seconds),
         "refresh_margin_seconds",
-        300..=43200,
+        // The floor is EC2's own guarantee, below which the schedule would raise it anyway.
+        schedule::EC2_MIN_MARGIN.as_secs()..=43200,
         "seconds",
-        defaults::REFRESH_MARGIN_SECONDS,
+        schedule::DEFAULT_REFRESH_MARGIN.as_secs(),
     )?;
     let retry_base = number(
         pick(flags.retry_base_ms, file.retry_base_ms),

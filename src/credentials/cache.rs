@@ -26,26 +26,13 @@ use tokio::sync::Notify;
 use super::schedule::{self, Backoff};
 use super::{CredentialError, CredentialSource, RoleCredentials};
 
-/// Why one fetch failed: a code (STS's, or imds-tun's own such as `NetworkError`) and a one-line
-/// message that never contains a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchError {
-    pub code: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "{}: {}", self.code, self.message)
-    }
-}
-
 /// One way to obtain a fresh set of credentials. Called by one task at a time only.
 pub trait Fetch: Send + 'static {
     /// What this fetcher calls, for log lines (`AssumeRole arn:…`).
     fn describe(&self) -> String;
-    /// Obtains a new set; `last_updated` is the time of the call.
-    fn fetch(&mut self) -> impl Future<Output = Result<RoleCredentials, FetchError>> + Send;
+    /// Obtains a new set; `last_updated` is the time of the call. A failure is a code (STS's, or
+    /// imds-tun's own such as `NetworkError`) and a one-line message that never holds a secret.
+    fn fetch(&mut self) -> impl Future<Output = Result<RoleCredentials, CredentialError>> + Send;
 }
 
 /// How the refresher behaves.
@@ -75,7 +62,7 @@ impl Default for Policy {
 struct State {
     current: Option<RoleCredentials>,
     refresh_at: Option<OffsetDateTime>,
-    last_error: Option<FetchError>,
+    last_error: Option<CredentialError>,
 }
 
 #[derive(Debug)]
@@ -150,7 +137,7 @@ impl CredentialSource for RefreshingCredentials {
 }
 
 /// EC2's answer when an instance cannot obtain its role's credentials, with the reason.
-pub fn ec2_error(role_name: &str, reason: Option<&FetchError>) -> CredentialError {
+pub fn ec2_error(role_name: &str, reason: Option<&CredentialError>) -> CredentialError {
     let reason = match reason {
         Some(error) => format!("the last attempt failed: {error}"),
         None => "the first attempt is still in progress".to_owned(),
@@ -272,11 +259,11 @@ mod tests {
             "scripted".into()
         }
 
-        async fn fetch(&mut self) -> Result<RoleCredentials, FetchError> {
+        async fn fetch(&mut self) -> Result<RoleCredentials, CredentialError> {
             let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.delay).await;
             if self.fail_from_call.is_some_and(|from| call >= from) {
-                return Err(FetchError {
+                return Err(CredentialError {
                     code: "NetworkError".into(),
                     message: "cannot reach STS".into(),
                 });

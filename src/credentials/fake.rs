@@ -7,7 +7,7 @@
 //! of a client without granting anything.
 //!
 //! Like instance-profile credentials they rotate: a new set is issued once less than
-//! [`ROTATE_BEFORE`] remains, well before EC2's guarantee of five minutes.
+//! [`DEFAULT_REFRESH_MARGIN`] remains, well before EC2's guarantee of five minutes.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +18,9 @@ use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::schedule::DEFAULT_REFRESH_MARGIN;
 use super::{CredentialError, CredentialSource, RoleCredentials};
 use crate::config::Settings;
-
-/// Issue a new set once the current one has less than this left.
-pub const ROTATE_BEFORE: Duration = Duration::from_secs(15 * 60);
 
 /// The decoded session token starts with this marker.
 pub const TOKEN_MARKER: &str = "imds-tun-fake: not a real AWS session token; ";
@@ -71,7 +69,7 @@ impl CredentialSource for FakeCredentials {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let fresh_enough = current
             .as_ref()
-            .is_some_and(|credentials| credentials.expiration - now > ROTATE_BEFORE);
+            .is_some_and(|credentials| credentials.expiration - now > DEFAULT_REFRESH_MARGIN);
         if !fresh_enough {
             *current = Some(self.issue(now));
         }

@@ -54,6 +54,8 @@ impl fmt::Debug for RoleCredentials {
 
 /// Why no credentials can be served, in EC2's terms: `code` such as
 /// `AssumeRoleUnauthorizedAccess` and a human `message`; served as the `Code`/`Message` JSON.
+/// Also why one fetch failed (`code` from STS, or imds-tun's own such as `NetworkError`): the
+/// same two fields, and neither ever holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct CredentialError {

@@ -18,8 +18,8 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use time::OffsetDateTime;
 
-use super::RoleCredentials;
-use super::cache::{Fetch, FetchError};
+use super::cache::Fetch;
+use super::{CredentialError, RoleCredentials};
 
 /// Sessions without a known expiry (`AWS_SESSION_TOKEN` from the environment) are served as
 /// valid for this long and re-read from the chain before then.
@@ -74,7 +74,7 @@ impl std::fmt::Debug for AssumeRole {
 
 impl AssumeRole {
     /// The client to sign `AssumeRole` with: the source chain, or the MFA session.
-    async fn signing_client(&mut self) -> Result<aws_sdk_sts::Client, FetchError> {
+    async fn signing_client(&mut self) -> Result<aws_sdk_sts::Client, CredentialError> {
         let Some(mfa) = &self.mfa else {
             return Ok(self.client.clone());
         };
@@ -82,12 +82,12 @@ impl AssumeRole {
             if OffsetDateTime::now_utc() < *expires {
                 return Ok(client.clone());
             }
-            return Err(FetchError {
+            return Err(CredentialError {
                 code: "MfaSessionExpired".into(),
                 message: format!(
                     "the MFA session from {} expired at {}; restart imds-tun to enter a new code",
                     mfa.serial,
-                    ec2_time(*expires)
+                    rfc3339(*expires)
                 ),
             });
         }
@@ -121,7 +121,7 @@ impl AssumeRole {
         tracing::info!(
             "MFA session from {} obtained, valid until {}",
             mfa.serial,
-            ec2_time(expires)
+            rfc3339(expires)
         );
         self.mfa_session = Some((client.clone(), expires));
         Ok(client)
@@ -133,7 +133,7 @@ impl Fetch for AssumeRole {
         format!("AssumeRole {}", self.role_arn)
     }
 
-    async fn fetch(&mut self) -> Result<RoleCredentials, FetchError> {
+    async fn fetch(&mut self) -> Result<RoleCredentials, CredentialError> {
         let client = self.signing_client().await?;
         let called = now_seconds();
         let output = client
@@ -182,7 +182,7 @@ impl Fetch for OwnSession {
         "the source credentials' session".into()
     }
 
-    async fn fetch(&mut self) -> Result<RoleCredentials, FetchError> {
+    async fn fetch(&mut self) -> Result<RoleCredentials, CredentialError> {
         let called = now_seconds();
         let source = self
             .chain
@@ -196,7 +196,7 @@ impl Fetch for OwnSession {
                 .duration_seconds(seconds_i32(self.duration));
             if let Some(mfa) = &self.mfa {
                 if self.mfa_used {
-                    return Err(FetchError {
+                    return Err(CredentialError {
                         code: "MfaCodeUsed".into(),
                         message: format!(
                             "a new session needs a new code from {}; restart imds-tun",
@@ -243,7 +243,7 @@ pub fn is_long_term(credentials: &Credentials) -> bool {
 }
 
 /// An STS failure as one line: the service's code and message, or why it could not be reached.
-pub fn sts_error<E, R>(operation: &str, error: &SdkError<E, R>) -> FetchError
+pub fn sts_error<E, R>(operation: &str, error: &SdkError<E, R>) -> CredentialError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -251,7 +251,7 @@ where
     match error {
         SdkError::ServiceError(service) => {
             let inner = service.err();
-            FetchError {
+            CredentialError {
                 code: inner.code().unwrap_or("Unknown").to_owned(),
                 message: format!(
                     "STS {operation} refused: {}",
@@ -259,11 +259,11 @@ where
                 ),
             }
         }
-        SdkError::TimeoutError(_) => FetchError {
+        SdkError::TimeoutError(_) => CredentialError {
             code: "NetworkError".into(),
             message: format!("STS {operation} timed out"),
         },
-        SdkError::DispatchFailure(failure) => FetchError {
+        SdkError::DispatchFailure(failure) => CredentialError {
             code: "NetworkError".into(),
             message: format!(
                 "cannot reach STS for {operation}: {}",
@@ -273,7 +273,7 @@ where
                 )
             ),
         },
-        other => FetchError {
+        other => CredentialError {
             code: "InternalError".into(),
             message: format!(
                 "STS {operation} failed: {}",
@@ -285,8 +285,10 @@ where
 
 /// A chain failure (no source credentials, an SSO token that expired, a failing
 /// `credential_process`) as one line.
-pub fn chain_error(error: &aws_credential_types::provider::error::CredentialsError) -> FetchError {
-    FetchError {
+pub fn chain_error(
+    error: &aws_credential_types::provider::error::CredentialsError,
+) -> CredentialError {
+    CredentialError {
         code: "SourceCredentialsUnavailable".into(),
         message: format!(
             "cannot load the source credentials: {}",
@@ -295,8 +297,8 @@ pub fn chain_error(error: &aws_credential_types::provider::error::CredentialsErr
     }
 }
 
-fn missing(operation: &str) -> FetchError {
-    FetchError {
+fn missing(operation: &str) -> CredentialError {
+    CredentialError {
         code: "InternalError".into(),
         message: format!("STS {operation} answered without credentials"),
     }
@@ -320,7 +322,9 @@ fn from_smithy(at: &aws_smithy_types::DateTime) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(at.secs()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn ec2_time(at: OffsetDateTime) -> String {
+/// For log lines and messages only, so any RFC 3339 form will do; what clients are served goes
+/// through `imds::responses::iso8601_utc_seconds`, EC2's exact `2012-04-26T16:39:16Z`.
+fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())
 }

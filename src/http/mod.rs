@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::SharedToken;
-use crate::config::proxy::TOKEN_HEADER;
+use crate::config::proxy::LISTENER_TOKEN_HEADER;
 use crate::imds::Imds;
 pub use upstream::Upstream;
 
@@ -87,7 +87,7 @@ impl Access {
         let Access::Token(token) = self else {
             return None;
         };
-        let given = request.headers_mut().remove(TOKEN_HEADER);
+        let given = request.headers_mut().remove(LISTENER_TOKEN_HEADER);
         let admitted = given
             .as_ref()
             .is_some_and(|value| token.matches(value.as_bytes()));

@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{MAX_BODY, ResponseBody};
 use crate::config::UpstreamSettings;
-use crate::config::proxy::TOKEN_HEADER;
+use crate::config::proxy::LISTENER_TOKEN_HEADER;
 use crate::log_limit::bounded;
 
 /// How long an idle pooled connection to the upstream is kept. Below the 10 s an imds-tun
@@ -170,9 +170,9 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert(header::VIA, via);
         // A client's own token header is never passed on: only ours, if configured.
-        parts.headers.remove(TOKEN_HEADER);
+        parts.headers.remove(LISTENER_TOKEN_HEADER);
         if let Some(token) = &self.token {
-            parts.headers.insert(TOKEN_HEADER, token.clone());
+            parts.headers.insert(LISTENER_TOKEN_HEADER, token.clone());
         }
         let request = Request::from_parts(parts, Limited::new(body, MAX_BODY));
 

@@ -7,7 +7,7 @@
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::responses::{ec2_time, pretty_json};
+use super::responses::{iso8601_utc_seconds, pretty_json};
 use crate::config::InstanceMetadata;
 
 /// The document's schema version, unchanged on EC2 since 2017.
@@ -29,7 +29,7 @@ pub fn document(instance: &InstanceMetadata, pending_time: OffsetDateTime) -> St
         ("instanceId", instance.instance_id.as_str().into()),
         ("instanceType", instance.instance_type.as_str().into()),
         ("kernelId", Value::Null),
-        ("pendingTime", ec2_time(pending_time).into()),
+        ("pendingTime", iso8601_utc_seconds(pending_time).into()),
         ("privateIp", instance.local_ipv4.to_string().into()),
         ("ramdiskId", Value::Null),
         ("region", instance.region.as_str().into()),

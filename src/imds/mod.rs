@@ -3,7 +3,8 @@
 //! [`Imds::respond`] turns request headers into a complete response; it does no I/O and never
 //! waits, so it runs inline on whichever task owns the connection. Routing, in order:
 //!
-//! 1. Paths with `..`/`.`/empty segments or longer than [`MAX_PATH_LEN`] are 404.
+//! 1. Paths with `..`/`.`/empty segments are 404. Length is not judged here: the HTTP layer has
+//!    already answered 414 to anything longer than `--max-path-length`.
 //! 2. `/latest/api/token`: PUT issues an IMDSv2 token; any other method is 405. A PUT on a dated
 //!    version's token path is 403, as EC2 documents.
 //! 3. Anything else must be GET or HEAD (405 otherwise), and passes the token check: a presented
@@ -29,7 +30,7 @@ use time::OffsetDateTime;
 
 use crate::config::{Imdsv2Mode, Settings};
 use crate::credentials::{CredentialSource, RoleCredentials};
-use responses::{Reply, ec2_time, pretty_json};
+use responses::{Reply, iso8601_utc_seconds, pretty_json};
 use token::TokenMint;
 use tree::{Leaf, Node, Tree};
 
@@ -66,10 +67,7 @@ pub const VERSIONS: &[&str] = &[
     "latest",
 ];
 
-/// Longer paths are refused before any work: no real metadata path comes near this.
-pub const MAX_PATH_LEN: usize = 1024;
-
-const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+const SESSION_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
 const TOKEN_TTL_HEADER: HeaderName =
     HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
 const FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -200,7 +198,7 @@ impl Imds {
     /// semantics and must learn (401) that its token is stale, so it fetches a new one instead
     /// of silently downgrading. Without a token only optional mode serves (IMDSv1).
     fn authorized(&self, request: &http::request::Parts, now: OffsetDateTime) -> bool {
-        match request.headers.get(TOKEN_HEADER) {
+        match request.headers.get(SESSION_TOKEN_HEADER) {
             Some(value) => value
                 .to_str()
                 .is_ok_and(|token| self.tokens.check(token, now.unix_timestamp()).is_ok()),
@@ -220,7 +218,7 @@ impl Imds {
                 Reply::text(pretty_json(&[
                     ("Code", error.code.into()),
                     ("Message", error.message.into()),
-                    ("LastUpdated", ec2_time(now).into()),
+                    ("LastUpdated", iso8601_utc_seconds(now).into()),
                 ]))
             }
         }
@@ -232,7 +230,10 @@ impl Imds {
 pub fn credentials_json(credentials: &RoleCredentials, account_id: Option<&str>) -> String {
     let mut fields = vec![
         ("Code", "Success".into()),
-        ("LastUpdated", ec2_time(credentials.last_updated).into()),
+        (
+            "LastUpdated",
+            iso8601_utc_seconds(credentials.last_updated).into(),
+        ),
         ("Type", "AWS-HMAC".into()),
         ("AccessKeyId", credentials.access_key_id.as_str().into()),
         (
@@ -240,7 +241,10 @@ pub fn credentials_json(credentials: &RoleCredentials, account_id: Option<&str>)
             credentials.secret_access_key.as_str().into(),
         ),
         ("Token", credentials.token.as_str().into()),
-        ("Expiration", ec2_time(credentials.expiration).into()),
+        (
+            "Expiration",
+            iso8601_utc_seconds(credentials.expiration).into(),
+        ),
     ];
     if let Some(account_id) = account_id {
         fields.push(("AccountId", account_id.into()));
@@ -249,11 +253,10 @@ pub fn credentials_json(credentials: &RoleCredentials, account_id: Option<&str>)
 }
 
 /// The path's segments, a trailing `/` ignored; `None` for anything no metadata path can be
-/// (relative, too long, empty or dot segments). Query strings are not part of `path()`.
+/// (relative, empty or dot segments). Query strings are not part of `path()`. No length cap of
+/// its own: a second, fixed one would turn paths that `--max-path-length` admits (a long tag
+/// key) into 404 and skip the method and token checks for them.
 fn split_path(path: &str) -> Option<Vec<&str>> {
-    if path.len() > MAX_PATH_LEN {
-        return None;
-    }
     let inner = path.strip_prefix('/')?;
     let inner = inner.strip_suffix('/').unwrap_or(inner);
     if inner.is_empty() {

@@ -126,7 +126,7 @@ pub fn pretty_json(fields: &[(&str, serde_json::Value)]) -> String {
 }
 
 /// UTC with second precision and a `Z`, as in `2012-04-26T16:39:16Z`.
-pub fn ec2_time(moment: OffsetDateTime) -> String {
+pub fn iso8601_utc_seconds(moment: OffsetDateTime) -> String {
     let utc = moment.to_offset(time::UtcOffset::UTC);
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn times_are_utc_seconds_with_z() {
         let moment = datetime!(2017-05-17 17:09:54.123 +02:00);
-        assert_eq!(ec2_time(moment), "2017-05-17T15:09:54Z");
+        assert_eq!(iso8601_utc_seconds(moment), "2017-05-17T15:09:54Z");
     }
 
     #[test]

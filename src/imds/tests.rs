@@ -366,7 +366,7 @@ fn unknown_path_is_404_with_the_real_page() {
 }
 
 #[test]
-fn dot_segments_and_huge_paths_are_404() {
+fn dot_segments_and_missing_long_paths_are_404() {
     let imds = imds();
     for path in [
         "/latest/meta-data/../meta-data/ami-id",
@@ -376,6 +376,38 @@ fn dot_segments_and_huge_paths_are_404() {
     ] {
         assert_eq!(get(&imds, path).status(), StatusCode::NOT_FOUND, "{path}");
     }
+}
+
+/// Before, a fixed 1024-byte cap here answered 404 to every longer path, whatever
+/// `--max-path-length` admitted: a served tag was unreachable, and the method and token checks
+/// were skipped.
+#[test]
+fn a_long_path_is_routed_like_any_other() {
+    let long_key = "k".repeat(1500);
+    let tagged = imds_with(ConfigLayer {
+        tags: Some(BTreeMap::from([(long_key.clone(), "long".to_string())])),
+        imdsv2: Some("required".into()),
+        ..ConfigLayer::default()
+    });
+    let tag_path = format!("/latest/meta-data/tags/instance/{long_key}");
+    let session = token(&tagged, "60");
+    let with_token = [("X-aws-ec2-metadata-token", session.as_str())];
+    let served = tagged.respond_at(&request(Method::GET, &tag_path, &with_token), NOW);
+    assert_eq!(served.status(), StatusCode::OK, "a 1500-byte tag key");
+    assert_eq!(body(&served), "long");
+
+    let missing = format!("/latest/meta-data/{}", "m".repeat(2000));
+    let answered = |method: Method, headers: &[(&str, &str)]| {
+        tagged
+            .respond_at(&request(method, &missing, headers), NOW)
+            .status()
+    };
+    assert_eq!(answered(Method::GET, &with_token), StatusCode::NOT_FOUND);
+    assert_eq!(answered(Method::GET, &[]), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answered(Method::POST, &with_token),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Bytes;
 use time::OffsetDateTime;
 
-use super::responses::{ec2_time, pretty_json};
+use super::responses::{iso8601_utc_seconds, pretty_json};
 use super::signature::Signatures;
 use crate::config::InstanceMetadata;
 use crate::config::defaults;
@@ -134,7 +134,7 @@ fn add_meta_data(
         &m("iam/info"),
         &pretty_json(&[
             ("Code", "Success".into()),
-            ("LastUpdated", ec2_time(pending_time).into()),
+            ("LastUpdated", iso8601_utc_seconds(pending_time).into()),
             (
                 "InstanceProfileArn",
                 format!(
