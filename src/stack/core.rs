@@ -330,13 +330,7 @@ impl Stack {
             return None;
         }
         let IpAddress::Ipv4(source) = peer.addr;
-        if !self.config.allow_from.is_empty()
-            && !self
-                .config
-                .allow_from
-                .iter()
-                .any(|cidr| cidr.contains(source.into()))
-        {
+        if !crate::config::hardening::allow_from_admits(&self.config.allow_from, source.into()) {
             // No socket: smoltcp resets the SYN.
             tracing::debug!(%peer, "refused by --allow-from");
             return None;
