@@ -43,6 +43,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod credentials;

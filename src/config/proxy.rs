@@ -15,21 +15,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::http::shared_token::{LISTENER_TOKEN_HEADER, SharedToken};
+pub use crate::http::upstream::UpstreamSettings;
+
 use super::ConfigError;
 use super::file::ConfigLayer;
 use super::named_file::{self, NamedFile, Opener};
 use super::resolve::{Origin, label, number, pick};
 
-/// The header a non-loopback listener checks and an upstream-forwarding instance sends.
-pub const LISTENER_TOKEN_HEADER: &str = "x-imds-tun-token";
-
 /// Default time to establish a TCP connection to the upstream.
 pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 1000;
 /// Default time from sending a request upstream to receiving its response head.
 pub const UPSTREAM_RESPONSE_TIMEOUT_MS: u64 = 5000;
-
-/// Shortest shared secret accepted: long enough that guessing is not an option.
-const MIN_TOKEN_LEN: usize = 16;
 
 /// Upstream forwarding and listener protection, resolved.
 #[derive(Debug, Clone, Default)]
@@ -50,66 +47,6 @@ impl ProxySettings {
         } else {
             self.listen_token.as_ref()
         }
-    }
-}
-
-/// Where `--upstream` forwards to and how long it waits.
-#[derive(Debug, Clone)]
-pub struct UpstreamSettings {
-    /// `http://HOST:PORT`, scheme and authority only.
-    pub url: http::Uri,
-    /// Sent as [`LISTENER_TOKEN_HEADER`] on every forwarded request.
-    pub token: Option<SharedToken>,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-}
-
-/// A shared secret read from a file. Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SharedToken(String);
-
-impl std::fmt::Debug for SharedToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedToken(<redacted>)")
-    }
-}
-
-impl SharedToken {
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True if `candidate` is the secret; the time taken does not depend on where they differ
-    /// (both sides are hashed first, so not even the length leaks).
-    pub fn matches(&self, candidate: &[u8]) -> bool {
-        use sha2::{Digest, Sha256};
-        use subtle::ConstantTimeEq;
-        let expected = Sha256::digest(self.0.as_bytes());
-        let given = Sha256::digest(candidate);
-        expected.ct_eq(&given).into()
-    }
-
-    /// Checks the text of a token file: trimmed, long enough, header-safe.
-    pub fn parse(text: &str) -> Result<SharedToken, String> {
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(
-                "the file is empty; put a secret in it, e.g. `openssl rand -hex 32 > FILE`".into(),
-            );
-        }
-        if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
-            return Err(
-                "the secret must be printable ASCII without spaces (it travels in an HTTP header)"
-                    .into(),
-            );
-        }
-        if token.len() < MIN_TOKEN_LEN {
-            return Err(format!(
-                "the secret is shorter than {MIN_TOKEN_LEN} characters; make a longer one, e.g. `openssl rand -hex 32 > FILE`"
-            ));
-        }
-        Ok(SharedToken(token.to_owned()))
     }
 }
 

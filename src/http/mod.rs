@@ -12,7 +12,10 @@
 //! the listener's [`Access`] and the addressing rules of [`host_guard`]. Which requests a listener admits is its [`Access`]: every one, or only those that
 //! carry the shared `X-Imds-Tun-Token` (non-loopback `--listen` sockets).
 
+pub mod shared_token;
 pub mod upstream;
+
+use shared_token::{LISTENER_TOKEN_HEADER, SharedToken};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
@@ -28,8 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::SharedToken;
-use crate::config::proxy::LISTENER_TOKEN_HEADER;
 use crate::imds::Imds;
 pub use upstream::Upstream;
 
@@ -126,13 +127,22 @@ pub struct Limits {
     pub max_path_length: usize,
 }
 
+impl Limits {
+    /// Seconds a client has to send a request's headers; also how long a keep-alive connection
+    /// may wait idle for its next request.
+    pub const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
+    /// Largest request head accepted (request line and headers); beyond it: 431.
+    pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+    /// Longest request path accepted; beyond it: 414.
+    pub const DEFAULT_MAX_PATH_LENGTH: u64 = 1024;
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        let defaults = crate::config::HardeningSettings::default();
         Limits {
-            header_timeout: defaults.header_timeout,
-            max_header_bytes: defaults.max_header_bytes,
-            max_path_length: defaults.max_path_length,
+            header_timeout: Duration::from_secs(Limits::DEFAULT_HEADER_TIMEOUT_SECONDS),
+            max_header_bytes: Limits::DEFAULT_MAX_HEADER_BYTES as usize,
+            max_path_length: Limits::DEFAULT_MAX_PATH_LENGTH as usize,
         }
     }
 }

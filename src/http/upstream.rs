@@ -29,9 +29,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::shared_token::{LISTENER_TOKEN_HEADER, SharedToken};
 use super::{MAX_BODY, ResponseBody};
-use crate::config::UpstreamSettings;
-use crate::config::proxy::LISTENER_TOKEN_HEADER;
 use crate::log_limit::bounded;
 
 /// How long an idle pooled connection to the upstream is kept. Below the 10 s an imds-tun
@@ -55,6 +54,17 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Where `--upstream` forwards to and how long it waits.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `http://HOST:PORT`, scheme and authority only.
+    pub url: http::Uri,
+    /// Sent as [`LISTENER_TOKEN_HEADER`] on every forwarded request.
+    pub token: Option<SharedToken>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
 
 /// Forwards requests to one upstream metadata service over pooled keep-alive connections.
 pub struct Upstream {

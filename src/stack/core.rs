@@ -54,7 +54,7 @@ pub struct StackConfig {
     /// Seeds initial sequence numbers; take it from the OS RNG.
     pub random_seed: u64,
     /// Client networks allowed to connect (`--allow-from`); empty allows all. Others get a RST.
-    pub allow_from: Vec<crate::config::Cidr>,
+    pub allow_from: Vec<crate::cidr::Cidr>,
 }
 
 impl StackConfig {
@@ -330,7 +330,7 @@ impl Stack {
             return None;
         }
         let IpAddress::Ipv4(source) = peer.addr;
-        if !crate::config::hardening::allow_from_admits(&self.config.allow_from, source.into()) {
+        if !crate::cidr::allow_from_admits(&self.config.allow_from, source.into()) {
             // No socket: smoltcp resets the SYN.
             tracing::debug!(%peer, "refused by --allow-from");
             return None;
@@ -1032,7 +1032,7 @@ mod tests {
     #[test]
     fn clients_outside_allow_from_are_reset() {
         let mut config = StackConfig::new(SERVER, 80, 1500, 8);
-        config.allow_from = vec![crate::config::Cidr::parse("10.0.0.0/8").expect("cidr")];
+        config.allow_from = vec![crate::cidr::Cidr::parse("10.0.0.0/8").expect("cidr")];
         let mut stack = Stack::new(config, Instant::ZERO);
         let mut client = Client::new();
         let handle = client.connect(42000, 80);
@@ -1041,7 +1041,7 @@ mod tests {
         assert_eq!(stack.connection_count(), 0);
 
         let mut config = StackConfig::new(SERVER, 80, 1500, 8);
-        config.allow_from = vec![crate::config::Cidr::parse("169.254.169.253/32").expect("cidr")];
+        config.allow_from = vec![crate::cidr::Cidr::parse("169.254.169.253/32").expect("cidr")];
         let mut stack = Stack::new(config, Instant::ZERO);
         client.connect(42001, 80);
         assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 1);
