@@ -7,7 +7,7 @@
 
 use crate::cli::Cli;
 use crate::config::HardeningSettings;
-use crate::config::{Imdsv2Mode, Settings};
+use crate::config::{Settings, TokenPolicy};
 use crate::credentials::CredentialSource;
 use crate::http::{Access, Backend, Limits, Server, Upstream};
 use crate::imds::Imds;
@@ -160,7 +160,11 @@ async fn run(
     };
     let backend = match &settings.proxy.upstream {
         Some(upstream) => Backend::Upstream(Arc::new(Upstream::new(upstream))),
-        None => Backend::Local(Arc::new(Imds::new(&settings, credentials))),
+        None => Backend::Local(Arc::new(Imds::new(
+            &settings.instance,
+            settings.imdsv2,
+            credentials,
+        ))),
     };
     let server = Server::with_limits(backend, limits);
 
@@ -285,8 +289,8 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListene
             "forwarding to upstream http://{}",
             upstream.url.authority().map_or("", |a| a.as_str())
         ),
-        (None, Imdsv2Mode::Optional) => "IMDSv2 optional".to_owned(),
-        (None, Imdsv2Mode::Required) => "IMDSv2 required".to_owned(),
+        (None, TokenPolicy::Optional) => "IMDSv2 optional".to_owned(),
+        (None, TokenPolicy::Required) => "IMDSv2 required".to_owned(),
     };
     let kernel: Vec<String> = listeners
         .iter()

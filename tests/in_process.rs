@@ -60,7 +60,11 @@ impl InProcess {
             .into_settings()
             .expect("the settings resolve");
         let credentials = Arc::new(FakeCredentials::from_settings(&settings));
-        let server = Server::new(Arc::new(Imds::new(&settings, credentials)));
+        let server = Server::new(Arc::new(Imds::new(
+            &settings.instance,
+            settings.imdsv2,
+            credentials,
+        )));
 
         let (stack_end, client_end) = PacketPipe::pair(PIPE_CAPACITY);
         let config = StackConfig::new(SERVER, 80, MTU, max_connections);

@@ -23,7 +23,7 @@ static IMDS: LazyLock<Arc<Imds>> = LazyLock::new(|| {
     let credentials = Arc::new(imds_tun::credentials::fake::FakeCredentials::from_settings(
         &settings,
     ));
-    Arc::new(Imds::new(&settings, credentials))
+    Arc::new(Imds::new(&settings.instance, settings.imdsv2, credentials))
 });
 
 fuzz_target!(|data: &[u8]| {

@@ -192,17 +192,6 @@ pub fn availability_zone_id(region: &str, zone: &str) -> String {
     format!("{short}-az{number}")
 }
 
-/// The partition and its service domain, as `services/partition` and `services/domain` report.
-pub fn partition(region: &str) -> (&'static str, &'static str) {
-    if region.starts_with("cn-") {
-        ("aws-cn", "amazonaws.com.cn")
-    } else if region.starts_with("us-gov-") {
-        ("aws-us-gov", "amazonaws.com")
-    } else {
-        ("aws", "amazonaws.com")
-    }
-}
-
 /// EC2's public DNS name for a public address (`ec2-1-2-3-4.compute-1.amazonaws.com`).
 pub fn public_hostname(ip: Ipv4Addr, region: &str) -> String {
     let dashed = ip.to_string().replace('.', "-");

@@ -21,13 +21,13 @@ pub mod proxy;
 pub mod resolve;
 pub mod validate;
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::credentials::Secret;
 use crate::credentials::naming::RoleArn;
 
+pub use crate::imds::{Instance, PublicKey, SecurityGroup, TokenPolicy};
 pub use file::{ConfigLayer, PublicKeyLayer};
 pub use hardening::{Cidr, HardeningSettings};
 pub use named_file::Opener;
@@ -46,13 +46,13 @@ pub struct Settings {
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
     /// IMDSv2 token policy.
-    pub imdsv2: Imdsv2Mode,
+    pub imdsv2: TokenPolicy,
     /// How long each set of fake role credentials is valid.
     pub credentials_lifetime: Duration,
     /// Where the role credentials come from.
     pub credentials: CredentialSettings,
     /// Every metadata value the service answers with.
-    pub instance: InstanceMetadata,
+    pub instance: Instance,
     /// `--upstream` forwarding and the token non-loopback listeners require.
     pub proxy: ProxySettings,
     /// Who may connect, whom to serve as, and what a request may cost.
@@ -103,65 +103,7 @@ pub struct TunSettings {
     pub mtu: u16,
 }
 
-/// Whether metadata requests need an IMDSv2 session token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Imdsv2Mode {
-    Optional,
-    Required,
-}
-
 /// A setting that could not be used; the message names the field.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
-
-/// The instance as the metadata service describes it. All values are resolved and mutually
-/// consistent (the zone is in the region, the interface carries the instance's addresses).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceMetadata {
-    pub instance_id: String,
-    pub reservation_id: String,
-    pub ami_id: String,
-    pub instance_type: String,
-    pub account_id: String,
-    pub region: String,
-    pub availability_zone: String,
-    pub availability_zone_id: String,
-    /// `x86_64`, `arm64` or `i386`, from the host this runs on.
-    pub architecture: String,
-    pub hostname: String,
-    pub local_hostname: String,
-    pub local_ipv4: Ipv4Addr,
-    /// `None`: the instance has no public address and the public leaves answer 404.
-    pub public_ipv4: Option<Ipv4Addr>,
-    pub public_hostname: Option<String>,
-    pub mac: String,
-    pub interface_id: String,
-    pub subnet_id: String,
-    pub vpc_id: String,
-    pub subnet_ipv4_cidr_block: String,
-    pub vpc_ipv4_cidr_block: String,
-    pub security_groups: Vec<SecurityGroup>,
-    /// The instance profile's role; `iam/security-credentials/<role_name>` serves its keys.
-    pub role_name: String,
-    pub instance_profile_id: String,
-    pub public_key: Option<PublicKey>,
-    /// Instance tags; empty means tags are not exposed (`tags/` answers 404).
-    pub tags: BTreeMap<String, String>,
-    /// `None`: no user data (`user-data` answers 404).
-    pub user_data: Option<bytes::Bytes>,
-}
-
-/// A security group attached to the instance's interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecurityGroup {
-    pub name: String,
-    pub id: String,
-}
-
-/// The launch key pair served under `public-keys/0`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicKey {
-    pub name: String,
-    pub openssh_key: String,
-}

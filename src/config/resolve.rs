@@ -16,8 +16,8 @@ use crate::credentials::naming::{self, RoleArn};
 use crate::credentials::schedule;
 
 use super::{
-    ConfigError, CredentialSettings, Imdsv2Mode, InstanceMetadata, PublicKey, SecurityGroup,
-    Settings, TunSettings,
+    ConfigError, CredentialSettings, Instance, PublicKey, SecurityGroup, Settings, TokenPolicy,
+    TunSettings,
 };
 
 /// Where a value came from, so its error can point at it.
@@ -238,7 +238,7 @@ struct Service {
     listen: Vec<SocketAddr>,
     max_connections: usize,
     shutdown_grace: Duration,
-    imdsv2: Imdsv2Mode,
+    imdsv2: TokenPolicy,
     credentials_lifetime: Duration,
 }
 
@@ -311,12 +311,12 @@ fn resolve_service(file: &ConfigLayer, flags: &ConfigLayer) -> Result<Service, C
         pick(flags.imdsv2.clone(), file.imdsv2.clone()),
         "imdsv2",
         |value| match value {
-            "optional" => Ok(Imdsv2Mode::Optional),
-            "required" => Ok(Imdsv2Mode::Required),
+            "optional" => Ok(TokenPolicy::Optional),
+            "required" => Ok(TokenPolicy::Required),
             _ => Err("expected \"optional\" or \"required\"".into()),
         },
     )?
-    .map_or(Imdsv2Mode::Optional, |(mode, _)| mode);
+    .map_or(TokenPolicy::Optional, |(mode, _)| mode);
 
     let tun_disabled = no_tun.is_some_and(|(disabled, _)| disabled);
     Ok(Service {
@@ -338,7 +338,7 @@ fn resolve_instance(
     machine: &MachineDefaults,
     role_default: String,
     files: &Opener,
-) -> Result<InstanceMetadata, ConfigError> {
+) -> Result<Instance, ConfigError> {
     let user_data = resolve_user_data(&file, &flags, files)?;
     let or = |chosen: Option<(String, Origin)>, default: String| {
         chosen.map_or(default, |(value, _)| value)
@@ -486,7 +486,7 @@ fn resolve_instance(
     let public_key = resolve_public_key(pick(flags.public_key, file.public_key))?;
     let tags = resolve_tags(file.tags, flags.tags)?;
 
-    Ok(InstanceMetadata {
+    Ok(Instance {
         instance_id,
         reservation_id,
         ami_id,
@@ -686,7 +686,7 @@ mod tests {
         assert_eq!(instance.role_name, "imds-tun");
         assert_eq!(instance.vpc_ipv4_cidr_block, "10.1.0.0/16");
         assert_eq!(instance.user_data, None);
-        assert_eq!(settings.imdsv2, Imdsv2Mode::Optional);
+        assert_eq!(settings.imdsv2, TokenPolicy::Optional);
         assert_eq!(settings.max_connections, 1024);
         assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
         let tun = settings.tun.unwrap();

@@ -16,6 +16,7 @@
 //! identity document), [`responses`] (bodies and headers), [`signature`] (document signatures).
 
 pub mod identity;
+mod instance;
 pub mod responses;
 pub mod signature;
 pub mod token;
@@ -28,11 +29,12 @@ use http::header::{ALLOW, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use time::OffsetDateTime;
 
-use crate::config::{Imdsv2Mode, Settings};
 use crate::credentials::{CredentialSource, RoleCredentials};
 use responses::{Reply, iso8601_utc_seconds, pretty_json};
 use token::TokenMint;
 use tree::{Leaf, Node, Tree};
+
+pub use instance::{Instance, PublicKey, SecurityGroup, TokenPolicy, partition};
 
 /// The versions `GET /` lists, oldest first, as a current instance does.
 pub const VERSIONS: &[&str] = &[
@@ -78,7 +80,7 @@ pub struct Imds {
     tree: Tree,
     versions: Bytes,
     tokens: TokenMint,
-    imdsv2: Imdsv2Mode,
+    imdsv2: TokenPolicy,
     credentials: Arc<dyn CredentialSource>,
     account_id: String,
 }
@@ -94,10 +96,15 @@ impl std::fmt::Debug for Imds {
 
 impl Imds {
     /// Builds the tree, the identity document and its signatures once, at start-up.
-    pub fn new(settings: &Settings, credentials: Arc<dyn CredentialSource>) -> Imds {
+    pub fn new(
+        instance: &Instance,
+        token_policy: TokenPolicy,
+        credentials: Arc<dyn CredentialSource>,
+    ) -> Imds {
         let now = OffsetDateTime::now_utc();
         Imds::started_at(
-            settings,
+            instance,
+            token_policy,
             credentials,
             now.replace_nanosecond(0).unwrap_or(now),
         )
@@ -105,19 +112,20 @@ impl Imds {
 
     /// As [`Imds::new`], with the instance's pending (launch) time given.
     fn started_at(
-        settings: &Settings,
+        instance: &Instance,
+        token_policy: TokenPolicy,
         credentials: Arc<dyn CredentialSource>,
         pending_time: OffsetDateTime,
     ) -> Imds {
-        let document = identity::document(&settings.instance, pending_time);
+        let document = identity::document(instance, pending_time);
         let signatures = signature::sign_identity_document(document.as_bytes());
         Imds {
-            tree: Tree::build(&settings.instance, &document, &signatures, pending_time),
+            tree: Tree::build(instance, &document, &signatures, pending_time),
             versions: Bytes::from(VERSIONS.join("\n")),
             tokens: TokenMint::new(),
-            imdsv2: settings.imdsv2,
+            imdsv2: token_policy,
             credentials,
-            account_id: settings.instance.account_id.clone(),
+            account_id: instance.account_id.clone(),
         }
     }
 
@@ -202,7 +210,7 @@ impl Imds {
             Some(value) => value
                 .to_str()
                 .is_ok_and(|token| self.tokens.check(token, now.unix_timestamp()).is_ok()),
-            None => self.imdsv2 == Imdsv2Mode::Optional,
+            None => self.imdsv2 == TokenPolicy::Optional,
         }
     }
 

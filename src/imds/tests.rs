@@ -1,8 +1,6 @@
 //! Routing, status codes and headers of [`Imds::respond`], driven with in-memory requests.
 
 use super::*;
-use crate::config::defaults::MachineDefaults;
-use crate::config::{ConfigLayer, resolve};
 use crate::credentials::CredentialError;
 use crate::credentials::fake::FakeCredentials;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, SERVER};
@@ -13,39 +11,28 @@ use time::macros::datetime;
 const NOW: OffsetDateTime = datetime!(2025-03-01 10:00:00 UTC);
 const START: OffsetDateTime = datetime!(2025-03-01 09:00:00 UTC);
 
-fn settings_with(file: ConfigLayer) -> Settings {
-    let machine = MachineDefaults::from_parts(
-        "imds-tests",
-        "test-host",
-        Some(std::net::Ipv4Addr::new(172, 31, 40, 7)),
-    );
-    resolve(
-        file,
-        ConfigLayer::default(),
-        &machine,
-        &crate::config::Opener::OwnRights,
-    )
-    .unwrap()
+/// The service for [`Instance::example`] changed by `change`, tokens optional.
+fn imds_with(change: impl FnOnce(&mut Instance)) -> Imds {
+    imds_with_policy(TokenPolicy::Optional, change)
 }
 
-fn imds_with(file: ConfigLayer) -> Imds {
-    let settings = settings_with(file);
+fn imds_with_policy(policy: TokenPolicy, change: impl FnOnce(&mut Instance)) -> Imds {
+    let mut instance = Instance::example();
+    change(&mut instance);
     Imds::started_at(
-        &settings,
+        &instance,
+        policy,
         Arc::new(FakeCredentials::new(Duration::from_secs(6 * 3600))),
         START,
     )
 }
 
 fn imds() -> Imds {
-    imds_with(ConfigLayer::default())
+    imds_with(|_| {})
 }
 
 fn required() -> Imds {
-    imds_with(ConfigLayer {
-        imdsv2: Some("required".into()),
-        ..ConfigLayer::default()
-    })
+    imds_with_policy(TokenPolicy::Required, |_| {})
 }
 
 fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
@@ -105,9 +92,8 @@ fn latest_lists_categories_with_and_without_slash() {
 
 #[test]
 fn latest_lists_user_data_when_configured() {
-    let imds = imds_with(ConfigLayer {
-        user_data: Some("#cloud-config\n".into()),
-        ..ConfigLayer::default()
+    let imds = imds_with(|instance| {
+        instance.user_data = Some(Bytes::from_static(b"#cloud-config\n"));
     });
     assert_eq!(ok_body(&imds, "/latest/"), "dynamic\nmeta-data\nuser-data");
     let response = get(&imds, "/latest/user-data");
@@ -282,9 +268,9 @@ fn public_leaves_are_404_without_a_public_address_and_served_with_one() {
         get(&imds, "/latest/meta-data/public-hostname").status(),
         StatusCode::NOT_FOUND
     );
-    let public = imds_with(ConfigLayer {
-        public_ipv4: Some("54.1.2.3".into()),
-        ..ConfigLayer::default()
+    let public = imds_with(|instance| {
+        instance.public_ipv4 = Some(std::net::Ipv4Addr::new(54, 1, 2, 3));
+        instance.public_hostname = Some("ec2-54-1-2-3.compute-1.amazonaws.com".into());
     });
     assert_eq!(
         ok_body(&public, "/latest/meta-data/public-ipv4"),
@@ -307,12 +293,11 @@ fn public_keys_list_index_and_name() {
         get(&imds, "/latest/meta-data/public-keys/").status(),
         StatusCode::NOT_FOUND
     );
-    let with_key = imds_with(ConfigLayer {
-        public_key: Some(crate::config::PublicKeyLayer {
+    let with_key = imds_with(|instance| {
+        instance.public_key = Some(PublicKey {
             name: "deploy".into(),
             openssh_key: "ssh-ed25519 AAAAC3Nza deploy".into(),
-        }),
-        ..ConfigLayer::default()
+        });
     });
     assert_eq!(
         ok_body(&with_key, "/latest/meta-data/public-keys/"),
@@ -331,12 +316,11 @@ fn tags_are_served_only_when_configured() {
         get(&imds, "/latest/meta-data/tags/").status(),
         StatusCode::NOT_FOUND
     );
-    let tagged = imds_with(ConfigLayer {
-        tags: Some(BTreeMap::from([
+    let tagged = imds_with(|instance| {
+        instance.tags = BTreeMap::from([
             ("Name".to_string(), "web-1".to_string()),
             ("Env".to_string(), "test".to_string()),
-        ])),
-        ..ConfigLayer::default()
+        ]);
     });
     assert_eq!(
         ok_body(&tagged, "/latest/meta-data/tags/instance"),
@@ -384,10 +368,8 @@ fn dot_segments_and_missing_long_paths_are_404() {
 #[test]
 fn a_long_path_is_routed_like_any_other() {
     let long_key = "k".repeat(1500);
-    let tagged = imds_with(ConfigLayer {
-        tags: Some(BTreeMap::from([(long_key.clone(), "long".to_string())])),
-        imdsv2: Some("required".into()),
-        ..ConfigLayer::default()
+    let tagged = imds_with_policy(TokenPolicy::Required, |instance| {
+        instance.tags = BTreeMap::from([(long_key.clone(), "long".to_string())]);
     });
     let tag_path = format!("/latest/meta-data/tags/instance/{long_key}");
     let session = token(&tagged, "60");
@@ -658,10 +640,7 @@ fn unknown_role_is_404() {
 
 #[test]
 fn iam_info_names_the_instance_profile() {
-    let imds = imds_with(ConfigLayer {
-        role_name: Some("web".into()),
-        ..ConfigLayer::default()
-    });
+    let imds = imds_with(|instance| instance.role_name = "web".into());
     assert_eq!(
         ok_body(&imds, "/latest/meta-data/iam/"),
         "info\nsecurity-credentials/"
@@ -694,7 +673,8 @@ impl CredentialSource for FailingSource {
 #[test]
 fn credential_failure_is_served_in_ec2_error_shape() {
     let imds = Imds::started_at(
-        &settings_with(ConfigLayer::default()),
+        &Instance::example(),
+        TokenPolicy::Optional,
         Arc::new(FailingSource),
         START,
     );
@@ -719,10 +699,10 @@ fn dynamic_lists_identity_documents() {
 
 #[test]
 fn identity_document_agrees_with_meta_data() {
-    let imds = imds_with(ConfigLayer {
-        region: Some("eu-west-1".into()),
-        availability_zone: Some("eu-west-1c".into()),
-        ..ConfigLayer::default()
+    let imds = imds_with(|instance| {
+        instance.region = "eu-west-1".into();
+        instance.availability_zone = "eu-west-1c".into();
+        instance.availability_zone_id = "euw1-az3".into();
     });
     let text = ok_body(&imds, "/latest/dynamic/instance-identity/document");
     assert!(text.contains("\"instanceId\" : \""));

@@ -11,10 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Bytes;
 use time::OffsetDateTime;
 
+use super::Instance;
 use super::responses::{iso8601_utc_seconds, pretty_json};
 use super::signature::Signatures;
-use crate::config::InstanceMetadata;
-use crate::config::defaults;
 
 /// What a leaf serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +48,7 @@ impl Tree {
 
     /// The tree EC2 would serve for `instance`.
     pub fn build(
-        instance: &InstanceMetadata,
+        instance: &Instance,
         identity_document: &str,
         signatures: &Signatures,
         pending_time: OffsetDateTime,
@@ -74,12 +73,8 @@ impl Tree {
     }
 }
 
-fn add_meta_data(
-    tree: &mut TreeBuilder,
-    instance: &InstanceMetadata,
-    pending_time: OffsetDateTime,
-) {
-    let (partition, domain) = defaults::partition(&instance.region);
+fn add_meta_data(tree: &mut TreeBuilder, instance: &Instance, pending_time: OffsetDateTime) {
+    let (partition, domain) = super::partition(&instance.region);
     let local_ipv4 = instance.local_ipv4.to_string();
     let group_names: Vec<&str> = instance
         .security_groups
@@ -319,21 +314,14 @@ mod tests {
 
     #[test]
     fn built_tree_has_optional_parts_only_when_configured() {
-        let machine = defaults::MachineDefaults::from_parts("seed", "host", None);
-        let mut settings = crate::config::resolve(
-            crate::config::ConfigLayer::default(),
-            crate::config::ConfigLayer::default(),
-            &machine,
-            &crate::config::Opener::OwnRights,
-        )
-        .unwrap();
+        let mut instance = crate::imds::Instance::example();
         let signatures = Signatures {
             signature: String::new(),
             pkcs7: String::new(),
             rsa2048: String::new(),
         };
         let start = OffsetDateTime::UNIX_EPOCH;
-        let bare = Tree::build(&settings.instance, "{}", &signatures, start);
+        let bare = Tree::build(&instance, "{}", &signatures, start);
         for absent in [
             "user-data",
             "meta-data/public-ipv4",
@@ -345,10 +333,10 @@ mod tests {
         }
         assert_eq!(listing(&bare, ""), "dynamic\nmeta-data");
 
-        settings.instance.public_ipv4 = Some(Ipv4Addr::new(54, 0, 0, 1));
-        settings.instance.user_data = Some(Bytes::from_static(b"#!"));
-        settings.instance.tags.insert("Name".into(), "web".into());
-        let full = Tree::build(&settings.instance, "{}", &signatures, start);
+        instance.public_ipv4 = Some(Ipv4Addr::new(54, 0, 0, 1));
+        instance.user_data = Some(Bytes::from_static(b"#!"));
+        instance.tags.insert("Name".into(), "web".into());
+        let full = Tree::build(&instance, "{}", &signatures, start);
         assert_eq!(listing(&full, ""), "dynamic\nmeta-data\nuser-data");
         assert!(full.get("meta-data/public-ipv4").is_some());
         assert_eq!(listing(&full, "meta-data/tags/instance"), "Name");
