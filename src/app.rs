@@ -99,13 +99,18 @@ pub fn main() -> ExitCode {
         // Upstream mode answers nothing locally: no credential source is needed or probed.
         Ok(crate::credentials::setup::Selected {
             source: Arc::new(crate::credentials::fake::FakeCredentials::from_settings(
-                &settings,
+                &settings.credentials,
             )),
             summary: String::new(),
             fake: false,
         })
     } else {
-        runtime.block_on(crate::credentials::select(&settings))
+        let served = crate::credentials::ServedAs {
+            role_name: &settings.instance.role_name,
+            region: &settings.instance.region,
+            hostname: &settings.instance.hostname,
+        };
+        runtime.block_on(crate::credentials::select(&settings.credentials, served))
     };
     let credentials = match selected {
         Ok(selected) => {

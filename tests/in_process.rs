@@ -59,7 +59,7 @@ impl InProcess {
             .expect("the flags parse")
             .into_settings()
             .expect("the settings resolve");
-        let credentials = Arc::new(FakeCredentials::from_settings(&settings));
+        let credentials = Arc::new(FakeCredentials::from_settings(&settings.credentials));
         let server = Server::new(Arc::new(Imds::new(
             &settings.instance,
             settings.imdsv2,

@@ -21,7 +21,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 static IMDS: LazyLock<Arc<Imds>> = LazyLock::new(|| {
     let settings = Cli::default().into_settings().expect("default settings");
     let credentials = Arc::new(imds_tun::credentials::fake::FakeCredentials::from_settings(
-        &settings,
+        &settings.credentials,
     ));
     Arc::new(Imds::new(&settings.instance, settings.imdsv2, credentials))
 });

@@ -25,10 +25,8 @@ pub const MAX_CONNECTIONS: u64 = 1024;
 pub const SHUTDOWN_GRACE_SECONDS: u64 = 5;
 /// Fake credentials live six hours, like real instance-profile credentials.
 pub const CREDENTIALS_LIFETIME_SECONDS: u64 = 6 * 3600;
-/// `--duration` for `--role-arn`: STS's own default for AssumeRole.
-pub const ROLE_DURATION_SECONDS: u64 = 3600;
-/// `--duration` without a role: STS's own default for GetSessionToken.
-pub const SESSION_DURATION_SECONDS: u64 = 12 * 3600;
+pub use crate::credentials::settings::ROLE_DURATION_SECONDS;
+pub use crate::credentials::settings::SESSION_DURATION_SECONDS;
 /// First retry delay after a failed refresh.
 pub const RETRY_BASE_MS: u64 = 1000;
 /// Largest user data served: EC2's own limit, 16 KiB raw (before base64).

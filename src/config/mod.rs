@@ -24,9 +24,7 @@ pub mod validate;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::credentials::Secret;
-use crate::credentials::naming::RoleArn;
-
+pub use crate::credentials::Settings as CredentialSettings;
 pub use crate::imds::{Instance, PublicKey, SecurityGroup, TokenPolicy};
 pub use file::{ConfigLayer, PublicKeyLayer};
 pub use hardening::{Cidr, HardeningSettings};
@@ -57,42 +55,6 @@ pub struct Settings {
     pub proxy: ProxySettings,
     /// Who may connect, whom to serve as, and what a request may cost.
     pub hardening: HardeningSettings,
-}
-
-/// Where the role credentials come from and how they are refreshed (docs/credentials.md).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialSettings {
-    /// `--mock-credentials`: fake credentials even if real ones could be had.
-    pub mock: bool,
-    /// `--role-arn`: assume this role; `None` serves the caller's own session.
-    pub role_arn: Option<RoleArn>,
-    /// `--profile`: the source profile (else `AWS_PROFILE`, else the default chain).
-    pub profile: Option<String>,
-    /// `None`: `USER@HOST`, decided at start-up.
-    pub role_session_name: Option<String>,
-    pub external_id: Option<String>,
-    /// `None`: [`CredentialSettings::duration_or_default`].
-    pub duration: Option<Duration>,
-    pub mfa_serial: Option<String>,
-    /// `None` with a serial: asked on the terminal at start-up.
-    pub mfa_code: Option<Secret>,
-    /// Refresh once less than this remains.
-    pub refresh_margin: Duration,
-    /// First retry delay after a failed refresh; doubles up to a minute.
-    pub retry_base: Duration,
-    /// Test-only cap on every set's lifetime.
-    pub max_lifetime: Option<Duration>,
-}
-
-impl CredentialSettings {
-    /// One hour for a role (STS's own default), twelve for the caller's own session.
-    pub fn duration_or_default(&self) -> Duration {
-        self.duration.unwrap_or(if self.role_arn.is_some() {
-            Duration::from_secs(defaults::ROLE_DURATION_SECONDS)
-        } else {
-            Duration::from_secs(defaults::SESSION_DURATION_SECONDS)
-        })
-    }
 }
 
 /// The TUN device to create.

@@ -97,7 +97,8 @@ pub fn resolve(
     let proxy =
         super::proxy::resolve(&file, &flags, &service.listen, service.tun.is_some(), files)?;
     let hardening = super::hardening::resolve(&file, &flags)?;
-    let credentials = resolve_credentials(&file, &flags)?;
+    let mut credentials = resolve_credentials(&file, &flags)?;
+    credentials.fake_lifetime = service.credentials_lifetime;
     // The role in the tree is the assumed role's name unless --role-name says otherwise.
     let role_default = credentials
         .role_arn
@@ -229,6 +230,8 @@ fn resolve_credentials(
         refresh_margin: Duration::from_secs(refresh_margin),
         retry_base: Duration::from_millis(retry_base),
         max_lifetime,
+        // Set with the service settings, where the flag lives.
+        fake_lifetime: Duration::ZERO,
     })
 }
 

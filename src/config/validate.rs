@@ -188,14 +188,7 @@ pub fn tun_name(value: &str) -> Result<String, String> {
     }
 }
 
-/// An MFA code: six digits, as every virtual and hardware token shows.
-pub fn mfa_code(value: &str) -> Result<String, String> {
-    if value.len() == 6 && value.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(value.to_owned())
-    } else {
-        Err("expected the 6-digit code shown by the MFA device".into())
-    }
-}
+pub use crate::credentials::settings::mfa_code;
 
 /// An MFA device serial: the virtual device's ARN (`arn:aws:iam::123456789012:mfa/alice`) or a
 /// hardware serial; STS allows 9-256 of `[\w+=/:,.@-]`.

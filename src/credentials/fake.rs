@@ -20,7 +20,6 @@ use time::OffsetDateTime;
 
 use super::schedule::DEFAULT_REFRESH_MARGIN;
 use super::{CredentialError, CredentialSource, RoleCredentials};
-use crate::config::Settings;
 
 /// The decoded session token starts with this marker.
 pub const TOKEN_MARKER: &str = "imds-tun-fake: not a real AWS session token; ";
@@ -43,8 +42,8 @@ impl FakeCredentials {
     }
 
     /// Credentials with the configured lifetime (`credentials_lifetime_seconds`).
-    pub fn from_settings(settings: &Settings) -> FakeCredentials {
-        FakeCredentials::new(settings.credentials_lifetime)
+    pub fn from_settings(settings: &super::Settings) -> FakeCredentials {
+        FakeCredentials::new(settings.fake_lifetime)
     }
 
     fn issue(&self, now: OffsetDateTime) -> RoleCredentials {

@@ -4,6 +4,7 @@
 //! to `iam/security-credentials/<role>`. Sources keep their credentials in memory and refresh
 //! them on their own schedule, so answering never waits on I/O.
 //!
+//! - [`settings`]: what this layer is built from, and its setup errors.
 //! - [`setup`]: picks the source at start-up (`--role-arn`, the caller's own session, or fake)
 //!   and builds the AWS side; [`select`] is the one entry point.
 //! - [`cache`]: the in-memory set and its single background refresher (single flight, back-off).
@@ -18,10 +19,12 @@ pub mod cache;
 pub mod fake;
 pub mod naming;
 pub mod schedule;
+pub mod settings;
 pub mod setup;
 #[cfg(feature = "sts")]
 pub mod sts;
 
+pub use settings::{ServedAs, Settings, SetupError};
 pub use setup::{Selected, select};
 
 use std::fmt;

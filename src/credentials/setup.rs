@@ -59,7 +59,7 @@ use super::fake::FakeCredentials;
 use super::naming;
 #[cfg(feature = "sts")]
 use super::sts::{self, AssumeRole, Mfa, OwnSession};
-use crate::config::{ConfigError, CredentialSettings, Settings};
+use super::{ServedAs, Settings, SetupError};
 
 /// How long start-up waits for the source chain to answer before going on without knowing.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,11 +90,10 @@ impl std::fmt::Debug for Selected {
 /// settings errors (exit 2): an unknown profile, an MFA serial without a code, `--role-arn`
 /// without any source credentials. A network failure is not an error: the source starts and
 /// keeps retrying in the background.
-pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
-    let wanted = &settings.credentials;
-    let role_name = settings.instance.role_name.as_str();
+pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected, SetupError> {
+    let role_name = served.role_name;
     if wanted.mock {
-        return Ok(fake(settings, "--mock-credentials given".into()));
+        return Ok(fake(wanted, "--mock-credentials given".into()));
     }
     // Already prepared by `main` (see [`sdk_environment`]).
     let env = process_environment();
@@ -104,7 +103,7 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
         // Loading aws-config costs ~10 ms and ~4 MiB (endpoint partitions, TLS roots) only to
         // learn what the environment and the file system already say: there is nothing.
         return Ok(fake(
-            settings,
+            wanted,
             format!(
                 "no AWS credentials found (searched environment, {}, web identity, container)",
                 config_dir(&env)
@@ -126,16 +125,13 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
     let region = sdk
         .region()
         .cloned()
-        .unwrap_or_else(|| Region::new(settings.instance.region.clone()));
+        .unwrap_or_else(|| Region::new(served.region.to_owned()));
     let sts_config = aws_sdk_sts::config::Builder::from(&sdk)
         .region(region.clone())
         .build();
     let client = aws_sdk_sts::Client::from_conf(sts_config.clone());
     let Some(chain) = sdk.credentials_provider() else {
-        return Ok(fake(
-            settings,
-            "aws-config built no credential chain".into(),
-        ));
+        return Ok(fake(wanted, "aws-config built no credential chain".into()));
     };
     let profile = env.get("AWS_PROFILE").map_or("default", String::as_str);
     let searched = format!(
@@ -152,14 +148,13 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
         }),
         Ok(Err(CredentialsError::CredentialsNotLoaded(_))) => {
             if let Some(arn) = &wanted.role_arn {
-                return Err(ConfigError(format!(
-                    "--role-arn {}: no source credentials to assume it with (searched {searched}); \
-                     configure a profile (--profile NAME) or export AWS_ACCESS_KEY_ID, or use --mock-credentials",
-                    arn.arn
-                )));
+                return Err(SetupError::NoSourceCredentials {
+                    role_arn: arn.arn.clone(),
+                    searched,
+                });
             }
             return Ok(fake(
-                settings,
+                wanted,
                 format!("no AWS credentials found (searched {searched})"),
             ));
         }
@@ -189,7 +184,7 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
         let session_name = wanted.role_session_name.clone().unwrap_or_else(|| {
             naming::default_session_name(
                 &naming::invoking_user(|key| std::env::var(key).ok()),
-                &settings.instance.hostname,
+                served.hostname,
             )
         });
         let summary = format!(
@@ -255,14 +250,11 @@ pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
 /// Without the `sts` feature (a build for fuzzing or for offline use only): fake credentials,
 /// and a clear refusal for flags that need STS.
 #[cfg(not(feature = "sts"))]
-pub async fn select(settings: &Settings) -> Result<Selected, ConfigError> {
-    let wanted = &settings.credentials;
+pub async fn select(wanted: &Settings, _served: ServedAs<'_>) -> Result<Selected, SetupError> {
     if wanted.role_arn.is_some() || wanted.profile.is_some() || wanted.mfa_serial.is_some() {
-        return Err(ConfigError(
-            "this imds-tun was built without STS support (cargo feature `sts`); rebuild with default features for --role-arn, --profile or --mfa-serial".into(),
-        ));
+        return Err(SetupError::BuiltWithoutSts);
     }
-    Ok(fake(settings, "built without STS support".into()))
+    Ok(fake(wanted, "built without STS support".into()))
 }
 
 fn fake(settings: &Settings, why: String) -> Selected {
@@ -387,7 +379,7 @@ fn config_dir(env: &HashMap<String, String>) -> String {
 
 #[cfg(feature = "sts")]
 /// A named profile (`--profile`, or `AWS_PROFILE`) must exist in the config or credentials file.
-async fn check_profile(env: &HashMap<String, String>, from_flag: bool) -> Result<(), ConfigError> {
+async fn check_profile(env: &HashMap<String, String>, from_flag: bool) -> Result<(), SetupError> {
     let Some(name) = env.get("AWS_PROFILE") else {
         return Ok(());
     };
@@ -400,31 +392,32 @@ async fn check_profile(env: &HashMap<String, String>, from_flag: bool) -> Result
     let files = ProfileFiles::default();
     let profiles = aws_config::profile::load(&Fs::real(), &Env::from(env.clone()), &files, None)
         .await
-        .map_err(|error| {
-            ConfigError(format!(
-                "{label} {name:?}: cannot read the AWS config files: {error}"
-            ))
+        .map_err(|error| SetupError::ProfileFilesUnreadable {
+            label,
+            name: name.clone(),
+            reason: error.to_string(),
         })?;
     if profiles.get_profile(name).is_some() {
         Ok(())
     } else {
         let mut known: Vec<&str> = profiles.profiles().collect();
         known.sort_unstable();
-        Err(ConfigError(format!(
-            "{label} {name:?}: no such profile in {} (known: {})",
-            config_dir(env),
-            if known.is_empty() {
+        Err(SetupError::UnknownProfile {
+            label,
+            name: name.clone(),
+            searched_in: config_dir(env),
+            known: if known.is_empty() {
                 "none".to_owned()
             } else {
                 known.join(", ")
-            }
-        )))
+            },
+        })
     }
 }
 
 #[cfg(feature = "sts")]
 /// The MFA serial and code: `--mfa-code`, else asked on the terminal now.
-fn mfa(wanted: &CredentialSettings) -> Result<Option<Mfa>, ConfigError> {
+fn mfa(wanted: &Settings) -> Result<Option<Mfa>, SetupError> {
     let Some(serial) = &wanted.mfa_serial else {
         return Ok(None);
     };
@@ -440,11 +433,10 @@ fn mfa(wanted: &CredentialSettings) -> Result<Option<Mfa>, ConfigError> {
 
 #[cfg(feature = "sts")]
 /// Asks for the code on the controlling terminal (not stdin: it may be a pipe).
-fn ask_mfa_code(serial: &str) -> Result<String, ConfigError> {
-    let no_terminal = |why: String| {
-        ConfigError(format!(
-            "--mfa-serial {serial}: no --mfa-code given and no terminal to ask for one ({why}); pass --mfa-code CODE"
-        ))
+fn ask_mfa_code(serial: &str) -> Result<String, SetupError> {
+    let no_terminal = |why: String| SetupError::NoTerminalForMfa {
+        serial: serial.to_owned(),
+        why,
     };
     let tty = std::fs::OpenOptions::new()
         .read(true)
@@ -459,8 +451,10 @@ fn ask_mfa_code(serial: &str) -> Result<String, ConfigError> {
     std::io::BufReader::new(&tty)
         .read_line(&mut line)
         .map_err(|error| no_terminal(error.to_string()))?;
-    crate::config::validate::mfa_code(line.trim())
-        .map_err(|expected| ConfigError(format!("MFA code for {serial}: {expected}")))
+    super::settings::mfa_code(line.trim()).map_err(|expected| SetupError::BadMfaCode {
+        serial: serial.to_owned(),
+        expected,
+    })
 }
 
 #[cfg(all(test, feature = "sts"))]
@@ -581,7 +575,7 @@ mod tests {
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
             ("AWS_PROFILE", "prod"),
         ]);
-        let error = check_profile(&env, true).await.unwrap_err().0;
+        let error = check_profile(&env, true).await.unwrap_err().to_string();
         assert!(
             error.starts_with("--profile \"prod\": no such profile"),
             "{error}"
