@@ -7,8 +7,7 @@
 
 use crate::cli::Cli;
 use crate::config::HardeningSettings;
-use crate::config::{Settings, TokenPolicy};
-use crate::credentials::CredentialSource;
+use crate::config::{self, Settings, TokenPolicy};
 use crate::http::{Access, Backend, Limits, Server, Upstream};
 use crate::imds::Imds;
 use crate::platform::privileges;
@@ -75,9 +74,9 @@ pub fn main() -> ExitCode {
             }
         };
     // aws-config reads only the process environment; prepare it while no thread can read it.
-    if !settings.credentials.mock && settings.proxy.upstream.is_none() {
+    if let Some(local) = settings.local().filter(|local| !local.credentials.mock) {
         let changes =
-            crate::credentials::setup::sdk_environment(settings.credentials.profile.as_deref());
+            crate::credentials::setup::sdk_environment(local.credentials.profile.as_deref());
         if let Err(error) = platform::change_environment_before_threads(&changes) {
             eprintln!("imds-tun: {error}");
             return ExitCode::FAILURE;
@@ -95,38 +94,36 @@ pub fn main() -> ExitCode {
     };
     // Credential errors are settings errors (exit 2): a malformed ARN, an unknown profile, an
     // MFA serial without a code. A network failure is not: the source retries on its own.
-    let selected = if settings.proxy.upstream.is_some() {
-        // Upstream mode answers nothing locally: no credential source is needed or probed.
-        Ok(crate::credentials::setup::Selected {
-            source: Arc::new(crate::credentials::fake::FakeCredentials::from_settings(
-                &settings.credentials,
-            )),
-            summary: String::new(),
-            fake: false,
-        })
-    } else {
-        let served = crate::credentials::ServedAs {
-            role_name: &settings.instance.role_name,
-            region: &settings.instance.region,
-            hostname: &settings.instance.hostname,
-        };
-        runtime.block_on(crate::credentials::select(&settings.credentials, served))
-    };
-    let credentials = match selected {
-        Ok(selected) => {
-            if selected.fake {
-                tracing::warn!("{}", selected.summary);
-            } else if !selected.summary.is_empty() {
-                tracing::info!("{}", selected.summary);
+    // Upstream mode answers nothing locally: no credential source is needed or probed.
+    let backend = match &settings.backend {
+        config::Backend::Upstream(upstream) => Backend::Upstream(Arc::new(Upstream::new(upstream))),
+        config::Backend::Local(local) => {
+            let served = crate::credentials::ServedAs {
+                role_name: &local.instance.role_name,
+                region: &local.instance.region,
+                hostname: &local.instance.hostname,
+            };
+            match runtime.block_on(crate::credentials::select(&local.credentials, served)) {
+                Ok(selected) => {
+                    if selected.fake {
+                        tracing::warn!("{}", selected.summary);
+                    } else if !selected.summary.is_empty() {
+                        tracing::info!("{}", selected.summary);
+                    }
+                    Backend::Local(Arc::new(Imds::new(
+                        &local.instance,
+                        local.token_policy,
+                        selected.source,
+                    )))
+                }
+                Err(error) => {
+                    eprintln!("imds-tun: {error}");
+                    return ExitCode::from(2);
+                }
             }
-            selected.source
-        }
-        Err(error) => {
-            eprintln!("imds-tun: {error}");
-            return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(settings, credentials, serve_as)) {
+    match runtime.block_on(run(settings, backend, serve_as)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imds-tun: {error}");
@@ -153,7 +150,7 @@ fn init_logging() {
 
 async fn run(
     settings: Settings,
-    credentials: Arc<dyn CredentialSource>,
+    backend: Backend,
     serve_as: Option<privileges::Account>,
 ) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
@@ -162,14 +159,6 @@ async fn run(
         header_timeout: settings.hardening.header_timeout,
         max_header_bytes: settings.hardening.max_header_bytes,
         max_path_length: settings.hardening.max_path_length,
-    };
-    let backend = match &settings.proxy.upstream {
-        Some(upstream) => Backend::Upstream(Arc::new(Upstream::new(upstream))),
-        None => Backend::Local(Arc::new(Imds::new(
-            &settings.instance,
-            settings.imdsv2,
-            credentials,
-        ))),
     };
     let server = Server::with_limits(backend, limits);
 
@@ -289,13 +278,15 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
 }
 
 fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListener]) {
-    let mode = match (&settings.proxy.upstream, settings.imdsv2) {
-        (Some(upstream), _) => format!(
+    let mode = match &settings.backend {
+        config::Backend::Upstream(upstream) => format!(
             "forwarding to upstream http://{}",
             upstream.url.authority().map_or("", |a| a.as_str())
         ),
-        (None, TokenPolicy::Optional) => "IMDSv2 optional".to_owned(),
-        (None, TokenPolicy::Required) => "IMDSv2 required".to_owned(),
+        config::Backend::Local(local) => match local.token_policy {
+            TokenPolicy::Optional => "IMDSv2 optional".to_owned(),
+            TokenPolicy::Required => "IMDSv2 required".to_owned(),
+        },
     };
     let kernel: Vec<String> = listeners
         .iter()
@@ -323,7 +314,7 @@ fn listener_access(settings: &Settings, listener: &TcpListener) -> Access {
     let Ok(address) = listener.local_addr() else {
         return Access::Open;
     };
-    match settings.proxy.token_for(address) {
+    match settings.listeners.token_for(address) {
         Some(token) => Access::Token(Arc::new(token.clone())),
         None => {
             if !address.ip().is_loopback() {

@@ -398,8 +398,18 @@ mod tests {
         ])
         .unwrap();
         let settings = cli.into_settings_with(&Opener::OwnRights).unwrap();
-        assert_eq!(settings.instance.instance_type, "c7g.large");
-        assert_eq!(settings.instance.region, "eu-west-1");
+        assert_eq!(
+            settings
+                .local()
+                .expect("a local service")
+                .instance
+                .instance_type,
+            "c7g.large"
+        );
+        assert_eq!(
+            settings.local().expect("a local service").instance.region,
+            "eu-west-1"
+        );
         assert_eq!(settings.listen.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

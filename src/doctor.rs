@@ -231,7 +231,7 @@ fn check_listeners(settings: &Settings) -> Vec<Finding> {
         .map(|&address| {
             if address.ip().is_loopback() {
                 Finding::new(Level::Ok, "listener", format!("{address} is loopback-only"), "")
-            } else if settings.proxy.token_for(address).is_some() {
+            } else if settings.listeners.token_for(address).is_some() {
                 Finding::new(
                     Level::Ok,
                     "listener",
@@ -253,25 +253,28 @@ fn check_listeners(settings: &Settings) -> Vec<Finding> {
 /// Where the served credentials would come from.
 fn check_credentials(settings: &Settings) -> Finding {
     const CHECK: &str = "credentials";
-    match &settings.proxy.upstream {
-        Some(upstream) => check_upstream(upstream),
-        None if settings.credentials.mock => Finding::new(
+    let local = match &settings.backend {
+        crate::config::Backend::Upstream(upstream) => return check_upstream(upstream),
+        crate::config::Backend::Local(local) => local,
+    };
+    match local {
+        local if local.credentials.mock => Finding::new(
             Level::Warn,
             CHECK,
             format!(
                 "fake credentials for role {} (--mock-credentials; well-formed, rejected by AWS)",
-                settings.instance.role_name
+                local.instance.role_name
             ),
             "fine for tests; drop --mock-credentials for real ones",
         ),
-        None => Finding::new(
+        local => Finding::new(
             Level::Ok,
             CHECK,
-            match &settings.credentials.role_arn {
+            match &local.credentials.role_arn {
                 Some(arn) => format!(
                     "STS AssumeRole of {} with source credentials from the AWS chain (profile {})",
                     arn.arn,
-                    settings
+                    local
                         .credentials
                         .profile
                         .as_deref()
@@ -280,12 +283,12 @@ fn check_credentials(settings: &Settings) -> Finding {
                 None => format!(
                     "your own AWS session from the AWS chain (profile {}), served as role {}; fake \
                      credentials if the chain has none",
-                    settings
+                    local
                         .credentials
                         .profile
                         .as_deref()
                         .unwrap_or("from AWS_PROFILE or default"),
-                    settings.instance.role_name
+                    local.instance.role_name
                 ),
             },
             "",

@@ -59,10 +59,11 @@ impl InProcess {
             .expect("the flags parse")
             .into_settings()
             .expect("the settings resolve");
-        let credentials = Arc::new(FakeCredentials::from_settings(&settings.credentials));
+        let local = settings.local().expect("no --upstream: a local service");
+        let credentials = Arc::new(FakeCredentials::from_settings(&local.credentials));
         let server = Server::new(Arc::new(Imds::new(
-            &settings.instance,
-            settings.imdsv2,
+            &local.instance,
+            local.token_policy,
             credentials,
         )));
 

@@ -20,10 +20,11 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 
 static IMDS: LazyLock<Arc<Imds>> = LazyLock::new(|| {
     let settings = Cli::default().into_settings().expect("default settings");
+    let local = settings.local().expect("the defaults serve locally");
     let credentials = Arc::new(imds_tun::credentials::fake::FakeCredentials::from_settings(
-        &settings.credentials,
+        &local.credentials,
     ));
-    Arc::new(Imds::new(&settings.instance, settings.imdsv2, credentials))
+    Arc::new(Imds::new(&local.instance, local.token_policy, credentials))
 });
 
 fuzz_target!(|data: &[u8]| {

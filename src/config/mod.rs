@@ -29,7 +29,7 @@ pub use crate::imds::{Instance, PublicKey, SecurityGroup, TokenPolicy};
 pub use file::{ConfigLayer, PublicKeyLayer};
 pub use hardening::{Cidr, HardeningSettings};
 pub use named_file::Opener;
-pub use proxy::{ProxySettings, SharedToken, UpstreamSettings};
+pub use proxy::{ListenerProtection, ProxySettings, SharedToken, UpstreamSettings};
 pub use resolve::resolve;
 
 /// Everything a run needs, fully resolved and validated.
@@ -43,18 +43,60 @@ pub struct Settings {
     pub max_connections: usize,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
-    /// IMDSv2 token policy.
-    pub imdsv2: TokenPolicy,
-    /// How long each set of fake role credentials is valid.
-    pub credentials_lifetime: Duration,
-    /// Where the role credentials come from.
-    pub credentials: CredentialSettings,
-    /// Every metadata value the service answers with.
-    pub instance: Instance,
-    /// `--upstream` forwarding and the token non-loopback listeners require.
-    pub proxy: ProxySettings,
+    /// Who answers the requests.
+    pub backend: Backend,
+    /// The token non-loopback listeners require.
+    pub listeners: ListenerProtection,
     /// Who may connect, whom to serve as, and what a request may cost.
     pub hardening: HardeningSettings,
+}
+
+/// Who answers the requests of a run.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// This process: the instance it describes and where its role credentials come from.
+    Local(Box<LocalService>),
+    /// Another metadata service every request is forwarded to (`--upstream`); this process
+    /// answers nothing itself and needs no credentials.
+    Upstream(UpstreamSettings),
+}
+
+/// The metadata service this process answers with itself.
+#[derive(Debug, Clone)]
+pub struct LocalService {
+    /// Every metadata value the service answers with.
+    pub instance: Instance,
+    /// IMDSv2 token policy.
+    pub token_policy: TokenPolicy,
+    /// Where the role credentials come from.
+    pub credentials: CredentialSettings,
+}
+
+impl Settings {
+    /// The local service, unless every request is forwarded.
+    pub fn local(&self) -> Option<&LocalService> {
+        match &self.backend {
+            Backend::Local(local) => Some(local),
+            Backend::Upstream(_) => None,
+        }
+    }
+
+    /// The local service, for tests that know there is one.
+    #[cfg(test)]
+    pub(crate) fn into_local(self) -> LocalService {
+        match self.backend {
+            Backend::Local(local) => *local,
+            Backend::Upstream(_) => panic!("expected a local service, found upstream mode"),
+        }
+    }
+
+    /// Where requests are forwarded, in upstream mode.
+    pub fn upstream(&self) -> Option<&UpstreamSettings> {
+        match &self.backend {
+            Backend::Upstream(upstream) => Some(upstream),
+            Backend::Local(_) => None,
+        }
+    }
 }
 
 /// The TUN device to create.

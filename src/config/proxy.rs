@@ -39,7 +39,16 @@ pub struct ProxySettings {
     pub insecure_listen_without_token: bool,
 }
 
-impl ProxySettings {
+/// What non-loopback `--listen` sockets require, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerProtection {
+    /// The secret non-loopback `--listen` sockets require in [`LISTENER_TOKEN_HEADER`].
+    pub listen_token: Option<SharedToken>,
+    /// The user accepted serving non-loopback listeners without a token.
+    pub insecure_listen_without_token: bool,
+}
+
+impl ListenerProtection {
     /// The secret requests on `listener` must carry, if any: loopback listeners need none.
     pub fn token_for(&self, listener: SocketAddr) -> Option<&SharedToken> {
         if listener.ip().is_loopback() {
@@ -296,6 +305,14 @@ fn without_userinfo(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The listener half of a proxy resolution, as `config::resolve` keeps it.
+    fn listeners(settings: &ProxySettings) -> ListenerProtection {
+        ListenerProtection {
+            listen_token: settings.listen_token.clone(),
+            insecure_listen_without_token: settings.insecure_listen_without_token,
+        }
+    }
+
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
@@ -365,7 +382,11 @@ mod tests {
         )
         .unwrap();
         assert!(settings.insecure_listen_without_token);
-        assert!(settings.token_for(addr("10.0.2.2:8080")).is_none());
+        assert!(
+            listeners(&settings)
+                .token_for(addr("10.0.2.2:8080"))
+                .is_none()
+        );
     }
 
     #[test]
@@ -384,9 +405,10 @@ mod tests {
             &Opener::OwnRights,
         )
         .unwrap();
-        let token = settings.token_for(addr("10.0.2.2:8080")).unwrap();
+        let listeners = listeners(&settings);
+        let token = listeners.token_for(addr("10.0.2.2:8080")).unwrap();
         assert_eq!(token.expose(), "0123456789abcdef0123");
-        assert!(settings.token_for(addr("127.0.0.1:8080")).is_none());
+        assert!(listeners.token_for(addr("127.0.0.1:8080")).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

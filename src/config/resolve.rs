@@ -15,9 +15,10 @@ use super::validate;
 use crate::credentials::naming::{self, RoleArn};
 use crate::credentials::schedule;
 
+use super::proxy::ListenerProtection;
 use super::{
-    ConfigError, CredentialSettings, Instance, PublicKey, SecurityGroup, Settings, TokenPolicy,
-    TunSettings,
+    Backend, ConfigError, CredentialSettings, Instance, LocalService, PublicKey, SecurityGroup,
+    Settings, TokenPolicy, TunSettings,
 };
 
 /// Where a value came from, so its error can point at it.
@@ -105,16 +106,26 @@ pub fn resolve(
         .as_ref()
         .map_or_else(|| defaults::ROLE_NAME.to_owned(), |arn| arn.name.clone());
     let instance = resolve_instance(file, flags, machine, role_default, files)?;
+    // Every value is validated in both modes, so a bad setting is reported even when
+    // forwarding; only the local mode keeps the instance and the credentials.
+    let backend = match proxy.upstream {
+        Some(upstream) => Backend::Upstream(upstream),
+        None => Backend::Local(Box::new(LocalService {
+            instance,
+            token_policy: service.imdsv2,
+            credentials,
+        })),
+    };
     Ok(Settings {
         tun: service.tun,
         listen: service.listen,
         max_connections: service.max_connections,
         shutdown_grace: service.shutdown_grace,
-        imdsv2: service.imdsv2,
-        credentials_lifetime: service.credentials_lifetime,
-        credentials,
-        instance,
-        proxy,
+        backend,
+        listeners: ListenerProtection {
+            listen_token: proxy.listen_token,
+            insecure_listen_without_token: proxy.insecure_listen_without_token,
+        },
         hardening,
     })
 }
@@ -674,7 +685,7 @@ mod tests {
     #[test]
     fn defaults_are_realistic_and_consistent() {
         let settings = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
-        let instance = &settings.instance;
+        let instance = &settings.local().expect("a local service").instance;
         assert!(validate::instance_id(&instance.instance_id).is_ok());
         assert_eq!(instance.instance_id.len(), 19);
         assert_eq!(instance.region, "us-east-1");
@@ -689,7 +700,10 @@ mod tests {
         assert_eq!(instance.role_name, "imds-tun");
         assert_eq!(instance.vpc_ipv4_cidr_block, "10.1.0.0/16");
         assert_eq!(instance.user_data, None);
-        assert_eq!(settings.imdsv2, TokenPolicy::Optional);
+        assert_eq!(
+            settings.local().expect("a local service").token_policy,
+            TokenPolicy::Optional
+        );
         assert_eq!(settings.max_connections, 1024);
         assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
         let tun = settings.tun.unwrap();
@@ -701,7 +715,10 @@ mod tests {
     fn defaults_are_stable_across_two_resolutions() {
         let first = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
         let second = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
-        assert_eq!(first.instance, second.instance);
+        assert_eq!(
+            first.local().expect("a local service").instance,
+            second.local().expect("a local service").instance
+        );
         let probed = MachineDefaults::probe();
         let a = resolve(
             ConfigLayer::default(),
@@ -717,7 +734,7 @@ mod tests {
             &Opener::OwnRights,
         )
         .unwrap();
-        assert_eq!(a.instance, b.instance);
+        assert_eq!(a.into_local().instance, b.into_local().instance);
     }
 
     #[test]
@@ -731,7 +748,7 @@ mod tests {
             instance_type: Some("c7g.xlarge".into()),
             ..ConfigLayer::default()
         };
-        let instance = resolved(file, flags).unwrap().instance;
+        let instance = resolved(file, flags).unwrap().into_local().instance;
         assert_eq!(instance.instance_type, "c7g.xlarge");
         assert_eq!(instance.region, "eu-west-1");
         assert_eq!(instance.availability_zone, "eu-west-1a");
@@ -795,7 +812,10 @@ mod tests {
             availability_zone: Some("ap-southeast-2c".into()),
             ..ConfigLayer::default()
         };
-        let instance = resolved(file, ConfigLayer::default()).unwrap().instance;
+        let instance = resolved(file, ConfigLayer::default())
+            .unwrap()
+            .into_local()
+            .instance;
         assert_eq!(instance.region, "ap-southeast-2");
         assert_eq!(instance.availability_zone_id, "apse2-az3");
     }
@@ -898,7 +918,7 @@ mod tests {
     #[test]
     fn credentials_default_to_the_callers_session_with_a_fifteen_minute_margin() {
         let settings = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
-        let credentials = &settings.credentials;
+        let credentials = &settings.local().expect("a local service").credentials;
         assert!(!credentials.mock);
         assert_eq!(credentials.role_arn, None);
         assert_eq!(credentials.refresh_margin, Duration::from_secs(900));
@@ -907,7 +927,14 @@ mod tests {
             credentials.duration_or_default(),
             Duration::from_secs(43200)
         );
-        assert_eq!(settings.instance.role_name, "imds-tun");
+        assert_eq!(
+            settings
+                .local()
+                .expect("a local service")
+                .instance
+                .role_name,
+            "imds-tun"
+        );
     }
 
     #[test]
@@ -917,9 +944,20 @@ mod tests {
             ..ConfigLayer::default()
         };
         let settings = resolved(ConfigLayer::default(), flags.clone()).unwrap();
-        assert_eq!(settings.instance.role_name, "app");
         assert_eq!(
-            settings.credentials.duration_or_default(),
+            settings
+                .local()
+                .expect("a local service")
+                .instance
+                .role_name,
+            "app"
+        );
+        assert_eq!(
+            settings
+                .local()
+                .expect("a local service")
+                .credentials
+                .duration_or_default(),
             Duration::from_secs(3600)
         );
         let flags = ConfigLayer {
@@ -929,6 +967,7 @@ mod tests {
         assert_eq!(
             resolved(ConfigLayer::default(), flags)
                 .unwrap()
+                .into_local()
                 .instance
                 .role_name,
             "web"
@@ -1052,7 +1091,13 @@ mod tests {
 
         let served = resolved(ConfigLayer::default(), with(&exact, None)).unwrap();
         assert_eq!(
-            served.instance.user_data.map(|data| data.len()),
+            served
+                .local()
+                .expect("a local service")
+                .instance
+                .user_data
+                .as_ref()
+                .map(|data| data.len()),
             Some(16384)
         );
         let message = error_of(ConfigLayer::default(), with(&over, None));
@@ -1062,7 +1107,13 @@ mod tests {
         assert!(message.contains("--max-user-data-bytes"), "{message}");
         let raised = resolved(ConfigLayer::default(), with(&over, Some(20000))).unwrap();
         assert_eq!(
-            raised.instance.user_data.map(|data| data.len()),
+            raised
+                .local()
+                .expect("a local service")
+                .instance
+                .user_data
+                .as_ref()
+                .map(|data| data.len()),
             Some(16385)
         );
         let _ = std::fs::remove_dir_all(&dir);
@@ -1150,7 +1201,7 @@ mod tests {
             tags: Some(BTreeMap::from([("Name".to_string(), "flag".to_string())])),
             ..ConfigLayer::default()
         };
-        let tags = resolved(file, flags).unwrap().instance.tags;
+        let tags = resolved(file, flags).unwrap().into_local().instance.tags;
         assert_eq!(tags["Name"], "flag");
         assert_eq!(tags["Team"], "infra");
     }
@@ -1161,7 +1212,10 @@ mod tests {
             public_ipv4: Some("54.1.2.3".into()),
             ..ConfigLayer::default()
         };
-        let instance = resolved(file, ConfigLayer::default()).unwrap().instance;
+        let instance = resolved(file, ConfigLayer::default())
+            .unwrap()
+            .into_local()
+            .instance;
         assert_eq!(
             instance.public_hostname.as_deref(),
             Some("ec2-54-1-2-3.compute-1.amazonaws.com")
@@ -1174,7 +1228,10 @@ mod tests {
             user_data: Some("#!/bin/sh\necho hi\n".into()),
             ..ConfigLayer::default()
         };
-        let instance = resolved(file, ConfigLayer::default()).unwrap().instance;
+        let instance = resolved(file, ConfigLayer::default())
+            .unwrap()
+            .into_local()
+            .instance;
         assert_eq!(
             instance.user_data.as_deref(),
             Some(&b"#!/bin/sh\necho hi\n"[..])
