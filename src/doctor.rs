@@ -16,9 +16,8 @@ use crate::cli::Cli;
 use crate::config::proxy::LISTENER_TOKEN_HEADER;
 use crate::config::{Settings, UpstreamSettings};
 use crate::platform;
-
-/// Linux capability number of CAP_NET_ADMIN (TUNSETIFF, SIOCSIF*).
-const CAP_NET_ADMIN: u32 = 12;
+use crate::platform::capabilities::CAP_NET_ADMIN_BIT;
+use crate::platform::host::TunDeviceAccess;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +110,7 @@ pub fn run(cli: Cli) -> Vec<Finding> {
         .is_none_or(|settings| settings.tun.is_some());
     if wants_tun {
         findings.push(check_tun_device());
-        findings.push(check_privileges(
-            &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
-        ));
+        findings.push(check_privileges(platform::capabilities::effective_mask()));
         findings.push(check_address());
     } else {
         findings.push(Finding::new(Level::Ok, "tun", "not needed (--no-tun)", ""));
@@ -128,31 +125,27 @@ pub fn run(cli: Cli) -> Vec<Finding> {
 /// `/dev/net/tun` exists and opens read-write (opening creates no device; TUNSETIFF would).
 fn check_tun_device() -> Finding {
     const CHECK: &str = "tun device";
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-    {
-        Ok(_) => Finding::new(
+    match platform::host::tun_device_access() {
+        TunDeviceAccess::Opens => Finding::new(
             Level::Ok,
             CHECK,
             "/dev/net/tun is present and opens read-write",
             "",
         ),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Finding::new(
+        TunDeviceAccess::Missing => Finding::new(
             Level::Fail,
             CHECK,
             "/dev/net/tun is missing",
             "load the driver with `sudo modprobe tun`; in a container pass the device \
              (`docker run --device /dev/net/tun --cap-add NET_ADMIN ...`)",
         ),
-        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => Finding::new(
+        TunDeviceAccess::Denied => Finding::new(
             Level::Fail,
             CHECK,
             "/dev/net/tun exists but this user cannot open it",
             "run as root, or make it mode 0666 as Debian and Ubuntu ship it (`sudo chmod 0666 /dev/net/tun`)",
         ),
-        Err(error) => Finding::new(
+        TunDeviceAccess::Failed(error) => Finding::new(
             Level::Fail,
             CHECK,
             format!("/dev/net/tun cannot be opened: {error}"),
@@ -162,7 +155,7 @@ fn check_tun_device() -> Finding {
 }
 
 /// Root with CAP_NET_ADMIN, or any user holding CAP_NET_ADMIN in its effective set.
-fn check_privileges(proc_status: &str) -> Finding {
+fn check_privileges(effective: Option<u64>) -> Finding {
     const CHECK: &str = "privileges";
     let uid = nix::unistd::geteuid().as_raw();
     let who = if uid == 0 {
@@ -170,8 +163,8 @@ fn check_privileges(proc_status: &str) -> Finding {
     } else {
         format!("uid {uid}")
     };
-    match effective_capabilities(proc_status) {
-        Some(caps) if caps & (1 << CAP_NET_ADMIN) != 0 => Finding::new(
+    match effective {
+        Some(caps) if caps & (1 << CAP_NET_ADMIN_BIT) != 0 => Finding::new(
             Level::Ok,
             CHECK,
             format!("{who} with CAP_NET_ADMIN in the effective set"),
@@ -192,14 +185,6 @@ fn check_privileges(proc_status: &str) -> Finding {
             "make sure the process has CAP_NET_ADMIN",
         ),
     }
-}
-
-/// The `CapEff:` mask of a `/proc/<pid>/status` text.
-pub fn effective_capabilities(proc_status: &str) -> Option<u64> {
-    proc_status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
 /// Nothing else answers for 169.254.169.254 yet.
@@ -366,20 +351,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn effective_capabilities_are_read_from_proc_status() {
-        let status = "Name:\timds-tun\nCapInh:\t0000000000000000\nCapPrm:\t0000000000001000\n\
-                      CapEff:\t0000000000001000\nCapBnd:\t000001ffffffffff\n";
-        assert_eq!(effective_capabilities(status), Some(1 << CAP_NET_ADMIN));
-        assert_eq!(effective_capabilities("Name:\tx\n"), None);
-    }
-
-    #[test]
     fn without_cap_net_admin_privileges_fail_with_a_way_out() {
-        let finding = check_privileges("CapEff:\t0000000000000000\n");
+        let finding = check_privileges(Some(0));
         assert_eq!(finding.level, Level::Fail);
         assert!(finding.advice.contains("sudo imds-tun"), "{finding}");
         assert!(finding.advice.contains("--no-tun"), "{finding}");
-        let finding = check_privileges("CapEff:\t000001ffffffffff\n");
+        let finding = check_privileges(Some(0x1ff_ffff_ffff));
         assert_eq!(finding.level, Level::Ok);
     }
 

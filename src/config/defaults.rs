@@ -8,7 +8,9 @@
 //! The account id is the fixed, documented example `123456789012`: obviously not a real account,
 //! so nobody mistakes the emulator's identity for a real one.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::Ipv4Addr;
+
+use crate::platform::host;
 
 use sha2::{Digest, Sha256};
 
@@ -45,18 +47,9 @@ pub struct MachineDefaults {
 impl MachineDefaults {
     /// Reads the machine id, hostname and primary IPv4 of this host.
     pub fn probe() -> MachineDefaults {
-        let hostname = nix::unistd::gethostname()
-            .ok()
-            .and_then(|name| name.into_string().ok())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "localhost".to_owned());
-        let machine_id = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
-            .iter()
-            .filter_map(|path| std::fs::read_to_string(path).ok())
-            .map(|text| text.trim().to_owned())
-            .find(|id| !id.is_empty())
-            .unwrap_or_else(|| hostname.clone());
-        MachineDefaults::from_parts(&machine_id, &hostname, primary_ipv4())
+        let hostname = host::hostname().unwrap_or_else(|| "localhost".to_owned());
+        let machine_id = host::machine_id().unwrap_or_else(|| hostname.clone());
+        MachineDefaults::from_parts(&machine_id, &hostname, host::primary_ipv4())
     }
 
     /// Builds defaults from explicit parts (tests and other hosts).
@@ -140,21 +133,6 @@ impl MachineDefaults {
             // Keep the host part off .0 and .255 so it is never a network or broadcast address.
             Ipv4Addr::new(172, 31, bytes[0], 1 + bytes[1] % 254)
         })
-    }
-}
-
-/// The source address the kernel would pick for a packet to the internet. `connect` on a UDP
-/// socket only consults the routing table; nothing is sent.
-fn primary_ipv4() -> Option<Ipv4Addr> {
-    let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
-    socket.connect("192.0.2.1:9").ok()?;
-    match socket.local_addr().ok()? {
-        SocketAddr::V4(address) => {
-            let ip = *address.ip();
-            let usable = !(ip.is_unspecified() || ip.is_loopback() || ip.is_link_local());
-            usable.then_some(ip)
-        }
-        SocketAddr::V6(_) => None,
     }
 }
 

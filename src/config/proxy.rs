@@ -141,7 +141,9 @@ pub fn resolve(
                 let shown = without_userinfo(&text);
                 ConfigError(format!("{} {shown:?}: {why}", label(origin, "upstream")))
             })?;
-            if let Some(own) = listener_it_names(&url, listen, &local_addresses()) {
+            if let Some(own) =
+                listener_it_names(&url, listen, &crate::platform::host::local_addresses())
+            {
                 return Err(ConfigError(format!(
                     "{} {text:?} is this imds-tun's own --listen {own}: every request would be \
                      forwarded back to itself; point --upstream at another metadata service",
@@ -266,23 +268,6 @@ fn listener_it_names(
                     || (target.is_unspecified() && on_this_machine(&own.ip()))
             })
     })
-}
-
-/// The addresses of this machine's interfaces (none if they cannot be listed).
-fn local_addresses() -> Vec<IpAddr> {
-    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    interfaces
-        .filter_map(|interface| {
-            let address = interface.address?;
-            if let Some(v4) = address.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
-        .collect()
 }
 
 /// `text` with any user-info (`user:password@`) in its authority replaced by `***@`, for

@@ -59,6 +59,22 @@ pub fn verify_unprivileged() -> Result<(), CapabilityError> {
     Ok(())
 }
 
+/// CAP_NET_ADMIN's bit in capability masks.
+pub const CAP_NET_ADMIN_BIT: u32 = 12;
+
+/// This thread's effective capability mask, as `/proc/self/status` shows it.
+pub fn effective_mask() -> Option<u64> {
+    effective_in(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// The `CapEff:` mask of a `/proc/<pid>/status` text.
+pub fn effective_in(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
 /// What `/proc/.../status` says is still held, `None` if nothing.
 fn privileges_left(status: &str) -> Option<String> {
     let field = |name: &str| {
@@ -90,6 +106,13 @@ mod tests {
     const DROPPED: &str = "Name:\timds-tun\nUid:\t1000\t1000\t1000\t1000\nNoNewPrivs:\t1\n\
         CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n\
         CapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\n";
+
+    #[test]
+    fn effective_capabilities_are_read_from_proc_status() {
+        let status = "Name:\timds-tun\nCapInh:\t0000000000000000\nCapEff:\t0000000000001000\n";
+        assert_eq!(effective_in(status), Some(1 << CAP_NET_ADMIN_BIT));
+        assert_eq!(effective_in("Name:\tx\n"), None);
+    }
 
     #[test]
     fn a_fully_dropped_thread_holds_nothing() {

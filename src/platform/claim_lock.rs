@@ -15,6 +15,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::capabilities::{CAP_NET_ADMIN_BIT, effective_in};
 use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, UnixAddr, bind, connect, getsockopt, listen, socket, sockopt,
@@ -22,9 +23,6 @@ use nix::sys::socket::{
 
 /// The abstract socket name; one per metadata address.
 const LOCK_NAME: &[u8] = b"imds-tun/169.254.169.254";
-
-/// CAP_NET_ADMIN's bit in `/proc/PID/status` capability masks.
-const CAP_NET_ADMIN_BIT: u32 = 12;
 
 /// Holding the claim lock; dropping it (or exiting) releases the name.
 #[derive(Debug)]
@@ -115,23 +113,6 @@ fn identify_holder(address: &UnixAddr) -> io::Result<Holder> {
 fn has_net_admin(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|status| effective_capabilities(&status))
+        .and_then(|status| effective_in(&status))
         .is_some_and(|mask| mask & (1 << CAP_NET_ADMIN_BIT) != 0)
-}
-
-fn effective_capabilities(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("CapEff:"))?;
-    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn effective_capabilities_are_read_from_proc_status() {
-        let status = "Name:\timds-tun\nCapInh:\t0000000000000000\nCapEff:\t0000000000001000\n";
-        assert_eq!(effective_capabilities(status), Some(1 << CAP_NET_ADMIN_BIT));
-        assert_eq!(effective_capabilities("Name:\tx\n"), None);
-    }
 }

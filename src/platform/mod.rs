@@ -17,7 +17,8 @@
 //!   uses for files named under `sudo`;
 //! - giving up root ([`privileges`]) and the capability sets ([`capabilities`]);
 //! - the claim lock that makes two simultaneous starts safe (`claim_lock.rs`, Linux);
-//! - the kernel's answers about routes and socket owners ([`netlink`], Linux).
+//! - the kernel's answers about routes and socket owners ([`netlink`], Linux);
+//! - what this host is: name, machine id, addresses, TUN device node ([`host`]).
 //!
 //! One private `imp` module per OS sits behind this small interface.
 
@@ -36,6 +37,7 @@ mod imp;
 pub mod capabilities;
 #[cfg(target_os = "linux")]
 mod claim_lock;
+pub mod host;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 pub mod privileges;
@@ -57,6 +59,10 @@ pub mod capabilities {
 
     pub fn verify_unprivileged() -> Result<(), CapabilityError> {
         Ok(())
+    }
+
+    pub fn effective_mask() -> Option<u64> {
+        None
     }
 }
 
