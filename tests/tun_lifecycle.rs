@@ -509,6 +509,8 @@ fn a_connection_after_sigterm_is_refused_not_answered_empty() {
     let namespace = namespace!();
     let mut child = common::start(&namespace, &["--shutdown-grace", "3"]);
     let _stalled = stalled_client(&namespace);
+    // Let the service take the stalled connection up: only a request in flight holds the exit.
+    std::thread::sleep(Duration::from_millis(300));
     child.signal(Signal::SIGTERM);
     child.wait_for_line(Duration::from_secs(2), |line| {
         line.contains("received SIGTERM")

@@ -39,6 +39,12 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.shared.lock().refuse_new_connections(now());
+        // Connections handed out but never accepted: reset, not closed with a FIN, so their
+        // clients see a refusal instead of an empty answer.
+        self.accepted.close();
+        while let Ok(stream) = self.accepted.try_recv() {
+            stream.reset();
+        }
         self.shared.wake_driver();
     }
 }
