@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use crate::cli::Cli;
 use crate::config::proxy::LISTENER_TOKEN_HEADER;
 use crate::config::{Settings, UpstreamSettings};
+use crate::credentials::{self, setup::Plan};
 use crate::platform;
 use crate::platform::capabilities::CAP_NET_ADMIN_BIT;
 use crate::platform::host::TunDeviceAccess;
@@ -242,37 +243,60 @@ fn check_credentials(settings: &Settings) -> Finding {
         crate::config::Backend::Upstream(upstream) => return check_upstream(upstream),
         crate::config::Backend::Local(local) => local,
     };
-    match local {
-        local if local.credentials.mock => Finding::new(
+    // The same decisions a start makes (credentials::setup::plan), on the same environment.
+    let changes = credentials::setup::sdk_environment(local.credentials.profile.as_deref());
+    if let Err(error) = platform::change_environment_before_threads(&changes) {
+        return Finding::new(Level::Warn, CHECK, error.to_string(), "");
+    }
+    let plan = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(credentials::setup::plan(&local.credentials)),
+        Err(error) => {
+            return Finding::new(
+                Level::Warn,
+                CHECK,
+                format!("cannot check: no async runtime ({error})"),
+                "",
+            );
+        }
+    };
+    let profile = local
+        .credentials
+        .profile
+        .as_deref()
+        .unwrap_or("from AWS_PROFILE or default");
+    match plan {
+        Err(error) => Finding::new(
+            Level::Fail,
+            CHECK,
+            error.to_string(),
+            "imds-tun would exit with status 2",
+        ),
+        Ok(Plan::Fake(why)) => Finding::new(
             Level::Warn,
             CHECK,
             format!(
-                "fake credentials for role {} (--mock-credentials; well-formed, rejected by AWS)",
+                "FAKE credentials for role {} ({why}; well-formed, rejected by AWS)",
                 local.instance.role_name
             ),
-            "fine for tests; drop --mock-credentials for real ones",
+            if local.credentials.mock {
+                "fine for tests; drop --mock-credentials for real ones"
+            } else {
+                "configure a profile (--profile NAME) or export AWS_ACCESS_KEY_ID for real ones"
+            },
         ),
-        local => Finding::new(
+        Ok(Plan::Chain) => Finding::new(
             Level::Ok,
             CHECK,
             match &local.credentials.role_arn {
                 Some(arn) => format!(
-                    "STS AssumeRole of {} with source credentials from the AWS chain (profile {})",
-                    arn.arn,
-                    local
-                        .credentials
-                        .profile
-                        .as_deref()
-                        .unwrap_or("from AWS_PROFILE or default")
+                    "STS AssumeRole of {} with source credentials from the AWS chain (profile {profile})",
+                    arn.arn
                 ),
                 None => format!(
-                    "your own AWS session from the AWS chain (profile {}), served as role {}; fake \
-                     credentials if the chain has none",
-                    local
-                        .credentials
-                        .profile
-                        .as_deref()
-                        .unwrap_or("from AWS_PROFILE or default"),
+                    "your own AWS session from the AWS chain (profile {profile}), served as role {}",
                     local.instance.role_name
                 ),
             },

@@ -399,3 +399,57 @@ fn check_reports_a_bad_setting_and_an_unreachable_upstream() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(stdout.contains("warn  credentials: forwarded from the upstream http://127.0.0.1:9, which is not reachable"), "{stdout}");
 }
+
+/// `--check` decides about credentials the way a start does: with nothing to find it says a
+/// start would serve FAKE credentials (not "ok"), and with `--role-arn` and nothing to assume it
+/// with it fails, as a start would exit 2.
+#[test]
+fn check_predicts_fake_credentials_and_the_role_arn_refusal_like_a_start() {
+    let namespace = namespace!();
+    let check_with = |extra: &[&str]| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                namespace.name(),
+                BINARY,
+                "--check",
+                "--no-tun",
+            ])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("HOME", "/nonexistent/imds-tun-check")
+            .env("AWS_CONFIG_FILE", "/nonexistent/imds-tun-check/config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/imds-tun-check/credentials",
+            )
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .stdin(Stdio::null())
+            .output()
+            .expect("imds-tun --check runs")
+    };
+    let nothing = check_with(&[]);
+    let stdout = String::from_utf8_lossy(&nothing.stdout).to_string();
+    assert_eq!(nothing.status.code(), Some(0), "{}", text(&nothing));
+    assert!(
+        stdout.contains(
+            "warn  credentials: FAKE credentials for role imds-tun (no AWS credentials found"
+        ),
+        "{stdout}"
+    );
+
+    let role = check_with(&["--role-arn", "arn:aws:iam::123456789012:role/app"]);
+    let stdout = String::from_utf8_lossy(&role.stdout).to_string();
+    assert_eq!(role.status.code(), Some(1), "{}", text(&role));
+    assert!(
+        stdout.contains("fail  credentials: --role-arn arn:aws:iam::123456789012:role/app: no source credentials"),
+        "{stdout}"
+    );
+}

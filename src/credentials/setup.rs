@@ -85,6 +85,53 @@ impl std::fmt::Debug for Selected {
     }
 }
 
+/// What a start would do for credentials, decided the way [`select`] decides it but without
+/// reaching the network, running a `credential_process` or asking for an MFA code: what
+/// `imds-tun --check` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Fake credentials, and why.
+    Fake(String),
+    /// The AWS credential chain: AssumeRole with `--role-arn`, else the caller's own session.
+    Chain,
+}
+
+#[cfg(feature = "sts")]
+/// The decisions [`select`] makes before any network I/O: fake on request, an unknown profile
+/// refused, fake when nothing the chain reads exists (an error with `--role-arn`).
+pub async fn plan(wanted: &Settings) -> Result<Plan, SetupError> {
+    if wanted.mock {
+        return Ok(Plan::Fake("--mock-credentials given".into()));
+    }
+    // Already prepared by `main` (see [`sdk_environment`]).
+    let env = process_environment();
+    check_profile(&env, wanted.profile.is_some()).await?;
+    if !could_find_credentials(&env) {
+        let searched = format!("environment, {}, web identity, container", config_dir(&env));
+        return match &wanted.role_arn {
+            Some(arn) => Err(SetupError::NoSourceCredentials {
+                role_arn: arn.arn.clone(),
+                searched,
+            }),
+            // Loading aws-config costs ~10 ms and ~4 MiB (endpoint partitions, TLS roots) only
+            // to learn what the environment and the file system already say: there is nothing.
+            None => Ok(Plan::Fake(format!(
+                "no AWS credentials found (searched {searched})"
+            ))),
+        };
+    }
+    Ok(Plan::Chain)
+}
+
+#[cfg(not(feature = "sts"))]
+/// Without STS only fake credentials exist.
+pub async fn plan(wanted: &Settings) -> Result<Plan, SetupError> {
+    if wanted.role_arn.is_some() || wanted.profile.is_some() || wanted.mfa_serial.is_some() {
+        return Err(SetupError::BuiltWithoutSts);
+    }
+    Ok(Plan::Fake("built without STS support".into()))
+}
+
 #[cfg(feature = "sts")]
 /// Picks and starts the credential source for `settings` (see the module docs). Errors are
 /// settings errors (exit 2): an unknown profile, an MFA serial without a code, `--role-arn`
@@ -92,24 +139,11 @@ impl std::fmt::Debug for Selected {
 /// keeps retrying in the background.
 pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected, SetupError> {
     let role_name = served.role_name;
-    if wanted.mock {
-        return Ok(fake(wanted, "--mock-credentials given".into()));
+    if let Plan::Fake(why) = plan(wanted).await? {
+        return Ok(fake(wanted, why));
     }
-    // Already prepared by `main` (see [`sdk_environment`]).
     let env = process_environment();
-    check_profile(&env, wanted.profile.is_some()).await?;
     let mfa = mfa(wanted)?;
-    if wanted.role_arn.is_none() && !could_find_credentials(&env) {
-        // Loading aws-config costs ~10 ms and ~4 MiB (endpoint partitions, TLS roots) only to
-        // learn what the environment and the file system already say: there is nothing.
-        return Ok(fake(
-            wanted,
-            format!(
-                "no AWS credentials found (searched environment, {}, web identity, container)",
-                config_dir(&env)
-            ),
-        ));
-    }
 
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(2))
@@ -251,10 +285,10 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
 /// and a clear refusal for flags that need STS.
 #[cfg(not(feature = "sts"))]
 pub async fn select(wanted: &Settings, _served: ServedAs<'_>) -> Result<Selected, SetupError> {
-    if wanted.role_arn.is_some() || wanted.profile.is_some() || wanted.mfa_serial.is_some() {
-        return Err(SetupError::BuiltWithoutSts);
+    match plan(wanted).await? {
+        Plan::Fake(why) => Ok(fake(wanted, why)),
+        Plan::Chain => Err(SetupError::BuiltWithoutSts),
     }
-    Ok(fake(wanted, "built without STS support".into()))
 }
 
 fn fake(settings: &Settings, why: String) -> Selected {
