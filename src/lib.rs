@@ -26,19 +26,26 @@
 //!                         imds::Imds::respond (metadata tree, IMDSv2 tokens, credentials)
 //! ```
 //!
-//! Layers, each a folder or file:
-//! - [`platform`]: the TUN device and its point-to-point address, and opening a file with another
-//!   user's rights; all `unsafe` and OS code.
+//! Layers, each a folder or file, from the bottom up. Each layer is built from settings of its
+//! own (`platform::TunRequest`, `stack::StackConfig`, `http::Limits`, `imds::Instance` and
+//! `imds::TokenPolicy`, `credentials::Settings`) and imports only layers below it; `config`, at
+//! the top, translates flags and the config file into those:
+//! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up
+//!   root, netlink questions, host facts, opening a file with another user's rights; all
+//!   `unsafe` and OS code.
+//! - [`cidr`] and [`log_limit`]: leaf helpers (address blocks; how much of the log clients can
+//!   cause).
 //! - [`stack`]: smoltcp driven by one task over any packet device (the TUN, or in tests an
 //!   in-memory pipe), and the streams it hands out.
-//! - [`http`]: hyper connections over any stream, listeners, graceful shutdown.
-//! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
 //! - [`credentials`]: where the role credentials come from (one small trait).
-//! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults; every
-//!   file a user names is read by `config::named_file`.
+//! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
+//! - [`http`]: hyper connections over any stream, the Host guard, the listener token, upstream
+//!   forwarding, graceful shutdown.
+//! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults,
+//!   resolved into each layer's own settings; every file a user names is read by
+//!   `config::named_file`.
+//! - [`doctor`]: `imds-tun --check`, what this machine lacks to run it, decided as a start would.
 //! - [`app`]: wires the layers together for one run.
-//! - [`log_limit`]: how much of the log clients can cause (rate limits, bounded client text).
-//! - [`doctor`]: `imds-tun --check`, what this machine lacks to run it.
 
 #![deny(unsafe_code)]
 
