@@ -46,7 +46,10 @@ pub enum AppError {
 
 /// The process entry point: exit 0 after a clean run, 2 for bad settings, 1 for anything else.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return command_line_error(error),
+    };
     if cli.check {
         return crate::doctor::main(cli);
     }
@@ -130,6 +133,26 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--help` and `--version` as clap prints them; any other command-line error as the one line
+/// every failure gets (`imds-tun: ...`), exit 2, instead of clap's usage block.
+fn command_line_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let reason = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("imds-tun: {reason} (see imds-tun --help)");
+    ExitCode::from(2)
 }
 
 fn init_logging() {
