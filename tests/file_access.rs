@@ -239,7 +239,7 @@ fn a_config_value_of_the_wrong_type_is_not_echoed() {
     let config = file_with_mode(
         &dir,
         "imds.json",
-        br#"{"external_id": 5, "duration_seconds": "wJalrXUtnFEMI-hunter2"}"#,
+        br#"{"external_id": 5, "duration": "wJalrXUtnFEMI-hunter2"}"#,
         0o600,
     );
     let line = refused(
@@ -252,14 +252,14 @@ fn a_config_value_of_the_wrong_type_is_not_echoed() {
     let config = file_with_mode(
         &dir,
         "second.json",
-        br#"{"duration_seconds": "wJalrXUtnFEMI-hunter2"}"#,
+        br#"{"duration": "wJalrXUtnFEMI-hunter2"}"#,
         0o600,
     );
     let line = refused(
         &namespace,
         &["--config", &config],
         &Spawn::default(),
-        &["`duration_seconds`: expected a whole number, found a string"],
+        &["`duration`: expected a whole number, found a string"],
     );
     assert!(!line.contains("hunter2"), "{line}");
 }

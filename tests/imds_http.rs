@@ -581,7 +581,7 @@ fn config_file_is_honoured_and_flags_override_it() {
             "instance_type": "c7g.xlarge",
             "role_name": "from-file",
             "imdsv2": "required",
-            "tags": {"Env": "test"}
+            "tag": ["Env=test"]
         }"#,
     );
     let _child = common::start(

@@ -1,98 +1,22 @@
 //! The JSON configuration file: its schema and how it is read.
 //!
-//! One flat object whose keys are the long flag names with `_` for `-` (`instance_id` for
-//! `--instance-id`), so the file and the command line describe the same settings. Every key is
-//! optional; unknown keys are an error so a typo is reported instead of silently ignored. The
-//! same struct carries the command-line layer (see `crate::cli`), which keeps precedence a
-//! field-by-field choice between two values of one type.
+//! One flat object whose keys are the fields of [`Layer`]: the long flag names with `_` for `-`
+//! (`instance_id` for `--instance-id`), so the file and the command line describe the same
+//! settings with one type. Every key is optional; unknown keys are an error so a typo is
+//! reported instead of silently ignored. This module owns reading the file and saying what is
+//! wrong with it without showing a value; the schema itself is `config::layer`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::layer::Layer;
 use super::named_file::{self, Opener};
-
-/// One layer of settings (the file, or the flags); `None` means "not given here".
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigLayer {
-    // Service.
-    pub listen: Option<Vec<String>>,
-    pub no_tun: Option<bool>,
-    pub tun_name: Option<String>,
-    pub mtu: Option<u64>,
-    pub max_connections: Option<u64>,
-    pub shutdown_grace_seconds: Option<u64>,
-    pub imdsv2: Option<String>,
-    pub credentials_lifetime_seconds: Option<u64>,
-    // Instance identity.
-    pub instance_id: Option<String>,
-    pub reservation_id: Option<String>,
-    pub ami_id: Option<String>,
-    pub instance_type: Option<String>,
-    pub account_id: Option<String>,
-    pub region: Option<String>,
-    pub availability_zone: Option<String>,
-    pub availability_zone_id: Option<String>,
-    // Network.
-    pub hostname: Option<String>,
-    pub local_hostname: Option<String>,
-    pub local_ipv4: Option<String>,
-    pub public_ipv4: Option<String>,
-    pub public_hostname: Option<String>,
-    pub mac: Option<String>,
-    pub security_groups: Option<Vec<String>>,
-    // IAM, keys, tags, user data.
-    pub role_name: Option<String>,
-    pub public_key: Option<PublicKeyLayer>,
-    pub tags: Option<BTreeMap<String, String>>,
-    pub user_data: Option<String>,
-    pub user_data_file: Option<PathBuf>,
-    pub max_user_data_bytes: Option<u64>,
-    // Credentials (docs/credentials.md).
-    pub role_arn: Option<String>,
-    pub profile: Option<String>,
-    pub role_session_name: Option<String>,
-    pub external_id: Option<String>,
-    pub duration_seconds: Option<u64>,
-    pub mfa_serial: Option<String>,
-    /// A one-time code: from the command line or the terminal only, never from a file.
-    #[serde(skip)]
-    pub mfa_code: Option<crate::credentials::Secret>,
-    pub mock_credentials: Option<bool>,
-    pub refresh_margin_seconds: Option<u64>,
-    /// First retry delay after a failed refresh (tests make it small).
-    pub retry_base_ms: Option<u64>,
-    /// Test-only: cap every set's lifetime so expiry can be observed in seconds.
-    pub credentials_max_lifetime_seconds: Option<u64>,
-    // Upstream proxy mode and listener protection (see `config::proxy`).
-    pub upstream: Option<String>,
-    pub upstream_token_file: Option<PathBuf>,
-    pub upstream_connect_timeout_ms: Option<u64>,
-    pub upstream_response_timeout_ms: Option<u64>,
-    pub listen_token_file: Option<PathBuf>,
-    pub insecure_listen_without_token: Option<bool>,
-    // Hardening (see `config::hardening`).
-    pub user: Option<String>,
-    pub allow_from: Option<Vec<String>>,
-    pub header_timeout_seconds: Option<u64>,
-    pub max_header_bytes: Option<u64>,
-    pub max_path_length: Option<u64>,
-}
-
-/// `public-keys/0`: the key pair the instance was launched with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublicKeyLayer {
-    pub name: String,
-    pub openssh_key: String,
-}
 
 /// Reads and parses `path` with `opener`'s rights; any failure is one line naming the file
 /// (and line, column and key for JSON), never a value from it.
-pub fn load(path: &Path, opener: &Opener) -> Result<ConfigLayer, ConfigError> {
+pub fn load(path: &Path, opener: &Opener) -> Result<Layer, ConfigError> {
     let bytes = named_file::read(path, "--config", opener, named_file::CONFIG_CAP)
         .map_err(|error| ConfigError(error.to_string()))?;
     parse(&bytes).map_err(|error| ConfigError(format!("--config {}: {error}", path.display())))
@@ -112,7 +36,7 @@ pub struct ParseError {
 }
 
 /// Parses the JSON text of a config file.
-pub fn parse(bytes: &[u8]) -> Result<ConfigLayer, ParseError> {
+pub fn parse(bytes: &[u8]) -> Result<Layer, ParseError> {
     let at = |error: &serde_json::Error, problem: String| ParseError {
         line: error.line(),
         column: error.column(),
@@ -176,7 +100,7 @@ fn describe_data_error(bytes: &[u8], error: &serde_json::Error) -> String {
     let entries = serde_json::from_slice::<Entries>(bytes).map_or_else(|_| Vec::new(), |e| e.0);
     for (key, value) in entries {
         let single = serde_json::Value::Object(serde_json::Map::from_iter([(key.clone(), value)]));
-        if let Err(alone) = serde_json::from_value::<ConfigLayer>(single) {
+        if let Err(alone) = serde_json::from_value::<Layer>(single) {
             let message = alone.to_string();
             if message.starts_with("unknown field `") {
                 return match setting_name(&key) {
@@ -216,10 +140,19 @@ fn describe_value_error(message: &str) -> String {
     }
     if let Some(found) = message.strip_prefix("invalid value: ") {
         let expected = expected.unwrap_or_else(|| "another value".to_owned());
+        // A string that does not parse (`listen`, `tag`) is not "out of range".
+        if found.starts_with("string ") {
+            return format!("expected {expected}, found a string that is not one");
+        }
         return format!(
             "{} out of range, expected {expected}",
             kind_of_unexpected(found)
         );
+    }
+    // A word outside an enumeration (`imdsv2`): serde lists the words, written by the schema.
+    if message.starts_with("unknown variant `") {
+        let expected = expected.unwrap_or_else(|| "another word".to_owned());
+        return format!("expected {expected}, found another string");
     }
     if message.starts_with("invalid length ") {
         let expected = expected.unwrap_or_else(|| "another length".to_owned());
@@ -302,11 +235,10 @@ mod tests {
     #[test]
     fn mfa_code_cannot_come_from_a_file() {
         assert!(parse(br#"{"mfa_code": "123456"}"#).is_err());
-        let layer = parse(
-            br#"{"role_arn": "arn:aws:iam::123456789012:role/app", "refresh_margin_seconds": 600}"#,
-        )
-        .unwrap();
-        assert_eq!(layer.refresh_margin_seconds, Some(600));
+        let layer =
+            parse(br#"{"role_arn": "arn:aws:iam::123456789012:role/app", "refresh_margin": 600}"#)
+                .unwrap();
+        assert_eq!(layer.refresh_margin, Some(600));
     }
 
     #[test]
@@ -314,7 +246,7 @@ mod tests {
         let text = include_bytes!("../../docs/example-config.json");
         let layer = parse(text).unwrap();
         assert!(layer.instance_id.is_some());
-        assert!(layer.tags.is_some_and(|tags| !tags.is_empty()));
+        assert!(!layer.tag.is_empty());
     }
 
     #[test]
@@ -376,9 +308,9 @@ mod tests {
             message.contains("`public_key`: missing `openssh_key`"),
             "{message}"
         );
-        let message = message_of(r#"{"tags": {"Name": true}}"#);
+        let message = message_of(r#"{"tag": [true]}"#);
         assert!(
-            message.contains("`tags`: expected a string, found true or false"),
+            message.contains("`tag`: expected a string, found true or false"),
             "{message}"
         );
     }
@@ -411,6 +343,42 @@ mod tests {
     }
 
     #[test]
+    fn typed_values_that_do_not_parse_are_named_but_not_shown() {
+        assert_eq!(
+            message_of(r#"{"imdsv2": "hunter2"}"#),
+            "line 1 column 20: `imdsv2`: expected `optional` or `required`, found another string"
+        );
+        let message = message_of(r#"{"tag": ["hunter2"]}"#);
+        assert!(
+            message.contains("`tag`: expected KEY=VALUE, found a string that is not one"),
+            "{message}"
+        );
+        let message = message_of(r#"{"listen": ["hunter2"]}"#);
+        assert!(
+            message.contains("`listen`: expected ADDR:PORT such as"),
+            "{message}"
+        );
+        for message in [
+            message_of(r#"{"imdsv2": "hunter2"}"#),
+            message_of(r#"{"tag": ["hunter2"]}"#),
+            message_of(r#"{"listen": ["hunter2"]}"#),
+        ] {
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn typed_values_parse() {
+        let layer = parse(
+            br#"{"imdsv2": "required", "tag": ["Name=web", "Team=a=b"], "listen": ["127.0.0.1:8080"]}"#,
+        )
+        .unwrap();
+        assert_eq!(layer.imdsv2, Some(super::super::layer::Imdsv2::Required));
+        assert_eq!(layer.tag[1].value, "a=b");
+        assert_eq!(layer.listen[0].port(), 8080);
+    }
+
+    #[test]
     fn a_key_given_twice_is_named() {
         let message = message_of(r#"{"mtu": 1500, "mtu": 1400}"#);
         assert!(message.contains("`mtu` is given twice"), "{message}");
@@ -421,10 +389,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("imds-tun-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("imds.json");
-        std::fs::write(&path, r#"{"duration_seconds": "AKIA-hunter2-secret"}"#).unwrap();
+        std::fs::write(&path, r#"{"duration": "AKIA-hunter2-secret"}"#).unwrap();
         let error = load(&path, &Opener::OwnRights).unwrap_err();
         assert!(error.0.starts_with("--config "), "{}", error.0);
-        assert!(error.0.contains("duration_seconds"), "{}", error.0);
+        assert!(error.0.contains("`duration`"), "{}", error.0);
         assert!(!error.0.contains("hunter2"), "{}", error.0);
         let _ = std::fs::remove_dir_all(&dir);
     }

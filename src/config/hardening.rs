@@ -11,8 +11,8 @@ use std::time::Duration;
 pub use crate::cidr::{Cidr, allow_from_admits};
 
 use super::ConfigError;
-use super::file::ConfigLayer;
-use super::resolve::{label, number, pick};
+use super::layer::Layer;
+use super::resolve::{given, label, number, pick};
 
 /// The request limits' defaults belong to the HTTP layer that enforces them.
 pub const HEADER_TIMEOUT_SECONDS: u64 = crate::http::Limits::DEFAULT_HEADER_TIMEOUT_SECONDS;
@@ -50,7 +50,7 @@ impl HardeningSettings {
     }
 }
 
-pub fn resolve(file: &ConfigLayer, flags: &ConfigLayer) -> Result<HardeningSettings, ConfigError> {
+pub fn resolve(file: &Layer, flags: &Layer) -> Result<HardeningSettings, ConfigError> {
     let user = pick(flags.user.clone(), file.user.clone())
         .map(|(name, origin)| {
             if name.trim().is_empty() {
@@ -63,7 +63,7 @@ pub fn resolve(file: &ConfigLayer, flags: &ConfigLayer) -> Result<HardeningSetti
             }
         })
         .transpose()?;
-    let allow_from = match pick(flags.allow_from.clone(), file.allow_from.clone()) {
+    let allow_from = match pick(given(&flags.allow_from), given(&file.allow_from)) {
         None => Vec::new(),
         Some((blocks, origin)) => blocks
             .iter()
@@ -75,8 +75,8 @@ pub fn resolve(file: &ConfigLayer, flags: &ConfigLayer) -> Result<HardeningSetti
             .collect::<Result<_, _>>()?,
     };
     let header_timeout = number(
-        pick(flags.header_timeout_seconds, file.header_timeout_seconds),
-        "header_timeout_seconds",
+        pick(flags.header_timeout, file.header_timeout),
+        "header_timeout",
         1..=3600,
         "seconds",
         HEADER_TIMEOUT_SECONDS,
@@ -165,14 +165,14 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_bad_values_name_their_field() {
-        let file = ConfigLayer {
-            header_timeout_seconds: Some(30),
-            allow_from: Some(vec!["10.0.0.0/8".into()]),
-            ..ConfigLayer::default()
+        let file = Layer {
+            header_timeout: Some(30),
+            allow_from: vec!["10.0.0.0/8".into()],
+            ..Layer::default()
         };
-        let flags = ConfigLayer {
-            header_timeout_seconds: Some(2),
-            ..ConfigLayer::default()
+        let flags = Layer {
+            header_timeout: Some(2),
+            ..Layer::default()
         };
         let settings = resolve(&file, &flags).expect("valid");
         assert_eq!(settings.header_timeout, Duration::from_secs(2));
@@ -181,22 +181,22 @@ mod tests {
             vec![Cidr::parse("10.0.0.0/8").expect("cidr")]
         );
 
-        let bad = ConfigLayer {
-            allow_from: Some(vec!["10.0.0.0/40".into()]),
-            ..ConfigLayer::default()
+        let bad = Layer {
+            allow_from: vec!["10.0.0.0/40".into()],
+            ..Layer::default()
         };
-        let error = resolve(&ConfigLayer::default(), &bad).expect_err("bad prefix");
+        let error = resolve(&Layer::default(), &bad).expect_err("bad prefix");
         assert!(
             error
                 .to_string()
                 .starts_with("--allow-from \"10.0.0.0/40\""),
             "{error}"
         );
-        let small = ConfigLayer {
+        let small = Layer {
             max_header_bytes: Some(100),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let error = resolve(&small, &ConfigLayer::default()).expect_err("too small");
+        let error = resolve(&small, &Layer::default()).expect_err("too small");
         assert!(
             error
                 .to_string()

@@ -4,7 +4,8 @@
 //! validates every value and fails with one line that names the field, where it came from and
 //! what was expected, so a bad setting stops the run before any device is created.
 //!
-//! - [`file`](mod@file): the JSON schema ([`ConfigLayer`]) and reading it.
+//! - [`layer`]: every setting, once ([`Layer`]): the flags (clap) and the file's keys (serde).
+//! - [`file`](mod@file): reading the JSON file into a [`Layer`], errors that never show a value.
 //! - [`named_file`]: every read of a file the user named (whose rights, regular files only,
 //!   size caps).
 //! - [`defaults`]: stable, realistic defaults derived from the machine id.
@@ -16,6 +17,7 @@
 pub mod defaults;
 pub mod file;
 pub mod hardening;
+pub mod layer;
 pub mod named_file;
 pub mod proxy;
 pub mod resolve;
@@ -26,8 +28,8 @@ use std::time::Duration;
 
 pub use crate::credentials::Settings as CredentialSettings;
 pub use crate::imds::{Instance, PublicKey, SecurityGroup, TokenPolicy};
-pub use file::{ConfigLayer, PublicKeyLayer};
 pub use hardening::{Cidr, HardeningSettings};
+pub use layer::{Imdsv2, Layer, PublicKeyLayer, Tag};
 pub use named_file::Opener;
 pub use proxy::{ListenerProtection, ProxySettings, SharedToken, UpstreamSettings};
 pub use resolve::resolve;

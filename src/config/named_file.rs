@@ -158,7 +158,7 @@ pub struct NamedFile {
 }
 
 impl NamedFile {
-    /// Opens `path` (named by `what`, e.g. `--user-data` or `config: user_data_file`) with
+    /// Opens `path` (named by `what`, e.g. `--user-data` or `config: user_data`) with
     /// `opener`'s rights, and refuses anything but a regular file.
     pub fn open(path: &Path, what: &str, opener: &Opener) -> Result<NamedFile, NamedFileError> {
         let shown = shown(path);
@@ -424,15 +424,14 @@ mod tests {
     fn a_missing_file_names_flag_and_path() {
         let message = read(
             Path::new("/nonexistent/imds-tun/user-data"),
-            "config: user_data_file",
+            "config: user_data",
             &Opener::OwnRights,
             SMALL,
         )
         .expect_err("missing")
         .to_string();
         assert!(
-            message
-                .starts_with("config: user_data_file /nonexistent/imds-tun/user-data: cannot open"),
+            message.starts_with("config: user_data /nonexistent/imds-tun/user-data: cannot open"),
             "{message}"
         );
     }

@@ -19,7 +19,7 @@ pub use crate::http::shared_token::{LISTENER_TOKEN_HEADER, SharedToken};
 pub use crate::http::upstream::UpstreamSettings;
 
 use super::ConfigError;
-use super::file::ConfigLayer;
+use super::layer::Layer;
 use super::named_file::{self, NamedFile, Opener};
 use super::resolve::{Origin, label, number, pick};
 
@@ -93,8 +93,8 @@ pub fn read_token_file(
 /// Resolves the proxy settings; `listen` are the resolved `--listen` addresses and `tun` says
 /// whether a TUN device will be created.
 pub fn resolve(
-    file: &ConfigLayer,
-    flags: &ConfigLayer,
+    file: &Layer,
+    flags: &Layer,
     listen: &[SocketAddr],
     tun: bool,
     files: &Opener,
@@ -322,8 +322,8 @@ mod tests {
     #[test]
     fn loopback_listen_needs_no_token() {
         let settings = resolve(
-            &ConfigLayer::default(),
-            &ConfigLayer::default(),
+            &Layer::default(),
+            &Layer::default(),
             &[addr("127.0.0.1:8080"), addr("[::1]:8080")],
             true,
             &Opener::OwnRights,
@@ -335,8 +335,8 @@ mod tests {
     #[test]
     fn non_loopback_listen_without_token_is_refused_naming_both_ways_out() {
         let error = resolve(
-            &ConfigLayer::default(),
-            &ConfigLayer::default(),
+            &Layer::default(),
+            &Layer::default(),
             &[addr("127.0.0.1:1"), addr("0.0.0.0:8080")],
             true,
             &Opener::OwnRights,
@@ -354,12 +354,12 @@ mod tests {
 
     #[test]
     fn the_insecure_opt_out_allows_a_non_loopback_listen() {
-        let flags = ConfigLayer {
+        let flags = Layer {
             insecure_listen_without_token: Some(true),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
         let settings = resolve(
-            &ConfigLayer::default(),
+            &Layer::default(),
             &flags,
             &[addr("10.0.2.2:8080")],
             false,
@@ -378,12 +378,12 @@ mod tests {
     fn a_token_file_guards_only_non_loopback_listeners() {
         let dir = scratch("guards");
         let path = write_token(&dir, 0o600, "0123456789abcdef0123\n");
-        let flags = ConfigLayer {
+        let flags = Layer {
             listen_token_file: Some(path),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
         let settings = resolve(
-            &ConfigLayer::default(),
+            &Layer::default(),
             &flags,
             &[addr("10.0.2.2:8080")],
             false,
@@ -482,18 +482,12 @@ mod tests {
             "https://user:hunter2-secret@10.0.2.2",
             "http://hunter2-secret@10.0.2.2:8080/latest",
         ] {
-            let flags = ConfigLayer {
+            let flags = Layer {
                 upstream: Some(url.into()),
-                ..ConfigLayer::default()
+                ..Layer::default()
             };
-            let error = resolve(
-                &ConfigLayer::default(),
-                &flags,
-                &[],
-                true,
-                &Opener::OwnRights,
-            )
-            .unwrap_err();
+            let error =
+                resolve(&Layer::default(), &flags, &[], true, &Opener::OwnRights).unwrap_err();
             assert!(!error.0.contains("hunter2"), "{}", error.0);
             assert!(error.0.contains("***@10.0.2.2"), "{}", error.0);
         }
@@ -546,12 +540,12 @@ mod tests {
 
     #[test]
     fn the_self_loop_error_names_the_listener() {
-        let flags = ConfigLayer {
+        let flags = Layer {
             upstream: Some("http://127.0.0.1:8081".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
         let error = resolve(
-            &ConfigLayer::default(),
+            &Layer::default(),
             &flags,
             &[addr("127.0.0.1:8081")],
             true,
@@ -564,46 +558,32 @@ mod tests {
 
     #[test]
     fn upstream_token_without_upstream_is_an_error() {
-        let flags = ConfigLayer {
+        let flags = Layer {
             upstream_token_file: Some(PathBuf::from("/nonexistent")),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let error = resolve(
-            &ConfigLayer::default(),
-            &flags,
-            &[],
-            true,
-            &Opener::OwnRights,
-        )
-        .unwrap_err();
+        let error = resolve(&Layer::default(), &flags, &[], true, &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("--upstream-token-file"), "{}", error.0);
     }
 
     #[test]
     fn upstream_timeouts_come_from_the_config_file() {
-        let file = ConfigLayer {
+        let file = Layer {
             upstream: Some("http://10.0.2.2:8080".into()),
             upstream_connect_timeout_ms: Some(250),
             upstream_response_timeout_ms: Some(2000),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let settings = resolve(
-            &file,
-            &ConfigLayer::default(),
-            &[],
-            true,
-            &Opener::OwnRights,
-        )
-        .unwrap();
+        let settings = resolve(&file, &Layer::default(), &[], true, &Opener::OwnRights).unwrap();
         let upstream = settings.upstream.unwrap();
         assert_eq!(upstream.connect_timeout, Duration::from_millis(250));
         assert_eq!(upstream.response_timeout, Duration::from_millis(2000));
         let defaults = resolve(
-            &ConfigLayer {
+            &Layer {
                 upstream: Some("http://10.0.2.2:8080".into()),
-                ..ConfigLayer::default()
+                ..Layer::default()
             },
-            &ConfigLayer::default(),
+            &Layer::default(),
             &[],
             true,
             &Opener::OwnRights,

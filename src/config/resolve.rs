@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::defaults::{self, MachineDefaults};
-use super::file::{ConfigLayer, PublicKeyLayer};
+use super::layer::{Imdsv2, Layer, PublicKeyLayer, Tag};
 use super::named_file::{self, Cap, Opener};
 use super::validate;
 use crate::credentials::naming::{self, RoleArn};
@@ -28,20 +28,12 @@ pub(super) enum Origin {
     File,
 }
 
-/// `config: instance_id` or `--instance-id`.
+/// `config: instance_id` or `--instance-id`: the key is the [`Layer`] field, the flag is the
+/// same name with `-`, with no exceptions.
 pub(super) fn label(origin: Origin, key: &str) -> String {
     match origin {
         Origin::File => format!("config: {key}"),
-        Origin::Flag => match key {
-            "user_data_file" => "--user-data".to_owned(),
-            "tags" => "--tag".to_owned(),
-            "shutdown_grace_seconds" => "--shutdown-grace".to_owned(),
-            "duration_seconds" => "--duration".to_owned(),
-            "refresh_margin_seconds" => "--refresh-margin".to_owned(),
-            "credentials_max_lifetime_seconds" => "--credentials-max-lifetime".to_owned(),
-            "header_timeout_seconds" => "--header-timeout".to_owned(),
-            other => format!("--{}", other.replace('_', "-")),
-        },
+        Origin::Flag => format!("--{}", key.replace('_', "-")),
     }
 }
 
@@ -52,6 +44,11 @@ pub(super) fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<(T, Origin)> {
         (None, Some(value)) => Some((value, Origin::File)),
         (None, None) => None,
     }
+}
+
+/// A repeatable setting as [`pick`] takes it: empty is "not given here".
+pub(super) fn given<T: Clone>(values: &[T]) -> Option<Vec<T>> {
+    (!values.is_empty()).then(|| values.to_vec())
 }
 
 /// Validates the winning text value of `key` with `check`.
@@ -89,16 +86,15 @@ pub(super) fn number(
 /// Resolves the flag layer over the file layer over `machine`'s defaults. Files the layers
 /// name (user data, token files) are read here, with `files`' rights.
 pub fn resolve(
-    file: ConfigLayer,
-    flags: ConfigLayer,
+    file: &Layer,
+    flags: &Layer,
     machine: &MachineDefaults,
     files: &Opener,
 ) -> Result<Settings, ConfigError> {
-    let service = resolve_service(&file, &flags)?;
-    let proxy =
-        super::proxy::resolve(&file, &flags, &service.listen, service.tun.is_some(), files)?;
-    let hardening = super::hardening::resolve(&file, &flags)?;
-    let mut credentials = resolve_credentials(&file, &flags)?;
+    let service = resolve_service(file, flags)?;
+    let proxy = super::proxy::resolve(file, flags, &service.listen, service.tun.is_some(), files)?;
+    let hardening = super::hardening::resolve(file, flags)?;
+    let mut credentials = resolve_credentials(file, flags)?;
     credentials.fake_lifetime = service.credentials_lifetime;
     // The role in the tree is the assumed role's name unless --role-name says otherwise.
     let role_default = credentials
@@ -131,10 +127,7 @@ pub fn resolve(
 }
 
 /// Where the role credentials come from; see docs/credentials.md.
-fn resolve_credentials(
-    file: &ConfigLayer,
-    flags: &ConfigLayer,
-) -> Result<CredentialSettings, ConfigError> {
+fn resolve_credentials(file: &Layer, flags: &Layer) -> Result<CredentialSettings, ConfigError> {
     let role_arn = text(
         pick(flags.role_arn.clone(), file.role_arn.clone()),
         "role_arn",
@@ -173,11 +166,11 @@ fn resolve_credentials(
     } else {
         900..=129_600
     };
-    let duration = match pick(flags.duration_seconds, file.duration_seconds) {
+    let duration = match pick(flags.duration, file.duration) {
         None => None,
         chosen => Some(Duration::from_secs(number(
             chosen,
-            "duration_seconds",
+            "duration",
             duration_range,
             "seconds",
             0,
@@ -202,8 +195,8 @@ fn resolve_credentials(
         }
     };
     let refresh_margin = number(
-        pick(flags.refresh_margin_seconds, file.refresh_margin_seconds),
-        "refresh_margin_seconds",
+        pick(flags.refresh_margin, file.refresh_margin),
+        "refresh_margin",
         // The floor is EC2's own guarantee, below which the schedule would raise it anyway.
         schedule::EC2_MIN_MARGIN.as_secs()..=43200,
         "seconds",
@@ -217,13 +210,13 @@ fn resolve_credentials(
         defaults::RETRY_BASE_MS,
     )?;
     let max_lifetime = match pick(
-        flags.credentials_max_lifetime_seconds,
-        file.credentials_max_lifetime_seconds,
+        flags.credentials_max_lifetime,
+        file.credentials_max_lifetime,
     ) {
         None => None,
         chosen => Some(Duration::from_secs(number(
             chosen,
-            "credentials_max_lifetime_seconds",
+            "credentials_max_lifetime",
             4..=43200,
             "seconds",
             0,
@@ -257,21 +250,10 @@ struct Service {
 }
 
 /// Everything but the instance: listeners, TUN, limits, token mode.
-fn resolve_service(file: &ConfigLayer, flags: &ConfigLayer) -> Result<Service, ConfigError> {
-    let listen = match pick(flags.listen.clone(), file.listen.clone()) {
-        None => Vec::new(),
-        Some((addresses, origin)) => addresses
-            .iter()
-            .map(|address| {
-                address.parse::<SocketAddr>().map_err(|_| {
-                    ConfigError(format!(
-                        "{} {address:?}: expected ADDR:PORT such as \"127.0.0.1:8080\"",
-                        label(origin, "listen")
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, ConfigError> {
+    // Parsed at the edge (clap, or the file's `listen`), so only the choice is left.
+    let listen = pick(given(&flags.listen), given(&file.listen))
+        .map_or_else(Vec::new, |(addresses, _)| addresses);
     let no_tun = pick(flags.no_tun, file.no_tun);
     if let Some((true, origin)) = no_tun
         && listen.is_empty()
@@ -303,8 +285,8 @@ fn resolve_service(file: &ConfigLayer, flags: &ConfigLayer) -> Result<Service, C
         defaults::MAX_CONNECTIONS,
     )?;
     let shutdown_grace = number(
-        pick(flags.shutdown_grace_seconds, file.shutdown_grace_seconds),
-        "shutdown_grace_seconds",
+        pick(flags.shutdown_grace, file.shutdown_grace),
+        "shutdown_grace",
         0..=3600,
         "seconds",
         defaults::SHUTDOWN_GRACE_SECONDS,
@@ -312,25 +294,16 @@ fn resolve_service(file: &ConfigLayer, flags: &ConfigLayer) -> Result<Service, C
     // At least 30 minutes, so credentials outlive the 15-minute rotation margin; at most 12
     // hours, the longest an instance-profile session lasts.
     let credentials_lifetime = number(
-        pick(
-            flags.credentials_lifetime_seconds,
-            file.credentials_lifetime_seconds,
-        ),
-        "credentials_lifetime_seconds",
+        pick(flags.credentials_lifetime, file.credentials_lifetime),
+        "credentials_lifetime",
         1800..=43200,
         "seconds",
         defaults::CREDENTIALS_LIFETIME_SECONDS,
     )?;
-    let imdsv2 = text(
-        pick(flags.imdsv2.clone(), file.imdsv2.clone()),
-        "imdsv2",
-        |value| match value {
-            "optional" => Ok(TokenPolicy::Optional),
-            "required" => Ok(TokenPolicy::Required),
-            _ => Err("expected \"optional\" or \"required\"".into()),
-        },
-    )?
-    .map_or(TokenPolicy::Optional, |(mode, _)| mode);
+    let imdsv2 = match pick(flags.imdsv2, file.imdsv2) {
+        None | Some((Imdsv2::Optional, _)) => TokenPolicy::Optional,
+        Some((Imdsv2::Required, _)) => TokenPolicy::Required,
+    };
 
     let tun_disabled = no_tun.is_some_and(|(disabled, _)| disabled);
     Ok(Service {
@@ -347,19 +320,19 @@ fn resolve_service(file: &ConfigLayer, flags: &ConfigLayer) -> Result<Service, C
 }
 
 fn resolve_instance(
-    file: ConfigLayer,
-    flags: ConfigLayer,
+    file: &Layer,
+    flags: &Layer,
     machine: &MachineDefaults,
     role_default: String,
     files: &Opener,
 ) -> Result<Instance, ConfigError> {
-    let user_data = resolve_user_data(&file, &flags, files)?;
+    let user_data = resolve_user_data(file, flags, files)?;
     let or = |chosen: Option<(String, Origin)>, default: String| {
         chosen.map_or(default, |(value, _)| value)
     };
     let instance_id = or(
         text(
-            pick(flags.instance_id, file.instance_id),
+            pick(flags.instance_id.clone(), file.instance_id.clone()),
             "instance_id",
             validate::instance_id,
         )?,
@@ -367,19 +340,23 @@ fn resolve_instance(
     );
     let reservation_id = or(
         text(
-            pick(flags.reservation_id, file.reservation_id),
+            pick(flags.reservation_id.clone(), file.reservation_id.clone()),
             "reservation_id",
             validate::reservation_id,
         )?,
         machine.reservation_id(),
     );
     let ami_id = or(
-        text(pick(flags.ami_id, file.ami_id), "ami_id", validate::ami_id)?,
+        text(
+            pick(flags.ami_id.clone(), file.ami_id.clone()),
+            "ami_id",
+            validate::ami_id,
+        )?,
         machine.ami_id(),
     );
     let instance_type = or(
         text(
-            pick(flags.instance_type, file.instance_type),
+            pick(flags.instance_type.clone(), file.instance_type.clone()),
             "instance_type",
             validate::instance_type,
         )?,
@@ -387,7 +364,7 @@ fn resolve_instance(
     );
     let account_id = or(
         text(
-            pick(flags.account_id, file.account_id),
+            pick(flags.account_id.clone(), file.account_id.clone()),
             "account_id",
             validate::account_id,
         )?,
@@ -395,16 +372,26 @@ fn resolve_instance(
     );
 
     let (region, availability_zone) = resolve_placement(
-        text(pick(flags.region, file.region), "region", validate::region)?,
         text(
-            pick(flags.availability_zone, file.availability_zone),
+            pick(flags.region.clone(), file.region.clone()),
+            "region",
+            validate::region,
+        )?,
+        text(
+            pick(
+                flags.availability_zone.clone(),
+                file.availability_zone.clone(),
+            ),
             "availability_zone",
             validate::availability_zone,
         )?,
     )?;
     let availability_zone_id = or(
         text(
-            pick(flags.availability_zone_id, file.availability_zone_id),
+            pick(
+                flags.availability_zone_id.clone(),
+                file.availability_zone_id.clone(),
+            ),
             "availability_zone_id",
             validate::availability_zone_id,
         )?,
@@ -413,7 +400,7 @@ fn resolve_instance(
 
     let hostname = or(
         text(
-            pick(flags.hostname, file.hostname),
+            pick(flags.hostname.clone(), file.hostname.clone()),
             "hostname",
             validate::single_line,
         )?,
@@ -421,27 +408,27 @@ fn resolve_instance(
     );
     let local_hostname = or(
         text(
-            pick(flags.local_hostname, file.local_hostname),
+            pick(flags.local_hostname.clone(), file.local_hostname.clone()),
             "local_hostname",
             validate::single_line,
         )?,
         hostname.clone(),
     );
     let local_ipv4 = text(
-        pick(flags.local_ipv4, file.local_ipv4),
+        pick(flags.local_ipv4.clone(), file.local_ipv4.clone()),
         "local_ipv4",
         validate::ipv4,
     )?
     .map_or_else(|| machine.local_ipv4(), |(ip, _)| ip);
     let public_ipv4 = text(
-        pick(flags.public_ipv4, file.public_ipv4),
+        pick(flags.public_ipv4.clone(), file.public_ipv4.clone()),
         "public_ipv4",
         validate::ipv4,
     )?
     .map(|(ip, _)| ip);
     let public_hostname = match (
         text(
-            pick(flags.public_hostname, file.public_hostname),
+            pick(flags.public_hostname.clone(), file.public_hostname.clone()),
             "public_hostname",
             validate::single_line,
         )?,
@@ -458,12 +445,16 @@ fn resolve_instance(
         (None, None) => None,
     };
     let mac = or(
-        text(pick(flags.mac, file.mac), "mac", validate::mac)?,
+        text(
+            pick(flags.mac.clone(), file.mac.clone()),
+            "mac",
+            validate::mac,
+        )?,
         machine.mac(),
     );
     let (vpc_ipv4_cidr_block, subnet_ipv4_cidr_block) = defaults::vpc_and_subnet_cidrs(local_ipv4);
 
-    let security_groups = match pick(flags.security_groups, file.security_groups) {
+    let security_groups = match pick(flags.security_groups.clone(), file.security_groups.clone()) {
         None => vec![defaults::SECURITY_GROUP.to_owned()],
         Some((names, origin)) => {
             if names.is_empty() {
@@ -491,14 +482,14 @@ fn resolve_instance(
 
     let role_name = or(
         text(
-            pick(flags.role_name, file.role_name),
+            pick(flags.role_name.clone(), file.role_name.clone()),
             "role_name",
             validate::path_segment,
         )?,
         role_default,
     );
-    let public_key = resolve_public_key(pick(flags.public_key, file.public_key))?;
-    let tags = resolve_tags(file.tags, flags.tags)?;
+    let public_key = resolve_public_key(pick(flags.public_key.clone(), file.public_key.clone()))?;
+    let tags = resolve_tags(&file.tag, &flags.tag)?;
 
     Ok(Instance {
         instance_id,
@@ -592,33 +583,31 @@ fn resolve_public_key(
     Ok(Some(PublicKey { name, openssh_key }))
 }
 
-/// File tags, then flag tags on top (a flag replaces a file tag with the same key).
-fn resolve_tags(
-    file: Option<BTreeMap<String, String>>,
-    flags: Option<BTreeMap<String, String>>,
-) -> Result<BTreeMap<String, String>, ConfigError> {
+/// File tags, then flag tags on top (a later tag replaces an earlier one with the same key).
+fn resolve_tags(file: &[Tag], flags: &[Tag]) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut tags = BTreeMap::new();
     for (layer, origin) in [(file, Origin::File), (flags, Origin::Flag)] {
-        for (key, value) in layer.unwrap_or_default() {
-            validate::path_segment(&key).map_err(|expected| {
-                ConfigError(format!("{} key {key:?}: {expected}", label(origin, "tags")))
+        for Tag { key, value } in layer {
+            validate::path_segment(key).map_err(|expected| {
+                ConfigError(format!("{} key {key:?}: {expected}", label(origin, "tag")))
             })?;
-            tags.insert(key, value);
+            tags.insert(key.clone(), value.clone());
         }
     }
     Ok(tags)
 }
 
-/// `--user-data FILE` beats the file's `user_data_file` or inline `user_data` (not both); all
-/// three are capped at `--max-user-data-bytes` (EC2's 16 KiB by default).
+/// `--user-data FILE` beats the file's `user_data` (a path, like the flag) or inline
+/// `user_data_text` (not both); all three are capped at `--max-user-data-bytes` (EC2's 16 KiB
+/// by default).
 fn resolve_user_data(
-    file: &ConfigLayer,
-    flags: &ConfigLayer,
+    file: &Layer,
+    flags: &Layer,
     files: &Opener,
 ) -> Result<Option<bytes::Bytes>, ConfigError> {
-    if file.user_data.is_some() && file.user_data_file.is_some() {
+    if file.user_data.is_some() && file.user_data_text.is_some() {
         return Err(ConfigError(
-            "config: user_data and user_data_file both given; keep one".into(),
+            "config: user_data and user_data_text both given; keep one".into(),
         ));
     }
     let cap = Cap {
@@ -632,15 +621,15 @@ fn resolve_user_data(
         advice: "EC2 accepts at most 16384 bytes of user data; allow more with \
                  --max-user-data-bytes, up to 1048576",
     };
-    let path = pick(flags.user_data_file.clone(), file.user_data_file.clone());
+    let path = pick(flags.user_data.clone(), file.user_data.clone());
     if let Some((path, origin)) = path {
-        return named_file::read(&path, &label(origin, "user_data_file"), files, cap)
+        return named_file::read(&path, &label(origin, "user_data"), files, cap)
             .map(|bytes| Some(bytes::Bytes::from(bytes)))
             .map_err(|error| ConfigError(error.to_string()));
     }
-    match &file.user_data {
+    match &file.user_data_text {
         Some(inline) if inline.len() as u64 > cap.bytes => Err(ConfigError(format!(
-            "config: user_data: {} bytes, more than the limit of {} bytes ({})",
+            "config: user_data_text: {} bytes, more than the limit of {} bytes ({})",
             inline.len(),
             cap.bytes,
             cap.advice
@@ -671,11 +660,11 @@ mod tests {
         )
     }
 
-    fn resolved(file: ConfigLayer, flags: ConfigLayer) -> Result<Settings, ConfigError> {
-        resolve(file, flags, &machine(), &Opener::OwnRights)
+    fn resolved(file: Layer, flags: Layer) -> Result<Settings, ConfigError> {
+        resolve(&file, &flags, &machine(), &Opener::OwnRights)
     }
 
-    fn error_of(file: ConfigLayer, flags: ConfigLayer) -> String {
+    fn error_of(file: Layer, flags: Layer) -> String {
         match resolved(file, flags) {
             Ok(_) => panic!("expected a configuration error"),
             Err(error) => error.0,
@@ -684,7 +673,7 @@ mod tests {
 
     #[test]
     fn defaults_are_realistic_and_consistent() {
-        let settings = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        let settings = resolved(Layer::default(), Layer::default()).unwrap();
         let instance = &settings.local().expect("a local service").instance;
         assert!(validate::instance_id(&instance.instance_id).is_ok());
         assert_eq!(instance.instance_id.len(), 19);
@@ -713,23 +702,23 @@ mod tests {
 
     #[test]
     fn defaults_are_stable_across_two_resolutions() {
-        let first = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
-        let second = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        let first = resolved(Layer::default(), Layer::default()).unwrap();
+        let second = resolved(Layer::default(), Layer::default()).unwrap();
         assert_eq!(
             first.local().expect("a local service").instance,
             second.local().expect("a local service").instance
         );
         let probed = MachineDefaults::probe();
         let a = resolve(
-            ConfigLayer::default(),
-            ConfigLayer::default(),
+            &Layer::default(),
+            &Layer::default(),
             &probed,
             &Opener::OwnRights,
         )
         .unwrap();
         let b = resolve(
-            ConfigLayer::default(),
-            ConfigLayer::default(),
+            &Layer::default(),
+            &Layer::default(),
             &MachineDefaults::probe(),
             &Opener::OwnRights,
         )
@@ -739,14 +728,14 @@ mod tests {
 
     #[test]
     fn flag_beats_file_beats_default() {
-        let file = ConfigLayer {
+        let file = Layer {
             instance_type: Some("m5.large".into()),
             region: Some("eu-west-1".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let flags = ConfigLayer {
+        let flags = Layer {
             instance_type: Some("c7g.xlarge".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
         let instance = resolved(file, flags).unwrap().into_local().instance;
         assert_eq!(instance.instance_type, "c7g.xlarge");
@@ -757,34 +746,34 @@ mod tests {
 
     #[test]
     fn bad_instance_id_in_file_names_the_field() {
-        let file = ConfigLayer {
+        let file = Layer {
             instance_id: Some("x-123".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
         assert_eq!(
-            error_of(file, ConfigLayer::default()),
+            error_of(file, Layer::default()),
             "config: instance_id \"x-123\": expected \"i-\" followed by 8 or 17 lower-case hex digits"
         );
     }
 
     #[test]
     fn bad_flag_value_names_the_flag() {
-        let flags = ConfigLayer {
+        let flags = Layer {
             account_id: Some("12".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let message = error_of(ConfigLayer::default(), flags);
+        let message = error_of(Layer::default(), flags);
         assert!(message.starts_with("--account-id \"12\""), "{message}");
     }
 
     #[test]
     fn zone_outside_region_is_an_error() {
-        let file = ConfigLayer {
+        let file = Layer {
             region: Some("us-east-1".into()),
             availability_zone: Some("eu-west-1a".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let message = error_of(file, ConfigLayer::default());
+        let message = error_of(file, Layer::default());
         assert!(
             message.starts_with("config: availability_zone"),
             "{message}"
@@ -794,12 +783,12 @@ mod tests {
 
     #[test]
     fn zone_of_a_longer_region_number_is_not_in_the_region() {
-        let file = ConfigLayer {
+        let file = Layer {
             region: Some("us-east-1".into()),
             availability_zone: Some("us-east-10a".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let message = error_of(file, ConfigLayer::default());
+        let message = error_of(file, Layer::default());
         assert!(
             message.starts_with("config: availability_zone"),
             "{message}"
@@ -808,11 +797,11 @@ mod tests {
 
     #[test]
     fn zone_alone_implies_its_region() {
-        let file = ConfigLayer {
+        let file = Layer {
             availability_zone: Some("ap-southeast-2c".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let instance = resolved(file, ConfigLayer::default())
+        let instance = resolved(file, Layer::default())
             .unwrap()
             .into_local()
             .instance;
@@ -822,94 +811,80 @@ mod tests {
 
     #[test]
     fn each_invalid_field_is_named() {
-        let cases: Vec<(ConfigLayer, &str)> = vec![
+        let cases: Vec<(Layer, &str)> = vec![
             (
-                ConfigLayer {
+                Layer {
                     local_ipv4: Some("10.0.0.256".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "config: local_ipv4",
             ),
             (
-                ConfigLayer {
+                Layer {
                     public_ipv4: Some("nope".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "config: public_ipv4",
             ),
             (
-                ConfigLayer {
+                Layer {
                     mac: Some("0e:zz:00:00:00:00".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "config: mac",
             ),
             (
-                ConfigLayer {
+                Layer {
                     account_id: Some("1234".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "config: account_id",
             ),
             (
-                ConfigLayer {
-                    tags: Some(BTreeMap::from([(String::new(), "v".into())])),
-                    ..ConfigLayer::default()
+                Layer {
+                    tag: vec!["=v".parse().unwrap()],
+                    ..Layer::default()
                 },
-                "config: tags key",
+                "config: tag key",
             ),
             (
-                ConfigLayer {
+                Layer {
                     max_connections: Some(0),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "config: max_connections 0",
             ),
             (
-                ConfigLayer {
+                Layer {
                     mtu: Some(100_000),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "config: mtu",
             ),
             (
-                ConfigLayer {
-                    credentials_lifetime_seconds: Some(60),
-                    ..ConfigLayer::default()
+                Layer {
+                    credentials_lifetime: Some(60),
+                    ..Layer::default()
                 },
-                "config: credentials_lifetime_seconds",
+                "config: credentials_lifetime",
             ),
             (
-                ConfigLayer {
-                    imdsv2: Some("always".into()),
-                    ..ConfigLayer::default()
-                },
-                "config: imdsv2",
-            ),
-            (
-                ConfigLayer {
+                Layer {
                     role_name: Some("a/b".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "config: role_name",
             ),
             (
-                ConfigLayer {
-                    listen: Some(vec!["localhost".into()]),
-                    ..ConfigLayer::default()
-                },
-                "config: listen",
-            ),
-            (
-                ConfigLayer {
+                Layer {
                     region: Some("mars".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "config: region",
             ),
         ];
         for (file, field) in cases {
-            let message = error_of(file, ConfigLayer::default());
+            let message = error_of(file, Layer::default());
             assert!(message.starts_with(field), "{field}: {message}");
             assert!(!message.contains('\n'), "one line: {message}");
         }
@@ -917,7 +892,7 @@ mod tests {
 
     #[test]
     fn credentials_default_to_the_callers_session_with_a_fifteen_minute_margin() {
-        let settings = resolved(ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        let settings = resolved(Layer::default(), Layer::default()).unwrap();
         let credentials = &settings.local().expect("a local service").credentials;
         assert!(!credentials.mock);
         assert_eq!(credentials.role_arn, None);
@@ -939,11 +914,11 @@ mod tests {
 
     #[test]
     fn role_name_is_the_arns_last_segment_unless_given() {
-        let flags = ConfigLayer {
+        let flags = Layer {
             role_arn: Some("arn:aws:iam::123456789012:role/team/app".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let settings = resolved(ConfigLayer::default(), flags.clone()).unwrap();
+        let settings = resolved(Layer::default(), flags.clone()).unwrap();
         assert_eq!(
             settings
                 .local()
@@ -960,12 +935,12 @@ mod tests {
                 .duration_or_default(),
             Duration::from_secs(3600)
         );
-        let flags = ConfigLayer {
+        let flags = Layer {
             role_name: Some("web".into()),
             ..flags
         };
         assert_eq!(
-            resolved(ConfigLayer::default(), flags)
+            resolved(Layer::default(), flags)
                 .unwrap()
                 .into_local()
                 .instance
@@ -976,11 +951,11 @@ mod tests {
 
     #[test]
     fn malformed_role_arn_names_the_flag() {
-        let flags = ConfigLayer {
+        let flags = Layer {
             role_arn: Some("arn:aws:iam::123:role/app".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let message = error_of(ConfigLayer::default(), flags);
+        let message = error_of(Layer::default(), flags);
         assert!(
             message.starts_with("--role-arn \"arn:aws:iam::123:role/app\""),
             "{message}"
@@ -989,73 +964,73 @@ mod tests {
 
     #[test]
     fn duration_bounds_depend_on_the_call() {
-        let with_role = |seconds| ConfigLayer {
+        let with_role = |seconds| Layer {
             role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
-            duration_seconds: Some(seconds),
-            ..ConfigLayer::default()
+            duration: Some(seconds),
+            ..Layer::default()
         };
-        assert!(resolved(ConfigLayer::default(), with_role(900)).is_ok());
-        assert!(resolved(ConfigLayer::default(), with_role(43200)).is_ok());
-        let message = error_of(ConfigLayer::default(), with_role(899));
+        assert!(resolved(Layer::default(), with_role(900)).is_ok());
+        assert!(resolved(Layer::default(), with_role(43200)).is_ok());
+        let message = error_of(Layer::default(), with_role(899));
         assert_eq!(message, "--duration 899: expected 900 to 43200 seconds");
-        assert!(error_of(ConfigLayer::default(), with_role(43201)).starts_with("--duration"));
-        let session = ConfigLayer {
-            duration_seconds: Some(129_600),
-            ..ConfigLayer::default()
+        assert!(error_of(Layer::default(), with_role(43201)).starts_with("--duration"));
+        let session = Layer {
+            duration: Some(129_600),
+            ..Layer::default()
         };
-        assert!(resolved(ConfigLayer::default(), session).is_ok());
+        assert!(resolved(Layer::default(), session).is_ok());
     }
 
     #[test]
     fn credential_settings_are_checked() {
-        let cases: Vec<(ConfigLayer, &str)> = vec![
+        let cases: Vec<(Layer, &str)> = vec![
             (
-                ConfigLayer {
+                Layer {
                     role_session_name: Some("has space".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "--role-session-name",
             ),
             (
-                ConfigLayer {
+                Layer {
                     mfa_code: Some(crate::credentials::Secret::new("12345")),
                     mfa_serial: Some("arn:aws:iam::123456789012:mfa/alice".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "--mfa-code",
             ),
             (
-                ConfigLayer {
+                Layer {
                     mfa_code: Some(crate::credentials::Secret::new("123456")),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "--mfa-code",
             ),
             (
-                ConfigLayer {
-                    refresh_margin_seconds: Some(60),
-                    ..ConfigLayer::default()
+                Layer {
+                    refresh_margin: Some(60),
+                    ..Layer::default()
                 },
                 "--refresh-margin 60",
             ),
             (
-                ConfigLayer {
+                Layer {
                     mock_credentials: Some(true),
                     role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "--mock-credentials",
             ),
             (
-                ConfigLayer {
+                Layer {
                     external_id: Some("x".into()),
-                    ..ConfigLayer::default()
+                    ..Layer::default()
                 },
                 "--external-id",
             ),
         ];
         for (flags, field) in cases {
-            let message = error_of(ConfigLayer::default(), flags);
+            let message = error_of(Layer::default(), flags);
             assert!(message.starts_with(field), "{field}: {message}");
             assert!(
                 !message.contains("12345\""),
@@ -1066,11 +1041,11 @@ mod tests {
 
     #[test]
     fn unreadable_user_data_file_names_the_path() {
-        let flags = ConfigLayer {
-            user_data_file: Some("/nonexistent/user-data.sh".into()),
-            ..ConfigLayer::default()
+        let flags = Layer {
+            user_data: Some("/nonexistent/user-data.sh".into()),
+            ..Layer::default()
         };
-        let message = error_of(ConfigLayer::default(), flags);
+        let message = error_of(Layer::default(), flags);
         assert!(message.starts_with("--user-data"), "{message}");
         assert!(message.contains("/nonexistent/user-data.sh"), "{message}");
     }
@@ -1083,13 +1058,13 @@ mod tests {
         std::fs::write(&exact, vec![b'u'; 16384]).unwrap();
         let over = dir.join("over");
         std::fs::write(&over, vec![b'u'; 16385]).unwrap();
-        let with = |path: &std::path::Path, cap: Option<u64>| ConfigLayer {
-            user_data_file: Some(path.to_path_buf()),
+        let with = |path: &std::path::Path, cap: Option<u64>| Layer {
+            user_data: Some(path.to_path_buf()),
             max_user_data_bytes: cap,
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
 
-        let served = resolved(ConfigLayer::default(), with(&exact, None)).unwrap();
+        let served = resolved(Layer::default(), with(&exact, None)).unwrap();
         assert_eq!(
             served
                 .local()
@@ -1100,12 +1075,12 @@ mod tests {
                 .map(|data| data.len()),
             Some(16384)
         );
-        let message = error_of(ConfigLayer::default(), with(&over, None));
+        let message = error_of(Layer::default(), with(&over, None));
         assert!(message.starts_with("--user-data "), "{message}");
         assert!(message.contains("16385 bytes"), "{message}");
         assert!(message.contains("limit of 16384 bytes"), "{message}");
         assert!(message.contains("--max-user-data-bytes"), "{message}");
-        let raised = resolved(ConfigLayer::default(), with(&over, Some(20000))).unwrap();
+        let raised = resolved(Layer::default(), with(&over, Some(20000))).unwrap();
         assert_eq!(
             raised
                 .local()
@@ -1121,30 +1096,30 @@ mod tests {
 
     #[test]
     fn inline_user_data_has_the_same_cap() {
-        let file = ConfigLayer {
-            user_data: Some("x".repeat(16385)),
-            ..ConfigLayer::default()
+        let file = Layer {
+            user_data_text: Some("x".repeat(16385)),
+            ..Layer::default()
         };
-        let message = error_of(file.clone(), ConfigLayer::default());
+        let message = error_of(file.clone(), Layer::default());
         assert!(
-            message.starts_with("config: user_data: 16385 bytes"),
+            message.starts_with("config: user_data_text: 16385 bytes"),
             "{message}"
         );
-        let raised = ConfigLayer {
+        let raised = Layer {
             max_user_data_bytes: Some(16385),
             ..file
         };
-        assert!(resolved(raised, ConfigLayer::default()).is_ok());
+        assert!(resolved(raised, Layer::default()).is_ok());
     }
 
     #[test]
     fn max_user_data_bytes_is_bounded() {
         for (value, ok) in [(0, false), (1, true), (1_048_576, true), (1_048_577, false)] {
-            let flags = ConfigLayer {
+            let flags = Layer {
                 max_user_data_bytes: Some(value),
-                ..ConfigLayer::default()
+                ..Layer::default()
             };
-            match resolved(ConfigLayer::default(), flags) {
+            match resolved(Layer::default(), flags) {
                 Ok(_) => assert!(ok, "{value} accepted"),
                 Err(error) => {
                     assert!(!ok, "{value}: {}", error.0);
@@ -1159,12 +1134,12 @@ mod tests {
 
     #[test]
     fn user_data_file_that_is_a_device_is_refused() {
-        let flags = ConfigLayer {
-            user_data_file: Some("/dev/zero".into()),
-            ..ConfigLayer::default()
+        let flags = Layer {
+            user_data: Some("/dev/zero".into()),
+            ..Layer::default()
         };
         assert_eq!(
-            error_of(ConfigLayer::default(), flags),
+            error_of(Layer::default(), flags),
             "--user-data /dev/zero: is a character device, not a regular file; imds-tun reads \
              only regular files"
         );
@@ -1172,47 +1147,88 @@ mod tests {
 
     #[test]
     fn no_tun_without_listen_is_an_error() {
-        let flags = ConfigLayer {
+        let flags = Layer {
             no_tun: Some(true),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let message = error_of(ConfigLayer::default(), flags);
+        let message = error_of(Layer::default(), flags);
         assert!(message.starts_with("--no-tun"), "{message}");
-        let flags = ConfigLayer {
+        let flags = Layer {
             no_tun: Some(true),
-            listen: Some(vec!["127.0.0.1:8080".into()]),
-            ..ConfigLayer::default()
+            listen: vec!["127.0.0.1:8080".parse().unwrap()],
+            ..Layer::default()
         };
-        let settings = resolved(ConfigLayer::default(), flags).unwrap();
+        let settings = resolved(Layer::default(), flags).unwrap();
         assert!(settings.tun.is_none());
         assert_eq!(settings.listen.len(), 1);
     }
 
     #[test]
     fn flag_tags_override_file_tags_key_by_key() {
-        let file = ConfigLayer {
-            tags: Some(BTreeMap::from([
-                ("Name".to_string(), "file".to_string()),
-                ("Team".to_string(), "infra".to_string()),
-            ])),
-            ..ConfigLayer::default()
+        let file = Layer {
+            tag: vec!["Name=file".parse().unwrap(), "Team=infra".parse().unwrap()],
+            ..Layer::default()
         };
-        let flags = ConfigLayer {
-            tags: Some(BTreeMap::from([("Name".to_string(), "flag".to_string())])),
-            ..ConfigLayer::default()
+        let flags = Layer {
+            tag: vec!["Name=flag".parse().unwrap()],
+            ..Layer::default()
         };
         let tags = resolved(file, flags).unwrap().into_local().instance.tags;
         assert_eq!(tags["Name"], "flag");
         assert_eq!(tags["Team"], "infra");
     }
 
+    /// No exception table: the flag is the key with `-`, whichever the setting.
+    #[test]
+    fn every_origin_is_the_flag_name_or_the_same_key() {
+        let in_file = |layer: Layer| error_of(layer, Layer::default());
+        let flag = |layer: Layer| error_of(Layer::default(), layer);
+        let grace = Layer {
+            shutdown_grace: Some(4000),
+            ..Layer::default()
+        };
+        assert!(in_file(grace.clone()).starts_with("config: shutdown_grace 4000"));
+        assert!(flag(grace).starts_with("--shutdown-grace 4000"));
+        let timeout = Layer {
+            header_timeout: Some(0),
+            ..Layer::default()
+        };
+        assert!(in_file(timeout.clone()).starts_with("config: header_timeout 0"));
+        assert!(flag(timeout).starts_with("--header-timeout 0"));
+        let tag = Layer {
+            tag: vec!["a/b=c".parse().unwrap()],
+            ..Layer::default()
+        };
+        assert!(in_file(tag.clone()).starts_with("config: tag key \"a/b\""));
+        assert!(flag(tag).starts_with("--tag key \"a/b\""));
+        let user_data = Layer {
+            user_data: Some("/nonexistent/ud".into()),
+            ..Layer::default()
+        };
+        assert!(in_file(user_data.clone()).starts_with("config: user_data /nonexistent/ud"));
+        assert!(flag(user_data).starts_with("--user-data /nonexistent/ud"));
+    }
+
+    #[test]
+    fn user_data_and_user_data_text_are_one_or_the_other() {
+        let file = Layer {
+            user_data: Some("/nonexistent/ud".into()),
+            user_data_text: Some("inline".into()),
+            ..Layer::default()
+        };
+        assert_eq!(
+            error_of(file, Layer::default()),
+            "config: user_data and user_data_text both given; keep one"
+        );
+    }
+
     #[test]
     fn public_ipv4_brings_a_public_hostname() {
-        let file = ConfigLayer {
+        let file = Layer {
             public_ipv4: Some("54.1.2.3".into()),
-            ..ConfigLayer::default()
+            ..Layer::default()
         };
-        let instance = resolved(file, ConfigLayer::default())
+        let instance = resolved(file, Layer::default())
             .unwrap()
             .into_local()
             .instance;
@@ -1224,11 +1240,11 @@ mod tests {
 
     #[test]
     fn inline_user_data_is_served_as_bytes() {
-        let file = ConfigLayer {
-            user_data: Some("#!/bin/sh\necho hi\n".into()),
-            ..ConfigLayer::default()
+        let file = Layer {
+            user_data_text: Some("#!/bin/sh\necho hi\n".into()),
+            ..Layer::default()
         };
-        let instance = resolved(file, ConfigLayer::default())
+        let instance = resolved(file, Layer::default())
             .unwrap()
             .into_local()
             .instance;

@@ -217,14 +217,6 @@ pub fn external_id(value: &str) -> Result<String, String> {
     }
 }
 
-/// A `KEY=VALUE` tag from the command line.
-pub fn tag_pair(value: &str) -> Result<(String, String), String> {
-    match value.split_once('=') {
-        Some((key, tag_value)) => Ok((key.to_owned(), tag_value.to_owned())),
-        None => Err("expected KEY=VALUE".into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,11 +262,5 @@ mod tests {
         assert!(path_segment("").is_err());
         assert!(path_segment("a/b").is_err());
         assert!(path_segment("..").is_err());
-    }
-
-    #[test]
-    fn tag_pair_splits_on_first_equals() {
-        assert_eq!(tag_pair("k=v=w"), Ok(("k".to_string(), "v=w".to_string())));
-        assert!(tag_pair("novalue").is_err());
     }
 }

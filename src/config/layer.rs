@@ -1,0 +1,392 @@
+//! Every setting, written once: the field of [`Layer`] that both the command line (clap) and the
+//! config file (serde) fill in.
+//!
+//! A field's name is its config key, and its long flag is the same name with `-` for `_`
+//! (`shutdown_grace`, `--shutdown-grace`): no table maps one to the other, so a value's origin in
+//! an error message is always `--flag-name` or `config: flag_name` (see `config::resolve`). A
+//! field is `Option<T>` ("not given here" is `None`) or, for a repeatable flag, `Vec<T>` ("not
+//! given" is empty), so precedence stays a field-by-field choice between two values of one type.
+//!
+//! Values are parsed here, once, at the edge: addresses, `--imdsv2`'s two modes and `--tag`'s
+//! `KEY=VALUE` become types; checks that need a message naming the origin, or several fields,
+//! belong to `config::resolve`. Defaults are *not* applied here (a clap default would hide the
+//! file's value); the help text states them.
+//!
+//! Settings without a flag (the config file's richer identity, the upstream timeouts) carry
+//! `#[arg(skip)]`; the one-time `--mfa-code` carries `#[serde(skip)]`, so no file can hold it.
+//!
+//! Adding a setting: one field here (doc comment = help text, with its default), its resolution
+//! in `config::resolve` (or `proxy`/`hardening`), and the field of the settings it feeds; then
+//! a README row (for a flag) and a `docs/metadata.md` row, which `tests/docs_settings.rs` demands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, Error as _, Unexpected};
+
+use crate::credentials::Secret;
+
+/// One source of settings (the flags, or the file); `None` or empty means "not given here".
+#[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    // Service.
+    /// Also serve on a kernel TCP socket (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(default, deserialize_with = "socket_addresses")]
+    pub listen: Vec<SocketAddr>,
+    /// Do not create a TUN device; serve only the --listen sockets.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_tun: Option<bool>,
+    /// TUN interface name; `%d` lets the kernel pick a free number [default: imds%d].
+    #[arg(long, value_name = "NAME")]
+    pub tun_name: Option<String>,
+    /// MTU of the TUN device, 576-65535 [default: 1500].
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<u64>,
+    /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u64>,
+    /// Seconds in-flight requests may take after SIGINT, SIGTERM or SIGHUP, 0-3600 [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
+    /// Whether metadata requests need an IMDSv2 token [default: optional].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub imdsv2: Option<Imdsv2>,
+    /// Lifetime of the fake credentials, 1800-43200 seconds [default: 21600].
+    #[arg(skip)]
+    pub credentials_lifetime: Option<u64>,
+
+    // Instance identity.
+    /// Instance id, `i-` + 8 or 17 lower-case hex digits [default: 17 derived from
+    /// /etc/machine-id].
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+    /// Reservation id, `r-` + 8 or 17 hex digits [default: derived].
+    #[arg(skip)]
+    pub reservation_id: Option<String>,
+    /// Instance type [default: t3.micro].
+    #[arg(long, value_name = "TYPE")]
+    pub instance_type: Option<String>,
+    /// Region [default: us-east-1, or the region of --availability-zone].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Availability zone, inside the region [default: the region + `a`].
+    #[arg(long, value_name = "ZONE")]
+    pub availability_zone: Option<String>,
+    /// Zone id such as `use1-az1` [default: derived from the region and the zone letter].
+    #[arg(skip)]
+    pub availability_zone_id: Option<String>,
+    /// AWS account id, 12 digits [default: 123456789012].
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<String>,
+    /// Image id, `ami-` + 8 or 17 lower-case hex digits [default: 17 derived from
+    /// /etc/machine-id].
+    #[arg(long, value_name = "ID")]
+    pub ami_id: Option<String>,
+
+    // Network.
+    /// Hostname (also local-hostname) [default: this host's name].
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// local-hostname [default: the hostname].
+    #[arg(skip)]
+    pub local_hostname: Option<String>,
+    /// Private IPv4 [default: this host's primary IPv4, else a stable 172.31.x.y].
+    #[arg(long, value_name = "IP")]
+    pub local_ipv4: Option<String>,
+    /// Public IPv4 [default: none; the public-* leaves answer 404].
+    #[arg(long, value_name = "IP")]
+    pub public_ipv4: Option<String>,
+    /// public-hostname; needs a public IPv4 [default: derived from it].
+    #[arg(skip)]
+    pub public_hostname: Option<String>,
+    /// MAC of the primary interface [default: 0e:… derived from /etc/machine-id].
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
+    /// Security group names, at least one [default: ["default"]].
+    #[arg(skip)]
+    pub security_groups: Option<Vec<String>>,
+
+    // IAM, keys, tags, user data.
+    /// Instance profile role name [default: the last segment of --role-arn, else imds-tun].
+    #[arg(long, value_name = "NAME")]
+    pub role_name: Option<String>,
+    /// The key pair under public-keys/0 [default: none].
+    #[arg(skip)]
+    pub public_key: Option<PublicKeyLayer>,
+    /// File served as user-data [default: none; user-data answers 404].
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// User data written in the config file itself, instead of `user_data` (a file).
+    #[arg(skip)]
+    pub user_data_text: Option<String>,
+    /// Instance tag KEY=VALUE, served under tags/instance/ (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    #[serde(default)]
+    pub tag: Vec<Tag>,
+
+    // Credentials (docs/credentials.md).
+    /// Serve credentials of this role (STS AssumeRole with your own credentials); the role name
+    /// in the tree is the ARN's last segment unless --role-name [default: your own session].
+    #[arg(long, value_name = "ARN", help_heading = "Credentials")]
+    pub role_arn: Option<String>,
+    /// AWS profile with the source credentials [default: AWS_PROFILE, else the default chain].
+    #[arg(long, value_name = "NAME", help_heading = "Credentials")]
+    pub profile: Option<String>,
+    /// Role session name, 2-64 of [A-Za-z0-9_+=,.@-] [default: USER@HOST].
+    #[arg(long, value_name = "NAME", help_heading = "Credentials")]
+    pub role_session_name: Option<String>,
+    /// External id the role's trust policy asks for.
+    #[arg(long, value_name = "ID", help_heading = "Credentials")]
+    pub external_id: Option<String>,
+    /// Lifetime of each set: 900-43200 with --role-arn [default: 3600], 900-129600 without
+    /// [default: 43200].
+    #[arg(long, value_name = "SECONDS", help_heading = "Credentials")]
+    pub duration: Option<u64>,
+    /// MFA device (ARN or serial) the role or session needs; the code is asked on the terminal.
+    #[arg(long, value_name = "SERIAL", help_heading = "Credentials")]
+    pub mfa_serial: Option<String>,
+    /// The current 6-digit MFA code, instead of asking on the terminal (a one-time code, so
+    /// acceptable on the command line; imds-tun takes no flag for secret keys).
+    #[arg(long, value_name = "CODE", help_heading = "Credentials", value_parser = parse_secret)]
+    #[serde(skip)]
+    pub mfa_code: Option<Secret>,
+    /// Serve fake credentials even if real ones are available.
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Credentials"
+    )]
+    pub mock_credentials: Option<bool>,
+    /// Refresh once less than this remains, 300-43200 [default: 900].
+    #[arg(long, value_name = "SECONDS", help_heading = "Credentials")]
+    pub refresh_margin: Option<u64>,
+    /// First retry delay after a failed refresh, doubling to 60 s (tests).
+    #[arg(long, value_name = "MS", hide = true)]
+    pub retry_base_ms: Option<u64>,
+    /// Test-only: treat every set as expiring this many seconds after it was obtained.
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub credentials_max_lifetime: Option<u64>,
+
+    // Upstream proxy mode and listener protection (see `config::proxy`).
+    /// Forward every request to this metadata service (e.g. another imds-tun on the host:
+    /// http://10.0.2.2:8080) instead of answering locally; plain http only.
+    #[arg(
+        long,
+        value_name = "URL",
+        help_heading = "Upstream and listener protection"
+    )]
+    pub upstream: Option<String>,
+    /// File holding the shared secret sent upstream as X-Imds-Tun-Token (not world-readable).
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Upstream and listener protection"
+    )]
+    pub upstream_token_file: Option<PathBuf>,
+    /// Time to connect to the upstream, 50-60000 ms [default: 1000].
+    #[arg(skip)]
+    pub upstream_connect_timeout_ms: Option<u64>,
+    /// Time from a forwarded request to its response head, 50-300000 ms [default: 5000].
+    #[arg(skip)]
+    pub upstream_response_timeout_ms: Option<u64>,
+    /// File holding the shared secret that requests on non-loopback --listen sockets must carry
+    /// as X-Imds-Tun-Token (not world-readable); required for such listeners.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Upstream and listener protection"
+    )]
+    pub listen_token_file: Option<PathBuf>,
+    /// Serve non-loopback --listen sockets WITHOUT a token: anyone who reaches them gets the
+    /// role credentials.
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Upstream and listener protection"
+    )]
+    pub insecure_listen_without_token: Option<bool>,
+
+    // Hardening (see `config::hardening`).
+    /// Serve as this user once the TUN and sockets exist [default: the user behind sudo; a
+    /// root run outside sudo stays root].
+    #[arg(long, value_name = "NAME", help_heading = "Hardening")]
+    pub user: Option<String>,
+    /// Accept connections only from this address block (repeatable), e.g. 169.254.169.253/32
+    /// for this host only; others are reset [default: everyone who can reach the address].
+    #[arg(long, value_name = "CIDR", help_heading = "Hardening")]
+    #[serde(default)]
+    pub allow_from: Vec<String>,
+    /// Seconds a client has to send a request's headers; also the idle keep-alive timeout,
+    /// 1-3600 [default: 10].
+    #[arg(long, value_name = "SECONDS", help_heading = "Hardening")]
+    pub header_timeout: Option<u64>,
+    /// Largest request head in bytes (beyond it: 431), 8192-1048576 [default: 16384].
+    #[arg(long, value_name = "BYTES", help_heading = "Hardening")]
+    pub max_header_bytes: Option<u64>,
+    /// Longest request path in bytes (beyond it: 414), 16-65535 [default: 1024].
+    #[arg(long, value_name = "BYTES", help_heading = "Hardening")]
+    pub max_path_length: Option<u64>,
+    /// Largest user data in bytes, from --user-data or the config file; a larger one stops
+    /// the start, 1-1048576 [default: 16384, EC2's own limit].
+    #[arg(long, value_name = "BYTES", help_heading = "Hardening")]
+    pub max_user_data_bytes: Option<u64>,
+}
+
+/// `--imdsv2` and `"imdsv2"`: whether metadata requests need a session token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Imdsv2 {
+    /// Tokenless (IMDSv1) requests are served too.
+    Optional,
+    /// Every metadata request needs a session token.
+    Required,
+}
+
+/// `--tag KEY=VALUE` and each string of `"tag": ["KEY=VALUE", ...]`: split at the first `=`.
+///
+/// The key's rules (not empty, no `/`) are checked in `config::resolve`, whose message names
+/// where the tag came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+impl FromStr for Tag {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Tag, String> {
+        match text.split_once('=') {
+            Some((key, value)) => Ok(Tag {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            None => Err("expected KEY=VALUE".into()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Tag, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|_| D::Error::invalid_value(Unexpected::Str(&text), &"KEY=VALUE"))
+    }
+}
+
+/// `public-keys/0`: the key pair the instance was launched with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyLayer {
+    pub name: String,
+    pub openssh_key: String,
+}
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    Ok(Secret::new(value))
+}
+
+/// `"listen": ["127.0.0.1:8080", ...]`, each parsed as the flag parses it.
+fn socket_addresses<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse().map_err(|_| {
+                D::Error::invalid_value(
+                    Unexpected::Str(text),
+                    &"ADDR:PORT such as \"127.0.0.1:8080\"",
+                )
+            })
+        })
+        .collect()
+}
+
+impl Layer {
+    /// Every config key: the serde field names (`#[serde(skip)]` ones excluded), in order.
+    pub fn keys() -> &'static [&'static str] {
+        let mut fields: &'static [&'static str] = &[];
+        // serde's derive hands the field names to `deserialize_struct`; nothing else is read.
+        let _ = Layer::deserialize(FieldNames(&mut fields));
+        fields
+    }
+}
+
+/// A deserializer that only records the field names a struct asks for, then stops.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+/// [`FieldNames`]' way of stopping.
+#[derive(Debug)]
+struct Stop;
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("field names recorded")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl serde::de::Error for Stop {
+    fn custom<T: std::fmt::Display>(_: T) -> Stop {
+        Stop
+    }
+}
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = Stop;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Stop> {
+        *self.0 = fields;
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command};
+
+    /// The one naming rule: a flag is its key with `-`; only `--mfa-code` has no key.
+    #[test]
+    fn every_flag_is_its_config_key_with_dashes() {
+        let command = Layer::augment_args(Command::new("layer"));
+        let keys = Layer::keys();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()), "{id}");
+            assert!(keys.contains(&id) || id == "mfa_code", "{id} has no key");
+        }
+        assert!(!keys.contains(&"mfa_code"));
+        assert!(keys.contains(&"public_key") && keys.contains(&"tag"));
+    }
+
+    #[test]
+    fn tags_split_at_the_first_equals_sign() {
+        let tag: Tag = "Team=a=b".parse().unwrap();
+        assert_eq!((tag.key.as_str(), tag.value.as_str()), ("Team", "a=b"));
+        assert!("novalue".parse::<Tag>().is_err());
+    }
+}
