@@ -12,7 +12,7 @@ pub use crate::cidr::{Cidr, allow_from_admits};
 
 use super::ConfigError;
 use super::layer::Layer;
-use super::resolve::{given, label, number, pick};
+use super::origin::{given, label, number, pick};
 
 /// The request limits' defaults belong to the HTTP layer that enforces them.
 pub const HEADER_TIMEOUT_SECONDS: u64 = crate::http::Limits::DEFAULT_HEADER_TIMEOUT_SECONDS;

@@ -10,6 +10,7 @@
 //!   size caps).
 //! - [`defaults`]: stable, realistic defaults derived from the machine id.
 //! - [`validate`]: format checks of single values.
+//! - `origin`: which layer a value came from, and how its errors name it.
 //! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
 //! - [`proxy`]: `--upstream` forwarding and the shared token of non-loopback listeners.
 //! - [`hardening`]: `--allow-from`, `--user` and the request limits.
@@ -19,6 +20,7 @@ pub mod file;
 pub mod hardening;
 pub mod layer;
 pub mod named_file;
+mod origin;
 pub mod proxy;
 pub mod resolve;
 pub mod validate;

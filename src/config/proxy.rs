@@ -21,7 +21,7 @@ pub use crate::http::upstream::UpstreamSettings;
 use super::ConfigError;
 use super::layer::Layer;
 use super::named_file::{self, NamedFile, Opener};
-use super::resolve::{Origin, label, number, pick};
+use super::origin::{Origin, label, number, pick};
 
 /// Default time to establish a TCP connection to the upstream.
 pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 1000;

@@ -41,7 +41,7 @@ impl FakeCredentials {
         }
     }
 
-    /// Credentials with the configured lifetime (`credentials_lifetime_seconds`).
+    /// Credentials with the configured lifetime (`credentials_lifetime`).
     pub fn from_settings(settings: &super::Settings) -> FakeCredentials {
         FakeCredentials::new(settings.fake_lifetime)
     }
