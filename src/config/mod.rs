@@ -11,17 +11,16 @@
 //! - [`defaults`]: stable, realistic defaults derived from the machine id.
 //! - [`validate`]: format checks of single values.
 //! - `origin`: which layer a value came from, and how its errors name it.
-//! - [`resolve`](mod@resolve): layering and the checks that involve several fields.
-//! - [`proxy`]: `--upstream` forwarding and the shared token of non-loopback listeners.
-//! - [`hardening`]: `--allow-from`, `--user` and the request limits.
+//! - [`resolve`](mod@resolve): layering and the checks that involve several fields, one file
+//!   per layer it resolves for: `service`, `instance`, `credentials`, [`upstream`](proxy)
+//!   (`--upstream` forwarding and the shared token of non-loopback listeners) and
+//!   [`hardening`] (`--allow-from`, `--user` and the request limits).
 
 pub mod defaults;
 pub mod file;
-pub mod hardening;
 pub mod layer;
 pub mod named_file;
 mod origin;
-pub mod proxy;
 pub mod resolve;
 pub mod validate;
 
@@ -30,11 +29,13 @@ use std::time::Duration;
 
 pub use crate::credentials::Settings as CredentialSettings;
 pub use crate::imds::{Instance, PublicKey, SecurityGroup, TokenPolicy};
-pub use hardening::{Cidr, HardeningSettings};
 pub use layer::{Imdsv2, Layer, PublicKeyLayer, Tag};
 pub use named_file::Opener;
-pub use proxy::{ListenerProtection, ProxySettings, SharedToken, UpstreamSettings};
+pub use resolve::hardening::{self, Cidr, HardeningSettings};
 pub use resolve::resolve;
+pub use resolve::upstream::{
+    self as proxy, ListenerProtection, ProxySettings, SharedToken, UpstreamSettings,
+};
 
 /// Everything a run needs, fully resolved and validated.
 #[derive(Debug, Clone)]

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 pub use crate::cidr::{Cidr, allow_from_admits};
 
-use super::ConfigError;
-use super::layer::Layer;
-use super::origin::{given, label, number, pick};
+use super::super::ConfigError;
+use super::super::layer::Layer;
+use super::super::origin::{given, label, number, pick};
 
 /// The request limits' defaults belong to the HTTP layer that enforces them.
 pub const HEADER_TIMEOUT_SECONDS: u64 = crate::http::Limits::DEFAULT_HEADER_TIMEOUT_SECONDS;

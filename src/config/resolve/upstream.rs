@@ -18,10 +18,10 @@ use std::time::Duration;
 pub use crate::http::shared_token::{LISTENER_TOKEN_HEADER, SharedToken};
 pub use crate::http::upstream::UpstreamSettings;
 
-use super::ConfigError;
-use super::layer::Layer;
-use super::named_file::{self, NamedFile, Opener};
-use super::origin::{Origin, label, number, pick};
+use super::super::ConfigError;
+use super::super::layer::Layer;
+use super::super::named_file::{self, NamedFile, Opener};
+use super::super::origin::{Origin, label, number, pick};
 
 /// Default time to establish a TCP connection to the upstream.
 pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 1000;

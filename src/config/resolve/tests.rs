@@ -1,0 +1,608 @@
+//! Resolution of whole settings: precedence, defaults, every field's checks.
+
+use super::*;
+use crate::config::{TokenPolicy, validate};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+fn machine() -> MachineDefaults {
+    MachineDefaults::from_parts(
+        "5d41402abc4b2a76b9719d911017c592",
+        "devbox",
+        Some(Ipv4Addr::new(10, 1, 2, 3)),
+    )
+}
+
+fn resolved(file: Layer, flags: Layer) -> Result<Settings, ConfigError> {
+    resolve(&file, &flags, &machine(), &Opener::OwnRights)
+}
+
+fn error_of(file: Layer, flags: Layer) -> String {
+    match resolved(file, flags) {
+        Ok(_) => panic!("expected a configuration error"),
+        Err(error) => error.0,
+    }
+}
+
+#[test]
+fn defaults_are_realistic_and_consistent() {
+    let settings = resolved(Layer::default(), Layer::default()).unwrap();
+    let instance = &settings.local().expect("a local service").instance;
+    assert!(validate::instance_id(&instance.instance_id).is_ok());
+    assert_eq!(instance.instance_id.len(), 19);
+    assert_eq!(instance.region, "us-east-1");
+    assert_eq!(instance.availability_zone, "us-east-1a");
+    assert_eq!(instance.availability_zone_id, "use1-az1");
+    assert_eq!(instance.account_id, "123456789012");
+    assert_eq!(instance.instance_type, "t3.micro");
+    assert_eq!(instance.hostname, "devbox");
+    assert_eq!(instance.local_ipv4, Ipv4Addr::new(10, 1, 2, 3));
+    assert_eq!(instance.public_ipv4, None);
+    assert_eq!(instance.public_hostname, None);
+    assert_eq!(instance.role_name, "imds-tun");
+    assert_eq!(instance.vpc_ipv4_cidr_block, "10.1.0.0/16");
+    assert_eq!(instance.user_data, None);
+    assert_eq!(
+        settings.local().expect("a local service").token_policy,
+        TokenPolicy::Optional
+    );
+    assert_eq!(settings.max_connections, 1024);
+    assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
+    let tun = settings.tun.unwrap();
+    assert_eq!(tun.name, "imds%d");
+    assert_eq!(tun.mtu, 1500);
+}
+
+#[test]
+fn defaults_are_stable_across_two_resolutions() {
+    let first = resolved(Layer::default(), Layer::default()).unwrap();
+    let second = resolved(Layer::default(), Layer::default()).unwrap();
+    assert_eq!(
+        first.local().expect("a local service").instance,
+        second.local().expect("a local service").instance
+    );
+    let probed = MachineDefaults::probe();
+    let a = resolve(
+        &Layer::default(),
+        &Layer::default(),
+        &probed,
+        &Opener::OwnRights,
+    )
+    .unwrap();
+    let b = resolve(
+        &Layer::default(),
+        &Layer::default(),
+        &MachineDefaults::probe(),
+        &Opener::OwnRights,
+    )
+    .unwrap();
+    assert_eq!(a.into_local().instance, b.into_local().instance);
+}
+
+#[test]
+fn flag_beats_file_beats_default() {
+    let file = Layer {
+        instance_type: Some("m5.large".into()),
+        region: Some("eu-west-1".into()),
+        ..Layer::default()
+    };
+    let flags = Layer {
+        instance_type: Some("c7g.xlarge".into()),
+        ..Layer::default()
+    };
+    let instance = resolved(file, flags).unwrap().into_local().instance;
+    assert_eq!(instance.instance_type, "c7g.xlarge");
+    assert_eq!(instance.region, "eu-west-1");
+    assert_eq!(instance.availability_zone, "eu-west-1a");
+    assert_eq!(instance.account_id, "123456789012");
+}
+
+#[test]
+fn bad_instance_id_in_file_names_the_field() {
+    let file = Layer {
+        instance_id: Some("x-123".into()),
+        ..Layer::default()
+    };
+    assert_eq!(
+        error_of(file, Layer::default()),
+        "config: instance_id \"x-123\": expected \"i-\" followed by 8 or 17 lower-case hex digits"
+    );
+}
+
+#[test]
+fn bad_flag_value_names_the_flag() {
+    let flags = Layer {
+        account_id: Some("12".into()),
+        ..Layer::default()
+    };
+    let message = error_of(Layer::default(), flags);
+    assert!(message.starts_with("--account-id \"12\""), "{message}");
+}
+
+#[test]
+fn zone_outside_region_is_an_error() {
+    let file = Layer {
+        region: Some("us-east-1".into()),
+        availability_zone: Some("eu-west-1a".into()),
+        ..Layer::default()
+    };
+    let message = error_of(file, Layer::default());
+    assert!(
+        message.starts_with("config: availability_zone"),
+        "{message}"
+    );
+    assert!(message.contains("us-east-1"), "{message}");
+}
+
+#[test]
+fn zone_of_a_longer_region_number_is_not_in_the_region() {
+    let file = Layer {
+        region: Some("us-east-1".into()),
+        availability_zone: Some("us-east-10a".into()),
+        ..Layer::default()
+    };
+    let message = error_of(file, Layer::default());
+    assert!(
+        message.starts_with("config: availability_zone"),
+        "{message}"
+    );
+}
+
+#[test]
+fn zone_alone_implies_its_region() {
+    let file = Layer {
+        availability_zone: Some("ap-southeast-2c".into()),
+        ..Layer::default()
+    };
+    let instance = resolved(file, Layer::default())
+        .unwrap()
+        .into_local()
+        .instance;
+    assert_eq!(instance.region, "ap-southeast-2");
+    assert_eq!(instance.availability_zone_id, "apse2-az3");
+}
+
+#[test]
+fn each_invalid_field_is_named() {
+    let cases: Vec<(Layer, &str)> = vec![
+        (
+            Layer {
+                local_ipv4: Some("10.0.0.256".into()),
+                ..Layer::default()
+            },
+            "config: local_ipv4",
+        ),
+        (
+            Layer {
+                public_ipv4: Some("nope".into()),
+                ..Layer::default()
+            },
+            "config: public_ipv4",
+        ),
+        (
+            Layer {
+                mac: Some("0e:zz:00:00:00:00".into()),
+                ..Layer::default()
+            },
+            "config: mac",
+        ),
+        (
+            Layer {
+                account_id: Some("1234".into()),
+                ..Layer::default()
+            },
+            "config: account_id",
+        ),
+        (
+            Layer {
+                tag: vec!["=v".parse().unwrap()],
+                ..Layer::default()
+            },
+            "config: tag key",
+        ),
+        (
+            Layer {
+                max_connections: Some(0),
+                ..Layer::default()
+            },
+            "config: max_connections 0",
+        ),
+        (
+            Layer {
+                mtu: Some(100_000),
+                ..Layer::default()
+            },
+            "config: mtu",
+        ),
+        (
+            Layer {
+                credentials_lifetime: Some(60),
+                ..Layer::default()
+            },
+            "config: credentials_lifetime",
+        ),
+        (
+            Layer {
+                role_name: Some("a/b".into()),
+                ..Layer::default()
+            },
+            "config: role_name",
+        ),
+        (
+            Layer {
+                region: Some("mars".into()),
+                ..Layer::default()
+            },
+            "config: region",
+        ),
+    ];
+    for (file, field) in cases {
+        let message = error_of(file, Layer::default());
+        assert!(message.starts_with(field), "{field}: {message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+}
+
+#[test]
+fn credentials_default_to_the_callers_session_with_a_fifteen_minute_margin() {
+    let settings = resolved(Layer::default(), Layer::default()).unwrap();
+    let credentials = &settings.local().expect("a local service").credentials;
+    assert!(!credentials.mock);
+    assert_eq!(credentials.role_arn, None);
+    assert_eq!(credentials.refresh_margin, Duration::from_secs(900));
+    assert_eq!(credentials.retry_base, Duration::from_secs(1));
+    assert_eq!(
+        credentials.duration_or_default(),
+        Duration::from_secs(43200)
+    );
+    assert_eq!(
+        settings
+            .local()
+            .expect("a local service")
+            .instance
+            .role_name,
+        "imds-tun"
+    );
+}
+
+#[test]
+fn role_name_is_the_arns_last_segment_unless_given() {
+    let flags = Layer {
+        role_arn: Some("arn:aws:iam::123456789012:role/team/app".into()),
+        ..Layer::default()
+    };
+    let settings = resolved(Layer::default(), flags.clone()).unwrap();
+    assert_eq!(
+        settings
+            .local()
+            .expect("a local service")
+            .instance
+            .role_name,
+        "app"
+    );
+    assert_eq!(
+        settings
+            .local()
+            .expect("a local service")
+            .credentials
+            .duration_or_default(),
+        Duration::from_secs(3600)
+    );
+    let flags = Layer {
+        role_name: Some("web".into()),
+        ..flags
+    };
+    assert_eq!(
+        resolved(Layer::default(), flags)
+            .unwrap()
+            .into_local()
+            .instance
+            .role_name,
+        "web"
+    );
+}
+
+#[test]
+fn malformed_role_arn_names_the_flag() {
+    let flags = Layer {
+        role_arn: Some("arn:aws:iam::123:role/app".into()),
+        ..Layer::default()
+    };
+    let message = error_of(Layer::default(), flags);
+    assert!(
+        message.starts_with("--role-arn \"arn:aws:iam::123:role/app\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn duration_bounds_depend_on_the_call() {
+    let with_role = |seconds| Layer {
+        role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
+        duration: Some(seconds),
+        ..Layer::default()
+    };
+    assert!(resolved(Layer::default(), with_role(900)).is_ok());
+    assert!(resolved(Layer::default(), with_role(43200)).is_ok());
+    let message = error_of(Layer::default(), with_role(899));
+    assert_eq!(message, "--duration 899: expected 900 to 43200 seconds");
+    assert!(error_of(Layer::default(), with_role(43201)).starts_with("--duration"));
+    let session = Layer {
+        duration: Some(129_600),
+        ..Layer::default()
+    };
+    assert!(resolved(Layer::default(), session).is_ok());
+}
+
+#[test]
+fn credential_settings_are_checked() {
+    let cases: Vec<(Layer, &str)> = vec![
+        (
+            Layer {
+                role_session_name: Some("has space".into()),
+                ..Layer::default()
+            },
+            "--role-session-name",
+        ),
+        (
+            Layer {
+                mfa_code: Some(crate::credentials::Secret::new("12345")),
+                mfa_serial: Some("arn:aws:iam::123456789012:mfa/alice".into()),
+                ..Layer::default()
+            },
+            "--mfa-code",
+        ),
+        (
+            Layer {
+                mfa_code: Some(crate::credentials::Secret::new("123456")),
+                ..Layer::default()
+            },
+            "--mfa-code",
+        ),
+        (
+            Layer {
+                refresh_margin: Some(60),
+                ..Layer::default()
+            },
+            "--refresh-margin 60",
+        ),
+        (
+            Layer {
+                mock_credentials: Some(true),
+                role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
+                ..Layer::default()
+            },
+            "--mock-credentials",
+        ),
+        (
+            Layer {
+                external_id: Some("x".into()),
+                ..Layer::default()
+            },
+            "--external-id",
+        ),
+    ];
+    for (flags, field) in cases {
+        let message = error_of(Layer::default(), flags);
+        assert!(message.starts_with(field), "{field}: {message}");
+        assert!(
+            !message.contains("12345\""),
+            "the code is not echoed: {message}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_user_data_file_names_the_path() {
+    let flags = Layer {
+        user_data: Some("/nonexistent/user-data.sh".into()),
+        ..Layer::default()
+    };
+    let message = error_of(Layer::default(), flags);
+    assert!(message.starts_with("--user-data"), "{message}");
+    assert!(message.contains("/nonexistent/user-data.sh"), "{message}");
+}
+
+#[test]
+fn user_data_is_capped_at_ec2s_16_kib_unless_raised() {
+    let dir = std::env::temp_dir().join(format!("imds-tun-ud-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exact = dir.join("exact");
+    std::fs::write(&exact, vec![b'u'; 16384]).unwrap();
+    let over = dir.join("over");
+    std::fs::write(&over, vec![b'u'; 16385]).unwrap();
+    let with = |path: &std::path::Path, cap: Option<u64>| Layer {
+        user_data: Some(path.to_path_buf()),
+        max_user_data_bytes: cap,
+        ..Layer::default()
+    };
+
+    let served = resolved(Layer::default(), with(&exact, None)).unwrap();
+    assert_eq!(
+        served
+            .local()
+            .expect("a local service")
+            .instance
+            .user_data
+            .as_ref()
+            .map(|data| data.len()),
+        Some(16384)
+    );
+    let message = error_of(Layer::default(), with(&over, None));
+    assert!(message.starts_with("--user-data "), "{message}");
+    assert!(message.contains("16385 bytes"), "{message}");
+    assert!(message.contains("limit of 16384 bytes"), "{message}");
+    assert!(message.contains("--max-user-data-bytes"), "{message}");
+    let raised = resolved(Layer::default(), with(&over, Some(20000))).unwrap();
+    assert_eq!(
+        raised
+            .local()
+            .expect("a local service")
+            .instance
+            .user_data
+            .as_ref()
+            .map(|data| data.len()),
+        Some(16385)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn inline_user_data_has_the_same_cap() {
+    let file = Layer {
+        user_data_text: Some("x".repeat(16385)),
+        ..Layer::default()
+    };
+    let message = error_of(file.clone(), Layer::default());
+    assert!(
+        message.starts_with("config: user_data_text: 16385 bytes"),
+        "{message}"
+    );
+    let raised = Layer {
+        max_user_data_bytes: Some(16385),
+        ..file
+    };
+    assert!(resolved(raised, Layer::default()).is_ok());
+}
+
+#[test]
+fn max_user_data_bytes_is_bounded() {
+    for (value, ok) in [(0, false), (1, true), (1_048_576, true), (1_048_577, false)] {
+        let flags = Layer {
+            max_user_data_bytes: Some(value),
+            ..Layer::default()
+        };
+        match resolved(Layer::default(), flags) {
+            Ok(_) => assert!(ok, "{value} accepted"),
+            Err(error) => {
+                assert!(!ok, "{value}: {}", error.0);
+                assert_eq!(
+                    error.0,
+                    format!("--max-user-data-bytes {value}: expected 1 to 1048576 bytes")
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn user_data_file_that_is_a_device_is_refused() {
+    let flags = Layer {
+        user_data: Some("/dev/zero".into()),
+        ..Layer::default()
+    };
+    assert_eq!(
+        error_of(Layer::default(), flags),
+        "--user-data /dev/zero: is a character device, not a regular file; imds-tun reads \
+             only regular files"
+    );
+}
+
+#[test]
+fn no_tun_without_listen_is_an_error() {
+    let flags = Layer {
+        no_tun: Some(true),
+        ..Layer::default()
+    };
+    let message = error_of(Layer::default(), flags);
+    assert!(message.starts_with("--no-tun"), "{message}");
+    let flags = Layer {
+        no_tun: Some(true),
+        listen: vec!["127.0.0.1:8080".parse().unwrap()],
+        ..Layer::default()
+    };
+    let settings = resolved(Layer::default(), flags).unwrap();
+    assert!(settings.tun.is_none());
+    assert_eq!(settings.listen.len(), 1);
+}
+
+#[test]
+fn flag_tags_override_file_tags_key_by_key() {
+    let file = Layer {
+        tag: vec!["Name=file".parse().unwrap(), "Team=infra".parse().unwrap()],
+        ..Layer::default()
+    };
+    let flags = Layer {
+        tag: vec!["Name=flag".parse().unwrap()],
+        ..Layer::default()
+    };
+    let tags = resolved(file, flags).unwrap().into_local().instance.tags;
+    assert_eq!(tags["Name"], "flag");
+    assert_eq!(tags["Team"], "infra");
+}
+
+/// No exception table: the flag is the key with `-`, whichever the setting.
+#[test]
+fn every_origin_is_the_flag_name_or_the_same_key() {
+    let in_file = |layer: Layer| error_of(layer, Layer::default());
+    let flag = |layer: Layer| error_of(Layer::default(), layer);
+    let grace = Layer {
+        shutdown_grace: Some(4000),
+        ..Layer::default()
+    };
+    assert!(in_file(grace.clone()).starts_with("config: shutdown_grace 4000"));
+    assert!(flag(grace).starts_with("--shutdown-grace 4000"));
+    let timeout = Layer {
+        header_timeout: Some(0),
+        ..Layer::default()
+    };
+    assert!(in_file(timeout.clone()).starts_with("config: header_timeout 0"));
+    assert!(flag(timeout).starts_with("--header-timeout 0"));
+    let tag = Layer {
+        tag: vec!["a/b=c".parse().unwrap()],
+        ..Layer::default()
+    };
+    assert!(in_file(tag.clone()).starts_with("config: tag key \"a/b\""));
+    assert!(flag(tag).starts_with("--tag key \"a/b\""));
+    let user_data = Layer {
+        user_data: Some("/nonexistent/ud".into()),
+        ..Layer::default()
+    };
+    assert!(in_file(user_data.clone()).starts_with("config: user_data /nonexistent/ud"));
+    assert!(flag(user_data).starts_with("--user-data /nonexistent/ud"));
+}
+
+#[test]
+fn user_data_and_user_data_text_are_one_or_the_other() {
+    let file = Layer {
+        user_data: Some("/nonexistent/ud".into()),
+        user_data_text: Some("inline".into()),
+        ..Layer::default()
+    };
+    assert_eq!(
+        error_of(file, Layer::default()),
+        "config: user_data and user_data_text both given; keep one"
+    );
+}
+
+#[test]
+fn public_ipv4_brings_a_public_hostname() {
+    let file = Layer {
+        public_ipv4: Some("54.1.2.3".into()),
+        ..Layer::default()
+    };
+    let instance = resolved(file, Layer::default())
+        .unwrap()
+        .into_local()
+        .instance;
+    assert_eq!(
+        instance.public_hostname.as_deref(),
+        Some("ec2-54-1-2-3.compute-1.amazonaws.com")
+    );
+}
+
+#[test]
+fn inline_user_data_is_served_as_bytes() {
+    let file = Layer {
+        user_data_text: Some("#!/bin/sh\necho hi\n".into()),
+        ..Layer::default()
+    };
+    let instance = resolved(file, Layer::default())
+        .unwrap()
+        .into_local()
+        .instance;
+    assert_eq!(
+        instance.user_data.as_deref(),
+        Some(&b"#!/bin/sh\necho hi\n"[..])
+    );
+}
