@@ -3,11 +3,20 @@
 # system packages, /dev/net/tun, formatting, clippy, then every test target.
 #
 # Assumes only: Debian, a Rust toolchain with cargo, CPython 3.11 with pip, apt reachable.
-# Root is needed for the namespace/TUN tests; without root they print SKIPPED, and with
+# Root is needed for the namespace/TUN tests: a non-root user with sudo is elevated (below);
+# without root and without sudo (or with IMDS_TUN_TEST_NO_SUDO=1) they print SKIPPED, and with
 # CI=true they fail instead (see docs/testing.md).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+
+# The same command for root (CI, these machines: no sudo installed) and for a workstation user
+# with sudo: a non-root run elevates itself, keeping the user's Rust toolchain.
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && [ -z "${IMDS_TUN_TEST_NO_SUDO:-}" ]; then
+    exec sudo env PATH="$PATH" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
+        RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" CI="${CI:-}" \
+        FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash "$0" "$@"
+fi
 
 step() { printf '\n==> %s\n' "$*"; }
 
