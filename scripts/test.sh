@@ -81,6 +81,19 @@ cargo test --all-targets --locked || failed+=("cargo test")
 step "cargo test --no-default-features --lib --locked"
 cargo test --no-default-features --lib --locked || failed+=("cargo test --no-default-features")
 
+# --- macOS: the port must type-check for both Apple targets (issue 10) ------------------------
+# Without `sts`: aws-lc-sys's C cannot be cross-built here (no Apple toolchain), and the AWS
+# crates are platform-neutral Rust above it. A build that does not type-check fails the run.
+for target in x86_64-apple-darwin aarch64-apple-darwin; do
+    step "cargo clippy --target $target --no-default-features --all-targets -- -D warnings"
+    if rustup target list --installed | grep -qx "$target" || rustup target add "$target"; then
+        cargo clippy --target "$target" --no-default-features --all-targets --locked -- -D warnings \
+            || failed+=("clippy $target")
+    else
+        failed+=("rustup target add $target")
+    fi
+done
+
 # --- Fuzzing: both targets, bounded, on the committed corpus (docs/hardening.md) --------------
 # FUZZ_SECONDS=0 skips running (the targets are still built, so they cannot rot).
 # -O at opt-level 1: a cold build takes about as long as --dev (~9.5 min on 2 busy cores, against

@@ -3,6 +3,7 @@
 //! default route points at the host, with `net.ipv4.ip_forward=1` on the host. The container's
 //! packets to 169.254.169.254 are forwarded by the host's kernel along the TUN's host route, and
 //! the replies come back the same way: no NAT, no extra route, no iptables.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -1,6 +1,7 @@
 //! Installing imds-tun as a service: scripts/install.sh and uninstall.sh in a scratch DESTDIR,
 //! the systemd unit (syntax, and `systemd-analyze verify` where it runs), the least privilege
 //! the unit grants (uid 65534 with only CAP_NET_ADMIN), and `imds-tun --check`.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

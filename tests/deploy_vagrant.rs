@@ -1,6 +1,7 @@
 //! The Vagrant example and its provisioner: `vagrant validate`, a provisioner run inside a fresh
 //! network namespace with its prefix in a scratch directory (the no-systemd path), after which
 //! 169.254.169.254 answers through the TUN; a second run is a no-op; shellcheck on every script.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

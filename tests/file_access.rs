@@ -4,6 +4,7 @@
 //!
 //! "Under sudo" is the environment sudo gives a root process: `SUDO_UID`/`SUDO_GID` of the user
 //! who ran it (here 65534, `nobody`). The binary runs as root inside a fresh namespace.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -1,6 +1,7 @@
 //! The hardening flags, end to end: the serving process gives up root and the TUN keeps working;
 //! `--allow-from` resets other clients on both paths; the request limits answer 414 and 431; the
 //! header timeout closes silent connections.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

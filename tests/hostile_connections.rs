@@ -3,6 +3,7 @@
 //! real client out: at `--max-connections` the stack evicts the oldest half-open handshake, else
 //! the connection idle longest (once idle for a second), and hyper's header read timeout closes
 //! whatever dribbles.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -3,6 +3,7 @@
 //! (the DNS-rebinding guard) and oversized bodies. Every answer is a definite status (asserted
 //! exactly, as the server gives it today), never a panic or a hang, and after each case the
 //! process is alive and still answers a real request within a second.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -5,6 +5,7 @@
 //! within a second and then a burst of 50.
 //!
 //! What each packet gets (asserted from `hping3`'s reply lines): see `docs/hardening.md`.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -1,6 +1,7 @@
 //! The EC2 metadata protocol as a client sees it through the TUN: IMDSv1/v2 token rules, status
 //! codes, headers, listings and the values the configuration puts in. Checklist: section (b) of
 //! the protocol reference notes; choices where EC2 is undocumented: `docs/metadata.md`.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -1,6 +1,7 @@
 //! The official Rust SDK (aws-config) against the real binary through the TUN, with no endpoint
 //! override: it dials `http://169.254.169.254` exactly as on EC2. aws-config always uses IMDSv2
 //! (no v1 fallback), so it works in both `--imdsv2` modes.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

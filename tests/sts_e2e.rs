@@ -16,6 +16,7 @@
 //!
 //! moto comes from `<repo>/.venv` (`scripts/test.sh` installs it). Without it the tests print
 //! SKIPPED, and fail under `CI=true`.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -1,6 +1,7 @@
 //! What a run of `imds-tun` does to the namespace it runs in: the TUN link and the kernel route
 //! exist exactly while it runs, every way of ending removes them, and every refusal creates
 //! nothing.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -1,6 +1,7 @@
 //! The transport through the TUN: the kernel's TCP talking to the userspace smoltcp endpoint.
 //! Concurrency, keep-alive, refused ports, ICMP, misbehaving clients, and byte-identical answers
 //! compared with the kernel `--listen` socket of the same process.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

@@ -6,6 +6,7 @@
 //!
 //! Credentials: the host serves imds-tun's fake credentials (STS support had not landed when
 //! these tests were written); the point is that the guest's SDK receives exactly the host's.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod common;

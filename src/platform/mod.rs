@@ -64,6 +64,9 @@ pub mod capabilities {
     pub fn effective_mask() -> Option<u64> {
         None
     }
+
+    /// Linux's bit number; without capability sets nothing ever holds it.
+    pub const CAP_NET_ADMIN_BIT: u32 = 12;
 }
 
 /// A change to this process's environment: set to the value, or remove with `None`.

@@ -105,6 +105,22 @@ pub fn become_account(account: &Account) -> Result<(), PrivilegeError> {
             source,
         })
     };
+    switch_ids(account, switch)?;
+    if !account.uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(PrivilegeError::Regainable(account.uid));
+    }
+    if !account.uid.is_root() {
+        crate::platform::capabilities::verify_unprivileged()?;
+    }
+    Ok(())
+}
+
+/// Linux: every id set explicitly (real, effective, saved).
+#[cfg(target_os = "linux")]
+fn switch_ids(
+    account: &Account,
+    switch: impl Fn(&'static str, nix::Result<()>) -> Result<(), PrivilegeError>,
+) -> Result<(), PrivilegeError> {
     switch("setgroups", nix::unistd::setgroups(&[account.gid]))?;
     switch(
         "setresgid",
@@ -113,14 +129,23 @@ pub fn become_account(account: &Account) -> Result<(), PrivilegeError> {
     switch(
         "setresuid",
         nix::unistd::setresuid(account.uid, account.uid, account.uid),
-    )?;
-    if !account.uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
-        return Err(PrivilegeError::Regainable(account.uid));
-    }
-    if !account.uid.is_root() {
-        crate::platform::capabilities::verify_unprivileged()?;
-    }
-    Ok(())
+    )
+}
+
+/// BSD (macOS): no `setres*id`; called by root, `setgid` and `setuid` set the real, effective
+/// and saved ids together (setuid(2)), and `setgroups` is only in libc.
+#[cfg(not(target_os = "linux"))]
+fn switch_ids(
+    account: &Account,
+    switch: impl Fn(&'static str, nix::Result<()>) -> Result<(), PrivilegeError>,
+) -> Result<(), PrivilegeError> {
+    let group = account.gid.as_raw();
+    // SAFETY: one group id, read from a live local for the duration of the call.
+    #[allow(unsafe_code)]
+    let groups = nix::errno::Errno::result(unsafe { nix::libc::setgroups(1, &group) });
+    switch("setgroups", groups.map(drop))?;
+    switch("setgid", nix::unistd::setgid(account.gid))?;
+    switch("setuid", nix::unistd::setuid(account.uid))
 }
 
 /// Before any thread exists: cuts the capability sets that no thread will need again, so the
