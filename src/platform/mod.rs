@@ -41,10 +41,19 @@ pub mod host;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 pub mod privileges;
+// Compiled everywhere so that Linux's `cargo test` covers what macOS decides.
+mod utun_rules;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+#[path = "macos.rs"]
+mod imp;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 #[path = "unsupported.rs"]
 mod imp;
+
+#[cfg(not(target_os = "linux"))]
+mod file_bits;
 
 /// Without Linux capability sets there is nothing to cut beyond the user ids.
 #[cfg(not(target_os = "linux"))]
@@ -153,9 +162,25 @@ pub enum PlatformError {
     NameInUse(String),
     #[error("invalid --tun-name {0:?}: use at most 15 characters, no '/' or whitespace")]
     InvalidName(String),
+    /// macOS names utun devices itself (`utunN`); other names cannot be honoured there.
     #[error(
-        "the kernel routes 169.254.169.254 {route}, not into {device}: a policy-routing rule or \
-         another route takes precedence; check `ip rule` and `ip route get 169.254.169.254`"
+        "--tun-name {0:?} cannot be used on macOS, which names TUN devices utunN itself: pass \
+         `--tun-name utunN` for one unit, or a name with %d (the default imds%d) for any free one"
+    )]
+    UtunName(String),
+    #[cfg_attr(
+        not(target_os = "macos"),
+        error(
+            "the kernel routes 169.254.169.254 {route}, not into {device}: a policy-routing rule \
+             or another route takes precedence; check `ip rule` and `ip route get 169.254.169.254`"
+        )
+    )]
+    #[cfg_attr(
+        target_os = "macos",
+        error(
+            "the kernel routes 169.254.169.254 {route}, not into {device}: another route takes \
+             precedence; check `route -n get 169.254.169.254` and `netstat -rn -f inet`"
+        )
     )]
     RouteNotTaken { device: String, route: String },
     #[error(
