@@ -385,6 +385,11 @@ fn deb_control_names_the_package_and_depends_on_no_library() {
     assert_eq!(field("Package").as_deref(), Some("imds-tun"), "{info}");
     assert_eq!(field("Version"), Some(format!("{VERSION}-1")), "{info}");
     assert_eq!(field("Architecture").as_deref(), Some("amd64"), "{info}");
+    // The synopsis is the crate's description, whole: cargo-deb folds one longer than 79
+    // characters into the extended description, where it reads as a broken sentence.
+    let synopsis = env!("CARGO_PKG_DESCRIPTION");
+    assert!(synopsis.len() < 80, "{synopsis:?} is too long a synopsis");
+    assert_eq!(field("Description").as_deref(), Some(synopsis), "{info}");
     // Static: nothing to depend on, so the package installs on any Debian or Ubuntu release.
     assert_eq!(field("Depends"), None, "{info}");
     assert_eq!(
