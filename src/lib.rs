@@ -55,6 +55,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod doctor;
+pub mod gce;
 pub mod http;
 pub mod imds;
 pub mod log_limit;
