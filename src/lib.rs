@@ -61,3 +61,4 @@ pub mod imds;
 pub mod log_limit;
 pub mod platform;
 pub mod stack;
+pub mod token_command;

@@ -172,6 +172,51 @@ pub struct Layer {
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub credentials_max_lifetime: Option<u64>,
 
+    // Google Compute Engine (docs/metadata.md#gce).
+    /// Also answer as a GCE instance of this project on /computeMetadata/v1/ (Metadata-Flavor:
+    /// Google) [default: off].
+    #[arg(long, value_name = "ID", help_heading = "Google Compute Engine")]
+    pub gcp_project: Option<String>,
+    /// The project number [default: 12 digits derived from the project and /etc/machine-id].
+    #[arg(long, value_name = "NUMBER", help_heading = "Google Compute Engine")]
+    pub gcp_project_number: Option<u64>,
+    /// Zone [default: us-central1-a].
+    #[arg(long, value_name = "ZONE", help_heading = "Google Compute Engine")]
+    pub gcp_zone: Option<String>,
+    /// Instance name [default: this host's short name].
+    #[arg(long, value_name = "NAME", help_heading = "Google Compute Engine")]
+    pub gcp_instance_name: Option<String>,
+    /// Numeric instance id [default: 19 digits derived].
+    #[arg(skip)]
+    pub gcp_instance_id: Option<u64>,
+    /// Machine type [default: e2-medium].
+    #[arg(skip)]
+    pub gcp_machine_type: Option<String>,
+    /// Service account email [default: NUMBER-compute@developer.gserviceaccount.com].
+    #[arg(long, value_name = "EMAIL", help_heading = "Google Compute Engine")]
+    pub gcp_service_account: Option<String>,
+    /// Instance attribute KEY=VALUE under instance/attributes/ (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Google Compute Engine")]
+    #[serde(default)]
+    pub gcp_instance_attribute: Vec<Tag>,
+    /// Project attribute KEY=VALUE under project/attributes/ (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Google Compute Engine")]
+    #[serde(default)]
+    pub gcp_project_attribute: Vec<Tag>,
+    /// Command printing an access token, run as the served user without a shell, e.g. `gcloud
+    /// auth print-access-token` [default: GOOGLE_ACCESS_TOKEN, else --gcp-access-token-file,
+    /// else fake tokens].
+    #[arg(long, value_name = "COMMAND", help_heading = "Google Compute Engine")]
+    pub gcp_access_token_command: Option<String>,
+    /// File holding a static access token (not world-readable).
+    #[arg(long, value_name = "FILE", help_heading = "Google Compute Engine")]
+    pub gcp_access_token_file: Option<PathBuf>,
+    /// Command printing an identity token, `{audience}` replaced by each request's audience,
+    /// e.g. `gcloud auth print-identity-token --audiences={audience}` [default: fake tokens
+    /// signed with imds-tun's published key].
+    #[arg(long, value_name = "COMMAND", help_heading = "Google Compute Engine")]
+    pub gcp_identity_token_command: Option<String>,
+
     // Upstream proxy mode and listener protection (see `config::proxy`).
     /// Forward every request to this metadata service (e.g. another imds-tun on the host:
     /// http://10.0.2.2:8080) instead of answering locally; plain http only.

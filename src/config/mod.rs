@@ -75,6 +75,8 @@ pub struct LocalService {
     pub token_policy: TokenPolicy,
     /// Where the role credentials come from.
     pub credentials: CredentialSettings,
+    /// The GCE metadata server too (`--gcp-project`), or not.
+    pub gce: Option<crate::gce::GceSettings>,
 }
 
 impl Settings {

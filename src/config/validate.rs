@@ -264,3 +264,84 @@ mod tests {
         assert!(path_segment("..").is_err());
     }
 }
+
+/// A GCE project id: 6-30 lower-case letters, digits and `-`, starting with a letter, not
+/// ending with `-`.
+pub fn gcp_project(value: &str) -> Result<String, String> {
+    let ok = (6..=30).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.ends_with('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a GCP project id: 6-30 lower-case letters, digits and '-', starting with a letter".into())
+    }
+}
+
+/// A GCE zone such as `us-central1-a` or `europe-west4-b`.
+pub fn gcp_zone(value: &str) -> Result<String, String> {
+    let parts: Vec<&str> = value.split('-').collect();
+    let ok = parts.len() == 3
+        && parts[0].len() >= 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1].ends_with(|c: char| c.is_ascii_digit())
+        && parts[1]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && parts[2].len() == 1
+        && parts[2].bytes().all(|b| b.is_ascii_lowercase());
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a GCE zone such as \"us-central1-a\"".into())
+    }
+}
+
+/// A GCE instance name: 1-63 lower-case letters, digits and `-`, starting with a letter, not
+/// ending with `-`.
+pub fn gcp_instance_name(value: &str) -> Result<String, String> {
+    let ok = (1..=63).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.ends_with('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 1-63 lower-case letters, digits and '-', starting with a letter".into())
+    }
+}
+
+/// A service account email: `NAME@DOMAIN`, printable, at most 254 characters.
+pub fn gcp_service_account(value: &str) -> Result<String, String> {
+    let ok = value.len() <= 254
+        && value
+            .split_once('@')
+            .is_some_and(|(name, domain)| !name.is_empty() && domain.contains('.'))
+        && value.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(
+            "expected a service account email such as \"app@my-project.iam.gserviceaccount.com\""
+                .into(),
+        )
+    }
+}
+
+/// A GCE metadata key: 1-128 letters, digits, `-` and `_`.
+pub fn gcp_attribute_key(value: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 1-128 letters, digits, '-' and '_'".into())
+    }
+}

@@ -1,6 +1,6 @@
 //! The GCE metadata protocol (`/computeMetadata/v1/...`) as plain functions of a request.
 //!
-//! [`Gce::respond_at`] turns request headers into an [`Answer`]: a reply now, or a reply after a
+//! [`Gce::respond`] turns request headers into an [`Answer`]: a reply now, or a reply after a
 //! wait (`?wait_for_change=true`). It does no I/O and never sleeps; the HTTP layer does the
 //! waiting, so the rules stay testable without a clock. Rules, in order (Google's
 //! "About VM metadata" and the metadata server's observed behaviour):
@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use document::Entry;
 pub use identity_token::IdentitySigner;
 pub use instance::{GceInstance, HostFacts};
-use tokens::AccessTokens;
+use tokens::{AccessTokenSource, AccessTokens, IdentityTokenSource, IdentityTokens};
 
 /// The path prefix every GCE metadata request starts with.
 pub const PREFIX: &str = "/computeMetadata/";
@@ -147,6 +147,21 @@ pub enum Answer {
         wait: Duration,
         reply: Reply,
     },
+    /// An access token, from its source ([`Gce::token_reply`]).
+    AccessToken,
+    /// An identity token for this audience ([`Gce::token_reply`]).
+    IdentityToken {
+        audience: String,
+        full: bool,
+    },
+}
+
+/// What the GCE side is built from (see `config`).
+#[derive(Debug, Clone)]
+pub struct GceSettings {
+    pub instance: GceInstance,
+    pub access_tokens: AccessTokenSource,
+    pub identity_tokens: IdentityTokenSource,
 }
 
 /// The metadata server of one GCE instance.
@@ -154,40 +169,64 @@ pub enum Answer {
 pub struct Gce {
     instance: GceInstance,
     document: Value,
-    identity: IdentitySigner,
     access: AccessTokens,
+    identity: IdentityTokens,
     /// Unix seconds of the "instance creation" (this start).
     created: i64,
 }
 
 impl Gce {
-    pub fn new(
-        instance: GceInstance,
-        access: AccessTokens,
-        created: i64,
-    ) -> Result<Gce, identity_token::KeyError> {
+    pub fn new(settings: GceSettings, created: i64) -> Result<Gce, identity_token::KeyError> {
         Ok(Gce {
-            document: document::build(&instance),
-            identity: IdentitySigner::load()?,
-            instance,
-            access,
+            document: document::build(&settings.instance),
+            identity: IdentityTokens::new(settings.identity_tokens, IdentitySigner::load()?),
+            access: AccessTokens::new(settings.access_tokens),
+            instance: settings.instance,
             created,
         })
+    }
+
+    /// The reply to an [`Answer::AccessToken`] or [`Answer::IdentityToken`] at `now`; other
+    /// answers are returned as they are (after no wait).
+    pub async fn token_reply(&self, answer: Answer, now: i64) -> Reply {
+        match answer {
+            Answer::AccessToken => match self.access.token(now).await {
+                Ok(token) => Reply::json(&serde_json::json!({
+                    "access_token": token.value,
+                    "expires_in": token.expires_in,
+                    "token_type": "Bearer",
+                })),
+                Err(error) => token_failure(&error),
+            },
+            Answer::IdentityToken { audience, full } => match self
+                .identity
+                .token(&self.instance, &audience, full, now, self.created)
+                .await
+            {
+                Ok(token) => Reply::text(token),
+                Err(tokens::TokenError::Audience(why)) => Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid audience: {why}."),
+                ),
+                Err(error) => token_failure(&error),
+            },
+            Answer::Now(reply) | Answer::AfterWait { reply, .. } => reply,
+        }
     }
 
     pub fn instance(&self) -> &GceInstance {
         &self.instance
     }
 
-    /// The answer to one request at `now` (Unix seconds).
-    pub fn respond_at(&self, request: &http::request::Parts, now: i64) -> Answer {
+    /// The answer to one request; token answers are completed by [`Gce::token_reply`].
+    pub fn respond(&self, request: &http::request::Parts) -> Answer {
         let path = request.uri.path();
         let query = Query::parse(request.uri.query().unwrap_or(""));
         if path == identity_token::CERTS_PATH {
-            return Answer::Now(Reply::json(&self.identity.certs()));
+            return Answer::Now(Reply::json(&self.identity.signer().certs()));
         }
         if path == identity_token::JWKS_PATH {
-            return Answer::Now(Reply::json(self.identity.jwks()));
+            return Answer::Now(Reply::json(self.identity.signer().jwks()));
         }
         if request.headers.contains_key(FORWARDED_FOR) {
             return Answer::Now(Reply::error(
@@ -222,7 +261,10 @@ impl Gce {
                 ));
             }
         };
-        let reply = self.lookup(path, &query, json_wanted, now);
+        let reply = match self.lookup(path, &query, json_wanted) {
+            Ok(reply) => reply,
+            Err(token) => return token,
+        };
         match query.get("wait_for_change") {
             Some("true") if reply.status == StatusCode::OK => {
                 let changed = query
@@ -243,15 +285,21 @@ impl Gce {
         }
     }
 
-    fn lookup(&self, path: &str, query: &Query, json_wanted: Option<bool>, now: i64) -> Reply {
+    /// The reply for a path of the document, or `Err` with the token answer to make.
+    fn lookup(
+        &self,
+        path: &str,
+        query: &Query,
+        json_wanted: Option<bool>,
+    ) -> Result<Reply, Answer> {
         match path {
-            "/" => return Reply::text("computeMetadata/\n"),
-            "/computeMetadata" => return redirect(path, query),
-            "/computeMetadata/" => return Reply::text("v1/\n"),
+            "/" => return Ok(Reply::text("computeMetadata/\n")),
+            "/computeMetadata" => return Ok(redirect(path, query)),
+            "/computeMetadata/" => return Ok(Reply::text("v1/\n")),
             _ => {}
         }
         let Some(rest) = path.strip_prefix("/computeMetadata/v1") else {
-            return not_found();
+            return Ok(not_found());
         };
         let trailing_slash = rest.ends_with('/') || rest.is_empty();
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -259,13 +307,15 @@ impl Gce {
             .iter()
             .any(|segment| *segment == "." || *segment == "..")
         {
-            return not_found();
+            return Ok(not_found());
         }
-        if let Some(reply) = self.token_endpoint(&segments, query, now) {
-            return reply;
+        match self.token_endpoint(&segments, query) {
+            Some(Ok(reply)) => return Ok(reply),
+            Some(Err(answer)) => return Err(answer),
+            None => {}
         }
         let recursive = query.get("recursive") == Some("true");
-        match document::lookup(&self.document, &segments) {
+        Ok(match document::lookup(&self.document, &segments) {
             None => not_found(),
             Some(Entry::Directory(_)) if !trailing_slash && !recursive => redirect(path, query),
             Some(Entry::Directory(directory)) if recursive => {
@@ -290,51 +340,44 @@ impl Gce {
                     Reply::text(document::leaf_text(leaf))
                 }
             }
-        }
+        })
     }
 
-    /// `instance/service-accounts/ACCOUNT/{token,identity}`.
-    fn token_endpoint(&self, segments: &[&str], query: &Query, now: i64) -> Option<Reply> {
+    /// `instance/service-accounts/ACCOUNT/{token,identity}`: `None` for other paths, a reply
+    /// for a refusal, or the token answer to make.
+    fn token_endpoint(&self, segments: &[&str], query: &Query) -> Option<Result<Reply, Answer>> {
         let ["instance", "service-accounts", account, endpoint] = segments else {
             return None;
         };
+        if *endpoint != "token" && *endpoint != "identity" {
+            return None;
+        }
         if *account != "default" && *account != self.instance.service_account_email {
-            return Some(not_found());
+            return Some(Ok(not_found()));
         }
-        match *endpoint {
-            "token" => Some(match self.access.token(now) {
-                Ok(token) => Reply::json(&serde_json::json!({
-                    "access_token": token.value,
-                    "expires_in": token.expires_in,
-                    "token_type": "Bearer",
-                })),
-                Err(error) => {
-                    crate::warn_limited!(error = %error, "GCE access token unavailable");
-                    Reply::error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "The access token source failed; see imds-tun's log.",
-                    )
-                }
-            }),
-            "identity" => Some(match query.get("audience").filter(|a| !a.is_empty()) {
-                None => Reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "non-empty audience parameter required",
-                ),
-                Some(audience) => {
-                    let full = query.get("format") == Some("full");
-                    Reply::text(self.identity.token(
-                        &self.instance,
-                        audience,
-                        full,
-                        now,
-                        self.created,
-                    ))
-                }
-            }),
-            _ => None,
+        if *endpoint == "token" {
+            return Some(Err(Answer::AccessToken));
         }
+        Some(match query.get("audience").filter(|a| !a.is_empty()) {
+            None => Ok(Reply::error(
+                StatusCode::BAD_REQUEST,
+                "non-empty audience parameter required",
+            )),
+            Some(audience) => Err(Answer::IdentityToken {
+                audience: audience.to_owned(),
+                full: query.get("format") == Some("full"),
+            }),
+        })
     }
+}
+
+/// 503 for a token source that failed; the cause goes to the log (never the token itself).
+fn token_failure(error: &tokens::TokenError) -> Reply {
+    crate::warn_limited!(error = %error, "GCE token unavailable");
+    Reply::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The token source failed; see imds-tun's log.",
+    )
 }
 
 fn not_found() -> Reply {

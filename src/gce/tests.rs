@@ -13,7 +13,28 @@ fn gce() -> Gce {
     instance
         .project_attributes
         .insert("env".into(), "dev".into());
-    Gce::new(instance, AccessTokens::fake(), NOW - 60).expect("committed key loads")
+    Gce::new(
+        GceSettings {
+            instance,
+            access_tokens: AccessTokenSource::Fake,
+            identity_tokens: IdentityTokenSource::Signed,
+        },
+        NOW - 60,
+    )
+    .expect("committed key loads")
+}
+
+/// The reply a request gets, token sources asked as the HTTP layer does.
+fn reply_to(service: &Gce, parts: &http::request::Parts) -> Reply {
+    let answer = service.respond(parts);
+    assert!(
+        !matches!(answer, Answer::AfterWait { .. }),
+        "expected no wait, got {answer:?}"
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(service.token_reply(answer, NOW))
 }
 
 fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
@@ -25,13 +46,10 @@ fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request
 }
 
 fn get(uri: &str) -> Reply {
-    match gce().respond_at(
+    reply_to(
+        &gce(),
         &request(Method::GET, uri, &[("Metadata-Flavor", "Google")]),
-        NOW,
-    ) {
-        Answer::Now(reply) => reply,
-        other => panic!("expected an immediate reply, got {other:?}"),
-    }
+    )
 }
 
 fn body(reply: &Reply) -> &str {
@@ -55,27 +73,21 @@ fn project_id_and_number_are_served_as_text() {
 fn a_request_without_the_flavor_header_is_forbidden_with_googles_message() {
     let service = gce();
     for headers in [vec![], vec![("Metadata-Flavor", "google-ish")]] {
-        let Answer::Now(reply) = service.respond_at(
-            &request(
-                Method::GET,
-                "/computeMetadata/v1/project/project-id",
-                &headers,
-            ),
-            NOW,
-        ) else {
+        let Answer::Now(reply) = service.respond(&request(
+            Method::GET,
+            "/computeMetadata/v1/project/project-id",
+            &headers,
+        )) else {
             panic!("no wait expected");
         };
         assert_eq!(reply.status, StatusCode::FORBIDDEN);
         assert!(body(&reply).contains("Missing Metadata-Flavor:Google header."));
     }
-    let Answer::Now(legacy) = service.respond_at(
-        &request(
-            Method::GET,
-            "/computeMetadata/v1/project/project-id",
-            &[("X-Google-Metadata-Request", "True")],
-        ),
-        NOW,
-    ) else {
+    let Answer::Now(legacy) = service.respond(&request(
+        Method::GET,
+        "/computeMetadata/v1/project/project-id",
+        &[("X-Google-Metadata-Request", "True")],
+    )) else {
         panic!("no wait expected");
     };
     assert_eq!(legacy.status, StatusCode::OK);
@@ -84,22 +96,19 @@ fn a_request_without_the_flavor_header_is_forbidden_with_googles_message() {
 #[test]
 fn the_root_answers_without_the_header_and_forwarded_requests_are_refused() {
     let service = gce();
-    let Answer::Now(root) = service.respond_at(&request(Method::GET, "/", &[]), NOW) else {
+    let Answer::Now(root) = service.respond(&request(Method::GET, "/", &[])) else {
         panic!("no wait expected");
     };
     assert_eq!(root.status, StatusCode::OK);
     assert_eq!(body(&root), "computeMetadata/\n");
-    let Answer::Now(forwarded) = service.respond_at(
-        &request(
-            Method::GET,
-            "/computeMetadata/v1/project/project-id",
-            &[
-                ("Metadata-Flavor", "Google"),
-                ("X-Forwarded-For", "10.0.0.1"),
-            ],
-        ),
-        NOW,
-    ) else {
+    let Answer::Now(forwarded) = service.respond(&request(
+        Method::GET,
+        "/computeMetadata/v1/project/project-id",
+        &[
+            ("Metadata-Flavor", "Google"),
+            ("X-Forwarded-For", "10.0.0.1"),
+        ],
+    )) else {
         panic!("no wait expected");
     };
     assert_eq!(forwarded.status, StatusCode::FORBIDDEN);
@@ -215,14 +224,12 @@ fn wait_for_change_waits_when_the_etag_is_current_and_answers_at_once_when_not()
     let flavor = [("Metadata-Flavor", "Google")];
     let plain = get("/computeMetadata/v1/instance/attributes/ssh-keys");
     let etag = plain.etag();
-    let answer = service.respond_at(
+    let answer = service.respond(
         &request(
             Method::GET,
             &format!("/computeMetadata/v1/instance/attributes/ssh-keys?wait_for_change=true&last_etag={etag}&timeout_sec=7"),
             &flavor,
-        ),
-        NOW,
-    );
+        ));
     assert_eq!(
         answer,
         Answer::AfterWait {
@@ -230,23 +237,18 @@ fn wait_for_change_waits_when_the_etag_is_current_and_answers_at_once_when_not()
             reply: plain.clone()
         }
     );
-    let stale = service.respond_at(
+    let stale = service.respond(
         &request(
             Method::GET,
             "/computeMetadata/v1/instance/attributes/ssh-keys?wait_for_change=true&last_etag=0123456789abcdef",
             &flavor,
-        ),
-        NOW,
-    );
+        ));
     assert_eq!(stale, Answer::Now(plain));
-    let Answer::AfterWait { wait, .. } = service.respond_at(
-        &request(
-            Method::GET,
-            "/computeMetadata/v1/instance/attributes/ssh-keys?wait_for_change=true&timeout_sec=999999",
-            &flavor,
-        ),
-        NOW,
-    ) else {
+    let Answer::AfterWait { wait, .. } = service.respond(&request(
+        Method::GET,
+        "/computeMetadata/v1/instance/attributes/ssh-keys?wait_for_change=true&timeout_sec=999999",
+        &flavor,
+    )) else {
         panic!("a wait without an etag holds the request");
     };
     assert_eq!(wait, MAX_WAIT, "the server's own limit bounds the wait");
@@ -265,7 +267,7 @@ fn replies_carry_googles_headers_and_an_etag() {
 fn identity_token_certificates_need_no_header() {
     let service = gce();
     for path in [identity_token::CERTS_PATH, identity_token::JWKS_PATH] {
-        let Answer::Now(reply) = service.respond_at(&request(Method::GET, path, &[]), NOW) else {
+        let Answer::Now(reply) = service.respond(&request(Method::GET, path, &[])) else {
             panic!("no wait expected");
         };
         assert_eq!(reply.status, StatusCode::OK, "{path}");
