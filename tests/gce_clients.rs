@@ -22,9 +22,9 @@ use common::{METADATA, Namespace, http};
 
 const PROJECT: &str = "imds-tun-e2e";
 
-/// The `/etc/hosts` line docs/metadata.md suggests. Node asks for the name with its trailing
-/// dot, which the hosts file only matches when listed so.
-const HOSTS_LINE: &str = "169.254.169.254 metadata.google.internal metadata.google.internal.";
+/// The `/etc/hosts` line docs/metadata.md and `--check` suggest. Node asks for the name with its
+/// trailing dot, which the hosts file only matches when listed so.
+const HOSTS_LINE: &str = imds_tun::doctor::GCE_HOSTS_LINE;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -154,10 +154,7 @@ fn python_google_auth_reads_project_tokens_and_a_verified_id_token_by_name() {
     let namespace = namespace!();
     let scratch = common::TempDir::new();
     let command = token_command(scratch.path());
-    let _hosts = NamespaceHosts::write(
-        &namespace,
-        &format!("127.0.0.1 localhost\n{HOSTS_LINE}\n"),
-    );
+    let _hosts = NamespaceHosts::write(&namespace, &format!("127.0.0.1 localhost\n{HOSTS_LINE}\n"));
     let _child = common::start(
         &namespace,
         &[
@@ -224,10 +221,7 @@ fn node_google_auth_library_reads_project_and_tokens_with_the_hosts_line() {
     let command = token_command(scratch.path());
     // gcp-metadata races 169.254.169.254 against metadata.google.internal. and gives up if the
     // name fails first, as it does at once where it does not resolve.
-    let _hosts = NamespaceHosts::write(
-        &namespace,
-        &format!("127.0.0.1 localhost\n{HOSTS_LINE}\n"),
-    );
+    let _hosts = NamespaceHosts::write(&namespace, &format!("127.0.0.1 localhost\n{HOSTS_LINE}\n"));
     let _child = common::start(
         &namespace,
         &[
@@ -386,5 +380,28 @@ fn the_token_command_runs_as_the_user_behind_sudo_not_root() {
         token["access_token"],
         format!("ya29.uid-{}", common::NOBODY),
         "the command ran as the invoking user"
+    );
+}
+
+#[test]
+fn check_says_whether_gce_clients_find_the_server_by_name() {
+    let namespace = namespace!();
+    let check = |namespace: &Namespace| {
+        let output = namespace.exec(&[common::BINARY, "--check", "--gcp-project", PROJECT]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let without = check(&namespace);
+    assert!(
+        without.contains(
+            "warn  gce name: metadata.google.internal and metadata.google.internal. do not resolve"
+        ),
+        "{without}"
+    );
+    assert!(without.contains(HOSTS_LINE), "{without}");
+    let _hosts = NamespaceHosts::write(&namespace, &format!("127.0.0.1 localhost\n{HOSTS_LINE}\n"));
+    let with = check(&namespace);
+    assert!(
+        with.contains("ok    gce name: metadata.google.internal resolves to 169.254.169.254"),
+        "{with}"
     );
 }
