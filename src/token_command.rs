@@ -26,7 +26,8 @@ pub const MAX_OUTPUT: u64 = 64 * 1024;
 /// The most stderr kept for the error message.
 const MAX_ERROR_OUTPUT: u64 = 4 * 1024;
 
-/// A command line, split into words; `{audience}` in a word is replaced per request.
+/// A command line, split into words; a placeholder such as `{audience}` or `{resource}` in a
+/// word is replaced per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
     words: Vec<String>,
@@ -37,8 +38,8 @@ pub struct CommandLine {
 pub enum CommandLineError {
     #[error("is empty")]
     Empty,
-    #[error("needs {{audience}} in one of its words (the audience of each request)")]
-    NoAudience,
+    #[error("needs {placeholder} in one of its words (replaced by each request's value)")]
+    NoPlaceholder { placeholder: &'static str },
 }
 
 impl CommandLine {
@@ -50,20 +51,23 @@ impl CommandLine {
         Ok(CommandLine { words })
     }
 
-    /// As [`CommandLine::parse`], and the line must use `{audience}`.
-    pub fn parse_with_audience(text: &str) -> Result<CommandLine, CommandLineError> {
+    /// As [`CommandLine::parse`], and the line must use `placeholder` (`{audience}`).
+    pub fn parse_with(
+        text: &str,
+        placeholder: &'static str,
+    ) -> Result<CommandLine, CommandLineError> {
         let line = CommandLine::parse(text)?;
-        if !line.words.iter().any(|word| word.contains("{audience}")) {
-            return Err(CommandLineError::NoAudience);
+        if !line.words.iter().any(|word| word.contains(placeholder)) {
+            return Err(CommandLineError::NoPlaceholder { placeholder });
         }
         Ok(line)
     }
 
-    /// The words with `{audience}` replaced.
-    pub fn with_audience(&self, audience: &str) -> Vec<String> {
+    /// The words with `placeholder` replaced by `value`, which stays inside its word.
+    pub fn with_value(&self, placeholder: &str, value: &str) -> Vec<String> {
         self.words
             .iter()
-            .map(|word| word.replace("{audience}", audience))
+            .map(|word| word.replace(placeholder, value))
             .collect()
     }
 
@@ -76,6 +80,24 @@ impl std::fmt::Display for CommandLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.words.join(" "))
     }
+}
+
+/// The longest value substituted into a command.
+pub const MAX_VALUE_LEN: usize = 1024;
+
+/// A value from a request (an audience, a resource) that is safe to substitute into a word: not
+/// read as an option, one line, bounded.
+pub fn check_value(value: &str) -> Result<(), &'static str> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err("longer than 1024 bytes");
+    }
+    if value.starts_with('-') {
+        return Err("starts with '-'");
+    }
+    if value.chars().any(char::is_control) {
+        return Err("contains control characters");
+    }
+    Ok(())
 }
 
 /// Why a command gave no token.
@@ -195,13 +217,22 @@ mod tests {
     }
 
     #[test]
+    fn values_that_could_be_read_as_options_are_refused() {
+        assert!(check_value("https://api.example.com").is_ok());
+        assert!(check_value("--impersonate-service-account=x").is_err());
+        assert!(check_value("a\nb").is_err());
+        assert!(check_value(&"a".repeat(1025)).is_err());
+    }
+
+    #[test]
     fn the_audience_is_one_argument_whatever_it_contains() {
-        let line = CommandLine::parse_with_audience(
+        let line = CommandLine::parse_with(
             "gcloud auth print-identity-token --audiences={audience}",
+            "{audience}",
         )
         .expect("valid");
         assert_eq!(
-            line.with_audience("x; rm -rf / --impersonate"),
+            line.with_value("{audience}", "x; rm -rf / --impersonate"),
             vec![
                 "gcloud",
                 "auth",
@@ -210,8 +241,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            CommandLine::parse_with_audience("gcloud auth print-identity-token"),
-            Err(CommandLineError::NoAudience)
+            CommandLine::parse_with("gcloud auth print-identity-token", "{audience}"),
+            Err(CommandLineError::NoPlaceholder {
+                placeholder: "{audience}"
+            })
         );
         assert_eq!(CommandLine::parse("  "), Err(CommandLineError::Empty));
     }

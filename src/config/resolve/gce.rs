@@ -122,7 +122,7 @@ pub(super) fn resolve_gce(
     ) {
         None => IdentityTokenSource::Signed,
         Some((line, origin)) => IdentityTokenSource::Command(
-            CommandLine::parse_with_audience(&line).map_err(|error| {
+            CommandLine::parse_with(&line, "{audience}").map_err(|error| {
                 ConfigError(format!(
                     "{} {line:?}: {error}",
                     label(origin, "gcp_identity_token_command")
