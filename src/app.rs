@@ -125,7 +125,15 @@ pub fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     };
-                    Backend::Local { ec2, gce }
+                    let azure = Arc::new(crate::azure::Azure::new(
+                        local.azure.instance.clone(),
+                        local.azure.tokens.clone(),
+                    ));
+                    Backend::Local {
+                        ec2,
+                        gce,
+                        azure: Some(azure),
+                    }
                 }
                 Err(error) => {
                     eprintln!("imds-tun: {error}");

@@ -50,6 +50,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod azure;
 pub mod cidr;
 pub mod cli;
 pub mod config;
@@ -60,5 +61,6 @@ pub mod http;
 pub mod imds;
 pub mod log_limit;
 pub mod platform;
+pub mod query;
 pub mod stack;
 pub mod token_command;

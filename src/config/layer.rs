@@ -217,6 +217,37 @@ pub struct Layer {
     #[arg(long, value_name = "COMMAND", help_heading = "Google Compute Engine")]
     pub gcp_identity_token_command: Option<String>,
 
+    // Azure (docs/metadata.md#azure); always served.
+    /// Subscription id of the Azure VM [default: a GUID derived from /etc/machine-id].
+    #[arg(long, value_name = "GUID", help_heading = "Azure")]
+    pub azure_subscription_id: Option<String>,
+    /// Resource group [default: imds-tun].
+    #[arg(long, value_name = "NAME", help_heading = "Azure")]
+    pub azure_resource_group: Option<String>,
+    /// VM name [default: this host's short name].
+    #[arg(long, value_name = "NAME", help_heading = "Azure")]
+    pub azure_vm_name: Option<String>,
+    /// Location (region) [default: eastus].
+    #[arg(long, value_name = "LOCATION", help_heading = "Azure")]
+    pub azure_location: Option<String>,
+    /// VM size [default: Standard_D2s_v3].
+    #[arg(skip)]
+    pub azure_vm_size: Option<String>,
+    /// Tenant id [default: a derived GUID].
+    #[arg(skip)]
+    pub azure_tenant_id: Option<String>,
+    /// The managed identity's client id [default: a derived GUID].
+    #[arg(skip)]
+    pub azure_client_id: Option<String>,
+    /// The managed identity's object id [default: a derived GUID].
+    #[arg(skip)]
+    pub azure_object_id: Option<String>,
+    /// Command printing a managed-identity token, `{resource}` replaced by each request's
+    /// resource, run as the served user without a shell, e.g. `az account get-access-token
+    /// --resource {resource}` [default: fake tokens].
+    #[arg(long, value_name = "COMMAND", help_heading = "Azure")]
+    pub azure_token_command: Option<String>,
+
     // Upstream proxy mode and listener protection (see `config::proxy`).
     /// Forward every request to this metadata service (e.g. another imds-tun on the host:
     /// http://10.0.2.2:8080) instead of answering locally; plain http only.

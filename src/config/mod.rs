@@ -77,6 +77,8 @@ pub struct LocalService {
     pub credentials: CredentialSettings,
     /// The GCE metadata server too (`--gcp-project`), or not.
     pub gce: Option<crate::gce::GceSettings>,
+    /// The Azure VM (always served).
+    pub azure: resolve::azure::AzureSettings,
 }
 
 impl Settings {

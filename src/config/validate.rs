@@ -345,3 +345,32 @@ pub fn gcp_attribute_key(value: &str) -> Result<String, String> {
         Err("expected 1-128 letters, digits, '-' and '_'".into())
     }
 }
+
+/// A GUID, `8-4-4-4-12` hex digits; served in lower case.
+pub fn guid(value: &str) -> Result<String, String> {
+    let groups: Vec<&str> = value.split('-').collect();
+    let ok = groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err("expected a GUID such as \"0f8fad5b-d9cb-469f-a165-70867728950e\"".into())
+    }
+}
+
+/// An Azure resource name (VM, resource group, location, size): 1-90 letters, digits, `-`,
+/// `_`, `.` and `(`/`)`, as ARM allows for resource groups.
+pub fn azure_name(value: &str) -> Result<String, String> {
+    let ok = (1..=90).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.()".contains(&b));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 1-90 letters, digits, '-', '_', '.', '(' and ')'".into())
+    }
+}

@@ -33,6 +33,7 @@ use http::{Method, Response, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::query::Query;
 use document::Entry;
 pub use identity_token::IdentitySigner;
 pub use instance::{GceInstance, HostFacts};
@@ -389,7 +390,7 @@ fn not_found() -> Reply {
 
 /// 301 to the directory's path with its `/`, the query kept; the body is the new URL.
 fn redirect(path: &str, query: &Query) -> Reply {
-    let location = match query.raw.as_str() {
+    let location = match query.raw() {
         "" => format!("{path}/"),
         raw => format!("{path}/?{raw}"),
     };
@@ -425,63 +426,6 @@ fn escape_html(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// The query string's parameters, percent-decoded; the first of a repeated name wins.
-#[derive(Debug, Default)]
-pub struct Query {
-    raw: String,
-    pairs: Vec<(String, String)>,
-}
-
-impl Query {
-    pub fn parse(raw: &str) -> Query {
-        let pairs = raw
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(name), percent_decode(value))
-            })
-            .collect();
-        Query {
-            raw: raw.to_owned(),
-            pairs,
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-}
-
-/// `%XX` and `+` decoding; an invalid escape is kept as it is, invalid UTF-8 replaced.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -274,11 +274,3 @@ fn identity_token_certificates_need_no_header() {
         assert_eq!(reply.content_type, "application/json");
     }
 }
-
-#[test]
-fn percent_decoding_handles_escapes_plus_and_broken_input() {
-    assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
-    assert_eq!(percent_decode("100%"), "100%");
-    assert_eq!(percent_decode("%zz"), "%zz");
-    assert_eq!(percent_decode("%e2%82%ac"), "€");
-}

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::azure::{self, Azure};
 use crate::gce::{self, Gce};
 use crate::imds::Imds;
 pub use upstream::Upstream;
@@ -46,10 +47,11 @@ pub type ResponseBody = Either<Full<Bytes>, Incoming>;
 /// Who answers the requests of a [`Server`].
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// This process's metadata services: EC2 always, GCE when configured.
+    /// This process's metadata services: EC2 always, GCE when configured, Azure when given.
     Local {
         ec2: Arc<Imds>,
         gce: Option<Arc<Gce>>,
+        azure: Option<Arc<Azure>>,
     },
     /// Another metadata service, reached over HTTP (`--upstream`).
     Upstream(Arc<Upstream>),
@@ -57,7 +59,11 @@ pub enum Backend {
 
 impl From<Arc<Imds>> for Backend {
     fn from(ec2: Arc<Imds>) -> Backend {
-        Backend::Local { ec2, gce: None }
+        Backend::Local {
+            ec2,
+            gce: None,
+            azure: None,
+        }
     }
 }
 
@@ -69,6 +75,11 @@ impl Backend {
                 if gce::claims(request.uri().path(), request.headers()) =>
             {
                 answer_gce(gce, request).await.map(Either::Left)
+            }
+            Backend::Local {
+                azure: Some(azure), ..
+            } if azure::claims(request.uri().path()) => {
+                answer_azure(azure, request).await.map(Either::Left)
             }
             Backend::Local { ec2, .. } => answer(ec2, request).await.map(Either::Left),
             Backend::Upstream(upstream) => upstream.forward(request).await,
@@ -298,6 +309,21 @@ async fn answer_gce(gce: &Gce, request: Request<Incoming>) -> Response<Full<Byte
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let reply = gce.token_reply(answer, now).await;
     tracing::debug!(method = %parts.method, path = parts.uri.path(), status = reply.status.as_u16(), "GCE request");
+    reply
+        .into_response(parts.method == hyper::Method::HEAD)
+        .map(Full::new)
+}
+
+/// An Azure request: answered now, or from the managed-identity token source.
+async fn answer_azure(azure: &Azure, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    if let Err(refused) = drain(body).await {
+        return refused;
+    }
+    let answer = azure.respond(&parts);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let reply = azure.token_reply(answer, now).await;
+    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = reply.status.as_u16(), "Azure request");
     reply
         .into_response(parts.method == hyper::Method::HEAD)
         .map(Full::new)
