@@ -204,7 +204,7 @@ pub struct Layer {
     #[serde(default)]
     pub gcp_project_attribute: Vec<Tag>,
     /// Command printing an access token, run as the served user without a shell, e.g. `gcloud
-    /// auth print-access-token` [default: GOOGLE_ACCESS_TOKEN, else --gcp-access-token-file,
+    /// auth print-access-token` [default: --gcp-access-token-file, else GOOGLE_ACCESS_TOKEN,
     /// else fake tokens].
     #[arg(long, value_name = "COMMAND", help_heading = "Google Compute Engine")]
     pub gcp_access_token_command: Option<String>,

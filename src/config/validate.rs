@@ -217,54 +217,6 @@ pub fn external_id(value: &str) -> Result<String, String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instance_id_accepts_short_and_long_forms_only() {
-        assert!(instance_id("i-0123abcd").is_ok());
-        assert!(instance_id("i-0123456789abcdef0").is_ok());
-        assert!(instance_id("i-0123456789ABCDEF0").is_err());
-        assert!(instance_id("x-123").is_err());
-        assert!(instance_id("i-123").is_err());
-    }
-
-    #[test]
-    fn account_id_needs_twelve_digits() {
-        assert!(account_id("123456789012").is_ok());
-        assert!(account_id("12345678901").is_err());
-        assert!(account_id("12345678901a").is_err());
-    }
-
-    #[test]
-    fn region_and_zone_shapes() {
-        assert!(region("us-east-1").is_ok());
-        assert!(region("us-gov-west-1").is_ok());
-        assert!(region("useast1").is_err());
-        assert!(region("US-EAST-1").is_err());
-        assert!(availability_zone("us-east-1a").is_ok());
-        assert!(availability_zone("us-east-1").is_err());
-        assert!(availability_zone_id("use1-az4").is_ok());
-        assert!(availability_zone_id("use1az4").is_err());
-    }
-
-    #[test]
-    fn mac_is_normalised_to_lower_case() {
-        assert_eq!(mac("0E:AA:bb:01:02:03").as_deref(), Ok("0e:aa:bb:01:02:03"));
-        assert!(mac("0e:aa:bb:01:02").is_err());
-        assert!(mac("0e-aa-bb-01-02-03").is_err());
-    }
-
-    #[test]
-    fn path_segment_rejects_slashes_and_dots() {
-        assert!(path_segment("Name").is_ok());
-        assert!(path_segment("").is_err());
-        assert!(path_segment("a/b").is_err());
-        assert!(path_segment("..").is_err());
-    }
-}
-
 /// A GCE project id: 6-30 lower-case letters, digits and `-`, starting with a letter, not
 /// ending with `-`.
 pub fn gcp_project(value: &str) -> Result<String, String> {
@@ -372,5 +324,76 @@ pub fn azure_name(value: &str) -> Result<String, String> {
         Ok(value.to_owned())
     } else {
         Err("expected 1-90 letters, digits, '-', '_', '.', '(' and ')'".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_id_accepts_short_and_long_forms_only() {
+        assert!(instance_id("i-0123abcd").is_ok());
+        assert!(instance_id("i-0123456789abcdef0").is_ok());
+        assert!(instance_id("i-0123456789ABCDEF0").is_err());
+        assert!(instance_id("x-123").is_err());
+        assert!(instance_id("i-123").is_err());
+    }
+
+    #[test]
+    fn account_id_needs_twelve_digits() {
+        assert!(account_id("123456789012").is_ok());
+        assert!(account_id("12345678901").is_err());
+        assert!(account_id("12345678901a").is_err());
+    }
+
+    #[test]
+    fn region_and_zone_shapes() {
+        assert!(region("us-east-1").is_ok());
+        assert!(region("us-gov-west-1").is_ok());
+        assert!(region("useast1").is_err());
+        assert!(region("US-EAST-1").is_err());
+        assert!(availability_zone("us-east-1a").is_ok());
+        assert!(availability_zone("us-east-1").is_err());
+        assert!(availability_zone_id("use1-az4").is_ok());
+        assert!(availability_zone_id("use1az4").is_err());
+    }
+
+    #[test]
+    fn mac_is_normalised_to_lower_case() {
+        assert_eq!(mac("0E:AA:bb:01:02:03").as_deref(), Ok("0e:aa:bb:01:02:03"));
+        assert!(mac("0e:aa:bb:01:02").is_err());
+        assert!(mac("0e-aa-bb-01-02-03").is_err());
+    }
+
+    #[test]
+    fn path_segment_rejects_slashes_and_dots() {
+        assert!(path_segment("Name").is_ok());
+        assert!(path_segment("").is_err());
+        assert!(path_segment("a/b").is_err());
+        assert!(path_segment("..").is_err());
+    }
+
+    #[test]
+    fn gce_and_azure_names_follow_their_clouds_rules() {
+        assert!(gcp_project("my-project-1").is_ok());
+        assert!(gcp_project("My-Project").is_err());
+        assert!(gcp_project("short").is_err());
+        assert!(gcp_project("ends-with-").is_err());
+        assert!(gcp_zone("europe-west4-b").is_ok());
+        assert!(gcp_zone("us-central1").is_err());
+        assert!(gcp_instance_name("web-1").is_ok());
+        assert!(gcp_instance_name("1web").is_err());
+        assert!(gcp_service_account("app@p.iam.gserviceaccount.com").is_ok());
+        assert!(gcp_service_account("app").is_err());
+        assert!(gcp_attribute_key("startup-script").is_ok());
+        assert!(gcp_attribute_key("a/b").is_err());
+        assert_eq!(
+            guid("0F8FAD5B-D9CB-469F-A165-70867728950E").as_deref(),
+            Ok("0f8fad5b-d9cb-469f-a165-70867728950e")
+        );
+        assert!(guid("0f8fad5b-d9cb-469f-a165").is_err());
+        assert!(azure_name("my_rg.(1)").is_ok());
+        assert!(azure_name("a/b").is_err());
     }
 }
