@@ -60,6 +60,7 @@ pub struct Token {
 pub struct ManagedIdentity {
     source: TokenSource,
     cached: tokio::sync::Mutex<HashMap<String, Token>>,
+    cooldown: token_command::Cooldown,
 }
 
 impl ManagedIdentity {
@@ -67,6 +68,7 @@ impl ManagedIdentity {
         ManagedIdentity {
             source,
             cached: tokio::sync::Mutex::new(HashMap::new()),
+            cooldown: token_command::Cooldown::default(),
         }
     }
 
@@ -92,7 +94,10 @@ impl ManagedIdentity {
         let token = match &self.source {
             TokenSource::Fake => fake_token(instance, resource, now),
             TokenSource::Command(line) => {
-                let printed = token_command::run(&line.with_value("{resource}", resource)).await?;
+                let printed = self
+                    .cooldown
+                    .run(&line.with_value("{resource}", resource), now)
+                    .await?;
                 from_command_output(printed.expose(), now)
             }
         };

@@ -189,6 +189,9 @@ pub struct Layer {
     /// Numeric instance id [default: 19 digits derived].
     #[arg(skip)]
     pub gcp_instance_id: Option<u64>,
+    /// The instance's hostname [default: NAME.ZONE.c.PROJECT.internal].
+    #[arg(skip)]
+    pub gcp_hostname: Option<String>,
     /// Machine type [default: e2-medium].
     #[arg(skip)]
     pub gcp_machine_type: Option<String>,

@@ -77,6 +77,7 @@ pub enum IdentityTokenSource {
 pub struct AccessTokens {
     source: AccessTokenSource,
     current: tokio::sync::Mutex<Option<(String, i64)>>,
+    cooldown: token_command::Cooldown,
 }
 
 impl AccessTokens {
@@ -84,6 +85,7 @@ impl AccessTokens {
         AccessTokens {
             source,
             current: tokio::sync::Mutex::new(None),
+            cooldown: token_command::Cooldown::default(),
         }
     }
 
@@ -111,7 +113,11 @@ impl AccessTokens {
         }
         let (value, lifetime) = match &self.source {
             AccessTokenSource::Command(line) => (
-                token_command::run(line.words()).await?.expose().to_owned(),
+                self.cooldown
+                    .run(line.words(), now)
+                    .await?
+                    .expose()
+                    .to_owned(),
                 COMMAND_TOKEN_LIFETIME + RENEW_BEFORE,
             ),
             _ => (mint()?, FAKE_LIFETIME),
@@ -129,6 +135,7 @@ pub struct IdentityTokens {
     source: IdentityTokenSource,
     signer: IdentitySigner,
     cached: tokio::sync::Mutex<HashMap<String, (String, i64)>>,
+    cooldown: token_command::Cooldown,
 }
 
 impl std::fmt::Debug for IdentityTokens {
@@ -145,6 +152,7 @@ impl IdentityTokens {
             source,
             signer,
             cached: tokio::sync::Mutex::new(HashMap::new()),
+            cooldown: token_command::Cooldown::default(),
         }
     }
 
@@ -174,7 +182,9 @@ impl IdentityTokens {
         {
             return Ok(token.clone());
         }
-        let token = token_command::run(&line.with_value("{audience}", audience))
+        let token = self
+            .cooldown
+            .run(&line.with_value("{audience}", audience), now)
             .await?
             .expose()
             .to_owned();

@@ -82,6 +82,13 @@ pub(super) fn resolve_gce(
         "{}.{}.c.{}.internal",
         instance.instance_name, instance.zone, instance.project_id
     );
+    if let Some((hostname, _)) = text(
+        pick(flags.gcp_hostname.clone(), file.gcp_hostname.clone()),
+        "gcp_hostname",
+        validate::path_segment,
+    )? {
+        instance.hostname = hostname;
+    }
     if let Some((id, _)) = pick(flags.gcp_instance_id, file.gcp_instance_id) {
         instance.instance_id = id;
     }
@@ -230,6 +237,7 @@ fn given_without_project(file: &Layer, flags: &Layer) -> Option<String> {
             ("gcp_zone", layer.gcp_zone.is_some()),
             ("gcp_instance_name", layer.gcp_instance_name.is_some()),
             ("gcp_instance_id", layer.gcp_instance_id.is_some()),
+            ("gcp_hostname", layer.gcp_hostname.is_some()),
             ("gcp_machine_type", layer.gcp_machine_type.is_some()),
             ("gcp_service_account", layer.gcp_service_account.is_some()),
             (
