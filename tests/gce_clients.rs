@@ -405,3 +405,57 @@ fn check_says_whether_gce_clients_find_the_server_by_name() {
         "{with}"
     );
 }
+
+#[test]
+fn wait_for_change_holds_the_request_until_its_timeout_and_a_stale_etag_answers_at_once() {
+    let namespace = namespace!();
+    let _child = common::start(
+        &namespace,
+        &[
+            "--gcp-project",
+            PROJECT,
+            "--gcp-instance-attribute",
+            "mode=blue",
+        ],
+    );
+    let (first, held, stale) = namespace.run_in(|| async move {
+        let ask = |query: String| {
+            http::Request::get(&format!(
+                "/computeMetadata/v1/instance/attributes/mode?{query}"
+            ))
+            .header("Metadata-Flavor", "Google")
+        };
+        let first = http::send(METADATA, &ask(String::new())).await;
+        let etag = first.header("etag").unwrap_or_default().to_owned();
+        let started = std::time::Instant::now();
+        let held = http::send(
+            METADATA,
+            &ask(format!(
+                "wait_for_change=true&last_etag={etag}&timeout_sec=1"
+            )),
+        )
+        .await;
+        let held_for = started.elapsed();
+        let started = std::time::Instant::now();
+        let stale = http::send(
+            METADATA,
+            &ask("wait_for_change=true&last_etag=0123456789abcdef&timeout_sec=30".into()),
+        )
+        .await;
+        (first, (held, held_for), (stale, started.elapsed()))
+    });
+    assert_eq!(first.text(), "blue", "{first:?}");
+    let (held, held_for) = held;
+    assert_eq!(held.text(), "blue", "{held:?}");
+    assert!(
+        held_for >= std::time::Duration::from_millis(950)
+            && held_for < std::time::Duration::from_secs(5),
+        "held for its timeout_sec of 1 s: {held_for:?}"
+    );
+    let (stale, stale_for) = stale;
+    assert_eq!(stale.text(), "blue", "{stale:?}");
+    assert!(
+        stale_for < std::time::Duration::from_secs(2),
+        "a stale etag answers at once: {stale_for:?}"
+    );
+}
