@@ -63,6 +63,20 @@ if [ ! -x .venv/bin/moto_server ]; then
     .venv/bin/pip install -q 'moto[server]'
 fi
 .venv/bin/moto_server --help >/dev/null && echo "moto_server: .venv/bin/moto_server"
+
+# Real cloud clients for tests/gce_clients.rs and tests/azure_clients.rs: Google's and
+# Microsoft's Python libraries, and Google's Node library (versions pinned by the lockfile).
+step "cloud clients (.venv, tests/clients/node_modules)"
+if ! .venv/bin/python -c 'import google.auth, requests, azure.identity' 2>/dev/null; then
+    .venv/bin/pip install -q google-auth requests azure-identity
+fi
+if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -d tests/clients/node_modules/google-auth-library ]; then
+    (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+fi
+echo "google-auth, azure-identity: .venv; google-auth-library: tests/clients/node_modules"
 # ----------------------------------------------------------------------------------------------
 
 failed=()

@@ -113,11 +113,27 @@ pub fn main() -> ExitCode {
                     } else if !selected.summary.is_empty() {
                         tracing::info!("{}", selected.summary);
                     }
-                    Backend::Local(Arc::new(Imds::new(
+                    let ec2 = Arc::new(Imds::new(
                         &local.instance,
                         local.token_policy,
                         selected.source,
-                    )))
+                    ));
+                    let gce = match local.gce.clone().map(start_gce).transpose() {
+                        Ok(gce) => gce,
+                        Err(error) => {
+                            eprintln!("imds-tun: {error}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                    let azure = Arc::new(crate::azure::Azure::new(
+                        local.azure.instance.clone(),
+                        local.azure.tokens.clone(),
+                    ));
+                    Backend::Local {
+                        ec2,
+                        gce,
+                        azure: Some(azure),
+                    }
                 }
                 Err(error) => {
                     eprintln!("imds-tun: {error}");
@@ -137,6 +153,37 @@ pub fn main() -> ExitCode {
 
 /// `--help` and `--version` as clap prints them; any other command-line error as the one line
 /// every failure gets (`imds-tun: ...`), exit 2, instead of clap's usage block.
+/// The GCE metadata server for `settings`, saying at start-up where its tokens come from.
+fn start_gce(
+    settings: crate::gce::GceSettings,
+) -> Result<Arc<crate::gce::Gce>, crate::gce::identity_token::KeyError> {
+    use crate::gce::tokens::{AccessTokenSource, IdentityTokenSource};
+    let project = settings.instance.project_id.clone();
+    match &settings.access_tokens {
+        AccessTokenSource::Fake => tracing::warn!(
+            project = %project,
+            "GCE: serving FAKE access tokens ({}...): no Google API accepts them; give \
+             --gcp-access-token-command 'gcloud auth print-access-token' for real ones",
+            crate::gce::tokens::FAKE_PREFIX
+        ),
+        AccessTokenSource::Static(_) => {
+            tracing::info!(project = %project, "GCE: serving a static access token")
+        }
+        AccessTokenSource::Command(line) => {
+            tracing::info!(project = %project, command = %line, "GCE: access tokens from a command")
+        }
+    }
+    if let IdentityTokenSource::Signed = settings.identity_tokens {
+        tracing::warn!(
+            "GCE: identity tokens are signed with imds-tun's PUBLISHED key (certificates at {}); \
+             they prove nothing to anyone else",
+            crate::gce::identity_token::CERTS_PATH
+        );
+    }
+    let created = time::OffsetDateTime::now_utc().unix_timestamp();
+    crate::gce::Gce::new(settings, created).map(Arc::new)
+}
+
 fn command_line_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -306,10 +353,19 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListene
             "forwarding to upstream http://{}",
             upstream.url.authority().map_or("", |a| a.as_str())
         ),
-        config::Backend::Local(local) => match local.token_policy {
-            TokenPolicy::Optional => "IMDSv2 optional".to_owned(),
-            TokenPolicy::Required => "IMDSv2 required".to_owned(),
-        },
+        config::Backend::Local(local) => {
+            let policy = match local.token_policy {
+                TokenPolicy::Optional => "IMDSv2 optional",
+                TokenPolicy::Required => "IMDSv2 required",
+            };
+            match &local.gce {
+                Some(gce) => format!(
+                    "{policy}; GCE metadata for project {}",
+                    gce.instance.project_id
+                ),
+                None => policy.to_owned(),
+            }
+        }
     };
     let kernel: Vec<String> = listeners
         .iter()

@@ -118,6 +118,14 @@ pub fn run(cli: Cli) -> Vec<Finding> {
     if let Some(settings) = &settings {
         findings.extend(check_listeners(settings));
         findings.push(check_credentials(settings));
+        if settings.local().is_some_and(|local| local.gce.is_some()) {
+            findings.push(check_gce_name(|name| {
+                (name, 80)
+                    .to_socket_addrs()
+                    .map(|addresses| addresses.map(|address| address.ip()).collect())
+                    .unwrap_or_default()
+            }));
+        }
     }
     findings
 }
@@ -150,6 +158,44 @@ fn check_address() -> Finding {
         ),
         Err(error) => Finding::new(Level::Fail, CHECK, error.to_string(), ""),
     }
+}
+
+/// The `/etc/hosts` line that lets every GCE client reach imds-tun by name (docs/metadata.md).
+pub const GCE_HOSTS_LINE: &str =
+    "169.254.169.254 metadata.google.internal metadata.google.internal.";
+
+/// Whether GCE's clients find the server by name: Python and Java ask for
+/// `metadata.google.internal`, Node for `metadata.google.internal.` as well. Never changes
+/// `/etc/hosts`; says what to add.
+fn check_gce_name(resolve: impl Fn(&str) -> Vec<std::net::IpAddr>) -> Finding {
+    const CHECK: &str = "gce name";
+    let metadata = std::net::IpAddr::V4(platform::METADATA_ADDRESS);
+    let unresolved: Vec<&str> = ["metadata.google.internal", "metadata.google.internal."]
+        .into_iter()
+        .filter(|name| !resolve(name).contains(&metadata))
+        .collect();
+    if unresolved.is_empty() {
+        return Finding::new(
+            Level::Ok,
+            CHECK,
+            "metadata.google.internal resolves to 169.254.169.254",
+            "",
+        );
+    }
+    Finding::new(
+        Level::Warn,
+        CHECK,
+        format!(
+            "{} {} not resolve to 169.254.169.254, so Python, Java and Node clients will not \
+             find the GCE metadata server by name",
+            unresolved.join(" and "),
+            if unresolved.len() == 1 { "does" } else { "do" }
+        ),
+        format!(
+            "add the line `{GCE_HOSTS_LINE}` to /etc/hosts (harmless when imds-tun is not \
+             running), or set GCE_METADATA_HOST=169.254.169.254 for the clients"
+        ),
+    )
 }
 
 /// Which listeners are open to whom.
@@ -316,6 +362,28 @@ fn check_upstream(upstream: &UpstreamSettings) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gce_name_check_wants_both_spellings_and_says_which_line_to_add() {
+        let metadata = std::net::IpAddr::V4(platform::METADATA_ADDRESS);
+        let finding = check_gce_name(|_| vec![metadata]);
+        assert_eq!(finding.level, Level::Ok);
+        let finding = check_gce_name(|name| {
+            if name.ends_with('.') {
+                Vec::new()
+            } else {
+                vec![metadata]
+            }
+        });
+        assert_eq!(finding.level, Level::Warn);
+        assert!(
+            finding
+                .finding
+                .starts_with("metadata.google.internal. does not resolve")
+        );
+        assert!(finding.advice.contains(GCE_HOSTS_LINE));
+        assert!(finding.advice.contains("GCE_METADATA_HOST=169.254.169.254"));
+    }
 
     #[test]
     fn findings_print_as_one_line_with_level_check_finding_and_advice() {

@@ -75,6 +75,10 @@ pub struct LocalService {
     pub token_policy: TokenPolicy,
     /// Where the role credentials come from.
     pub credentials: CredentialSettings,
+    /// The GCE metadata server too (`--gcp-project`), or not.
+    pub gce: Option<crate::gce::GceSettings>,
+    /// The Azure VM (always served).
+    pub azure: resolve::azure::AzureSettings,
 }
 
 impl Settings {

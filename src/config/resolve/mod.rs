@@ -31,6 +31,8 @@ pub fn resolve(
         .as_ref()
         .map_or_else(|| defaults::ROLE_NAME.to_owned(), |arn| arn.name.clone());
     let instance = instance::resolve_instance(file, flags, machine, role_default, files)?;
+    let gce = gce::resolve_gce(file, flags, machine, files)?;
+    let azure = azure::resolve_azure(file, flags, machine)?;
     // Every value is validated in both modes, so a bad setting is reported even when
     // forwarding; only the local mode keeps the instance and the credentials.
     let backend = match proxy.upstream {
@@ -39,6 +41,8 @@ pub fn resolve(
             instance,
             token_policy: service.imdsv2,
             credentials,
+            gce,
+            azure,
         })),
     };
     Ok(Settings {
@@ -55,7 +59,9 @@ pub fn resolve(
     })
 }
 
+pub mod azure;
 mod credentials;
+mod gce;
 pub mod hardening;
 mod instance;
 mod service;
