@@ -50,6 +50,9 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return command_line_error(error),
     };
+    if let Some(crate::cli::Command::Ctl { what }) = cli.command {
+        return ctl_main(what);
+    }
     if cli.check {
         return crate::doctor::main(cli);
     }
@@ -184,6 +187,67 @@ fn start_gce(
     crate::gce::Gce::new(settings, created).map(Arc::new)
 }
 
+/// The control channel of the local service, with the start-up scenario playing; `None` in
+/// upstream mode (the upstream is the one to control) or when the socket name is taken (said
+/// once: the metadata service runs on without it).
+async fn start_control(
+    server: &Server,
+    settings: &Settings,
+    serve_as: Option<&privileges::Account>,
+) -> Option<crate::control::server::ControlServer> {
+    let board = server.interruptions()?;
+    let allowed = crate::control::server::Allowed {
+        user: serve_as
+            .map(|account| account.uid.as_raw())
+            .or_else(|| Some(nix::unistd::geteuid().as_raw()).filter(|uid| *uid != 0)),
+    };
+    match crate::control::server::ControlServer::start(board.clone(), allowed) {
+        Ok(control) => {
+            if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
+                control.play(board, steps).await;
+            }
+            Some(control)
+        }
+        Err(error) => {
+            tracing::warn!("{error}");
+            None
+        }
+    }
+}
+
+/// `imds-tun ctl ...`: one request, the status as JSON on stdout (exit 0), or one line on
+/// stderr (exit 1).
+fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
+    let request = match command.into_request() {
+        Ok(request) => request,
+        Err(error) => {
+            eprintln!("imds-tun ctl: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::control::client::send(&request) {
+        Ok(response) if response.ok => {
+            let status = response.status.unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!(
+                "imds-tun ctl: {}",
+                response.error.unwrap_or_else(|| "refused".into())
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("imds-tun ctl: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn command_line_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -256,6 +320,9 @@ async fn run(
         None => (None, None),
     };
 
+    // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
+    let control = start_control(&server, &settings, serve_as.as_ref()).await;
+
     // Everything that needed root exists now: the TUN (its descriptor needs no privilege to
     // use) and the sockets. Give root up before the first request is served.
     if let Some(account) = &serve_as {
@@ -297,6 +364,7 @@ async fn run(
     };
 
     let _ = stop_accepting.send(true);
+    drop(control);
     drop(tun_listener);
     for task in kernel_tasks {
         let _ = task.await;

@@ -48,6 +48,8 @@
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults,
 //!   resolved into each layer's own settings; every file a user names is read by
 //!   `config::named_file`.
+//! - [`control`]: `imds-tun ctl`, the control socket that changes a running imds-tun's
+//!   interruptions.
 //! - [`doctor`]: `imds-tun --check`, what this machine lacks to run it, decided as a start would.
 //! - [`app`]: wires the layers together for one run.
 
@@ -58,6 +60,7 @@ pub mod azure;
 pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod credentials;
 pub mod doctor;
 pub mod gce;

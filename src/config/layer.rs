@@ -172,6 +172,13 @@ pub struct Layer {
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub credentials_max_lifetime: Option<u64>,
 
+    // Interruptions (docs/metadata.md#interruptions).
+    /// Play this scenario from the start: a JSON list of steps such as `{"at": "+30s",
+    /// "command": "spot", "action": "terminate"}`; `imds-tun ctl` changes it later [default:
+    /// an on-demand instance with nothing pending].
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+
     // Google Compute Engine (docs/metadata.md#gce).
     /// Also answer as a GCE instance of this project on /computeMetadata/v1/ (Metadata-Flavor:
     /// Google) [default: off].

@@ -79,6 +79,8 @@ pub struct LocalService {
     pub gce: Option<crate::gce::GceSettings>,
     /// The Azure VM (always served).
     pub azure: resolve::azure::AzureSettings,
+    /// Interruptions to play from the start (`--scenario`).
+    pub scenario: Option<Vec<crate::control::protocol::Step>>,
 }
 
 impl Settings {

@@ -237,6 +237,14 @@ impl Server {
         });
     }
 
+    /// The interruptions board of the local EC2 service; `None` when forwarding upstream.
+    pub fn interruptions(&self) -> Option<Arc<crate::imds::interruptions::Board>> {
+        match &self.backend {
+            Backend::Local { ec2, .. } => Some(ec2.interruptions()),
+            Backend::Upstream(_) => None,
+        }
+    }
+
     /// Stops keep-alive, lets in-flight requests finish for up to `grace`, then returns.
     /// Returns false if some connection was still busy at the deadline.
     pub async fn shutdown(self, grace: Duration) -> bool {

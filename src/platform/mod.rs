@@ -238,6 +238,25 @@ pub fn current_claim() -> Result<Option<String>, PlatformError> {
     imp::current_claim()
 }
 
+/// The control socket's address (`imds-tun ctl`): on Linux the abstract name
+/// `@imds-tun/control`, which belongs to the network namespace, needs no file and vanishes with
+/// the process, as the claim lock's does.
+#[cfg(target_os = "linux")]
+pub fn control_address() -> io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(b"imds-tun/control")
+}
+
+/// Elsewhere there are no abstract sockets, and a socket file could be left behind: no control
+/// channel yet.
+#[cfg(not(target_os = "linux"))]
+pub fn control_address() -> io::Result<std::os::unix::net::SocketAddr> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "imds-tun ctl needs Linux's abstract sockets; not available on this system yet",
+    ))
+}
+
 /// A user whose rights a file is opened with: the ids and every group the kernel would check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileUser {
