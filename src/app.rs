@@ -293,6 +293,7 @@ async fn run(
         header_timeout: settings.hardening.header_timeout,
         max_header_bytes: settings.hardening.max_header_bytes,
         max_path_length: settings.hardening.max_path_length,
+        put_reply_hop_limit: settings.hop_limit,
     };
     let server = Server::with_limits(backend, limits);
 

@@ -49,6 +49,10 @@ pub struct Layer {
     /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,
+    /// IP hop limit (TTL) of the IMDSv2 token reply through the TUN, 1-64, as EC2's
+    /// HttpPutResponseHopLimit: 1 keeps containers on a bridge from getting a token [default: 2].
+    #[arg(long, value_name = "N")]
+    pub hop_limit: Option<u64>,
     /// Seconds in-flight requests may take after SIGINT, SIGTERM or SIGHUP, 0-3600 [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,

@@ -46,6 +46,8 @@ pub struct Settings {
     pub listen: Vec<SocketAddr>,
     /// Most concurrent TCP connections through the TUN.
     pub max_connections: usize,
+    /// The IP hop limit of token replies through the TUN (`--hop-limit`).
+    pub hop_limit: u8,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Who answers the requests.

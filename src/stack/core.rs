@@ -15,9 +15,13 @@
 //! - Connections are handed out by [`Stack::poll`] once ESTABLISHED *and* the client has sent
 //!   its first byte (or its FIN), so half-open handshakes and silent connections cost no HTTP
 //!   task; a connection silent for `first_data_timeout` is reset here.
+//! - A connection's IP hop limit is lowered for a token reply and lifted again only once that
+//!   reply is acknowledged (`reply_hops.rs` says why); a stale handle must not change another
+//!   connection's limit, so those calls carry the connection's serial number.
 
 use super::caller::{BySourceAddress, Caller, Identify};
 use super::device::PacketQueues;
+use super::reply_hops::ReplyHops;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
@@ -80,6 +84,8 @@ impl StackConfig {
 pub struct Established {
     pub handle: SocketHandle,
     pub peer: SocketAddr,
+    /// Tells this connection from a later one that reuses its socket handle.
+    pub serial: u64,
 }
 
 #[derive(Debug)]
@@ -90,6 +96,10 @@ struct Connection {
     last_activity: Instant,
     /// Who the connection is charged to; learnt the first time the limit is reached.
     caller: Option<Caller>,
+    /// Unique per connection for the life of the stack; see [`Established::serial`].
+    serial: u64,
+    /// Whether its packets go with a lowered hop limit, and when that may end.
+    hops: ReplyHops,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +124,9 @@ pub struct Stack {
     connections: HashMap<SocketHandle, Connection>,
     handshakes: Vec<SocketHandle>,
     detached: Vec<SocketHandle>,
+    /// Connections whose hop limit is lifted once their limited reply is acknowledged.
+    releasing: Vec<SocketHandle>,
+    next_serial: u64,
     identify: Box<dyn Identify>,
     /// False once the application stopped accepting: new SYNs are reset.
     accepting: bool,
@@ -158,6 +171,8 @@ impl Stack {
             connections: HashMap::new(),
             handshakes: Vec::new(),
             detached: Vec::new(),
+            releasing: Vec::new(),
+            next_serial: 0,
             identify,
             accepting: true,
         }
@@ -203,6 +218,7 @@ impl Stack {
         self.reap(now);
         self.interface
             .poll(now, &mut self.device, &mut self.sockets);
+        self.lift_acknowledged_hop_limits();
         let established = self.take_established(now);
         self.reap(now);
         established
@@ -262,6 +278,43 @@ impl Stack {
         }
     }
 
+    /// From now on every packet of the connection, retransmissions of earlier bytes included,
+    /// leaves with IP hop limit (TTL) `hops`. Ignored for a connection that is gone.
+    pub fn limit_reply_hops(&mut self, handle: SocketHandle, serial: u64, hops: u8) {
+        let Some(connection) = self.connection_mut(handle, serial) else {
+            return;
+        };
+        connection.hops.limit();
+        self.releasing.retain(|&h| h != handle);
+        // smoltcp refuses 0; the configuration never gives it.
+        self.sockets
+            .get_mut::<tcp::Socket>(handle)
+            .set_hop_limit(Some(hops.max(1)));
+    }
+
+    /// The replies from now on need no limit: back to the normal hop limit as soon as every
+    /// byte written so far is acknowledged (see `reply_hops.rs`).
+    pub fn release_reply_hops(&mut self, handle: SocketHandle, serial: u64) {
+        let Some(connection) = self.connection_mut(handle, serial) else {
+            return;
+        };
+        if connection.hops.release() {
+            if !self.releasing.contains(&handle) {
+                self.releasing.push(handle);
+            }
+            // The common case: the client acknowledged the limited reply with its next request.
+            self.lift_acknowledged_hop_limits();
+        }
+    }
+
+    /// The stream queued `queued` bytes on the socket; `holds_more` when it was offered more
+    /// than fitted (its writer still holds bytes).
+    pub fn wrote(&mut self, handle: SocketHandle, queued: usize, holds_more: bool) {
+        if let Some(connection) = self.connections.get_mut(&handle) {
+            connection.hops.wrote(queued, holds_more);
+        }
+    }
+
     /// The stream for `handle` was dropped: close our side and forget it once TCP is done.
     pub fn detach(&mut self, handle: SocketHandle, now: Instant) {
         let Some(connection) = self.connections.get_mut(&handle) else {
@@ -290,6 +343,28 @@ impl Stack {
         for &handle in self.connections.keys() {
             self.sockets.get_mut::<tcp::Socket>(handle).abort();
         }
+    }
+
+    fn connection_mut(&mut self, handle: SocketHandle, serial: u64) -> Option<&mut Connection> {
+        self.connections
+            .get_mut(&handle)
+            .filter(|connection| connection.serial == serial)
+    }
+
+    /// Lifts the hop limit of every releasing connection whose limited bytes are acknowledged.
+    fn lift_acknowledged_hop_limits(&mut self) {
+        let sockets = &mut self.sockets;
+        let connections = &mut self.connections;
+        self.releasing.retain(|&handle| {
+            let Some(connection) = connections.get_mut(&handle) else {
+                return false;
+            };
+            let socket = sockets.get_mut::<tcp::Socket>(handle);
+            if connection.hops.acknowledged(socket.send_queue()) {
+                socket.set_hop_limit(None);
+            }
+            connection.hops.releasing()
+        });
     }
 
     fn classify(&self, packet: &[u8]) -> Ingress {
@@ -369,6 +444,7 @@ impl Stack {
         socket.listen(endpoint).ok()?;
         let handle = self.sockets.add(socket);
         self.by_peer.insert(peer, handle);
+        self.next_serial += 1;
         self.connections.insert(
             handle,
             Connection {
@@ -376,6 +452,8 @@ impl Stack {
                 phase: Phase::Handshake,
                 last_activity: now,
                 caller: None,
+                serial: self.next_serial,
+                hops: ReplyHops::default(),
             },
         );
         self.handshakes.push(handle);
@@ -549,6 +627,7 @@ impl Stack {
                         established.push(Established {
                             handle,
                             peer: endpoint_to_socket_addr(connection.peer),
+                            serial: connection.serial,
                         });
                     }
                     false
@@ -600,6 +679,7 @@ impl Stack {
         }
         self.handshakes.retain(|&h| h != handle);
         self.detached.retain(|&h| h != handle);
+        self.releasing.retain(|&h| h != handle);
     }
 }
 
@@ -1009,6 +1089,99 @@ mod tests {
         for handle in idle {
             assert_eq!(client.socket(handle).state(), tcp::State::Closed);
         }
+    }
+
+    /// Writes `data` as the stream would (recording it), polls, and returns the packets the
+    /// stack sends.
+    fn reply(stack: &mut Stack, server: Established, data: &[u8], now: Instant) -> Vec<Vec<u8>> {
+        let socket = stack.socket(server.handle).expect("socket");
+        let queued = socket.send_slice(data).expect("send");
+        stack.wrote(server.handle, queued, queued < data.len());
+        stack.poll(now);
+        stack.transmit_queue().drain(..).collect()
+    }
+
+    fn ttls(packets: &[Vec<u8>]) -> Vec<u8> {
+        packets
+            .iter()
+            .map(|packet| Ipv4Packet::new_checked(packet).expect("ipv4").hop_limit())
+            .collect()
+    }
+
+    #[test]
+    fn a_limited_reply_leaves_with_the_hop_limit_and_the_next_goes_with_64_once_acknowledged() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let handle = client.connect(45000, 80);
+        let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
+        stack.limit_reply_hops(server.handle, server.serial, 1);
+        let token = reply(&mut stack, server, b"token", Instant::ZERO);
+        assert_eq!(ttls(&token), [1]);
+        client.deliver(token, Instant::ZERO);
+        // The client's ACK, after its delayed-ACK timer (10 ms).
+        let later = Instant::from_millis(20);
+        shuttle(&mut stack, &mut client, later);
+        stack.release_reply_hops(server.handle, server.serial);
+        let next = reply(&mut stack, server, b"metadata", later);
+        assert_eq!(ttls(&next), [64]);
+        client.deliver(next, later);
+        let mut received = [0u8; 32];
+        let read = client
+            .socket(handle)
+            .recv_slice(&mut received)
+            .expect("recv");
+        assert_eq!(&received[..read], b"tokenmetadata");
+    }
+
+    #[test]
+    fn a_limited_reply_that_was_never_acknowledged_is_retransmitted_with_the_limit() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        client.connect(45001, 80);
+        let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
+        stack.limit_reply_hops(server.handle, server.serial, 1);
+        // The reply dies at a router: the client never sees it.
+        assert_eq!(
+            ttls(&reply(&mut stack, server, b"token", Instant::ZERO)),
+            [1]
+        );
+        // A pipelined GET asks for the normal limit, and its reply is queued behind.
+        stack.release_reply_hops(server.handle, server.serial);
+        assert_eq!(
+            ttls(&reply(&mut stack, server, b"metadata", Instant::ZERO)),
+            [1],
+            "still limited: the token reply is unacknowledged"
+        );
+        let later = Instant::from_secs(3);
+        stack.poll(later);
+        let retransmitted: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
+        assert!(!retransmitted.is_empty(), "smoltcp retransmits");
+        assert!(ttls(&retransmitted).iter().all(|&ttl| ttl == 1));
+        // Now the client is reachable: it acknowledges everything and the limit is lifted.
+        client.deliver(retransmitted, later);
+        let acknowledged = later + Duration::from_millis(20);
+        shuttle(&mut stack, &mut client, acknowledged);
+        assert_eq!(
+            ttls(&reply(&mut stack, server, b"more", acknowledged)),
+            [64]
+        );
+    }
+
+    #[test]
+    fn a_stale_handle_does_not_limit_a_later_connection_on_the_same_socket_slot() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let first = client.connect(45002, 80);
+        let old = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
+        stack.detach(old.handle, Instant::ZERO);
+        client.socket(first).close();
+        shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(stack.connection_count(), 0);
+        client.connect(45003, 80);
+        let new = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
+        assert_eq!(new.handle, old.handle, "smoltcp reused the slot");
+        stack.limit_reply_hops(old.handle, old.serial, 1);
+        assert_eq!(ttls(&reply(&mut stack, new, b"x", Instant::ZERO)), [64]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub(super) struct Service {
     pub(super) tun: Option<TunSettings>,
     pub(super) listen: Vec<SocketAddr>,
     pub(super) max_connections: usize,
+    pub(super) hop_limit: u8,
     pub(super) shutdown_grace: Duration,
     pub(super) imdsv2: TokenPolicy,
     pub(super) credentials_lifetime: Duration,
@@ -54,6 +55,14 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
         "connections",
         defaults::MAX_CONNECTIONS,
     )?;
+    // EC2 accepts 1-64 for HttpPutResponseHopLimit.
+    let hop_limit = number(
+        pick(flags.hop_limit, file.hop_limit),
+        "hop_limit",
+        1..=64,
+        "hops",
+        u64::from(crate::http::Limits::DEFAULT_PUT_REPLY_HOP_LIMIT),
+    )?;
     let shutdown_grace = number(
         pick(flags.shutdown_grace, file.shutdown_grace),
         "shutdown_grace",
@@ -83,6 +92,7 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
         }),
         listen,
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        hop_limit: u8::try_from(hop_limit).unwrap_or(u8::MAX),
         shutdown_grace: Duration::from_secs(shutdown_grace),
         imdsv2,
         credentials_lifetime: Duration::from_secs(credentials_lifetime),

@@ -47,6 +47,10 @@ fn defaults_are_realistic_and_consistent() {
         TokenPolicy::Optional
     );
     assert_eq!(settings.max_connections, 1024);
+    assert_eq!(
+        settings.hop_limit, 2,
+        "a container on a bridge gets its token"
+    );
     assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
     let tun = settings.tun.unwrap();
     assert_eq!(tun.name, "imds%d");
@@ -213,6 +217,20 @@ fn each_invalid_field_is_named() {
                 ..Layer::default()
             },
             "config: mtu",
+        ),
+        (
+            Layer {
+                hop_limit: Some(0),
+                ..Layer::default()
+            },
+            "config: hop_limit 0",
+        ),
+        (
+            Layer {
+                hop_limit: Some(65),
+                ..Layer::default()
+            },
+            "config: hop_limit 65",
         ),
         (
             Layer {
