@@ -11,7 +11,7 @@ use crate::config::{self, Settings, TokenPolicy};
 use crate::http::{Access, Backend, Limits, Server, Upstream};
 use crate::imds::Imds;
 use crate::platform::privileges;
-use crate::platform::{self, METADATA_ADDRESS, PlatformError, TunRequest};
+use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError, TunRequest};
 use crate::stack::{self, core::StackConfig};
 use clap::Parser;
 use std::io;
@@ -305,6 +305,7 @@ async fn run(
         Some(tun) => Some(platform::claim_metadata_address(&TunRequest {
             name: tun.name.clone(),
             mtu: tun.mtu,
+            ipv6: tun.ipv6,
         })?),
         None => None,
     };
@@ -313,6 +314,11 @@ async fn run(
         Some(tun) => {
             let mtu = settings.tun.as_ref().map_or(1500, |t| usize::from(t.mtu));
             let mut config = StackConfig::new(METADATA_ADDRESS, 80, mtu, settings.max_connections);
+            config.address_v6 = settings
+                .tun
+                .as_ref()
+                .is_some_and(|tun| tun.ipv6)
+                .then_some(METADATA_ADDRESS_V6);
             config.allow_from = settings.hardening.allow_from.clone();
             config.first_data_timeout = settings.hardening.header_timeout.into();
             let (listener, driver) = stack::spawn(tun, config, caller_identity());
@@ -446,9 +452,14 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListene
     } else {
         format!("; also listening on {}", kernel.join(", "))
     };
+    let ipv6 = if settings.tun.as_ref().is_some_and(|tun| tun.ipv6) {
+        format!(" and [{METADATA_ADDRESS_V6}]:80")
+    } else {
+        String::new()
+    };
     match tun_name {
         Some(name) => tracing::info!(
-            "serving EC2 instance metadata on {METADATA_ADDRESS}:80 via TUN device {name} ({mode}){also}"
+            "serving EC2 instance metadata on {METADATA_ADDRESS}:80{ipv6} via TUN device {name} ({mode}){also}"
         ),
         None => tracing::info!(
             "serving EC2 instance metadata without a TUN ({mode}); listening on {}",

@@ -46,6 +46,10 @@ pub struct Layer {
     /// MTU of the TUN device, 576-65535 [default: 1500].
     #[arg(long, value_name = "BYTES")]
     pub mtu: Option<u64>,
+    /// Also serve on fd00:ec2::254, the IPv6 endpoint SDKs use with
+    /// AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 (Linux; the TUN only) [default: off].
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub ipv6: Option<bool>,
     /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,

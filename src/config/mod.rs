@@ -118,6 +118,8 @@ pub struct TunSettings {
     /// Interface name; a `%d` lets the kernel pick a free number.
     pub name: String,
     pub mtu: u16,
+    /// Also claim `fd00:ec2::254` (`--ipv6`).
+    pub ipv6: bool,
 }
 
 /// A setting that could not be used; the message names the field.

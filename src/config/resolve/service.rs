@@ -85,10 +85,30 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
     };
 
     let tun_disabled = no_tun.is_some_and(|(disabled, _)| disabled);
+    let ipv6 = match pick(flags.ipv6, file.ipv6) {
+        Some((true, origin)) if tun_disabled => {
+            return Err(ConfigError(format!(
+                "{}: fd00:ec2::254 is served through the TUN, and --no-tun has none; drop one \
+                 of them",
+                label(origin, "ipv6")
+            )));
+        }
+        Some((true, origin)) if mtu < u64::from(crate::platform::IPV6_MIN_MTU) => {
+            return Err(ConfigError(format!(
+                "{}: IPv6 needs an MTU of at least {} (the kernel turns IPv6 off on smaller \
+                 links); raise --mtu",
+                label(origin, "ipv6"),
+                crate::platform::IPV6_MIN_MTU
+            )));
+        }
+        Some((enabled, _)) => enabled,
+        None => false,
+    };
     Ok(Service {
         tun: (!tun_disabled).then(|| TunSettings {
             name: tun_name,
             mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+            ipv6,
         }),
         listen,
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),

@@ -624,3 +624,39 @@ fn inline_user_data_is_served_as_bytes() {
         Some(&b"#!/bin/sh\necho hi\n"[..])
     );
 }
+
+#[test]
+fn ipv6_is_off_by_default_and_needs_the_tun_and_an_ipv6_sized_mtu() {
+    let settings = resolved(Layer::default(), Layer::default()).expect("defaults");
+    assert!(!settings.tun.expect("a TUN").ipv6);
+    let flags = Layer {
+        ipv6: Some(true),
+        ..Layer::default()
+    };
+    assert!(
+        resolved(Layer::default(), flags)
+            .expect("valid")
+            .tun
+            .expect("a TUN")
+            .ipv6
+    );
+
+    let without_tun = Layer {
+        ipv6: Some(true),
+        no_tun: Some(true),
+        listen: vec!["127.0.0.1:8080".parse().expect("address")],
+        ..Layer::default()
+    };
+    let message = error_of(Layer::default(), without_tun);
+    assert!(message.starts_with("--ipv6: "), "{message}");
+    assert!(message.contains("--no-tun"), "{message}");
+
+    let file = Layer {
+        ipv6: Some(true),
+        mtu: Some(1279),
+        ..Layer::default()
+    };
+    let message = error_of(file, Layer::default());
+    assert!(message.starts_with("config: ipv6: "), "{message}");
+    assert!(message.contains("1280"), "{message}");
+}
