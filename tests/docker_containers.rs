@@ -148,9 +148,20 @@ impl Dockerd {
         image
     }
 
-    /// `curl ARGS` in a new container on the default bridge, removed when it exits.
+    /// `curl ARGS` in a new container on the default bridge, removed when it exits. Never a
+    /// pull: without the image docker would otherwise ask a registry for it.
     fn curl(&self, image: &str, args: &[&str]) -> Output {
-        let mut full = vec!["run", "--rm", image, "curl", "-sS"];
+        let mut full = vec![
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "bridge",
+            image,
+            "curl",
+            "-sS",
+        ];
         full.extend_from_slice(args);
         self.docker(&full)
     }
