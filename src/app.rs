@@ -294,7 +294,10 @@ async fn run(
         max_header_bytes: settings.hardening.max_header_bytes,
         max_path_length: settings.hardening.max_path_length,
     };
-    let server = Server::with_limits(backend, limits);
+    // Opened now, while still root: who reads credentials goes to the log.
+    let attribution =
+        crate::attribution::Attribution::open(vec![std::net::IpAddr::V4(platform::LOCAL_ADDRESS)]);
+    let server = Server::with_limits(backend, limits).with_attribution(attribution);
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
     for &address in &settings.listen {
@@ -355,7 +358,8 @@ async fn run(
             accepted = accept_tun(&mut tun_listener) => match accepted {
                 Some(stream) => {
                     let peer = stream.peer_addr();
-                    server.serve(stream, peer);
+                    let ours = std::net::SocketAddr::from((METADATA_ADDRESS, 80));
+                    server.serve_from(stream, peer, Some(ours), Access::Open);
                 }
                 None => tun_listener = None,
             },
@@ -493,7 +497,8 @@ async fn accept_kernel(
                 }
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    server.serve_with(stream, peer, access.clone());
+                    let ours = stream.local_addr().ok();
+                    server.serve_from(stream, peer, ours, access.clone());
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -31,7 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::attribution::{Attribution, CallerIdentity};
 use crate::azure::{self, Azure};
+use crate::credentials::CredentialsRead;
 use crate::gce::{self, Gce};
 use crate::imds::Imds;
 pub use upstream::Upstream;
@@ -172,6 +174,8 @@ pub struct Server {
     backend: Backend,
     limits: Limits,
     graceful: GracefulShutdown,
+    /// Who reads credentials, for the log (`crate::attribution`); none in tests and fuzzing.
+    attribution: Option<Arc<Attribution>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -190,7 +194,14 @@ impl Server {
             backend: backend.into(),
             limits,
             graceful: GracefulShutdown::new(),
+            attribution: None,
         }
+    }
+
+    /// Names the caller in one log line per credentials read (and at debug level per request).
+    pub fn with_attribution(mut self, attribution: Attribution) -> Self {
+        self.attribution = Some(Arc::new(attribution));
+        self
     }
 
     /// Serves HTTP/1.1 on `io` in a task of its own until the client is done.
@@ -206,16 +217,52 @@ impl Server {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_from(io, peer, None, access);
+    }
+
+    /// Like [`Server::serve_with`], knowing our own end of the connection (`local`), which the
+    /// kernel needs to name a local caller's socket.
+    pub fn serve_from<IO>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        access: Access,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let backend = self.backend.clone();
         let limits = self.limits;
+        // Asked at most once per connection, the first time a request needs it.
+        let caller = Arc::new(tokio::sync::OnceCell::new());
+        let attribution = self.attribution.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let backend = backend.clone();
+            let caller = caller.clone();
+            let attribution = attribution.clone();
             let refused = uri_too_long(&request, limits.max_path_length)
                 .or_else(|| access.refusal(&mut request, peer))
                 .or_else(|| misaddressed(&request));
             async move {
                 Ok::<_, Infallible>(match refused {
-                    None => backend.answer(request).await,
+                    None => {
+                        let method = request.method().clone();
+                        let path = request.uri().path().to_owned();
+                        let response = backend.answer(request).await;
+                        if let Some(attribution) = attribution {
+                            attribute(
+                                &attribution,
+                                &caller,
+                                peer,
+                                local,
+                                &method,
+                                &path,
+                                &response,
+                            )
+                            .await;
+                        }
+                        response
+                    }
                     Some(refused) => refused,
                 })
             }
@@ -251,6 +298,46 @@ impl Server {
         tokio::time::timeout(grace, self.graceful.shutdown())
             .await
             .is_ok()
+    }
+}
+
+/// The log line naming who read credentials (info, rate-limited), or who asked (debug).
+async fn attribute(
+    attribution: &Arc<Attribution>,
+    caller: &tokio::sync::OnceCell<CallerIdentity>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    method: &hyper::Method,
+    path: &str,
+    response: &Response<ResponseBody>,
+) {
+    let read = response.extensions().get::<CredentialsRead>();
+    if read.is_none() && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let identity = caller
+        .get_or_init(|| async {
+            let attribution = attribution.clone();
+            // Netlink and a bounded /proc scan: blocking work, off the async threads.
+            tokio::task::spawn_blocking(move || attribution.identify(peer, local))
+                .await
+                .unwrap_or_default()
+        })
+        .await;
+    match read {
+        Some(CredentialsRead(what)) => {
+            let caller = identity.to_string();
+            if attribution.audit.admit(&caller, std::time::Instant::now()) {
+                tracing::info!("{caller} read {what}");
+            }
+        }
+        None => tracing::debug!(
+            caller = %identity,
+            %method,
+            path = %crate::log_limit::bounded(path.as_bytes()),
+            status = response.status().as_u16(),
+            "request"
+        ),
     }
 }
 
@@ -299,7 +386,6 @@ async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>
         return refused;
     }
     let response = imds.respond(&parts);
-    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = response.status().as_u16(), "request");
     response.map(Full::new)
 }
 
@@ -314,12 +400,21 @@ async fn answer_gce(gce: &Gce, request: Request<Incoming>) -> Response<Full<Byte
         // A graceful shutdown stops waiting at its deadline with the connection.
         tokio::time::sleep(*wait).await;
     }
+    let read = match &answer {
+        gce::Answer::AccessToken => Some("a GCE access token".to_owned()),
+        gce::Answer::IdentityToken { .. } => Some("a GCE identity token".to_owned()),
+        _ => None,
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let reply = gce.token_reply(answer, now).await;
-    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = reply.status.as_u16(), "GCE request");
-    reply
+    let served = reply.status == StatusCode::OK;
+    let mut response = reply
         .into_response(parts.method == hyper::Method::HEAD)
-        .map(Full::new)
+        .map(Full::new);
+    if let Some(what) = read.filter(|_| served) {
+        response.extensions_mut().insert(CredentialsRead(what));
+    }
+    response
 }
 
 /// An Azure request: answered now, or from the managed-identity token source.
@@ -329,12 +424,23 @@ async fn answer_azure(azure: &Azure, request: Request<Incoming>) -> Response<Ful
         return refused;
     }
     let answer = azure.respond(&parts);
+    let read = match &answer {
+        azure::Answer::Token { resource } => Some(format!(
+            "an Azure managed identity token for {}",
+            crate::log_limit::bounded(resource.as_bytes())
+        )),
+        azure::Answer::Now(_) => None,
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let reply = azure.token_reply(answer, now).await;
-    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = reply.status.as_u16(), "Azure request");
-    reply
+    let served = reply.status == StatusCode::OK;
+    let mut response = reply
         .into_response(parts.method == hyper::Method::HEAD)
-        .map(Full::new)
+        .map(Full::new);
+    if let Some(what) = read.filter(|_| served) {
+        response.extensions_mut().insert(CredentialsRead(what));
+    }
+    response
 }
 
 fn plain_status(status: StatusCode) -> Response<Full<Bytes>> {

@@ -84,6 +84,7 @@ pub struct Imds {
     imdsv2: TokenPolicy,
     credentials: Arc<dyn CredentialSource>,
     account_id: String,
+    role_name: String,
     interruptions: Arc<interruptions::Board>,
 }
 
@@ -128,6 +129,7 @@ impl Imds {
             imdsv2: token_policy,
             credentials,
             account_id: instance.account_id.clone(),
+            role_name: instance.role_name.clone(),
             interruptions: Arc::new(interruptions::Board::default()),
         }
     }
@@ -148,8 +150,13 @@ impl Imds {
         request: &http::request::Parts,
         now: OffsetDateTime,
     ) -> http::Response<Bytes> {
-        self.route(request, now)
-            .into_response(request.method == Method::HEAD)
+        let reply = self.route(request, now);
+        let read = reply.credentials_read.clone();
+        let mut response = reply.into_response(request.method == Method::HEAD);
+        if let Some(read) = read {
+            response.extensions_mut().insert(read);
+        }
+        response
     }
 
     fn route(&self, request: &http::request::Parts, now: OffsetDateTime) -> Reply {
@@ -239,10 +246,16 @@ impl Imds {
     /// The role's credentials JSON, or EC2's error shape when the source has none.
     fn credentials_reply(&self, extended: bool, now: OffsetDateTime) -> Reply {
         match self.credentials.current(now) {
-            Ok(credentials) => Reply::text(credentials_json(
-                &credentials,
-                extended.then_some(self.account_id.as_str()),
-            )),
+            Ok(credentials) => Reply {
+                credentials_read: Some(crate::credentials::CredentialsRead(format!(
+                    "role credentials {}",
+                    self.role_name
+                ))),
+                ..Reply::text(credentials_json(
+                    &credentials,
+                    extended.then_some(self.account_id.as_str()),
+                ))
+            },
             Err(error) => {
                 crate::warn_limited!(code = %error.code, "serving a credential error");
                 Reply::text(pretty_json(&[
