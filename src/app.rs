@@ -116,11 +116,21 @@ pub fn main() -> ExitCode {
                     } else if !selected.summary.is_empty() {
                         tracing::info!("{}", selected.summary);
                     }
-                    let ec2 = Arc::new(Imds::new(
-                        &local.instance,
-                        local.token_policy,
-                        selected.source,
-                    ));
+                    let mut ec2 = Imds::new(&local.instance, local.token_policy, selected.source);
+                    if !local.credentials.caller_roles.is_empty() {
+                        for rule in &local.credentials.caller_roles {
+                            tracing::info!(
+                                "credentials: callers matching {} get role {} (assumed when first asked)",
+                                rule.selector,
+                                rule.role.arn
+                            );
+                        }
+                        ec2 = ec2.with_caller_roles(crate::credentials::roles::CallerRoles::new(
+                            &local.credentials.caller_roles,
+                            selected.starter,
+                        ));
+                    }
+                    let ec2 = Arc::new(ec2);
                     let gce = match local.gce.clone().map(start_gce).transpose() {
                         Ok(gce) => gce,
                         Err(error) => {

@@ -80,3 +80,43 @@ fn a_forwarded_reader_is_named_by_its_address() {
         "{line}"
     );
 }
+
+#[test]
+fn with_mock_credentials_each_caller_role_has_its_own_fake_keys() {
+    let namespace = namespace!();
+    let _child = common::start(
+        &namespace,
+        &[
+            "--mock-credentials",
+            "--caller-role",
+            "uid:65534=arn:aws:iam::123456789012:role/batch",
+            "--caller-role",
+            "uid:4321=arn:aws:iam::123456789012:role/web",
+        ],
+    );
+    let key_as = |uid: &str, role: &str| {
+        let output = namespace.exec(&[
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "curl",
+            "-sf",
+            &format!("http://169.254.169.254/latest/meta-data/iam/security-credentials/{role}"),
+        ]);
+        assert!(
+            output.status.success(),
+            "uid {uid} reads {role}: {output:?}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        json["AccessKeyId"].as_str().expect("a key").to_owned()
+    };
+    let batch = key_as("65534", "batch");
+    let web = key_as("4321", "web");
+    let default = key_as("0", "imds-tun");
+    assert!(
+        batch != web && web != default && batch != default,
+        "{batch} {web} {default}"
+    );
+    assert_eq!(key_as("65534", "batch"), batch, "one role, one set of keys");
+}

@@ -70,8 +70,27 @@ impl From<Arc<Imds>> for Backend {
 }
 
 impl Backend {
-    /// The response to `request`.
+    /// The response to `request`, from an unknown caller.
     pub async fn answer(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        self.answer_for(request, None).await
+    }
+
+    /// The response to `request` from the connection's `caller`, who is identified only if the
+    /// answer depends on it (a `--caller-role` rule).
+    async fn answer_for(
+        &self,
+        request: Request<Incoming>,
+        caller: Option<&ConnectionCaller>,
+    ) -> Response<ResponseBody> {
+        if let (Backend::Local { ec2, .. }, Some(caller)) = (self, caller)
+            && ec2.depends_on_caller(request.uri().path())
+        {
+            let identity = caller.get().await;
+            ec2.prepare_role(identity).await;
+            return answer_as(ec2, request, Some(identity))
+                .await
+                .map(Either::Left);
+        }
         match self {
             Backend::Local { gce: Some(gce), .. }
                 if gce::claims(request.uri().path(), request.headers()) =>
@@ -234,12 +253,18 @@ impl Server {
         let backend = self.backend.clone();
         let limits = self.limits;
         // Asked at most once per connection, the first time a request needs it.
-        let caller = Arc::new(tokio::sync::OnceCell::new());
-        let attribution = self.attribution.clone();
+        let caller = self
+            .attribution
+            .clone()
+            .map(|attribution| ConnectionCaller {
+                cell: Arc::new(tokio::sync::OnceCell::new()),
+                attribution,
+                peer,
+                local,
+            });
         let service = service_fn(move |mut request: Request<Incoming>| {
             let backend = backend.clone();
             let caller = caller.clone();
-            let attribution = attribution.clone();
             let refused = uri_too_long(&request, limits.max_path_length)
                 .or_else(|| access.refusal(&mut request, peer))
                 .or_else(|| misaddressed(&request));
@@ -248,18 +273,9 @@ impl Server {
                     None => {
                         let method = request.method().clone();
                         let path = request.uri().path().to_owned();
-                        let response = backend.answer(request).await;
-                        if let Some(attribution) = attribution {
-                            attribute(
-                                &attribution,
-                                &caller,
-                                peer,
-                                local,
-                                &method,
-                                &path,
-                                &response,
-                            )
-                            .await;
+                        let response = backend.answer_for(request, caller.as_ref()).await;
+                        if let Some(caller) = &caller {
+                            attribute(caller, &method, &path, &response).await;
                         }
                         response
                     }
@@ -301,12 +317,34 @@ impl Server {
     }
 }
 
-/// The log line naming who read credentials (info, rate-limited), or who asked (debug).
-async fn attribute(
-    attribution: &Arc<Attribution>,
-    caller: &tokio::sync::OnceCell<CallerIdentity>,
+/// The caller of one connection, identified at most once, when a request first needs it.
+#[derive(Clone)]
+struct ConnectionCaller {
+    cell: Arc<tokio::sync::OnceCell<CallerIdentity>>,
+    attribution: Arc<Attribution>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
+}
+
+impl ConnectionCaller {
+    async fn get(&self) -> &CallerIdentity {
+        self.cell
+            .get_or_init(|| async {
+                let attribution = self.attribution.clone();
+                let (peer, local) = (self.peer, self.local);
+                // Netlink and a bounded /proc scan: blocking work, off the async threads.
+                tokio::task::spawn_blocking(move || attribution.identify(peer, local))
+                    .await
+                    .unwrap_or_default()
+            })
+            .await
+    }
+}
+
+/// The log line naming who read credentials (info, one per caller per 5 s), or who asked
+/// (debug).
+async fn attribute(
+    caller: &ConnectionCaller,
     method: &hyper::Method,
     path: &str,
     response: &Response<ResponseBody>,
@@ -315,15 +353,8 @@ async fn attribute(
     if read.is_none() && !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let identity = caller
-        .get_or_init(|| async {
-            let attribution = attribution.clone();
-            // Netlink and a bounded /proc scan: blocking work, off the async threads.
-            tokio::task::spawn_blocking(move || attribution.identify(peer, local))
-                .await
-                .unwrap_or_default()
-        })
-        .await;
+    let identity = caller.get().await;
+    let attribution = &caller.attribution;
     match read {
         Some(CredentialsRead(what)) => {
             let caller = identity.to_string();
@@ -381,11 +412,19 @@ async fn drain(body: Incoming) -> Result<(), Response<Full<Bytes>>> {
 }
 
 async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    answer_as(imds, request, None).await
+}
+
+async fn answer_as(
+    imds: &Imds,
+    request: Request<Incoming>,
+    caller: Option<&CallerIdentity>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     if let Err(refused) = drain(body).await {
         return refused;
     }
-    let response = imds.respond(&parts);
+    let response = imds.respond_as(&parts, caller);
     response.map(Full::new)
 }
 
