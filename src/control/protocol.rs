@@ -279,7 +279,7 @@ mod tests {
         assert!(
             serde_json::from_str::<Request>(r#"{"command":"spot","action":"explode"}"#).is_err()
         );
-        assert!(serde_json::from_str::<Request>(r#"{"command":"clear","extra":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"command":"rebalance","extra":1}"#).is_err());
     }
 
     #[test]
