@@ -211,10 +211,11 @@ async fn start_control(
             .map(|account| account.uid.as_raw())
             .or_else(|| Some(nix::unistd::geteuid().as_raw()).filter(|uid| *uid != 0)),
     };
-    match crate::control::server::ControlServer::start(board.clone(), allowed) {
+    let faults = server.faults();
+    match crate::control::server::ControlServer::start(board.clone(), faults.clone(), allowed) {
         Ok(control) => {
             if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
-                control.play(board, steps).await;
+                control.play(board, faults, steps).await;
             }
             Some(control)
         }

@@ -89,7 +89,7 @@ impl Attribution {
 
     /// The caller behind the connection from `client` to our `server` endpoint.
     pub fn identify(&self, client: SocketAddr, server: Option<SocketAddr>) -> CallerIdentity {
-        let mut identity = CallerIdentity {
+        let identity = CallerIdentity {
             address: Some(client.ip()),
             ..CallerIdentity::default()
         };
@@ -97,26 +97,47 @@ impl Attribution {
         if !local {
             return identity;
         }
-        #[cfg(target_os = "linux")]
-        if let (Some(owners), Some(server), SocketAddr::V4(client_v4)) =
+        self.local_details(identity, client, server)
+    }
+
+    /// The owner and process of a local caller's socket (Linux: netlink and `/proc`).
+    #[cfg(target_os = "linux")]
+    fn local_details(
+        &self,
+        mut identity: CallerIdentity,
+        client: SocketAddr,
+        server: Option<SocketAddr>,
+    ) -> CallerIdentity {
+        let (Some(owners), Some(SocketAddr::V4(server)), SocketAddr::V4(client)) =
             (&self.owners, server, client)
-            && let SocketAddr::V4(server_v4) = server
-        {
-            let owner = owners
-                .lock()
-                .ok()
-                .and_then(|mut owners| owners.owner(client_v4, server_v4).ok().flatten());
-            if let Some(owner) = owner {
-                identity.uid = Some(owner.uid);
-                if let Some(pid) = process_holding(owner.inode, Instant::now() + SCAN_BUDGET) {
-                    identity.pid = Some(pid);
-                    identity.command =
-                        read_small(&format!("/proc/{pid}/comm")).map(|comm| comm.trim().to_owned());
-                    identity.cgroup = read_small(&format!("/proc/{pid}/cgroup"))
-                        .and_then(|text| unified_cgroup(&text));
-                }
+        else {
+            return identity;
+        };
+        let owner = owners
+            .lock()
+            .ok()
+            .and_then(|mut owners| owners.owner(client, server).ok().flatten());
+        if let Some(owner) = owner {
+            identity.uid = Some(owner.uid);
+            if let Some(pid) = process_holding(owner.inode, Instant::now() + SCAN_BUDGET) {
+                identity.pid = Some(pid);
+                identity.command =
+                    read_small(&format!("/proc/{pid}/comm")).map(|comm| comm.trim().to_owned());
+                identity.cgroup = read_small(&format!("/proc/{pid}/cgroup"))
+                    .and_then(|text| unified_cgroup(&text));
             }
         }
+        identity
+    }
+
+    /// Elsewhere only the address is known.
+    #[cfg(not(target_os = "linux"))]
+    fn local_details(
+        &self,
+        identity: CallerIdentity,
+        _client: SocketAddr,
+        _server: Option<SocketAddr>,
+    ) -> CallerIdentity {
         identity
     }
 }

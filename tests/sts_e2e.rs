@@ -766,3 +766,80 @@ fn each_caller_gets_its_own_role_assumed_once_and_cannot_read_anothers() {
         line.contains("(curl) uid 4321 read role credentials web")
     });
 }
+
+#[test]
+fn a_credential_source_outage_serves_the_last_good_keys_until_they_expire_then_ec2s_error() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let Some(_moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    let child = namespace.spawn_with(
+        &[
+            "--role-arn",
+            ROLE_ARN,
+            "--credentials-max-lifetime",
+            "6",
+            "--retry-base-ms",
+            "200",
+        ],
+        &sts_env(true),
+    );
+    child.wait_ready();
+    let read = |namespace: &Namespace| {
+        namespace.run_in(|| async { json(&http::get(METADATA, ROLE_PATH).await) })
+    };
+    let first = read(&namespace);
+    assert_eq!(first["Code"], "Success", "{first}");
+    let key = first["AccessKeyId"].as_str().expect("key").to_owned();
+    let down = namespace.exec(&[
+        common::BINARY,
+        "ctl",
+        "fault",
+        "--credential-source",
+        "down",
+    ]);
+    assert!(down.status.success(), "{down:?}");
+
+    // Until the keys expire, every answer is the same keys; then EC2's error.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let answer = read(&namespace);
+        if answer["Code"] != "Success" {
+            break answer;
+        }
+        assert_eq!(
+            answer["AccessKeyId"],
+            key.as_str(),
+            "no new keys during the outage"
+        );
+        assert!(Instant::now() < deadline, "the keys never expired");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        error["Message"]
+            .as_str()
+            .is_some_and(|message| message.contains("credential source is unreachable")),
+        "{error}"
+    );
+
+    let clear = namespace.exec(&[common::BINARY, "ctl", "fault", "clear"]);
+    assert!(clear.status.success(), "{clear:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = read(&namespace);
+        if answer["Code"] == "Success" {
+            assert_ne!(
+                answer["AccessKeyId"],
+                key.as_str(),
+                "new keys after the outage"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no keys after the outage: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -18,6 +18,7 @@
 pub mod cache;
 pub mod fake;
 pub mod naming;
+pub mod outage;
 pub mod roles;
 pub mod schedule;
 pub mod settings;

@@ -12,6 +12,7 @@
 //! the listener's [`Access`] and the addressing rules of [`host_guard`]. Which requests a listener admits is its [`Access`]: every one, or only those that
 //! carry the shared `X-Imds-Tun-Token` (non-loopback `--listen` sockets).
 
+pub mod faults;
 pub mod shared_token;
 pub mod upstream;
 
@@ -25,7 +26,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,6 +195,8 @@ pub struct Server {
     graceful: GracefulShutdown,
     /// Who reads credentials, for the log (`crate::attribution`); none in tests and fuzzing.
     attribution: Option<Arc<Attribution>>,
+    /// Faults set with `imds-tun ctl fault`, met by every request before any backend.
+    faults: Arc<faults::FaultBoard>,
 }
 
 impl std::fmt::Debug for Server {
@@ -214,7 +216,13 @@ impl Server {
             limits,
             graceful: GracefulShutdown::new(),
             attribution: None,
+            faults: Arc::new(faults::FaultBoard::default()),
         }
+    }
+
+    /// The faults this server's requests meet, for `control` to change.
+    pub fn faults(&self) -> Arc<faults::FaultBoard> {
+        self.faults.clone()
     }
 
     /// Names the caller in one log line per credentials read (and at debug level per request).
@@ -262,14 +270,26 @@ impl Server {
                 peer,
                 local,
             });
+        let faults = self.faults.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let backend = backend.clone();
             let caller = caller.clone();
             let refused = uri_too_long(&request, limits.max_path_length)
                 .or_else(|| access.refusal(&mut request, peer))
                 .or_else(|| misaddressed(&request));
+            let decision = faults.decide(
+                request.method(),
+                request.uri().path(),
+                tokio::time::Instant::now(),
+                faults::percent_roll,
+            );
             async move {
-                Ok::<_, Infallible>(match refused {
+                if refused.is_none()
+                    && let Some(fault) = apply_fault(&decision, &request).await
+                {
+                    return fault;
+                }
+                Ok::<_, FaultClose>(match refused {
                     None => {
                         let method = request.method().clone();
                         let path = request.uri().path().to_owned();
@@ -315,6 +335,40 @@ impl Server {
             .await
             .is_ok()
     }
+}
+
+/// A fault ended the connection without an answer (`--drop` after its hold, `--reset`).
+#[derive(Debug)]
+struct FaultClose;
+
+impl std::fmt::Display for FaultClose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed by a fault (imds-tun ctl fault)")
+    }
+}
+
+impl std::error::Error for FaultClose {}
+
+/// Applies a fault's decision: `None` lets the request through (after any latency).
+async fn apply_fault(
+    decision: &faults::Decision,
+    request: &Request<Incoming>,
+) -> Option<Result<Response<ResponseBody>, FaultClose>> {
+    if decision.reset {
+        return Some(Err(FaultClose));
+    }
+    if decision.drop {
+        tokio::time::sleep(faults::DROP_HOLD).await;
+        return Some(Err(FaultClose));
+    }
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let status = decision.status?;
+    let head = request.method() == hyper::Method::HEAD;
+    Some(Ok(crate::imds::responses::Reply::error(status)
+        .into_response(head)
+        .map(|body| Either::Left(Full::new(body)))))
 }
 
 /// The caller of one connection, identified at most once, when a request first needs it.
