@@ -162,6 +162,9 @@ NoNewPrivileges=yes
 RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
+ProtectKernelTunables=yes
+ReadWritePaths=-/proc/sys/net/ipv6/conf
+ProtectHostname=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 RestrictNamespaces=yes
@@ -169,6 +172,10 @@ RestrictRealtime=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+UMask=0077
 
 [Install]
 WantedBy=multi-user.target
