@@ -175,6 +175,7 @@ fi
 binary_sha=$(sha256sum "$binary" | cut -d' ' -f1)
 echo "    the guest gets $binary ($(du -h "$binary" | cut -f1))"
 deb=${IMDS_TUN_VM_DEB:-$(find target/debian -maxdepth 1 -name 'imds-tun_*.deb' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-)}
+[ -z "$deb" ] || deb=$(realpath "$deb")
 step_done
 
 # --- 3. libvirt -------------------------------------------------------------------------------
@@ -566,14 +567,17 @@ fi
 step_done
 
 # --- 12. the .deb -----------------------------------------------------------------------------------
-step ".deb: dpkg -i, systemctl enable --now, apt-get purge"
-if [ -z "$deb" ] || [ ! -f "$deb" ]; then
-    if in_ci; then
-        fail ".deb" "no target/debian/imds-tun_*.deb (scripts/package.sh builds it)"
-    else
-        echo "SKIPPED .deb: no target/debian/imds-tun_*.deb (scripts/package.sh builds it)"
+# The .deb on a stock guest: dpkg -i, systemctl enable --now, apt-get purge, and nothing left.
+check_deb() {
+    local snapshot install_out deb_facts purge_out left file
+    if [ -z "$deb" ] || [ ! -f "$deb" ]; then
+        if in_ci; then
+            fail ".deb" "no target/debian/imds-tun_*.deb (scripts/package.sh builds it)"
+        else
+            echo "SKIPPED .deb: no target/debian/imds-tun_*.deb (scripts/package.sh builds it)"
+        fi
+        return
     fi
-else
     echo "    $deb"
     # Back to a stock guest: the provisioner's install goes (it has no uninstall of its own),
     # then the file list every later step is compared with.
@@ -589,8 +593,21 @@ GUEST
         -o -path /var/lib/apt -o -path /home/vagrant -o -path /vagrant -o -path /var/lib/systemd/timers \
         -o -path /var/lib/systemd/random-seed \) -prune -o -print | sort'
     in_guest "sudo sh -c '$snapshot' >/tmp/before.txt" >/dev/null
-    vagrant_cmd upload "$repo/$deb" /tmp/imds-tun.deb >/dev/null 2>&1 || fail ".deb: upload" "vagrant upload failed"
-    install_out=$(in_guest 'sudo dpkg -i /tmp/imds-tun.deb && sudo systemctl enable --now imds-tun')
+    local listed
+    listed=$(in_guest 'wc -l </tmp/before.txt')
+    if [ "${listed:-0}" -lt 10000 ]; then
+        fail "deb: the file list of the stock guest" "only '${listed}' entries"
+        return
+    fi
+    if ! vagrant_cmd upload "$deb" /tmp/imds-tun.deb >"$scratch/upload.log" 2>&1; then
+        fail "deb: vagrant upload" "$(cat "$scratch/upload.log")"
+        return
+    fi
+    if ! install_out=$(in_guest 'sudo dpkg -i /tmp/imds-tun.deb && sudo systemctl enable --now imds-tun'); then
+        indent <<<"$install_out"
+        fail "deb: dpkg -i and systemctl enable --now" "failed (the guest's stderr is shown below)"
+        return
+    fi
     indent <<<"$install_out"
     deb_facts=$(in_guest_script sudo <<'GUEST'
 for _ in $(seq 50); do
@@ -603,19 +620,33 @@ echo "enabled=$(systemctl is-enabled imds-tun)"
 echo "exe=$(readlink "/proc/$(systemctl show -p MainPID --value imds-tun)/exe")"
 echo "unit=$(systemctl show -p FragmentPath --value imds-tun)"
 echo "files=$(dpkg -L imds-tun | tr '\n' ' ')"
+echo "binary_sha=$(sha256sum /usr/bin/imds-tun | cut -d' ' -f1)"
 GUEST
 )
+    # The same file list while installed: it must see the package, or its silence after the
+    # purge would prove nothing.
+    local added
+    added=$(in_guest "sudo sh -c '$snapshot' | diff /tmp/before.txt - | sed -n 's/^> //p' | tr '\n' ' '")
     expect "deb: serves after systemctl enable --now" "$guest_instance_id" "$(value instance_id <<<"$deb_facts")"
     expect "deb: active" active "$(value active <<<"$deb_facts")"
     expect "deb: enabled" enabled "$(value enabled <<<"$deb_facts")"
     expect "deb: runs /usr/bin/imds-tun" /usr/bin/imds-tun "$(value exe <<<"$deb_facts")"
+    expect "deb: /usr/bin/imds-tun is the binary the provisioner installed ($binary)" "$binary_sha" \
+        "$(value binary_sha <<<"$deb_facts")"
     expect_match "deb: the packaged unit" '^/(usr/)?lib/systemd/system/imds-tun\.service$' "$(value unit <<<"$deb_facts")"
     for file in /etc/default/imds-tun /usr/share/man/man1/imds-tun.1.gz; do
         expect_contains "deb: ships $file" " $file " " $(value files <<<"$deb_facts")"
     done
     expect_match "deb: ships bash completion" ' /usr/share/bash-completion/completions/imds-tun ' \
         " $(value files <<<"$deb_facts")"
-    purge_out=$(in_guest 'sudo apt-get purge -y imds-tun')
+    for file in /usr/bin/imds-tun /etc/default/imds-tun /etc/systemd/system/multi-user.target.wants/imds-tun.service; do
+        expect_contains "deb: the file list sees $file while installed" " $file " " $added"
+    done
+    if ! purge_out=$(in_guest 'sudo apt-get purge -y -q imds-tun'); then
+        indent <<<"$purge_out"
+        fail "deb: apt-get purge" "failed (the guest's stderr is shown below)"
+        return
+    fi
     indent <<<"$purge_out"
     left=$(in_guest_script sudo <<GUEST
 sh -c '$snapshot' >/tmp/after.txt
@@ -632,6 +663,9 @@ GUEST
     expect "deb purge: no unit" 0 "$(value unit <<<"$left")"
     expect "deb purge: no TUN" 0 "$(value tun_links <<<"$left")"
     expect "deb purge: no route to 169.254.169.254" 0 "$(value metadata_routes <<<"$left")"
-fi
+}
+
+step ".deb: dpkg -i, systemctl enable --now, apt-get purge"
+check_deb
 step_done
 # cleanup (the EXIT trap) destroys the guest and prints the summary.
