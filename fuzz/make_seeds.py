@@ -133,6 +133,18 @@ HTTP_SEEDS = {
     + b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\n\r\n",
     "dated-credentials": b"GET /2021-03-23/meta-data/iam/security-credentials/imds-tun HTTP/1.1\r\n"
     + HOST + b"\r\n",
+    "gce-recursive": b"GET /computeMetadata/v1/instance/?recursive=true&alt=text HTTP/1.1\r\n"
+    + HOST + b"Metadata-Flavor: Google\r\n\r\n",
+    "gce-token": b"GET /computeMetadata/v1/instance/service-accounts/default/token?scopes=a,b HTTP/1.1\r\n"
+    + HOST + b"Metadata-Flavor: Google\r\n\r\n",
+    "gce-identity": b"GET /computeMetadata/v1/instance/service-accounts/default/identity?audience=https%3A%2F%2Fx&format=full HTTP/1.1\r\n"
+    + HOST + b"Metadata-Flavor: Google\r\n\r\n",
+    "gce-wait": b"GET /computeMetadata/v1/project/project-id?wait_for_change=true&timeout_sec=3 HTTP/1.1\r\n"
+    + HOST + b"Metadata-Flavor: Google\r\n\r\n",
+    "azure-instance": b"GET /metadata/instance/compute/vmId?api-version=2021-02-01&format=text HTTP/1.1\r\n"
+    + HOST + b"Metadata: true\r\n\r\n",
+    "azure-token": b"GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F HTTP/1.1\r\n"
+    + HOST + b"Metadata: true\r\n\r\n",
 }
 
 

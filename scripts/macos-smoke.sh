@@ -34,8 +34,13 @@ server_pid() {
     pgrep -n -x imds-tun
 }
 
+alias_added=
+
 cleanup() {
     local real
+    if [ -n "$alias_added" ]; then
+        as_root ifconfig lo0 -alias "$METADATA" || true
+    fi
     real=$(server_pid)
     if [ -n "$real" ]; then
         as_root kill -KILL "$real" 2>/dev/null || true
@@ -91,10 +96,48 @@ else
     exit 1
 fi
 
-if ./target/release/imds-tun --check >/dev/null 2>&1 || as_root ./target/release/imds-tun --check; then
-    pass check
+# --check: as root it can run; as a plain user it says root is missing.
+if report=$(as_root ./target/release/imds-tun --check) && grep -q '^ok    utun control' <<<"$report"; then
+    pass check-as-root
 else
-    fail check "imds-tun --check exited non-zero"
+    fail check-as-root "imds-tun --check as root: ${report:-no output}"
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    if ! report=$(./target/release/imds-tun --check) && grep -q '^fail  privileges' <<<"$report"; then
+        pass check-as-user
+    else
+        fail check-as-user "imds-tun --check as $(id -un) did not fail on privileges: $report"
+    fi
+fi
+
+# Files named under sudo are opened with the invoking user's rights: nobody cannot read
+# /etc/master.passwd (root-only), but can read /etc/hosts.
+as_nobody_under_sudo() {
+    as_root env SUDO_USER=nobody SUDO_UID="$(id -u nobody)" SUDO_GID="$(id -g nobody)" \
+        ./target/release/imds-tun --check "$@"
+}
+if report=$(as_nobody_under_sudo --user-data /etc/master.passwd) \
+    || ! grep -q 'permission denied for user nobody' <<<"$report"; then
+    fail user-files "--user-data /etc/master.passwd under sudo as nobody: $report"
+elif ! report=$(as_nobody_under_sudo --user-data /etc/hosts) \
+    || ! grep -q '^ok    settings' <<<"$report"; then
+    fail user-files "--user-data /etc/hosts under sudo as nobody: $report"
+else
+    pass user-files
+fi
+
+# An lo0 alias on the address is refused before anything is created.
+if as_root ifconfig lo0 alias "$METADATA"; then
+    alias_added=1
+    if ! as_root ./target/release/imds-tun >"$LOG" 2>&1 && grep -q 'already claimed by' "$LOG" \
+        && [ -z "$(peer_utun)" ]; then
+        pass lo0-alias-refused
+    else
+        fail lo0-alias-refused "with an lo0 alias: $(tail -n 3 "$LOG")"
+    fi
+    as_root ifconfig lo0 -alias "$METADATA" && alias_added=
+else
+    fail lo0-alias-refused "could not add the lo0 alias to test with"
 fi
 
 if start; then
@@ -105,6 +148,12 @@ else
 fi
 
 utun=$(peer_utun)
+served_as=$(ps -o user= -p "$(server_pid)" | tr -d ' ')
+if [ "$served_as" = "$(id -un)" ]; then
+    pass "serves as $served_as after set-up"
+else
+    fail privilege-drop "the server runs as '$served_as', not $(id -un)"
+fi
 if [ "$(route_interface)" = "$utun" ]; then
     pass "route via $utun"
 else

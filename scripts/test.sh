@@ -28,6 +28,9 @@ if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
         iproute2 iputils-ping curl procps util-linux openssl hping3 netcat-openbsd python3 >/dev/null
+    # The static binary (scripts/package.sh) links against musl and compiles aws-lc's C with
+    # musl-gcc. package.sh would install it too; here it rides on the update above.
+    apt-get install -y -qq --no-install-recommends musl-tools >/dev/null
     # Deployment checks (tests/deploy_*.rs): `vagrant validate` and shellcheck. If they cannot be
     # installed, those tests skip, or fail under CI=true.
     apt-get install -y -qq --no-install-recommends vagrant shellcheck >/dev/null \
@@ -60,6 +63,20 @@ if [ ! -x .venv/bin/moto_server ]; then
     .venv/bin/pip install -q 'moto[server]'
 fi
 .venv/bin/moto_server --help >/dev/null && echo "moto_server: .venv/bin/moto_server"
+
+# Real cloud clients for tests/gce_clients.rs and tests/azure_clients.rs: Google's and
+# Microsoft's Python libraries, and Google's Node library (versions pinned by the lockfile).
+step "cloud clients (.venv, tests/clients/node_modules)"
+if ! .venv/bin/python -c 'import google.auth, requests, azure.identity' 2>/dev/null; then
+    .venv/bin/pip install -q google-auth requests azure-identity
+fi
+if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -d tests/clients/node_modules/google-auth-library ]; then
+    (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+fi
+echo "google-auth, azure-identity: .venv; google-auth-library: tests/clients/node_modules"
 # ----------------------------------------------------------------------------------------------
 
 failed=()
@@ -69,6 +86,11 @@ cargo fmt --all -- --check || failed+=("cargo fmt")
 
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings || failed+=("cargo clippy")
+
+# The shipped artefacts, which tests/package_artifacts.rs checks (and, under CI=true, fails
+# without): the static musl binary and the .deb. Built before the tests that read them.
+step "scripts/package.sh (static binary and .deb)"
+bash scripts/package.sh || failed+=("scripts/package.sh")
 
 # Keep going after a failed lint step so the test results are always visible.
 step "cargo test --all-targets --locked"

@@ -50,6 +50,9 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return command_line_error(error),
     };
+    if let Some(crate::cli::Command::Ctl { what }) = cli.command {
+        return ctl_main(what);
+    }
     if cli.check {
         return crate::doctor::main(cli);
     }
@@ -113,11 +116,27 @@ pub fn main() -> ExitCode {
                     } else if !selected.summary.is_empty() {
                         tracing::info!("{}", selected.summary);
                     }
-                    Backend::Local(Arc::new(Imds::new(
+                    let ec2 = Arc::new(Imds::new(
                         &local.instance,
                         local.token_policy,
                         selected.source,
-                    )))
+                    ));
+                    let gce = match local.gce.clone().map(start_gce).transpose() {
+                        Ok(gce) => gce,
+                        Err(error) => {
+                            eprintln!("imds-tun: {error}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                    let azure = Arc::new(crate::azure::Azure::new(
+                        local.azure.instance.clone(),
+                        local.azure.tokens.clone(),
+                    ));
+                    Backend::Local {
+                        ec2,
+                        gce,
+                        azure: Some(azure),
+                    }
                 }
                 Err(error) => {
                     eprintln!("imds-tun: {error}");
@@ -137,6 +156,98 @@ pub fn main() -> ExitCode {
 
 /// `--help` and `--version` as clap prints them; any other command-line error as the one line
 /// every failure gets (`imds-tun: ...`), exit 2, instead of clap's usage block.
+/// The GCE metadata server for `settings`, saying at start-up where its tokens come from.
+fn start_gce(
+    settings: crate::gce::GceSettings,
+) -> Result<Arc<crate::gce::Gce>, crate::gce::identity_token::KeyError> {
+    use crate::gce::tokens::{AccessTokenSource, IdentityTokenSource};
+    let project = settings.instance.project_id.clone();
+    match &settings.access_tokens {
+        AccessTokenSource::Fake => tracing::warn!(
+            project = %project,
+            "GCE: serving FAKE access tokens ({}...): no Google API accepts them; give \
+             --gcp-access-token-command 'gcloud auth print-access-token' for real ones",
+            crate::gce::tokens::FAKE_PREFIX
+        ),
+        AccessTokenSource::Static(_) => {
+            tracing::info!(project = %project, "GCE: serving a static access token")
+        }
+        AccessTokenSource::Command(line) => {
+            tracing::info!(project = %project, command = %line, "GCE: access tokens from a command")
+        }
+    }
+    if let IdentityTokenSource::Signed = settings.identity_tokens {
+        tracing::warn!(
+            "GCE: identity tokens are signed with imds-tun's PUBLISHED key (certificates at {}); \
+             they prove nothing to anyone else",
+            crate::gce::identity_token::CERTS_PATH
+        );
+    }
+    let created = time::OffsetDateTime::now_utc().unix_timestamp();
+    crate::gce::Gce::new(settings, created).map(Arc::new)
+}
+
+/// The control channel of the local service, with the start-up scenario playing; `None` in
+/// upstream mode (the upstream is the one to control) or when the socket name is taken (said
+/// once: the metadata service runs on without it).
+async fn start_control(
+    server: &Server,
+    settings: &Settings,
+    serve_as: Option<&privileges::Account>,
+) -> Option<crate::control::server::ControlServer> {
+    let board = server.interruptions()?;
+    let allowed = crate::control::server::Allowed {
+        user: serve_as
+            .map(|account| account.uid.as_raw())
+            .or_else(|| Some(nix::unistd::geteuid().as_raw()).filter(|uid| *uid != 0)),
+    };
+    match crate::control::server::ControlServer::start(board.clone(), allowed) {
+        Ok(control) => {
+            if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
+                control.play(board, steps).await;
+            }
+            Some(control)
+        }
+        Err(error) => {
+            tracing::warn!("{error}");
+            None
+        }
+    }
+}
+
+/// `imds-tun ctl ...`: one request, the status as JSON on stdout (exit 0), or one line on
+/// stderr (exit 1).
+fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
+    let request = match command.into_request() {
+        Ok(request) => request,
+        Err(error) => {
+            eprintln!("imds-tun ctl: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::control::client::send(&request) {
+        Ok(response) if response.ok => {
+            let status = response.status.unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!(
+                "imds-tun ctl: {}",
+                response.error.unwrap_or_else(|| "refused".into())
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("imds-tun ctl: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn command_line_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -209,6 +320,9 @@ async fn run(
         None => (None, None),
     };
 
+    // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
+    let control = start_control(&server, &settings, serve_as.as_ref()).await;
+
     // Everything that needed root exists now: the TUN (its descriptor needs no privilege to
     // use) and the sockets. Give root up before the first request is served.
     if let Some(account) = &serve_as {
@@ -250,6 +364,7 @@ async fn run(
     };
 
     let _ = stop_accepting.send(true);
+    drop(control);
     drop(tun_listener);
     for task in kernel_tasks {
         let _ = task.await;
@@ -306,10 +421,19 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListene
             "forwarding to upstream http://{}",
             upstream.url.authority().map_or("", |a| a.as_str())
         ),
-        config::Backend::Local(local) => match local.token_policy {
-            TokenPolicy::Optional => "IMDSv2 optional".to_owned(),
-            TokenPolicy::Required => "IMDSv2 required".to_owned(),
-        },
+        config::Backend::Local(local) => {
+            let policy = match local.token_policy {
+                TokenPolicy::Optional => "IMDSv2 optional",
+                TokenPolicy::Required => "IMDSv2 required",
+            };
+            match &local.gce {
+                Some(gce) => format!(
+                    "{policy}; GCE metadata for project {}",
+                    gce.instance.project_id
+                ),
+                None => policy.to_owned(),
+            }
+        }
     };
     let kernel: Vec<String> = listeners
         .iter()

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use crate::config::defaults::MachineDefaults;
 use crate::config::{self, ConfigError, Layer, Opener, Settings};
+use crate::control::protocol::{EventEndRequest, Request};
 
 /// Serve an EC2 instance metadata service on 169.254.169.254 through a TUN device.
 #[derive(Debug, Default, clap::Parser)]
@@ -27,6 +28,115 @@ pub struct Cli {
     /// 0 (it can) or 1 (it cannot).
     #[arg(long)]
     pub check: bool,
+
+    /// Without a subcommand imds-tun serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What else imds-tun can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Change the imds-tun running in this network namespace (root, or the user it serves as).
+    Ctl {
+        #[command(subcommand)]
+        what: CtlCommand,
+    },
+}
+
+/// `imds-tun ctl ...`: each prints the resulting status as JSON (exit 0), or why not (exit 1).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Spot interruption notice: meta-data/spot/instance-action (and termination-time for
+    /// terminate); instance-life-cycle becomes spot.
+    Spot {
+        #[arg(long, value_parser = ["terminate", "stop", "hibernate"])]
+        action: String,
+        /// Seconds until the action [default: 120, EC2's two minutes' notice].
+        #[arg(long = "in", value_name = "SECONDS", default_value_t = 120)]
+        in_seconds: u64,
+    },
+    /// Rebalance recommendation: meta-data/events/recommendations/rebalance.
+    Rebalance {
+        /// Seconds until it appears [default: 0, now].
+        #[arg(long = "in", value_name = "SECONDS", default_value_t = 0)]
+        in_seconds: u64,
+    },
+    /// Scheduled event in meta-data/events/maintenance/scheduled; in history once it ends.
+    Event {
+        #[arg(long, value_parser = ["system-reboot", "system-maintenance", "instance-reboot", "instance-retirement", "instance-stop"])]
+        code: String,
+        /// Seconds until NotBefore [default: 3600].
+        #[arg(long = "in", value_name = "SECONDS", default_value_t = 3600)]
+        in_seconds: u64,
+        /// Seconds from NotBefore to NotAfter [default: 900].
+        #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+        duration: u64,
+    },
+    /// Cancel a scheduled event (it moves to history as canceled).
+    Cancel {
+        #[arg(value_name = "EVENT_ID")]
+        id: String,
+    },
+    /// Complete a scheduled event now (it moves to history as completed).
+    Complete {
+        #[arg(value_name = "EVENT_ID")]
+        id: String,
+    },
+    /// Auto Scaling target lifecycle state: meta-data/autoscaling/target-lifecycle-state.
+    Lifecycle {
+        #[arg(value_parser = ["InService", "Terminated", "Warmed:Hibernated", "Warmed:Running", "Warmed:Stopped", "Warmed:Terminated"])]
+        state: String,
+    },
+    /// Everything back to an on-demand instance with nothing pending; stops a scenario.
+    Clear,
+    /// What is active, as JSON.
+    Status,
+    /// Play a scenario: a JSON list of steps, each `{"at": "+30s", "command": "spot", ...}`.
+    Play {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+impl CtlCommand {
+    /// The request this command sends; `play` reads its file now, with the invoking user's
+    /// rights under sudo.
+    pub fn into_request(self) -> Result<Request, String> {
+        let parse = |value: serde_json::Value| {
+            serde_json::from_value::<Request>(value).map_err(|error| error.to_string())
+        };
+        match self {
+            CtlCommand::Spot { action, in_seconds } => {
+                parse(serde_json::json!({"command": "spot", "action": action, "in": in_seconds}))
+            }
+            CtlCommand::Rebalance { in_seconds } => Ok(Request::Rebalance { r#in: in_seconds }),
+            CtlCommand::Event {
+                code,
+                in_seconds,
+                duration,
+            } => parse(serde_json::json!({
+                "command": "event", "code": code, "in": in_seconds, "duration": duration,
+            })),
+            CtlCommand::Cancel { id } => Ok(Request::EndEvent {
+                id,
+                how: EventEndRequest::Cancel,
+            }),
+            CtlCommand::Complete { id } => Ok(Request::EndEvent {
+                id,
+                how: EventEndRequest::Complete,
+            }),
+            CtlCommand::Lifecycle { state } => Ok(Request::Lifecycle { state }),
+            CtlCommand::Clear => Ok(Request::Clear),
+            CtlCommand::Status => Ok(Request::Status),
+            CtlCommand::Play { file } => {
+                let files = Opener::from_environment().map_err(|error| error.to_string())?;
+                let steps = config::resolve::read_scenario(&file, "scenario", &files)
+                    .map_err(|error| error.to_string())?;
+                Ok(Request::Play { steps })
+            }
+        }
+    }
 }
 
 impl Cli {

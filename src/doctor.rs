@@ -1,8 +1,9 @@
 //! `imds-tun --check`: can this machine run imds-tun with these settings, and if not, why not?
 //!
-//! Every check only looks: it opens `/dev/net/tun` without creating a device, reads
-//! `/proc/self/status`, lists interfaces and routes, and (with `--upstream`) sends one `GET /`
-//! to the upstream. Nothing is created, changed or left behind.
+//! Every check only looks: the TUN probes (`platform::readiness`: `/dev/net/tun` and the
+//! capability sets on Linux, the utun control and root on macOS) create no device; the address
+//! check lists interfaces and routes; with `--upstream` one `GET /` goes to the upstream.
+//! Nothing is created, changed or left behind.
 //!
 //! Output is one line per check, `ok|warn|fail  <check>: <finding> — <what to do>` (the advice
 //! is left out where there is nothing to do), on stdout. Exit status 0 when imds-tun can run
@@ -17,8 +18,7 @@ use crate::config::proxy::LISTENER_TOKEN_HEADER;
 use crate::config::{Settings, UpstreamSettings};
 use crate::credentials::{self, setup::Plan};
 use crate::platform;
-use crate::platform::capabilities::CAP_NET_ADMIN_BIT;
-use crate::platform::host::TunDeviceAccess;
+use crate::platform::readiness::{self, Probe, Readiness};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +110,7 @@ pub fn run(cli: Cli) -> Vec<Finding> {
         .as_ref()
         .is_none_or(|settings| settings.tun.is_some());
     if wants_tun {
-        findings.push(check_tun_device());
-        findings.push(check_privileges(platform::capabilities::effective_mask()));
+        findings.extend(readiness::tun_probes().into_iter().map(from_probe));
         findings.push(check_address());
     } else {
         findings.push(Finding::new(Level::Ok, "tun", "not needed (--no-tun)", ""));
@@ -119,73 +118,26 @@ pub fn run(cli: Cli) -> Vec<Finding> {
     if let Some(settings) = &settings {
         findings.extend(check_listeners(settings));
         findings.push(check_credentials(settings));
+        if settings.local().is_some_and(|local| local.gce.is_some()) {
+            findings.push(check_gce_name(|name| {
+                (name, 80)
+                    .to_socket_addrs()
+                    .map(|addresses| addresses.map(|address| address.ip()).collect())
+                    .unwrap_or_default()
+            }));
+        }
     }
     findings
 }
 
-/// `/dev/net/tun` exists and opens read-write (opening creates no device; TUNSETIFF would).
-fn check_tun_device() -> Finding {
-    const CHECK: &str = "tun device";
-    match platform::host::tun_device_access() {
-        TunDeviceAccess::Opens => Finding::new(
-            Level::Ok,
-            CHECK,
-            "/dev/net/tun is present and opens read-write",
-            "",
-        ),
-        TunDeviceAccess::Missing => Finding::new(
-            Level::Fail,
-            CHECK,
-            "/dev/net/tun is missing",
-            "load the driver with `sudo modprobe tun`; in a container pass the device \
-             (`docker run --device /dev/net/tun --cap-add NET_ADMIN ...`)",
-        ),
-        TunDeviceAccess::Denied => Finding::new(
-            Level::Fail,
-            CHECK,
-            "/dev/net/tun exists but this user cannot open it",
-            "run as root, or make it mode 0666 as Debian and Ubuntu ship it (`sudo chmod 0666 /dev/net/tun`)",
-        ),
-        TunDeviceAccess::Failed(error) => Finding::new(
-            Level::Fail,
-            CHECK,
-            format!("/dev/net/tun cannot be opened: {error}"),
-            "check that the TUN driver works (`sudo modprobe tun`)",
-        ),
-    }
-}
-
-/// Root with CAP_NET_ADMIN, or any user holding CAP_NET_ADMIN in its effective set.
-fn check_privileges(effective: Option<u64>) -> Finding {
-    const CHECK: &str = "privileges";
-    let uid = nix::unistd::geteuid().as_raw();
-    let who = if uid == 0 {
-        "root".to_owned()
-    } else {
-        format!("uid {uid}")
+/// A platform probe as a line of the report; a probe that cannot tell is a warning.
+fn from_probe(probe: Probe) -> Finding {
+    let level = match probe.readiness {
+        Readiness::Ready => Level::Ok,
+        Readiness::NotReady => Level::Fail,
+        Readiness::Unknown => Level::Warn,
     };
-    match effective {
-        Some(caps) if caps & (1 << CAP_NET_ADMIN_BIT) != 0 => Finding::new(
-            Level::Ok,
-            CHECK,
-            format!("{who} with CAP_NET_ADMIN in the effective set"),
-            "",
-        ),
-        Some(_) => Finding::new(
-            Level::Fail,
-            CHECK,
-            format!("{who} without CAP_NET_ADMIN, which creating a TUN device needs"),
-            "run `sudo imds-tun`, or grant only that capability (systemd: \
-             AmbientCapabilities=CAP_NET_ADMIN, see packaging/imds-tun.service), or serve without a \
-             TUN: `imds-tun --no-tun --listen 127.0.0.1:8080`",
-        ),
-        None => Finding::new(
-            Level::Warn,
-            CHECK,
-            format!("{who}; cannot read CapEff from /proc/self/status"),
-            "make sure the process has CAP_NET_ADMIN",
-        ),
-    }
+    Finding::new(level, probe.check, probe.finding, probe.advice)
 }
 
 /// Nothing else answers for 169.254.169.254 yet.
@@ -202,11 +154,48 @@ fn check_address() -> Finding {
             Level::Fail,
             CHECK,
             format!("169.254.169.254 is already claimed by {holder}"),
-            "stop the other imds-tun or metadata emulator, or remove the alias \
-             (e.g. `sudo ip addr del 169.254.169.254/32 dev lo`)",
+            readiness::RELEASE_ALIAS_ADVICE,
         ),
         Err(error) => Finding::new(Level::Fail, CHECK, error.to_string(), ""),
     }
+}
+
+/// The `/etc/hosts` line that lets every GCE client reach imds-tun by name (docs/metadata.md).
+pub const GCE_HOSTS_LINE: &str =
+    "169.254.169.254 metadata.google.internal metadata.google.internal.";
+
+/// Whether GCE's clients find the server by name: Python and Java ask for
+/// `metadata.google.internal`, Node for `metadata.google.internal.` as well. Never changes
+/// `/etc/hosts`; says what to add.
+fn check_gce_name(resolve: impl Fn(&str) -> Vec<std::net::IpAddr>) -> Finding {
+    const CHECK: &str = "gce name";
+    let metadata = std::net::IpAddr::V4(platform::METADATA_ADDRESS);
+    let unresolved: Vec<&str> = ["metadata.google.internal", "metadata.google.internal."]
+        .into_iter()
+        .filter(|name| !resolve(name).contains(&metadata))
+        .collect();
+    if unresolved.is_empty() {
+        return Finding::new(
+            Level::Ok,
+            CHECK,
+            "metadata.google.internal resolves to 169.254.169.254",
+            "",
+        );
+    }
+    Finding::new(
+        Level::Warn,
+        CHECK,
+        format!(
+            "{} {} not resolve to 169.254.169.254, so Python, Java and Node clients will not \
+             find the GCE metadata server by name",
+            unresolved.join(" and "),
+            if unresolved.len() == 1 { "does" } else { "do" }
+        ),
+        format!(
+            "add the line `{GCE_HOSTS_LINE}` to /etc/hosts (harmless when imds-tun is not \
+             running), or set GCE_METADATA_HOST=169.254.169.254 for the clients"
+        ),
+    )
 }
 
 /// Which listeners are open to whom.
@@ -375,13 +364,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn without_cap_net_admin_privileges_fail_with_a_way_out() {
-        let finding = check_privileges(Some(0));
-        assert_eq!(finding.level, Level::Fail);
-        assert!(finding.advice.contains("sudo imds-tun"), "{finding}");
-        assert!(finding.advice.contains("--no-tun"), "{finding}");
-        let finding = check_privileges(Some(0x1ff_ffff_ffff));
+    fn the_gce_name_check_wants_both_spellings_and_says_which_line_to_add() {
+        let metadata = std::net::IpAddr::V4(platform::METADATA_ADDRESS);
+        let finding = check_gce_name(|_| vec![metadata]);
         assert_eq!(finding.level, Level::Ok);
+        let finding = check_gce_name(|name| {
+            if name.ends_with('.') {
+                Vec::new()
+            } else {
+                vec![metadata]
+            }
+        });
+        assert_eq!(finding.level, Level::Warn);
+        assert!(
+            finding
+                .finding
+                .starts_with("metadata.google.internal. does not resolve")
+        );
+        assert!(finding.advice.contains(GCE_HOSTS_LINE));
+        assert!(finding.advice.contains("GCE_METADATA_HOST=169.254.169.254"));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //!                               │
 //!                               ▼
 //!                         imds::Imds::respond (metadata tree, IMDSv2 tokens, credentials)
+//!                         or, by path: gce::Gce (/computeMetadata/), azure::Azure (/metadata/)
 //! ```
 //!
 //! Layers, each a folder or file, from the bottom up. Each layer is built from settings of its
@@ -33,30 +34,40 @@
 //! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up
 //!   root, netlink questions, host facts, opening a file with another user's rights; all
 //!   `unsafe` and OS code.
-//! - [`cidr`] and [`log_limit`]: leaf helpers (address blocks; how much of the log clients can
-//!   cause).
+//! - [`cidr`], [`log_limit`] and [`query`]: leaf helpers (address blocks; how much of the log
+//!   clients can cause; a request's query string).
 //! - [`stack`]: smoltcp driven by one task over any packet device (the TUN, or in tests an
 //!   in-memory pipe), and the streams it hands out.
 //! - [`credentials`]: where the role credentials come from (one small trait).
+//! - [`token_command`]: running the user's `gcloud`/`az` for a token, bounded, without a shell.
 //! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
+//! - [`gce`] and [`azure`]: the GCE and Azure metadata protocols, likewise, with their token
+//!   sources.
 //! - [`http`]: hyper connections over any stream, the Host guard, the listener token, upstream
 //!   forwarding, graceful shutdown.
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults,
 //!   resolved into each layer's own settings; every file a user names is read by
 //!   `config::named_file`.
+//! - [`control`]: `imds-tun ctl`, the control socket that changes a running imds-tun's
+//!   interruptions.
 //! - [`doctor`]: `imds-tun --check`, what this machine lacks to run it, decided as a start would.
 //! - [`app`]: wires the layers together for one run.
 
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod azure;
 pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod credentials;
 pub mod doctor;
+pub mod gce;
 pub mod http;
 pub mod imds;
 pub mod log_limit;
 pub mod platform;
+pub mod query;
 pub mod stack;
+pub mod token_command;

@@ -270,18 +270,9 @@ fn unit_passes_systemd_analyze_verify_where_available() {
 }
 
 /// The prefix that runs a command as uid/gid 65534 holding only CAP_NET_ADMIN, as the unit
-/// does, with a private /dev/net/tun of mode 0666 (Debian's default; some hosts have 0600).
-/// The device node lives on a tmpfs mounted over `scratch`, inside the private mount namespace
-/// `ip netns exec` gives the command, so nothing of it outlives the command; `scratch` itself is
-/// the caller's [`TempDir`], removed when the test ends (a `mktemp -d` here was left behind).
+/// does (see [`common::with_only_net_admin`]).
 fn as_nobody_with_net_admin(scratch: &TempDir, rest: &str) -> String {
-    let dir = scratch.path().display();
-    format!(
-        "mount -t tmpfs tmpfs '{dir}' && mknod '{dir}/tun' c 10 200 && \
-         chmod 0666 '{dir}/tun' && mount --bind '{dir}/tun' /dev/net/tun && \
-         exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=+net_admin \
-         --ambient-caps=+net_admin {rest}"
-    )
+    common::with_only_net_admin(scratch, common::NOBODY, rest)
 }
 
 #[test]

@@ -146,3 +146,15 @@ fn sdk_gets_credentials_of_a_custom_role_name() {
         "the SDK's keys are the custom role's keys"
     );
 }
+
+#[test]
+fn sdk_reads_identity_region_and_credentials_with_gce_served_beside_ec2() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let _child = common::start(
+        &namespace,
+        &instance_args(&["--gcp-project", "imds-tun-e2e", "--imdsv2", "required"]),
+    );
+    let seen = namespace.run_in(ask_the_sdk);
+    assert_realistic(&seen);
+}

@@ -1,10 +1,15 @@
 //! Arbitrary bytes as a client's side of a connection to the HTTP server: hyper's parser, the
-//! Host guard and the metadata service behind it must answer or close, never panic or hang.
+//! Host guard and the metadata services behind it (EC2, GCE, Azure) must answer or close, never
+//! panic or hang.
+//!
+//! Time is paused (tokio's virtual clock), so a GCE `wait_for_change` holds for its virtual
+//! timeout, at most `gce::MAX_WAIT`, and the exchange's own limit is virtual time beyond that.
 
 #![no_main]
 
+use clap::Parser as _;
 use imds_tun::cli::Cli;
-use imds_tun::http::Server;
+use imds_tun::http::{Backend, Server};
 use imds_tun::imds::Imds;
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, LazyLock};
@@ -14,22 +19,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .expect("runtime")
 });
 
-static IMDS: LazyLock<Arc<Imds>> = LazyLock::new(|| {
-    let settings = Cli::default().into_settings().expect("default settings");
+static BACKEND: LazyLock<Backend> = LazyLock::new(|| {
+    let cli = Cli::try_parse_from(["imds-tun", "--gcp-project", "fuzz-project"]).expect("flags");
+    let settings = cli.into_settings().expect("default settings");
     let local = settings.local().expect("the defaults serve locally");
     let credentials = Arc::new(imds_tun::credentials::fake::FakeCredentials::from_settings(
         &local.credentials,
     ));
-    Arc::new(Imds::new(&local.instance, local.token_policy, credentials))
+    let gce = local.gce.clone().expect("GCE is on");
+    Backend::Local {
+        ec2: Arc::new(Imds::new(&local.instance, local.token_policy, credentials)),
+        gce: Some(Arc::new(imds_tun::gce::Gce::new(gce, 0).expect("committed key"))),
+        azure: Some(Arc::new(imds_tun::azure::Azure::new(
+            local.azure.instance.clone(),
+            local.azure.tokens.clone(),
+        ))),
+    }
 });
 
 fuzz_target!(|data: &[u8]| {
     RUNTIME.block_on(async {
-        let server = Server::new(IMDS.clone());
+        let server = Server::new(BACKEND.clone());
         let (mut client, connection) = tokio::io::duplex(64 * 1024);
         server.serve(connection, "127.0.0.1:40000".parse().expect("address"));
         let exchange = async {
@@ -40,9 +55,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = client.read_to_end(&mut response).await;
             response
         };
-        let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+        let limit = imds_tun::gce::MAX_WAIT + Duration::from_secs(60);
+        let response = tokio::time::timeout(limit, exchange)
             .await
-            .expect("the server answered or closed within 5 s");
+            .expect("the server answered or closed in time");
         if !response.is_empty() {
             assert!(response.starts_with(b"HTTP/1."), "a response, not garbage");
         }

@@ -121,6 +121,16 @@ impl MachineDefaults {
         format!("0e:{}", tail.join(":"))
     }
 
+    /// A stable text derived from this machine for `label`: seeds another cloud's ids.
+    pub fn seed_text(&self, label: &str) -> String {
+        self.hex(label, 32)
+    }
+
+    /// The host's primary IPv4, if it has one.
+    pub fn primary_ipv4(&self) -> Option<Ipv4Addr> {
+        self.primary_ipv4
+    }
+
     pub fn hostname(&self) -> &str {
         &self.hostname
     }

@@ -172,6 +172,92 @@ pub struct Layer {
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub credentials_max_lifetime: Option<u64>,
 
+    // Interruptions (docs/metadata.md#interruptions).
+    /// Play this scenario from the start: a JSON list of steps such as `{"at": "+30s",
+    /// "command": "spot", "action": "terminate"}`; `imds-tun ctl` changes it later [default:
+    /// an on-demand instance with nothing pending].
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+
+    // Google Compute Engine (docs/metadata.md#gce).
+    /// Also answer as a GCE instance of this project on /computeMetadata/v1/ (Metadata-Flavor:
+    /// Google) [default: off].
+    #[arg(long, value_name = "ID", help_heading = "Google Compute Engine")]
+    pub gcp_project: Option<String>,
+    /// The project number [default: 12 digits derived from the project and /etc/machine-id].
+    #[arg(long, value_name = "NUMBER", help_heading = "Google Compute Engine")]
+    pub gcp_project_number: Option<u64>,
+    /// Zone [default: us-central1-a].
+    #[arg(long, value_name = "ZONE", help_heading = "Google Compute Engine")]
+    pub gcp_zone: Option<String>,
+    /// Instance name [default: this host's short name].
+    #[arg(long, value_name = "NAME", help_heading = "Google Compute Engine")]
+    pub gcp_instance_name: Option<String>,
+    /// Numeric instance id [default: 19 digits derived].
+    #[arg(skip)]
+    pub gcp_instance_id: Option<u64>,
+    /// The instance's hostname [default: NAME.ZONE.c.PROJECT.internal].
+    #[arg(skip)]
+    pub gcp_hostname: Option<String>,
+    /// Machine type [default: e2-medium].
+    #[arg(skip)]
+    pub gcp_machine_type: Option<String>,
+    /// Service account email [default: NUMBER-compute@developer.gserviceaccount.com].
+    #[arg(long, value_name = "EMAIL", help_heading = "Google Compute Engine")]
+    pub gcp_service_account: Option<String>,
+    /// Instance attribute KEY=VALUE under instance/attributes/ (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Google Compute Engine")]
+    #[serde(default)]
+    pub gcp_instance_attribute: Vec<Tag>,
+    /// Project attribute KEY=VALUE under project/attributes/ (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Google Compute Engine")]
+    #[serde(default)]
+    pub gcp_project_attribute: Vec<Tag>,
+    /// Command printing an access token, run as the served user without a shell, e.g. `gcloud
+    /// auth print-access-token` [default: --gcp-access-token-file, else GOOGLE_ACCESS_TOKEN,
+    /// else fake tokens].
+    #[arg(long, value_name = "COMMAND", help_heading = "Google Compute Engine")]
+    pub gcp_access_token_command: Option<String>,
+    /// File holding a static access token (not world-readable).
+    #[arg(long, value_name = "FILE", help_heading = "Google Compute Engine")]
+    pub gcp_access_token_file: Option<PathBuf>,
+    /// Command printing an identity token, `{audience}` replaced by each request's audience,
+    /// e.g. `gcloud auth print-identity-token --audiences={audience}` [default: fake tokens
+    /// signed with imds-tun's published key].
+    #[arg(long, value_name = "COMMAND", help_heading = "Google Compute Engine")]
+    pub gcp_identity_token_command: Option<String>,
+
+    // Azure (docs/metadata.md#azure); always served.
+    /// Subscription id of the Azure VM [default: a GUID derived from /etc/machine-id].
+    #[arg(long, value_name = "GUID", help_heading = "Azure")]
+    pub azure_subscription_id: Option<String>,
+    /// Resource group [default: imds-tun].
+    #[arg(long, value_name = "NAME", help_heading = "Azure")]
+    pub azure_resource_group: Option<String>,
+    /// VM name [default: this host's short name].
+    #[arg(long, value_name = "NAME", help_heading = "Azure")]
+    pub azure_vm_name: Option<String>,
+    /// Location (region) [default: eastus].
+    #[arg(long, value_name = "LOCATION", help_heading = "Azure")]
+    pub azure_location: Option<String>,
+    /// VM size [default: Standard_D2s_v3].
+    #[arg(skip)]
+    pub azure_vm_size: Option<String>,
+    /// Tenant id [default: a derived GUID].
+    #[arg(skip)]
+    pub azure_tenant_id: Option<String>,
+    /// The managed identity's client id [default: a derived GUID].
+    #[arg(skip)]
+    pub azure_client_id: Option<String>,
+    /// The managed identity's object id [default: a derived GUID].
+    #[arg(skip)]
+    pub azure_object_id: Option<String>,
+    /// Command printing a managed-identity token, `{resource}` replaced by each request's
+    /// resource, run as the served user without a shell, e.g. `az account get-access-token
+    /// --resource {resource}` [default: fake tokens].
+    #[arg(long, value_name = "COMMAND", help_heading = "Azure")]
+    pub azure_token_command: Option<String>,
+
     // Upstream proxy mode and listener protection (see `config::proxy`).
     /// Forward every request to this metadata service (e.g. another imds-tun on the host:
     /// http://10.0.2.2:8080) instead of answering locally; plain http only.

@@ -75,6 +75,12 @@ pub struct LocalService {
     pub token_policy: TokenPolicy,
     /// Where the role credentials come from.
     pub credentials: CredentialSettings,
+    /// The GCE metadata server too (`--gcp-project`), or not.
+    pub gce: Option<crate::gce::GceSettings>,
+    /// The Azure VM (always served).
+    pub azure: resolve::azure::AzureSettings,
+    /// Interruptions to play from the start (`--scenario`).
+    pub scenario: Option<Vec<crate::control::protocol::Step>>,
 }
 
 impl Settings {

@@ -217,6 +217,116 @@ pub fn external_id(value: &str) -> Result<String, String> {
     }
 }
 
+/// A GCE project id: 6-30 lower-case letters, digits and `-`, starting with a letter, not
+/// ending with `-`.
+pub fn gcp_project(value: &str) -> Result<String, String> {
+    let ok = (6..=30).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.ends_with('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a GCP project id: 6-30 lower-case letters, digits and '-', starting with a letter".into())
+    }
+}
+
+/// A GCE zone such as `us-central1-a` or `europe-west4-b`.
+pub fn gcp_zone(value: &str) -> Result<String, String> {
+    let parts: Vec<&str> = value.split('-').collect();
+    let ok = parts.len() == 3
+        && parts[0].len() >= 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1].ends_with(|c: char| c.is_ascii_digit())
+        && parts[1]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && parts[2].len() == 1
+        && parts[2].bytes().all(|b| b.is_ascii_lowercase());
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a GCE zone such as \"us-central1-a\"".into())
+    }
+}
+
+/// A GCE instance name: 1-63 lower-case letters, digits and `-`, starting with a letter, not
+/// ending with `-`.
+pub fn gcp_instance_name(value: &str) -> Result<String, String> {
+    let ok = (1..=63).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.ends_with('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 1-63 lower-case letters, digits and '-', starting with a letter".into())
+    }
+}
+
+/// A service account email: `NAME@DOMAIN`, printable, at most 254 characters.
+pub fn gcp_service_account(value: &str) -> Result<String, String> {
+    let ok = value.len() <= 254
+        && value
+            .split_once('@')
+            .is_some_and(|(name, domain)| !name.is_empty() && domain.contains('.'))
+        && value.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(
+            "expected a service account email such as \"app@my-project.iam.gserviceaccount.com\""
+                .into(),
+        )
+    }
+}
+
+/// A GCE metadata key: 1-128 letters, digits, `-` and `_`.
+pub fn gcp_attribute_key(value: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 1-128 letters, digits, '-' and '_'".into())
+    }
+}
+
+/// A GUID, `8-4-4-4-12` hex digits; served in lower case.
+pub fn guid(value: &str) -> Result<String, String> {
+    let groups: Vec<&str> = value.split('-').collect();
+    let ok = groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err("expected a GUID such as \"0f8fad5b-d9cb-469f-a165-70867728950e\"".into())
+    }
+}
+
+/// An Azure resource name (VM, resource group, location, size): 1-90 letters, digits, `-`,
+/// `_`, `.` and `(`/`)`, as ARM allows for resource groups.
+pub fn azure_name(value: &str) -> Result<String, String> {
+    let ok = (1..=90).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.()".contains(&b));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 1-90 letters, digits, '-', '_', '.', '(' and ')'".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +372,28 @@ mod tests {
         assert!(path_segment("").is_err());
         assert!(path_segment("a/b").is_err());
         assert!(path_segment("..").is_err());
+    }
+
+    #[test]
+    fn gce_and_azure_names_follow_their_clouds_rules() {
+        assert!(gcp_project("my-project-1").is_ok());
+        assert!(gcp_project("My-Project").is_err());
+        assert!(gcp_project("short").is_err());
+        assert!(gcp_project("ends-with-").is_err());
+        assert!(gcp_zone("europe-west4-b").is_ok());
+        assert!(gcp_zone("us-central1").is_err());
+        assert!(gcp_instance_name("web-1").is_ok());
+        assert!(gcp_instance_name("1web").is_err());
+        assert!(gcp_service_account("app@p.iam.gserviceaccount.com").is_ok());
+        assert!(gcp_service_account("app").is_err());
+        assert!(gcp_attribute_key("startup-script").is_ok());
+        assert!(gcp_attribute_key("a/b").is_err());
+        assert_eq!(
+            guid("0F8FAD5B-D9CB-469F-A165-70867728950E").as_deref(),
+            Ok("0f8fad5b-d9cb-469f-a165-70867728950e")
+        );
+        assert!(guid("0f8fad5b-d9cb-469f-a165").is_err());
+        assert!(azure_name("my_rg.(1)").is_ok());
+        assert!(azure_name("a/b").is_err());
     }
 }

@@ -18,7 +18,14 @@ use http::header::{self, HeaderValue};
 use http::{Request, StatusCode, Version};
 
 /// Host names that metadata clients legitimately use besides IP literals.
-pub const ALLOWED_NAMES: &[&str] = &["instance-data", "instance-data.ec2.internal", "localhost"];
+/// `metadata.google.internal` and `metadata` are the names GCE's clients use.
+pub const ALLOWED_NAMES: &[&str] = &[
+    "instance-data",
+    "instance-data.ec2.internal",
+    "localhost",
+    "metadata.google.internal",
+    "metadata",
+];
 
 /// Why a request's addressing is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::azure::{self, Azure};
+use crate::gce::{self, Gce};
 use crate::imds::Imds;
 pub use upstream::Upstream;
 
@@ -45,15 +47,23 @@ pub type ResponseBody = Either<Full<Bytes>, Incoming>;
 /// Who answers the requests of a [`Server`].
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// This process's metadata service.
-    Local(Arc<Imds>),
+    /// This process's metadata services: EC2 always, GCE when configured, Azure when given.
+    Local {
+        ec2: Arc<Imds>,
+        gce: Option<Arc<Gce>>,
+        azure: Option<Arc<Azure>>,
+    },
     /// Another metadata service, reached over HTTP (`--upstream`).
     Upstream(Arc<Upstream>),
 }
 
 impl From<Arc<Imds>> for Backend {
-    fn from(imds: Arc<Imds>) -> Backend {
-        Backend::Local(imds)
+    fn from(ec2: Arc<Imds>) -> Backend {
+        Backend::Local {
+            ec2,
+            gce: None,
+            azure: None,
+        }
     }
 }
 
@@ -61,7 +71,17 @@ impl Backend {
     /// The response to `request`.
     pub async fn answer(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         match self {
-            Backend::Local(imds) => answer(imds, request).await.map(Either::Left),
+            Backend::Local { gce: Some(gce), .. }
+                if gce::claims(request.uri().path(), request.headers()) =>
+            {
+                answer_gce(gce, request).await.map(Either::Left)
+            }
+            Backend::Local {
+                azure: Some(azure), ..
+            } if azure::claims(request.uri().path()) => {
+                answer_azure(azure, request).await.map(Either::Left)
+            }
+            Backend::Local { ec2, .. } => answer(ec2, request).await.map(Either::Left),
             Backend::Upstream(upstream) => upstream.forward(request).await,
         }
     }
@@ -217,6 +237,14 @@ impl Server {
         });
     }
 
+    /// The interruptions board of the local EC2 service; `None` when forwarding upstream.
+    pub fn interruptions(&self) -> Option<Arc<crate::imds::interruptions::Board>> {
+        match &self.backend {
+            Backend::Local { ec2, .. } => Some(ec2.interruptions()),
+            Backend::Upstream(_) => None,
+        }
+    }
+
     /// Stops keep-alive, lets in-flight requests finish for up to `grace`, then returns.
     /// Returns false if some connection was still busy at the deadline.
     pub async fn shutdown(self, grace: Duration) -> bool {
@@ -252,22 +280,61 @@ fn uri_too_long(request: &Request<Incoming>, max: usize) -> Option<Response<Resp
     })
 }
 
+/// Reads and drops the body: the services never need one, but reading it keeps the connection
+/// reusable; a huge one is refused rather than buffered.
+async fn drain(body: Incoming) -> Result<(), Response<Full<Bytes>>> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(_) => Ok(()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(plain_status(StatusCode::PAYLOAD_TOO_LARGE))
+        }
+        // A malformed body (a bad chunk size, a truncated chunk).
+        Err(_) => Err(plain_status(StatusCode::BAD_REQUEST)),
+    }
+}
+
 async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    // The service never needs the body, but reading it keeps the connection reusable; a huge
-    // one is refused rather than buffered.
-    if let Err(error) = Limited::new(body, MAX_BODY).collect().await {
-        let status = if error.is::<http_body_util::LengthLimitError>() {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else {
-            // A malformed body (a bad chunk size, a truncated chunk).
-            StatusCode::BAD_REQUEST
-        };
-        return plain_status(status);
+    if let Err(refused) = drain(body).await {
+        return refused;
     }
     let response = imds.respond(&parts);
     tracing::debug!(method = %parts.method, path = parts.uri.path(), status = response.status().as_u16(), "request");
     response.map(Full::new)
+}
+
+/// A GCE request: answered now, after its `wait_for_change` wait, or from a token source.
+async fn answer_gce(gce: &Gce, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    if let Err(refused) = drain(body).await {
+        return refused;
+    }
+    let answer = gce.respond(&parts);
+    if let gce::Answer::AfterWait { wait, .. } = &answer {
+        // A graceful shutdown stops waiting at its deadline with the connection.
+        tokio::time::sleep(*wait).await;
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let reply = gce.token_reply(answer, now).await;
+    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = reply.status.as_u16(), "GCE request");
+    reply
+        .into_response(parts.method == hyper::Method::HEAD)
+        .map(Full::new)
+}
+
+/// An Azure request: answered now, or from the managed-identity token source.
+async fn answer_azure(azure: &Azure, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    if let Err(refused) = drain(body).await {
+        return refused;
+    }
+    let answer = azure.respond(&parts);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let reply = azure.token_reply(answer, now).await;
+    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = reply.status.as_u16(), "Azure request");
+    reply
+        .into_response(parts.method == hyper::Method::HEAD)
+        .map(Full::new)
 }
 
 fn plain_status(status: StatusCode) -> Response<Full<Bytes>> {

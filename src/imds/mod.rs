@@ -17,6 +17,7 @@
 
 pub mod identity;
 mod instance;
+pub mod interruptions;
 pub mod responses;
 pub mod signature;
 pub mod token;
@@ -83,6 +84,7 @@ pub struct Imds {
     imdsv2: TokenPolicy,
     credentials: Arc<dyn CredentialSource>,
     account_id: String,
+    interruptions: Arc<interruptions::Board>,
 }
 
 impl std::fmt::Debug for Imds {
@@ -126,7 +128,13 @@ impl Imds {
             imdsv2: token_policy,
             credentials,
             account_id: instance.account_id.clone(),
+            interruptions: Arc::new(interruptions::Board::default()),
         }
+    }
+
+    /// The interruptions this instance is told about, for whoever changes them (`ctl`).
+    pub fn interruptions(&self) -> Arc<interruptions::Board> {
+        self.interruptions.clone()
     }
 
     /// Answers one request completely, HEAD included (HEAD: same status and headers incl.
@@ -169,15 +177,29 @@ impl Imds {
             Some((version, _)) if !VERSIONS.contains(version) => {
                 Reply::error(StatusCode::NOT_FOUND)
             }
-            Some((_, rest)) => match self.tree.get(&rest.join("/")) {
-                None => Reply::error(StatusCode::NOT_FOUND),
-                Some(Node::Directory(listing)) => Reply::text(listing.clone()),
-                Some(Node::Leaf(Leaf::Text(value))) => Reply::text(value.clone()),
-                Some(Node::Leaf(Leaf::Octets(value))) => Reply::octets(value.clone()),
-                Some(Node::Leaf(Leaf::Credentials { extended })) => {
-                    self.credentials_reply(*extended, now)
-                }
-            },
+            Some((_, rest)) => self.tree_answer(&rest.join("/"), now),
+        }
+    }
+
+    /// A path under a version: the interruptions' part of the tree first (one snapshot), then
+    /// the fixed tree.
+    fn tree_answer(&self, path: &str, now: OffsetDateTime) -> Reply {
+        let static_listing = match self.tree.get("meta-data") {
+            Some(Node::Directory(listing)) => listing.clone(),
+            _ => Bytes::new(),
+        };
+        let dynamic = self
+            .interruptions
+            .snapshot()
+            .lookup(path, now, &static_listing);
+        match dynamic.as_ref().or_else(|| self.tree.get(path)) {
+            None => Reply::error(StatusCode::NOT_FOUND),
+            Some(Node::Directory(listing)) => Reply::text(listing.clone()),
+            Some(Node::Leaf(Leaf::Text(value))) => Reply::text(value.clone()),
+            Some(Node::Leaf(Leaf::Octets(value))) => Reply::octets(value.clone()),
+            Some(Node::Leaf(Leaf::Credentials { extended })) => {
+                self.credentials_reply(*extended, now)
+            }
         }
     }
 

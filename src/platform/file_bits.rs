@@ -1,6 +1,6 @@
-//! Opening a file "as another user" where the process cannot switch ids around one `open`
-//! safely (no thread count to check, no `setresuid`): macOS and the unsupported systems. The
-//! file is opened with the process's rights and kept only if its permission bits admit the user.
+//! Opening a file "as another user" on the systems without their own way (neither Linux nor
+//! macOS, see linux.rs and macos_open_as.rs): the file is opened with the process's rights and
+//! kept only if its permission bits admit the user.
 
 use super::{FileUser, OpenAsError};
 use nix::unistd::Gid;

@@ -1,7 +1,6 @@
-//! What this host is: its name, machine id, addresses and TUN device node. The configuration
-//! derives stable defaults from these; the doctor reports on them. Plain POSIX calls and
-//! files; where a file is Linux's own (`/etc/machine-id`, `/dev/net/tun`), its absence on
-//! another system is an ordinary "none".
+//! What this host is: its name, machine id and addresses. The configuration derives stable
+//! defaults from these. Plain POSIX calls and files; where a file is Linux's own
+//! (`/etc/machine-id`), its absence on another system is an ordinary "none".
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
@@ -52,29 +51,4 @@ pub fn local_addresses() -> Vec<IpAddr> {
             }
         })
         .collect()
-}
-
-/// Whether this process can open the TUN device node (opening creates no device).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TunDeviceAccess {
-    Opens,
-    Missing,
-    Denied,
-    Failed(String),
-}
-
-/// Opens `/dev/net/tun` read-write and closes it again.
-pub fn tun_device_access() -> TunDeviceAccess {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-    {
-        Ok(_) => TunDeviceAccess::Opens,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => TunDeviceAccess::Missing,
-        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
-            TunDeviceAccess::Denied
-        }
-        Err(error) => TunDeviceAccess::Failed(error.to_string()),
-    }
 }

@@ -36,9 +36,8 @@
 //! start that sees one waits up to [`PEER_SETTLE`] for it to disappear before yielding: then
 //! exactly one start survives. The route check that follows must name our utun in any case.
 //!
-//! At the end, opening files as another user uses the portable permission-bit check
-//! (`file_bits.rs`): switching ids is process-wide on macOS and the thread count cannot be read
-//! from `/proc`.
+//! Opening files as another user lives in `macos_open_as.rs` (a forked child that becomes the
+//! user), re-exported here.
 
 use super::utun_rules::{self, AF_INET_HEADER, HEADER_LEN, RouteAnswer, UnitRequest};
 use super::{LOCAL_ADDRESS, METADATA_ADDRESS, PlatformError, TunRequest};
@@ -53,7 +52,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tun::AbstractDevice;
 
-pub(crate) use super::file_bits::{groups_of, open_as_user};
+pub(crate) use super::macos_open_as::{groups_of, open_as_user};
 
 /// How long a start that sees a lower-numbered rival waits for it to give up.
 const PEER_SETTLE: Duration = Duration::from_secs(1);

@@ -18,7 +18,8 @@
 //! - giving up root ([`privileges`]) and the capability sets ([`capabilities`]);
 //! - the claim lock that makes two simultaneous starts safe (`claim_lock.rs`, Linux);
 //! - the kernel's answers about routes and socket owners ([`netlink`], Linux);
-//! - what this host is: name, machine id, addresses, TUN device node ([`host`]).
+//! - what this host is: name, machine id, addresses ([`host`]);
+//! - what `--check` asks before a start: can a TUN be created here ([`readiness`]).
 //!
 //! One private `imp` module per OS sits behind this small interface.
 
@@ -41,6 +42,7 @@ pub mod host;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 pub mod privileges;
+pub mod readiness;
 // Compiled everywhere so that Linux's `cargo test` covers what macOS decides.
 mod utun_rules;
 
@@ -52,7 +54,12 @@ mod imp;
 #[path = "unsupported.rs"]
 mod imp;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+mod macos_open_as;
+#[cfg(any(target_os = "macos", test))]
+mod open_in_child;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 mod file_bits;
 
 /// Without Linux capability sets there is nothing to cut beyond the user ids.
@@ -137,9 +144,19 @@ pub use imp::AsyncTun;
 /// Why the TUN side could not be set up; every message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
-    #[error(
-        "creating a TUN device needs root (CAP_NET_ADMIN): run `sudo imds-tun`, \
-         or serve on a kernel socket without a TUN: `imds-tun --no-tun --listen 127.0.0.1:8080`"
+    #[cfg_attr(
+        not(target_os = "macos"),
+        error(
+            "creating a TUN device needs root (CAP_NET_ADMIN): run `sudo imds-tun`, or serve on a \
+             kernel socket without a TUN: `imds-tun --no-tun --listen 127.0.0.1:8080`"
+        )
+    )]
+    #[cfg_attr(
+        target_os = "macos",
+        error(
+            "creating a utun device needs root: run `sudo imds-tun`, or serve on a kernel socket \
+             without a TUN: `imds-tun --no-tun --listen 127.0.0.1:8080`"
+        )
     )]
     NotPermitted,
     #[error(
@@ -153,9 +170,21 @@ pub enum PlatformError {
          pass the device (`docker run --device /dev/net/tun --cap-add NET_ADMIN ...`)"
     )]
     NoTunDevice,
-    #[error(
-        "169.254.169.254 is already claimed by {0}; remove that claim (another imds-tun, a \
-         metadata emulator, or an alias such as `ip addr del 169.254.169.254/32 dev lo`) and retry"
+    #[cfg_attr(
+        not(target_os = "macos"),
+        error(
+            "169.254.169.254 is already claimed by {0}; remove that claim (another imds-tun, a \
+             metadata emulator, or an alias such as `ip addr del 169.254.169.254/32 dev lo`) and \
+             retry"
+        )
+    )]
+    #[cfg_attr(
+        target_os = "macos",
+        error(
+            "169.254.169.254 is already claimed by {0}; remove that claim (another imds-tun, a \
+             metadata emulator, or an alias such as `ifconfig lo0 -alias 169.254.169.254`) and \
+             retry"
+        )
     )]
     AddressClaimed(String),
     #[error("TUN device name {0:?} is already in use by another process: pick another --tun-name")]
@@ -207,6 +236,25 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
 /// interface lo", ...): the check [`claim_metadata_address`] makes first, creating nothing.
 pub fn current_claim() -> Result<Option<String>, PlatformError> {
     imp::current_claim()
+}
+
+/// The control socket's address (`imds-tun ctl`): on Linux the abstract name
+/// `@imds-tun/control`, which belongs to the network namespace, needs no file and vanishes with
+/// the process, as the claim lock's does.
+#[cfg(target_os = "linux")]
+pub fn control_address() -> io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(b"imds-tun/control")
+}
+
+/// Elsewhere there are no abstract sockets, and a socket file could be left behind: no control
+/// channel yet.
+#[cfg(not(target_os = "linux"))]
+pub fn control_address() -> io::Result<std::os::unix::net::SocketAddr> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "imds-tun ctl needs Linux's abstract sockets; not available on this system yet",
+    ))
 }
 
 /// A user whose rights a file is opened with: the ids and every group the kernel would check.

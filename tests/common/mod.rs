@@ -83,10 +83,7 @@ pub fn skip_or_fail(test: &str, reason: &str) {
     }
     // Written to the stderr handle directly: libtest captures `eprintln!` of passing tests, and
     // a skip must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n    SKIPPED (needs root and network namespaces): {test}: {reason}\n"
-    );
+    let _ = writeln!(std::io::stderr(), "\n    SKIPPED: {test}: {reason}\n");
 }
 
 /// True when this process runs as root (euid 0).
@@ -269,7 +266,7 @@ impl Namespace {
         if options.as_nobody {
             command.args(nobody_prefix());
         }
-        command.arg(BINARY).args(args);
+        command.arg(options.binary()).args(args);
         ImdsTun::spawn(command, options, &self.test)
     }
 
@@ -360,6 +357,8 @@ pub struct Spawn {
     pub env: Vec<(String, String)>,
     /// Run as uid/gid 65534 through `setpriv`.
     pub as_nobody: bool,
+    /// Run this binary instead of [`BINARY`] (the packaged static one, tests/package_artifacts.rs).
+    pub binary: Option<PathBuf>,
 }
 
 impl Spawn {
@@ -369,6 +368,27 @@ impl Spawn {
             ..Spawn::default()
         }
     }
+
+    /// The binary to run: [`Spawn::binary`] if set, else the one cargo built for this test run.
+    pub fn binary(&self) -> &Path {
+        self.binary.as_deref().unwrap_or(Path::new(BINARY))
+    }
+}
+
+/// A shell command line for `sh -c` inside `ip netns exec` that runs `rest` as `uid` (and gid)
+/// holding only CAP_NET_ADMIN, as the systemd unit does, with a private /dev/net/tun of mode 0666
+/// (Debian's default; some hosts have 0600). The device node lives on a tmpfs mounted over
+/// `scratch`, inside the private mount namespace `ip netns exec` gives the command, so nothing of
+/// it outlives the command; `scratch` itself is the caller's [`TempDir`], removed when the test
+/// ends. `uid` need not exist in /etc/passwd: systemd's `DynamicUser=yes` uids never do.
+pub fn with_only_net_admin(scratch: &TempDir, uid: u32, rest: &str) -> String {
+    let dir = scratch.path().display();
+    format!(
+        "mount -t tmpfs tmpfs '{dir}' && mknod '{dir}/tun' c 10 200 && \
+         chmod 0666 '{dir}/tun' && mount --bind '{dir}/tun' /dev/net/tun && \
+         exec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=+net_admin \
+         --ambient-caps=+net_admin {rest}"
+    )
 }
 
 /// What the reader thread collected from the child's stderr.

@@ -8,7 +8,8 @@
 
 use super::defaults::{self, MachineDefaults};
 use super::layer::Layer;
-use super::named_file::Opener;
+use super::named_file::{self, Opener};
+use super::origin::{label, pick};
 use super::{Backend, ConfigError, LocalService, Settings};
 use upstream::ListenerProtection;
 
@@ -31,6 +32,11 @@ pub fn resolve(
         .as_ref()
         .map_or_else(|| defaults::ROLE_NAME.to_owned(), |arn| arn.name.clone());
     let instance = instance::resolve_instance(file, flags, machine, role_default, files)?;
+    let gce = gce::resolve_gce(file, flags, machine, files)?;
+    let azure = azure::resolve_azure(file, flags, machine)?;
+    let scenario = pick(flags.scenario.clone(), file.scenario.clone())
+        .map(|(path, origin)| read_scenario(&path, &label(origin, "scenario"), files))
+        .transpose()?;
     // Every value is validated in both modes, so a bad setting is reported even when
     // forwarding; only the local mode keeps the instance and the credentials.
     let backend = match proxy.upstream {
@@ -39,6 +45,9 @@ pub fn resolve(
             instance,
             token_policy: service.imdsv2,
             credentials,
+            gce,
+            azure,
+            scenario,
         })),
     };
     Ok(Settings {
@@ -55,7 +64,38 @@ pub fn resolve(
     })
 }
 
+pub mod azure;
 mod credentials;
+mod gce;
+
+/// A scenario file: a JSON list of steps within the control protocol's bounds, read with the
+/// invoking user's rights under sudo.
+pub fn read_scenario(
+    path: &std::path::Path,
+    what: &str,
+    files: &Opener,
+) -> Result<Vec<crate::control::protocol::Step>, ConfigError> {
+    let cap = named_file::Cap {
+        bytes: 1024 * 1024,
+        advice: "a scenario is a list of steps; split a longer one",
+    };
+    let bytes =
+        named_file::read(path, what, files, cap).map_err(|error| ConfigError(error.to_string()))?;
+    let steps: Vec<crate::control::protocol::Step> =
+        serde_json::from_slice(&bytes).map_err(|error| {
+            ConfigError(format!(
+                "{what} {}: line {} column {}: {error}",
+                path.display(),
+                error.line(),
+                error.column()
+            ))
+        })?;
+    crate::control::protocol::validate(&crate::control::protocol::Request::Play {
+        steps: steps.clone(),
+    })
+    .map_err(|error| ConfigError(format!("{what} {}: {error}", path.display())))?;
+    Ok(steps)
+}
 pub mod hardening;
 mod instance;
 mod service;

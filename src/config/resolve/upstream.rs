@@ -66,19 +66,30 @@ pub fn read_token_file(
     what: &str,
     opener: &Opener,
 ) -> Result<SharedToken, ConfigError> {
+    let (text, described) = read_secret_file(path, what, opener)?;
+    // Not UTF-8 is not printable ASCII either: parse says so, without the bytes.
+    SharedToken::parse(&text).map_err(|why| ConfigError(format!("{described}: {why}")))
+}
+
+/// A file that holds a secret, read with `opener`'s rights: a regular file of at most 4 KiB
+/// that not every user may read. Returns its text (invalid UTF-8 replaced) and how to name it.
+pub(super) fn read_secret_file(
+    path: &Path,
+    what: &str,
+    opener: &Opener,
+) -> Result<(String, String), ConfigError> {
     let file =
         NamedFile::open(path, what, opener).map_err(|error| ConfigError(error.to_string()))?;
     let described = file.describe();
-    let fail = |why: String| ConfigError(format!("{described}: {why}"));
     {
         use std::os::unix::fs::PermissionsExt;
         // Only a regular file gets here, so the mode bits are the file's own, and chmod is the
         // fix (for /dev/zero it would not have been: NamedFile says "not a regular file").
         let mode = file.metadata().permissions().mode() & 0o777;
         if mode & 0o004 != 0 {
-            return Err(fail(format!(
-                "readable by every user (mode {mode:03o}), and it holds a secret; run `chmod 600 {}` \
-                 (or 640 for a group)",
+            return Err(ConfigError(format!(
+                "{described}: readable by every user (mode {mode:03o}), and it holds a secret; run \
+                 `chmod 600 {}` (or 640 for a group)",
                 path.display()
             )));
         }
@@ -86,8 +97,7 @@ pub fn read_token_file(
     let bytes = file
         .read(named_file::TOKEN_CAP)
         .map_err(|error| ConfigError(error.to_string()))?;
-    // Not UTF-8 is not printable ASCII either: parse says so, without the bytes.
-    SharedToken::parse(&String::from_utf8_lossy(&bytes)).map_err(fail)
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), described))
 }
 
 /// Resolves the proxy settings; `listen` are the resolved `--listen` addresses and `tun` says

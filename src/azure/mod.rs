@@ -1,0 +1,382 @@
+//! The Azure Instance Metadata Service (`/metadata/...`) as plain functions of a request.
+//!
+//! Always on: its paths collide with neither EC2's nor GCE's, and it costs one document. Rules,
+//! in order (Azure's IMDS documentation, "Errors and debugging"):
+//!
+//! 1. `X-Forwarded-For` → 400: a proxied request is not from the VM.
+//! 2. `Metadata: true` is required (400 otherwise); azure-identity's availability probe relies
+//!    on exactly this 400.
+//! 3. GET only (405).
+//! 4. A query parameter given twice → 400.
+//! 5. `/metadata/versions` needs no `api-version`; every other path needs one this category
+//!    supports (400 with `newest-versions` otherwise).
+//! 6. `/metadata/instance[/PATH]`: the document or the part the route names (`compute/vmId`,
+//!    `network/interface/0/...`); JSON by default, `format=text` for a leaf (a leaf asked for as
+//!    JSON is a 400, as on Azure).
+//! 7. `/metadata/identity/oauth2/token?resource=R[&client_id|object_id|msi_res_id]`: a managed
+//!    identity token ([`tokens`]); answered by [`Azure::token_reply`].
+//! 8. `/metadata/scheduledevents`: no events.
+//!
+//! Every primitive in a JSON answer is a string, as Azure's are (numbers in token answers
+//! included).
+
+pub mod instance;
+pub mod tokens;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::query::Query;
+pub use instance::AzureInstance;
+use tokens::{ManagedIdentity, TokenError, TokenSource};
+
+/// The path prefix of every Azure request.
+pub const PREFIX: &str = "/metadata/";
+
+/// The API versions `/metadata/versions` lists, oldest first.
+pub const API_VERSIONS: &[&str] = &[
+    "2017-03-01",
+    "2017-04-02",
+    "2017-08-01",
+    "2017-10-01",
+    "2017-12-01",
+    "2018-02-01",
+    "2018-04-02",
+    "2018-10-01",
+    "2019-02-01",
+    "2019-03-11",
+    "2019-04-30",
+    "2019-06-01",
+    "2019-06-04",
+    "2019-08-01",
+    "2019-08-15",
+    "2019-11-01",
+    "2020-06-01",
+    "2020-07-15",
+    "2020-09-01",
+    "2020-10-01",
+    "2020-12-01",
+    "2021-01-01",
+    "2021-02-01",
+    "2021-03-01",
+    "2021-05-01",
+    "2021-10-01",
+    "2021-11-01",
+    "2021-11-15",
+    "2021-12-13",
+    "2023-07-01",
+    "2023-11-15",
+    "2024-03-15",
+];
+
+/// The versions of the scheduled-events category.
+pub const SCHEDULED_EVENTS_VERSIONS: &[&str] = &[
+    "2017-11-01",
+    "2019-01-01",
+    "2019-04-01",
+    "2019-08-01",
+    "2020-07-01",
+];
+
+/// The oldest version the managed-identity endpoint accepts.
+const IDENTITY_OLDEST: &str = "2018-02-01";
+
+const METADATA_HEADER: HeaderName = HeaderName::from_static("metadata");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Whether a request is for this protocol.
+pub fn claims(path: &str) -> bool {
+    path.starts_with(PREFIX) || path == "/metadata"
+}
+
+/// A reply before HEAD handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+impl Reply {
+    fn json(value: &Value) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            content_type: "application/json; charset=utf-8",
+            body: Bytes::from(value.to_string()),
+        }
+    }
+
+    fn text(text: String) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from(text),
+        }
+    }
+
+    fn error(status: StatusCode, message: &str) -> Reply {
+        Reply {
+            status,
+            ..Reply::json(&json!({ "error": message }))
+        }
+    }
+
+    /// The identity endpoint's OAuth-style error.
+    fn oauth_error(status: StatusCode, error: &str, description: &str) -> Reply {
+        Reply {
+            status,
+            ..Reply::json(&json!({ "error": error, "error_description": description }))
+        }
+    }
+
+    pub fn into_response(self, head: bool) -> Response<Bytes> {
+        let length = self.body.len();
+        let mut response = Response::new(if head { Bytes::new() } else { self.body });
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        headers.insert(
+            header::SERVER,
+            HeaderValue::from_static("IMDS/150.870.65.1854"),
+        );
+        response
+    }
+}
+
+/// What to send: now, or after asking the token source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Now(Reply),
+    Token { resource: String },
+}
+
+/// The metadata service of one Azure VM.
+#[derive(Debug)]
+pub struct Azure {
+    instance: AzureInstance,
+    document: Value,
+    identity: ManagedIdentity,
+}
+
+impl Azure {
+    pub fn new(instance: AzureInstance, tokens: TokenSource) -> Azure {
+        Azure {
+            document: instance.document(),
+            identity: ManagedIdentity::new(tokens),
+            instance,
+        }
+    }
+
+    pub fn instance(&self) -> &AzureInstance {
+        &self.instance
+    }
+
+    /// The answer to one request; token answers are completed by [`Azure::token_reply`].
+    pub fn respond(&self, request: &http::request::Parts) -> Answer {
+        if request.headers.contains_key(FORWARDED_FOR) {
+            return Answer::Now(Reply::error(
+                StatusCode::BAD_REQUEST,
+                "Bad request. Requests with the X-Forwarded-For header are not allowed",
+            ));
+        }
+        let flagged = request
+            .headers
+            .get(METADATA_HEADER)
+            .is_some_and(|value| value.as_bytes() == b"true");
+        if !flagged {
+            return Answer::Now(Reply::error(
+                StatusCode::BAD_REQUEST,
+                "Bad request. Required metadata header not specified",
+            ));
+        }
+        if request.method != Method::GET {
+            return Answer::Now(Reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "The requested method is not supported. Use GET.",
+            ));
+        }
+        let query = Query::parse(request.uri.query().unwrap_or(""));
+        if let Some(name) = query.duplicated() {
+            return Answer::Now(Reply::error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "Bad request. Query parameter '{}' was specified more than once",
+                    bounded(name)
+                ),
+            ));
+        }
+        let path = request.uri.path().trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            ["metadata", "versions"] => Answer::Now(Reply::json(&json!({
+                "apiVersions": API_VERSIONS,
+            }))),
+            ["metadata", "instance", route @ ..] => {
+                if let Err(reply) = check_version(&query, API_VERSIONS) {
+                    return Answer::Now(reply);
+                }
+                Answer::Now(self.instance_reply(route, &query))
+            }
+            ["metadata", "identity", "oauth2", "token"] => {
+                let identity_versions: Vec<&str> = API_VERSIONS
+                    .iter()
+                    .copied()
+                    .filter(|version| *version >= IDENTITY_OLDEST)
+                    .collect();
+                if let Err(reply) = check_version(&query, &identity_versions) {
+                    return Answer::Now(reply);
+                }
+                self.token_request(&query)
+            }
+            ["metadata", "scheduledevents"] => {
+                if let Err(reply) = check_version(&query, SCHEDULED_EVENTS_VERSIONS) {
+                    return Answer::Now(reply);
+                }
+                Answer::Now(Reply::json(
+                    &json!({ "DocumentIncarnation": 0, "Events": [] }),
+                ))
+            }
+            _ => Answer::Now(Reply::error(StatusCode::NOT_FOUND, "Not found")),
+        }
+    }
+
+    /// The token reply for an [`Answer::Token`] at `now`; other answers as they are.
+    pub async fn token_reply(&self, answer: Answer, now: i64) -> Reply {
+        let resource = match answer {
+            Answer::Now(reply) => return reply,
+            Answer::Token { resource } => resource,
+        };
+        match self.identity.token(&self.instance, &resource, now).await {
+            Ok(token) => {
+                if self.identity.is_fake() {
+                    // Said when it matters, not at every start: most users never ask Azure.
+                    crate::warn_limited!(
+                        "Azure: served a FAKE managed identity token (unsigned, \"imds_tun\": \"fake\"); \
+                         give --azure-token-command 'az account get-access-token --resource {{resource}}' \
+                         for real ones"
+                    );
+                }
+                Reply::json(&json!({
+                "access_token": token.value,
+                "client_id": self.instance.client_id,
+                "expires_in": (token.expires_on - now).to_string(),
+                "expires_on": token.expires_on.to_string(),
+                "ext_expires_in": (token.expires_on - now).to_string(),
+                "not_before": now.to_string(),
+                "resource": resource,
+                "token_type": "Bearer",
+                }))
+            }
+            Err(TokenError::Resource(why)) => Reply::oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_resource",
+                &format!("The resource is not valid: {why}"),
+            ),
+            Err(error) => {
+                crate::warn_limited!(error = %error, "Azure managed identity token unavailable");
+                Reply::oauth_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "unknown",
+                    "Failed to retrieve token from the Active directory; see imds-tun's log",
+                )
+            }
+        }
+    }
+
+    fn token_request(&self, query: &Query) -> Answer {
+        let Some(resource) = query.get("resource").filter(|r| !r.is_empty()) else {
+            return Answer::Now(Reply::oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Required query variable 'resource' is missing",
+            ));
+        };
+        let selectors = [
+            ("client_id", self.instance.client_id.clone()),
+            ("object_id", self.instance.object_id.clone()),
+            ("msi_res_id", self.instance.identity_resource_id()),
+        ];
+        for (name, ours) in selectors {
+            if let Some(asked) = query.get(name)
+                && !asked.eq_ignore_ascii_case(&ours)
+            {
+                return Answer::Now(Reply::oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Identity not found",
+                ));
+            }
+        }
+        Answer::Token {
+            resource: resource.to_owned(),
+        }
+    }
+
+    fn instance_reply(&self, route: &[&str], query: &Query) -> Reply {
+        let mut node = &self.document;
+        for segment in route {
+            let next = match node {
+                Value::Object(map) => map.get(*segment),
+                Value::Array(items) => segment
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|index| index.to_string() == *segment)
+                    .and_then(|index| items.get(index)),
+                _ => None,
+            };
+            let Some(next) = next else {
+                return Reply::error(StatusCode::NOT_FOUND, "Not found");
+            };
+            node = next;
+        }
+        let leaf = !matches!(node, Value::Object(_) | Value::Array(_));
+        match (query.get("format"), leaf) {
+            (Some("text"), true) => Reply::text(node.as_str().unwrap_or_default().to_owned()),
+            (Some("text"), false) => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "Bad request. Format 'text' is supported for leaf nodes only",
+            ),
+            (None | Some("json"), false) => Reply::json(node),
+            (None | Some("json"), true) => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "Bad request. Leaf nodes must be requested with format=text",
+            ),
+            (Some(_), _) => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "Bad request. Unsupported format: use json or text",
+            ),
+        }
+    }
+}
+
+/// A query value for an error message: short and printable.
+fn bounded(text: &str) -> String {
+    crate::log_limit::bounded(text.as_bytes()).to_string()
+}
+
+/// `api-version` present and one of `supported`, or the 400 Azure sends.
+fn check_version(query: &Query, supported: &[&str]) -> Result<(), Reply> {
+    let error = match query.get("api-version") {
+        Some(version) if supported.contains(&version) => return Ok(()),
+        None | Some("") => {
+            "Bad request. api-version was not specified in the request. For more information refer to aka.ms/azureimds"
+        }
+        Some(_) => {
+            "Bad request. api-version is invalid or was not specified in the request. For more information refer to aka.ms/azureimds"
+        }
+    };
+    let newest: Vec<&str> = supported.iter().rev().take(3).copied().collect();
+    Err(Reply {
+        status: StatusCode::BAD_REQUEST,
+        ..Reply::json(&json!({ "error": error, "newest-versions": newest }))
+    })
+}
+
+#[cfg(test)]
+mod tests;

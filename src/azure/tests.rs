@@ -1,0 +1,164 @@
+//! The Azure IMDS rules, one request at a time, without sockets.
+
+use super::*;
+
+const NOW: i64 = 1_700_000_000;
+
+fn azure() -> Azure {
+    Azure::new(AzureInstance::example(), TokenSource::Fake)
+}
+
+fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).expect("valid request").into_parts().0
+}
+
+fn reply_with(uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let service = azure();
+    let answer = service.respond(&request(Method::GET, uri, headers));
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(service.token_reply(answer, NOW))
+}
+
+fn get(uri: &str) -> Reply {
+    reply_with(uri, &[("Metadata", "true")])
+}
+
+fn json(reply: &Reply) -> Value {
+    serde_json::from_slice(&reply.body).expect("JSON body")
+}
+
+#[test]
+fn the_metadata_header_is_required_and_forwarded_requests_are_refused() {
+    let missing = reply_with("/metadata/instance?api-version=2021-02-01", &[]);
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json(&missing)["error"],
+        "Bad request. Required metadata header not specified"
+    );
+    let wrong = reply_with(
+        "/metadata/instance?api-version=2021-02-01",
+        &[("Metadata", "True")],
+    );
+    assert_eq!(
+        wrong.status,
+        StatusCode::BAD_REQUEST,
+        "the value is lower-case true"
+    );
+    let forwarded = reply_with(
+        "/metadata/instance?api-version=2021-02-01",
+        &[("Metadata", "true"), ("X-Forwarded-For", "10.0.0.9")],
+    );
+    assert_eq!(forwarded.status, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn api_version_is_required_except_for_versions_and_errors_list_the_newest() {
+    assert_eq!(get("/metadata/versions").status, StatusCode::OK);
+    let missing = get("/metadata/instance");
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    let body = json(&missing);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("api-version was not specified"))
+    );
+    assert_eq!(body["newest-versions"][0], "2024-03-15");
+    let invalid = get("/metadata/instance?api-version=1999-01-01");
+    assert!(
+        json(&invalid)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("api-version is invalid"))
+    );
+    let duplicated = get("/metadata/instance?api-version=2021-02-01&api-version=2021-02-01");
+    assert_eq!(duplicated.status, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn the_instance_document_and_its_routes_follow_the_format_rules() {
+    let instance = AzureInstance::example();
+    let whole = get("/metadata/instance?api-version=2021-02-01");
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(json(&whole)["compute"]["vmId"], instance.vm_id.as_str());
+    let leaf = get("/metadata/instance/compute/vmId?api-version=2021-02-01&format=text");
+    assert_eq!(leaf.body, instance.vm_id.as_bytes());
+    let ip = get(
+        "/metadata/instance/network/interface/0/ipv4/ipAddress/0/privateIpAddress?api-version=2021-02-01&format=text",
+    );
+    assert_eq!(ip.body, "10.0.0.7".as_bytes());
+    let leaf_as_json = get("/metadata/instance/compute/vmId?api-version=2021-02-01");
+    assert_eq!(leaf_as_json.status, StatusCode::BAD_REQUEST);
+    let directory_as_text = get("/metadata/instance/compute?api-version=2021-02-01&format=text");
+    assert_eq!(directory_as_text.status, StatusCode::BAD_REQUEST);
+    let missing = get("/metadata/instance/compute/nothing?api-version=2021-02-01");
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_managed_identity_token_has_string_numbers_and_names_its_resource() {
+    let reply = get(
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F",
+    );
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = json(&reply);
+    assert_eq!(body["resource"], "https://management.azure.com/");
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(
+        body["expires_in"].is_string() && body["expires_on"].is_string(),
+        "{body}"
+    );
+    assert_eq!(
+        body["client_id"],
+        AzureInstance::example().client_id.as_str()
+    );
+}
+
+#[test]
+fn a_token_needs_a_resource_and_a_known_identity() {
+    let missing = get("/metadata/identity/oauth2/token?api-version=2018-02-01");
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json(&missing)["error_description"],
+        "Required query variable 'resource' is missing"
+    );
+    let instance = AzureInstance::example();
+    let ours = get(&format!(
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=r&client_id={}",
+        instance.client_id
+    ));
+    assert_eq!(ours.status, StatusCode::OK);
+    let other = get(
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=r&client_id=00000000-0000-0000-0000-000000000000",
+    );
+    assert_eq!(other.status, StatusCode::BAD_REQUEST);
+    assert_eq!(json(&other)["error_description"], "Identity not found");
+    let old = get("/metadata/identity/oauth2/token?api-version=2017-12-01&resource=r");
+    assert_eq!(
+        old.status,
+        StatusCode::BAD_REQUEST,
+        "identity starts at 2018-02-01"
+    );
+}
+
+#[test]
+fn scheduled_events_are_empty_and_only_get_is_served() {
+    let events = get("/metadata/scheduledevents?api-version=2020-07-01");
+    assert_eq!(
+        json(&events),
+        json!({ "DocumentIncarnation": 0, "Events": [] })
+    );
+    let service = azure();
+    let Answer::Now(posted) = service.respond(&request(
+        Method::POST,
+        "/metadata/instance?api-version=2021-02-01",
+        &[("Metadata", "true")],
+    )) else {
+        panic!("no token for a POST");
+    };
+    assert_eq!(posted.status, StatusCode::METHOD_NOT_ALLOWED);
+}

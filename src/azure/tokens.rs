@@ -1,0 +1,215 @@
+//! Azure managed-identity tokens: from a command the user names (`az account get-access-token
+//! --resource {resource}`), else clearly fake.
+//!
+//! The command runs as the served user without a shell (`token_command`), one at a time, and its
+//! answer is cached per resource until five minutes before it expires, at most
+//! [`MAX_RESOURCES`] resources at once. It may print `az`'s JSON (`accessToken` with
+//! `expires_on` in Unix seconds, or `expiresOn` as local time, which is not trusted: then the
+//! token is kept [`ASSUMED_LIFETIME`]) or the bare token.
+//!
+//! Fake tokens are JWT-shaped with `alg: none` and no signature, claims naming the resource,
+//! the tenant and the identity, and `"imds_tun": "fake"`: code that reads claims works, and no
+//! Azure service accepts them.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+
+use super::instance::AzureInstance;
+use crate::token_command::{self, CommandError, CommandLine};
+
+/// The most resources cached from a command at once.
+pub const MAX_RESOURCES: usize = 64;
+
+/// How long a token whose expiry the command did not state is kept.
+pub const ASSUMED_LIFETIME: i64 = 600;
+
+/// A token is replaced when it has less than this left.
+const RENEW_BEFORE: i64 = 300;
+
+/// Lifetime of a fake token: Azure's managed-identity tokens live about a day.
+const FAKE_LIFETIME: i64 = 86_399;
+
+/// The settings' choice.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    Command(CommandLine),
+    Fake,
+}
+
+/// Why no token could be given.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the managed identity token command failed: {0}")]
+    Command(#[from] CommandError),
+    #[error("resource refused: {0}")]
+    Resource(&'static str),
+}
+
+/// A token and when it expires (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub value: String,
+    pub expires_on: i64,
+}
+
+/// Managed-identity tokens with their cache.
+#[derive(Debug)]
+pub struct ManagedIdentity {
+    source: TokenSource,
+    cached: tokio::sync::Mutex<HashMap<String, Token>>,
+    cooldown: token_command::Cooldown,
+}
+
+impl ManagedIdentity {
+    pub fn new(source: TokenSource) -> ManagedIdentity {
+        ManagedIdentity {
+            source,
+            cached: tokio::sync::Mutex::new(HashMap::new()),
+            cooldown: token_command::Cooldown::default(),
+        }
+    }
+
+    pub fn is_fake(&self) -> bool {
+        matches!(self.source, TokenSource::Fake)
+    }
+
+    /// A token for `resource` at `now`.
+    pub async fn token(
+        &self,
+        instance: &AzureInstance,
+        resource: &str,
+        now: i64,
+    ) -> Result<Token, TokenError> {
+        token_command::check_value(resource).map_err(TokenError::Resource)?;
+        // Held across the command: the single flight.
+        let mut cached = self.cached.lock().await;
+        if let Some(token) = cached.get(resource)
+            && token.expires_on - now >= RENEW_BEFORE
+        {
+            return Ok(token.clone());
+        }
+        let token = match &self.source {
+            TokenSource::Fake => fake_token(instance, resource, now),
+            TokenSource::Command(line) => {
+                let printed = self
+                    .cooldown
+                    .run(&line.with_value("{resource}", resource), now)
+                    .await?;
+                from_command_output(printed.expose(), now)
+            }
+        };
+        cached.retain(|_, token| token.expires_on - now >= RENEW_BEFORE);
+        if cached.len() >= MAX_RESOURCES
+            && let Some(soonest) = cached
+                .iter()
+                .min_by_key(|(_, token)| token.expires_on)
+                .map(|(key, _)| key.clone())
+        {
+            cached.remove(&soonest);
+        }
+        cached.insert(resource.to_owned(), token.clone());
+        Ok(token)
+    }
+}
+
+/// `az account get-access-token`'s JSON, or a bare token.
+fn from_command_output(output: &str, now: i64) -> Token {
+    if let Ok(document) = serde_json::from_str::<serde_json::Value>(output)
+        && let Some(value) = document.get("accessToken").and_then(|v| v.as_str())
+    {
+        let expires_on = document
+            .get("expires_on")
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+            .filter(|expires| *expires > now)
+            .unwrap_or(now + ASSUMED_LIFETIME);
+        return Token {
+            value: value.to_owned(),
+            expires_on,
+        };
+    }
+    Token {
+        value: output.to_owned(),
+        expires_on: now + ASSUMED_LIFETIME,
+    }
+}
+
+fn fake_token(instance: &AzureInstance, resource: &str, now: i64) -> Token {
+    let header = json!({ "typ": "JWT", "alg": "none" });
+    let claims = json!({
+        "aud": resource,
+        "iss": format!("https://sts.windows.net/{}/", instance.tenant_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + FAKE_LIFETIME,
+        "appid": instance.client_id,
+        "oid": instance.object_id,
+        "sub": instance.object_id,
+        "tid": instance.tenant_id,
+        "xms_mirid": instance.identity_resource_id(),
+        "imds_tun": "fake",
+    });
+    Token {
+        value: format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        ),
+        expires_on: now + FAKE_LIFETIME,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fake_tokens_name_the_resource_and_are_cached_per_resource() {
+        let identity = ManagedIdentity::new(TokenSource::Fake);
+        let instance = AzureInstance::example();
+        let vault = identity
+            .token(&instance, "https://vault.azure.net", 1_000)
+            .await
+            .expect("token");
+        let again = identity
+            .token(&instance, "https://vault.azure.net", 2_000)
+            .await
+            .expect("token");
+        assert_eq!(vault, again);
+        let claims: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(vault.value.split('.').nth(1).expect("claims"))
+                .expect("base64"),
+        )
+        .expect("json");
+        assert_eq!(claims["aud"], "https://vault.azure.net");
+        assert_eq!(claims["imds_tun"], "fake");
+        let management = identity
+            .token(&instance, "https://management.azure.com/", 1_000)
+            .await
+            .expect("token");
+        assert_ne!(management.value, vault.value);
+        assert!(identity.token(&instance, "-rf", 1_000).await.is_err());
+    }
+
+    #[test]
+    fn az_json_gives_the_token_and_its_expiry_and_a_bare_token_is_kept_ten_minutes() {
+        let json = r#"{"accessToken":"eyJ.real","expiresOn":"2026-12-01 20:00:00.000000","expires_on":1796160000,"tokenType":"Bearer"}"#;
+        assert_eq!(
+            from_command_output(json, 1_796_150_000),
+            Token {
+                value: "eyJ.real".into(),
+                expires_on: 1_796_160_000
+            }
+        );
+        assert_eq!(
+            from_command_output("eyJ.bare", 100),
+            Token {
+                value: "eyJ.bare".into(),
+                expires_on: 700
+            }
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The `imds-tun ctl` side: send one request to the imds-tun of this network namespace and
+//! return its answer.
+//!
+//! Before sending anything the client checks who holds the socket: an abstract name can be
+//! bound by any local user, so a holder that is neither root nor the caller is not an imds-tun
+//! this caller started, and gets nothing (not even a `status`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::protocol::{Request, Response};
+
+/// How long the service may take to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest answer read (a status with many events is a few KiB).
+const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
+
+/// Why no answer came.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Unsupported(std::io::Error),
+    #[error(
+        "no imds-tun is running in this network namespace (nothing listens on @imds-tun/control); \
+         start one with `sudo imds-tun`"
+    )]
+    NotRunning,
+    #[error("cannot reach the control socket: {0}")]
+    Connect(std::io::Error),
+    #[error(
+        "the control socket is held by uid {uid} (pid {pid}), which is neither root nor you: not \
+         an imds-tun you may control; refusing to talk to it"
+    )]
+    Impostor { uid: u32, pid: i32 },
+    #[error("cannot tell who holds the control socket: {0}")]
+    Credentials(nix::Error),
+    #[error("talking to imds-tun failed: {0}")]
+    Io(std::io::Error),
+    #[error("imds-tun answered something that is not a response: {0}")]
+    Garbled(serde_json::Error),
+}
+
+/// Sends `request` and returns the response.
+pub fn send(request: &Request) -> Result<Response, ClientError> {
+    let address = crate::platform::control_address().map_err(ClientError::Unsupported)?;
+    let stream = UnixStream::connect_addr(&address).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::ConnectionRefused {
+            ClientError::NotRunning
+        } else {
+            ClientError::Connect(error)
+        }
+    })?;
+    check_holder(&stream)?;
+    stream
+        .set_read_timeout(Some(ANSWER_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)))
+        .map_err(ClientError::Io)?;
+    let mut line = serde_json::to_vec(request).map_err(ClientError::Garbled)?;
+    line.push(b'\n');
+    // A refusal is sent before the request is read, so the write may meet a closed socket;
+    // the refusal is still there to read.
+    let written = (&stream).write_all(&line);
+    let mut answer = Vec::new();
+    let read = BufReader::new(std::io::Read::take(&stream, MAX_ANSWER_BYTES))
+        .read_until(b'\n', &mut answer);
+    if answer.is_empty() {
+        return Err(ClientError::Io(
+            written.err().or(read.err()).unwrap_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "imds-tun closed the connection without an answer",
+                )
+            }),
+        ));
+    }
+    serde_json::from_slice(&answer).map_err(ClientError::Garbled)
+}
+
+/// The holder must be root (an imds-tun started with sudo binds the socket before giving root
+/// up) or the caller (an imds-tun the caller runs without root, `--no-tun`).
+#[cfg(target_os = "linux")]
+fn check_holder(stream: &UnixStream) -> Result<(), ClientError> {
+    let holder = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(ClientError::Credentials)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if holder.uid() == 0 || holder.uid() == me {
+        Ok(())
+    } else {
+        Err(ClientError::Impostor {
+            uid: holder.uid(),
+            pid: holder.pid(),
+        })
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn check_holder(_stream: &UnixStream) -> Result<(), ClientError> {
+    Ok(())
+}

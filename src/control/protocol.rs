@@ -1,0 +1,393 @@
+//! What `imds-tun ctl` says to the running service and what it answers: one JSON request per
+//! connection, one JSON response, each one line. And what a request does to the
+//! [`Interruptions`], as a pure function of the state, the time and a random number.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+
+use crate::imds::interruptions::{
+    EventCode, EventEnd, Interruptions, LIFECYCLE_STATES, MaintenanceEvent, SpotAction, SpotNotice,
+    event_id,
+};
+
+/// The largest request line read, and the most steps a scenario may have.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub const MAX_STEPS: usize = 1000;
+
+/// The furthest ahead anything may be scheduled: a week, longer than any test runs.
+pub const MAX_SECONDS_AHEAD: u64 = 7 * 24 * 3600;
+
+/// One command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// A spot interruption notice: the action happens `in` seconds from now (EC2 gives two
+    /// minutes' notice).
+    Spot {
+        action: SpotAction,
+        #[serde(default = "two_minutes")]
+        r#in: u64,
+    },
+    /// A rebalance recommendation, visible `in` seconds from now.
+    Rebalance {
+        #[serde(default)]
+        r#in: u64,
+    },
+    /// A scheduled event starting `in` seconds from now and lasting `duration` seconds.
+    Event {
+        code: EventCode,
+        #[serde(default = "one_hour")]
+        r#in: u64,
+        #[serde(default = "fifteen_minutes")]
+        duration: u64,
+    },
+    /// Ends a scheduled event early: it moves to the history as canceled or completed.
+    EndEvent { id: String, how: EventEndRequest },
+    /// The Auto Scaling target lifecycle state.
+    Lifecycle { state: String },
+    /// Everything back to an on-demand instance with nothing pending; stops a scenario.
+    Clear,
+    /// What is active, as JSON.
+    Status,
+    /// Replaces the running scenario with this timeline.
+    Play { steps: Vec<Step> },
+}
+
+/// How `end-event` ends an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventEndRequest {
+    Cancel,
+    Complete,
+}
+
+/// One step of a scenario: a command, `at` seconds after the scenario starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Seconds after the start, as a number or `"+30s"`, `"+2m"`, `"+1h"`.
+    #[serde(deserialize_with = "offset")]
+    pub at: u64,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What is active after the request (every successful request returns it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
+}
+
+impl Response {
+    pub fn ok(status: Value) -> Response {
+        Response {
+            ok: true,
+            error: None,
+            status: Some(status),
+        }
+    }
+
+    pub fn refused(error: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(error.into()),
+            status: None,
+        }
+    }
+}
+
+fn two_minutes() -> u64 {
+    120
+}
+fn one_hour() -> u64 {
+    3600
+}
+fn fifteen_minutes() -> u64 {
+    900
+}
+
+/// `30`, `"30"`, `"+30s"`, `"+2m"`, `"+1h"`.
+fn offset<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Offset {
+        Seconds(u64),
+        Text(String),
+    }
+    match Offset::deserialize(deserializer)? {
+        Offset::Seconds(seconds) => Ok(seconds),
+        Offset::Text(text) => parse_offset(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "at {text:?}: expected seconds, or \"+30s\", \"+2m\", \"+1h\""
+            ))
+        }),
+    }
+}
+
+/// `+30s` → 30; the `+` and the unit are optional (seconds).
+pub fn parse_offset(text: &str) -> Option<u64> {
+    let text = text.trim().trim_start_matches('+');
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((index, _)) => text.split_at(index),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// Checks what a request asks before anything changes: times within a week, a known lifecycle
+/// state, a scenario within its bounds.
+pub fn validate(request: &Request) -> Result<(), String> {
+    let ahead = |seconds: u64, what: &str| {
+        if seconds > MAX_SECONDS_AHEAD {
+            Err(format!(
+                "{what} {seconds} s is more than a week ({MAX_SECONDS_AHEAD} s) ahead"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match request {
+        Request::Spot { r#in, .. } | Request::Rebalance { r#in } => ahead(*r#in, "--in"),
+        Request::Event { r#in, duration, .. } => {
+            ahead(*r#in, "--in")?;
+            ahead(*duration, "--duration")?;
+            if *duration == 0 {
+                return Err("--duration must be at least 1 s".into());
+            }
+            Ok(())
+        }
+        Request::Lifecycle { state } if !LIFECYCLE_STATES.contains(&state.as_str()) => {
+            Err(format!(
+                "unknown lifecycle state {state:?}; use one of {}",
+                LIFECYCLE_STATES.join(", ")
+            ))
+        }
+        Request::Play { steps } => {
+            if steps.len() > MAX_STEPS {
+                return Err(format!(
+                    "{} steps; a scenario may have at most {MAX_STEPS}",
+                    steps.len()
+                ));
+            }
+            for step in steps {
+                ahead(step.at, "at")?;
+                if matches!(step.request, Request::Play { .. } | Request::Status) {
+                    return Err("a scenario step cannot be play or status".into());
+                }
+                validate(&step.request)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Applies a state-changing request at `now` (`random` makes event ids). `Status` and `Play`
+/// change nothing here; an `end-event` for an unknown id is an error.
+pub fn apply(
+    request: &Request,
+    state: &mut Interruptions,
+    now: OffsetDateTime,
+    random: u128,
+) -> Result<(), String> {
+    let after =
+        |seconds: u64| now + Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2));
+    match request {
+        Request::Spot { action, r#in } => {
+            state.spot = Some(Some(SpotNotice {
+                action: *action,
+                time: after(*r#in),
+            }));
+        }
+        Request::Rebalance { r#in } => state.rebalance = Some(after(*r#in)),
+        Request::Event {
+            code,
+            r#in,
+            duration,
+        } => {
+            let not_before = after(*r#in);
+            state.events.push(MaintenanceEvent {
+                id: event_id(random),
+                code: *code,
+                not_before,
+                not_after: not_before + Duration::seconds(i64::try_from(*duration).unwrap_or(0)),
+                ended: None,
+            });
+        }
+        Request::EndEvent { id, how } => {
+            let event = state
+                .events
+                .iter_mut()
+                .find(|event| event.id == *id)
+                .ok_or_else(|| format!("no event {id:?}; `imds-tun ctl status` lists them"))?;
+            event.ended = Some(match how {
+                EventEndRequest::Cancel => EventEnd::Canceled,
+                EventEndRequest::Complete => EventEnd::Completed,
+            });
+        }
+        Request::Lifecycle { state: lifecycle } => state.lifecycle = Some(lifecycle.clone()),
+        Request::Clear => *state = Interruptions::default(),
+        Request::Status | Request::Play { .. } => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-01 12:00:00 UTC);
+
+    #[test]
+    fn requests_read_as_the_client_writes_them() {
+        let request: Request =
+            serde_json::from_str(r#"{"command":"spot","action":"terminate"}"#).expect("spot");
+        assert_eq!(
+            request,
+            Request::Spot {
+                action: SpotAction::Terminate,
+                r#in: 120
+            }
+        );
+        let play: Request = serde_json::from_str(
+            r#"{"command":"play","steps":[{"at":"+30s","command":"spot","action":"stop","in":60},
+                {"at":60,"command":"lifecycle","state":"Terminated"}]}"#,
+        )
+        .expect("play");
+        let Request::Play { steps } = &play else {
+            panic!("a play request");
+        };
+        assert_eq!(steps[0].at, 30);
+        assert_eq!(
+            steps[1].request,
+            Request::Lifecycle {
+                state: "Terminated".into()
+            }
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"command":"spot","action":"explode"}"#).is_err()
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"command":"clear","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn offsets_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_offset("+30s"), Some(30));
+        assert_eq!(parse_offset("2m"), Some(120));
+        assert_eq!(parse_offset("+1h"), Some(3600));
+        assert_eq!(parse_offset("45"), Some(45));
+        assert_eq!(parse_offset("+1d"), None);
+        assert_eq!(parse_offset("soon"), None);
+    }
+
+    #[test]
+    fn validation_bounds_times_states_and_scenarios() {
+        assert!(
+            validate(&Request::Lifecycle {
+                state: "InService".into()
+            })
+            .is_ok()
+        );
+        assert!(
+            validate(&Request::Lifecycle {
+                state: "Sleeping".into()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&Request::Rebalance {
+                r#in: MAX_SECONDS_AHEAD + 1
+            })
+            .is_err()
+        );
+        let nested = Request::Play {
+            steps: vec![Step {
+                at: 0,
+                request: Request::Play { steps: vec![] },
+            }],
+        };
+        assert!(validate(&nested).is_err());
+        let too_long = Request::Play {
+            steps: vec![
+                Step {
+                    at: 1,
+                    request: Request::Clear
+                };
+                MAX_STEPS + 1
+            ],
+        };
+        assert!(validate(&too_long).is_err());
+    }
+
+    #[test]
+    fn apply_changes_the_state_as_the_command_says() {
+        let mut state = Interruptions::default();
+        apply(
+            &Request::Spot {
+                action: SpotAction::Hibernate,
+                r#in: 120,
+            },
+            &mut state,
+            NOW,
+            1,
+        )
+        .expect("spot");
+        assert_eq!(
+            state.spot,
+            Some(Some(SpotNotice {
+                action: SpotAction::Hibernate,
+                time: datetime!(2026-12-01 12:02:00 UTC)
+            }))
+        );
+        apply(
+            &Request::Event {
+                code: EventCode::InstanceStop,
+                r#in: 60,
+                duration: 600,
+            },
+            &mut state,
+            NOW,
+            0xabc,
+        )
+        .expect("event");
+        let id = state.events[0].id.clone();
+        assert_eq!(id, "instance-event-00000000000000abc");
+        apply(
+            &Request::EndEvent {
+                id: id.clone(),
+                how: EventEndRequest::Cancel,
+            },
+            &mut state,
+            NOW,
+            0,
+        )
+        .expect("cancel");
+        assert_eq!(state.events[0].ended, Some(EventEnd::Canceled));
+        assert!(
+            apply(
+                &Request::EndEvent {
+                    id: "instance-event-nope".into(),
+                    how: EventEndRequest::Complete
+                },
+                &mut state,
+                NOW,
+                0
+            )
+            .is_err()
+        );
+        apply(&Request::Clear, &mut state, NOW, 0).expect("clear");
+        assert_eq!(state, Interruptions::default());
+    }
+}

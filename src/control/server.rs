@@ -1,0 +1,305 @@
+//! The service's side of `imds-tun ctl`: the control socket, who may use it, and the scenario
+//! that plays in the background.
+//!
+//! The socket is bound before root is given up (so `ctl` can tell it from a squatter: its
+//! owner is root, see `client.rs`) and lives as long as the process. Each connection carries one
+//! request line and gets one response line. Who may change anything: root, and the user the
+//! service was started for (the user behind sudo, or `--user`); the kernel says who the peer is
+//! (`SO_PEERCRED`), and anyone else gets a refusal and changes nothing. Bounds: [`MAX_CLIENTS`]
+//! connections at once (more are closed at once), [`REQUEST_TIMEOUT`] to send the request,
+//! [`MAX_REQUEST_BYTES`] per request.
+//!
+//! If the name is taken (another user bound it first), the service says so once and runs
+//! without a control channel: a squatter must not be able to stop the metadata service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::protocol::{self, MAX_REQUEST_BYTES, Request, Response, Step};
+use crate::imds::interruptions::Board;
+
+/// Connections served at once; a flood of idle clients cannot hold more.
+pub const MAX_CLIENTS: usize = 8;
+
+/// Time a client has to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who may send commands besides root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    /// The uid the service was started for; `None` when only root may.
+    pub user: Option<u32>,
+}
+
+impl Allowed {
+    fn admits(self, uid: u32) -> bool {
+        uid == 0 || self.user == Some(uid)
+    }
+}
+
+/// The running control channel; dropping it stops accepting and stops the scenario.
+#[derive(Debug)]
+pub struct ControlServer {
+    accept: JoinHandle<()>,
+    scenario: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+        if let Ok(mut scenario) = self.scenario.try_lock()
+            && let Some(task) = scenario.take()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Why there is no control channel (said once, then the service runs on without it).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "the control socket @imds-tun/control is already bound in this network namespace (another \
+         process took the name); imds-tun ctl will not reach this imds-tun"
+    )]
+    NameTaken,
+    #[error("cannot create the control socket: {0}")]
+    Bind(#[source] std::io::Error),
+}
+
+impl ControlServer {
+    /// Binds the socket and serves it in a task of its own. Call from inside the runtime.
+    pub fn start(board: Arc<Board>, allowed: Allowed) -> Result<ControlServer, ControlError> {
+        let address = crate::platform::control_address().map_err(ControlError::Bind)?;
+        let listener = std::os::unix::net::UnixListener::bind_addr(&address).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::AddrInUse {
+                ControlError::NameTaken
+            } else {
+                ControlError::Bind(error)
+            }
+        })?;
+        listener.set_nonblocking(true).map_err(ControlError::Bind)?;
+        let listener = UnixListener::from_std(listener).map_err(ControlError::Bind)?;
+        let scenario = Arc::new(Mutex::new(None));
+        let accept = tokio::spawn(accept_loop(listener, board, allowed, scenario.clone()));
+        Ok(ControlServer { accept, scenario })
+    }
+
+    /// Plays `steps` as if `ctl play` had sent them (the `--scenario` flag).
+    pub async fn play(&self, board: Arc<Board>, steps: Vec<Step>) {
+        start_scenario(&self.scenario, board, steps).await;
+    }
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    board: Arc<Board>,
+    allowed: Allowed,
+    scenario: Arc<Mutex<Option<JoinHandle<()>>>>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                crate::warn_limited!(%error, "control socket: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            crate::warn_limited!(
+                "control socket: {MAX_CLIENTS} clients already connected; closing another"
+            );
+            continue;
+        };
+        let board = board.clone();
+        let scenario = scenario.clone();
+        tokio::spawn(async move {
+            serve(stream, &board, allowed, &scenario).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One connection: who, what, answer.
+async fn serve(
+    stream: UnixStream,
+    board: &Arc<Board>,
+    allowed: Allowed,
+    scenario: &Arc<Mutex<Option<JoinHandle<()>>>>,
+) {
+    let peer = stream.peer_cred().ok();
+    let (reader, mut writer) = stream.into_split();
+    // Read first, whoever asks: the answer (a refusal too) then meets a client that is
+    // listening, not one still writing into a closed socket.
+    let request = read_request(reader).await;
+    let response = match (peer, request) {
+        (Some(peer), Err(refusal)) if allowed.admits(peer.uid()) => Response::refused(refusal),
+        (Some(peer), Ok(request)) if allowed.admits(peer.uid()) => {
+            let who = format!(
+                "uid {}{}",
+                peer.uid(),
+                peer.pid()
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default()
+            );
+            execute(request, board, scenario, &who).await
+        }
+        (Some(peer), _) => {
+            crate::warn_limited!(
+                uid = peer.uid(),
+                "control socket: refused a command from a user who may not change this imds-tun"
+            );
+            Response::refused(format!(
+                "uid {} may not control this imds-tun: only root{} may",
+                peer.uid(),
+                allowed
+                    .user
+                    .map(|uid| format!(" and uid {uid}, the user it serves as,"))
+                    .unwrap_or_default()
+            ))
+        }
+        (None, _) => Response::refused("cannot tell who is asking (no peer credentials)"),
+    };
+    let mut line = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    line.push(b'\n');
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, writer.write_all(&line)).await;
+}
+
+async fn read_request(reader: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+    let mut line = Vec::new();
+    let limited = tokio::io::AsyncReadExt::take(reader, MAX_REQUEST_BYTES as u64 + 1);
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(limited).read_until(b'\n', &mut line),
+    )
+    .await;
+    match read {
+        Err(_) => return Err(format!("no request within {} s", REQUEST_TIMEOUT.as_secs())),
+        Ok(Err(error)) => return Err(format!("reading the request failed: {error}")),
+        Ok(Ok(_)) => {}
+    }
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "the request is longer than {MAX_REQUEST_BYTES} bytes"
+        ));
+    }
+    let request: Request = serde_json::from_slice(&line)
+        .map_err(|error| format!("not a request imds-tun understands: {error}"))?;
+    protocol::validate(&request)?;
+    Ok(request)
+}
+
+async fn execute(
+    request: Request,
+    board: &Arc<Board>,
+    scenario: &Arc<Mutex<Option<JoinHandle<()>>>>,
+    who: &str,
+) -> Response {
+    let now = OffsetDateTime::now_utc();
+    match request {
+        Request::Status => Response::ok(board.snapshot().status(now)),
+        Request::Play { steps } => {
+            let count = steps.len();
+            start_scenario(scenario, board.clone(), steps).await;
+            tracing::info!("ctl: {who} started a scenario of {count} steps");
+            Response::ok(board.snapshot().status(now))
+        }
+        request => {
+            if request == Request::Clear
+                && let Some(task) = scenario.lock().await.take()
+            {
+                task.abort();
+            }
+            match change(board, &request, now) {
+                Ok(status) => {
+                    tracing::info!("ctl: {who}: {}", describe(&request));
+                    Response::ok(status)
+                }
+                Err(error) => Response::refused(error),
+            }
+        }
+    }
+}
+
+/// Applies one request to the board; the new status, or why nothing changed.
+fn change(
+    board: &Board,
+    request: &Request,
+    now: OffsetDateTime,
+) -> Result<serde_json::Value, String> {
+    let random = random_u128();
+    let mut outcome = Ok(());
+    let published = board.update(|state| {
+        let mut next = state.clone();
+        outcome = protocol::apply(request, &mut next, now, random);
+        if outcome.is_ok() {
+            *state = next;
+        }
+    });
+    outcome.map(|()| published.status(now))
+}
+
+/// Replaces the running scenario with `steps`, each applied at its offset from now.
+async fn start_scenario(
+    scenario: &Arc<Mutex<Option<JoinHandle<()>>>>,
+    board: Arc<Board>,
+    mut steps: Vec<Step>,
+) {
+    steps.sort_by_key(|step| step.at);
+    let started = tokio::time::Instant::now();
+    let task = tokio::spawn(async move {
+        for step in steps {
+            tokio::time::sleep_until(started + Duration::from_secs(step.at)).await;
+            match change(&board, &step.request, OffsetDateTime::now_utc()) {
+                Ok(_) => tracing::info!("scenario at +{}s: {}", step.at, describe(&step.request)),
+                Err(error) => tracing::warn!("scenario at +{}s: {error}", step.at),
+            }
+        }
+    });
+    if let Some(previous) = scenario.lock().await.replace(task) {
+        previous.abort();
+    }
+}
+
+/// One line for the log: what changed.
+fn describe(request: &Request) -> String {
+    match request {
+        Request::Spot { action, r#in } => {
+            format!("spot interruption notice: {} in {in} s", action.as_str(), in = r#in)
+        }
+        Request::Rebalance { r#in } => format!("rebalance recommendation in {} s", r#in),
+        Request::Event {
+            code,
+            r#in,
+            duration,
+        } => format!(
+            "scheduled event {} in {} s for {duration} s",
+            code.as_str(),
+            r#in
+        ),
+        Request::EndEvent { id, how } => format!("ended event {id} ({how:?})"),
+        Request::Lifecycle { state } => format!("target lifecycle state {state}"),
+        Request::Clear => "cleared: an on-demand instance with nothing pending".into(),
+        Request::Status => "status".into(),
+        Request::Play { steps } => format!("scenario of {} steps", steps.len()),
+    }
+}
+
+fn random_u128() -> u128 {
+    let mut bytes = [0u8; 16];
+    // Event ids only need to differ; the time is a fallback if the system has no randomness.
+    if getrandom::fill(&mut bytes).is_err() {
+        return OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .unsigned_abs();
+    }
+    u128::from_le_bytes(bytes)
+}

@@ -1,0 +1,322 @@
+//! Running a command the user named to get a token (`gcloud auth print-access-token`,
+//! `az account get-access-token ...`), with every bound a shared service needs.
+//!
+//! The command is split into words on whitespace and run directly, never through a shell, so a
+//! value substituted into it (an ID token's audience, from any local caller) is one argument and
+//! nothing more. It runs as the user imds-tun serves as: after the privilege drop that is the
+//! user behind `sudo`, so the command sees that user's `gcloud`/`az` login, not root's. It gets
+//! no stdin, [`TIMEOUT`] to finish (then it is killed), and at most [`MAX_OUTPUT`] bytes of
+//! stdout are kept. What it prints is a secret and never logged; a failure logs the exit status
+//! and the first line of stderr, bounded.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt as _;
+
+use crate::credentials::Secret;
+use crate::log_limit::bounded;
+
+/// How long a token command may run.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The most stdout kept: tokens are a few KiB at most.
+pub const MAX_OUTPUT: u64 = 64 * 1024;
+
+/// The most stderr kept for the error message.
+const MAX_ERROR_OUTPUT: u64 = 4 * 1024;
+
+/// A command line, split into words; a placeholder such as `{audience}` or `{resource}` in a
+/// word is replaced per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    words: Vec<String>,
+}
+
+/// Why a command line is not usable, for the settings error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandLineError {
+    #[error("is empty")]
+    Empty,
+    #[error("needs {placeholder} in one of its words (replaced by each request's value)")]
+    NoPlaceholder { placeholder: &'static str },
+}
+
+impl CommandLine {
+    pub fn parse(text: &str) -> Result<CommandLine, CommandLineError> {
+        let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+        if words.is_empty() {
+            return Err(CommandLineError::Empty);
+        }
+        Ok(CommandLine { words })
+    }
+
+    /// As [`CommandLine::parse`], and the line must use `placeholder` (`{audience}`).
+    pub fn parse_with(
+        text: &str,
+        placeholder: &'static str,
+    ) -> Result<CommandLine, CommandLineError> {
+        let line = CommandLine::parse(text)?;
+        if !line.words.iter().any(|word| word.contains(placeholder)) {
+            return Err(CommandLineError::NoPlaceholder { placeholder });
+        }
+        Ok(line)
+    }
+
+    /// The words with `placeholder` replaced by `value`, which stays inside its word.
+    pub fn with_value(&self, placeholder: &str, value: &str) -> Vec<String> {
+        self.words
+            .iter()
+            .map(|word| word.replace(placeholder, value))
+            .collect()
+    }
+
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+}
+
+impl std::fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.words.join(" "))
+    }
+}
+
+/// The longest value substituted into a command.
+pub const MAX_VALUE_LEN: usize = 1024;
+
+/// A value from a request (an audience, a resource) that is safe to substitute into a word: not
+/// read as an option, one line, bounded.
+pub fn check_value(value: &str) -> Result<(), &'static str> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err("longer than 1024 bytes");
+    }
+    if value.starts_with('-') {
+        return Err("starts with '-'");
+    }
+    if value.chars().any(char::is_control) {
+        return Err("contains control characters");
+    }
+    Ok(())
+}
+
+/// Why a command gave no token.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("`{program}` could not be started: {error}")]
+    Start {
+        program: String,
+        error: std::io::Error,
+    },
+    #[error("`{program}` did not finish within {} s and was stopped", TIMEOUT.as_secs())]
+    Timeout { program: String },
+    #[error("`{program}` failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("`{program}` printed nothing")]
+    Empty { program: String },
+    #[error("`{program}` printed more than {MAX_OUTPUT} bytes")]
+    TooLong { program: String },
+    #[error("not run again for {seconds} s after it failed: {last}")]
+    CoolingDown { seconds: i64, last: String },
+}
+
+/// How long a failed command is not run again: a burst of requests while the user's login has
+/// expired gets the same error at once instead of starting the command back to back.
+pub const COOLDOWN_SECONDS: i64 = 5;
+
+/// Runs a command, but not again within [`COOLDOWN_SECONDS`] of a failure.
+#[derive(Debug, Default)]
+pub struct Cooldown {
+    failed: std::sync::Mutex<Option<(i64, String)>>,
+}
+
+impl Cooldown {
+    /// [`run`], or the last failure while it is fresh; `now` in Unix seconds.
+    pub async fn run(&self, words: &[String], now: i64) -> Result<Secret, CommandError> {
+        if let Some((at, last)) = self.last_failure()
+            && now - at < COOLDOWN_SECONDS
+        {
+            return Err(CommandError::CoolingDown {
+                seconds: COOLDOWN_SECONDS - (now - at),
+                last,
+            });
+        }
+        let result = run(words).await;
+        let mut failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *failed = result.as_ref().err().map(|error| (now, error.to_string()));
+        result
+    }
+
+    fn last_failure(&self) -> Option<(i64, String)> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Runs `words` (program first) and returns its trimmed stdout.
+pub async fn run(words: &[String]) -> Result<Secret, CommandError> {
+    let program = words.first().cloned().unwrap_or_default();
+    let mut child = tokio::process::Command::new(&program)
+        .args(words.iter().skip(1))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| CommandError::Start {
+            program: program.clone(),
+            error,
+        })?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let finished = tokio::time::timeout(TIMEOUT, async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let read_out = async {
+            if let Some(stdout) = stdout {
+                let _ = stdout.take(MAX_OUTPUT + 1).read_to_end(&mut out).await;
+            }
+        };
+        let read_err = async {
+            if let Some(stderr) = stderr {
+                let _ = stderr.take(MAX_ERROR_OUTPUT).read_to_end(&mut err).await;
+            }
+        };
+        tokio::join!(read_out, read_err);
+        let status = child.wait().await;
+        (status, out, err)
+    })
+    .await;
+    let Ok((status, out, err)) = finished else {
+        // Dropping the child (kill_on_drop) stops it.
+        return Err(CommandError::Timeout { program });
+    };
+    let status = status.map_err(|error| CommandError::Start {
+        program: program.clone(),
+        error,
+    })?;
+    if !status.success() {
+        let first_line = String::from_utf8_lossy(&err)
+            .lines()
+            .find(|line| !line.trim().is_empty())
+            .unwrap_or("")
+            .to_owned();
+        return Err(CommandError::Failed {
+            program,
+            status,
+            stderr: bounded(first_line.as_bytes()).to_string(),
+        });
+    }
+    if out.len() as u64 > MAX_OUTPUT {
+        return Err(CommandError::TooLong { program });
+    }
+    let text = String::from_utf8_lossy(&out).trim().to_owned();
+    if text.is_empty() {
+        return Err(CommandError::Empty { program });
+    }
+    Ok(Secret::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        CommandLine::parse(text).expect("valid").words().to_vec()
+    }
+
+    #[tokio::test]
+    async fn stdout_is_the_token_trimmed() {
+        let token = run(&words("printf  ya29.abc\\n")).await.expect("token");
+        assert_eq!(token.expose(), "ya29.abc");
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_the_program_and_its_first_error_line_not_its_output() {
+        let error = run(&words("sh -c echo_secret_then_fail"))
+            .await
+            .expect_err("fails");
+        let message = error.to_string();
+        assert!(message.starts_with("`sh` failed"), "{message}");
+        let missing = run(&words("/nonexistent/gcloud auth"))
+            .await
+            .expect_err("missing");
+        assert!(
+            missing.to_string().contains("could not be started"),
+            "{missing}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_command_is_not_run_again_for_a_few_seconds() {
+        let dir = std::env::temp_dir().join(format!("imds-tun-cooldown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let runs = dir.join("runs");
+        let words = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!("echo run >> {}; exit 1", runs.display()),
+        ];
+        let cooldown = Cooldown::default();
+        assert!(matches!(
+            cooldown.run(&words, 100).await,
+            Err(CommandError::Failed { .. })
+        ));
+        assert!(matches!(
+            cooldown.run(&words, 104).await,
+            Err(CommandError::CoolingDown { seconds: 1, .. })
+        ));
+        assert!(matches!(
+            cooldown.run(&words, 105).await,
+            Err(CommandError::Failed { .. })
+        ));
+        let count = std::fs::read_to_string(&runs)
+            .expect("runs")
+            .lines()
+            .count();
+        assert_eq!(count, 2, "the cooling-down call did not run the command");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn values_that_could_be_read_as_options_are_refused() {
+        assert!(check_value("https://api.example.com").is_ok());
+        assert!(check_value("--impersonate-service-account=x").is_err());
+        assert!(check_value("a\nb").is_err());
+        assert!(check_value(&"a".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn the_audience_is_one_argument_whatever_it_contains() {
+        let line = CommandLine::parse_with(
+            "gcloud auth print-identity-token --audiences={audience}",
+            "{audience}",
+        )
+        .expect("valid");
+        assert_eq!(
+            line.with_value("{audience}", "x; rm -rf / --impersonate"),
+            vec![
+                "gcloud",
+                "auth",
+                "print-identity-token",
+                "--audiences=x; rm -rf / --impersonate"
+            ]
+        );
+        assert_eq!(
+            CommandLine::parse_with("gcloud auth print-identity-token", "{audience}"),
+            Err(CommandLineError::NoPlaceholder {
+                placeholder: "{audience}"
+            })
+        );
+        assert_eq!(CommandLine::parse("  "), Err(CommandLineError::Empty));
+    }
+}
