@@ -114,7 +114,7 @@ cleanup() {
         kill "$(cat "/run/$daemon.pid")" 2>/dev/null && echo "stopped $daemon (started by this test)"
     done
     rm -rf "$scratch"
-    summary
+    summary "$status"
     if [ "${#failures[@]}" -gt 0 ] || [ "$status" -ne 0 ]; then exit 1; fi
     exit 0
 }
@@ -128,6 +128,8 @@ summary() {
     printf '    %6ss  total\n' "$(($(date +%s) - test_started))"
     if [ -n "$skipped" ]; then
         printf '\nVM test SKIPPED: %s\n' "$skipped"
+    elif [ "${#failures[@]}" -eq 0 ] && [ "$1" -ne 0 ]; then
+        printf '\nVM test FAILED: ended early (status %s) after %s passed checks\n' "$1" "$passes"
     elif [ "${#failures[@]}" -gt 0 ]; then
         printf '\nVM test FAILED: %s passed, %s failed: %s\n' "$passes" "${#failures[@]}" "${failures[*]}"
     else
