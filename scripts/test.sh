@@ -67,16 +67,17 @@ fi
 # Real cloud clients for tests/gce_clients.rs and tests/azure_clients.rs: Google's and
 # Microsoft's Python libraries, and Google's Node library (versions pinned by the lockfile).
 step "cloud clients (.venv, tests/clients/node_modules)"
-if ! .venv/bin/python -c 'import google.auth, requests, azure.identity' 2>/dev/null; then
-    .venv/bin/pip install -q google-auth requests azure-identity
+if ! .venv/bin/python -c 'import google.auth, requests, azure.identity, boto3' 2>/dev/null; then
+    .venv/bin/pip install -q google-auth requests azure-identity boto3
 fi
 if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-if [ ! -d tests/clients/node_modules/google-auth-library ]; then
+if [ ! -d tests/clients/node_modules/google-auth-library ] \
+    || [ ! -d tests/clients/node_modules/@aws-sdk/credential-provider-imds ]; then
     (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 fi
-echo "google-auth, azure-identity: .venv; google-auth-library: tests/clients/node_modules"
+echo "google-auth, azure-identity, boto3: .venv; google-auth-library, @aws-sdk/credential-provider-imds: tests/clients/node_modules"
 # ----------------------------------------------------------------------------------------------
 
 failed=()
