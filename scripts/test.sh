@@ -159,9 +159,16 @@ else
     failed+=("cargo fuzz build")
 fi
 
+# --- The VM test: a real guest, a real `vagrant up`, real systemd (docs/testing.md) -------------
+# Root only: it installs QEMU, libvirt and vagrant-libvirt, builds (once per machine, cached in
+# /var/cache/imds-tun-vm) a Debian 12 guest image, and runs the guest under software emulation.
+# Without root it says SKIPPED, or fails under CI=true.
+step "VM test (scripts/vm-test.sh)"
+bash scripts/vm-test.sh || failed+=("VM test")
+
 elapsed=$(($(date +%s) - started))
 if [ "${#failed[@]}" -gt 0 ]; then
     printf '\nFAILED (%ss): %s\n' "$elapsed" "${failed[*]}"
     exit 1
 fi
-printf '\nOK: fmt, clippy, all tests and the fuzz runs passed (%ss)\n' "$elapsed"
+printf '\nOK: fmt, clippy, all tests, the fuzz runs and the VM test passed (%ss)\n' "$elapsed"
