@@ -84,16 +84,17 @@ fi
 # Real cloud clients for tests/gce_clients.rs and tests/azure_clients.rs: Google's and
 # Microsoft's Python libraries, and Google's Node library (versions pinned by the lockfile).
 step "cloud clients (.venv, tests/clients/node_modules)"
-if ! .venv/bin/python -c 'import google.auth, requests, azure.identity' 2>/dev/null; then
-    .venv/bin/pip install -q google-auth requests azure-identity
+if ! .venv/bin/python -c 'import google.auth, requests, azure.identity, boto3' 2>/dev/null; then
+    .venv/bin/pip install -q google-auth requests azure-identity boto3
 fi
 if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-if [ ! -d tests/clients/node_modules/google-auth-library ]; then
+if [ ! -d tests/clients/node_modules/google-auth-library ] \
+    || [ ! -d tests/clients/node_modules/@aws-sdk/credential-provider-imds ]; then
     (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 fi
-echo "google-auth, azure-identity: .venv; google-auth-library: tests/clients/node_modules"
+echo "google-auth, azure-identity, boto3: .venv; google-auth-library, @aws-sdk/credential-provider-imds: tests/clients/node_modules"
 # ----------------------------------------------------------------------------------------------
 
 failed=()
@@ -175,9 +176,16 @@ else
     failed+=("cargo fuzz build")
 fi
 
+# --- The VM test: a real guest, a real `vagrant up`, real systemd (docs/testing.md) -------------
+# Root only: it installs QEMU, libvirt and vagrant-libvirt, builds (once per machine, cached in
+# /var/cache/imds-tun-vm) a Debian 12 guest image, and runs the guest under software emulation.
+# Without root it says SKIPPED, or fails under CI=true.
+step "VM test (scripts/vm-test.sh)"
+bash scripts/vm-test.sh || failed+=("VM test")
+
 elapsed=$(($(date +%s) - started))
 if [ "${#failed[@]}" -gt 0 ]; then
     printf '\nFAILED (%ss): %s\n' "$elapsed" "${failed[*]}"
     exit 1
 fi
-printf '\nOK: fmt, clippy, all tests and the fuzz runs passed (%ss)\n' "$elapsed"
+printf '\nOK: fmt, clippy, all tests, the fuzz runs and the VM test passed (%ss)\n' "$elapsed"

@@ -116,11 +116,21 @@ pub fn main() -> ExitCode {
                     } else if !selected.summary.is_empty() {
                         tracing::info!("{}", selected.summary);
                     }
-                    let ec2 = Arc::new(Imds::new(
-                        &local.instance,
-                        local.token_policy,
-                        selected.source,
-                    ));
+                    let mut ec2 = Imds::new(&local.instance, local.token_policy, selected.source);
+                    if !local.credentials.caller_roles.is_empty() {
+                        for rule in &local.credentials.caller_roles {
+                            tracing::info!(
+                                "credentials: callers matching {} get role {} (assumed when first asked)",
+                                rule.selector,
+                                rule.role.arn
+                            );
+                        }
+                        ec2 = ec2.with_caller_roles(crate::credentials::roles::CallerRoles::new(
+                            &local.credentials.caller_roles,
+                            selected.starter,
+                        ));
+                    }
+                    let ec2 = Arc::new(ec2);
                     let gce = match local.gce.clone().map(start_gce).transpose() {
                         Ok(gce) => gce,
                         Err(error) => {
@@ -201,10 +211,11 @@ async fn start_control(
             .map(|account| account.uid.as_raw())
             .or_else(|| Some(nix::unistd::geteuid().as_raw()).filter(|uid| *uid != 0)),
     };
-    match crate::control::server::ControlServer::start(board.clone(), allowed) {
+    let faults = server.faults();
+    match crate::control::server::ControlServer::start(board.clone(), faults.clone(), allowed) {
         Ok(control) => {
             if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
-                control.play(board, steps).await;
+                control.play(board, faults, steps).await;
             }
             Some(control)
         }
@@ -295,7 +306,10 @@ async fn run(
         max_path_length: settings.hardening.max_path_length,
         put_reply_hop_limit: settings.hop_limit,
     };
-    let server = Server::with_limits(backend, limits);
+    // Opened now, while still root: who reads credentials goes to the log.
+    let attribution =
+        crate::attribution::Attribution::open(vec![std::net::IpAddr::V4(platform::LOCAL_ADDRESS)]);
+    let server = Server::with_limits(backend, limits).with_attribution(attribution);
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
     for &address in &settings.listen {
@@ -362,7 +376,8 @@ async fn run(
             accepted = accept_tun(&mut tun_listener) => match accepted {
                 Some(stream) => {
                     let peer = stream.peer_addr();
-                    server.serve(stream, peer);
+                    let ours = std::net::SocketAddr::from((METADATA_ADDRESS, 80));
+                    server.serve_from(stream, peer, Some(ours), Access::Open);
                 }
                 None => tun_listener = None,
             },
@@ -505,7 +520,8 @@ async fn accept_kernel(
                 }
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    server.serve_with(stream, peer, access.clone());
+                    let ours = stream.local_addr().ok();
+                    server.serve_from(stream, peer, ours, access.clone());
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.

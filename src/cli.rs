@@ -97,6 +97,52 @@ pub enum CtlCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Make matching requests slow, failing or unanswered; `fault list`, `fault clear`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Fault {
+        #[command(subcommand)]
+        what: Option<FaultCommand>,
+        #[command(flatten)]
+        fault: FaultArgs,
+    },
+}
+
+/// `imds-tun ctl fault list|clear`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum FaultCommand {
+    /// The faults standing, with their remaining time.
+    List,
+    /// Remove every fault and end a credential-source outage.
+    Clear,
+}
+
+/// `imds-tun ctl fault --status 500 --path /latest/meta-data/iam/ --for 30`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FaultArgs {
+    /// Answer matching requests with this status (4xx/5xx) and EC2's page for it.
+    #[arg(long, value_name = "CODE")]
+    pub status: Option<u16>,
+    /// Delay matching answers by this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub latency: Option<u64>,
+    /// Drop this percent of matching requests: no answer, the client times out.
+    #[arg(long, value_name = "PERCENT")]
+    pub drop: Option<u8>,
+    /// Close the connection of this percent of matching requests without an answer.
+    #[arg(long, value_name = "PERCENT")]
+    pub reset: Option<u8>,
+    /// Only requests under this path, e.g. /latest/meta-data/iam/ [default: all].
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+    /// Only requests with this method [default: all].
+    #[arg(long, value_parser = ["GET", "PUT"])]
+    pub method: Option<String>,
+    /// Expire by itself after this many seconds [default: until `fault clear`].
+    #[arg(long = "for", value_name = "SECONDS")]
+    pub for_seconds: Option<u64>,
+    /// `down`: the next refreshes fail as if STS were unreachable.
+    #[arg(long, value_parser = ["down"])]
+    pub credential_source: Option<String>,
 }
 
 impl CtlCommand {
@@ -129,6 +175,33 @@ impl CtlCommand {
             CtlCommand::Lifecycle { state } => Ok(Request::Lifecycle { state }),
             CtlCommand::Clear => Ok(Request::Clear),
             CtlCommand::Status => Ok(Request::Status),
+            CtlCommand::Fault {
+                what: Some(FaultCommand::List),
+                ..
+            } => Ok(Request::FaultList),
+            CtlCommand::Fault {
+                what: Some(FaultCommand::Clear),
+                ..
+            } => Ok(Request::FaultClear),
+            CtlCommand::Fault { what: None, fault } => {
+                let spec = crate::http::faults::FaultSpec {
+                    status: fault.status,
+                    latency_ms: fault.latency,
+                    drop: fault.drop.unwrap_or(0),
+                    reset: fault.reset.unwrap_or(0),
+                    path: fault.path,
+                    method: fault.method,
+                };
+                let request = Request::Fault {
+                    spec: (!spec.is_empty()).then_some(spec),
+                    r#for: fault.for_seconds,
+                    credential_source: fault
+                        .credential_source
+                        .map(|_| crate::control::protocol::SourceState::Down),
+                };
+                crate::control::protocol::validate(&request)?;
+                Ok(request)
+            }
             CtlCommand::Play { file } => {
                 let files = Opener::from_environment().map_err(|error| error.to_string())?;
                 let steps = config::resolve::read_scenario(&file, "scenario", &files)

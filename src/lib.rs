@@ -40,6 +40,8 @@
 //! - [`stack`]: smoltcp driven by one task over any packet device (the TUN, or in tests an
 //!   in-memory pipe), and the streams it hands out.
 //! - [`credentials`]: where the role credentials come from (one small trait).
+//! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
+//!   line every credentials read leaves.
 //! - [`token_command`]: running the user's `gcloud`/`az` for a token, bounded, without a shell.
 //! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
 //! - [`gce`] and [`azure`]: the GCE and Azure metadata protocols, likewise, with their token
@@ -58,6 +60,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod attribution;
 pub mod azure;
 pub mod cidr;
 pub mod cli;

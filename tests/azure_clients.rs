@@ -102,8 +102,8 @@ printf '{"accessToken":"eyJ.from-az.%s","expires_on":%s,"tokenType":"Bearer"}\n'
         .expect("clock")
         .as_secs() as i64;
     assert!(
-        (now + 2900..=now + 3000).contains(&expires_on),
-        "the expiry az printed reaches the client: {expires_on} vs now {now}"
+        (now + 2900..=now + 3010).contains(&expires_on),
+        "the expiry az printed reaches the client: {expires_on} vs now {now} (a few seconds of\n         slack: the wall clock here can step)"
     );
 }
 

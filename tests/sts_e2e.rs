@@ -642,3 +642,204 @@ fn role_arn_without_any_source_credentials_exits_2() {
         "{stderr}"
     );
 }
+
+/// RoleArns of the AssumeRole calls moto saw.
+fn assumed_roles(moto: &Moto) -> Vec<String> {
+    let text = std::fs::read_to_string(&moto.recording).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|entry| {
+            let body = entry["body"].as_str()?.to_owned();
+            let body = if entry["body_encoded"].as_bool() == Some(true) {
+                String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .ok()?,
+                )
+                .ok()?
+            } else {
+                body
+            };
+            if !body.contains("Action=AssumeRole") {
+                return None;
+            }
+            body.split('&')
+                .find_map(|pair| pair.strip_prefix("RoleArn="))
+                .map(|arn| arn.replace("%3A", ":").replace("%2F", "/"))
+        })
+        .collect()
+}
+
+#[test]
+fn each_caller_gets_its_own_role_assumed_once_and_cannot_read_anothers() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let guest = namespace!();
+    let Some(moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    namespace.link_guest(&guest, "10.77.0.1", "10.77.0.2");
+    guest.ip(&["route", "add", "default", "via", "10.77.0.1"]);
+    let forwarding = namespace.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    assert!(forwarding.status.success(), "{forwarding:?}");
+    let child = namespace.spawn_with(
+        &[
+            "--role-session-name",
+            SESSION,
+            "--caller-role",
+            "uid:65534=arn:aws:iam::123456789012:role/batch",
+            "--caller-role",
+            "uid:4321=arn:aws:iam::123456789012:role/web",
+            "--caller-role",
+            "cidr:10.77.0.0/24=arn:aws:iam::123456789012:role/guest",
+        ],
+        &sts_env(true),
+    );
+    child.wait_ready();
+    let base = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+    let read_as = |namespace: &Namespace, prefix: &[&str], path: &str| {
+        let mut command: Vec<String> = prefix.iter().map(|s| (*s).to_owned()).collect();
+        command.extend([
+            "curl".into(),
+            "-s".into(),
+            "-w".into(),
+            "\n%{http_code}".into(),
+            format!("{base}{path}"),
+        ]);
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        let output = namespace.exec(&command);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        (code.to_owned(), body.to_owned())
+    };
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let web = ["setpriv", "--reuid=4321", "--regid=4321", "--clear-groups"];
+    let key_of = |body: &str| -> String {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|json| json["AccessKeyId"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("credentials JSON: {body}"))
+    };
+
+    assert_eq!(
+        read_as(&namespace, &nobody, "").1,
+        "batch",
+        "a caller lists only its role"
+    );
+    assert_eq!(read_as(&namespace, &web, "").1, "web");
+    assert_eq!(read_as(&guest, &[], "").1, "guest");
+    let batch = key_of(&read_as(&namespace, &nobody, "batch").1);
+    let web_key = key_of(&read_as(&namespace, &web, "web").1);
+    let guest_key = key_of(&read_as(&guest, &[], "guest").1);
+    assert!(batch != web_key && web_key != guest_key && batch != guest_key);
+    for _ in 0..5 {
+        assert_eq!(
+            key_of(&read_as(&namespace, &nobody, "batch").1),
+            batch,
+            "served from the cache"
+        );
+    }
+    assert_eq!(
+        read_as(&namespace, &web, "batch").0,
+        "404",
+        "another caller's role is a 404"
+    );
+    assert_eq!(read_as(&namespace, &nobody, "web").0, "404");
+
+    let mut assumed = assumed_roles(&moto);
+    assumed.sort();
+    assert_eq!(
+        assumed,
+        [
+            "arn:aws:iam::123456789012:role/batch",
+            "arn:aws:iam::123456789012:role/guest",
+            "arn:aws:iam::123456789012:role/web",
+        ],
+        "each role assumed exactly once, and no other"
+    );
+    child.wait_for_line(Duration::from_secs(5), |line| {
+        line.contains("(curl) uid 4321 read role credentials web")
+    });
+}
+
+#[test]
+fn a_credential_source_outage_serves_the_last_good_keys_until_they_expire_then_ec2s_error() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let Some(_moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    let child = namespace.spawn_with(
+        &[
+            "--role-arn",
+            ROLE_ARN,
+            "--credentials-max-lifetime",
+            "6",
+            "--retry-base-ms",
+            "200",
+        ],
+        &sts_env(true),
+    );
+    child.wait_ready();
+    let read = |namespace: &Namespace| {
+        namespace.run_in(|| async { json(&http::get(METADATA, ROLE_PATH).await) })
+    };
+    let first = read(&namespace);
+    assert_eq!(first["Code"], "Success", "{first}");
+    let key = first["AccessKeyId"].as_str().expect("key").to_owned();
+    let down = namespace.exec(&[
+        common::BINARY,
+        "ctl",
+        "fault",
+        "--credential-source",
+        "down",
+    ]);
+    assert!(down.status.success(), "{down:?}");
+
+    // Until the keys expire, every answer is the same keys; then EC2's error.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let answer = read(&namespace);
+        if answer["Code"] != "Success" {
+            break answer;
+        }
+        assert_eq!(
+            answer["AccessKeyId"],
+            key.as_str(),
+            "no new keys during the outage"
+        );
+        assert!(Instant::now() < deadline, "the keys never expired");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        error["Message"]
+            .as_str()
+            .is_some_and(|message| message.contains("credential source is unreachable")),
+        "{error}"
+    );
+
+    let clear = namespace.exec(&[common::BINARY, "ctl", "fault", "clear"]);
+    assert!(clear.status.success(), "{clear:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = read(&namespace);
+        if answer["Code"] == "Success" {
+            assert_ne!(
+                answer["AccessKeyId"],
+                key.as_str(),
+                "new keys after the outage"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no keys after the outage: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -7,8 +7,11 @@
 #   provision.sh stop     stop the service started without systemd (the supervised process)
 #
 # Environment (all optional):
-#   IMDS_TUN_BINARY      binary to install [default: /vagrant/imds-tun, else
-#                        /vagrant/target/release/imds-tun, else built with cargo from IMDS_TUN_SOURCE]
+#   IMDS_TUN_BINARY      binary to install [default: the first that exists of /vagrant/imds-tun,
+#                        /vagrant/target/x86_64-unknown-linux-musl/release/imds-tun (static, from
+#                        scripts/package.sh: runs on any Linux guest) and /vagrant/target/release/imds-tun
+#                        (needs the guest's glibc to be as new as the host's); else built with
+#                        cargo from IMDS_TUN_SOURCE, slow, and only where the guest has a toolchain]
 #   IMDS_TUN_SOURCE      source tree to build from when no binary is found [default: /vagrant]
 #   IMDS_TUN_UPSTREAM    host-credentials shape: forward to this URL, e.g. http://10.0.2.2:8080
 #   IMDS_TUN_TOKEN_FILE  shared secret for the upstream (copied into the guest with mode 0600)
@@ -71,7 +74,8 @@ fi
 # --- what should be installed -------------------------------------------------------------------
 binary=${IMDS_TUN_BINARY:-}
 if [ -z "$binary" ]; then
-    for candidate in /vagrant/imds-tun /vagrant/target/release/imds-tun; do
+    for candidate in /vagrant/imds-tun /vagrant/target/x86_64-unknown-linux-musl/release/imds-tun \
+        /vagrant/target/release/imds-tun; do
         if [ -x "$candidate" ]; then binary=$candidate; break; fi
     done
 fi
@@ -85,6 +89,7 @@ if [ -z "$binary" ]; then
     fi
 fi
 [ -x "$binary" ] || die "$binary is not an executable file"
+say "binary: $binary"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -157,6 +162,9 @@ NoNewPrivileges=yes
 RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
+ProtectKernelTunables=yes
+ReadWritePaths=-/proc/sys/net/ipv6/conf
+ProtectHostname=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 RestrictNamespaces=yes
@@ -164,6 +172,10 @@ RestrictRealtime=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+UMask=0077
 
 [Install]
 WantedBy=multi-user.target

@@ -170,6 +170,12 @@ pub struct Layer {
         help_heading = "Credentials"
     )]
     pub mock_credentials: Option<bool>,
+    /// Serve callers matching SELECTOR this role instead (repeatable; first match wins):
+    /// `uid:N`, `user:NAME`, `cidr:ADDR/LEN`, `cgroup:PREFIX`, e.g. `user:alice=arn:aws:iam::
+    /// 123456789012:role/app` [default: every caller gets the instance's role].
+    #[arg(long, value_name = "SELECTOR=ROLE_ARN", help_heading = "Credentials")]
+    #[serde(default)]
+    pub caller_role: Vec<String>,
     /// Refresh once less than this remains, 300-43200 [default: 900].
     #[arg(long, value_name = "SECONDS", help_heading = "Credentials")]
     pub refresh_margin: Option<u64>,

@@ -52,6 +52,27 @@ pub enum Request {
     Status,
     /// Replaces the running scenario with this timeline.
     Play { steps: Vec<Step> },
+    /// Makes matching requests slow, failing or unanswered (see `http::faults`), for `for`
+    /// seconds or until cleared; `credential_source: "down"` makes refreshes fail instead.
+    Fault {
+        #[serde(flatten)]
+        spec: Option<crate::http::faults::FaultSpec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        r#for: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential_source: Option<SourceState>,
+    },
+    /// The faults standing, with their remaining time.
+    FaultList,
+    /// Removes every fault and ends a credential-source outage.
+    FaultClear,
+}
+
+/// `--credential-source down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    Down,
 }
 
 /// How `end-event` ends an event.
@@ -167,6 +188,26 @@ pub fn validate(request: &Request) -> Result<(), String> {
             }
             Ok(())
         }
+        Request::Fault {
+            spec,
+            r#for,
+            credential_source,
+        } => {
+            if let Some(seconds) = r#for {
+                ahead(*seconds, "--for")?;
+                if *seconds == 0 {
+                    return Err("--for must be at least 1 s".into());
+                }
+            }
+            match (spec.as_ref().filter(|spec| !spec.is_empty()), credential_source) {
+                (None, None) => Err(
+                    "a fault needs --status, --latency, --drop, --reset or --credential-source down"
+                        .into(),
+                ),
+                (Some(spec), _) => spec.check(),
+                (None, Some(_)) => Ok(()),
+            }
+        }
         Request::Lifecycle { state } if !LIFECYCLE_STATES.contains(&state.as_str()) => {
             Err(format!(
                 "unknown lifecycle state {state:?}; use one of {}",
@@ -238,7 +279,11 @@ pub fn apply(
         }
         Request::Lifecycle { state: lifecycle } => state.lifecycle = Some(lifecycle.clone()),
         Request::Clear => *state = Interruptions::default(),
-        Request::Status | Request::Play { .. } => {}
+        Request::Status
+        | Request::Play { .. }
+        | Request::Fault { .. }
+        | Request::FaultList
+        | Request::FaultClear => {}
     }
     Ok(())
 }
@@ -279,7 +324,28 @@ mod tests {
         assert!(
             serde_json::from_str::<Request>(r#"{"command":"spot","action":"explode"}"#).is_err()
         );
-        assert!(serde_json::from_str::<Request>(r#"{"command":"clear","extra":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"command":"rebalance","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn a_scenario_step_can_be_a_fault() {
+        let step: Step = serde_json::from_str(
+            r#"{"at": "+10s", "command": "fault", "status": 500, "path": "/latest/meta-data/iam/", "for": 30}"#,
+        )
+        .expect("a fault step");
+        assert_eq!(step.at, 10);
+        let Request::Fault { spec, r#for, .. } = &step.request else {
+            panic!("a fault: {step:?}");
+        };
+        assert_eq!(spec.as_ref().and_then(|spec| spec.status), Some(500));
+        assert_eq!(*r#for, Some(30));
+        assert!(validate(&step.request).is_ok());
+        let outage: Request =
+            serde_json::from_str(r#"{"command": "fault", "credential_source": "down"}"#)
+                .expect("an outage");
+        assert!(validate(&outage).is_ok(), "{outage:?}");
+        let nothing: Request = serde_json::from_str(r#"{"command": "fault"}"#).expect("parses");
+        assert!(validate(&nothing).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::protocol::{self, MAX_REQUEST_BYTES, Request, Response, Step};
+use crate::http::faults::FaultBoard;
 use crate::imds::interruptions::Board;
 
 /// Connections served at once; a flood of idle clients cannot hold more.
@@ -75,7 +76,11 @@ pub enum ControlError {
 
 impl ControlServer {
     /// Binds the socket and serves it in a task of its own. Call from inside the runtime.
-    pub fn start(board: Arc<Board>, allowed: Allowed) -> Result<ControlServer, ControlError> {
+    pub fn start(
+        board: Arc<Board>,
+        faults: Arc<FaultBoard>,
+        allowed: Allowed,
+    ) -> Result<ControlServer, ControlError> {
         let address = crate::platform::control_address().map_err(ControlError::Bind)?;
         let listener = std::os::unix::net::UnixListener::bind_addr(&address).map_err(|error| {
             if error.kind() == std::io::ErrorKind::AddrInUse {
@@ -87,19 +92,27 @@ impl ControlServer {
         listener.set_nonblocking(true).map_err(ControlError::Bind)?;
         let listener = UnixListener::from_std(listener).map_err(ControlError::Bind)?;
         let scenario = Arc::new(Mutex::new(None));
-        let accept = tokio::spawn(accept_loop(listener, board, allowed, scenario.clone()));
+        let targets = Targets { board, faults };
+        let accept = tokio::spawn(accept_loop(listener, targets, allowed, scenario.clone()));
         Ok(ControlServer { accept, scenario })
     }
 
     /// Plays `steps` as if `ctl play` had sent them (the `--scenario` flag).
-    pub async fn play(&self, board: Arc<Board>, steps: Vec<Step>) {
-        start_scenario(&self.scenario, board, steps).await;
+    pub async fn play(&self, board: Arc<Board>, faults: Arc<FaultBoard>, steps: Vec<Step>) {
+        start_scenario(&self.scenario, Targets { board, faults }, steps).await;
     }
+}
+
+/// What commands change: the interruptions and the faults.
+#[derive(Debug, Clone)]
+struct Targets {
+    board: Arc<Board>,
+    faults: Arc<FaultBoard>,
 }
 
 async fn accept_loop(
     listener: UnixListener,
-    board: Arc<Board>,
+    board: Targets,
     allowed: Allowed,
     scenario: Arc<Mutex<Option<JoinHandle<()>>>>,
 ) {
@@ -131,7 +144,7 @@ async fn accept_loop(
 /// One connection: who, what, answer.
 async fn serve(
     stream: UnixStream,
-    board: &Arc<Board>,
+    board: &Targets,
     allowed: Allowed,
     scenario: &Arc<Mutex<Option<JoinHandle<()>>>>,
 ) {
@@ -199,18 +212,38 @@ async fn read_request(reader: tokio::net::unix::OwnedReadHalf) -> Result<Request
 
 async fn execute(
     request: Request,
-    board: &Arc<Board>,
+    targets: &Targets,
     scenario: &Arc<Mutex<Option<JoinHandle<()>>>>,
     who: &str,
 ) -> Response {
     let now = OffsetDateTime::now_utc();
+    let board = &targets.board;
     match request {
         Request::Status => Response::ok(board.snapshot().status(now)),
         Request::Play { steps } => {
             let count = steps.len();
-            start_scenario(scenario, board.clone(), steps).await;
+            start_scenario(scenario, targets.clone(), steps).await;
             tracing::info!("ctl: {who} started a scenario of {count} steps");
             Response::ok(board.snapshot().status(now))
+        }
+        Request::FaultList => Response::ok(fault_list(&targets.faults)),
+        Request::FaultClear => {
+            let count = targets.faults.clear();
+            let was_down = crate::credentials::outage::is_down();
+            crate::credentials::outage::end();
+            tracing::info!(
+                "ctl: {who} cleared {count} fault(s){}",
+                if was_down {
+                    " and the credential-source outage"
+                } else {
+                    ""
+                }
+            );
+            Response::ok(fault_list(&targets.faults))
+        }
+        request @ Request::Fault { .. } => {
+            set_fault(&request, &targets.faults, who);
+            Response::ok(fault_list(&targets.faults))
         }
         request => {
             if request == Request::Clear
@@ -227,6 +260,65 @@ async fn execute(
             }
         }
     }
+}
+
+/// Sets a fault (and its expiry, logged once), or a credential-source outage.
+fn set_fault(request: &Request, faults: &Arc<FaultBoard>, who: &str) {
+    let Request::Fault {
+        spec,
+        r#for,
+        credential_source,
+    } = request
+    else {
+        return;
+    };
+    let until = r#for.map(|seconds| tokio::time::Instant::now() + Duration::from_secs(seconds));
+    let lasting = r#for.map_or("until cleared".to_owned(), |s| format!("for {s} s"));
+    if let Some(spec) = spec.as_ref().filter(|spec| !spec.is_empty()) {
+        let id = faults.add(spec.clone(), until);
+        tracing::info!(
+            "ctl: {who} set fault {id} {lasting}: {}",
+            serde_json::to_string(spec).unwrap_or_default()
+        );
+        if let Some(until) = until {
+            let faults = faults.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until).await;
+                for fault in faults.expire(tokio::time::Instant::now()) {
+                    tracing::info!("fault {} expired", fault.id);
+                }
+            });
+        }
+    }
+    if credential_source.is_some() {
+        crate::credentials::outage::begin(until.map(tokio::time::Instant::into_std));
+        tracing::info!("ctl: {who} took the credential source down {lasting}");
+        if let Some(until) = until {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until).await;
+                if !crate::credentials::outage::is_down() {
+                    tracing::info!("the credential-source outage ended");
+                }
+            });
+        }
+    }
+}
+
+/// The faults standing, with their remaining seconds, and the outage.
+fn fault_list(faults: &FaultBoard) -> serde_json::Value {
+    let now = tokio::time::Instant::now();
+    serde_json::json!({
+        "faults": faults.list(now).iter().map(|fault| {
+            let mut entry = serde_json::to_value(&fault.spec).unwrap_or_default();
+            entry["id"] = fault.id.into();
+            entry["remaining_seconds"] = fault
+                .until
+                .map(|until| until.saturating_duration_since(now).as_secs_f64().ceil() as u64)
+                .into();
+            entry
+        }).collect::<Vec<_>>(),
+        "credential_source": if crate::credentials::outage::is_down() { "down" } else { "up" },
+    })
 }
 
 /// Applies one request to the board; the new status, or why nothing changed.
@@ -250,7 +342,7 @@ fn change(
 /// Replaces the running scenario with `steps`, each applied at its offset from now.
 async fn start_scenario(
     scenario: &Arc<Mutex<Option<JoinHandle<()>>>>,
-    board: Arc<Board>,
+    targets: Targets,
     mut steps: Vec<Step>,
 ) {
     steps.sort_by_key(|step| step.at);
@@ -258,7 +350,17 @@ async fn start_scenario(
     let task = tokio::spawn(async move {
         for step in steps {
             tokio::time::sleep_until(started + Duration::from_secs(step.at)).await;
-            match change(&board, &step.request, OffsetDateTime::now_utc()) {
+            if matches!(step.request, Request::Fault { .. }) {
+                set_fault(&step.request, &targets.faults, "scenario");
+                continue;
+            }
+            if step.request == Request::FaultClear {
+                targets.faults.clear();
+                crate::credentials::outage::end();
+                tracing::info!("scenario at +{}s: cleared the faults", step.at);
+                continue;
+            }
+            match change(&targets.board, &step.request, OffsetDateTime::now_utc()) {
                 Ok(_) => tracing::info!("scenario at +{}s: {}", step.at, describe(&step.request)),
                 Err(error) => tracing::warn!("scenario at +{}s: {error}", step.at),
             }
@@ -290,6 +392,9 @@ fn describe(request: &Request) -> String {
         Request::Clear => "cleared: an on-demand instance with nothing pending".into(),
         Request::Status => "status".into(),
         Request::Play { steps } => format!("scenario of {} steps", steps.len()),
+        Request::Fault { .. } => "fault".into(),
+        Request::FaultList => "fault list".into(),
+        Request::FaultClear => "fault clear".into(),
     }
 }
 

@@ -154,7 +154,11 @@ async fn refresher<F: Fetch>(shared: Weak<Shared>, mut fetcher: F, policy: Polic
     let what = fetcher.describe();
     let mut backoff = Backoff::new(policy.retry_base, policy.retry_max);
     loop {
-        let result = fetcher.fetch().await;
+        let result = if super::outage::is_down() {
+            Err(super::outage::error())
+        } else {
+            fetcher.fetch().await
+        };
         let Some(strong) = shared.upgrade() else {
             return;
         };

@@ -69,8 +69,12 @@ impl CredentialSource for FakeCredentials {
         let fresh_enough = current
             .as_ref()
             .is_some_and(|credentials| credentials.expiration - now > DEFAULT_REFRESH_MARGIN);
-        if !fresh_enough {
+        // During a simulated outage nothing new is issued: the last set serves until it expires.
+        if !fresh_enough && !super::outage::is_down() {
             *current = Some(self.issue(now));
+        }
+        if super::outage::is_down() && current.as_ref().is_none_or(|c| c.expiration <= now) {
+            return Err(super::cache::ec2_error("", Some(&super::outage::error())));
         }
         match current.as_ref() {
             Some(credentials) => Ok(credentials.clone()),

@@ -18,6 +18,8 @@
 pub mod cache;
 pub mod fake;
 pub mod naming;
+pub mod outage;
+pub mod roles;
 pub mod schedule;
 pub mod settings;
 pub mod setup;
@@ -87,6 +89,12 @@ impl fmt::Debug for Secret {
         formatter.write_str("Secret(<redacted>)")
     }
 }
+
+/// Marks a response that handed out credentials (an EC2 role's keys, a GCE or Azure token):
+/// what was read, for the one log line naming the caller that the HTTP layer writes. Put in the
+/// response's extensions by the service; never sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialsRead(pub String);
 
 /// A provider of the instance role's credentials.
 pub trait CredentialSource: Send + Sync + 'static {

@@ -35,6 +35,8 @@ pub struct Settings {
     pub max_lifetime: Option<Duration>,
     /// How long each set of fake credentials is valid.
     pub fake_lifetime: Duration,
+    /// `--caller-role`: other roles for some callers, in the order given.
+    pub caller_roles: Vec<super::roles::CallerRole>,
 }
 
 impl Settings {

@@ -57,6 +57,7 @@ use super::cache::{Policy, RefreshingCredentials};
 use super::fake::FakeCredentials;
 #[cfg(feature = "sts")]
 use super::naming;
+use super::roles::{RoleSource, RoleStarter};
 #[cfg(feature = "sts")]
 use super::sts::{self, AssumeRole, Mfa, OwnSession};
 use super::{ServedAs, Settings, SetupError};
@@ -73,6 +74,9 @@ pub struct Selected {
     pub summary: String,
     /// True for fake credentials: the caller logs the summary as a warning.
     pub fake: bool,
+    /// How a `--caller-role` role's source is made: AssumeRole with the same source
+    /// credentials, or distinct fake credentials.
+    pub starter: RoleStarter,
 }
 
 impl std::fmt::Debug for Selected {
@@ -214,13 +218,42 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
         max_lifetime: wanted.max_lifetime,
     };
 
+    let session_name = wanted.role_session_name.clone().unwrap_or_else(|| {
+        naming::default_session_name(
+            &naming::invoking_user(|key| std::env::var(key).ok()),
+            served.hostname,
+        )
+    });
+    let starter: RoleStarter = {
+        let client = client.clone();
+        let config = sts_config.clone();
+        let session_name = session_name.clone();
+        let external_id = wanted.external_id.clone();
+        // A caller role lasts STS's default hour unless --duration says otherwise.
+        let duration = wanted
+            .duration
+            .unwrap_or(Duration::from_secs(super::settings::ROLE_DURATION_SECONDS));
+        let policy = policy.clone();
+        Arc::new(move |role| {
+            let fetcher = AssumeRole {
+                client: client.clone(),
+                config: config.clone(),
+                role_arn: role.arn.clone(),
+                session_name: session_name.clone(),
+                external_id: external_id.clone(),
+                duration,
+                // An MFA code is good once, at start-up: roles assumed later cannot use one.
+                mfa: None,
+                mfa_session: None,
+            };
+            Arc::new(RefreshingCredentials::spawn(
+                fetcher,
+                policy.clone(),
+                &role.name,
+            )) as Arc<dyn RoleSource>
+        })
+    };
     let (source, summary) = if let Some(arn) = &wanted.role_arn {
-        let session_name = wanted.role_session_name.clone().unwrap_or_else(|| {
-            naming::default_session_name(
-                &naming::invoking_user(|key| std::env::var(key).ok()),
-                served.hostname,
-            )
-        });
         let summary = format!(
             "credentials: AssumeRole {} as session {session_name:?} for {}s{} with {origin} \
              (profile {profile:?}, STS region {region}), served as role {role_name:?}",
@@ -278,6 +311,7 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
         source: Arc::new(source),
         summary,
         fake: false,
+        starter,
     })
 }
 
@@ -292,7 +326,11 @@ pub async fn select(wanted: &Settings, _served: ServedAs<'_>) -> Result<Selected
 }
 
 fn fake(settings: &Settings, why: String) -> Selected {
+    let lifetime = settings.fake_lifetime;
     Selected {
+        starter: Arc::new(move |_role| {
+            Arc::new(FakeCredentials::new(lifetime)) as Arc<dyn RoleSource>
+        }),
         source: Arc::new(FakeCredentials::from_settings(settings)),
         summary: format!(
             "{why}; serving FAKE credentials that AWS rejects (see docs/credentials.md: --role-arn, --profile)"

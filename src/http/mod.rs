@@ -15,6 +15,7 @@
 //! The replies to PUT requests (the IMDSv2 token) travel at most `--hop-limit` IP hops where the
 //! connection supports it ([`reply_hops`]): a connection is any [`Connection`].
 
+pub mod faults;
 pub mod reply_hops;
 pub mod shared_token;
 pub mod upstream;
@@ -29,12 +30,13 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::attribution::{Attribution, CallerIdentity};
 use crate::azure::{self, Azure};
+use crate::credentials::CredentialsRead;
 use crate::gce::{self, Gce};
 use crate::imds::Imds;
 pub use reply_hops::{Connection, ReplyHops};
@@ -72,8 +74,27 @@ impl From<Arc<Imds>> for Backend {
 }
 
 impl Backend {
-    /// The response to `request`.
+    /// The response to `request`, from an unknown caller.
     pub async fn answer(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        self.answer_for(request, None).await
+    }
+
+    /// The response to `request` from the connection's `caller`, who is identified only if the
+    /// answer depends on it (a `--caller-role` rule).
+    async fn answer_for(
+        &self,
+        request: Request<Incoming>,
+        caller: Option<&ConnectionCaller>,
+    ) -> Response<ResponseBody> {
+        if let (Backend::Local { ec2, .. }, Some(caller)) = (self, caller)
+            && ec2.depends_on_caller(request.uri().path())
+        {
+            let identity = caller.get().await;
+            ec2.prepare_role(identity).await;
+            return answer_as(ec2, request, Some(identity))
+                .await
+                .map(Either::Left);
+        }
         match self {
             Backend::Local { gce: Some(gce), .. }
                 if gce::claims(request.uri().path(), request.headers()) =>
@@ -183,6 +204,10 @@ pub struct Server {
     backend: Backend,
     limits: Limits,
     graceful: GracefulShutdown,
+    /// Who reads credentials, for the log (`crate::attribution`); none in tests and fuzzing.
+    attribution: Option<Arc<Attribution>>,
+    /// Faults set with `imds-tun ctl fault`, met by every request before any backend.
+    faults: Arc<faults::FaultBoard>,
 }
 
 impl std::fmt::Debug for Server {
@@ -201,7 +226,20 @@ impl Server {
             backend: backend.into(),
             limits,
             graceful: GracefulShutdown::new(),
+            attribution: None,
+            faults: Arc::new(faults::FaultBoard::default()),
         }
+    }
+
+    /// The faults this server's requests meet, for `control` to change.
+    pub fn faults(&self) -> Arc<faults::FaultBoard> {
+        self.faults.clone()
+    }
+
+    /// Names the caller in one log line per credentials read (and at debug level per request).
+    pub fn with_attribution(mut self, attribution: Attribution) -> Self {
+        self.attribution = Some(Arc::new(attribution));
+        self
     }
 
     /// Serves HTTP/1.1 on `io` in a task of its own until the client is done.
@@ -211,11 +249,35 @@ impl Server {
 
     /// Like [`Server::serve`], admitting only the requests `access` allows.
     pub fn serve_with<IO: Connection>(&self, io: IO, peer: SocketAddr, access: Access) {
+        self.serve_from(io, peer, None, access);
+    }
+
+    /// Like [`Server::serve_with`], knowing our own end of the connection (`local`), which the
+    /// kernel needs to name a local caller's socket.
+    pub fn serve_from<IO: Connection>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        access: Access,
+    ) {
         let backend = self.backend.clone();
         let limits = self.limits;
         let hops = io.reply_hops();
+        // Asked at most once per connection, the first time a request needs it.
+        let caller = self
+            .attribution
+            .clone()
+            .map(|attribution| ConnectionCaller {
+                cell: Arc::new(tokio::sync::OnceCell::new()),
+                attribution,
+                peer,
+                local,
+            });
+        let faults = self.faults.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             let backend = backend.clone();
+            let caller = caller.clone();
             // Decided before the answer exists, so hyper writes no byte of a PUT's reply before
             // its connection is limited (see `reply_hops`).
             reply_hops::before_reply(
@@ -226,9 +288,28 @@ impl Server {
             let refused = uri_too_long(&request, limits.max_path_length)
                 .or_else(|| access.refusal(&mut request, peer))
                 .or_else(|| misaddressed(&request));
+            let decision = faults.decide(
+                request.method(),
+                request.uri().path(),
+                tokio::time::Instant::now(),
+                faults::percent_roll,
+            );
             async move {
-                Ok::<_, Infallible>(match refused {
-                    None => backend.answer(request).await,
+                if refused.is_none()
+                    && let Some(fault) = apply_fault(&decision, &request).await
+                {
+                    return fault;
+                }
+                Ok::<_, FaultClose>(match refused {
+                    None => {
+                        let method = request.method().clone();
+                        let path = request.uri().path().to_owned();
+                        let response = backend.answer_for(request, caller.as_ref()).await;
+                        if let Some(caller) = &caller {
+                            attribute(caller, &method, &path, &response).await;
+                        }
+                        response
+                    }
                     Some(refused) => refused,
                 })
             }
@@ -264,6 +345,95 @@ impl Server {
         tokio::time::timeout(grace, self.graceful.shutdown())
             .await
             .is_ok()
+    }
+}
+
+/// A fault ended the connection without an answer (`--drop` after its hold, `--reset`).
+#[derive(Debug)]
+struct FaultClose;
+
+impl std::fmt::Display for FaultClose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed by a fault (imds-tun ctl fault)")
+    }
+}
+
+impl std::error::Error for FaultClose {}
+
+/// Applies a fault's decision: `None` lets the request through (after any latency).
+async fn apply_fault(
+    decision: &faults::Decision,
+    request: &Request<Incoming>,
+) -> Option<Result<Response<ResponseBody>, FaultClose>> {
+    if decision.reset {
+        return Some(Err(FaultClose));
+    }
+    if decision.drop {
+        tokio::time::sleep(faults::DROP_HOLD).await;
+        return Some(Err(FaultClose));
+    }
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let status = decision.status?;
+    let head = request.method() == hyper::Method::HEAD;
+    Some(Ok(crate::imds::responses::Reply::error(status)
+        .into_response(head)
+        .map(|body| Either::Left(Full::new(body)))))
+}
+
+/// The caller of one connection, identified at most once, when a request first needs it.
+#[derive(Clone)]
+struct ConnectionCaller {
+    cell: Arc<tokio::sync::OnceCell<CallerIdentity>>,
+    attribution: Arc<Attribution>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+}
+
+impl ConnectionCaller {
+    async fn get(&self) -> &CallerIdentity {
+        self.cell
+            .get_or_init(|| async {
+                let attribution = self.attribution.clone();
+                let (peer, local) = (self.peer, self.local);
+                // Netlink and a bounded /proc scan: blocking work, off the async threads.
+                tokio::task::spawn_blocking(move || attribution.identify(peer, local))
+                    .await
+                    .unwrap_or_default()
+            })
+            .await
+    }
+}
+
+/// The log line naming who read credentials (info, one per caller per 5 s), or who asked
+/// (debug).
+async fn attribute(
+    caller: &ConnectionCaller,
+    method: &hyper::Method,
+    path: &str,
+    response: &Response<ResponseBody>,
+) {
+    let read = response.extensions().get::<CredentialsRead>();
+    if read.is_none() && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let identity = caller.get().await;
+    let attribution = &caller.attribution;
+    match read {
+        Some(CredentialsRead(what)) => {
+            let caller = identity.to_string();
+            if attribution.audit.admit(&caller, std::time::Instant::now()) {
+                tracing::info!("{caller} read {what}");
+            }
+        }
+        None => tracing::debug!(
+            caller = %identity,
+            %method,
+            path = %crate::log_limit::bounded(path.as_bytes()),
+            status = response.status().as_u16(),
+            "request"
+        ),
     }
 }
 
@@ -307,12 +477,19 @@ async fn drain(body: Incoming) -> Result<(), Response<Full<Bytes>>> {
 }
 
 async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    answer_as(imds, request, None).await
+}
+
+async fn answer_as(
+    imds: &Imds,
+    request: Request<Incoming>,
+    caller: Option<&CallerIdentity>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     if let Err(refused) = drain(body).await {
         return refused;
     }
-    let response = imds.respond(&parts);
-    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = response.status().as_u16(), "request");
+    let response = imds.respond_as(&parts, caller);
     response.map(Full::new)
 }
 
@@ -327,12 +504,21 @@ async fn answer_gce(gce: &Gce, request: Request<Incoming>) -> Response<Full<Byte
         // A graceful shutdown stops waiting at its deadline with the connection.
         tokio::time::sleep(*wait).await;
     }
+    let read = match &answer {
+        gce::Answer::AccessToken => Some("a GCE access token".to_owned()),
+        gce::Answer::IdentityToken { .. } => Some("a GCE identity token".to_owned()),
+        _ => None,
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let reply = gce.token_reply(answer, now).await;
-    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = reply.status.as_u16(), "GCE request");
-    reply
+    let served = reply.status == StatusCode::OK;
+    let mut response = reply
         .into_response(parts.method == hyper::Method::HEAD)
-        .map(Full::new)
+        .map(Full::new);
+    if let Some(what) = read.filter(|_| served) {
+        response.extensions_mut().insert(CredentialsRead(what));
+    }
+    response
 }
 
 /// An Azure request: answered now, or from the managed-identity token source.
@@ -342,12 +528,23 @@ async fn answer_azure(azure: &Azure, request: Request<Incoming>) -> Response<Ful
         return refused;
     }
     let answer = azure.respond(&parts);
+    let read = match &answer {
+        azure::Answer::Token { resource } => Some(format!(
+            "an Azure managed identity token for {}",
+            crate::log_limit::bounded(resource.as_bytes())
+        )),
+        azure::Answer::Now(_) => None,
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let reply = azure.token_reply(answer, now).await;
-    tracing::debug!(method = %parts.method, path = parts.uri.path(), status = reply.status.as_u16(), "Azure request");
-    reply
+    let served = reply.status == StatusCode::OK;
+    let mut response = reply
         .into_response(parts.method == hyper::Method::HEAD)
-        .map(Full::new)
+        .map(Full::new);
+    if let Some(what) = read.filter(|_| served) {
+        response.extensions_mut().insert(CredentialsRead(what));
+    }
+    response
 }
 
 fn plain_status(status: StatusCode) -> Response<Full<Bytes>> {

@@ -30,6 +30,8 @@ use http::header::{ALLOW, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use time::OffsetDateTime;
 
+use crate::attribution::CallerIdentity;
+use crate::credentials::roles::{CallerRoles, LazyRole};
 use crate::credentials::{CredentialSource, RoleCredentials};
 use responses::{Reply, iso8601_utc_seconds, pretty_json};
 use token::TokenMint;
@@ -84,7 +86,9 @@ pub struct Imds {
     imdsv2: TokenPolicy,
     credentials: Arc<dyn CredentialSource>,
     account_id: String,
+    role_name: String,
     interruptions: Arc<interruptions::Board>,
+    caller_roles: Option<Arc<CallerRoles>>,
 }
 
 impl std::fmt::Debug for Imds {
@@ -128,7 +132,9 @@ impl Imds {
             imdsv2: token_policy,
             credentials,
             account_id: instance.account_id.clone(),
+            role_name: instance.role_name.clone(),
             interruptions: Arc::new(interruptions::Board::default()),
+            caller_roles: None,
         }
     }
 
@@ -143,16 +149,70 @@ impl Imds {
         self.respond_at(request, OffsetDateTime::now_utc())
     }
 
+    /// [`Imds::respond`] for a known caller, whose `--caller-role` rule (if any) decides the
+    /// role under `iam/`. Call [`Imds::prepare_role`] first, so a role's first caller gets keys.
+    pub fn respond_as(
+        &self,
+        request: &http::request::Parts,
+        caller: Option<&CallerIdentity>,
+    ) -> http::Response<Bytes> {
+        self.respond_at_as(request, OffsetDateTime::now_utc(), caller)
+    }
+
+    /// Whether answering `path` depends on who asks (a `--caller-role` rule could apply).
+    pub fn depends_on_caller(&self, path: &str) -> bool {
+        self.caller_roles.is_some() && path.contains("/meta-data/iam")
+    }
+
+    /// Starts the caller's role if this is its first caller and waits (up to 5 s) for its first
+    /// credentials, so the first answer carries keys rather than an error.
+    pub async fn prepare_role(&self, caller: &CallerIdentity) {
+        let Some(roles) = &self.caller_roles else {
+            return;
+        };
+        if let Some(role) = roles.for_caller(caller) {
+            let source = roles.source(role);
+            if !source.wait_first(std::time::Duration::from_secs(5)).await {
+                crate::warn_limited!(role = %role.role.arn, "no credentials yet for this caller role");
+            }
+        }
+    }
+
+    /// Gives some callers other roles (`--caller-role`).
+    pub fn with_caller_roles(mut self, roles: CallerRoles) -> Imds {
+        self.caller_roles = Some(Arc::new(roles));
+        self
+    }
+
     fn respond_at(
         &self,
         request: &http::request::Parts,
         now: OffsetDateTime,
     ) -> http::Response<Bytes> {
-        self.route(request, now)
-            .into_response(request.method == Method::HEAD)
+        self.respond_at_as(request, now, None)
     }
 
-    fn route(&self, request: &http::request::Parts, now: OffsetDateTime) -> Reply {
+    fn respond_at_as(
+        &self,
+        request: &http::request::Parts,
+        now: OffsetDateTime,
+        caller: Option<&CallerIdentity>,
+    ) -> http::Response<Bytes> {
+        let reply = self.route(request, now, caller);
+        let read = reply.credentials_read.clone();
+        let mut response = reply.into_response(request.method == Method::HEAD);
+        if let Some(read) = read {
+            response.extensions_mut().insert(read);
+        }
+        response
+    }
+
+    fn route(
+        &self,
+        request: &http::request::Parts,
+        now: OffsetDateTime,
+        caller: Option<&CallerIdentity>,
+    ) -> Reply {
         let Some(segments) = split_path(request.uri.path()) else {
             return Reply::error(StatusCode::NOT_FOUND);
         };
@@ -177,7 +237,20 @@ impl Imds {
             Some((version, _)) if !VERSIONS.contains(version) => {
                 Reply::error(StatusCode::NOT_FOUND)
             }
-            Some((_, rest)) => self.tree_answer(&rest.join("/"), now),
+            Some((_, rest)) => {
+                let path = rest.join("/");
+                let role = self
+                    .caller_roles
+                    .as_ref()
+                    .zip(caller)
+                    .and_then(|(roles, caller)| Some((roles, roles.for_caller(caller)?)));
+                match role {
+                    Some((roles, role)) if path.starts_with("meta-data/iam") => {
+                        self.caller_role_answer(&path, roles, role, now)
+                    }
+                    _ => self.tree_answer(&path, now),
+                }
+            }
         }
     }
 
@@ -199,6 +272,49 @@ impl Imds {
             Some(Node::Leaf(Leaf::Octets(value))) => Reply::octets(value.clone()),
             Some(Node::Leaf(Leaf::Credentials { extended })) => {
                 self.credentials_reply(*extended, now)
+            }
+        }
+    }
+
+    /// `meta-data/iam/…` for a caller with its own role: exactly what an instance with that one
+    /// role shows; any other role's name is a 404.
+    fn caller_role_answer(
+        &self,
+        path: &str,
+        roles: &CallerRoles,
+        role: &LazyRole,
+        now: OffsetDateTime,
+    ) -> Reply {
+        let name = role.role.name.as_str();
+        match path {
+            "meta-data/iam" => Reply::text("info\nsecurity-credentials/"),
+            "meta-data/iam/info" => Reply::text(pretty_json(&[
+                ("Code", "Success".into()),
+                ("LastUpdated", iso8601_utc_seconds(now).into()),
+                (
+                    "InstanceProfileArn",
+                    format!(
+                        "arn:{}:iam::{}:instance-profile/{name}",
+                        role.role.partition, role.role.account_id
+                    )
+                    .into(),
+                ),
+                (
+                    "InstanceProfileId",
+                    instance_profile_id(&role.role.arn).into(),
+                ),
+            ])),
+            "meta-data/iam/security-credentials" => Reply::text(name.to_owned()),
+            _ => {
+                let extended = match path.strip_prefix("meta-data/iam/security-credentials/") {
+                    Some(asked) if asked == name => false,
+                    _ => match path.strip_prefix("meta-data/iam/security-credentials-extended/") {
+                        Some(asked) if asked == name => true,
+                        _ => return Reply::error(StatusCode::NOT_FOUND),
+                    },
+                };
+                let source = roles.source(role);
+                self.credentials_reply_from(source.as_ref(), name, extended, now)
             }
         }
     }
@@ -238,11 +354,26 @@ impl Imds {
 
     /// The role's credentials JSON, or EC2's error shape when the source has none.
     fn credentials_reply(&self, extended: bool, now: OffsetDateTime) -> Reply {
-        match self.credentials.current(now) {
-            Ok(credentials) => Reply::text(credentials_json(
-                &credentials,
-                extended.then_some(self.account_id.as_str()),
-            )),
+        self.credentials_reply_from(self.credentials.as_ref(), &self.role_name, extended, now)
+    }
+
+    fn credentials_reply_from(
+        &self,
+        source: &dyn CredentialSource,
+        role_name: &str,
+        extended: bool,
+        now: OffsetDateTime,
+    ) -> Reply {
+        match source.current(now) {
+            Ok(credentials) => Reply {
+                credentials_read: Some(crate::credentials::CredentialsRead(format!(
+                    "role credentials {role_name}"
+                ))),
+                ..Reply::text(credentials_json(
+                    &credentials,
+                    extended.then_some(self.account_id.as_str()),
+                ))
+            },
             Err(error) => {
                 crate::warn_limited!(code = %error.code, "serving a credential error");
                 Reply::text(pretty_json(&[
@@ -253,6 +384,18 @@ impl Imds {
             }
         }
     }
+}
+
+/// An instance profile id for a role: `AIPA` and 17 characters derived from its ARN, stable.
+fn instance_profile_id(arn: &str) -> String {
+    use sha2::Digest as _;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let digest = sha2::Sha256::digest(arn.as_bytes());
+    let tail: String = digest[..17]
+        .iter()
+        .map(|byte| char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]))
+        .collect();
+    format!("AIPA{tail}")
 }
 
 /// `iam/security-credentials/<role>` exactly as EC2 lays it out; `account_id` for the

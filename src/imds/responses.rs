@@ -19,6 +19,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Bytes,
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set when the reply hands out role credentials (see [`CredentialsRead`]).
+    pub credentials_read: Option<crate::credentials::CredentialsRead>,
 }
 
 impl Reply {
@@ -29,6 +31,7 @@ impl Reply {
             content_type: TEXT_PLAIN,
             body: body.into(),
             extra_headers: Vec::new(),
+            credentials_read: None,
         }
     }
 

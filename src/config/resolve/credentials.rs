@@ -110,7 +110,9 @@ pub(super) fn resolve_credentials(
             0,
         )?)),
     };
+    let caller_roles = resolve_caller_roles(file, flags)?;
     Ok(CredentialSettings {
+        caller_roles,
         mock: mock.is_some_and(|(mock, _)| mock),
         role_arn: role_arn.map(|(arn, _)| arn),
         profile: profile.map(|(profile, _)| profile),
@@ -125,4 +127,35 @@ pub(super) fn resolve_credentials(
         // Set with the service settings, where the flag lives.
         fake_lifetime: Duration::ZERO,
     })
+}
+
+/// `--caller-role SELECTOR=ROLE_ARN` rules: the flags' list replaces the file's (order matters,
+/// so the two are not merged).
+fn resolve_caller_roles(
+    file: &Layer,
+    flags: &Layer,
+) -> Result<Vec<crate::credentials::roles::CallerRole>, ConfigError> {
+    use super::super::origin::given;
+    let Some((rules, origin)) = pick(given(&flags.caller_role), given(&file.caller_role)) else {
+        return Ok(Vec::new());
+    };
+    let uid_of = |name: &str| {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|user| user.uid.as_raw())
+    };
+    rules
+        .iter()
+        .map(|rule| {
+            let fail = |why: String| ConfigError(format!("{} {rule:?}: {why}", label(origin, "caller_role")));
+            let (selector, arn) = rule
+                .split_once('=')
+                .ok_or_else(|| fail("expected SELECTOR=ROLE_ARN, e.g. user:alice=arn:aws:iam::123456789012:role/app".into()))?;
+            Ok(crate::credentials::roles::CallerRole {
+                selector: crate::credentials::roles::parse_selector(selector, uid_of).map_err(fail)?,
+                role: RoleArn::parse(arn).map_err(|expected| fail(format!("role ARN {expected}")))?,
+            })
+        })
+        .collect()
 }

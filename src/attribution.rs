@@ -1,0 +1,300 @@
+//! Who is asking: the process, user or address behind a connection, for the log line every
+//! credentials read leaves (`pid 4242 (python3) uid 1000 read role credentials app`).
+//!
+//! A local caller (its packets come from this host: our side of the point-to-point link, or
+//! loopback for `--listen`) is found by its socket: the kernel names the socket's owner and inode
+//! (`NETLINK_SOCK_DIAG`, Linux), and the process holding that inode is found in `/proc`, best
+//! effort: at most [`SCAN_BUDGET`] of scanning, and only processes whose `/proc/PID/fd` this
+//! process may read (after the privilege drop, the served user's own; as root, all). A caller
+//! from elsewhere (a container on a bridge, a guest) is its source address.
+//!
+//! Asked once per connection, when its first credentials read is answered (the connection and
+//! the caller are both still there then), never per request.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// The most time one lookup spends scanning `/proc` for the socket's process.
+pub const SCAN_BUDGET: Duration = Duration::from_millis(50);
+
+/// What is known about a caller.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CallerIdentity {
+    /// The source address of the connection.
+    pub address: Option<IpAddr>,
+    /// The owner of the client socket, for a local caller.
+    pub uid: Option<u32>,
+    pub pid: Option<u32>,
+    /// `/proc/PID/comm`: the command name, at most 15 bytes.
+    pub command: Option<String>,
+    /// The unified cgroup path (`/proc/PID/cgroup`, `0::PATH`), e.g. a container's.
+    pub cgroup: Option<String>,
+}
+
+impl fmt::Display for CallerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(pid) = self.pid {
+            let command = self.command.as_deref().unwrap_or("?");
+            parts.push(format!(
+                "pid {pid} ({})",
+                crate::log_limit::bounded(command.as_bytes())
+            ));
+        }
+        if let Some(uid) = self.uid {
+            parts.push(format!("uid {uid}"));
+        }
+        if parts.is_empty() {
+            match self.address {
+                Some(address) => parts.push(address.to_string()),
+                None => parts.push("an unknown caller".into()),
+            }
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// Identifies callers; one per process, shared by every connection.
+pub struct Attribution {
+    /// One audit line per caller per interval.
+    pub audit: AuditLimit,
+    #[cfg(target_os = "linux")]
+    owners: Option<std::sync::Mutex<crate::platform::netlink::SocketOwners>>,
+    /// Source addresses that mean "a process on this host".
+    local_sources: Vec<IpAddr>,
+}
+
+impl fmt::Debug for Attribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attribution")
+            .field("local_sources", &self.local_sources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Attribution {
+    /// Opens what the lookups need now, while this process may still open anything;
+    /// `local_sources` are the addresses local processes connect from (loopback always counts).
+    pub fn open(local_sources: Vec<IpAddr>) -> Attribution {
+        Attribution {
+            audit: AuditLimit::default(),
+            #[cfg(target_os = "linux")]
+            owners: crate::platform::netlink::SocketOwners::open()
+                .ok()
+                .map(std::sync::Mutex::new),
+            local_sources,
+        }
+    }
+
+    /// The caller behind the connection from `client` to our `server` endpoint.
+    pub fn identify(&self, client: SocketAddr, server: Option<SocketAddr>) -> CallerIdentity {
+        let identity = CallerIdentity {
+            address: Some(client.ip()),
+            ..CallerIdentity::default()
+        };
+        let local = client.ip().is_loopback() || self.local_sources.contains(&client.ip());
+        if !local {
+            return identity;
+        }
+        self.local_details(identity, client, server)
+    }
+
+    /// The owner and process of a local caller's socket (Linux: netlink and `/proc`).
+    #[cfg(target_os = "linux")]
+    fn local_details(
+        &self,
+        mut identity: CallerIdentity,
+        client: SocketAddr,
+        server: Option<SocketAddr>,
+    ) -> CallerIdentity {
+        let (Some(owners), Some(SocketAddr::V4(server)), SocketAddr::V4(client)) =
+            (&self.owners, server, client)
+        else {
+            return identity;
+        };
+        let owner = owners
+            .lock()
+            .ok()
+            .and_then(|mut owners| owners.owner(client, server).ok().flatten());
+        if let Some(owner) = owner {
+            identity.uid = Some(owner.uid);
+            if let Some(pid) = process_holding(owner.inode, Instant::now() + SCAN_BUDGET) {
+                identity.pid = Some(pid);
+                identity.command =
+                    read_small(&format!("/proc/{pid}/comm")).map(|comm| comm.trim().to_owned());
+                identity.cgroup = read_small(&format!("/proc/{pid}/cgroup"))
+                    .and_then(|text| unified_cgroup(&text));
+            }
+        }
+        identity
+    }
+
+    /// Elsewhere only the address is known.
+    #[cfg(not(target_os = "linux"))]
+    fn local_details(
+        &self,
+        identity: CallerIdentity,
+        _client: SocketAddr,
+        _server: Option<SocketAddr>,
+    ) -> CallerIdentity {
+        identity
+    }
+}
+
+/// The pid of a process with the socket `inode` open, if one is found before `deadline`.
+#[cfg(target_os = "linux")]
+fn process_holding(inode: u32, deadline: Instant) -> Option<u32> {
+    let wanted = format!("socket:[{inode}]");
+    let processes = std::fs::read_dir("/proc").ok()?;
+    for process in processes.flatten() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Not ours to read (another user's process after the privilege drop): skip.
+        let Ok(descriptors) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        for descriptor in descriptors.flatten() {
+            if std::fs::read_link(descriptor.path())
+                .is_ok_and(|target| target.as_os_str() == wanted.as_str())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// A small `/proc` file's text (at most 4 KiB).
+#[cfg(target_os = "linux")]
+fn read_small(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(4096)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+/// The audit lines' rate limit: one line per caller per [`AuditLimit::INTERVAL`], so one
+/// caller's repeated reads cannot push another caller's read out of the log, as a single
+/// limit for all would. At most [`AuditLimit::CALLERS`] callers are remembered (the oldest
+/// goes first), so a flood of addresses costs bounded memory.
+#[derive(Debug, Default)]
+pub struct AuditLimit {
+    last: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl AuditLimit {
+    pub const INTERVAL: Duration = Duration::from_secs(5);
+    pub const CALLERS: usize = 256;
+
+    /// Whether `caller` (its log text) may have a line now.
+    pub fn admit(&self, caller: &str, now: Instant) -> bool {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(previous) = last.get(caller)
+            && now.duration_since(*previous) < Self::INTERVAL
+        {
+            return false;
+        }
+        if last.len() >= Self::CALLERS
+            && !last.contains_key(caller)
+            && let Some(oldest) = last
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(key, _)| key.clone())
+        {
+            last.remove(&oldest);
+        }
+        last.insert(caller.to_owned(), now);
+        true
+    }
+}
+
+/// The cgroup v2 path from `/proc/PID/cgroup` (`0::/system.slice/docker-….scope`).
+pub fn unified_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_reads_as_its_process_and_user_or_its_address() {
+        let local = CallerIdentity {
+            address: Some("169.254.169.253".parse().expect("ip")),
+            uid: Some(1000),
+            pid: Some(4242),
+            command: Some("python3".into()),
+            cgroup: None,
+        };
+        assert_eq!(local.to_string(), "pid 4242 (python3) uid 1000");
+        let forwarded = CallerIdentity {
+            address: Some("172.17.0.2".parse().expect("ip")),
+            ..CallerIdentity::default()
+        };
+        assert_eq!(forwarded.to_string(), "172.17.0.2");
+        let hostile = CallerIdentity {
+            pid: Some(1),
+            command: Some("a\nforged line".into()),
+            ..CallerIdentity::default()
+        };
+        assert!(!hostile.to_string().contains('\n'), "{hostile}");
+    }
+
+    #[test]
+    fn each_caller_has_its_own_audit_line_limit() {
+        let limit = AuditLimit::default();
+        let start = Instant::now();
+        assert!(limit.admit("uid 1000", start));
+        assert!(!limit.admit("uid 1000", start + Duration::from_secs(1)));
+        assert!(
+            limit.admit("uid 1001", start + Duration::from_secs(1)),
+            "another caller still logs"
+        );
+        assert!(limit.admit("uid 1000", start + Duration::from_secs(6)));
+        for n in 0..AuditLimit::CALLERS + 10 {
+            limit.admit(&format!("10.0.0.{n}"), start + Duration::from_secs(7));
+        }
+        assert!(limit.last.lock().expect("lock").len() <= AuditLimit::CALLERS);
+    }
+
+    #[test]
+    fn the_unified_cgroup_line_is_found() {
+        assert_eq!(
+            unified_cgroup("0::/system.slice/docker-abc.scope\n").as_deref(),
+            Some("/system.slice/docker-abc.scope")
+        );
+        assert_eq!(unified_cgroup("1:name=systemd:/x\n"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_is_found_holding_its_own_socket() {
+        use std::os::unix::fs::MetadataExt;
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&socket));
+        let inode = std::fs::metadata(&fd_path).expect("fd").ino();
+        let found = process_holding(
+            u32::try_from(inode).expect("inode fits"),
+            Instant::now() + Duration::from_secs(5),
+        );
+        assert_eq!(found, Some(std::process::id()));
+    }
+}

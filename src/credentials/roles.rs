@@ -1,0 +1,274 @@
+//! A role per caller (`--caller-role SELECTOR=ROLE_ARN`): which callers get which role, and the
+//! role's credentials, started the first time one of its callers asks.
+//!
+//! The first rule whose selector matches the caller wins; a caller no rule matches gets the
+//! instance's default role. Each role has its own source (its own cache and single refresher,
+//! the same machinery as the default role's), created on first use: a role nobody asks for is
+//! never assumed. How a role's source is made is decided at start-up by
+//! [`super::setup::select`] (AssumeRole with the source credentials, or fake credentials with
+//! `--mock-credentials`), and handed here as a [`RoleStarter`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use super::CredentialSource;
+use super::naming::RoleArn;
+use crate::attribution::CallerIdentity;
+use crate::cidr::Cidr;
+
+/// Which callers a rule is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Local processes of this user (`uid:N`, or `user:NAME` resolved at start-up).
+    Uid(u32),
+    /// Callers from this address block (`cidr:ADDR/LEN`), local or forwarded.
+    Cidr(Cidr),
+    /// Local processes whose cgroup path starts with this (`cgroup:PREFIX`).
+    Cgroup(String),
+}
+
+impl Selector {
+    pub fn matches(&self, caller: &CallerIdentity) -> bool {
+        match self {
+            Selector::Uid(uid) => caller.uid == Some(*uid),
+            Selector::Cidr(cidr) => caller.address.is_some_and(|address| cidr.contains(address)),
+            Selector::Cgroup(prefix) => caller
+                .cgroup
+                .as_deref()
+                .is_some_and(|cgroup| cgroup.starts_with(prefix.as_str())),
+        }
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Uid(uid) => write!(f, "uid:{uid}"),
+            Selector::Cidr(cidr) => write!(f, "cidr:{cidr}"),
+            Selector::Cgroup(prefix) => write!(f, "cgroup:{prefix}"),
+        }
+    }
+}
+
+/// One `--caller-role` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerRole {
+    pub selector: Selector,
+    pub role: RoleArn,
+}
+
+/// A started role's credentials, and a way to wait for the first set.
+pub trait RoleSource: CredentialSource {
+    /// Waits up to `timeout` for the first set; whether one is held.
+    fn wait_first(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+}
+
+/// Makes a role's source; called once per role, inside the runtime.
+pub type RoleStarter = Arc<dyn Fn(&RoleArn) -> Arc<dyn RoleSource> + Send + Sync>;
+
+/// A role, started when first asked for.
+pub struct LazyRole {
+    pub role: RoleArn,
+    started: OnceLock<Arc<dyn RoleSource>>,
+}
+
+impl std::fmt::Debug for LazyRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyRole")
+            .field("role", &self.role.arn)
+            .field("started", &self.started.get().is_some())
+            .finish()
+    }
+}
+
+/// The rules and their roles.
+pub struct CallerRoles {
+    rules: Vec<(Selector, Arc<LazyRole>)>,
+    starter: RoleStarter,
+}
+
+impl std::fmt::Debug for CallerRoles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerRoles")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallerRoles {
+    /// Rules naming the same role share one source.
+    pub fn new(rules: &[CallerRole], starter: RoleStarter) -> CallerRoles {
+        let mut roles: Vec<Arc<LazyRole>> = Vec::new();
+        let rules = rules
+            .iter()
+            .map(|rule| {
+                let role = match roles.iter().find(|role| role.role.arn == rule.role.arn) {
+                    Some(role) => role.clone(),
+                    None => {
+                        let role = Arc::new(LazyRole {
+                            role: rule.role.clone(),
+                            started: OnceLock::new(),
+                        });
+                        roles.push(role.clone());
+                        role
+                    }
+                };
+                (rule.selector.clone(), role)
+            })
+            .collect();
+        CallerRoles { rules, starter }
+    }
+
+    /// The role of the first rule matching `caller`; `None`: the default role.
+    pub fn for_caller(&self, caller: &CallerIdentity) -> Option<&Arc<LazyRole>> {
+        self.rules
+            .iter()
+            .find(|(selector, _)| selector.matches(caller))
+            .map(|(_, role)| role)
+    }
+
+    /// The role's source, started now if this is the first ask.
+    pub fn source(&self, role: &LazyRole) -> Arc<dyn RoleSource> {
+        role.started
+            .get_or_init(|| {
+                tracing::info!(role = %role.role.arn, "credentials: first caller for this role; starting its source");
+                (self.starter)(&role.role)
+            })
+            .clone()
+    }
+}
+
+impl RoleSource for super::cache::RefreshingCredentials {
+    fn wait_first(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(super::cache::RefreshingCredentials::wait_first(
+            self, timeout,
+        ))
+    }
+}
+
+impl RoleSource for super::fake::FakeCredentials {
+    fn wait_first(&self, _timeout: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(std::future::ready(true))
+    }
+}
+
+/// `uid:N`, `cidr:ADDR/LEN`, `cgroup:PREFIX`; `user:NAME` is resolved by the caller (config),
+/// which knows the password database.
+pub fn parse_selector(
+    text: &str,
+    uid_of: impl Fn(&str) -> Option<u32>,
+) -> Result<Selector, String> {
+    let (kind, value) = text
+        .split_once(':')
+        .ok_or_else(|| "expected uid:N, user:NAME, cidr:ADDR/LEN or cgroup:PREFIX".to_owned())?;
+    match kind {
+        "uid" => value
+            .parse()
+            .map(Selector::Uid)
+            .map_err(|_| format!("uid:{value}: expected a number")),
+        "user" => uid_of(value)
+            .map(Selector::Uid)
+            .ok_or_else(|| format!("user:{value}: no such user")),
+        "cidr" => Cidr::parse(value).map(Selector::Cidr),
+        "cgroup" if value.starts_with('/') => Ok(Selector::Cgroup(value.to_owned())),
+        "cgroup" => Err(format!(
+            "cgroup:{value}: expected a cgroup path prefix starting with /"
+        )),
+        other => Err(format!(
+            "unknown selector {other:?}: use uid:N, user:NAME, cidr:ADDR/LEN or cgroup:PREFIX"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(uid: Option<u32>, address: &str, cgroup: Option<&str>) -> CallerIdentity {
+        CallerIdentity {
+            address: Some(address.parse().expect("ip")),
+            uid,
+            cgroup: cgroup.map(str::to_owned),
+            ..CallerIdentity::default()
+        }
+    }
+
+    fn arn(name: &str) -> RoleArn {
+        RoleArn::parse(&format!("arn:aws:iam::123456789012:role/{name}")).expect("arn")
+    }
+
+    #[test]
+    fn selectors_parse_and_match_as_written() {
+        let uid_of = |name: &str| (name == "alice").then_some(1000);
+        assert_eq!(parse_selector("uid:1001", uid_of), Ok(Selector::Uid(1001)));
+        assert_eq!(
+            parse_selector("user:alice", uid_of),
+            Ok(Selector::Uid(1000))
+        );
+        assert!(parse_selector("user:mallory", uid_of).is_err());
+        assert!(parse_selector("cgroup:docker", uid_of).is_err());
+        assert!(parse_selector("pid:1", uid_of).is_err());
+        let block = parse_selector("cidr:172.17.0.0/16", uid_of).expect("cidr");
+        assert!(block.matches(&caller(None, "172.17.0.5", None)));
+        assert!(!block.matches(&caller(None, "10.0.0.5", None)));
+        let cgroup = parse_selector("cgroup:/system.slice/docker-", uid_of).expect("cgroup");
+        assert!(cgroup.matches(&caller(
+            Some(0),
+            "169.254.169.253",
+            Some("/system.slice/docker-ab.scope")
+        )));
+        assert!(!cgroup.matches(&caller(Some(0), "169.254.169.253", None)));
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_and_a_role_starts_once_when_first_asked() {
+        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = started.clone();
+        let starter: RoleStarter = Arc::new(move |role: &RoleArn| {
+            log.lock().expect("lock").push(role.name.clone());
+            Arc::new(super::super::fake::FakeCredentials::new(
+                Duration::from_secs(3600),
+            )) as Arc<dyn RoleSource>
+        });
+        let roles = CallerRoles::new(
+            &[
+                CallerRole {
+                    selector: Selector::Uid(1000),
+                    role: arn("app"),
+                },
+                CallerRole {
+                    selector: Selector::Cidr(Cidr::parse("0.0.0.0/0").expect("cidr")),
+                    role: arn("wide"),
+                },
+                CallerRole {
+                    selector: Selector::Uid(1001),
+                    role: arn("app"),
+                },
+            ],
+            starter,
+        );
+        let alice = caller(Some(1000), "169.254.169.253", None);
+        let role = roles.for_caller(&alice).expect("a rule matches");
+        assert_eq!(role.role.name, "app");
+        assert!(
+            started.lock().expect("lock").is_empty(),
+            "nothing assumed before an ask"
+        );
+        roles.source(role);
+        roles.source(role);
+        let bob = caller(Some(1001), "169.254.169.253", None);
+        assert_eq!(
+            roles.for_caller(&bob).expect("wide").role.name,
+            "wide",
+            "first match wins"
+        );
+        assert_eq!(*started.lock().expect("lock"), vec!["app".to_owned()]);
+        let v6 = caller(None, "fd00::1", None);
+        assert!(
+            roles.for_caller(&v6).is_none(),
+            "0.0.0.0/0 does not match IPv6: default role"
+        );
+    }
+}

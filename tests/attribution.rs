@@ -1,0 +1,122 @@
+//! Who read the credentials: every credentials read through the TUN leaves one log line naming
+//! the caller's process and user (a local caller) or its address (a forwarded one), in a fresh
+//! network namespace with real clients run as other users.
+#![cfg(target_os = "linux")]
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_local_readers_process_and_uid_are_named_and_each_caller_keeps_its_line() {
+    let namespace = namespace!();
+    let child = common::start(&namespace, &["--mock-credentials"]);
+    let curl_as = |uid: &str| {
+        let output = namespace.exec(&[
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "curl",
+            "-sf",
+            "-o",
+            "/dev/null",
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/imds-tun",
+        ]);
+        assert!(output.status.success(), "curl as {uid}: {output:?}");
+    };
+    curl_as("65534");
+    let line = child.wait_for_line(LOG_WAIT, |line| line.contains("read role credentials"));
+    assert!(
+        line.contains("(curl) uid 65534 read role credentials imds-tun"),
+        "{line}"
+    );
+    assert!(line.contains("pid "), "{line}");
+    // Right after: another user's read is not swallowed by the first one's rate limit.
+    curl_as("4321");
+    child.wait_for_line(LOG_WAIT, |line| {
+        line.contains("(curl) uid 4321 read role credentials imds-tun")
+    });
+    // A metadata read is not a credentials read.
+    let other = namespace.exec(&[
+        "curl",
+        "-sf",
+        "http://169.254.169.254/latest/meta-data/instance-id",
+    ]);
+    assert!(other.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        child.stderr().matches("read role credentials").count(),
+        2,
+        "{}",
+        child.stderr()
+    );
+}
+
+#[test]
+fn a_forwarded_reader_is_named_by_its_address() {
+    let host = namespace!();
+    let guest = namespace!();
+    host.link_guest(&guest, "10.88.0.1", "10.88.0.2");
+    // The guest reaches 169.254.169.254 through the host, as a container on a bridge does.
+    guest.ip(&["route", "add", "default", "via", "10.88.0.1"]);
+    let forwarding = host.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    assert!(forwarding.status.success(), "{forwarding:?}");
+    let child = common::start(&host, &["--mock-credentials"]);
+    let output = guest.exec(&[
+        "curl",
+        "-sf",
+        "-o",
+        "/dev/null",
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/imds-tun",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let line = child.wait_for_line(LOG_WAIT, |line| line.contains("read role credentials"));
+    assert!(
+        line.contains("10.88.0.2 read role credentials imds-tun"),
+        "{line}"
+    );
+}
+
+#[test]
+fn with_mock_credentials_each_caller_role_has_its_own_fake_keys() {
+    let namespace = namespace!();
+    let _child = common::start(
+        &namespace,
+        &[
+            "--mock-credentials",
+            "--caller-role",
+            "uid:65534=arn:aws:iam::123456789012:role/batch",
+            "--caller-role",
+            "uid:4321=arn:aws:iam::123456789012:role/web",
+        ],
+    );
+    let key_as = |uid: &str, role: &str| {
+        let output = namespace.exec(&[
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "curl",
+            "-sf",
+            &format!("http://169.254.169.254/latest/meta-data/iam/security-credentials/{role}"),
+        ]);
+        assert!(
+            output.status.success(),
+            "uid {uid} reads {role}: {output:?}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        json["AccessKeyId"].as_str().expect("a key").to_owned()
+    };
+    let batch = key_as("65534", "batch");
+    let web = key_as("4321", "web");
+    let default = key_as("0", "imds-tun");
+    assert!(
+        batch != web && web != default && batch != default,
+        "{batch} {web} {default}"
+    );
+    assert_eq!(key_as("65534", "batch"), batch, "one role, one set of keys");
+}
