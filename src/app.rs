@@ -307,8 +307,11 @@ async fn run(
         put_reply_hop_limit: settings.hop_limit,
     };
     // Opened now, while still root: who reads credentials goes to the log.
-    let attribution =
-        crate::attribution::Attribution::open(vec![std::net::IpAddr::V4(platform::LOCAL_ADDRESS)]);
+    let mut local_sources = vec![std::net::IpAddr::V4(platform::LOCAL_ADDRESS)];
+    if settings.tun.as_ref().is_some_and(|tun| tun.ipv6) {
+        local_sources.push(std::net::IpAddr::V6(platform::LOCAL_ADDRESS_V6));
+    }
+    let attribution = crate::attribution::Attribution::open(local_sources);
     let server = Server::with_limits(backend, limits).with_attribution(attribution);
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
@@ -376,7 +379,12 @@ async fn run(
             accepted = accept_tun(&mut tun_listener) => match accepted {
                 Some(stream) => {
                     let peer = stream.peer_addr();
-                    let ours = std::net::SocketAddr::from((METADATA_ADDRESS, 80));
+                    // Our end as the kernel names it: the address the client dialled.
+                    let ours: std::net::IpAddr = match peer {
+                        std::net::SocketAddr::V4(_) => METADATA_ADDRESS.into(),
+                        std::net::SocketAddr::V6(_) => METADATA_ADDRESS_V6.into(),
+                    };
+                    let ours = std::net::SocketAddr::new(ours, 80);
                     server.serve_from(stream, peer, Some(ours), Access::Open);
                 }
                 None => tun_listener = None,

@@ -356,3 +356,53 @@ fn botocore_steered_by_the_endpoint_mode_variable_reads_credentials_over_ipv6_on
         "IPv4 is refused by --allow-from, so the check above proves IPv6: {v4:?}"
     );
 }
+
+#[test]
+fn a_local_caller_over_ipv6_is_named_by_process_and_uid_and_gets_its_own_role() {
+    let namespace = namespace!();
+    let child = start_v6(
+        &namespace,
+        &[
+            "--mock-credentials",
+            "--caller-role",
+            "uid:65534=arn:aws:iam::123456789012:role/nobody-role",
+        ],
+    );
+    let curl_as_nobody = |url: &str| {
+        let output = namespace.exec(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            url,
+        ]);
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The kernel names the owner of an IPv6 socket as it does an IPv4 one, so dialling
+    // fd00:ec2::254 is no way around a per-user role.
+    let roles = curl_as_nobody("http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/");
+    assert_eq!(roles.trim(), "nobody-role");
+    curl_as_nobody("http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/nobody-role");
+    let line = child.wait_for_line(Duration::from_secs(5), |line| {
+        line.contains("read role credentials")
+    });
+    assert!(
+        line.contains("(curl) uid 65534 read role credentials nobody-role"),
+        "{line}"
+    );
+    let own = namespace.exec(&[
+        "curl",
+        "-sS",
+        "http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&own.stdout).trim(),
+        "imds-tun",
+        "root matches no selector: the instance's role"
+    );
+}

@@ -14,7 +14,7 @@
 //! not answer cannot stall the caller.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -307,31 +307,47 @@ impl SocketOwners {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> io::Result<Option<SocketOwner>> {
-        let reply = self.netlink.ask(
-            SOCK_DIAG_BY_FAMILY,
-            &sock_diag_request(local, remote),
-            SOCK_DIAG_BY_FAMILY,
-        )?;
+        self.owner_of(local.into(), remote.into())
+    }
+
+    /// [`SocketOwners::owner`] for either family (`--ipv6` clients connect from
+    /// `fd00:ec2::253`); `None` also when the two ends are of different families.
+    pub fn owner_of(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> io::Result<Option<SocketOwner>> {
+        let Some(request) = sock_diag_request(local, remote) else {
+            return Ok(None);
+        };
+        let reply = self
+            .netlink
+            .ask(SOCK_DIAG_BY_FAMILY, &request, SOCK_DIAG_BY_FAMILY)?;
         Ok(reply.as_deref().and_then(owner_of))
     }
 }
 
-fn sock_diag_request(local: SocketAddrV4, remote: SocketAddrV4) -> Vec<u8> {
+fn sock_diag_request(local: SocketAddr, remote: SocketAddr) -> Option<Vec<u8>> {
+    let family = match (local, remote) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) => AF_INET,
+        (SocketAddr::V6(_), SocketAddr::V6(_)) => AF_INET6,
+        _ => return None,
+    };
     let mut payload = Vec::with_capacity(INET_DIAG_REQ_V2_LEN);
-    payload.extend_from_slice(&[AF_INET, IPPROTO_TCP, 0, 0]);
+    payload.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
     payload.extend_from_slice(&u32::MAX.to_ne_bytes()); // every TCP state
-    // inet_diag_sockid: ports and addresses in network order, addresses padded to 16 bytes.
+    // inet_diag_sockid: ports and addresses in network order, addresses in 16 bytes (an IPv4
+    // one padded with zeros).
     payload.extend_from_slice(&local.port().to_be_bytes());
     payload.extend_from_slice(&remote.port().to_be_bytes());
-    let mut padded = |address: Ipv4Addr| {
-        payload.extend_from_slice(&address.octets());
-        payload.extend_from_slice(&[0; 12]);
-    };
-    padded(*local.ip());
-    padded(*remote.ip());
+    for address in [local.ip(), remote.ip()] {
+        let (_, octets) = family_and_octets(address);
+        payload.extend_from_slice(&octets);
+        payload.resize(payload.len() + (16 - octets.len()), 0);
+    }
     payload.extend_from_slice(&0u32.to_ne_bytes()); // any interface
     payload.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-    payload
+    Some(payload)
 }
 
 fn owner_of(message: &[u8]) -> Option<SocketOwner> {
@@ -347,6 +363,7 @@ fn owner_of(message: &[u8]) -> Option<SocketOwner> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV6};
 
     #[test]
     fn the_route_request_asks_for_a_host_route_to_the_address() {
@@ -415,15 +432,36 @@ mod tests {
     #[test]
     fn the_socket_id_is_local_end_first_in_network_order() {
         let request = sock_diag_request(
-            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 253), 40000),
-            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80),
-        );
+            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 253), 40000).into(),
+            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80).into(),
+        )
+        .expect("one family");
         assert_eq!(request.len(), INET_DIAG_REQ_V2_LEN);
         assert_eq!(&request[8..10], &40000u16.to_be_bytes());
         assert_eq!(&request[10..12], &80u16.to_be_bytes());
         assert_eq!(&request[12..16], &[169, 254, 169, 253]);
         assert_eq!(&request[28..32], &[169, 254, 169, 254]);
         assert_eq!(&request[48..56], &[0xff; 8]);
+    }
+
+    #[test]
+    fn an_ipv6_socket_id_carries_the_whole_addresses_and_mixed_families_ask_nothing() {
+        let local: Ipv6Addr = "fd00:ec2::253".parse().expect("address");
+        let remote: Ipv6Addr = "fd00:ec2::254".parse().expect("address");
+        let request = sock_diag_request(
+            SocketAddrV6::new(local, 40000, 0, 0).into(),
+            SocketAddrV6::new(remote, 80, 0, 0).into(),
+        )
+        .expect("one family");
+        assert_eq!(request.len(), INET_DIAG_REQ_V2_LEN);
+        assert_eq!(request[0], AF_INET6);
+        assert_eq!(&request[12..28], &local.octets());
+        assert_eq!(&request[28..44], &remote.octets());
+        let mixed = sock_diag_request(
+            SocketAddrV6::new(local, 40000, 0, 0).into(),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80).into(),
+        );
+        assert_eq!(mixed, None);
     }
 
     #[test]
@@ -455,5 +493,17 @@ mod tests {
         assert_ne!(owner.inode, 0);
         let gone = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
         assert_eq!(owners.owner(gone, remote).expect("ask"), None);
+
+        // The same over IPv6, where the host has it (a kernel without IPv6 has no ::1).
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            return;
+        };
+        let server = listener.local_addr().expect("address");
+        let client = std::net::TcpStream::connect(server).expect("connect");
+        let owner = owners
+            .owner_of(client.local_addr().expect("local"), server)
+            .expect("ask")
+            .expect("the IPv6 client socket exists");
+        assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
     }
 }
