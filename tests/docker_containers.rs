@@ -1,6 +1,8 @@
 //! Real Docker (Debian's `docker.io`): a container on the default bridge reads instance metadata
 //! and role credentials through imds-tun's TUN, and the hop limit decides whether it gets an
-//! IMDSv2 token: with `--hop-limit 1` its PUT times out, with the default 2 it gets one.
+//! IMDSv2 token: with `--hop-limit 1` its PUT times out, with the default 2 it gets one. And
+//! what Docker's own masquerade means for telling containers apart: a `cidr:172.17.0.0/16`
+//! caller role sees them only once the metadata address is exempted from it.
 //!
 //! Nothing touches the machine's own Docker, if it has one. The test starts a private `dockerd`
 //! inside the test's network namespace, with its sockets, state and images in a temporary
@@ -313,4 +315,55 @@ fn a_docker_container_gets_metadata_and_credentials_and_the_hop_limit_decides_it
         "every container was removed: {left:?}"
     );
     eprintln!("the Docker test took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_cidr_caller_role_sees_docker_containers_only_once_docker_stops_masquerading_them() {
+    let host = namespace!();
+    let Some(dockerd) = Dockerd::start(&host, test_name!()) else {
+        return;
+    };
+    let image = dockerd.image();
+    let _child = common::start(
+        &host,
+        &[
+            "--mock-credentials",
+            "--caller-role",
+            "cidr:172.17.0.0/16=arn:aws:iam::123456789012:role/container-role",
+        ],
+    );
+    let roles = || {
+        let output = dockerd.curl(
+            &image,
+            &[
+                "-m",
+                "5",
+                "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            ],
+        );
+        assert!(output.status.success(), "{output:?}");
+        text(&output).trim().to_owned()
+    };
+    // Docker's MASQUERADE rewrites the container's 172.17.0.x to the TUN's own address on the
+    // way out, so imds-tun cannot see the container network (docs/guides/containers.md).
+    assert_eq!(roles(), "imds-tun", "masqueraded: the instance's role");
+    let exempt = host.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-I",
+        "POSTROUTING",
+        "-s",
+        "172.17.0.0/16",
+        "-d",
+        "169.254.169.254",
+        "-j",
+        "RETURN",
+    ]);
+    assert!(exempt.status.success(), "{exempt:?}");
+    assert_eq!(
+        roles(),
+        "container-role",
+        "with the guide's RETURN rule the container's own address arrives"
+    );
 }
