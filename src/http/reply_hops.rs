@@ -73,7 +73,7 @@ impl Connection for tokio::io::DuplexStream {
 }
 
 /// Whether the reply to a request with this method goes with the limited hop count.
-pub fn is_limited(method: &http::Method) -> bool {
+fn is_limited(method: &http::Method) -> bool {
     method == http::Method::PUT
 }
 
