@@ -35,6 +35,23 @@ if [ "$(id -u)" -eq 0 ]; then
     # installed, those tests skip, or fail under CI=true.
     apt-get install -y -qq --no-install-recommends vagrant shellcheck >/dev/null \
         || echo "warning: could not install vagrant/shellcheck; the deploy tests will say so"
+    # Real Docker for tests/docker_containers.rs: Debian's docker.io (dockerd, containerd, runc)
+    # and nft to read the packet filter. The test starts a private dockerd inside its own network
+    # namespace and never uses a system one, so the package must not start a daemon on the host
+    # (without systemd its init script would, adding iptables rules to the host): service starts
+    # are denied while it installs, unless a policy-rc.d already decides that.
+    if ! command -v dockerd >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; then
+        policy=/usr/sbin/policy-rc.d
+        added_policy=""
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy"
+            chmod 0755 "$policy"
+            added_policy=yes
+        fi
+        apt-get install -y -qq --no-install-recommends docker.io nftables >/dev/null \
+            || echo "warning: could not install docker.io; tests/docker_containers.rs will say so"
+        [ -z "$added_policy" ] || rm -f "$policy"
+    fi
 else
     step "system packages: not root, skipping apt-get (the namespace tests will be skipped, or fail under CI=true)"
 fi

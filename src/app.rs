@@ -11,7 +11,7 @@ use crate::config::{self, Settings, TokenPolicy};
 use crate::http::{Access, Backend, Limits, Server, Upstream};
 use crate::imds::Imds;
 use crate::platform::privileges;
-use crate::platform::{self, METADATA_ADDRESS, PlatformError, TunRequest};
+use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError, TunRequest};
 use crate::stack::{self, core::StackConfig};
 use clap::Parser;
 use std::io;
@@ -304,10 +304,14 @@ async fn run(
         header_timeout: settings.hardening.header_timeout,
         max_header_bytes: settings.hardening.max_header_bytes,
         max_path_length: settings.hardening.max_path_length,
+        put_reply_hop_limit: settings.hop_limit,
     };
     // Opened now, while still root: who reads credentials goes to the log.
-    let attribution =
-        crate::attribution::Attribution::open(vec![std::net::IpAddr::V4(platform::LOCAL_ADDRESS)]);
+    let mut local_sources = vec![std::net::IpAddr::V4(platform::LOCAL_ADDRESS)];
+    if settings.tun.as_ref().is_some_and(|tun| tun.ipv6) {
+        local_sources.push(std::net::IpAddr::V6(platform::LOCAL_ADDRESS_V6));
+    }
+    let attribution = crate::attribution::Attribution::open(local_sources);
     let server = Server::with_limits(backend, limits).with_attribution(attribution);
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
@@ -318,6 +322,7 @@ async fn run(
         Some(tun) => Some(platform::claim_metadata_address(&TunRequest {
             name: tun.name.clone(),
             mtu: tun.mtu,
+            ipv6: tun.ipv6,
         })?),
         None => None,
     };
@@ -326,6 +331,11 @@ async fn run(
         Some(tun) => {
             let mtu = settings.tun.as_ref().map_or(1500, |t| usize::from(t.mtu));
             let mut config = StackConfig::new(METADATA_ADDRESS, 80, mtu, settings.max_connections);
+            config.address_v6 = settings
+                .tun
+                .as_ref()
+                .is_some_and(|tun| tun.ipv6)
+                .then_some(METADATA_ADDRESS_V6);
             config.allow_from = settings.hardening.allow_from.clone();
             config.first_data_timeout = settings.hardening.header_timeout.into();
             let (listener, driver) = stack::spawn(tun, config, caller_identity());
@@ -369,7 +379,12 @@ async fn run(
             accepted = accept_tun(&mut tun_listener) => match accepted {
                 Some(stream) => {
                     let peer = stream.peer_addr();
-                    let ours = std::net::SocketAddr::from((METADATA_ADDRESS, 80));
+                    // Our end as the kernel names it: the address the client dialled.
+                    let ours: std::net::IpAddr = match peer {
+                        std::net::SocketAddr::V4(_) => METADATA_ADDRESS.into(),
+                        std::net::SocketAddr::V6(_) => METADATA_ADDRESS_V6.into(),
+                    };
+                    let ours = std::net::SocketAddr::new(ours, 80);
                     server.serve_from(stream, peer, Some(ours), Access::Open);
                 }
                 None => tun_listener = None,
@@ -460,9 +475,14 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListene
     } else {
         format!("; also listening on {}", kernel.join(", "))
     };
+    let ipv6 = if settings.tun.as_ref().is_some_and(|tun| tun.ipv6) {
+        format!(" and [{METADATA_ADDRESS_V6}]:80")
+    } else {
+        String::new()
+    };
     match tun_name {
         Some(name) => tracing::info!(
-            "serving EC2 instance metadata on {METADATA_ADDRESS}:80 via TUN device {name} ({mode}){also}"
+            "serving EC2 instance metadata on {METADATA_ADDRESS}:80{ipv6} via TUN device {name} ({mode}){also}"
         ),
         None => tracing::info!(
             "serving EC2 instance metadata without a TUN ({mode}); listening on {}",

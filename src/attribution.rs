@@ -108,15 +108,14 @@ impl Attribution {
         client: SocketAddr,
         server: Option<SocketAddr>,
     ) -> CallerIdentity {
-        let (Some(owners), Some(SocketAddr::V4(server)), SocketAddr::V4(client)) =
-            (&self.owners, server, client)
-        else {
+        let (Some(owners), Some(server)) = (&self.owners, server) else {
             return identity;
         };
+        // Either family: with --ipv6 local processes also connect from fd00:ec2::253.
         let owner = owners
             .lock()
             .ok()
-            .and_then(|mut owners| owners.owner(client, server).ok().flatten());
+            .and_then(|mut owners| owners.owner_of(client, server).ok().flatten());
         if let Some(owner) = owner {
             identity.uid = Some(owner.uid);
             if let Some(pid) = process_holding(owner.inode, Instant::now() + SCAN_BUDGET) {

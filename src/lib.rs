@@ -10,6 +10,7 @@
 //!     │ connect(169.254.169.254:80)
 //!     ▼
 //!  kernel: route 169.254.169.254/32 dev imds0 (p2p peer, src 169.254.169.253)
+//!          with --ipv6 also fd00:ec2::254/128 dev imds0 (p2p peer, src fd00:ec2::253)
 //!     │ IP packets
 //!     ▼
 //!  platform ── TUN fd ──▶ stack::driver (one task) ── smoltcp Interface + SocketSet
@@ -46,7 +47,8 @@
 //! - [`gce`] and [`azure`]: the GCE and Azure metadata protocols, likewise, with their token
 //!   sources.
 //! - [`http`]: hyper connections over any stream, the Host guard, the listener token, upstream
-//!   forwarding, graceful shutdown.
+//!   forwarding, graceful shutdown, and which replies go with the token hop limit (the stream
+//!   below applies it).
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults,
 //!   resolved into each layer's own settings; every file a user names is read by
 //!   `config::named_file`.

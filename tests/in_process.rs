@@ -14,7 +14,7 @@
 use clap::Parser;
 use imds_tun::cli::Cli;
 use imds_tun::credentials::fake::FakeCredentials;
-use imds_tun::http::Server;
+use imds_tun::http::{Limits, Server};
 use imds_tun::imds::Imds;
 use imds_tun::stack::caller::BySourceAddress;
 use imds_tun::stack::core::StackConfig;
@@ -23,7 +23,7 @@ use imds_tun::stack::driver::Driver;
 use imds_tun::stack::{self, PacketIo, PacketPipe};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpPacket};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,11 +61,14 @@ impl InProcess {
             .expect("the settings resolve");
         let local = settings.local().expect("no --upstream: a local service");
         let credentials = Arc::new(FakeCredentials::from_settings(&local.credentials));
-        let server = Server::new(Arc::new(Imds::new(
-            &local.instance,
-            local.token_policy,
-            credentials,
-        )));
+        let limits = Limits {
+            put_reply_hop_limit: settings.hop_limit,
+            ..Limits::default()
+        };
+        let server = Server::with_limits(
+            Arc::new(Imds::new(&local.instance, local.token_policy, credentials)),
+            limits,
+        );
 
         let (stack_end, client_end) = PacketPipe::pair(PIPE_CAPACITY);
         let config = StackConfig::new(SERVER, 80, MTU, max_connections);
@@ -114,6 +117,8 @@ struct Client {
     sockets: SocketSet<'static>,
     pipe: PacketPipe,
     next_port: u16,
+    /// The IP TTL of every packet from the server that carried data, in arrival order.
+    data_ttls: Vec<u8>,
 }
 
 /// The client's clock: monotonic; it need not agree with the server's.
@@ -143,6 +148,7 @@ impl Client {
             sockets: SocketSet::new(Vec::new()),
             pipe,
             next_port: 40000,
+            data_ttls: Vec::new(),
         }
     }
 
@@ -197,7 +203,11 @@ impl Client {
                     ready = self.pipe.readable() => {
                         ready.expect("the driver's end of the pipe is open");
                         while let Ok(length) = self.pipe.try_recv(&mut buffer) {
-                            self.device.receive.push_back(buffer[..length].to_vec());
+                            let packet = buffer[..length].to_vec();
+                            if let Some(ttl) = ttl_of_data(&packet) {
+                                self.data_ttls.push(ttl);
+                            }
+                            self.device.receive.push_back(packet);
                         }
                     }
                     () = sleep_for(timer) => {}
@@ -237,6 +247,13 @@ impl Client {
         self.finish(std::slice::from_mut(&mut exchange)).await;
         exchange.response()
     }
+}
+
+/// The IP TTL of a TCP segment that carries data; `None` for anything else.
+fn ttl_of_data(packet: &[u8]) -> Option<u8> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    (!tcp.payload().is_empty()).then(|| ip.hop_limit())
 }
 
 async fn sleep_for(timer: Option<smoltcp::time::Duration>) {
@@ -516,4 +533,42 @@ async fn the_driver_stops_when_the_other_end_of_its_pipe_is_dropped() {
         .await
         .expect("the driver notices in time");
     assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+}
+
+#[tokio::test]
+async fn the_token_reply_leaves_with_the_hop_limit_and_a_later_get_on_the_same_connection_does_not()
+{
+    let mut imds = InProcess::start(&["--hop-limit", "1"], 8);
+    let put = "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+               X-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\r\n";
+    let mut exchange = Exchange::new(imds.client.connect(), put.as_bytes().to_vec());
+    // Keep-alive: wait for the whole token reply (its head says how long the body is).
+    imds.client
+        .run_until(|sockets| {
+            exchange.advance(sockets);
+            let text = String::from_utf8_lossy(&exchange.response);
+            text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                head.lines()
+                    .filter_map(|line| line.strip_prefix("content-length: "))
+                    .any(|length| length.parse() == Ok(body.len()))
+            })
+        })
+        .await;
+    let token_packets = imds.client.data_ttls.len();
+    assert!(token_packets > 0);
+    exchange.push(&request("GET", "/latest/meta-data/instance-id", &[]));
+    imds.client
+        .finish(std::slice::from_mut(&mut exchange))
+        .await;
+    let ttls = &imds.client.data_ttls;
+    assert!(
+        ttls[..token_packets].iter().all(|&ttl| ttl == 1),
+        "the token reply goes with TTL 1: {ttls:?}"
+    );
+    assert!(
+        ttls.len() > token_packets && ttls[token_packets..].iter().all(|&ttl| ttl == 64),
+        "the GET reply after it goes with TTL 64: {ttls:?}"
+    );
+    let text = String::from_utf8_lossy(&exchange.response);
+    assert!(text.ends_with(INSTANCE_ID), "{text}");
 }

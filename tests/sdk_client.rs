@@ -1,6 +1,7 @@
 //! The official Rust SDK (aws-config) against the real binary through the TUN, with no endpoint
-//! override: it dials `http://169.254.169.254` exactly as on EC2. aws-config always uses IMDSv2
-//! (no v1 fallback), so it works in both `--imdsv2` modes.
+//! override: it dials `http://169.254.169.254` exactly as on EC2, or in IPv6 endpoint mode
+//! (`AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6`) `http://[fd00:ec2::254]` (`--ipv6`).
+//! aws-config always uses IMDSv2 (no v1 fallback), so it works in both `--imdsv2` modes.
 #![cfg(target_os = "linux")]
 
 #[macro_use]
@@ -9,6 +10,7 @@ mod common;
 use std::time::SystemTime;
 
 use aws_config::imds::Client;
+use aws_config::imds::client::EndpointMode;
 use aws_config::imds::credentials::ImdsCredentialsProvider;
 use aws_config::imds::region::ImdsRegionProvider;
 use aws_credential_types::provider::ProvideCredentials;
@@ -43,7 +45,15 @@ struct Seen {
 }
 
 async fn ask_the_sdk() -> Seen {
-    let client = Client::builder().build();
+    ask_the_sdk_with(Client::builder().build()).await
+}
+
+/// What the SDK in IPv6 endpoint mode sees: the mode the endpoint-mode variable selects.
+async fn ask_the_sdk_over_ipv6() -> Seen {
+    ask_the_sdk_with(Client::builder().endpoint_mode(EndpointMode::IpV6).build()).await
+}
+
+async fn ask_the_sdk_with(client: Client) -> Seen {
     let instance_id = client
         .get("/latest/meta-data/instance-id")
         .await
@@ -157,4 +167,33 @@ fn sdk_reads_identity_region_and_credentials_with_gce_served_beside_ec2() {
     );
     let seen = namespace.run_in(ask_the_sdk);
     assert_realistic(&seen);
+}
+
+#[test]
+fn sdk_in_ipv6_endpoint_mode_reads_identity_region_and_credentials_from_fd00_ec2_254() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    // Only the IPv6 pair's source may connect: the SDK can only succeed over IPv6.
+    let _child = common::start(
+        &namespace,
+        &instance_args(&[
+            "--ipv6",
+            "--allow-from",
+            "fd00:ec2::253/128",
+            "--imdsv2",
+            "required",
+        ]),
+    );
+    let seen = namespace.run_in(ask_the_sdk_over_ipv6);
+    assert_realistic(&seen);
+    let refused = namespace.run_in(|| async {
+        tokio::net::TcpStream::connect(METADATA)
+            .await
+            .map(|_| ())
+            .map_err(|error| error.kind())
+    });
+    assert!(
+        refused.is_err(),
+        "IPv4 is refused by --allow-from, so the SDK used IPv6: {refused:?}"
+    );
 }

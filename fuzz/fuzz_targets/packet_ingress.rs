@@ -2,25 +2,25 @@
 //! and the endpoint must stay bounded whatever arrives.
 //!
 //! Input: a sequence of packets, each `[flags, len_hi, len_lo, bytes...]`. Flag bit 0 asks the
-//! target to repair the IPv4 and TCP checksums first, so the fuzzer reaches the TCP state
-//! machine instead of stopping at checksum verification; bit 1 advances the clock by a second.
+//! target to repair the IPv4 and TCP checksums first (for IPv6, the TCP one), so the fuzzer
+//! reaches the TCP state machine instead of stopping at checksum verification; bit 1 advances
+//! the clock by a second. The endpoint serves both addresses, as with `--ipv6`.
 
 #![no_main]
 
 use imds_tun::stack::core::{Stack, StackConfig};
 use libfuzzer_sys::fuzz_target;
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket};
-use std::net::Ipv4Addr;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 const MAX_CONNECTIONS: usize = 8;
 
 fuzz_target!(|data: &[u8]| {
     let address = Ipv4Addr::new(169, 254, 169, 254);
-    let mut stack = Stack::new(
-        StackConfig::new(address, 80, 1500, MAX_CONNECTIONS),
-        Instant::ZERO,
-    );
+    let mut config = StackConfig::new(address, 80, 1500, MAX_CONNECTIONS);
+    config.address_v6 = Some(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254));
+    let mut stack = Stack::new(config, Instant::ZERO);
     let mut now = Instant::ZERO;
     let mut rest = data;
     while rest.len() >= 3 {
@@ -43,6 +43,10 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn repair_checksums(packet: &mut [u8]) {
+    if packet.first().is_some_and(|byte| byte >> 4 == 6) {
+        repair_ipv6_checksum(packet);
+        return;
+    }
     let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
         return;
     };
@@ -52,5 +56,17 @@ fn repair_checksums(packet: &mut [u8]) {
         && let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut())
     {
         tcp.fill_checksum(&IpAddress::Ipv4(source), &IpAddress::Ipv4(destination));
+    }
+}
+
+fn repair_ipv6_checksum(packet: &mut [u8]) {
+    let Ok(mut ip) = Ipv6Packet::new_checked(&mut *packet) else {
+        return;
+    };
+    let (source, destination) = (ip.src_addr(), ip.dst_addr());
+    if ip.next_header() == IpProtocol::Tcp
+        && let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut())
+    {
+        tcp.fill_checksum(&IpAddress::Ipv6(source), &IpAddress::Ipv6(destination));
     }
 }

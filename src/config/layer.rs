@@ -46,9 +46,17 @@ pub struct Layer {
     /// MTU of the TUN device, 576-65535 [default: 1500].
     #[arg(long, value_name = "BYTES")]
     pub mtu: Option<u64>,
+    /// Also serve on fd00:ec2::254, the IPv6 endpoint SDKs use with
+    /// AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 (Linux; the TUN only) [default: off].
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub ipv6: Option<bool>,
     /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,
+    /// IP hop limit (TTL) of the IMDSv2 token reply through the TUN, 1-64, as EC2's
+    /// HttpPutResponseHopLimit: 1 keeps containers on a bridge from getting a token [default: 2].
+    #[arg(long, value_name = "N")]
+    pub hop_limit: Option<u64>,
     /// Seconds in-flight requests may take after SIGINT, SIGTERM or SIGHUP, 0-3600 [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,

@@ -46,6 +46,8 @@ pub struct Settings {
     pub listen: Vec<SocketAddr>,
     /// Most concurrent TCP connections through the TUN.
     pub max_connections: usize,
+    /// The IP hop limit of token replies through the TUN (`--hop-limit`).
+    pub hop_limit: u8,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Who answers the requests.
@@ -116,6 +118,8 @@ pub struct TunSettings {
     /// Interface name; a `%d` lets the kernel pick a free number.
     pub name: String,
     pub mtu: u16,
+    /// Also claim `fd00:ec2::254` (`--ipv6`).
+    pub ipv6: bool,
 }
 
 /// A setting that could not be used; the message names the field.

@@ -11,8 +11,12 @@
 //! mode). Every request passes the same checks first, whichever backend answers: its length,
 //! the listener's [`Access`] and the addressing rules of [`host_guard`]. Which requests a listener admits is its [`Access`]: every one, or only those that
 //! carry the shared `X-Imds-Tun-Token` (non-loopback `--listen` sockets).
+//!
+//! The replies to PUT requests (the IMDSv2 token) travel at most `--hop-limit` IP hops where the
+//! connection supports it ([`reply_hops`]): a connection is any [`Connection`].
 
 pub mod faults;
+pub mod reply_hops;
 pub mod shared_token;
 pub mod upstream;
 
@@ -29,13 +33,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::attribution::{Attribution, CallerIdentity};
 use crate::azure::{self, Azure};
 use crate::credentials::CredentialsRead;
 use crate::gce::{self, Gce};
 use crate::imds::Imds;
+pub use reply_hops::{Connection, ReplyHops};
 pub use upstream::Upstream;
 
 pub mod host_guard;
@@ -156,7 +160,7 @@ impl Access {
     }
 }
 
-/// What one request may cost; see `docs/hardening.md`.
+/// What one request may cost (see `docs/hardening.md`), and how far a token may travel.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Time for a request's headers to arrive; hyper runs the same timer while a keep-alive
@@ -166,6 +170,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Longest path and query (414 beyond it).
     pub max_path_length: usize,
+    /// The IP hop limit (TTL) of the replies to PUT requests, the IMDSv2 token's, on
+    /// connections that support it ([`reply_hops`]); EC2's `HttpPutResponseHopLimit`.
+    pub put_reply_hop_limit: u8,
 }
 
 impl Limits {
@@ -176,6 +183,9 @@ impl Limits {
     pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
     /// Longest request path accepted; beyond it: 414.
     pub const DEFAULT_MAX_PATH_LENGTH: u64 = 1024;
+    /// Hops a token reply may travel: a container on a bridge (one forwarding hop) gets its
+    /// token, anything farther does not (why 2 and not EC2's classic 1: docs/guides/containers.md).
+    pub const DEFAULT_PUT_REPLY_HOP_LIMIT: u8 = 2;
 }
 
 impl Default for Limits {
@@ -184,6 +194,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(Limits::DEFAULT_HEADER_TIMEOUT_SECONDS),
             max_header_bytes: Limits::DEFAULT_MAX_HEADER_BYTES as usize,
             max_path_length: Limits::DEFAULT_MAX_PATH_LENGTH as usize,
+            put_reply_hop_limit: Limits::DEFAULT_PUT_REPLY_HOP_LIMIT,
         }
     }
 }
@@ -232,34 +243,27 @@ impl Server {
     }
 
     /// Serves HTTP/1.1 on `io` in a task of its own until the client is done.
-    pub fn serve<IO>(&self, io: IO, peer: SocketAddr)
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    pub fn serve<IO: Connection>(&self, io: IO, peer: SocketAddr) {
         self.serve_with(io, peer, Access::Open);
     }
 
     /// Like [`Server::serve`], admitting only the requests `access` allows.
-    pub fn serve_with<IO>(&self, io: IO, peer: SocketAddr, access: Access)
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    pub fn serve_with<IO: Connection>(&self, io: IO, peer: SocketAddr, access: Access) {
         self.serve_from(io, peer, None, access);
     }
 
     /// Like [`Server::serve_with`], knowing our own end of the connection (`local`), which the
     /// kernel needs to name a local caller's socket.
-    pub fn serve_from<IO>(
+    pub fn serve_from<IO: Connection>(
         &self,
         io: IO,
         peer: SocketAddr,
         local: Option<SocketAddr>,
         access: Access,
-    ) where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) {
         let backend = self.backend.clone();
         let limits = self.limits;
+        let hops = io.reply_hops();
         // Asked at most once per connection, the first time a request needs it.
         let caller = self
             .attribution
@@ -274,6 +278,13 @@ impl Server {
         let service = service_fn(move |mut request: Request<Incoming>| {
             let backend = backend.clone();
             let caller = caller.clone();
+            // Decided before the answer exists, so hyper writes no byte of a PUT's reply before
+            // its connection is limited (see `reply_hops`).
+            reply_hops::before_reply(
+                hops.as_deref(),
+                request.method(),
+                limits.put_reply_hop_limit,
+            );
             let refused = uri_too_long(&request, limits.max_path_length)
                 .or_else(|| access.refusal(&mut request, peer))
                 .or_else(|| misaddressed(&request));

@@ -3,18 +3,24 @@
 //! The `tun` crate performs TUNSETIFF and the SIOCSIF* ioctls; this file decides what to ask for,
 //! checks that the address is free before anything is created, verifies afterwards that the
 //! kernel really routes the address into the new device, and turns errno values into sentences.
+//! With `--ipv6` it adds the IPv6 pair over netlink (the ioctls have no IPv6 peer) and checks
+//! and verifies `fd00:ec2::254` the same way.
 //!
 //! At the end: opening a file with another user's rights, by switching the effective ids of the
 //! (single-threaded) process around one `open`.
 
 use super::claim_lock::{ClaimLock, Holder};
 use super::netlink;
-use super::{FileUser, LOCAL_ADDRESS, METADATA_ADDRESS, OpenAsError, PlatformError, TunRequest};
+use super::{
+    FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS, METADATA_ADDRESS_V6, OpenAsError,
+    PlatformError, TunRequest,
+};
 use nix::unistd::{Gid, ResGid, ResUid};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tun::AbstractDevice;
@@ -83,6 +89,12 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
     if let Some(holder) = current_claim()? {
         return Err(PlatformError::AddressClaimed(holder));
     }
+    if request.ipv6 {
+        ipv6_available()?;
+        if let Some(holder) = current_claim_v6()? {
+            return Err(PlatformError::Ipv6AddressClaimed(holder));
+        }
+    }
 
     let mut config = tun::Configuration::default();
     config
@@ -97,8 +109,13 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
         context: "reading the TUN device name",
         source: tun_io(error),
     })?;
-    verify_route(&name)?;
-    silence_ipv6(&name);
+    verify_route(&name, IpAddr::V4(METADATA_ADDRESS))?;
+    if request.ipv6 {
+        claim_ipv6(&name)?;
+        verify_route(&name, IpAddr::V6(METADATA_ADDRESS_V6))?;
+    } else {
+        silence_ipv6(&name);
+    }
     device.set_nonblock().map_err(|source| PlatformError::Io {
         context: "making the TUN device non-blocking",
         source,
@@ -162,6 +179,108 @@ pub(crate) fn current_claim() -> Result<Option<String>, PlatformError> {
     Ok(host_route_in(&table).map(|device| format!("a host route via interface {device}")))
 }
 
+/// Who, if anyone, already answers for `fd00:ec2::254`: an interface address, a point-to-point
+/// peer, or a `/128` route in any table.
+fn current_claim_v6() -> Result<Option<String>, PlatformError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|errno| PlatformError::Io {
+        context: "listing network interfaces",
+        source: io::Error::from(errno),
+    })?;
+    for ifaddr in addrs {
+        let is_metadata = |addr: Option<&nix::sys::socket::SockaddrStorage>| {
+            addr.and_then(|a| a.as_sockaddr_in6())
+                .is_some_and(|sin6| sin6.ip() == METADATA_ADDRESS_V6)
+        };
+        if is_metadata(ifaddr.address.as_ref()) {
+            return Ok(Some(format!(
+                "an address on interface {}",
+                ifaddr.interface_name
+            )));
+        }
+        if is_metadata(ifaddr.destination.as_ref()) {
+            return Ok(Some(format!(
+                "the point-to-point peer of interface {} (another imds-tun?)",
+                ifaddr.interface_name
+            )));
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    Ok(ipv6_host_route_in(&table).map(|device| format!("a host route via interface {device}")))
+}
+
+/// Finds a `fd00:ec2::254/128` route in the text of `/proc/net/ipv6_route` (destination as 32
+/// hex digits, prefix length in hex, ..., device name last).
+fn ipv6_host_route_in(table: &str) -> Option<String> {
+    let destination: String = METADATA_ADDRESS_V6
+        .octets()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [dest, prefix, .., device]
+                if fields.len() == 10
+                    && dest.eq_ignore_ascii_case(&destination)
+                    && prefix.eq_ignore_ascii_case("80") =>
+            {
+                Some((*device).to_string())
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Refuses `--ipv6` where the kernel or the administrator turned IPv6 off, before anything is
+/// created.
+fn ipv6_available() -> Result<(), PlatformError> {
+    let Ok(all) = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") else {
+        return Err(PlatformError::Ipv6Unavailable(
+            "this kernel runs without IPv6 (booted with ipv6.disable=1, or built without it)"
+                .into(),
+        ));
+    };
+    if all.trim() == "1" {
+        return Err(PlatformError::Ipv6Unavailable(
+            "IPv6 is disabled in this network namespace (net.ipv6.conf.all.disable_ipv6 = 1)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns IPv6 on for the device (a namespace may default new devices to off) and gives it the
+/// pair `fd00:ec2::253` peer `fd00:ec2::254/128`, without duplicate address detection so the
+/// address works at once. The kernel routes the peer into the device by itself; the sysctls,
+/// the address and the route all vanish with the device.
+fn claim_ipv6(device: &str) -> Result<(), PlatformError> {
+    let knob = |name: &str| format!("/proc/sys/net/ipv6/conf/{device}/{name}");
+    std::fs::write(knob("disable_ipv6"), "0").map_err(|source| PlatformError::Io {
+        context: "turning IPv6 on for the TUN device",
+        source,
+    })?;
+    // No router solicitations into the TUN: nothing there routes. Harmless if it fails: the
+    // stack drops them.
+    if let Err(error) = std::fs::write(knob("accept_ra"), "0") {
+        tracing::debug!(%error, "could not turn router advertisements off on the TUN");
+    }
+    let index = nix::net::if_::if_nametoindex(device).map_err(|errno| PlatformError::Io {
+        context: "finding the TUN device's index",
+        source: errno.into(),
+    })?;
+    netlink::add_ipv6_peer_address(index, LOCAL_ADDRESS_V6, METADATA_ADDRESS_V6).map_err(|source| {
+        match source.raw_os_error() {
+            Some(errno) if errno == nix::libc::EEXIST => PlatformError::Ipv6AddressClaimed(
+                format!("an existing address or route (the kernel answered EEXIST for {device})"),
+            ),
+            _ => PlatformError::Io {
+                context: "adding fd00:ec2::253 peer fd00:ec2::254/128 to the TUN device",
+                source,
+            },
+        }
+    })
+}
+
 /// Finds a `169.254.169.254/32` route in the text of `/proc/net/route`.
 fn host_route_in(table: &str) -> Option<String> {
     // The file prints addresses as the hex of their in-memory (network order) bytes read as a
@@ -181,24 +300,43 @@ fn host_route_in(table: &str) -> Option<String> {
     })
 }
 
-/// Asks the kernel where it routes the metadata address, as `ip route get` does: policy rules
+/// Asks the kernel where it routes a metadata address, as `ip route get` does: policy rules
 /// and every table count, so only an answer naming our device proves the claim.
-fn verify_route(device: &str) -> Result<(), PlatformError> {
+fn verify_route(device: &str, address: IpAddr) -> Result<(), PlatformError> {
     let io_error = |source| PlatformError::Io {
-        context: "checking the route to 169.254.169.254",
+        context: match address {
+            IpAddr::V4(_) => "checking the route to 169.254.169.254",
+            IpAddr::V6(_) => "checking the route to fd00:ec2::254",
+        },
         source,
     };
     let ours = nix::net::if_::if_nametoindex(device).map_err(|errno| io_error(errno.into()))?;
-    let taken = netlink::route_output_interface(METADATA_ADDRESS).map_err(io_error)?;
-    if taken == Some(ours) {
-        return Ok(());
-    }
-    Err(PlatformError::RouteNotTaken {
-        device: device.to_string(),
-        route: match taken {
-            Some(index) => format!("out of interface {}", interface_name(index)),
-            None => "nowhere (no route)".to_owned(),
-        },
+    // The IPv4 route exists once the address ioctl returns. The IPv6 one is added by the
+    // kernel's address work a moment after the netlink acknowledgement (the same work that
+    // would run duplicate address detection), so it is asked again for a short while.
+    let patience = match address {
+        IpAddr::V4(_) => Duration::ZERO,
+        IpAddr::V6(_) => Duration::from_secs(2),
+    };
+    let deadline = Instant::now() + patience;
+    let taken = loop {
+        let taken = netlink::route_output_interface(address).map_err(io_error)?;
+        if taken == Some(ours) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            break taken;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let device = device.to_string();
+    let route = match taken {
+        Some(index) => format!("out of interface {}", interface_name(index)),
+        None => "nowhere (no route)".to_owned(),
+    };
+    Err(match address {
+        IpAddr::V4(_) => PlatformError::RouteNotTaken { device, route },
+        IpAddr::V6(_) => PlatformError::Ipv6RouteNotTaken { device, route },
     })
 }
 
@@ -214,8 +352,8 @@ fn interface_name(index: u32) -> String {
         .unwrap_or_else(|| format!("#{index}"))
 }
 
-/// Turns IPv6 off on the device: the metadata address is IPv4, and otherwise the kernel sends
-/// router solicitations and MLD reports into the TUN. The setting lives and dies with the device.
+/// Turns IPv6 off on the device when only IPv4 is served: otherwise the kernel sends router
+/// solicitations and MLD reports into the TUN. The setting lives and dies with the device.
 fn silence_ipv6(device: &str) {
     let knob = format!("/proc/sys/net/ipv6/conf/{device}/disable_ipv6");
     if let Err(error) = std::fs::write(&knob, "1") {
@@ -392,6 +530,18 @@ mod tests {
         let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                      eth0\t0000FEA9\t00000000\t0001\t0\t0\t1000\t0000FFFF\t0\t0\t0\n";
         assert_eq!(host_route_in(table), None);
+    }
+
+    #[test]
+    fn a_host_route_to_the_ipv6_metadata_address_is_found_in_proc_net_ipv6_route() {
+        let table = "fd000ec2000000000000000000000254 80 00000000000000000000000000000000 00 \
+                     00000000000000000000000000000000 00000100 00000001 00000000 00000001 imds0\n\
+                     fd000ec2000000000000000000000000 40 00000000000000000000000000000000 00 \
+                     00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
+        assert_eq!(ipv6_host_route_in(table), Some("imds0".to_string()));
+        let only_the_prefix = table.lines().nth(1).unwrap_or_default();
+        assert_eq!(ipv6_host_route_in(only_the_prefix), None);
+        assert_eq!(ipv6_host_route_in("garbage\n"), None);
     }
 
     #[test]

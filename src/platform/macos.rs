@@ -124,6 +124,13 @@ impl AsyncTun {
 }
 
 pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+    if request.ipv6 {
+        // A utun takes an IPv6 pair through SIOCAIFADDR_IN6 and the host route through the
+        // routing socket; neither is written yet, and half an IPv6 claim is worse than none.
+        return Err(PlatformError::Ipv6Unavailable(
+            "IPv6 (fd00:ec2::254) is not supported on macOS yet".into(),
+        ));
+    }
     let unit = utun_rules::unit_request(&request.name)
         .ok_or_else(|| PlatformError::UtunName(request.name.clone()))?;
     if let Some(holder) = current_claim()? {

@@ -1,7 +1,7 @@
 //! The TUN device and the point-to-point address that routes `169.254.169.254` into it.
 //!
 //! This is the only layer that knows about the operating system. It hands the rest of the
-//! program an [`AsyncTun`]: a non-blocking file descriptor that reads and writes whole IPv4
+//! program an [`AsyncTun`]: a non-blocking file descriptor that reads and writes whole IP
 //! packets. Nothing here survives the process: the device is created non-persistent, so when the
 //! last descriptor closes (exit, crash, SIGKILL) the kernel removes the device, its address and
 //! the host route that came with the address.
@@ -11,6 +11,10 @@
 //! `169.254.169.254 dev <tun> proto kernel scope link src 169.254.169.253` by itself. The client's
 //! packets then carry a real source address (without one, a namespace with only `lo` sends SYNs
 //! from 0.0.0.0, which no TCP stack accepts), and no route is ever written that could outlive us.
+//!
+//! With `--ipv6` the same device also claims the Nitro IPv6 endpoint `fd00:ec2::254` the same
+//! way (Linux): local `fd00:ec2::253`, peer `fd00:ec2::254/128`, so the kernel's route to that
+//! one /128 belongs to the device and goes with it.
 //!
 //! It also owns the other things that differ per OS:
 //! - opening a file with another user's rights ([`open_as_user`]), which `config::named_file`
@@ -25,7 +29,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use nix::unistd::{Gid, Uid};
@@ -130,12 +134,24 @@ pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// Our side of the point-to-point link: the source address clients' packets carry.
 pub const LOCAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
 
+/// The metadata service's IPv6 address on Nitro instances, which the SDKs dial in IPv6 mode
+/// (`AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6`): `fd00:ec2::254`.
+pub const METADATA_ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// Our side of the IPv6 point-to-point pair, as [`LOCAL_ADDRESS`] is for IPv4: `fd00:ec2::253`.
+pub const LOCAL_ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x253);
+
+/// IPv6's smallest link MTU (RFC 8200): below it the kernel turns IPv6 off on a device.
+pub const IPV6_MIN_MTU: u16 = 1280;
+
 /// What the user asked for.
 #[derive(Debug, Clone)]
 pub struct TunRequest {
     /// Interface name; `%d` lets the kernel choose a free number.
     pub name: String,
     pub mtu: u16,
+    /// Also claim [`METADATA_ADDRESS_V6`] (`--ipv6`).
+    pub ipv6: bool,
 }
 
 /// A TUN device carrying the metadata address, ready for non-blocking packet I/O.
@@ -187,6 +203,18 @@ pub enum PlatformError {
         )
     )]
     AddressClaimed(String),
+    #[error(
+        "fd00:ec2::254 is already claimed by {0}; remove that claim (for an address: `ip -6 addr \
+         del fd00:ec2::254/128 dev lo`) and retry, or run without --ipv6"
+    )]
+    Ipv6AddressClaimed(String),
+    #[error(
+        "the kernel routes fd00:ec2::254 {route}, not into {device}: a policy-routing rule or \
+         another route takes precedence; check `ip -6 rule` and `ip -6 route get fd00:ec2::254`"
+    )]
+    Ipv6RouteNotTaken { device: String, route: String },
+    #[error("--ipv6 cannot be served here: {0}; run without --ipv6")]
+    Ipv6Unavailable(String),
     #[error("TUN device name {0:?} is already in use by another process: pick another --tun-name")]
     NameInUse(String),
     #[error("invalid --tun-name {0:?}: use at most 15 characters, no '/' or whitespace")]
@@ -224,9 +252,10 @@ pub enum PlatformError {
     },
 }
 
-/// Creates the TUN device and claims [`METADATA_ADDRESS`] through it, or explains why not.
+/// Creates the TUN device and claims [`METADATA_ADDRESS`] through it (and, with
+/// [`TunRequest::ipv6`], [`METADATA_ADDRESS_V6`]), or explains why not.
 ///
-/// Checks first that nothing else holds the address, so a refusal creates nothing. If a step
+/// Checks first that nothing else holds an address, so a refusal creates nothing. If a step
 /// fails after the device exists, dropping the half-made device removes it again.
 pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     imp::claim_metadata_address(request)

@@ -1,17 +1,20 @@
-//! Linux netlink: the two questions imds-tun asks the kernel about its own network namespace.
+//! Linux netlink: the questions imds-tun asks the kernel about its own network namespace, and
+//! the one change it asks for.
 //!
 //! - Where does the kernel route an address (`RTM_GETROUTE`, what `ip route get` asks)? Policy
 //!   rules, other tables and routes are all taken into account, so the answer is the truth.
 //! - Who owns a local TCP socket (`SOCK_DIAG_BY_FAMILY` with an exact 4-tuple, what `ss` asks)?
 //!   The answer carries the socket's uid and inode.
+//! - Give the TUN its IPv6 point-to-point pair (`RTM_NEWADDR`, what `ip -6 addr add LOCAL peer
+//!   PEER/128 dev DEV nodad` does): the ioctls the `tun` crate uses for IPv4 have no IPv6 peer.
 //!
-//! Messages are built and parsed here by hand: two fixed request layouts and two reply fields
+//! Messages are built and parsed here by hand: three fixed request layouts and two reply fields
 //! do not justify a netlink crate. Every reply is parsed with bounds checks; a short or odd
 //! reply is "unknown", never a panic. Both sockets carry a receive timeout, so a kernel that does
 //! not answer cannot stall the caller.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -25,6 +28,19 @@ const NLMSG_HEADER_LEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+
+const RTM_NEWADDR: u16 = 20;
+const IFADDRMSG_LEN: usize = 8;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+/// Usable at once: no duplicate address detection on a link with exactly one peer.
+const IFA_F_NODAD: u32 = 0x02;
+/// No route to our own address's /128: the route to the peer is the only one the pair adds.
+const IFA_F_NOPREFIXROUTE: u32 = 0x200;
 
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
@@ -41,6 +57,7 @@ const INET_DIAG_MSG_UID_OFFSET: usize = 64;
 const INET_DIAG_MSG_INODE_OFFSET: usize = 68;
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u8 = 6;
 
 /// How long one question may wait for the kernel; it answers in microseconds.
@@ -77,6 +94,31 @@ impl Netlink {
         payload: &[u8],
         expected: u16,
     ) -> io::Result<Option<Vec<u8>>> {
+        let sequence = self.send(message_type, NLM_F_REQUEST, payload)?;
+        let reply = self.reply(sequence)?;
+        Ok(match reply.message_type {
+            t if t == expected => Some(reply.body),
+            NLMSG_ERROR | NLMSG_DONE => None,
+            _ => None,
+        })
+    }
+
+    /// Sends one change and waits for the kernel's acknowledgement: `Ok` when it was made, the
+    /// kernel's errno otherwise (`EEXIST`, `EACCES`, ...).
+    fn change(&mut self, message_type: u16, flags: u16, payload: &[u8]) -> io::Result<()> {
+        let sequence = self.send(message_type, NLM_F_REQUEST | NLM_F_ACK | flags, payload)?;
+        let reply = self.reply(sequence)?;
+        match (reply.message_type, acknowledgement(&reply.body)) {
+            (NLMSG_ERROR, Some(0)) => Ok(()),
+            (NLMSG_ERROR, Some(errno)) => Err(io::Error::from_raw_os_error(errno.saturating_neg())),
+            _ => Err(io::Error::other(
+                "netlink: no acknowledgement from the kernel",
+            )),
+        }
+    }
+
+    /// Sends one message; returns its sequence number.
+    fn send(&mut self, message_type: u16, flags: u16, payload: &[u8]) -> io::Result<u32> {
         self.sequence = self.sequence.wrapping_add(1);
         let sequence = self.sequence;
         let mut request = Vec::with_capacity(NLMSG_HEADER_LEN + payload.len());
@@ -84,7 +126,7 @@ impl Netlink {
             .map_err(|_| io::Error::other("netlink request too long"))?;
         request.extend_from_slice(&length.to_ne_bytes());
         request.extend_from_slice(&message_type.to_ne_bytes());
-        request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        request.extend_from_slice(&flags.to_ne_bytes());
         request.extend_from_slice(&sequence.to_ne_bytes());
         request.extend_from_slice(&0u32.to_ne_bytes());
         request.extend_from_slice(payload);
@@ -94,7 +136,11 @@ impl Netlink {
             &NetlinkAddr::new(0, 0),
             MsgFlags::empty(),
         )?;
+        Ok(sequence)
+    }
 
+    /// The first reply to `sequence`: its type and payload.
+    fn reply(&mut self, sequence: u32) -> io::Result<Reply> {
         let mut buffer = vec![0u8; 8192];
         // Replies to an earlier, timed-out question may still be queued: skip other sequences.
         loop {
@@ -103,14 +149,24 @@ impl Netlink {
                 if header.sequence != sequence {
                     continue;
                 }
-                return Ok(match header.message_type {
-                    t if t == expected => Some(body.to_vec()),
-                    NLMSG_ERROR | NLMSG_DONE => None,
-                    _ => None,
+                return Ok(Reply {
+                    message_type: header.message_type,
+                    body: body.to_vec(),
                 });
             }
         }
     }
+}
+
+struct Reply {
+    message_type: u16,
+    body: Vec<u8>,
+}
+
+/// The error code of an `NLMSG_ERROR` payload: 0 for an acknowledgement, a negative errno.
+fn acknowledgement(body: &[u8]) -> Option<i32> {
+    let field = body.get(..4)?;
+    Some(i32::from_ne_bytes(field.try_into().ok()?))
 }
 
 struct Header {
@@ -149,19 +205,60 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 
 /// The interface index the kernel would send packets for `destination` out of, or `None` when
 /// it has no route (unreachable, prohibited, no table matched).
-pub fn route_output_interface(destination: Ipv4Addr) -> io::Result<Option<u32>> {
+pub fn route_output_interface(destination: IpAddr) -> io::Result<Option<u32>> {
     let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
     let reply = netlink.ask(RTM_GETROUTE, &route_request(destination), RTM_NEWROUTE)?;
     Ok(reply.as_deref().and_then(output_interface_of))
 }
 
-fn route_request(destination: Ipv4Addr) -> Vec<u8> {
+fn route_request(destination: IpAddr) -> Vec<u8> {
+    let (family, octets) = family_and_octets(destination);
     let mut payload = vec![0u8; RTMSG_LEN];
-    payload[0] = AF_INET;
-    payload[1] = 32; // rtm_dst_len: a host lookup
-    payload.extend_from_slice(&8u16.to_ne_bytes());
-    payload.extend_from_slice(&RTA_DST.to_ne_bytes());
-    payload.extend_from_slice(&destination.octets());
+    payload[0] = family;
+    payload[1] = (octets.len() * 8) as u8; // rtm_dst_len: a host lookup
+    attribute(&mut payload, RTA_DST, &octets);
+    payload
+}
+
+fn family_and_octets(address: IpAddr) -> (u8, Vec<u8>) {
+    match address {
+        IpAddr::V4(v4) => (AF_INET, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (AF_INET6, v6.octets().to_vec()),
+    }
+}
+
+/// Appends one route attribute (length, type, value, padding to 4 bytes).
+fn attribute(payload: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let length = 4 + value.len();
+    payload.extend_from_slice(&(length as u16).to_ne_bytes());
+    payload.extend_from_slice(&kind.to_ne_bytes());
+    payload.extend_from_slice(value);
+    payload.resize(payload.len() + (length.next_multiple_of(4) - length), 0);
+}
+
+/// Gives interface `index` the IPv6 address `local` with `peer` as its point-to-point peer
+/// (prefix /128), usable at once (no duplicate address detection). The kernel adds the route to
+/// `peer` through the interface by itself (and no route to `local`'s own prefix), and removes
+/// them with the interface.
+pub fn add_ipv6_peer_address(index: u32, local: Ipv6Addr, peer: Ipv6Addr) -> io::Result<()> {
+    let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
+    netlink.change(
+        RTM_NEWADDR,
+        NLM_F_CREATE | NLM_F_EXCL,
+        &peer_address_request(index, local, peer),
+    )
+}
+
+fn peer_address_request(index: u32, local: Ipv6Addr, peer: Ipv6Addr) -> Vec<u8> {
+    // ifaddrmsg: family, prefix length, flags (NODAD fits the old u8 too), scope (universe),
+    // interface index; IFA_FLAGS carries the flags beyond 8 bits.
+    let mut payload = Vec::with_capacity(IFADDRMSG_LEN + 2 * 20 + 8);
+    payload.extend_from_slice(&[AF_INET6, 128, IFA_F_NODAD as u8, 0]);
+    payload.extend_from_slice(&index.to_ne_bytes());
+    attribute(&mut payload, IFA_LOCAL, &local.octets());
+    attribute(&mut payload, IFA_ADDRESS, &peer.octets());
+    let flags = IFA_F_NODAD | IFA_F_NOPREFIXROUTE;
+    attribute(&mut payload, IFA_FLAGS, &flags.to_ne_bytes());
     payload
 }
 
@@ -210,31 +307,47 @@ impl SocketOwners {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> io::Result<Option<SocketOwner>> {
-        let reply = self.netlink.ask(
-            SOCK_DIAG_BY_FAMILY,
-            &sock_diag_request(local, remote),
-            SOCK_DIAG_BY_FAMILY,
-        )?;
+        self.owner_of(local.into(), remote.into())
+    }
+
+    /// [`SocketOwners::owner`] for either family (`--ipv6` clients connect from
+    /// `fd00:ec2::253`); `None` also when the two ends are of different families.
+    pub fn owner_of(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> io::Result<Option<SocketOwner>> {
+        let Some(request) = sock_diag_request(local, remote) else {
+            return Ok(None);
+        };
+        let reply = self
+            .netlink
+            .ask(SOCK_DIAG_BY_FAMILY, &request, SOCK_DIAG_BY_FAMILY)?;
         Ok(reply.as_deref().and_then(owner_of))
     }
 }
 
-fn sock_diag_request(local: SocketAddrV4, remote: SocketAddrV4) -> Vec<u8> {
+fn sock_diag_request(local: SocketAddr, remote: SocketAddr) -> Option<Vec<u8>> {
+    let family = match (local, remote) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) => AF_INET,
+        (SocketAddr::V6(_), SocketAddr::V6(_)) => AF_INET6,
+        _ => return None,
+    };
     let mut payload = Vec::with_capacity(INET_DIAG_REQ_V2_LEN);
-    payload.extend_from_slice(&[AF_INET, IPPROTO_TCP, 0, 0]);
+    payload.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
     payload.extend_from_slice(&u32::MAX.to_ne_bytes()); // every TCP state
-    // inet_diag_sockid: ports and addresses in network order, addresses padded to 16 bytes.
+    // inet_diag_sockid: ports and addresses in network order, addresses in 16 bytes (an IPv4
+    // one padded with zeros).
     payload.extend_from_slice(&local.port().to_be_bytes());
     payload.extend_from_slice(&remote.port().to_be_bytes());
-    let mut padded = |address: Ipv4Addr| {
-        payload.extend_from_slice(&address.octets());
-        payload.extend_from_slice(&[0; 12]);
-    };
-    padded(*local.ip());
-    padded(*remote.ip());
+    for address in [local.ip(), remote.ip()] {
+        let (_, octets) = family_and_octets(address);
+        payload.extend_from_slice(&octets);
+        payload.resize(payload.len() + (16 - octets.len()), 0);
+    }
     payload.extend_from_slice(&0u32.to_ne_bytes()); // any interface
     payload.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-    payload
+    Some(payload)
 }
 
 fn owner_of(message: &[u8]) -> Option<SocketOwner> {
@@ -250,14 +363,44 @@ fn owner_of(message: &[u8]) -> Option<SocketOwner> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV6};
 
     #[test]
     fn the_route_request_asks_for_a_host_route_to_the_address() {
-        let request = route_request(Ipv4Addr::new(169, 254, 169, 254));
+        let request = route_request(Ipv4Addr::new(169, 254, 169, 254).into());
         assert_eq!(request.len(), RTMSG_LEN + 8);
         assert_eq!(request[0], AF_INET);
         assert_eq!(request[1], 32);
         assert_eq!(&request[RTMSG_LEN + 4..], &[169, 254, 169, 254]);
+
+        let v6: Ipv6Addr = "fd00:ec2::254".parse().expect("address");
+        let request = route_request(v6.into());
+        assert_eq!(request.len(), RTMSG_LEN + 20);
+        assert_eq!((request[0], request[1]), (AF_INET6, 128));
+        assert_eq!(&request[RTMSG_LEN + 4..], &v6.octets());
+    }
+
+    #[test]
+    fn the_peer_address_request_names_local_then_peer_without_dad() {
+        let local: Ipv6Addr = "fd00:ec2::253".parse().expect("address");
+        let peer: Ipv6Addr = "fd00:ec2::254".parse().expect("address");
+        let request = peer_address_request(7, local, peer);
+        assert_eq!(request.len(), IFADDRMSG_LEN + 2 * 20 + 8);
+        assert_eq!(&request[..4], &[AF_INET6, 128, 0x02, 0]);
+        assert_eq!(&request[4..8], &7u32.to_ne_bytes());
+        assert_eq!(&request[10..12], &IFA_LOCAL.to_ne_bytes());
+        assert_eq!(&request[12..28], &local.octets());
+        assert_eq!(&request[30..32], &IFA_ADDRESS.to_ne_bytes());
+        assert_eq!(&request[32..48], &peer.octets());
+        assert_eq!(&request[50..52], &IFA_FLAGS.to_ne_bytes());
+        assert_eq!(&request[52..56], &0x202u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn an_acknowledgement_carries_the_negative_errno() {
+        assert_eq!(acknowledgement(&0i32.to_ne_bytes()), Some(0));
+        assert_eq!(acknowledgement(&(-17i32).to_ne_bytes()), Some(-17));
+        assert_eq!(acknowledgement(&[0, 0]), None);
     }
 
     #[test]
@@ -289,9 +432,10 @@ mod tests {
     #[test]
     fn the_socket_id_is_local_end_first_in_network_order() {
         let request = sock_diag_request(
-            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 253), 40000),
-            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80),
-        );
+            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 253), 40000).into(),
+            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80).into(),
+        )
+        .expect("one family");
         assert_eq!(request.len(), INET_DIAG_REQ_V2_LEN);
         assert_eq!(&request[8..10], &40000u16.to_be_bytes());
         assert_eq!(&request[10..12], &80u16.to_be_bytes());
@@ -301,9 +445,29 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_socket_id_carries_the_whole_addresses_and_mixed_families_ask_nothing() {
+        let local: Ipv6Addr = "fd00:ec2::253".parse().expect("address");
+        let remote: Ipv6Addr = "fd00:ec2::254".parse().expect("address");
+        let request = sock_diag_request(
+            SocketAddrV6::new(local, 40000, 0, 0).into(),
+            SocketAddrV6::new(remote, 80, 0, 0).into(),
+        )
+        .expect("one family");
+        assert_eq!(request.len(), INET_DIAG_REQ_V2_LEN);
+        assert_eq!(request[0], AF_INET6);
+        assert_eq!(&request[12..28], &local.octets());
+        assert_eq!(&request[28..44], &remote.octets());
+        let mixed = sock_diag_request(
+            SocketAddrV6::new(local, 40000, 0, 0).into(),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80).into(),
+        );
+        assert_eq!(mixed, None);
+    }
+
+    #[test]
     fn the_kernel_answers_where_loopback_goes_and_who_owns_a_socket() {
         // Runs unprivileged: both questions are open to every user.
-        let Ok(Some(lo)) = route_output_interface(Ipv4Addr::LOCALHOST) else {
+        let Ok(Some(lo)) = route_output_interface(Ipv4Addr::LOCALHOST.into()) else {
             panic!("the kernel has no route to 127.0.0.1");
         };
         assert_eq!(
@@ -329,5 +493,17 @@ mod tests {
         assert_ne!(owner.inode, 0);
         let gone = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
         assert_eq!(owners.owner(gone, remote).expect("ask"), None);
+
+        // The same over IPv6, where the host has it (a kernel without IPv6 has no ::1).
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            return;
+        };
+        let server = listener.local_addr().expect("address");
+        let client = std::net::TcpStream::connect(server).expect("connect");
+        let owner = owners
+            .owner_of(client.local_addr().expect("local"), server)
+            .expect("ask")
+            .expect("the IPv6 client socket exists");
+        assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
     }
 }

@@ -1,4 +1,5 @@
-//! The sans-IO TCP endpoint for `169.254.169.254:80`: packets in, packets and connections out.
+//! The sans-IO TCP endpoint for `169.254.169.254:80` (and, with `--ipv6`, `[fd00:ec2::254]:80`):
+//! packets in, packets and connections out.
 //!
 //! It owns the smoltcp [`Interface`], the [`SocketSet`] and the bookkeeping smoltcp leaves to its
 //! user. It reads no clock and touches no descriptor: the caller passes `now` and moves packets,
@@ -15,17 +16,22 @@
 //! - Connections are handed out by [`Stack::poll`] once ESTABLISHED *and* the client has sent
 //!   its first byte (or its FIN), so half-open handshakes and silent connections cost no HTTP
 //!   task; a connection silent for `first_data_timeout` is reset here.
+//! - A connection's IP hop limit is lowered for a token reply and lifted again only once that
+//!   reply is acknowledged (`reply_hops.rs` says why); a stale handle must not change another
+//!   connection's limit, so those calls carry the connection's serial number.
 
 use super::caller::{BySourceAddress, Caller, Identify};
 use super::device::PacketQueues;
+use super::reply_hops::ReplyHops;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket,
+    HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Address, Ipv4Packet,
+    Ipv6Packet, TcpPacket,
 };
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
 /// How long a connection must have sent nothing before a new client may evict it at the limit.
 const EVICTION_MIN_IDLE: Duration = Duration::from_secs(1);
@@ -38,6 +44,8 @@ const HANDSHAKE_GRACE: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub address: Ipv4Addr,
+    /// The IPv6 address served too, if any (`--ipv6`: `fd00:ec2::254`).
+    pub address_v6: Option<Ipv6Addr>,
     pub port: u16,
     pub mtu: usize,
     /// Connections beyond this are refused with a RST (the client sees ECONNREFUSED).
@@ -61,6 +69,7 @@ impl StackConfig {
     pub fn new(address: Ipv4Addr, port: u16, mtu: usize, max_connections: usize) -> Self {
         StackConfig {
             address,
+            address_v6: None,
             port,
             mtu,
             max_connections,
@@ -80,6 +89,8 @@ impl StackConfig {
 pub struct Established {
     pub handle: SocketHandle,
     pub peer: SocketAddr,
+    /// Tells this connection from a later one that reuses its socket handle.
+    pub serial: u64,
 }
 
 #[derive(Debug)]
@@ -90,6 +101,10 @@ struct Connection {
     last_activity: Instant,
     /// Who the connection is charged to; learnt the first time the limit is reached.
     caller: Option<Caller>,
+    /// Unique per connection for the life of the stack; see [`Established::serial`].
+    serial: u64,
+    /// Whether its packets go with a lowered hop limit, and when that may end.
+    hops: ReplyHops,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +129,9 @@ pub struct Stack {
     connections: HashMap<SocketHandle, Connection>,
     handshakes: Vec<SocketHandle>,
     detached: Vec<SocketHandle>,
+    /// Connections whose hop limit is lifted once their limited reply is acknowledged.
+    releasing: Vec<SocketHandle>,
+    next_serial: u64,
     identify: Box<dyn Identify>,
     /// False once the application stopped accepting: new SYNs are reset.
     accepting: bool,
@@ -143,12 +161,19 @@ impl Stack {
         let mut interface = Interface::new(interface_config, &mut device, now);
         let address: Ipv4Address = config.address;
         interface.update_ip_addrs(|addrs| {
-            // Capacity is IFACE_MAX_ADDR_COUNT (2); one address always fits.
+            // Capacity is IFACE_MAX_ADDR_COUNT (2): one IPv4 and one IPv6 address fit.
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(address), 32));
+            if let Some(v6) = config.address_v6 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(v6), 128));
+            }
         });
         // Replies need a route back to clients; with Medium::Ip a default route via our own
         // address is enough, and without it smoltcp goes silent for a second per new peer.
+        // IFACE_MAX_ROUTE_COUNT (2) holds both.
         let _ = interface.routes_mut().add_default_ipv4_route(address);
+        if let Some(v6) = config.address_v6 {
+            let _ = interface.routes_mut().add_default_ipv6_route(v6);
+        }
         Stack {
             config,
             interface,
@@ -158,6 +183,8 @@ impl Stack {
             connections: HashMap::new(),
             handshakes: Vec::new(),
             detached: Vec::new(),
+            releasing: Vec::new(),
+            next_serial: 0,
             identify,
             accepting: true,
         }
@@ -170,8 +197,8 @@ impl Stack {
 
     /// Processes one packet read from the TUN.
     ///
-    /// Only TCP and ICMP addressed to us reach smoltcp (which answers echo requests and resets
-    /// connections to closed ports); anything else is dropped here without a reply.
+    /// Only TCP and ICMP (ICMPv6) addressed to us reach smoltcp (which answers echo requests and
+    /// resets connections to closed ports); anything else is dropped here without a reply.
     pub fn receive(&mut self, packet: Vec<u8>, now: Instant) {
         let opened = match self.classify(&packet) {
             Ingress::Drop => return,
@@ -203,6 +230,7 @@ impl Stack {
         self.reap(now);
         self.interface
             .poll(now, &mut self.device, &mut self.sockets);
+        self.lift_acknowledged_hop_limits();
         let established = self.take_established(now);
         self.reap(now);
         established
@@ -262,6 +290,43 @@ impl Stack {
         }
     }
 
+    /// From now on every packet of the connection, retransmissions of earlier bytes included,
+    /// leaves with IP hop limit (TTL) `hops`. Ignored for a connection that is gone.
+    pub fn limit_reply_hops(&mut self, handle: SocketHandle, serial: u64, hops: u8) {
+        let Some(connection) = self.connection_mut(handle, serial) else {
+            return;
+        };
+        connection.hops.limit();
+        self.releasing.retain(|&h| h != handle);
+        // smoltcp refuses 0; the configuration never gives it.
+        self.sockets
+            .get_mut::<tcp::Socket>(handle)
+            .set_hop_limit(Some(hops.max(1)));
+    }
+
+    /// The replies from now on need no limit: back to the normal hop limit as soon as every
+    /// byte written so far is acknowledged (see `reply_hops.rs`).
+    pub fn release_reply_hops(&mut self, handle: SocketHandle, serial: u64) {
+        let Some(connection) = self.connection_mut(handle, serial) else {
+            return;
+        };
+        if connection.hops.release() {
+            if !self.releasing.contains(&handle) {
+                self.releasing.push(handle);
+            }
+            // The common case: the client acknowledged the limited reply with its next request.
+            self.lift_acknowledged_hop_limits();
+        }
+    }
+
+    /// The stream queued `queued` bytes on the socket; `holds_more` when it was offered more
+    /// than fitted (its writer still holds bytes).
+    pub fn wrote(&mut self, handle: SocketHandle, queued: usize, holds_more: bool) {
+        if let Some(connection) = self.connections.get_mut(&handle) {
+            connection.hops.wrote(queued, holds_more);
+        }
+    }
+
     /// The stream for `handle` was dropped: close our side and forget it once TCP is done.
     pub fn detach(&mut self, handle: SocketHandle, now: Instant) {
         let Some(connection) = self.connections.get_mut(&handle) else {
@@ -292,11 +357,41 @@ impl Stack {
         }
     }
 
+    fn connection_mut(&mut self, handle: SocketHandle, serial: u64) -> Option<&mut Connection> {
+        self.connections
+            .get_mut(&handle)
+            .filter(|connection| connection.serial == serial)
+    }
+
+    /// Lifts the hop limit of every releasing connection whose limited bytes are acknowledged.
+    fn lift_acknowledged_hop_limits(&mut self) {
+        let sockets = &mut self.sockets;
+        let connections = &mut self.connections;
+        self.releasing.retain(|&handle| {
+            let Some(connection) = connections.get_mut(&handle) else {
+                return false;
+            };
+            let socket = sockets.get_mut::<tcp::Socket>(handle);
+            if connection.hops.acknowledged(socket.send_queue()) {
+                socket.set_hop_limit(None);
+            }
+            connection.hops.releasing()
+        });
+    }
+
     fn classify(&self, packet: &[u8]) -> Ingress {
+        match packet.first().map(|byte| byte >> 4) {
+            Some(4) => self.classify_v4(packet),
+            Some(6) => self.classify_v6(packet),
+            _ => Ingress::Drop,
+        }
+    }
+
+    fn classify_v4(&self, packet: &[u8]) -> Ingress {
         let Ok(ip) = Ipv4Packet::new_checked(packet) else {
             return Ingress::Drop;
         };
-        if ip.version() != 4 || ip.dst_addr() != self.config.address {
+        if ip.dst_addr() != self.config.address {
             return Ingress::Drop;
         }
         match ip.next_header() {
@@ -306,20 +401,43 @@ impl Stack {
                 if ip.more_frags() || ip.frag_offset() != 0 {
                     return Ingress::Drop;
                 }
-                let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
-                    return Ingress::Drop;
-                };
-                let peer = IpEndpoint::new(IpAddress::Ipv4(ip.src_addr()), tcp.src_port());
-                let opens_connection = tcp.syn() && !tcp.ack() && !tcp.rst() && !tcp.fin();
-                if opens_connection && tcp.dst_port() == self.config.port {
-                    Ingress::NewConnection(peer)
-                } else if !tcp.payload().is_empty() {
-                    Ingress::Data(peer)
-                } else {
-                    Ingress::Pass
-                }
+                self.classify_tcp(IpAddress::Ipv4(ip.src_addr()), ip.payload())
             }
             _ => Ingress::Drop,
+        }
+    }
+
+    /// IPv6 only when served, and only TCP or ICMPv6 right after the fixed header: extension
+    /// headers (hop-by-hop options, fragments, routing) are dropped, as IPv4 fragments are.
+    fn classify_v6(&self, packet: &[u8]) -> Ingress {
+        let Some(address) = self.config.address_v6 else {
+            return Ingress::Drop;
+        };
+        let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+            return Ingress::Drop;
+        };
+        if ip.dst_addr() != address {
+            return Ingress::Drop;
+        }
+        match ip.next_header() {
+            IpProtocol::Icmpv6 => Ingress::Pass,
+            IpProtocol::Tcp => self.classify_tcp(IpAddress::Ipv6(ip.src_addr()), ip.payload()),
+            _ => Ingress::Drop,
+        }
+    }
+
+    fn classify_tcp(&self, source: IpAddress, segment: &[u8]) -> Ingress {
+        let Ok(tcp) = TcpPacket::new_checked(segment) else {
+            return Ingress::Drop;
+        };
+        let peer = IpEndpoint::new(source, tcp.src_port());
+        let opens_connection = tcp.syn() && !tcp.ack() && !tcp.rst() && !tcp.fin();
+        if opens_connection && tcp.dst_port() == self.config.port {
+            Ingress::NewConnection(peer)
+        } else if !tcp.payload().is_empty() {
+            Ingress::Data(peer)
+        } else {
+            Ingress::Pass
         }
     }
 
@@ -329,8 +447,7 @@ impl Stack {
             // No socket: smoltcp resets the SYN.
             return None;
         }
-        let IpAddress::Ipv4(source) = peer.addr;
-        if !crate::cidr::allow_from_admits(&self.config.allow_from, source.into()) {
+        if !crate::cidr::allow_from_admits(&self.config.allow_from, IpAddr::from(peer.addr)) {
             // No socket: smoltcp resets the SYN.
             tracing::debug!(%peer, "refused by --allow-from");
             return None;
@@ -365,10 +482,17 @@ impl Stack {
         socket.set_nagle_enabled(false);
         socket.set_ack_delay(None);
         socket.set_timeout(Some(self.config.retransmit_timeout));
-        let endpoint = IpEndpoint::new(IpAddress::Ipv4(self.config.address), self.config.port);
-        socket.listen(endpoint).ok()?;
+        // Listen on the address the SYN was sent to: smoltcp then answers from it.
+        let ours = match peer.addr {
+            IpAddress::Ipv4(_) => IpAddress::Ipv4(self.config.address),
+            IpAddress::Ipv6(_) => IpAddress::Ipv6(self.config.address_v6?),
+        };
+        socket
+            .listen(IpEndpoint::new(ours, self.config.port))
+            .ok()?;
         let handle = self.sockets.add(socket);
         self.by_peer.insert(peer, handle);
+        self.next_serial += 1;
         self.connections.insert(
             handle,
             Connection {
@@ -376,6 +500,8 @@ impl Stack {
                 phase: Phase::Handshake,
                 last_activity: now,
                 caller: None,
+                serial: self.next_serial,
+                hops: ReplyHops::default(),
             },
         );
         self.handshakes.push(handle);
@@ -416,16 +542,15 @@ impl Stack {
     ///    newcomer would (the newcomer's own included).
     fn make_room(&mut self, newcomer: IpEndpoint, now: Instant) -> bool {
         let server = SocketAddrV4::new(self.config.address, self.config.port);
-        let newcomer = self.identify.identify(endpoint_to_v4(newcomer), server);
+        let newcomer = caller_of(self.identify.as_mut(), newcomer, server);
         let mut counts: HashMap<Caller, usize> = HashMap::new();
         for connection in self.connections.values_mut() {
             if !matches!(connection.phase, Phase::Handshake | Phase::Accepted) {
                 continue;
             }
-            let caller = *connection.caller.get_or_insert_with(|| {
-                self.identify
-                    .identify(endpoint_to_v4(connection.peer), server)
-            });
+            let caller = *connection
+                .caller
+                .get_or_insert_with(|| caller_of(self.identify.as_mut(), connection.peer, server));
             *counts.entry(caller).or_default() += 1;
         }
         let newcomer_holds = counts.get(&newcomer).copied().unwrap_or(0);
@@ -549,6 +674,7 @@ impl Stack {
                         established.push(Established {
                             handle,
                             peer: endpoint_to_socket_addr(connection.peer),
+                            serial: connection.serial,
                         });
                     }
                     false
@@ -600,6 +726,7 @@ impl Stack {
         }
         self.handshakes.retain(|&h| h != handle);
         self.detached.retain(|&h| h != handle);
+        self.releasing.retain(|&h| h != handle);
     }
 }
 
@@ -611,16 +738,19 @@ enum Ingress {
     Data(IpEndpoint),
 }
 
-fn endpoint_to_v4(endpoint: IpEndpoint) -> SocketAddrV4 {
-    match endpoint.addr {
-        IpAddress::Ipv4(addr) => SocketAddrV4::new(addr, endpoint.port),
+/// Who a connection from `peer` is charged to at the limit. `caller` names IPv4 callers only:
+/// every IPv6 client shares one stand-in caller (the unspecified address), so an IPv6 flood
+/// gives up its own connections first and cannot crowd out IPv4 callers; IPv6 callers are not
+/// told apart from each other until `caller` learns IPv6.
+fn caller_of(identify: &mut dyn Identify, peer: IpEndpoint, server: SocketAddrV4) -> Caller {
+    match peer.addr {
+        IpAddress::Ipv4(addr) => identify.identify(SocketAddrV4::new(addr, peer.port), server),
+        IpAddress::Ipv6(_) => Caller::Address(Ipv4Addr::UNSPECIFIED),
     }
 }
 
 fn endpoint_to_socket_addr(endpoint: IpEndpoint) -> SocketAddr {
-    match endpoint.addr {
-        IpAddress::Ipv4(addr) => SocketAddr::new(addr.into(), endpoint.port),
-    }
+    SocketAddr::new(IpAddr::from(endpoint.addr), endpoint.port)
 }
 
 #[cfg(test)]
@@ -629,10 +759,12 @@ mod tests {
     //! memory: no TUN, no clock, fully deterministic.
 
     use super::*;
-    use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Ipv4Packet};
+    use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, Ipv4Packet};
 
     const SERVER: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
+    const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x253);
 
     /// What a speaking client sends as soon as it is connected.
     const FIRST_LINE: &[u8] = b"GET / HTTP/1.1\r\n";
@@ -641,24 +773,47 @@ mod tests {
         interface: Interface,
         device: PacketQueues,
         sockets: SocketSet<'static>,
+        /// The address it connects to.
+        server: IpAddress,
         /// Sockets that send [`FIRST_LINE`] once connected, and whether they have.
         speakers: Vec<(SocketHandle, bool)>,
     }
 
     impl Client {
         fn new() -> Self {
+            Client::at(IpAddress::Ipv4(CLIENT), IpAddress::Ipv4(SERVER))
+        }
+
+        /// A client on the IPv6 pair, as the kernel's `fd00:ec2::253` is.
+        fn new_v6() -> Self {
+            Client::at(IpAddress::Ipv6(CLIENT_V6), IpAddress::Ipv6(SERVER_V6))
+        }
+
+        fn at(address: IpAddress, server: IpAddress) -> Self {
             let mut device = PacketQueues::new(1500);
             let mut config = Config::new(HardwareAddress::Ip);
             config.random_seed = 7;
             let mut interface = Interface::new(config, &mut device, Instant::ZERO);
             interface.update_ip_addrs(|addrs| {
-                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(CLIENT), 32));
+                let host = match address {
+                    IpAddress::Ipv4(_) => 32,
+                    IpAddress::Ipv6(_) => 128,
+                };
+                let _ = addrs.push(IpCidr::new(address, host));
             });
-            let _ = interface.routes_mut().add_default_ipv4_route(CLIENT);
+            match address {
+                IpAddress::Ipv4(v4) => {
+                    let _ = interface.routes_mut().add_default_ipv4_route(v4);
+                }
+                IpAddress::Ipv6(v6) => {
+                    let _ = interface.routes_mut().add_default_ipv6_route(v6);
+                }
+            }
             Client {
                 interface,
                 device,
                 sockets: SocketSet::new(Vec::new()),
+                server,
                 speakers: Vec::new(),
             }
         }
@@ -679,7 +834,7 @@ mod tests {
             socket
                 .connect(
                     self.interface.context(),
-                    (IpAddress::Ipv4(SERVER), remote_port),
+                    (self.server, remote_port),
                     local_port,
                 )
                 .expect("connect");
@@ -752,6 +907,100 @@ mod tests {
         packet.payload_mut().copy_from_slice(payload);
         packet.fill_checksum();
         buffer
+    }
+
+    fn dual_stack(max_connections: usize) -> Stack {
+        let mut config = StackConfig::new(SERVER, 80, 1500, max_connections);
+        config.address_v6 = Some(SERVER_V6);
+        Stack::new(config, Instant::ZERO)
+    }
+
+    fn ipv6(next_header: IpProtocol, payload: &[u8]) -> Vec<u8> {
+        let mut buffer = vec![0u8; 40 + payload.len()];
+        let mut packet = Ipv6Packet::new_unchecked(&mut buffer);
+        packet.set_version(6);
+        packet.set_payload_len(payload.len() as u16);
+        packet.set_next_header(next_header);
+        packet.set_hop_limit(64);
+        packet.set_src_addr(CLIENT_V6);
+        packet.set_dst_addr(SERVER_V6);
+        packet.payload_mut().copy_from_slice(payload);
+        buffer
+    }
+
+    #[test]
+    fn an_ipv6_client_is_served_on_the_ipv6_address_and_the_hop_limit_applies_to_it() {
+        let mut stack = dual_stack(8);
+        let mut client = Client::new_v6();
+        let handle = client.connect(46000, 80);
+        let established = shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(established.len(), 1);
+        assert_eq!(
+            established[0].peer,
+            SocketAddr::new(CLIENT_V6.into(), 46000)
+        );
+        let server = established[0];
+        stack.limit_reply_hops(server.handle, server.serial, 2);
+        let socket = stack.socket(server.handle).expect("socket");
+        socket.send_slice(b"token").expect("send");
+        stack.poll(Instant::ZERO);
+        let replies: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
+        let reply = Ipv6Packet::new_checked(&replies[0]).expect("ipv6");
+        assert_eq!(
+            reply.src_addr(),
+            SERVER_V6,
+            "answered from the address it was asked on"
+        );
+        assert_eq!(reply.hop_limit(), 2);
+        client.deliver(replies, Instant::ZERO);
+        let mut received = [0u8; 8];
+        let read = client
+            .socket(handle)
+            .recv_slice(&mut received)
+            .expect("recv");
+        assert_eq!(&received[..read], b"token");
+    }
+
+    #[test]
+    fn ipv6_is_dropped_unless_it_is_served() {
+        let mut stack = stack(8);
+        let mut client = Client::new_v6();
+        let handle = client.connect(46001, 80);
+        assert!(shuttle(&mut stack, &mut client, Instant::ZERO).is_empty());
+        assert_eq!(
+            client.socket(handle).state(),
+            tcp::State::SynSent,
+            "no answer, not even a RST"
+        );
+        assert_eq!(stack.connection_count(), 0);
+    }
+
+    #[test]
+    fn icmpv6_echo_is_answered_and_extension_headers_are_dropped() {
+        let mut stack = dual_stack(8);
+        let mut icmp = vec![0u8; 8 + 4];
+        let mut echo = Icmpv6Packet::new_unchecked(&mut icmp);
+        echo.set_msg_type(Icmpv6Message::EchoRequest);
+        echo.set_msg_code(0);
+        echo.set_echo_ident(0x1234);
+        echo.set_echo_seq_no(1);
+        echo.payload_mut().copy_from_slice(b"ping");
+        echo.fill_checksum(&CLIENT_V6, &SERVER_V6);
+        stack.receive(ipv6(IpProtocol::Icmpv6, &icmp), Instant::ZERO);
+        stack.poll(Instant::ZERO);
+        let replies: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
+        assert_eq!(replies.len(), 1);
+        let reply = Ipv6Packet::new_checked(&replies[0]).expect("ipv6");
+        assert_eq!(reply.dst_addr(), CLIENT_V6);
+        let reply = Icmpv6Packet::new_checked(reply.payload()).expect("icmpv6");
+        assert_eq!(reply.msg_type(), Icmpv6Message::EchoReply);
+
+        // Hop-by-hop options in front of the same echo: never reaches smoltcp.
+        let mut options = vec![u8::from(IpProtocol::Icmpv6), 0, 1, 4, 0, 0, 0, 0];
+        options.extend_from_slice(&icmp);
+        stack.receive(ipv6(IpProtocol::HopByHop, &options), Instant::ZERO);
+        stack.poll(Instant::ZERO);
+        assert!(stack.transmit_queue().is_empty());
     }
 
     #[test]
@@ -1009,6 +1258,99 @@ mod tests {
         for handle in idle {
             assert_eq!(client.socket(handle).state(), tcp::State::Closed);
         }
+    }
+
+    /// Writes `data` as the stream would (recording it), polls, and returns the packets the
+    /// stack sends.
+    fn reply(stack: &mut Stack, server: Established, data: &[u8], now: Instant) -> Vec<Vec<u8>> {
+        let socket = stack.socket(server.handle).expect("socket");
+        let queued = socket.send_slice(data).expect("send");
+        stack.wrote(server.handle, queued, queued < data.len());
+        stack.poll(now);
+        stack.transmit_queue().drain(..).collect()
+    }
+
+    fn ttls(packets: &[Vec<u8>]) -> Vec<u8> {
+        packets
+            .iter()
+            .map(|packet| Ipv4Packet::new_checked(packet).expect("ipv4").hop_limit())
+            .collect()
+    }
+
+    #[test]
+    fn a_limited_reply_leaves_with_the_hop_limit_and_the_next_goes_with_64_once_acknowledged() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let handle = client.connect(45000, 80);
+        let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
+        stack.limit_reply_hops(server.handle, server.serial, 1);
+        let token = reply(&mut stack, server, b"token", Instant::ZERO);
+        assert_eq!(ttls(&token), [1]);
+        client.deliver(token, Instant::ZERO);
+        // The client's ACK, after its delayed-ACK timer (10 ms).
+        let later = Instant::from_millis(20);
+        shuttle(&mut stack, &mut client, later);
+        stack.release_reply_hops(server.handle, server.serial);
+        let next = reply(&mut stack, server, b"metadata", later);
+        assert_eq!(ttls(&next), [64]);
+        client.deliver(next, later);
+        let mut received = [0u8; 32];
+        let read = client
+            .socket(handle)
+            .recv_slice(&mut received)
+            .expect("recv");
+        assert_eq!(&received[..read], b"tokenmetadata");
+    }
+
+    #[test]
+    fn a_limited_reply_that_was_never_acknowledged_is_retransmitted_with_the_limit() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        client.connect(45001, 80);
+        let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
+        stack.limit_reply_hops(server.handle, server.serial, 1);
+        // The reply dies at a router: the client never sees it.
+        assert_eq!(
+            ttls(&reply(&mut stack, server, b"token", Instant::ZERO)),
+            [1]
+        );
+        // A pipelined GET asks for the normal limit, and its reply is queued behind.
+        stack.release_reply_hops(server.handle, server.serial);
+        assert_eq!(
+            ttls(&reply(&mut stack, server, b"metadata", Instant::ZERO)),
+            [1],
+            "still limited: the token reply is unacknowledged"
+        );
+        let later = Instant::from_secs(3);
+        stack.poll(later);
+        let retransmitted: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
+        assert!(!retransmitted.is_empty(), "smoltcp retransmits");
+        assert!(ttls(&retransmitted).iter().all(|&ttl| ttl == 1));
+        // Now the client is reachable: it acknowledges everything and the limit is lifted.
+        client.deliver(retransmitted, later);
+        let acknowledged = later + Duration::from_millis(20);
+        shuttle(&mut stack, &mut client, acknowledged);
+        assert_eq!(
+            ttls(&reply(&mut stack, server, b"more", acknowledged)),
+            [64]
+        );
+    }
+
+    #[test]
+    fn a_stale_handle_does_not_limit_a_later_connection_on_the_same_socket_slot() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let first = client.connect(45002, 80);
+        let old = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
+        stack.detach(old.handle, Instant::ZERO);
+        client.socket(first).close();
+        shuttle(&mut stack, &mut client, Instant::ZERO);
+        assert_eq!(stack.connection_count(), 0);
+        client.connect(45003, 80);
+        let new = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
+        assert_eq!(new.handle, old.handle, "smoltcp reused the slot");
+        stack.limit_reply_hops(old.handle, old.serial, 1);
+        assert_eq!(ttls(&reply(&mut stack, new, b"x", Instant::ZERO)), [64]);
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //!   the endpoint.
 //! - [`memory`]: [`PacketPipe`], an in-memory packet device for tests.
 //! - [`packet_io`]: [`PacketIo`], what the driver needs from a packet device (the TUN is one).
+//! - `reply_hops`: when a connection's IP hop limit, lowered for a token reply, may be lifted.
 //! - `shared`: the endpoint behind its lock and the driver's wake-up, shared by the driver and
 //!   every stream, and the stack's clock.
-//! - [`stream`]: [`TcpStream`], a tokio `AsyncRead + AsyncWrite` over one smoltcp socket.
+//! - [`stream`]: [`TcpStream`], a tokio `AsyncRead + AsyncWrite` over one smoltcp socket, and
+//!   its [`HopLimit`] handle.
 
 pub mod caller;
 pub mod core;
@@ -17,10 +19,11 @@ pub mod device;
 pub mod driver;
 pub mod memory;
 pub mod packet_io;
+mod reply_hops;
 mod shared;
 pub mod stream;
 
 pub use driver::{Listener, spawn};
 pub use memory::PacketPipe;
 pub use packet_io::PacketIo;
-pub use stream::TcpStream;
+pub use stream::{HopLimit, TcpStream};

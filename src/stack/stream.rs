@@ -7,6 +7,10 @@
 //! nothing to read or no room to write, the task's waker is registered with smoltcp itself, which
 //! wakes it when the driver's next poll changes the socket. Every operation that gives smoltcp
 //! something to send (data, a FIN, a reopened window) wakes the driver through its `Notify`.
+//!
+//! Every write also tells the stack how much it queued and whether it was offered more than
+//! fitted: that is how the stack knows when a reply sent with a lowered hop limit
+//! ([`HopLimit`]) has been acknowledged in full.
 
 use super::core::Established;
 use super::shared::{Shared, now};
@@ -24,6 +28,7 @@ pub struct TcpStream {
     shared: Arc<Shared>,
     handle: SocketHandle,
     peer: SocketAddr,
+    serial: u64,
 }
 
 impl std::fmt::Debug for TcpStream {
@@ -40,6 +45,17 @@ impl TcpStream {
             shared,
             handle: established.handle,
             peer: established.peer,
+            serial: established.serial,
+        }
+    }
+
+    /// A handle that lowers and lifts the IP hop limit of this connection's packets; it may
+    /// outlive the stream (then it does nothing).
+    pub fn hop_limit(&self) -> HopLimit {
+        HopLimit {
+            shared: self.shared.clone(),
+            handle: self.handle,
+            serial: self.serial,
         }
     }
 
@@ -122,12 +138,14 @@ impl AsyncWrite for TcpStream {
         match socket.send_slice(data) {
             Ok(0) if socket.may_send() => {
                 socket.register_send_waker(cx.waker());
+                stack.wrote(self.handle, 0, true);
                 Poll::Pending
             }
             Ok(0) | Err(SendError::InvalidState) => {
                 Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)))
             }
             Ok(written) => {
+                stack.wrote(self.handle, written, written < data.len());
                 drop(stack);
                 self.shared.wake_driver();
                 Poll::Ready(Ok(written))
@@ -152,6 +170,7 @@ impl AsyncWrite for TcpStream {
         let Some(socket) = stack.socket(self.handle) else {
             return Poll::Ready(Err(reset()));
         };
+        let offered: usize = slices.iter().map(|slice| slice.len()).sum();
         let mut written = 0;
         for slice in slices {
             match socket.send_slice(slice) {
@@ -172,8 +191,10 @@ impl AsyncWrite for TcpStream {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
             }
             socket.register_send_waker(cx.waker());
+            stack.wrote(self.handle, 0, true);
             return Poll::Pending;
         }
+        stack.wrote(self.handle, written, written < offered);
         drop(stack);
         self.shared.wake_driver();
         Poll::Ready(Ok(written))
@@ -204,5 +225,40 @@ impl Drop for TcpStream {
         let now = now();
         self.shared.lock().detach(self.handle, now);
         self.shared.wake_driver();
+    }
+}
+
+/// Lowers and lifts the IP hop limit (TTL) of one connection's packets: what the HTTP layer
+/// asks for around a token reply (`--hop-limit`). Cheap to clone; once its connection is gone
+/// (and its socket handle possibly reused by another) every call does nothing.
+#[derive(Clone)]
+pub struct HopLimit {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+    serial: u64,
+}
+
+impl std::fmt::Debug for HopLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HopLimit")
+            .field("serial", &self.serial)
+            .finish()
+    }
+}
+
+impl HopLimit {
+    /// Every packet from now on, retransmissions of bytes written earlier included, leaves
+    /// with hop limit `hops`.
+    pub fn limit(&self, hops: u8) {
+        self.shared
+            .lock()
+            .limit_reply_hops(self.handle, self.serial, hops);
+    }
+
+    /// Back to the normal hop limit once everything written so far has been acknowledged.
+    pub fn release(&self) {
+        self.shared
+            .lock()
+            .release_reply_hops(self.handle, self.serial);
     }
 }

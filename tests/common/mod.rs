@@ -44,6 +44,12 @@ pub const METADATA: SocketAddr = SocketAddr::new(
     80,
 );
 
+/// The IPv6 metadata address (`--ipv6`), as clients dial it: `[fd00:ec2::254]:80`.
+pub const METADATA_V6: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    80,
+);
+
 /// The uid/gid `nobody`, used to prove what happens without privileges.
 pub const NOBODY: u32 = 65534;
 
@@ -225,6 +231,19 @@ impl Namespace {
                     .is_some_and(|dst| dst.starts_with("169.254.169.254"))
             })
             .cloned()
+            .collect()
+    }
+
+    /// Every IPv6 address and route (any table) that names `fd00:ec2::253` or `fd00:ec2::254`,
+    /// the pair `--ipv6` claims, one line each as `ip` prints them.
+    pub fn ipv6_claims(&self) -> Vec<String> {
+        let addresses = self.ip(&["-6", "addr", "show"]);
+        let routes = self.ip(&["-6", "route", "show", "table", "all"]);
+        addresses
+            .lines()
+            .chain(routes.lines())
+            .filter(|line| line.contains("fd00:ec2::25"))
+            .map(|line| line.trim().to_owned())
             .collect()
     }
 

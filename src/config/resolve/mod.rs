@@ -54,6 +54,7 @@ pub fn resolve(
         tun: service.tun,
         listen: service.listen,
         max_connections: service.max_connections,
+        hop_limit: service.hop_limit,
         shutdown_grace: service.shutdown_grace,
         backend,
         listeners: ListenerProtection {

@@ -14,6 +14,7 @@ pub(super) struct Service {
     pub(super) tun: Option<TunSettings>,
     pub(super) listen: Vec<SocketAddr>,
     pub(super) max_connections: usize,
+    pub(super) hop_limit: u8,
     pub(super) shutdown_grace: Duration,
     pub(super) imdsv2: TokenPolicy,
     pub(super) credentials_lifetime: Duration,
@@ -54,6 +55,14 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
         "connections",
         defaults::MAX_CONNECTIONS,
     )?;
+    // EC2 accepts 1-64 for HttpPutResponseHopLimit.
+    let hop_limit = number(
+        pick(flags.hop_limit, file.hop_limit),
+        "hop_limit",
+        1..=64,
+        "hops",
+        u64::from(crate::http::Limits::DEFAULT_PUT_REPLY_HOP_LIMIT),
+    )?;
     let shutdown_grace = number(
         pick(flags.shutdown_grace, file.shutdown_grace),
         "shutdown_grace",
@@ -76,13 +85,34 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
     };
 
     let tun_disabled = no_tun.is_some_and(|(disabled, _)| disabled);
+    let ipv6 = match pick(flags.ipv6, file.ipv6) {
+        Some((true, origin)) if tun_disabled => {
+            return Err(ConfigError(format!(
+                "{}: fd00:ec2::254 is served through the TUN, and --no-tun has none; drop one \
+                 of them",
+                label(origin, "ipv6")
+            )));
+        }
+        Some((true, origin)) if mtu < u64::from(crate::platform::IPV6_MIN_MTU) => {
+            return Err(ConfigError(format!(
+                "{}: IPv6 needs an MTU of at least {} (the kernel turns IPv6 off on smaller \
+                 links); raise --mtu",
+                label(origin, "ipv6"),
+                crate::platform::IPV6_MIN_MTU
+            )));
+        }
+        Some((enabled, _)) => enabled,
+        None => false,
+    };
     Ok(Service {
         tun: (!tun_disabled).then(|| TunSettings {
             name: tun_name,
             mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+            ipv6,
         }),
         listen,
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        hop_limit: u8::try_from(hop_limit).unwrap_or(u8::MAX),
         shutdown_grace: Duration::from_secs(shutdown_grace),
         imdsv2,
         credentials_lifetime: Duration::from_secs(credentials_lifetime),

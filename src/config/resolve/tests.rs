@@ -47,6 +47,10 @@ fn defaults_are_realistic_and_consistent() {
         TokenPolicy::Optional
     );
     assert_eq!(settings.max_connections, 1024);
+    assert_eq!(
+        settings.hop_limit, 2,
+        "a container on a bridge gets its token"
+    );
     assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
     let tun = settings.tun.unwrap();
     assert_eq!(tun.name, "imds%d");
@@ -213,6 +217,20 @@ fn each_invalid_field_is_named() {
                 ..Layer::default()
             },
             "config: mtu",
+        ),
+        (
+            Layer {
+                hop_limit: Some(0),
+                ..Layer::default()
+            },
+            "config: hop_limit 0",
+        ),
+        (
+            Layer {
+                hop_limit: Some(65),
+                ..Layer::default()
+            },
+            "config: hop_limit 65",
         ),
         (
             Layer {
@@ -605,4 +623,40 @@ fn inline_user_data_is_served_as_bytes() {
         instance.user_data.as_deref(),
         Some(&b"#!/bin/sh\necho hi\n"[..])
     );
+}
+
+#[test]
+fn ipv6_is_off_by_default_and_needs_the_tun_and_an_ipv6_sized_mtu() {
+    let settings = resolved(Layer::default(), Layer::default()).expect("defaults");
+    assert!(!settings.tun.expect("a TUN").ipv6);
+    let flags = Layer {
+        ipv6: Some(true),
+        ..Layer::default()
+    };
+    assert!(
+        resolved(Layer::default(), flags)
+            .expect("valid")
+            .tun
+            .expect("a TUN")
+            .ipv6
+    );
+
+    let without_tun = Layer {
+        ipv6: Some(true),
+        no_tun: Some(true),
+        listen: vec!["127.0.0.1:8080".parse().expect("address")],
+        ..Layer::default()
+    };
+    let message = error_of(Layer::default(), without_tun);
+    assert!(message.starts_with("--ipv6: "), "{message}");
+    assert!(message.contains("--no-tun"), "{message}");
+
+    let file = Layer {
+        ipv6: Some(true),
+        mtu: Some(1279),
+        ..Layer::default()
+    };
+    let message = error_of(file, Layer::default());
+    assert!(message.starts_with("config: ipv6: "), "{message}");
+    assert!(message.contains("1280"), "{message}");
 }
