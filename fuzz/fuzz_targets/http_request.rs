@@ -34,7 +34,9 @@ static BACKEND: LazyLock<Backend> = LazyLock::new(|| {
     let gce = local.gce.clone().expect("GCE is on");
     Backend::Local {
         ec2: Arc::new(Imds::new(&local.instance, local.token_policy, credentials)),
-        gce: Some(Arc::new(imds_tun::gce::Gce::new(gce, 0).expect("committed key"))),
+        gce: Some(Arc::new(
+            imds_tun::gce::Gce::new(gce, 0).expect("committed key"),
+        )),
         azure: Some(Arc::new(imds_tun::azure::Azure::new(
             local.azure.instance.clone(),
             local.azure.tokens.clone(),

@@ -420,20 +420,18 @@ async fn attribute(
     }
     let identity = caller.get().await;
     let attribution = &caller.attribution;
-    match read {
-        Some(CredentialsRead(what)) => {
-            let caller = identity.to_string();
-            if attribution.audit.admit(&caller, std::time::Instant::now()) {
-                tracing::info!("{caller} read {what}");
-            }
+    tracing::debug!(
+        caller = %identity,
+        %method,
+        path = %crate::log_limit::bounded(path.as_bytes()),
+        status = response.status().as_u16(),
+        "request"
+    );
+    if let Some(CredentialsRead(what)) = read {
+        let caller = identity.to_string();
+        if attribution.audit.admit(&caller, std::time::Instant::now()) {
+            tracing::info!("{caller} read {what}");
         }
-        None => tracing::debug!(
-            caller = %identity,
-            %method,
-            path = %crate::log_limit::bounded(path.as_bytes()),
-            status = response.status().as_u16(),
-            "request"
-        ),
     }
 }
 
