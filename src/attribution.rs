@@ -50,6 +50,13 @@ impl fmt::Display for CallerIdentity {
                 Some(address) => parts.push(address.to_string()),
                 None => parts.push("an unknown caller".into()),
             }
+            // A forwarded caller found in a local network namespace: its container.
+            if let Some(cgroup) = &self.cgroup {
+                parts.push(format!(
+                    "(cgroup {})",
+                    crate::log_limit::bounded(cgroup.as_bytes())
+                ));
+            }
         }
         f.write_str(&parts.join(" "))
     }
@@ -95,7 +102,7 @@ impl Attribution {
         };
         let local = client.ip().is_loopback() || self.local_sources.contains(&client.ip());
         if !local {
-            return identity;
+            return forwarded_details(identity, client.ip());
         }
         self.local_details(identity, client, server)
     }
@@ -223,11 +230,105 @@ impl AuditLimit {
     }
 }
 
-/// The cgroup v2 path from `/proc/PID/cgroup` (`0::/system.slice/docker-….scope`).
+/// A process's cgroup path from `/proc/PID/cgroup`: the unified (v2) one
+/// (`0::/system.slice/docker-….scope`), or on a hybrid host whose v2 path is the root, the
+/// first v1 hierarchy that places it somewhere else (`4:memory:/docker/…`).
 pub fn unified_cgroup(text: &str) -> Option<String> {
+    let unified = text.lines().find_map(|line| line.strip_prefix("0::"));
+    if let Some(path) = unified.filter(|path| *path != "/") {
+        return Some(path.to_owned());
+    }
     text.lines()
-        .find_map(|line| line.strip_prefix("0::"))
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .find(|path| *path != "/")
+        .or(unified)
         .map(str::to_owned)
+}
+
+/// A forwarded caller whose address belongs to a network namespace on this host (a container,
+/// a namespace-based guest): the cgroup of a process living there, found in bounded time. Each
+/// process's `/proc/PID/net/` shows its own namespace and is readable by every user, so this
+/// works after the privilege drop too. An address this namespace owns itself is not searched
+/// for (every host process would match).
+#[cfg(target_os = "linux")]
+fn forwarded_details(mut identity: CallerIdentity, address: IpAddr) -> CallerIdentity {
+    let deadline = Instant::now() + SCAN_BUDGET;
+    let is_local_in = |pid: &str| {
+        let table = match address {
+            IpAddr::V4(_) => read_small_net(pid, "fib_trie"),
+            IpAddr::V6(_) => read_small_net(pid, "if_inet6"),
+        };
+        table.is_some_and(|table| owns_address(&table, address))
+    };
+    if is_local_in("self") {
+        return identity;
+    }
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return identity;
+    };
+    for process in processes.flatten() {
+        if Instant::now() > deadline {
+            break;
+        }
+        let name = process.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if is_local_in(pid) {
+            identity.cgroup =
+                read_small(&format!("/proc/{pid}/cgroup")).and_then(|text| unified_cgroup(&text));
+            break;
+        }
+    }
+    identity
+}
+
+#[cfg(not(target_os = "linux"))]
+fn forwarded_details(identity: CallerIdentity, _address: IpAddr) -> CallerIdentity {
+    identity
+}
+
+/// `/proc/PID/net/NAME` (at most 256 KiB: a namespace's local routes or IPv6 addresses).
+#[cfg(target_os = "linux")]
+fn read_small_net(pid: &str, name: &str) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(format!("/proc/{pid}/net/{name}"))
+        .ok()?
+        .take(256 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+/// Whether a namespace's table names `address` as its own (Linux's `/proc` formats; compiled
+/// everywhere so the unit tests run on every system): in `fib_trie` a `|-- A` line followed
+/// by `/32 host LOCAL`; in `if_inet6` the address as 32 hex digits.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn owns_address(table: &str, address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => {
+            let wanted = format!("|-- {v4}");
+            let mut lines = table.lines();
+            while let Some(line) = lines.next() {
+                if line.trim() == wanted
+                    && lines
+                        .next()
+                        .is_some_and(|next| next.contains("/32 host LOCAL"))
+                {
+                    return true;
+                }
+            }
+            false
+        }
+        IpAddr::V6(v6) => {
+            let hex: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
+            table.lines().any(|line| line.starts_with(&hex))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -275,12 +376,39 @@ mod tests {
     }
 
     #[test]
+    fn a_namespaces_own_addresses_are_read_from_its_tables() {
+        let fib = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 172.17.0.2\n        /32 host LOCAL\n     |-- 172.17.0.0\n        /16 link UNICAST\n";
+        assert!(owns_address(fib, "172.17.0.2".parse().expect("ip")));
+        assert!(!owns_address(fib, "172.17.0.0".parse().expect("ip")));
+        assert!(!owns_address(fib, "172.17.0.3".parse().expect("ip")));
+        let inet6 = "fd000ec200000000000000000000000a 05 80 00 80 lo\n";
+        assert!(owns_address(inet6, "fd00:ec2::a".parse().expect("ip")));
+        assert!(!owns_address(inet6, "fd00:ec2::b".parse().expect("ip")));
+    }
+
+    #[test]
+    fn a_forwarded_caller_reads_as_its_address_and_container() {
+        let container = CallerIdentity {
+            address: Some("172.17.0.2".parse().expect("ip")),
+            cgroup: Some("/docker/abc".into()),
+            ..CallerIdentity::default()
+        };
+        assert_eq!(container.to_string(), "172.17.0.2 (cgroup /docker/abc)");
+    }
+
+    #[test]
     fn the_unified_cgroup_line_is_found() {
         assert_eq!(
             unified_cgroup("0::/system.slice/docker-abc.scope\n").as_deref(),
             Some("/system.slice/docker-abc.scope")
         );
-        assert_eq!(unified_cgroup("1:name=systemd:/x\n"), None);
+        assert_eq!(unified_cgroup("1:name=systemd:/x\n").as_deref(), Some("/x"));
+        assert_eq!(
+            unified_cgroup("4:memory:/docker/abc\n0::/\n").as_deref(),
+            Some("/docker/abc"),
+            "a hybrid host's v1 path when v2 is the root"
+        );
+        assert_eq!(unified_cgroup("0::/\n1:cpu:/\n").as_deref(), Some("/"));
     }
 
     #[cfg(target_os = "linux")]

@@ -56,8 +56,37 @@ fn a_local_readers_process_and_uid_are_named_and_each_caller_keeps_its_line() {
     );
 }
 
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
+/// hybrid host), from this process's mount table.
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next() == Some("cgroup2"))
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    })
+}
+
+/// A cgroup made for one test, removed on drop.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 #[test]
-fn a_forwarded_reader_is_named_by_its_address() {
+fn a_forwarded_reader_is_named_by_its_address_and_its_containers_cgroup_picks_its_role() {
+    let test =
+        "a_forwarded_reader_is_named_by_its_address_and_its_containers_cgroup_picks_its_role";
+    let Some(mount) = cgroup2_mount() else {
+        common::skip_or_fail(test, "no cgroup2 hierarchy is mounted");
+        return;
+    };
+    let name = format!("imds-tun-test-{}", std::process::id());
+    let cgroup = TestCgroup(mount.join(&name));
+    std::fs::create_dir_all(&cgroup.0).expect("a test cgroup");
     let host = namespace!();
     let guest = namespace!();
     host.link_guest(&guest, "10.88.0.1", "10.88.0.2");
@@ -65,18 +94,41 @@ fn a_forwarded_reader_is_named_by_its_address() {
     guest.ip(&["route", "add", "default", "via", "10.88.0.1"]);
     let forwarding = host.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     assert!(forwarding.status.success(), "{forwarding:?}");
-    let child = common::start(&host, &["--mock-credentials"]);
-    let output = guest.exec(&[
-        "curl",
-        "-sf",
-        "-o",
-        "/dev/null",
-        "http://169.254.169.254/latest/meta-data/iam/security-credentials/imds-tun",
-    ]);
-    assert!(output.status.success(), "{output:?}");
+    let rule = format!("cgroup:/{name}=arn:aws:iam::123456789012:role/container");
+    let child = common::start(&host, &["--mock-credentials", "--caller-role", &rule]);
+    // The guest's curl runs in the test cgroup, as a container's processes run in theirs.
+
+    let procs = cgroup.0.join("cgroup.procs");
+    let script = format!(
+        "echo $$ > {} && exec curl -sf http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        procs.display()
+    );
+    // nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup hierarchy.
+    let in_guest = |script: &str| {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", guest.path().display()))
+            .args(["sh", "-c", script])
+            .output()
+            .expect("nsenter runs")
+    };
+    let listed = in_guest(&script);
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "container",
+        "the container's cgroup picked its role"
+    );
+    let script = format!(
+        "echo $$ > {} && exec curl -sf -o /dev/null http://169.254.169.254/latest/meta-data/iam/security-credentials/container",
+        procs.display()
+    );
+    let read = in_guest(&script);
+    assert!(read.status.success(), "{read:?}");
     let line = child.wait_for_line(LOG_WAIT, |line| line.contains("read role credentials"));
     assert!(
-        line.contains("10.88.0.2 read role credentials imds-tun"),
+        line.contains(&format!(
+            "10.88.0.2 (cgroup /{name}) read role credentials container"
+        )),
         "{line}"
     );
 }
