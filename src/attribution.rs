@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// The most time one lookup spends scanning `/proc` for the socket's process.
 pub const SCAN_BUDGET: Duration = Duration::from_millis(50);
 
+/// Caller lookups that may run at once.
+pub const MAX_LOOKUPS: usize = 4;
+
 /// What is known about a caller.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CallerIdentity {
@@ -66,6 +69,9 @@ impl fmt::Display for CallerIdentity {
 pub struct Attribution {
     /// One audit line per caller per interval.
     pub audit: AuditLimit,
+    /// Lookups running at once (each up to [`SCAN_BUDGET`] of blocking work): a flood of new
+    /// connections queues here instead of filling the blocking thread pool.
+    pub lookups: tokio::sync::Semaphore,
     #[cfg(target_os = "linux")]
     owners: Option<std::sync::Mutex<crate::platform::netlink::SocketOwners>>,
     /// Source addresses that mean "a process on this host".
@@ -86,6 +92,7 @@ impl Attribution {
     pub fn open(local_sources: Vec<IpAddr>) -> Attribution {
         Attribution {
             audit: AuditLimit::default(),
+            lookups: tokio::sync::Semaphore::new(MAX_LOOKUPS),
             #[cfg(target_os = "linux")]
             owners: crate::platform::netlink::SocketOwners::open()
                 .ok()

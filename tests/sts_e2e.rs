@@ -110,23 +110,29 @@ impl Moto {
         Some(moto)
     }
 
-    /// The STS `Action`s moto received, in order.
-    fn actions(&self) -> Vec<String> {
+    /// The form bodies of the requests moto received, in order, decoded.
+    fn bodies(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
         text.lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter_map(|entry| {
                 let body = entry["body"].as_str()?.to_owned();
-                let body = if entry["body_encoded"].as_bool() == Some(true) {
-                    String::from_utf8(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(body)
-                            .ok()?,
-                    )
-                    .ok()?
-                } else {
-                    body
-                };
+                if entry["body_encoded"].as_bool() != Some(true) {
+                    return Some(body);
+                }
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .ok()?;
+                String::from_utf8(bytes).ok()
+            })
+            .collect()
+    }
+
+    /// The STS `Action`s moto received, in order.
+    fn actions(&self) -> Vec<String> {
+        self.bodies()
+            .iter()
+            .filter_map(|body| {
                 body.split('&')
                     .find_map(|pair| pair.strip_prefix("Action="))
                     .map(str::to_owned)
@@ -645,24 +651,10 @@ fn role_arn_without_any_source_credentials_exits_2() {
 
 /// RoleArns of the AssumeRole calls moto saw.
 fn assumed_roles(moto: &Moto) -> Vec<String> {
-    let text = std::fs::read_to_string(&moto.recording).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|entry| {
-            let body = entry["body"].as_str()?.to_owned();
-            let body = if entry["body_encoded"].as_bool() == Some(true) {
-                String::from_utf8(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(body)
-                        .ok()?,
-                )
-                .ok()?
-            } else {
-                body
-            };
-            if !body.contains("Action=AssumeRole") {
-                return None;
-            }
+    moto.bodies()
+        .iter()
+        .filter(|body| body.contains("Action=AssumeRole"))
+        .filter_map(|body| {
             body.split('&')
                 .find_map(|pair| pair.strip_prefix("RoleArn="))
                 .map(|arn| arn.replace("%3A", ":").replace("%2F", "/"))

@@ -220,17 +220,22 @@ pub fn external_id(value: &str) -> Result<String, String> {
 /// A GCE project id: 6-30 lower-case letters, digits and `-`, starting with a letter, not
 /// ending with `-`.
 pub fn gcp_project(value: &str) -> Result<String, String> {
-    let ok = (6..=30).contains(&value.len())
-        && value.starts_with(|c: char| c.is_ascii_lowercase())
-        && !value.ends_with('-')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if gce_name(value, 6..=30) {
         Ok(value.to_owned())
     } else {
         Err("expected a GCP project id: 6-30 lower-case letters, digits and '-', starting with a letter".into())
     }
+}
+
+/// Google's resource-name rule (RFC 1035 labels): lower-case letters, digits and `-`, starting
+/// with a letter, not ending with `-`, a length in `lengths`.
+fn gce_name(value: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
+    lengths.contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.ends_with('-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// A GCE zone such as `us-central1-a` or `europe-west4-b`.
@@ -255,13 +260,7 @@ pub fn gcp_zone(value: &str) -> Result<String, String> {
 /// A GCE instance name: 1-63 lower-case letters, digits and `-`, starting with a letter, not
 /// ending with `-`.
 pub fn gcp_instance_name(value: &str) -> Result<String, String> {
-    let ok = (1..=63).contains(&value.len())
-        && value.starts_with(|c: char| c.is_ascii_lowercase())
-        && !value.ends_with('-')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if gce_name(value, 1..=63) {
         Ok(value.to_owned())
     } else {
         Err("expected 1-63 lower-case letters, digits and '-', starting with a letter".into())

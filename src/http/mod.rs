@@ -397,6 +397,8 @@ impl ConnectionCaller {
             .get_or_init(|| async {
                 let attribution = self.attribution.clone();
                 let (peer, local) = (self.peer, self.local);
+                // Bounded: waits for one of the few lookup slots rather than adding a thread.
+                let _slot = self.attribution.lookups.acquire().await;
                 // Netlink and a bounded /proc scan: blocking work, off the async threads.
                 tokio::task::spawn_blocking(move || attribution.identify(peer, local))
                     .await
