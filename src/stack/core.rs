@@ -225,14 +225,16 @@ impl Stack {
     /// Runs timers and emits everything due, then returns the connections ready for a stream
     /// (established, and the client's first byte or FIN arrived) and reaps finished ones.
     pub fn poll(&mut self, now: Instant) -> Vec<Established> {
-        // Reap before polling so resets for lingering connections leave in this poll, and after
-        // so connections that finished in it are freed at once.
-        self.reap(now);
+        // Reset lingering connections before polling, so their RSTs leave in this poll; reap
+        // only after it: a connection that reached TIME-WAIT on the packets just received still
+        // owes the client the ACK of its FIN, and only the poll sends it (reaped first, the
+        // client retransmits its FIN for every request and is answered with a RST).
+        self.abort_lingering(now);
         self.interface
             .poll(now, &mut self.device, &mut self.sockets);
         self.lift_acknowledged_hop_limits();
         let established = self.take_established(now);
-        self.reap(now);
+        self.reap_finished();
         established
     }
 
@@ -687,31 +689,39 @@ impl Stack {
         established
     }
 
-    fn reap(&mut self, now: Instant) {
+    /// Resets detached connections whose peer has not finished closing within the linger time;
+    /// they are reaped once the RST has left.
+    fn abort_lingering(&mut self, now: Instant) {
         let linger = self.config.linger;
-        let mut finished = Vec::new();
         for &handle in &self.detached {
-            let socket = self.sockets.get_mut::<tcp::Socket>(handle);
-            let done = match socket.state() {
-                tcp::State::TimeWait => true,
-                // Closed with no remote: any RST owed has been sent.
-                tcp::State::Closed => socket.remote_endpoint().is_none(),
-                _ => false,
-            };
-            if done {
-                finished.push(handle);
-                continue;
-            }
             if let Some(Connection {
                 phase: Phase::Detached { since },
                 ..
             }) = self.connections.get(&handle)
                 && now >= *since + linger
             {
-                // The peer never finished closing: reset, reap on a later poll after the RST left.
-                socket.abort();
+                self.sockets.get_mut::<tcp::Socket>(handle).abort();
             }
         }
+    }
+
+    /// Frees detached connections that TCP is done with: in TIME-WAIT (the ACK of the peer's
+    /// FIN has been sent by the poll before) or closed with any RST owed already sent.
+    fn reap_finished(&mut self) {
+        let sockets = &self.sockets;
+        let finished: Vec<SocketHandle> = self
+            .detached
+            .iter()
+            .copied()
+            .filter(|&handle| {
+                let socket = sockets.get::<tcp::Socket>(handle);
+                match socket.state() {
+                    tcp::State::TimeWait => true,
+                    tcp::State::Closed => socket.remote_endpoint().is_none(),
+                    _ => false,
+                }
+            })
+            .collect();
         for handle in finished {
             self.remove(handle);
         }
@@ -1082,6 +1092,12 @@ mod tests {
         client.socket(handle).close();
         shuttle(&mut stack, &mut client, Instant::ZERO);
         assert_eq!(stack.connection_count(), 0);
+        assert_eq!(
+            client.socket(handle).state(),
+            tcp::State::Closed,
+            "the client's FIN was acknowledged before its socket was reaped, so it need not \
+             retransmit the FIN"
+        );
     }
 
     #[test]
