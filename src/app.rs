@@ -323,6 +323,7 @@ async fn run(
             name: tun.name.clone(),
             mtu: tun.mtu,
             ipv6: tun.ipv6,
+            queue_packets: platform::transmit_queue_packets(settings.max_connections),
         })?),
         None => None,
     };

@@ -143,6 +143,10 @@ fn running_instance_owns_a_point_to_point_tun_and_a_kernel_host_route() {
         link["linkinfo"]["info_data"]["pi"], false,
         "no packet info: {link}"
     );
+    assert_eq!(
+        link["txqlen"], 4096,
+        "the queue holds four packets for each of the default 1024 connections: {link}"
+    );
 
     let addresses = namespace.ip_json(&["addr", "show", "dev", &tun]);
     let ipv4: Vec<&Value> = addresses[0]["addr_info"]
@@ -175,6 +179,20 @@ fn running_instance_owns_a_point_to_point_tun_and_a_kernel_host_route() {
 
     let response = namespace.run_in(|| http::get(common::METADATA, "/latest/"));
     assert_eq!(response.status, 200, "{response:?}");
+}
+
+#[test]
+fn the_tun_queue_grows_with_the_connection_limit_within_its_bounds() {
+    for (max_connections, queue) in [("10", 500), ("2000", 8000), ("65536", 16384)] {
+        let namespace = namespace!();
+        let child = common::start(&namespace, &["--max-connections", max_connections]);
+        let tun = child.tun_name();
+        let links = namespace.ip_json(&["link", "show", "dev", &tun]);
+        assert_eq!(
+            links[0]["txqlen"], queue,
+            "--max-connections {max_connections}: {links}"
+        );
+    }
 }
 
 #[test]

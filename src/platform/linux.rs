@@ -110,6 +110,7 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
         source: tun_io(error),
     })?;
     verify_route(&name, IpAddr::V4(METADATA_ADDRESS))?;
+    size_transmit_queue(&name, request.queue_packets)?;
     if request.ipv6 {
         claim_ipv6(&name)?;
         verify_route(&name, IpAddr::V6(METADATA_ADDRESS_V6))?;
@@ -131,6 +132,18 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
         fd,
         name,
         _claim: claim,
+    })
+}
+
+/// The kernel's default of 500 packets is less than a few hundred clients have in flight at once.
+fn size_transmit_queue(device: &str, packets: u32) -> Result<(), PlatformError> {
+    let index = nix::net::if_::if_nametoindex(device).map_err(|errno| PlatformError::Io {
+        context: "finding the TUN device's index",
+        source: errno.into(),
+    })?;
+    netlink::set_transmit_queue_length(index, packets).map_err(|source| PlatformError::Io {
+        context: "sizing the TUN device's queue",
+        source,
     })
 }
 

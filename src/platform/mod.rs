@@ -152,6 +152,23 @@ pub struct TunRequest {
     pub mtu: u16,
     /// Also claim [`METADATA_ADDRESS_V6`] (`--ipv6`).
     pub ipv6: bool,
+    /// How many packets on their way to imds-tun the kernel may queue on the device before it
+    /// drops them (Linux's `txqueuelen`); see [`transmit_queue_packets`].
+    pub queue_packets: u32,
+}
+
+/// The TUN's queue for `max_connections` clients: four packets each (a SYN or the ACK that
+/// completes it, a request, a FIN, a retransmission), at least the kernel's default of 500 and
+/// at most 16384.
+///
+/// Every client's packets wait in this one queue while the stack is busy, where a kernel socket
+/// would have its own receive buffer; a queue smaller than what the admitted clients have in
+/// flight drops packets, and each drop costs its client a retransmission timeout (200 ms or
+/// more; a SYN 1 s). Queued packets are charged to their senders' socket buffers, so the upper
+/// bound only caps what a flood can hold in the kernel.
+pub fn transmit_queue_packets(max_connections: usize) -> u32 {
+    let wanted = max_connections.saturating_mul(4).clamp(500, 16384);
+    u32::try_from(wanted).unwrap_or(16384)
 }
 
 /// A TUN device carrying the metadata address, ready for non-blocking packet I/O.

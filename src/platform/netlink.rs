@@ -7,6 +7,8 @@
 //!   The answer carries the socket's uid and inode.
 //! - Give the TUN its IPv6 point-to-point pair (`RTM_NEWADDR`, what `ip -6 addr add LOCAL peer
 //!   PEER/128 dev DEV nodad` does): the ioctls the `tun` crate uses for IPv4 have no IPv6 peer.
+//! - Size the TUN's transmit queue (`RTM_NEWLINK` with `IFLA_TXQLEN`, what `ip link set DEV
+//!   txqueuelen N` does): the `tun` crate has no setting for it.
 //!
 //! Messages are built and parsed here by hand: three fixed request layouts and two reply fields
 //! do not justify a netlink crate. Every reply is parsed with bounds checks; a short or odd
@@ -31,6 +33,11 @@ const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+
+const RTM_NEWLINK: u16 = 16;
+/// `ifinfomsg`: family, padding, device type, index, flags, change mask.
+const IFINFOMSG_LEN: usize = 16;
+const IFLA_TXQLEN: u16 = 13;
 
 const RTM_NEWADDR: u16 = 20;
 const IFADDRMSG_LEN: usize = 8;
@@ -259,6 +266,20 @@ fn peer_address_request(index: u32, local: Ipv6Addr, peer: Ipv6Addr) -> Vec<u8> 
     attribute(&mut payload, IFA_ADDRESS, &peer.octets());
     let flags = IFA_F_NODAD | IFA_F_NOPREFIXROUTE;
     attribute(&mut payload, IFA_FLAGS, &flags.to_ne_bytes());
+    payload
+}
+
+/// Sets how many packets the kernel may queue for interface `index` before it drops them (for a
+/// TUN: packets on their way to the process reading it).
+pub fn set_transmit_queue_length(index: u32, packets: u32) -> io::Result<()> {
+    let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
+    netlink.change(RTM_NEWLINK, 0, &transmit_queue_request(index, packets))
+}
+
+fn transmit_queue_request(index: u32, packets: u32) -> Vec<u8> {
+    let mut payload = vec![0u8; IFINFOMSG_LEN];
+    payload[4..8].copy_from_slice(&index.to_ne_bytes());
+    attribute(&mut payload, IFLA_TXQLEN, &packets.to_ne_bytes());
     payload
 }
 
