@@ -1,29 +1,39 @@
 //! The sans-IO TCP endpoint for `169.254.169.254:80` (and, with `--ipv6`, `[fd00:ec2::254]:80`):
 //! packets in, packets and connections out.
 //!
-//! It owns the smoltcp [`Interface`], the [`SocketSet`] and the bookkeeping smoltcp leaves to its
-//! user. It reads no clock and touches no descriptor: the caller passes `now` and moves packets,
-//! so tests drive it entirely in memory.
+//! It owns the smoltcp [`Interface`], one smoltcp socket per connection and the bookkeeping
+//! smoltcp leaves to its user. It reads no clock and touches no descriptor: the caller passes
+//! `now` and moves packets, so tests drive it entirely in memory.
 //!
 //! Read before changing:
 //! - smoltcp has no listen backlog: one socket serves one connection. A socket is created when a
 //!   SYN for a new 4-tuple arrives, *before* smoltcp sees the packet, and packets are fed one at a
 //!   time so a burst of SYNs cannot outrun socket creation.
-//! - smoltcp dispatches a packet to the first socket that accepts it, so a retransmitted SYN must
-//!   not create a second socket: connections are keyed by the client's endpoint.
-//! - A socket handle is an index that smoltcp reuses. A handle held by a live
-//!   [`super::TcpStream`] is never removed; only detached (dropped) or never-accepted sockets are.
+//! - Each connection's socket sits alone in a `SocketSet` of its own, and a packet is handed to
+//!   smoltcp together with the set of the connection it belongs to (looked up by the client's
+//!   endpoint), or with an empty set when none does (smoltcp then answers with a RST, or an echo
+//!   reply). smoltcp walks the whole set it is given for every packet and every poll; with one
+//!   shared set that walk was most of the work per packet once hundreds of clients were
+//!   connected (docs/performance.md). [`Stack::poll`] visits only the connections the
+//!   `schedule` names: touched since the last poll, or with a timer due.
+//! - Because packets go to the connection keyed by the client's endpoint, a retransmitted SYN
+//!   reaches the socket already answering it instead of creating a second one.
+//! - Connections are known by a [`ConnectionId`] that is never reused, so a stream or hop-limit
+//!   handle that outlives its connection finds nothing rather than another connection.
 //! - Connections are handed out by [`Stack::poll`] once ESTABLISHED *and* the client has sent
 //!   its first byte (or its FIN), so half-open handshakes and silent connections cost no HTTP
 //!   task; a connection silent for `first_data_timeout` is reset here.
+//! - A detached connection is reaped only after a poll: one that reached TIME-WAIT on the packet
+//!   just received still owes the client the ACK of its FIN, and only the poll sends it.
 //! - A connection's IP hop limit is lowered for a token reply and lifted again only once that
-//!   reply is acknowledged (`reply_hops.rs` says why); a stale handle must not change another
-//!   connection's limit, so those calls carry the connection's serial number.
+//!   reply is acknowledged (`reply_hops.rs` says why).
 
 use super::caller::{BySourceAddress, Caller, Identify};
 use super::device::PacketQueues;
 use super::reply_hops::ReplyHops;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+pub use super::schedule::ConnectionId;
+use super::schedule::{Schedule, Slot};
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -40,7 +50,6 @@ const EVICTION_MIN_IDLE: Duration = Duration::from_secs(1);
 const HANDSHAKE_GRACE: Duration = Duration::from_millis(50);
 
 /// What the endpoint is and how much it may hold.
-
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub address: Ipv4Addr,
@@ -87,10 +96,8 @@ impl StackConfig {
 /// A connection that completed its handshake and whose client has spoken: ready for a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Established {
-    pub handle: SocketHandle,
+    pub id: ConnectionId,
     pub peer: SocketAddr,
-    /// Tells this connection from a later one that reuses its socket handle.
-    pub serial: u64,
 }
 
 #[derive(Debug)]
@@ -101,10 +108,70 @@ struct Connection {
     last_activity: Instant,
     /// Who the connection is charged to; learnt the first time the limit is reached.
     caller: Option<Caller>,
-    /// Unique per connection for the life of the stack; see [`Established::serial`].
-    serial: u64,
     /// Whether its packets go with a lowered hop limit, and when that may end.
     hops: ReplyHops,
+    /// Waiting for its limited reply to be acknowledged before the hop limit is lifted.
+    releasing: bool,
+    /// The connection's one socket, alone in its set.
+    socket: SocketSet<'static>,
+    handle: SocketHandle,
+    slot: Slot,
+}
+
+impl Connection {
+    fn tcp(&mut self) -> &mut tcp::Socket<'static> {
+        self.socket.get_mut::<tcp::Socket>(self.handle)
+    }
+
+    fn tcp_ref(&self) -> &tcp::Socket<'static> {
+        self.socket.get::<tcp::Socket>(self.handle)
+    }
+
+    /// Whether it counts against the limit: handshaking or owned by a stream. Closing ones do
+    /// not; they are bounded by the linger time.
+    fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Handshake | Phase::Accepted)
+    }
+
+    /// Moves to `phase`, keeping the count of live connections true.
+    fn enter(&mut self, phase: Phase, live: &mut usize) {
+        let was_live = self.is_live();
+        self.phase = phase;
+        match (was_live, self.is_live()) {
+            (true, false) => *live -= 1,
+            (false, true) => *live += 1,
+            _ => {}
+        }
+    }
+
+    /// Lifts the hop limit once the limited bytes are acknowledged.
+    fn lift_acknowledged_hop_limit(&mut self) {
+        let acknowledged = {
+            let send_queue = self.tcp_ref().send_queue();
+            self.hops.acknowledged(send_queue)
+        };
+        if acknowledged {
+            self.tcp().set_hop_limit(None);
+        }
+        self.releasing = self.hops.releasing();
+    }
+
+    /// When this connection needs a poll of its own: the earlier of smoltcp's timer and ours.
+    fn next_deadline(
+        &self,
+        socket_poll_at: Option<Instant>,
+        config: &StackConfig,
+    ) -> Option<Instant> {
+        let own = match self.phase {
+            Phase::Detached { since } => Some(since + config.linger),
+            // Connected but silent; a handshake's own timer belongs to smoltcp.
+            Phase::Handshake if self.tcp_ref().state() == tcp::State::Established => {
+                Some(self.last_activity + config.first_data_timeout)
+            }
+            _ => None,
+        };
+        [socket_poll_at, own].into_iter().flatten().min()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +180,7 @@ enum Phase {
     Handshake,
     /// A stream owns it.
     Accepted,
-    /// Reset to make room at the limit; its stream still owns the handle until it drops.
+    /// Reset to make room at the limit; its stream still owns it until it drops.
     Evicted,
     /// The stream was dropped at `since`; reap once closed or after the linger time.
     Detached { since: Instant },
@@ -124,17 +191,20 @@ pub struct Stack {
     config: StackConfig,
     interface: Interface,
     device: PacketQueues,
-    sockets: SocketSet<'static>,
-    by_peer: HashMap<IpEndpoint, SocketHandle>,
-    connections: HashMap<SocketHandle, Connection>,
-    handshakes: Vec<SocketHandle>,
-    detached: Vec<SocketHandle>,
-    /// Connections whose hop limit is lifted once their limited reply is acknowledged.
-    releasing: Vec<SocketHandle>,
-    next_serial: u64,
+    /// What smoltcp is given for a packet no connection owns: it answers from an empty set.
+    no_socket: SocketSet<'static>,
+    by_peer: HashMap<IpEndpoint, ConnectionId>,
+    connections: HashMap<ConnectionId, Connection>,
+    schedule: Schedule,
+    /// Connections handshaking or owned by a stream: those counted against the limit.
+    live: usize,
+    next_id: u64,
     identify: Box<dyn Identify>,
     /// False once the application stopped accepting: new SYNs are reset.
     accepting: bool,
+    /// Connections visited by polls so far: what a test checks to see that idle ones are not.
+    #[cfg(test)]
+    visits: usize,
 }
 
 impl std::fmt::Debug for Stack {
@@ -178,15 +248,16 @@ impl Stack {
             config,
             interface,
             device,
-            sockets: SocketSet::new(Vec::new()),
+            no_socket: SocketSet::new(Vec::new()),
             by_peer: HashMap::new(),
             connections: HashMap::new(),
-            handshakes: Vec::new(),
-            detached: Vec::new(),
-            releasing: Vec::new(),
-            next_serial: 0,
+            schedule: Schedule::default(),
+            live: 0,
+            next_id: 0,
             identify,
             accepting: true,
+            #[cfg(test)]
+            visits: 0,
         }
     }
 
@@ -200,41 +271,51 @@ impl Stack {
     /// Only TCP and ICMP (ICMPv6) addressed to us reach smoltcp (which answers echo requests and
     /// resets connections to closed ports); anything else is dropped here without a reply.
     pub fn receive(&mut self, packet: Vec<u8>, now: Instant) {
-        let opened = match self.classify(&packet) {
+        let (peer, opened) = match self.classify(&packet) {
             Ingress::Drop => return,
-            Ingress::NewConnection(peer) => self.open_for(peer, now),
+            Ingress::NewConnection(peer) => (Some(peer), self.open_for(peer, now)),
             Ingress::Data(peer) => {
                 self.touch(peer, now);
-                None
+                (Some(peer), None)
             }
-            Ingress::Pass => None,
+            Ingress::Segment(peer) => (Some(peer), None),
+            Ingress::Icmp => (None, None),
         };
+        let owner = peer.and_then(|peer| self.by_peer.get(&peer).copied());
         self.device.receive.push_back(packet);
-        self.interface
-            .poll_ingress_single(now, &mut self.device, &mut self.sockets);
+        match owner.and_then(|id| Some((id, self.connections.get_mut(&id)?))) {
+            Some((id, connection)) => {
+                self.interface
+                    .poll_ingress_single(now, &mut self.device, &mut connection.socket);
+                self.schedule.mark_ready(id, &mut connection.slot);
+            }
+            None => {
+                self.interface
+                    .poll_ingress_single(now, &mut self.device, &mut self.no_socket);
+            }
+        }
         self.device.receive.clear();
         // smoltcp rejected the SYN (bad checksum, bad options): a socket left listening would
         // count against the limit forever and could swallow another client's SYN.
-        if let Some(handle) = opened
-            && self.sockets.get::<tcp::Socket>(handle).state() == tcp::State::Listen
+        if let Some(id) = opened
+            && self
+                .connections
+                .get(&id)
+                .is_some_and(|connection| connection.tcp_ref().state() == tcp::State::Listen)
         {
-            self.remove(handle);
+            self.remove(id);
         }
     }
 
-    /// Runs timers and emits everything due, then returns the connections ready for a stream
-    /// (established, and the client's first byte or FIN arrived) and reaps finished ones.
+    /// Runs the timers that are due and emits everything the connections touched since the
+    /// last poll have to send, then returns the connections ready for a stream (established,
+    /// and the client's first byte or FIN arrived) and reaps finished ones. Connections with
+    /// nothing to do are not visited.
     pub fn poll(&mut self, now: Instant) -> Vec<Established> {
-        // Reset lingering connections before polling, so their RSTs leave in this poll; reap
-        // only after it: a connection that reached TIME-WAIT on the packets just received still
-        // owes the client the ACK of its FIN, and only the poll sends it (reaped first, the
-        // client retransmits its FIN for every request and is answered with a RST).
-        self.abort_lingering(now);
-        self.interface
-            .poll(now, &mut self.device, &mut self.sockets);
-        self.lift_acknowledged_hop_limits();
-        let established = self.take_established(now);
-        self.reap_finished();
+        let mut established = Vec::new();
+        for id in self.schedule.start_round(now) {
+            self.visit(id, now, &mut established);
+        }
         established
     }
 
@@ -250,135 +331,161 @@ impl Stack {
 
     /// When the stack next needs [`Stack::poll`] even if no packet arrives; `None`: only on input.
     pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
-        let socket_delay = self.interface.poll_delay(now, &self.sockets);
-        // Detached connections must be reaped on time even when smoltcp itself has no timer.
-        let linger_deadlines =
-            self.detached
-                .iter()
-                .filter_map(|handle| match self.connections.get(handle)?.phase {
-                    Phase::Detached { since } => Some(since + self.config.linger),
-                    _ => None,
-                });
-        // So must silent connections waiting for their first byte; only connected ones: a
-        // handshake's own timer belongs to smoltcp, and counting its past deadline would spin
-        // the driver.
-        let first_data_deadlines = self
-            .handshakes
-            .iter()
-            .filter(|&&handle| {
-                self.sockets.get::<tcp::Socket>(handle).state() == tcp::State::Established
-            })
-            .filter_map(|handle| self.connections.get(handle))
-            .map(|connection| connection.last_activity + self.config.first_data_timeout);
-        let own_delay = linger_deadlines
-            .chain(first_data_deadlines)
-            .min()
-            .map(|deadline| {
-                if deadline > now {
-                    deadline - now
-                } else {
-                    Duration::ZERO
-                }
-            });
-        [socket_delay, own_delay].into_iter().flatten().min()
+        self.schedule
+            .next_wake(now)
+            .map(|at| if at > now { at - now } else { Duration::ZERO })
     }
 
-    /// The TCP socket behind a handle; `None` if it was reaped.
-    pub fn socket(&mut self, handle: SocketHandle) -> Option<&mut tcp::Socket<'static>> {
-        if self.connections.contains_key(&handle) {
-            Some(self.sockets.get_mut::<tcp::Socket>(handle))
-        } else {
-            None
-        }
+    /// The TCP socket of a connection, for its stream; `None` if it was reaped. The connection
+    /// is visited by the next poll, which sends whatever the stream queued or reopened.
+    pub fn socket(&mut self, id: ConnectionId) -> Option<&mut tcp::Socket<'static>> {
+        let connection = self.connections.get_mut(&id)?;
+        self.schedule.mark_ready(id, &mut connection.slot);
+        Some(connection.tcp())
     }
 
     /// From now on every packet of the connection, retransmissions of earlier bytes included,
     /// leaves with IP hop limit (TTL) `hops`. Ignored for a connection that is gone.
-    pub fn limit_reply_hops(&mut self, handle: SocketHandle, serial: u64, hops: u8) {
-        let Some(connection) = self.connection_mut(handle, serial) else {
+    pub fn limit_reply_hops(&mut self, id: ConnectionId, hops: u8) {
+        let Some(connection) = self.connections.get_mut(&id) else {
             return;
         };
         connection.hops.limit();
-        self.releasing.retain(|&h| h != handle);
+        connection.releasing = false;
         // smoltcp refuses 0; the configuration never gives it.
-        self.sockets
-            .get_mut::<tcp::Socket>(handle)
-            .set_hop_limit(Some(hops.max(1)));
+        connection.tcp().set_hop_limit(Some(hops.max(1)));
     }
 
     /// The replies from now on need no limit: back to the normal hop limit as soon as every
     /// byte written so far is acknowledged (see `reply_hops.rs`).
-    pub fn release_reply_hops(&mut self, handle: SocketHandle, serial: u64) {
-        let Some(connection) = self.connection_mut(handle, serial) else {
+    pub fn release_reply_hops(&mut self, id: ConnectionId) {
+        let Some(connection) = self.connections.get_mut(&id) else {
             return;
         };
         if connection.hops.release() {
-            if !self.releasing.contains(&handle) {
-                self.releasing.push(handle);
-            }
+            connection.releasing = true;
             // The common case: the client acknowledged the limited reply with its next request.
-            self.lift_acknowledged_hop_limits();
+            connection.lift_acknowledged_hop_limit();
         }
     }
 
     /// The stream queued `queued` bytes on the socket; `holds_more` when it was offered more
     /// than fitted (its writer still holds bytes).
-    pub fn wrote(&mut self, handle: SocketHandle, queued: usize, holds_more: bool) {
-        if let Some(connection) = self.connections.get_mut(&handle) {
+    pub fn wrote(&mut self, id: ConnectionId, queued: usize, holds_more: bool) {
+        if let Some(connection) = self.connections.get_mut(&id) {
             connection.hops.wrote(queued, holds_more);
         }
     }
 
-    /// The stream for `handle` was dropped: close our side and forget it once TCP is done.
-    pub fn detach(&mut self, handle: SocketHandle, now: Instant) {
-        let Some(connection) = self.connections.get_mut(&handle) else {
+    /// The stream for `id` was dropped: close our side and forget it once TCP is done.
+    pub fn detach(&mut self, id: ConnectionId, now: Instant) {
+        let Some(connection) = self.connections.get_mut(&id) else {
             return;
         };
-        connection.phase = Phase::Detached { since: now };
-        self.sockets.get_mut::<tcp::Socket>(handle).close();
-        self.detached.push(handle);
+        connection.enter(Phase::Detached { since: now }, &mut self.live);
+        connection.tcp().close();
+        self.schedule.mark_ready(id, &mut connection.slot);
     }
 
     /// The application accepts no more connections: reset handshakes not yet handed out, and
     /// answer every new SYN with a RST.
     pub fn refuse_new_connections(&mut self, now: Instant) {
         self.accepting = false;
-        for handle in std::mem::take(&mut self.handshakes) {
-            self.sockets.get_mut::<tcp::Socket>(handle).abort();
-            if let Some(connection) = self.connections.get_mut(&handle) {
-                connection.phase = Phase::Detached { since: now };
+        for (&id, connection) in &mut self.connections {
+            if connection.phase == Phase::Handshake {
+                connection.tcp().abort();
+                connection.enter(Phase::Detached { since: now }, &mut self.live);
+                self.schedule.mark_ready(id, &mut connection.slot);
             }
-            self.detached.push(handle);
         }
     }
 
     /// Resets every connection (used when the process gives up on graceful shutdown).
     pub fn abort_all(&mut self) {
-        for &handle in self.connections.keys() {
-            self.sockets.get_mut::<tcp::Socket>(handle).abort();
+        for (&id, connection) in &mut self.connections {
+            connection.tcp().abort();
+            self.schedule.mark_ready(id, &mut connection.slot);
         }
     }
 
-    fn connection_mut(&mut self, handle: SocketHandle, serial: u64) -> Option<&mut Connection> {
-        self.connections
-            .get_mut(&handle)
-            .filter(|connection| connection.serial == serial)
-    }
-
-    /// Lifts the hop limit of every releasing connection whose limited bytes are acknowledged.
-    fn lift_acknowledged_hop_limits(&mut self) {
-        let sockets = &mut self.sockets;
-        let connections = &mut self.connections;
-        self.releasing.retain(|&handle| {
-            let Some(connection) = connections.get_mut(&handle) else {
-                return false;
-            };
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
-            if connection.hops.acknowledged(socket.send_queue()) {
-                socket.set_hop_limit(None);
+    /// One connection's turn in a poll: reset it if it overstayed, send what it has to send,
+    /// hand it out or reap it, and schedule its next turn.
+    fn visit(&mut self, id: ConnectionId, now: Instant, established: &mut Vec<Established>) {
+        let Some(connection) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if !self.schedule.visit(id, &mut connection.slot) {
+            return;
+        }
+        #[cfg(test)]
+        {
+            self.visits += 1;
+        }
+        let config = &self.config;
+        // Resets first, so they leave in this turn.
+        match connection.phase {
+            Phase::Detached { since } if now >= since + config.linger => {
+                // The peer never finished closing.
+                connection.tcp().abort();
             }
-            connection.hops.releasing()
-        });
+            // Connected but silent: no stream (and no HTTP buffers) until the first byte, so an
+            // idle connection costs only its socket; one silent too long is reset.
+            Phase::Handshake
+                if connection.tcp_ref().state() == tcp::State::Established
+                    && connection.tcp_ref().recv_queue() == 0
+                    && now >= connection.last_activity + config.first_data_timeout =>
+            {
+                tracing::debug!(peer = %connection.peer, "connected but sent nothing; resetting");
+                connection.tcp().abort();
+                connection.enter(Phase::Detached { since: now }, &mut self.live);
+            }
+            _ => {}
+        }
+        // smoltcp sends at most one packet per socket per call.
+        while matches!(
+            self.interface
+                .poll_egress(now, &mut self.device, &mut connection.socket),
+            PollResult::SocketStateChanged
+        ) {}
+        if connection.releasing {
+            connection.lift_acknowledged_hop_limit();
+        }
+        let state = connection.tcp_ref().state();
+        let finished = match connection.phase {
+            Phase::Handshake => match state {
+                tcp::State::SynReceived => false,
+                // Back in LISTEN: the client answered our SYN-ACK with a RST (as a kernel does
+                // for a SYN it never sent), and smoltcp went back to listening. Nobody else's
+                // SYN reaches this socket, so it only held a slot.
+                tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait => true,
+                tcp::State::Established if connection.tcp_ref().recv_queue() == 0 => false,
+                // Data arrived, or the connection is already past ESTABLISHED (a client that
+                // sent its request and FIN at once): the request deserves a stream.
+                _ => {
+                    connection.enter(Phase::Accepted, &mut self.live);
+                    established.push(Established {
+                        id,
+                        peer: endpoint_to_socket_addr(connection.peer),
+                    });
+                    false
+                }
+            },
+            // TIME-WAIT: the ACK of the peer's FIN left in this turn. Closed with no remote:
+            // any RST owed has been sent.
+            Phase::Detached { .. } => match state {
+                tcp::State::TimeWait => true,
+                tcp::State::Closed => connection.tcp_ref().remote_endpoint().is_none(),
+                _ => false,
+            },
+            Phase::Accepted | Phase::Evicted => false,
+        };
+        if finished {
+            self.remove(id);
+            return;
+        }
+        let socket_poll_at = self.interface.poll_at(now, &connection.socket);
+        let deadline = connection.next_deadline(socket_poll_at, config);
+        self.schedule.wake_at(id, &mut connection.slot, deadline);
     }
 
     fn classify(&self, packet: &[u8]) -> Ingress {
@@ -397,7 +504,7 @@ impl Stack {
             return Ingress::Drop;
         }
         match ip.next_header() {
-            IpProtocol::Icmp => Ingress::Pass,
+            IpProtocol::Icmp => Ingress::Icmp,
             IpProtocol::Tcp => {
                 // Fragments cannot be inspected; smoltcp is built without reassembly and drops them.
                 if ip.more_frags() || ip.frag_offset() != 0 {
@@ -422,7 +529,7 @@ impl Stack {
             return Ingress::Drop;
         }
         match ip.next_header() {
-            IpProtocol::Icmpv6 => Ingress::Pass,
+            IpProtocol::Icmpv6 => Ingress::Icmp,
             IpProtocol::Tcp => self.classify_tcp(IpAddress::Ipv6(ip.src_addr()), ip.payload()),
             _ => Ingress::Drop,
         }
@@ -439,12 +546,12 @@ impl Stack {
         } else if !tcp.payload().is_empty() {
             Ingress::Data(peer)
         } else {
-            Ingress::Pass
+            Ingress::Segment(peer)
         }
     }
 
     /// Makes sure a socket is listening for `peer`'s SYN, within the connection limit.
-    fn open_for(&mut self, peer: IpEndpoint, now: Instant) -> Option<SocketHandle> {
+    fn open_for(&mut self, peer: IpEndpoint, now: Instant) -> Option<ConnectionId> {
         if !self.accepting {
             // No socket: smoltcp resets the SYN.
             return None;
@@ -454,24 +561,21 @@ impl Stack {
             tracing::debug!(%peer, "refused by --allow-from");
             return None;
         }
-        if let Some(&existing) = self.by_peer.get(&peer) {
-            let state = self.sockets.get::<tcp::Socket>(existing).state();
-            let reusable = matches!(state, tcp::State::TimeWait | tcp::State::Closed);
-            let detached = matches!(
-                self.connections.get(&existing).map(|c| c.phase),
-                Some(Phase::Detached { .. })
-            );
-            if !reusable {
+        if let Some(&existing) = self.by_peer.get(&peer)
+            && let Some(connection) = self.connections.get(&existing)
+        {
+            let state = connection.tcp_ref().state();
+            if !matches!(state, tcp::State::TimeWait | tcp::State::Closed) {
                 // A retransmitted SYN: the socket already serving this peer answers it.
                 return None;
             }
-            if !detached {
-                // The old stream still holds the handle; the client will retry its SYN.
+            if !matches!(connection.phase, Phase::Detached { .. }) {
+                // The old stream still holds the connection; the client will retry its SYN.
                 return None;
             }
             self.remove(existing);
         }
-        if self.live_connections() >= self.config.max_connections && !self.make_room(peer, now) {
+        if self.live >= self.config.max_connections && !self.make_room(peer, now) {
             // No socket: smoltcp answers the SYN with a RST.
             tracing::debug!(%peer, "connection limit reached; refusing");
             return None;
@@ -492,41 +596,37 @@ impl Stack {
         socket
             .listen(IpEndpoint::new(ours, self.config.port))
             .ok()?;
-        let handle = self.sockets.add(socket);
-        self.by_peer.insert(peer, handle);
-        self.next_serial += 1;
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(socket);
+        self.next_id += 1;
+        let id = ConnectionId(self.next_id);
+        self.by_peer.insert(peer, id);
+        self.live += 1;
         self.connections.insert(
-            handle,
+            id,
             Connection {
                 peer,
                 phase: Phase::Handshake,
                 last_activity: now,
                 caller: None,
-                serial: self.next_serial,
                 hops: ReplyHops::default(),
+                releasing: false,
+                socket: set,
+                handle,
+                slot: Slot::default(),
             },
         );
-        self.handshakes.push(handle);
-        Some(handle)
+        Some(id)
     }
 
     fn touch(&mut self, peer: IpEndpoint, now: Instant) {
         if let Some(connection) = self
             .by_peer
             .get(&peer)
-            .and_then(|handle| self.connections.get_mut(handle))
+            .and_then(|id| self.connections.get_mut(id))
         {
             connection.last_activity = now;
         }
-    }
-
-    /// Connections that count against the limit: those handshaking or owned by a stream.
-    /// Closing ones do not; they are bounded by the linger time.
-    fn live_connections(&self) -> usize {
-        self.connections
-            .values()
-            .filter(|c| matches!(c.phase, Phase::Handshake | Phase::Accepted))
-            .count()
     }
 
     /// Makes room at the limit for a new connection from `newcomer`, so that neither a flood
@@ -536,18 +636,20 @@ impl Stack {
     /// 1. Whoever holds the most live connections gives one up if, after admission, the
     ///    newcomer would still hold fewer: its oldest handshake, else its idlest connection,
     ///    however busy.
-    /// 2. Otherwise only idle connections are recycled: the oldest connection that has not
-    ///    sent a byte, whoever holds it, once past [`HANDSHAKE_GRACE`] (a local handshake
-    ///    completes in well under a millisecond, and the grace keeps a burst of new clients
-    ///    arriving in one batch from evicting each other), else the connection idle longest, if
-    ///    idle at least [`EVICTION_MIN_IDLE`], among callers holding at least as many as the
-    ///    newcomer would (the newcomer's own included).
+    /// 2. Otherwise only idle connections are recycled: the newcomer's own oldest handshake
+    ///    past [`HANDSHAKE_GRACE`] (a flood recycles its own half-open connections, never a
+    ///    real client's handshake that is still waiting in the TUN queue behind the flood),
+    ///    else the oldest connection that has not sent a byte, whoever holds it, once past the
+    ///    grace (a local handshake completes in well under a millisecond, and the grace keeps a
+    ///    burst of new clients arriving in one batch from evicting each other), else the
+    ///    connection idle longest, if idle at least [`EVICTION_MIN_IDLE`], among callers holding
+    ///    at least as many as the newcomer would (the newcomer's own included).
     fn make_room(&mut self, newcomer: IpEndpoint, now: Instant) -> bool {
         let server = SocketAddrV4::new(self.config.address, self.config.port);
         let newcomer = caller_of(self.identify.as_mut(), newcomer, server);
         let mut counts: HashMap<Caller, usize> = HashMap::new();
         for connection in self.connections.values_mut() {
-            if !matches!(connection.phase, Phase::Handshake | Phase::Accepted) {
+            if !connection.is_live() {
                 continue;
             }
             let caller = *connection
@@ -564,6 +666,7 @@ impl Stack {
         let victim = match heaviest {
             Some((hog, holds)) if holds > newcomer_holds + 1 => self.hogs_connection(hog, now),
             _ => self.idle_connection_among(
+                newcomer,
                 |caller| caller == newcomer || counts.get(&caller) > Some(&newcomer_holds),
                 now,
             ),
@@ -578,7 +681,7 @@ impl Stack {
 
     /// The connection `hog` gives up: its oldest handshake past the grace, else its idlest
     /// connection, else its newest handshake.
-    fn hogs_connection(&self, hog: Caller, now: Instant) -> Option<SocketHandle> {
+    fn hogs_connection(&self, hog: Caller, now: Instant) -> Option<ConnectionId> {
         let of_hog = |phase: Phase| {
             self.connections
                 .iter()
@@ -589,34 +692,42 @@ impl Stack {
             .min_by_key(|(_, c)| c.last_activity)
             .or_else(|| of_hog(Phase::Accepted).min_by_key(|(_, c)| c.last_activity))
             .or_else(|| of_hog(Phase::Handshake).min_by_key(|(_, c)| c.last_activity))
-            .map(|(&handle, _)| handle)
+            .map(|(&id, _)| id)
     }
 
-    /// A connection idle enough to recycle: anyone's handshake past the grace (it serves
-    /// nobody: a real client completes it and speaks within milliseconds), else the idlest
-    /// connection of an `eligible` caller.
+    /// A connection idle enough to recycle: the newcomer's own handshake past the grace, else
+    /// anyone's (it serves nobody: a real client completes it and speaks within milliseconds),
+    /// else the idlest connection of an `eligible` caller.
     fn idle_connection_among(
         &self,
+        newcomer: Caller,
         eligible: impl Fn(Caller) -> bool + Copy,
         now: Instant,
-    ) -> Option<SocketHandle> {
+    ) -> Option<ConnectionId> {
         let oldest = |phase: Phase, eligible: &dyn Fn(Caller) -> bool| {
             self.connections
                 .iter()
                 .filter(|(_, c)| c.phase == phase && c.caller.is_some_and(eligible))
                 .min_by_key(|(_, c)| c.last_activity)
-                .map(|(&handle, c)| (handle, c.last_activity))
+                .map(|(&id, c)| (id, c.last_activity))
         };
-        match oldest(Phase::Handshake, &|_| true) {
-            Some((handle, started)) if now >= started + HANDSHAKE_GRACE => Some(handle),
+        let past_grace = |(id, started): (ConnectionId, Instant)| {
+            (now >= started + HANDSHAKE_GRACE).then_some(id)
+        };
+        let own_handshake = oldest(Phase::Handshake, &|caller| caller == newcomer);
+        if let Some(id) = own_handshake.and_then(past_grace) {
+            return Some(id);
+        }
+        match oldest(Phase::Handshake, &|_| true).and_then(past_grace) {
+            Some(id) => Some(id),
             _ => match oldest(Phase::Accepted, &eligible) {
-                Some((handle, idle_since)) if now >= idle_since + EVICTION_MIN_IDLE => Some(handle),
+                Some((id, idle_since)) if now >= idle_since + EVICTION_MIN_IDLE => Some(id),
                 _ => None,
             },
         }
     }
 
-    fn evict(&mut self, victim: SocketHandle, now: Instant) {
+    fn evict(&mut self, victim: ConnectionId, now: Instant) {
         let Some(connection) = self.connections.get_mut(&victim) else {
             return;
         };
@@ -625,127 +736,41 @@ impl Stack {
             caller = %connection.caller.map_or_else(|| "?".to_owned(), |c| c.to_string()),
             "connection limit reached; resetting a connection to make room"
         );
-        self.sockets.get_mut::<tcp::Socket>(victim).abort();
-        if connection.phase == Phase::Handshake {
+        connection.tcp().abort();
+        let phase = if connection.phase == Phase::Handshake {
             // No stream exists: reap it like a dropped one once the RST has left.
-            connection.phase = Phase::Detached { since: now };
-            self.handshakes.retain(|&h| h != victim);
-            self.detached.push(victim);
+            Phase::Detached { since: now }
         } else {
-            // The stream sees a reset on its next read and detaches; the handle stays valid
-            // until then, but the connection no longer counts as live.
-            connection.phase = Phase::Evicted;
-        }
+            // The stream sees a reset on its next read and detaches; the connection stays
+            // until then, but no longer counts as live.
+            Phase::Evicted
+        };
+        connection.enter(phase, &mut self.live);
+        self.schedule.mark_ready(victim, &mut connection.slot);
     }
 
-    fn take_established(&mut self, now: Instant) -> Vec<Established> {
-        let mut established = Vec::new();
-        let sockets = &mut self.sockets;
-        let connections = &mut self.connections;
-        let detached = &mut self.detached;
-        let first_data_timeout = self.config.first_data_timeout;
-        let mut failed = Vec::new();
-        self.handshakes.retain(|&handle| {
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
-            match socket.state() {
-                tcp::State::Listen | tcp::State::SynReceived => true,
-                tcp::State::Closed | tcp::State::TimeWait => {
-                    failed.push(handle);
-                    false
-                }
-                // Connected but silent: no stream (and no HTTP buffers) until the first byte,
-                // so an idle connection costs only its socket; one silent too long is reset.
-                tcp::State::Established if socket.recv_queue() == 0 => {
-                    let Some(connection) = connections.get_mut(&handle) else {
-                        return false;
-                    };
-                    if now < connection.last_activity + first_data_timeout {
-                        return true;
-                    }
-                    tracing::debug!(peer = %connection.peer, "connected but sent nothing; resetting");
-                    socket.abort();
-                    connection.phase = Phase::Detached { since: now };
-                    detached.push(handle);
-                    false
-                }
-                // Data arrived, or the connection is already past ESTABLISHED (a client that
-                // sent its request and FIN at once): the request deserves a stream.
-                _ => {
-                    if let Some(connection) = connections.get_mut(&handle) {
-                        connection.phase = Phase::Accepted;
-                        established.push(Established {
-                            handle,
-                            peer: endpoint_to_socket_addr(connection.peer),
-                            serial: connection.serial,
-                        });
-                    }
-                    false
-                }
-            }
-        });
-        for handle in failed {
-            self.remove(handle);
+    fn remove(&mut self, id: ConnectionId) {
+        let Some(connection) = self.connections.remove(&id) else {
+            return;
+        };
+        if connection.is_live() {
+            self.live -= 1;
         }
-        established
-    }
-
-    /// Resets detached connections whose peer has not finished closing within the linger time;
-    /// they are reaped once the RST has left.
-    fn abort_lingering(&mut self, now: Instant) {
-        let linger = self.config.linger;
-        for &handle in &self.detached {
-            if let Some(Connection {
-                phase: Phase::Detached { since },
-                ..
-            }) = self.connections.get(&handle)
-                && now >= *since + linger
-            {
-                self.sockets.get_mut::<tcp::Socket>(handle).abort();
-            }
+        if self.by_peer.get(&connection.peer) == Some(&id) {
+            self.by_peer.remove(&connection.peer);
         }
-    }
-
-    /// Frees detached connections that TCP is done with: in TIME-WAIT (the ACK of the peer's
-    /// FIN has been sent by the poll before) or closed with any RST owed already sent.
-    fn reap_finished(&mut self) {
-        let sockets = &self.sockets;
-        let finished: Vec<SocketHandle> = self
-            .detached
-            .iter()
-            .copied()
-            .filter(|&handle| {
-                let socket = sockets.get::<tcp::Socket>(handle);
-                match socket.state() {
-                    tcp::State::TimeWait => true,
-                    tcp::State::Closed => socket.remote_endpoint().is_none(),
-                    _ => false,
-                }
-            })
-            .collect();
-        for handle in finished {
-            self.remove(handle);
-        }
-    }
-
-    fn remove(&mut self, handle: SocketHandle) {
-        if let Some(connection) = self.connections.remove(&handle) {
-            if self.by_peer.get(&connection.peer) == Some(&handle) {
-                self.by_peer.remove(&connection.peer);
-            }
-            self.sockets.remove(handle);
-        }
-        self.handshakes.retain(|&h| h != handle);
-        self.detached.retain(|&h| h != handle);
-        self.releasing.retain(|&h| h != handle);
+        self.schedule.forget(id, &connection.slot);
     }
 }
 
 enum Ingress {
     Drop,
-    Pass,
+    Icmp,
     NewConnection(IpEndpoint),
     /// A segment carrying data from a client.
     Data(IpEndpoint),
+    /// Any other TCP segment (an ACK, a FIN, a RST, a SYN to another port).
+    Segment(IpEndpoint),
 }
 
 /// Who a connection from `peer` is charged to at the limit. `caller` names IPv4 callers only:
@@ -950,8 +975,8 @@ mod tests {
             SocketAddr::new(CLIENT_V6.into(), 46000)
         );
         let server = established[0];
-        stack.limit_reply_hops(server.handle, server.serial, 2);
-        let socket = stack.socket(server.handle).expect("socket");
+        stack.limit_reply_hops(server.id, 2);
+        let socket = stack.socket(server.id).expect("socket");
         socket.send_slice(b"token").expect("send");
         stack.poll(Instant::ZERO);
         let replies: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
@@ -1066,7 +1091,7 @@ mod tests {
             .expect("client send");
         let established = shuttle(&mut stack, &mut client, Instant::ZERO);
         assert_eq!(established.len(), 1, "the first byte brings the stream");
-        let server = established[0].handle;
+        let server = established[0].id;
         let mut request = [0u8; 64];
         let read = stack
             .socket(server)
@@ -1101,11 +1126,32 @@ mod tests {
     }
 
     #[test]
+    fn a_new_client_costs_polls_nothing_for_the_idle_connections_already_open() {
+        let mut stack = stack(1000);
+        let mut client = Client::new();
+        for port in 0..300 {
+            client.connect(30000 + port, 80);
+        }
+        assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 300);
+
+        let visits_before = stack.visits;
+        let newcomer = client.connect(31000, 80);
+        assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 1);
+        assert_eq!(client.socket(newcomer).state(), tcp::State::Established);
+        let visits = stack.visits - visits_before;
+        assert!(
+            visits <= 4,
+            "the handshake and first byte visited {visits} connections; only the newcomer's \
+             should have been"
+        );
+    }
+
+    #[test]
     fn a_peer_that_never_finishes_closing_is_reset_after_the_linger_time() {
         let mut stack = stack(8);
         let mut client = Client::new();
         let handle = client.connect(40006, 80);
-        let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0].handle;
+        let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0].id;
         stack.detach(server, Instant::ZERO);
         // Our FIN reaches the client, which never closes its side.
         shuttle(&mut stack, &mut client, Instant::ZERO);
@@ -1238,6 +1284,56 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_at_the_limit_recycles_its_own_handshakes_not_a_slow_real_clients() {
+        let config = StackConfig::new(SERVER, 80, 1500, 4);
+        let mut stack = Stack::with_identify(config, Instant::ZERO, Box::new(ByPort));
+        let mut client = Client::new();
+        // A real client (root) whose SYN arrives first; its ACK and request wait in the queue.
+        let real = client.connect(41000, 80);
+        for packet in client.outgoing(Instant::ZERO) {
+            stack.receive(packet, Instant::ZERO);
+        }
+        stack.poll(Instant::ZERO);
+        let syn_ack: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
+        // uid 1000 floods: SYNs whose SYN-ACKs go nowhere, until the limit and beyond.
+        for (i, at) in [(0, 10), (1, 20), (2, 30), (3, 100), (4, 110)] {
+            client.connect(50000 + i, 80);
+            let now = Instant::from_millis(at);
+            for packet in client.outgoing(now) {
+                stack.receive(packet, now);
+            }
+            stack.poll(now);
+            stack.transmit_queue().clear();
+        }
+        // The real client's handshake completes late, behind the flood.
+        let late = Instant::from_millis(120);
+        client.deliver(syn_ack, late);
+        let accepted = shuttle(&mut stack, &mut client, late);
+        assert_eq!(accepted.len(), 1, "the real client is served");
+        assert_eq!(client.socket(real).state(), tcp::State::Established);
+    }
+
+    #[test]
+    fn a_handshake_the_client_resets_frees_its_slot() {
+        let mut stack = stack(8);
+        let mut client = Client::new();
+        let handle = client.connect(41040, 80);
+        for packet in client.outgoing(Instant::ZERO) {
+            stack.receive(packet, Instant::ZERO);
+        }
+        stack.poll(Instant::ZERO);
+        stack.transmit_queue().clear();
+        assert_eq!(stack.connection_count(), 1);
+        // The client gives up (a kernel answers a SYN-ACK for a SYN it never sent the same way).
+        client.socket(handle).abort();
+        for packet in client.outgoing(Instant::ZERO) {
+            stack.receive(packet, Instant::ZERO);
+        }
+        stack.poll(Instant::ZERO);
+        assert_eq!(stack.connection_count(), 0);
+    }
+
+    #[test]
     fn half_open_handshakes_are_evicted_before_established_connections() {
         let mut stack = stack(2);
         let mut client = Client::new();
@@ -1279,9 +1375,9 @@ mod tests {
     /// Writes `data` as the stream would (recording it), polls, and returns the packets the
     /// stack sends.
     fn reply(stack: &mut Stack, server: Established, data: &[u8], now: Instant) -> Vec<Vec<u8>> {
-        let socket = stack.socket(server.handle).expect("socket");
+        let socket = stack.socket(server.id).expect("socket");
         let queued = socket.send_slice(data).expect("send");
-        stack.wrote(server.handle, queued, queued < data.len());
+        stack.wrote(server.id, queued, queued < data.len());
         stack.poll(now);
         stack.transmit_queue().drain(..).collect()
     }
@@ -1299,14 +1395,14 @@ mod tests {
         let mut client = Client::new();
         let handle = client.connect(45000, 80);
         let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
-        stack.limit_reply_hops(server.handle, server.serial, 1);
+        stack.limit_reply_hops(server.id, 1);
         let token = reply(&mut stack, server, b"token", Instant::ZERO);
         assert_eq!(ttls(&token), [1]);
         client.deliver(token, Instant::ZERO);
         // The client's ACK, after its delayed-ACK timer (10 ms).
         let later = Instant::from_millis(20);
         shuttle(&mut stack, &mut client, later);
-        stack.release_reply_hops(server.handle, server.serial);
+        stack.release_reply_hops(server.id);
         let next = reply(&mut stack, server, b"metadata", later);
         assert_eq!(ttls(&next), [64]);
         client.deliver(next, later);
@@ -1324,14 +1420,14 @@ mod tests {
         let mut client = Client::new();
         client.connect(45001, 80);
         let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
-        stack.limit_reply_hops(server.handle, server.serial, 1);
+        stack.limit_reply_hops(server.id, 1);
         // The reply dies at a router: the client never sees it.
         assert_eq!(
             ttls(&reply(&mut stack, server, b"token", Instant::ZERO)),
             [1]
         );
         // A pipelined GET asks for the normal limit, and its reply is queued behind.
-        stack.release_reply_hops(server.handle, server.serial);
+        stack.release_reply_hops(server.id);
         assert_eq!(
             ttls(&reply(&mut stack, server, b"metadata", Instant::ZERO)),
             [1],
@@ -1353,19 +1449,19 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_handle_does_not_limit_a_later_connection_on_the_same_socket_slot() {
+    fn a_stale_id_does_not_limit_a_later_connection() {
         let mut stack = stack(8);
         let mut client = Client::new();
         let first = client.connect(45002, 80);
         let old = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
-        stack.detach(old.handle, Instant::ZERO);
+        stack.detach(old.id, Instant::ZERO);
         client.socket(first).close();
         shuttle(&mut stack, &mut client, Instant::ZERO);
         assert_eq!(stack.connection_count(), 0);
         client.connect(45003, 80);
         let new = shuttle(&mut stack, &mut client, Instant::ZERO)[0];
-        assert_eq!(new.handle, old.handle, "smoltcp reused the slot");
-        stack.limit_reply_hops(old.handle, old.serial, 1);
+        assert_ne!(new.id, old.id, "ids are never reused");
+        stack.limit_reply_hops(old.id, 1);
         assert_eq!(ttls(&reply(&mut stack, new, b"x", Instant::ZERO)), [64]);
     }
 
@@ -1374,7 +1470,7 @@ mod tests {
         let mut stack = stack(1);
         let mut client = Client::new();
         client.connect(41030, 80);
-        let victim = shuttle(&mut stack, &mut client, Instant::ZERO)[0].handle;
+        let victim = shuttle(&mut stack, &mut client, Instant::ZERO)[0].id;
         client.connect(41031, 80);
         shuttle(&mut stack, &mut client, Instant::from_secs(2));
         let socket = stack

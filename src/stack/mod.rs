@@ -8,6 +8,7 @@
 //! - [`memory`]: [`PacketPipe`], an in-memory packet device for tests.
 //! - [`packet_io`]: [`PacketIo`], what the driver needs from a packet device (the TUN is one).
 //! - `reply_hops`: when a connection's IP hop limit, lowered for a token reply, may be lifted.
+//! - `schedule`: which connections a poll visits (touched, or with a timer due).
 //! - `shared`: the endpoint behind its lock and the driver's wake-up, shared by the driver and
 //!   every stream, and the stack's clock.
 //! - [`stream`]: [`TcpStream`], a tokio `AsyncRead + AsyncWrite` over one smoltcp socket, and
@@ -20,6 +21,7 @@ pub mod driver;
 pub mod memory;
 pub mod packet_io;
 mod reply_hops;
+mod schedule;
 mod shared;
 pub mod stream;
 

@@ -12,9 +12,8 @@
 //! fitted: that is how the stack knows when a reply sent with a lowered hop limit
 //! ([`HopLimit`]) has been acknowledged in full.
 
-use super::core::Established;
+use super::core::{ConnectionId, Established};
 use super::shared::{Shared, now};
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{RecvError, SendError};
 use std::io;
 use std::net::SocketAddr;
@@ -26,9 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// A TCP connection accepted on the TUN side.
 pub struct TcpStream {
     shared: Arc<Shared>,
-    handle: SocketHandle,
+    id: ConnectionId,
     peer: SocketAddr,
-    serial: u64,
 }
 
 impl std::fmt::Debug for TcpStream {
@@ -43,9 +41,8 @@ impl TcpStream {
     pub(super) fn new(shared: Arc<Shared>, established: Established) -> Self {
         TcpStream {
             shared,
-            handle: established.handle,
+            id: established.id,
             peer: established.peer,
-            serial: established.serial,
         }
     }
 
@@ -54,8 +51,7 @@ impl TcpStream {
     pub fn hop_limit(&self) -> HopLimit {
         HopLimit {
             shared: self.shared.clone(),
-            handle: self.handle,
-            serial: self.serial,
+            id: self.id,
         }
     }
 
@@ -66,7 +62,7 @@ impl TcpStream {
 
     /// Drops the connection with a RST instead of a FIN.
     pub fn reset(self) {
-        if let Some(socket) = self.shared.lock().socket(self.handle) {
+        if let Some(socket) = self.shared.lock().socket(self.id) {
             socket.abort();
         }
     }
@@ -83,7 +79,7 @@ impl AsyncRead for TcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut stack = self.shared.lock();
-        let Some(socket) = stack.socket(self.handle) else {
+        let Some(socket) = stack.socket(self.id) else {
             return Poll::Ready(Err(reset()));
         };
         let window_was_small = socket.recv_queue() * 2 >= socket.recv_capacity();
@@ -132,20 +128,20 @@ impl AsyncWrite for TcpStream {
             return Poll::Ready(Ok(0));
         }
         let mut stack = self.shared.lock();
-        let Some(socket) = stack.socket(self.handle) else {
+        let Some(socket) = stack.socket(self.id) else {
             return Poll::Ready(Err(reset()));
         };
         match socket.send_slice(data) {
             Ok(0) if socket.may_send() => {
                 socket.register_send_waker(cx.waker());
-                stack.wrote(self.handle, 0, true);
+                stack.wrote(self.id, 0, true);
                 Poll::Pending
             }
             Ok(0) | Err(SendError::InvalidState) => {
                 Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)))
             }
             Ok(written) => {
-                stack.wrote(self.handle, written, written < data.len());
+                stack.wrote(self.id, written, written < data.len());
                 drop(stack);
                 self.shared.wake_driver();
                 Poll::Ready(Ok(written))
@@ -167,7 +163,7 @@ impl AsyncWrite for TcpStream {
             return Poll::Ready(Ok(0));
         }
         let mut stack = self.shared.lock();
-        let Some(socket) = stack.socket(self.handle) else {
+        let Some(socket) = stack.socket(self.id) else {
             return Poll::Ready(Err(reset()));
         };
         let offered: usize = slices.iter().map(|slice| slice.len()).sum();
@@ -191,10 +187,10 @@ impl AsyncWrite for TcpStream {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
             }
             socket.register_send_waker(cx.waker());
-            stack.wrote(self.handle, 0, true);
+            stack.wrote(self.id, 0, true);
             return Poll::Pending;
         }
-        stack.wrote(self.handle, written, written < offered);
+        stack.wrote(self.id, written, written < offered);
         drop(stack);
         self.shared.wake_driver();
         Poll::Ready(Ok(written))
@@ -211,7 +207,7 @@ impl AsyncWrite for TcpStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut stack = self.shared.lock();
-        if let Some(socket) = stack.socket(self.handle) {
+        if let Some(socket) = stack.socket(self.id) {
             socket.close();
         }
         drop(stack);
@@ -223,26 +219,23 @@ impl AsyncWrite for TcpStream {
 impl Drop for TcpStream {
     fn drop(&mut self) {
         let now = now();
-        self.shared.lock().detach(self.handle, now);
+        self.shared.lock().detach(self.id, now);
         self.shared.wake_driver();
     }
 }
 
 /// Lowers and lifts the IP hop limit (TTL) of one connection's packets: what the HTTP layer
 /// asks for around a token reply (`--hop-limit`). Cheap to clone; once its connection is gone
-/// (and its socket handle possibly reused by another) every call does nothing.
+/// every call does nothing (connection ids are never reused).
 #[derive(Clone)]
 pub struct HopLimit {
     shared: Arc<Shared>,
-    handle: SocketHandle,
-    serial: u64,
+    id: ConnectionId,
 }
 
 impl std::fmt::Debug for HopLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HopLimit")
-            .field("serial", &self.serial)
-            .finish()
+        f.debug_struct("HopLimit").field("id", &self.id).finish()
     }
 }
 
@@ -250,15 +243,11 @@ impl HopLimit {
     /// Every packet from now on, retransmissions of bytes written earlier included, leaves
     /// with hop limit `hops`.
     pub fn limit(&self, hops: u8) {
-        self.shared
-            .lock()
-            .limit_reply_hops(self.handle, self.serial, hops);
+        self.shared.lock().limit_reply_hops(self.id, hops);
     }
 
     /// Back to the normal hop limit once everything written so far has been acknowledged.
     pub fn release(&self) {
-        self.shared
-            .lock()
-            .release_reply_hops(self.handle, self.serial);
+        self.shared.lock().release_reply_hops(self.id);
     }
 }
