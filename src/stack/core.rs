@@ -271,20 +271,23 @@ impl Stack {
     /// Only TCP and ICMP (ICMPv6) addressed to us reach smoltcp (which answers echo requests and
     /// resets connections to closed ports); anything else is dropped here without a reply.
     pub fn receive(&mut self, packet: Vec<u8>, now: Instant) {
-        let (peer, opened) = match self.classify(&packet) {
+        let (owner, opened, carries_data) = match self.classify(&packet) {
             Ingress::Drop => return,
-            Ingress::NewConnection(peer) => (Some(peer), self.open_for(peer, now)),
-            Ingress::Data(peer) => {
-                self.touch(peer, now);
-                (Some(peer), None)
+            Ingress::NewConnection(peer) => {
+                let opened = self.open_for(peer, now);
+                let owner = opened.or_else(|| self.by_peer.get(&peer).copied());
+                (owner, opened, false)
             }
-            Ingress::Segment(peer) => (Some(peer), None),
-            Ingress::Icmp => (None, None),
+            Ingress::Data(peer) => (self.by_peer.get(&peer).copied(), None, true),
+            Ingress::Segment(peer) => (self.by_peer.get(&peer).copied(), None, false),
+            Ingress::Icmp => (None, None, false),
         };
-        let owner = peer.and_then(|peer| self.by_peer.get(&peer).copied());
         self.device.receive.push_back(packet);
         match owner.and_then(|id| Some((id, self.connections.get_mut(&id)?))) {
             Some((id, connection)) => {
+                if carries_data {
+                    connection.last_activity = now;
+                }
                 self.interface
                     .poll_ingress_single(now, &mut self.device, &mut connection.socket);
                 self.schedule.mark_ready(id, &mut connection.slot);
@@ -414,7 +417,7 @@ impl Stack {
         let Some(connection) = self.connections.get_mut(&id) else {
             return;
         };
-        if !self.schedule.visit(id, &mut connection.slot) {
+        if !self.schedule.visit(&mut connection.slot) {
             return;
         }
         #[cfg(test)]
@@ -485,7 +488,8 @@ impl Stack {
         }
         let socket_poll_at = self.interface.poll_at(now, &connection.socket);
         let deadline = connection.next_deadline(socket_poll_at, config);
-        self.schedule.wake_at(id, &mut connection.slot, deadline);
+        self.schedule
+            .wake_at(id, &mut connection.slot, deadline, now);
     }
 
     fn classify(&self, packet: &[u8]) -> Ingress {
@@ -617,16 +621,6 @@ impl Stack {
             },
         );
         Some(id)
-    }
-
-    fn touch(&mut self, peer: IpEndpoint, now: Instant) {
-        if let Some(connection) = self
-            .by_peer
-            .get(&peer)
-            .and_then(|id| self.connections.get_mut(id))
-        {
-            connection.last_activity = now;
-        }
     }
 
     /// Makes room at the limit for a new connection from `newcomer`, so that neither a flood
@@ -1510,7 +1504,8 @@ mod tests {
         let delay = stack
             .poll_delay(Instant::ZERO)
             .expect("a deadline to reset it");
-        assert_eq!(delay, Duration::from_secs(10));
+        // A timer may wake it early (it then reschedules), never late.
+        assert!(delay <= Duration::from_secs(10), "{delay:?}");
         assert!(shuttle(&mut stack, &mut client, Instant::from_secs(9)).is_empty());
         assert_eq!(client.socket(handle).state(), tcp::State::Established);
         shuttle(&mut stack, &mut client, Instant::from_secs(10));

@@ -45,12 +45,27 @@ impl Schedule {
         }
     }
 
-    /// The connection needs a poll at `at` (`None`: only when something happens to it).
-    pub(super) fn wake_at(&mut self, id: ConnectionId, slot: &mut Slot, at: Option<Instant>) {
-        if slot.wake_at == at {
-            return;
+    /// The connection needs a poll at `at` (`None`: only when something happens to it), as
+    /// decided by a visit at `now`.
+    ///
+    /// A timer still queued for no later than `at` stays where it is: waking early costs one
+    /// visit, which reschedules, while moving the timer on every packet (smoltcp's idle timeout
+    /// moves with each segment) cost two tree operations per packet.
+    pub(super) fn wake_at(
+        &mut self,
+        id: ConnectionId,
+        slot: &mut Slot,
+        at: Option<Instant>,
+        now: Instant,
+    ) {
+        // An entry at or before `now` was taken out by this round's `start_round`.
+        let queued = slot.wake_at.filter(|&old| old > now);
+        match (queued, at) {
+            (Some(old), Some(new)) if old <= new => return,
+            (Some(_), None) => return,
+            _ => {}
         }
-        if let Some(old) = slot.wake_at.take() {
+        if let Some(old) = queued {
             self.due.remove(&(old, id));
         }
         if let Some(at) = at {
@@ -66,8 +81,9 @@ impl Schedule {
         }
     }
 
-    /// Starts a poll round: the connections to visit, each once at most when visited through
-    /// [`Schedule::visit`]. Timers due at `now` leave the timer queue.
+    /// Starts a poll round at `now`: the connections to visit, each once at most when visited
+    /// through [`Schedule::visit`]. Timers due at `now` leave the timer queue, and every visit
+    /// ends with [`Schedule::wake_at`] at the same `now`.
     pub(super) fn start_round(&mut self, now: Instant) -> Vec<ConnectionId> {
         self.round += 1;
         let mut work = std::mem::take(&mut self.ready);
@@ -81,18 +97,13 @@ impl Schedule {
         work
     }
 
-    /// Whether this round should visit the connection (false if it already did); clears its
-    /// queue state, so whatever the visit decides is scheduled afresh.
-    pub(super) fn visit(&mut self, id: ConnectionId, slot: &mut Slot) -> bool {
+    /// Whether this round should visit the connection (false if it already did).
+    pub(super) fn visit(&mut self, slot: &mut Slot) -> bool {
         if slot.visited == self.round {
             return false;
         }
         slot.visited = self.round;
         slot.ready = false;
-        // A due timer was taken out by `start_round` already; a later one goes now.
-        if let Some(at) = slot.wake_at.take() {
-            self.due.remove(&(at, id));
-        }
         true
     }
 
@@ -118,9 +129,19 @@ mod tests {
             (Slot::default(), Slot::default(), Slot::default());
         schedule.mark_ready(a, &mut slot_a);
         schedule.mark_ready(a, &mut slot_a);
-        schedule.wake_at(a, &mut slot_a, Some(Instant::from_millis(5)));
-        schedule.wake_at(b, &mut slot_b, Some(Instant::from_millis(10)));
-        schedule.wake_at(c, &mut slot_c, Some(Instant::from_millis(30)));
+        schedule.wake_at(a, &mut slot_a, Some(Instant::from_millis(5)), Instant::ZERO);
+        schedule.wake_at(
+            b,
+            &mut slot_b,
+            Some(Instant::from_millis(10)),
+            Instant::ZERO,
+        );
+        schedule.wake_at(
+            c,
+            &mut slot_c,
+            Some(Instant::from_millis(30)),
+            Instant::ZERO,
+        );
         assert_eq!(
             schedule.next_wake(Instant::ZERO),
             Some(Instant::ZERO),
@@ -135,7 +156,7 @@ mod tests {
                 2 => &mut slot_b,
                 _ => &mut slot_c,
             };
-            if schedule.visit(id, slot) {
+            if schedule.visit(slot) {
                 visited.push(id);
             }
         }
@@ -147,18 +168,30 @@ mod tests {
     }
 
     #[test]
-    fn moving_or_forgetting_a_timer_leaves_no_stale_entry() {
+    fn a_timer_moves_earlier_at_once_and_later_only_after_it_fired() {
         let mut schedule = Schedule::default();
         let id = ConnectionId(7);
         let mut slot = Slot::default();
-        schedule.wake_at(id, &mut slot, Some(Instant::from_millis(5)));
-        schedule.wake_at(id, &mut slot, Some(Instant::from_millis(50)));
-        assert_eq!(schedule.due.len(), 1);
+        let at = Instant::from_millis;
+        schedule.wake_at(id, &mut slot, Some(at(50)), at(0));
+        schedule.wake_at(id, &mut slot, Some(at(20)), at(1));
+        assert_eq!(schedule.next_wake(at(1)), Some(at(20)), "earlier: moved");
+        schedule.wake_at(id, &mut slot, Some(at(90)), at(2));
         assert_eq!(
-            schedule.next_wake(Instant::ZERO),
-            Some(Instant::from_millis(50))
+            schedule.next_wake(at(2)),
+            Some(at(20)),
+            "later: kept, wakes early"
         );
+        assert_eq!(schedule.due.len(), 1);
+
+        // It fires; the visit reschedules at the later time.
+        assert_eq!(schedule.start_round(at(20)), [id]);
+        assert!(schedule.visit(&mut slot));
+        schedule.wake_at(id, &mut slot, Some(at(90)), at(20));
+        assert_eq!(schedule.next_wake(at(20)), Some(at(90)));
+        assert_eq!(schedule.due.len(), 1);
+
         schedule.forget(id, &slot);
-        assert_eq!(schedule.next_wake(Instant::ZERO), None);
+        assert_eq!(schedule.next_wake(at(20)), None);
     }
 }
