@@ -121,6 +121,27 @@ cargo test --all-targets --locked || failed+=("cargo test")
 step "cargo test --no-default-features --lib --locked"
 cargo test --no-default-features --lib --locked || failed+=("cargo test --no-default-features")
 
+# --- The benchmark keeps measuring (docs/performance.md) ---------------------------------------
+# A quick run on the shipped static binary. The numbers are not judged (shared machines; the
+# ratios in docs/performance.md come from quiet runs); what must hold is that bench.sh still
+# measures every cell of both paths, counts instructions where it should, and leaves nothing.
+step "scripts/bench.sh --quick on the static binary (every cell measured, nothing left behind)"
+if [ "$(id -u)" -eq 0 ]; then
+    if bench_table=$(bash scripts/bench.sh --quick --binary target/x86_64-unknown-linux-musl/release/imds-tun); then
+        printf '%s\n' "$bench_table"
+        bash scripts/bench-check.sh <<<"$bench_table" || failed+=("scripts/bench.sh: incomplete table")
+    else
+        failed+=("scripts/bench.sh")
+    fi
+    if ip netns list | grep -q '^imdstun-bench'; then
+        failed+=("scripts/bench.sh left a network namespace")
+    fi
+elif [ "${CI:-}" = true ]; then
+    failed+=("scripts/bench.sh needs root")
+else
+    echo "SKIPPED: scripts/bench.sh needs root"
+fi
+
 # --- macOS: the port must type-check for both Apple targets (issue 10) ------------------------
 # Without `sts`: aws-lc-sys's C cannot be cross-built here (no Apple toolchain), and the AWS
 # crates are platform-neutral Rust above it. A build that does not type-check fails the run.
