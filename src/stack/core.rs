@@ -903,7 +903,7 @@ mod tests {
     }
 
     /// Moves packets both ways until neither side has anything to say; returns what the stack
-    /// handed out.
+    /// handed out. Checks after every poll that the kept count of live connections is true.
     fn shuttle(stack: &mut Stack, client: &mut Client, now: Instant) -> Vec<Established> {
         let mut established = Vec::new();
         for _ in 0..32 {
@@ -913,6 +913,7 @@ mod tests {
                 stack.receive(packet, now);
             }
             established.extend(stack.poll(now));
+            assert_live_count_true(stack);
             let to_client: Vec<Vec<u8>> = stack.transmit_queue().drain(..).collect();
             if quiet && to_client.is_empty() {
                 break;
@@ -920,6 +921,12 @@ mod tests {
             client.deliver(to_client, now);
         }
         established
+    }
+
+    /// The kept count of live connections (what the limit is checked against) matches a recount.
+    fn assert_live_count_true(stack: &Stack) {
+        let live = stack.connections.values().filter(|c| c.is_live()).count();
+        assert_eq!(stack.live, live, "the kept live count drifted");
     }
 
     fn ipv4(protocol: IpProtocol, payload: &[u8]) -> Vec<u8> {
@@ -1325,6 +1332,7 @@ mod tests {
         }
         stack.poll(Instant::ZERO);
         assert_eq!(stack.connection_count(), 0);
+        assert_live_count_true(&stack);
     }
 
     #[test]
@@ -1525,6 +1533,7 @@ mod tests {
         stack.poll(Instant::ZERO);
         assert_eq!(stack.connection_count(), 0);
         assert!(stack.transmit_queue().is_empty());
+        assert_live_count_true(&stack);
     }
 
     #[test]
