@@ -135,12 +135,17 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
     })
 }
 
-/// The kernel's default of 500 packets is less than a few hundred clients have in flight at once.
-fn size_transmit_queue(device: &str, packets: u32) -> Result<(), PlatformError> {
-    let index = nix::net::if_::if_nametoindex(device).map_err(|errno| PlatformError::Io {
+/// The kernel's index of the TUN device, which netlink requests name it by.
+fn tun_index(device: &str) -> Result<u32, PlatformError> {
+    nix::net::if_::if_nametoindex(device).map_err(|errno| PlatformError::Io {
         context: "finding the TUN device's index",
         source: errno.into(),
-    })?;
+    })
+}
+
+/// The kernel's default of 500 packets is less than a few hundred clients have in flight at once.
+fn size_transmit_queue(device: &str, packets: u32) -> Result<(), PlatformError> {
+    let index = tun_index(device)?;
     netlink::set_transmit_queue_length(index, packets).map_err(|source| PlatformError::Io {
         context: "sizing the TUN device's queue",
         source,
@@ -277,10 +282,7 @@ fn claim_ipv6(device: &str) -> Result<(), PlatformError> {
     if let Err(error) = std::fs::write(knob("accept_ra"), "0") {
         tracing::debug!(%error, "could not turn router advertisements off on the TUN");
     }
-    let index = nix::net::if_::if_nametoindex(device).map_err(|errno| PlatformError::Io {
-        context: "finding the TUN device's index",
-        source: errno.into(),
-    })?;
+    let index = tun_index(device)?;
     netlink::add_ipv6_peer_address(index, LOCAL_ADDRESS_V6, METADATA_ADDRESS_V6).map_err(|source| {
         match source.raw_os_error() {
             Some(errno) if errno == nix::libc::EEXIST => PlatformError::Ipv6AddressClaimed(
