@@ -80,6 +80,7 @@ host_pid=""
 token_created=""
 vm_created=""
 network_existed=""
+boot_failure=""  # why the guest did not come up (boot_watched)
 
 cleanup() {
     local status=$?
@@ -91,6 +92,7 @@ cleanup() {
             in_guest 'sudo journalctl -u imds-tun --no-pager -n 40' | indent
             echo "--- stderr of the commands run in the guest ---"
             tail -n 40 "$scratch/guest-stderr.log" | indent
+            [ -n "$boot_failure" ] || console_tail
         fi
         step "vagrant destroy -f"
         vagrant_cmd destroy -f 2>&1 | indent
@@ -210,16 +212,87 @@ export VAGRANT_DOTFILE_PATH="$scratch/dotfile"
 # The settings docs/guides/vagrant.md shows for this kind of host.
 export IMDS_TUN_BOX=$box IMDS_TUN_GUEST=debian IMDS_TUN_LIBVIRT_DRIVER=qemu \
     IMDS_TUN_LIBVIRT_CPU_MODEL=qemu64 IMDS_TUN_LIBVIRT_NETWORK_MODE=none \
-    IMDS_TUN_LIBVIRT_GRAPHICS=none
+    IMDS_TUN_LIBVIRT_GRAPHICS=none IMDS_TUN_LIBVIRT_SERIAL_LOG="$scratch/console.log"
+console=$IMDS_TUN_LIBVIRT_SERIAL_LOG
 unset IMDS_TUN_UPSTREAM IMDS_TUN_TOKEN_FILE IMDS_TUN_ARGS
 domain=vagrant_default
 
-vagrant_cmd() { (cd "$repo/vagrant" && vagrant "$@"); }
+# exec: the subshell's pid is vagrant's, so a watcher can stop it (boot_watched).
+vagrant_cmd() { (cd "$repo/vagrant" && exec vagrant "$@"); }
 # in_guest COMMAND: runs COMMAND in the guest as the vagrant user; its stdout is the command's,
 # stderr goes to a log (shown when a check fails).
 in_guest() { vagrant_cmd ssh --no-tty -c "$1" 2>>"$scratch/guest-stderr.log"; }
 # in_guest_script [sudo]: runs the bash script on stdin in the guest (as root with "sudo").
 in_guest_script() { vagrant_cmd ssh --no-tty -c "${1:+sudo }bash -s" 2>>"$scratch/guest-stderr.log"; }
+
+# The guest's serial console (GRUB, the kernel, the login prompt) is what tells why a guest
+# never gets an IP address; vagrant-libvirt itself only waits (about 15 min) and times out.
+# Bounds for software emulation: a guest of this image shows its login prompt about 40 s after
+# GRUB's first line here, and vagrant up starts the domain within a minute.
+console_silence_limit=300 # s from the command's start to the console's first byte
+console_login_limit=300   # s from the console's first byte to "login:"
+console_tail() {
+    echo "--- the last lines of the guest's serial console ($console) ---"
+    if [ -s "$console" ]; then
+        tr -d '\r' <"$console" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' | grep -v '^[[:space:]]*$' \
+            | tail -n 25 | indent
+    else
+        echo "    (empty: the guest wrote nothing)"
+    fi
+}
+# boot_watched LOG COMMAND...: runs COMMAND (a vagrant command that boots the guest: up, reload)
+# with its output in LOG and on stdout, while watching the serial console: GRUB's prompt (no
+# configuration found) or a kernel panic stop it at once, and so does a console that stays
+# silent or shows no login prompt within the bounds above. Returns COMMAND's status, or 124
+# with one line saying why and the console's last lines.
+boot_watched() {
+    local log=$1 pid tailer started offset=0 first_output="" now size seen why=""
+    shift
+    [ -f "$console" ] && offset=$(stat -c %s "$console")
+    "$@" >"$log" 2>&1 &
+    pid=$!
+    tail -n +1 -f --pid="$pid" "$log" 2>/dev/null | indent &
+    tailer=$!
+    started=$(date +%s)
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        now=$(date +%s)
+        size=0
+        [ -f "$console" ] && size=$(stat -c %s "$console")
+        # A restarted domain may start the file anew.
+        [ "$size" -ge "$offset" ] || offset=0
+        seen=""
+        [ "$size" -le "$offset" ] || seen=$(tail -c +"$((offset + 1))" "$console" | tr -d '\r')
+        if [ -n "$seen" ] && [ -z "$first_output" ]; then first_output=$now; fi
+        if grep -q 'grub>' <<<"$seen"; then
+            why="GRUB stopped at its grub> prompt: the image has no usable /boot/grub/grub.cfg (rebuild it: scripts/vm-image.sh checks this)"
+        elif grep -q 'Kernel panic' <<<"$seen"; then
+            why="the guest kernel panicked"
+        elif grep -q 'login:' <<<"$seen"; then
+            continue
+        elif [ -z "$first_output" ] && [ $((now - started)) -ge "$console_silence_limit" ]; then
+            why="the guest wrote nothing to its serial console in ${console_silence_limit} s"
+        elif [ -n "$first_output" ] && [ $((now - first_output)) -ge "$console_login_limit" ]; then
+            why="the guest showed no login prompt ${console_login_limit} s after its console started"
+        fi
+        [ -z "$why" ] || break
+    done
+    if [ -n "$why" ]; then
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        wait "$tailer" 2>/dev/null
+        echo "    the guest did not come up: $why"
+        console_tail
+        boot_failure=$why
+        return 124
+    fi
+    wait "$pid"
+    local status=$?
+    wait "$tailer" 2>/dev/null
+    return "$status"
+}
 
 if virsh -c qemu:///system list --all --name | grep -qx "$domain"; then
     fatal "vagrant up" "a libvirt domain $domain exists already (another vagrant up from a vagrant/ directory); destroy it first"
@@ -235,10 +308,14 @@ fi
 
 step "vagrant up --provider=libvirt (guest-only shape)"
 vm_created=1
-vagrant_cmd up --provider=libvirt 2>&1 | tee "$scratch/up.log" | indent
-up_status=${PIPESTATUS[0]}
+boot_watched "$scratch/up.log" vagrant_cmd up --provider=libvirt
+up_status=$?
 step_done
-[ "$up_status" -eq 0 ] || fatal "vagrant up" "exited with $up_status"
+[ -z "$boot_failure" ] || fatal "vagrant up" "$boot_failure"
+if [ "$up_status" -ne 0 ]; then
+    console_tail
+    fatal "vagrant up" "exited with $up_status"
+fi
 up_log=$(cat "$scratch/up.log")
 expect_contains "vagrant up: the provisioner installed and started the service" \
     "service restarted (systemd)" "$up_log"
@@ -477,11 +554,15 @@ step_done
 # --- 9. vagrant reload ----------------------------------------------------------------------------
 step "vagrant reload"
 before=$facts
-reload_out=$(vagrant_cmd reload 2>&1)
+boot_watched "$scratch/reload.log" vagrant_cmd reload
 reload_status=$?
-indent <<<"$reload_out"
+reload_out=$(cat "$scratch/reload.log")
 step_done
-[ "$reload_status" -eq 0 ] || fatal "vagrant reload" "exited with $reload_status"
+[ -z "$boot_failure" ] || fatal "vagrant reload" "$boot_failure"
+if [ "$reload_status" -ne 0 ]; then
+    console_tail
+    fatal "vagrant reload" "exited with $reload_status"
+fi
 facts=$(service_facts)
 if [ "$(value ActiveEnterTimestamp <<<"$facts")" != "$(value ActiveEnterTimestamp <<<"$before")" ]; then
     pass "after reload: the service started anew with the guest"

@@ -71,6 +71,10 @@ fn vagrantfile_with_the_vm_test_settings_passes_vagrant_validate() {
         ("IMDS_TUN_LIBVIRT_CPU_MODEL", "qemu64"),
         ("IMDS_TUN_LIBVIRT_NETWORK_MODE", "none"),
         ("IMDS_TUN_LIBVIRT_GRAPHICS", "none"),
+        (
+            "IMDS_TUN_LIBVIRT_SERIAL_LOG",
+            "/tmp/imds-tun-vm-test/console.log",
+        ),
     ]);
 }
 
