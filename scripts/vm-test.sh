@@ -81,11 +81,15 @@ token_created=""
 vm_created=""
 network_existed=""
 boot_failure=""  # why the guest did not come up (boot_watched)
+boot_pid=""      # the vagrant command boot_watched runs, while it runs
 
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     [ -z "$current_step" ] || step_done # the step a fatal failure ended
+    # A signal during a boot: vagrant holds the machine's lock until it ends, and destroy
+    # below needs it.
+    [ -z "$boot_pid" ] || stop_vagrant "$boot_pid"
     if [ -n "$vm_created" ]; then
         if [ "${#failures[@]}" -gt 0 ]; then
             echo "--- the guest's journal for imds-tun (a check failed) ---"
@@ -240,17 +244,25 @@ console_tail() {
         echo "    (empty: the guest wrote nothing)"
     fi
 }
+# stop_vagrant PID: asks vagrant to stop (it cleans up on SIGTERM), then kills it after 30 s.
+stop_vagrant() {
+    kill -TERM "$1" 2>/dev/null
+    for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 1; done
+    kill -KILL "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+}
 # boot_watched LOG COMMAND...: runs COMMAND (a vagrant command that boots the guest: up, reload)
 # with its output in LOG and on stdout, while watching the serial console: GRUB's prompt (no
 # configuration found) or a kernel panic stop it at once, and so does a console that stays
 # silent or shows no login prompt within the bounds above. Returns COMMAND's status, or 124
 # with one line saying why and the console's last lines.
 boot_watched() {
-    local log=$1 pid tailer started offset=0 first_output="" now size seen why=""
+    local log=$1 pid tailer started offset=0 first_output="" login="" now size seen why=""
     shift
     [ -f "$console" ] && offset=$(stat -c %s "$console")
     "$@" >"$log" 2>&1 &
     pid=$!
+    boot_pid=$pid
     tail -n +1 -f --pid="$pid" "$log" 2>/dev/null | indent &
     tailer=$!
     started=$(date +%s)
@@ -269,6 +281,7 @@ boot_watched() {
         elif grep -q 'Kernel panic' <<<"$seen"; then
             why="the guest kernel panicked"
         elif grep -q 'login:' <<<"$seen"; then
+            [ -n "$login" ] || login=$now
             continue
         elif [ -z "$first_output" ] && [ $((now - started)) -ge "$console_silence_limit" ]; then
             why="the guest wrote nothing to its serial console in ${console_silence_limit} s"
@@ -278,10 +291,8 @@ boot_watched() {
         [ -z "$why" ] || break
     done
     if [ -n "$why" ]; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+        stop_vagrant "$pid"
+        boot_pid=""
         wait "$tailer" 2>/dev/null
         echo "    the guest did not come up: $why"
         console_tail
@@ -290,7 +301,11 @@ boot_watched() {
     fi
     wait "$pid"
     local status=$?
+    boot_pid=""
     wait "$tailer" 2>/dev/null
+    if [ -n "$login" ]; then
+        echo "    (serial console: first line $((first_output - started)) s after the command started, login prompt $((login - first_output)) s later)"
+    fi
     return "$status"
 }
 
