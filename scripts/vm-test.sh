@@ -15,6 +15,8 @@
 #   IMDS_TUN_VM_DEB   the .deb to test [default: the newest target/debian/imds-tun_*.deb, which
 #                     scripts/package.sh builds with the static binary the provisioner installs]
 #   IMDS_TUN_VM_TEST  0 = skip (refused under CI=true)
+#   IMDS_TUN_VM_BOX   a box already added to Vagrant to boot instead of scripts/vm-image.sh's
+#                     (e.g. a deliberately broken one, to watch the test fail fast and say why)
 #   CI                true = a missing prerequisite fails instead of skipping
 set -uo pipefail
 
@@ -80,23 +82,27 @@ host_pid=""
 token_created=""
 vm_created=""
 network_existed=""
-boot_failure=""  # why the guest did not come up (boot_watched)
-boot_pid=""      # the vagrant command boot_watched runs, while it runs
+watcher=""      # scripts/boot-watch.sh, while it runs a boot
+guest_up=""     # set once vagrant up succeeded
 
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     [ -z "$current_step" ] || step_done # the step a fatal failure ended
-    # A signal during a boot: vagrant holds the machine's lock until it ends, and destroy
-    # below needs it.
-    [ -z "$boot_pid" ] || stop_vagrant "$boot_pid"
+    # A signal during a boot: the watcher stops vagrant, which holds the machine's lock until
+    # it ends, and destroy below needs that lock.
+    if [ -n "$watcher" ]; then
+        kill -TERM "$watcher" 2>/dev/null
+        wait "$watcher" 2>/dev/null
+    fi
     if [ -n "$vm_created" ]; then
-        if [ "${#failures[@]}" -gt 0 ]; then
+        # A guest that never came up has no journal to read, and boot-watch.sh showed its console.
+        if [ "${#failures[@]}" -gt 0 ] && [ -n "$guest_up" ]; then
             echo "--- the guest's journal for imds-tun (a check failed) ---"
             in_guest 'sudo journalctl -u imds-tun --no-pager -n 40' | indent
             echo "--- stderr of the commands run in the guest ---"
             tail -n 40 "$scratch/guest-stderr.log" | indent
-            [ -n "$boot_failure" ] || console_tail
+            bash scripts/boot-watch.sh --tail "$console"
         fi
         step "vagrant destroy -f"
         vagrant_cmd destroy -f 2>&1 | indent
@@ -155,8 +161,14 @@ trap 'exit 130' INT TERM
 
 # --- 1. the guest image and the local box -------------------------------------------------------
 step "guest image and box (scripts/vm-image.sh)"
-box=$(bash scripts/vm-image.sh)
-status=$?
+if [ -n "${IMDS_TUN_VM_BOX:-}" ]; then
+    box=$IMDS_TUN_VM_BOX
+    status=0
+    echo "    IMDS_TUN_VM_BOX: $box"
+else
+    box=$(bash scripts/vm-image.sh)
+    status=$?
+fi
 step_done
 case $status in
     0) ;;
@@ -200,7 +212,7 @@ virsh -c qemu:///system version | indent || fatal "libvirt" "virsh cannot reach 
 # are removed so they do not pile up.
 # vagrant-libvirt 0.11 names it <box, / as -VAGRANTSLASH->_vagrant_box_image_<version>_<time>_box.img.
 current_volume="${box//\//-VAGRANTSLASH-}_"
-virsh -c qemu:///system vol-list default 2>/dev/null | awk '{print $1}' \
+[ -n "${IMDS_TUN_VM_BOX:-}" ] || virsh -c qemu:///system vol-list default 2>/dev/null | awk '{print $1}' \
     | grep '^imds-tun-VAGRANTSLASH-debian12-' | grep -vF "$current_volume" \
     | while read -r volume; do
         echo "    removing $volume (an older box)"
@@ -221,91 +233,25 @@ console=$IMDS_TUN_LIBVIRT_SERIAL_LOG
 unset IMDS_TUN_UPSTREAM IMDS_TUN_TOKEN_FILE IMDS_TUN_ARGS
 domain=vagrant_default
 
-# exec: the subshell's pid is vagrant's, so a watcher can stop it (boot_watched).
-vagrant_cmd() { (cd "$repo/vagrant" && exec vagrant "$@"); }
+vagrant_cmd() { (cd "$repo/vagrant" && vagrant "$@"); }
 # in_guest COMMAND: runs COMMAND in the guest as the vagrant user; its stdout is the command's,
 # stderr goes to a log (shown when a check fails).
 in_guest() { vagrant_cmd ssh --no-tty -c "$1" 2>>"$scratch/guest-stderr.log"; }
 # in_guest_script [sudo]: runs the bash script on stdin in the guest (as root with "sudo").
 in_guest_script() { vagrant_cmd ssh --no-tty -c "${1:+sudo }bash -s" 2>>"$scratch/guest-stderr.log"; }
 
-# The guest's serial console (GRUB, the kernel, the login prompt) is what tells why a guest
-# never gets an IP address; vagrant-libvirt itself only waits (about 15 min) and times out.
-# Bounds for software emulation: a guest of this image shows its login prompt about 40 s after
-# GRUB's first line here, and vagrant up starts the domain within a minute.
-console_silence_limit=300 # s from the command's start to the console's first byte
-console_login_limit=300   # s from the console's first byte to "login:"
-console_tail() {
-    echo "--- the last lines of the guest's serial console ($console) ---"
-    if [ -s "$console" ]; then
-        tr -d '\r' <"$console" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' | grep -v '^[[:space:]]*$' \
-            | tail -n 25 | indent
-    else
-        echo "    (empty: the guest wrote nothing)"
-    fi
-}
-# stop_vagrant PID: asks vagrant to stop (it cleans up on SIGTERM), then kills it after 30 s.
-stop_vagrant() {
-    kill -TERM "$1" 2>/dev/null
-    for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 1; done
-    kill -KILL "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
-}
 # boot_watched LOG COMMAND...: runs COMMAND (a vagrant command that boots the guest: up, reload)
-# with its output in LOG and on stdout, while watching the serial console: GRUB's prompt (no
-# configuration found) or a kernel panic stop it at once, and so does a console that stays
-# silent or shows no login prompt within the bounds above. Returns COMMAND's status, or 124
-# with one line saying why and the console's last lines.
+# under scripts/boot-watch.sh, which stops it when the guest's serial console shows it will not
+# come up (grub>, a kernel panic, silence, no login prompt) and then says why (status 124). In
+# the background, so a signal reaches this script's trap at once (see cleanup).
 boot_watched() {
-    local log=$1 pid tailer started offset=0 first_output="" login="" now size seen why=""
+    local log=$1 status
     shift
-    [ -f "$console" ] && offset=$(stat -c %s "$console")
-    "$@" >"$log" 2>&1 &
-    pid=$!
-    boot_pid=$pid
-    tail -n +1 -f --pid="$pid" "$log" 2>/dev/null | indent &
-    tailer=$!
-    started=$(date +%s)
-    while kill -0 "$pid" 2>/dev/null; do
-        sleep 1
-        now=$(date +%s)
-        size=0
-        [ -f "$console" ] && size=$(stat -c %s "$console")
-        # A restarted domain may start the file anew.
-        [ "$size" -ge "$offset" ] || offset=0
-        seen=""
-        [ "$size" -le "$offset" ] || seen=$(tail -c +"$((offset + 1))" "$console" | tr -d '\r')
-        if [ -n "$seen" ] && [ -z "$first_output" ]; then first_output=$now; fi
-        if grep -q 'grub>' <<<"$seen"; then
-            why="GRUB stopped at its grub> prompt: the image has no usable /boot/grub/grub.cfg (rebuild it: scripts/vm-image.sh checks this)"
-        elif grep -q 'Kernel panic' <<<"$seen"; then
-            why="the guest kernel panicked"
-        elif grep -q 'login:' <<<"$seen"; then
-            [ -n "$login" ] || login=$now
-            continue
-        elif [ -z "$first_output" ] && [ $((now - started)) -ge "$console_silence_limit" ]; then
-            why="the guest wrote nothing to its serial console in ${console_silence_limit} s"
-        elif [ -n "$first_output" ] && [ $((now - first_output)) -ge "$console_login_limit" ]; then
-            why="the guest showed no login prompt ${console_login_limit} s after its console started"
-        fi
-        [ -z "$why" ] || break
-    done
-    if [ -n "$why" ]; then
-        stop_vagrant "$pid"
-        boot_pid=""
-        wait "$tailer" 2>/dev/null
-        echo "    the guest did not come up: $why"
-        console_tail
-        boot_failure=$why
-        return 124
-    fi
-    wait "$pid"
-    local status=$?
-    boot_pid=""
-    wait "$tailer" 2>/dev/null
-    if [ -n "$login" ]; then
-        echo "    (serial console: first line $((first_output - started)) s after the command started, login prompt $((login - first_output)) s later)"
-    fi
+    bash scripts/boot-watch.sh "$console" "$log" -- "$@" &
+    watcher=$!
+    wait "$watcher"
+    status=$?
+    watcher=""
     return "$status"
 }
 
@@ -323,14 +269,17 @@ fi
 
 step "vagrant up --provider=libvirt (guest-only shape)"
 vm_created=1
-boot_watched "$scratch/up.log" vagrant_cmd up --provider=libvirt
+boot_watched "$scratch/up.log" env -C "$repo/vagrant" vagrant up --provider=libvirt
 up_status=$?
 step_done
-[ -z "$boot_failure" ] || fatal "vagrant up" "$boot_failure"
-if [ "$up_status" -ne 0 ]; then
-    console_tail
-    fatal "vagrant up" "exited with $up_status"
-fi
+case $up_status in
+    0) guest_up=1 ;;
+    124) fatal "vagrant up" "the guest did not come up (why, and its console, above)" ;;
+    *)
+        bash scripts/boot-watch.sh --tail "$console"
+        fatal "vagrant up" "exited with $up_status"
+        ;;
+esac
 up_log=$(cat "$scratch/up.log")
 expect_contains "vagrant up: the provisioner installed and started the service" \
     "service restarted (systemd)" "$up_log"
@@ -569,15 +518,18 @@ step_done
 # --- 9. vagrant reload ----------------------------------------------------------------------------
 step "vagrant reload"
 before=$facts
-boot_watched "$scratch/reload.log" vagrant_cmd reload
+boot_watched "$scratch/reload.log" env -C "$repo/vagrant" vagrant reload
 reload_status=$?
 reload_out=$(cat "$scratch/reload.log")
 step_done
-[ -z "$boot_failure" ] || fatal "vagrant reload" "$boot_failure"
-if [ "$reload_status" -ne 0 ]; then
-    console_tail
-    fatal "vagrant reload" "exited with $reload_status"
-fi
+case $reload_status in
+    0) ;;
+    124) fatal "vagrant reload" "the guest did not come up (why, and its console, above)" ;;
+    *)
+        bash scripts/boot-watch.sh --tail "$console"
+        fatal "vagrant reload" "exited with $reload_status"
+        ;;
+esac
 facts=$(service_facts)
 if [ "$(value ActiveEnterTimestamp <<<"$facts")" != "$(value ActiveEnterTimestamp <<<"$before")" ]; then
     pass "after reload: the service started anew with the guest"

@@ -10,6 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::TempDir;
 
@@ -308,4 +309,171 @@ fn a_filesystem_still_mounted_in_another_namespace_is_refused() {
         text(&output)
     );
     assert!(stdout.contains("released: status 0"), "{}", text(&output));
+}
+
+// --- scripts/boot-watch.sh: a guest that does not come up is reported in seconds, not after
+// vagrant-libvirt's 15 minutes. The "guest" here is a shell that writes to the console file
+// what a real one printed, then sleeps as vagrant up does while it waits for an IP.
+
+fn boot_watch(scratch: &TempDir, guest: &str, limits: &[(&str, &str)]) -> (Output, Duration) {
+    let console = scratch.path().join("console.log");
+    let log = scratch.path().join("up.log");
+    let mut command = Command::new("bash");
+    command
+        .arg(script().with_file_name("boot-watch.sh"))
+        .arg(&console)
+        .arg(&log)
+        .args(["--", "bash", "-c", guest, "guest"])
+        .arg(&console)
+        .env("IMDS_TUN_BOOT_STOP_GRACE", "5");
+    for (name, value) in limits {
+        command.env(name, value);
+    }
+    let started = Instant::now();
+    let output = command.output().expect("running scripts/boot-watch.sh");
+    (output, started.elapsed())
+}
+
+/// What the guest printed before GRUB gave up, as the serial console carried it.
+/// It also leaves its pid and a child's (as vagrant runs ssh) for the test to check.
+const GRUB_PROMPT: &str = r#"sleep 1; printf '\033[2J\033[1;1HWelcome to GRUB!\r\n\r\ngrub> ' >>"$1"
+    sleep 60 & echo "$$ $!" >"$1.pid"; wait"#;
+
+/// Whether none of the pids in `file` (written by the guest) runs any more. A killed child of
+/// the killed guest is a zombie until whoever adopted it reaps it: that counts as gone.
+fn all_gone(file: &Path) -> bool {
+    let pids = std::fs::read_to_string(file).expect("the guest's pids");
+    assert_eq!(pids.split_whitespace().count(), 2, "two pids in {pids:?}");
+    pids.split_whitespace().all(|pid| {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the command name in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+            Err(_) => true,
+        }
+    })
+}
+
+#[test]
+fn boot_watch_stops_a_guest_at_the_grub_prompt_at_once() {
+    let scratch = TempDir::new();
+    let (output, took) = boot_watch(&scratch, GRUB_PROMPT, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(124), "{}", text(&output));
+    assert!(
+        stdout.contains("the guest did not come up: GRUB stopped at its grub> prompt"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        stdout.contains("    grub>"),
+        "the console's last lines: {}",
+        text(&output)
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        all_gone(&scratch.path().join("console.log.pid")),
+        "the guest command or its child was left running"
+    );
+}
+
+#[test]
+fn boot_watch_reports_a_silent_console_a_panic_and_a_missing_login() {
+    let cases = [
+        (
+            "silent",
+            "echo '==> default: Starting domain.'; sleep 60",
+            ("IMDS_TUN_BOOT_SILENCE_LIMIT", "2"),
+            "the guest wrote nothing to its serial console 2 s after its domain started",
+        ),
+        (
+            "panic",
+            r#"printf 'Loading Linux ...\nKernel panic - not syncing: VFS: Unable to mount root fs\n' >>"$1"; sleep 60"#,
+            ("IMDS_TUN_BOOT_LOGIN_LIMIT", "300"),
+            "the guest kernel panicked",
+        ),
+        (
+            "no login",
+            r#"printf 'Loading Linux ...\n' >>"$1"; sleep 60"#,
+            ("IMDS_TUN_BOOT_LOGIN_LIMIT", "2"),
+            "the guest showed no login prompt 2 s after its console started",
+        ),
+    ];
+    for (case, guest, limit, why) in cases {
+        let scratch = TempDir::new();
+        let (output, took) = boot_watch(&scratch, guest, &[limit]);
+        assert_eq!(output.status.code(), Some(124), "{case}: {}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stdout)
+                .contains(&format!("the guest did not come up: {why}")),
+            "{case}: {}",
+            text(&output)
+        );
+        assert!(took < Duration::from_secs(20), "{case}: took {took:?}");
+    }
+}
+
+#[test]
+fn boot_watch_passes_a_guest_that_comes_up_and_the_command_status() {
+    let scratch = TempDir::new();
+    let up = r#"printf 'Loading Linux ...\n\nimds-tun-guest login: ' >>"$1"; sleep 2; echo "Machine booted and ready!""#;
+    let (output, _) = boot_watch(&scratch, up, &[("IMDS_TUN_BOOT_LOGIN_LIMIT", "1")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        stdout.contains("    Machine booted and ready!"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        stdout.contains("(serial console: first line"),
+        "{}",
+        text(&output)
+    );
+
+    let scratch = TempDir::new();
+    let failed =
+        r#"printf 'imds-tun-guest login: ' >>"$1"; echo 'The provider failed' >&2; exit 3"#;
+    let (output, _) = boot_watch(&scratch, failed, &[]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("    The provider failed"),
+        "{}",
+        text(&output)
+    );
+}
+
+/// SIGTERM to the watcher (the VM test's trap during a boot) stops the command it runs.
+#[test]
+fn boot_watch_stops_its_command_when_it_is_stopped() {
+    let scratch = TempDir::new();
+    let console = scratch.path().join("console.log");
+    let guest = r#"sleep 60 & echo "$$ $!" >"$1.pid"; wait"#;
+    let mut watcher = Command::new("bash")
+        .arg(script().with_file_name("boot-watch.sh"))
+        .arg(&console)
+        .arg(scratch.path().join("up.log"))
+        .args(["--", "bash", "-c", guest, "guest"])
+        .arg(&console)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting scripts/boot-watch.sh");
+    let pid_file = scratch.path().join("console.log.pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100)); // the file is written, not yet closed
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watcher.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signalling the watcher");
+    let status = watcher.wait().expect("waiting for the watcher");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        all_gone(&pid_file),
+        "the guest command or its child was left running"
+    );
 }
