@@ -13,7 +13,9 @@
 #     said "Starting domain." (the guest powers on right after), or 300 s after COMMAND started if
 #     it never says so; or no `login:` $IMDS_TUN_BOOT_LOGIN_LIMIT s (default 300) after the
 #     console's first byte: stop.
-# Only what the console gets after COMMAND starts counts (a reboot may also start the file anew).
+# Only what the console gets after COMMAND starts counts, and after "Starting domain." once that
+# is seen (a reload's halt writes the old guest's shutdown there first); a new domain may also
+# start the file anew.
 # Stopping is SIGTERM to COMMAND's process group (vagrant cleans up and releases the machine's
 # lock), then SIGKILL after
 # $IMDS_TUN_BOOT_STOP_GRACE s (default 30). This script stops COMMAND the same way when it
@@ -113,10 +115,16 @@ while kill -0 "$pid" 2>/dev/null; do
     [ -f "$console" ] && size=$(stat -c %s "$console")
     # A restarted domain may start the file anew.
     [ "$size" -ge "$offset" ] || offset=0
+    if [ -z "$domain_started" ] && grep -q 'Starting domain' "$log"; then
+        domain_started=$now
+        # What the console got before is the old guest's shutdown (vagrant reload).
+        offset=$size
+        first_output=""
+        login=""
+    fi
     seen=""
     [ "$size" -le "$offset" ] || seen=$(tail -c +"$((offset + 1))" "$console" | console_text)
     if [ -n "$seen" ] && [ -z "$first_output" ]; then first_output=$now; fi
-    if [ -z "$domain_started" ] && grep -q 'Starting domain' "$log"; then domain_started=$now; fi
     if grep -q 'grub>' <<<"$seen"; then
         why="GRUB stopped at its grub> prompt: the image has no usable /boot/grub/grub.cfg (scripts/vm-image.sh --check-disk tells why)"
     elif grep -q 'Kernel panic' <<<"$seen"; then

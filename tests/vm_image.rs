@@ -432,6 +432,19 @@ fn boot_watch_passes_a_guest_that_comes_up_and_the_command_status() {
         text(&output)
     );
 
+    // A reload: the old guest's shutdown is on the console before the domain starts again; it
+    // is not the new boot's first line, and its "login:" is not the new guest's.
+    let scratch = TempDir::new();
+    let reload = r#"printf 'imds-tun-guest login: \nreboot: Power down\n' >>"$1"; sleep 2
+        echo '==> default: Starting domain.'; sleep 2; printf 'Loading Linux ...\n' >>"$1"; sleep 60"#;
+    let (output, _) = boot_watch(&scratch, reload, &[("IMDS_TUN_BOOT_LOGIN_LIMIT", "2")]);
+    assert_eq!(output.status.code(), Some(124), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("showed no login prompt 2 s after"),
+        "{}",
+        text(&output)
+    );
+
     let scratch = TempDir::new();
     let failed =
         r#"printf 'imds-tun-guest login: ' >>"$1"; echo 'The provider failed' >&2; exit 3"#;
