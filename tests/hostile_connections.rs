@@ -113,8 +113,9 @@ fn idle_and_half_sent_connection_floods_do_not_lock_out_real_clients() {
         // handshakes instead: see `a_burst_of_new_clients_evicts_idle_connections_not_each_other`.)
         let mut half = open_one_by_one(100).await;
         for stream in &mut half {
-            // A newcomer's handshake may still be evicted by the next SYN (see the ignored
-            // test below); such a stream is reset and dropped by `still_open`.
+            // A newcomer's handshake may still be evicted by the next SYN once past its grace
+            // (see `a_burst_of_new_clients_evicts_idle_connections_not_each_other`); such a
+            // stream is reset and dropped by `still_open`.
             let _ = stream
                 .write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.2")
                 .await;
