@@ -38,8 +38,10 @@
 //! - A connection's IP hop limit is lowered for a token reply and lifted again only once that
 //!   reply is acknowledged (`reply_hops.rs` says why).
 //! - A SYN that finds the table full may be held until its runtime says who is calling
-//!   (`callers.rs`); nothing else waits on the runtime, and a held SYN is fed again before any
-//!   packet read after it.
+//!   (`callers.rs`); nothing else waits on the runtime. The runtime answers before it feeds any
+//!   packet read later. The rest of the SYN's own read batch goes first, which does no harm: a
+//!   client waiting for our SYN-ACK sends nothing but the SYN again, or a RST that its kernel
+//!   repeats when the late SYN-ACK arrives (the socket is then reaped at once).
 
 mod admission;
 mod callers;

@@ -38,6 +38,7 @@ pub(super) struct Schedule {
 
 impl Schedule {
     /// The connection has work for the next poll.
+    #[inline]
     pub(super) fn mark_ready(&mut self, id: ConnectionId, slot: &mut Slot) {
         if !slot.ready {
             slot.ready = true;
@@ -98,6 +99,7 @@ impl Schedule {
     }
 
     /// Whether this round should visit the connection (false if it already did).
+    #[inline]
     pub(super) fn visit(&mut self, slot: &mut Slot) -> bool {
         if slot.visited == self.round {
             return false;

@@ -12,7 +12,7 @@
 //! When the table is full, a new SYN may be held until the endpoint knows who is calling
 //! ([`CallerQuestions`]): the task asks [`Attribution`] (one `sock_diag` question per local
 //! caller, blocking, on tokio's blocking pool) with the lock released, and feeds the answers at
-//! the start of the next round, before any packet read after the held SYNs.
+//! the start of the next round, before any packet read since.
 
 use super::packet_io::PacketIo;
 use super::shared::{Shared, now};
