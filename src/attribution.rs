@@ -34,6 +34,7 @@ pub struct CallerIdentity {
     pub address: Option<IpAddr>,
     /// The owner of the client socket, for a local caller.
     pub uid: Option<u32>,
+    /// The process holding the client socket, if found in time.
     pub pid: Option<u32>,
     /// `/proc/PID/comm`: the command name, at most 15 bytes.
     pub command: Option<String>,

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, futures::Notified};
 
 /// State shared by the driver and every stream.
 #[derive(Debug)]
-pub struct Shared {
+pub(super) struct Shared {
     endpoint: Mutex<Endpoint>,
     driver: Notify,
 }
