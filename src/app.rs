@@ -12,7 +12,7 @@ use crate::http::{Access, Backend, Limits, Server, Upstream};
 use crate::imds::Imds;
 use crate::platform::privileges;
 use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError, TunRequest};
-use crate::stack::{self, core::StackConfig};
+use crate::stack::{self, StackConfig};
 use clap::Parser;
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +22,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+
+mod stack_connection;
 
 /// Why a run ended badly; each message is one line for a person.
 #[derive(Debug, thiserror::Error)]
@@ -311,8 +313,16 @@ async fn run(
     if settings.tun.as_ref().is_some_and(|tun| tun.ipv6) {
         local_sources.push(std::net::IpAddr::V6(platform::LOCAL_ADDRESS_V6));
     }
-    let attribution = crate::attribution::Attribution::open(local_sources);
-    let server = Server::with_limits(backend, limits).with_attribution(attribution);
+    // One service for both questions: who reads credentials, and whose connection gives way at
+    // the connection limit.
+    let attribution = Arc::new(crate::attribution::Attribution::open(local_sources));
+    if cfg!(target_os = "linux") && !attribution.knows_socket_owners() {
+        tracing::warn!(
+            "cannot ask the kernel who owns client sockets (NETLINK_SOCK_DIAG); local users are \
+             told apart neither in the credentials log nor at the connection limit"
+        );
+    }
+    let server = Server::with_limits(backend, limits).with_attribution(attribution.clone());
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
     for &address in &settings.listen {
@@ -339,7 +349,7 @@ async fn run(
                 .then_some(METADATA_ADDRESS_V6);
             config.allow_from = settings.hardening.allow_from.clone();
             config.first_data_timeout = settings.hardening.header_timeout.into();
-            let (listener, driver) = stack::spawn(tun, config, caller_identity());
+            let (listener, driver) = stack::spawn(tun, config, attribution);
             (Some(listener), Some(driver))
         }
         None => (None, None),
@@ -412,22 +422,6 @@ async fn run(
         driver.stop(Duration::from_millis(20)).await;
     }
     outcome
-}
-
-/// How the stack tells callers apart at the connection limit: by the owner of the client
-/// socket where the kernel can say, else by source address (and the limit is then shared per
-/// address, which every local process has in common).
-fn caller_identity() -> Box<dyn stack::caller::Identify> {
-    #[cfg(target_os = "linux")]
-    match stack::caller::LocalSocketOwners::open(platform::LOCAL_ADDRESS) {
-        Ok(owners) => return Box::new(owners),
-        Err(error) => tracing::warn!(
-            %error,
-            "cannot ask the kernel who owns client sockets (NETLINK_SOCK_DIAG); at the connection \
-             limit local users are not told apart"
-        ),
-    }
-    Box::new(stack::caller::BySourceAddress)
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
@@ -574,7 +568,7 @@ async fn accept_tun(listener: &mut Option<stack::Listener>) -> Option<stack::Tcp
     }
 }
 
-async fn driver_failed(driver: &mut Option<stack::driver::Driver>) -> io::Error {
+async fn driver_failed(driver: &mut Option<stack::Driver>) -> io::Error {
     match driver {
         Some(driver) => driver.failed().await,
         None => std::future::pending().await,

@@ -1,15 +1,21 @@
-//! Who is asking: the process, user or address behind a connection, for the log line every
-//! credentials read leaves (`pid 4242 (python3) uid 1000 read role credentials app`).
+//! Who is asking: the process, user or address behind a connection. One service answers two
+//! questions, at two prices:
+//! - the log line every credentials read leaves (`pid 4242 (python3) uid 1000 read role
+//!   credentials app`) gets the whole [`CallerIdentity`] ([`Attribution::identify`]);
+//! - the stack's connection limit, shared fairly among callers, gets only the key a connection
+//!   is charged to, a [`Caller`] ([`Attribution::caller`]): one kernel question, no `/proc` scan.
 //!
-//! A local caller (its packets come from this host: our side of the point-to-point link, or
-//! loopback for `--listen`) is found by its socket: the kernel names the socket's owner and inode
-//! (`NETLINK_SOCK_DIAG`, Linux), and the process holding that inode is found in `/proc`, best
-//! effort: at most [`SCAN_BUDGET`] of scanning, and only processes whose `/proc/PID/fd` this
+//! A local caller (its packets come from this host: our side of a point-to-point link, IPv4 or
+//! IPv6, or loopback for `--listen`) is found by its socket: the kernel names the socket's owner
+//! and inode (`NETLINK_SOCK_DIAG`, Linux), and the process holding that inode is found in `/proc`,
+//! best effort: at most [`SCAN_BUDGET`] of scanning, and only processes whose `/proc/PID/fd` this
 //! process may read (after the privilege drop, the served user's own; as root, all). A caller
 //! from elsewhere (a container on a bridge, a guest) is its source address.
 //!
-//! Asked once per connection, when its first credentials read is answered (the connection and
-//! the caller are both still there then), never per request.
+//! The audit line asks once per connection, when its first credentials read is answered (the
+//! connection and the caller are both still there then), never per request; the stack asks only
+//! when its table is full, from its runtime and outside its lock (`stack::runtime`). This module
+//! knows nothing of either: it sits below both and imports only `platform` and `log_limit`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +34,7 @@ pub struct CallerIdentity {
     pub address: Option<IpAddr>,
     /// The owner of the client socket, for a local caller.
     pub uid: Option<u32>,
+    /// The process holding the client socket, if found in time.
     pub pid: Option<u32>,
     /// `/proc/PID/comm`: the command name, at most 15 bytes.
     pub command: Option<String>,
@@ -62,6 +69,27 @@ impl fmt::Display for CallerIdentity {
             }
         }
         f.write_str(&parts.join(" "))
+    }
+}
+
+/// Who a connection is charged to where one limit is shared among callers (the stack's
+/// connection limit): the user owning a local caller's socket, else the source address. Every
+/// local process reaches the TUN from the same address, so an address alone cannot tell one
+/// user's flood from another user's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// A local process of this user.
+    User(u32),
+    /// Anything arriving from this source address whose owner is not known.
+    Address(IpAddr),
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::User(uid) => write!(f, "uid {uid}"),
+            Caller::Address(address) => write!(f, "{address}"),
+        }
     }
 }
 
@@ -101,17 +129,84 @@ impl Attribution {
         }
     }
 
+    /// Knows callers by their source address only and never asks the kernel (tests, fuzzing).
+    pub fn addresses_only() -> Attribution {
+        Attribution {
+            audit: AuditLimit::default(),
+            lookups: tokio::sync::Semaphore::new(MAX_LOOKUPS),
+            #[cfg(target_os = "linux")]
+            owners: None,
+            local_sources: Vec::new(),
+        }
+    }
+
+    /// Whether local callers can be told apart by the owner of their socket (false where the
+    /// kernel cannot be asked: no `NETLINK_SOCK_DIAG`, or not Linux).
+    #[cfg(target_os = "linux")]
+    pub fn knows_socket_owners(&self) -> bool {
+        self.owners.is_some()
+    }
+
+    /// Whether local callers can be told apart by the owner of their socket: not here.
+    #[cfg(not(target_os = "linux"))]
+    pub fn knows_socket_owners(&self) -> bool {
+        false
+    }
+
     /// The caller behind the connection from `client` to our `server` endpoint.
     pub fn identify(&self, client: SocketAddr, server: Option<SocketAddr>) -> CallerIdentity {
         let identity = CallerIdentity {
             address: Some(client.ip()),
             ..CallerIdentity::default()
         };
-        let local = client.ip().is_loopback() || self.local_sources.contains(&client.ip());
-        if !local {
+        if !self.is_local(client.ip()) {
             return forwarded_details(identity, client.ip());
         }
         self.local_details(identity, client, server)
+    }
+
+    /// Who the connection from `client` to our `server` endpoint is charged to: the owner of a
+    /// local caller's socket (one `sock_diag` question, blocking for microseconds), else the
+    /// source address (no question at all). Either family: with `--ipv6` local processes also
+    /// connect from `fd00:ec2::253`.
+    pub fn caller(&self, client: SocketAddr, server: SocketAddr) -> Caller {
+        let by_address = Caller::Address(client.ip());
+        if !self.is_local(client.ip()) {
+            return by_address;
+        }
+        // Closed already, or not ours to see: charged to the shared local address.
+        self.owner_uid(client, server)
+            .map_or(by_address, Caller::User)
+    }
+
+    fn is_local(&self, address: IpAddr) -> bool {
+        address.is_loopback() || self.local_sources.contains(&address)
+    }
+
+    /// The uid owning the client socket, asked of the kernel (Linux).
+    #[cfg(target_os = "linux")]
+    fn owner_uid(&self, client: SocketAddr, server: SocketAddr) -> Option<u32> {
+        self.socket_owner(client, server).map(|owner| owner.uid)
+    }
+
+    /// Elsewhere the kernel is not asked.
+    #[cfg(not(target_os = "linux"))]
+    fn owner_uid(&self, _client: SocketAddr, _server: SocketAddr) -> Option<u32> {
+        None
+    }
+
+    /// The owner of the client socket, asked of the kernel (Linux).
+    #[cfg(target_os = "linux")]
+    fn socket_owner(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) -> Option<crate::platform::netlink::SocketOwner> {
+        self.owners
+            .as_ref()?
+            .lock()
+            .ok()
+            .and_then(|mut owners| owners.owner_of(client, server).ok().flatten())
     }
 
     /// The owner and process of a local caller's socket (Linux: netlink and `/proc`).
@@ -122,15 +217,10 @@ impl Attribution {
         client: SocketAddr,
         server: Option<SocketAddr>,
     ) -> CallerIdentity {
-        let (Some(owners), Some(server)) = (&self.owners, server) else {
+        let Some(server) = server else {
             return identity;
         };
-        // Either family: with --ipv6 local processes also connect from fd00:ec2::253.
-        let owner = owners
-            .lock()
-            .ok()
-            .and_then(|mut owners| owners.owner_of(client, server).ok().flatten());
-        if let Some(owner) = owner {
+        if let Some(owner) = self.socket_owner(client, server) {
             identity.uid = Some(owner.uid);
             if let Some(pid) = process_holding(owner.inode, Instant::now() + SCAN_BUDGET) {
                 identity.pid = Some(pid);
@@ -416,6 +506,50 @@ mod tests {
             "a hybrid host's v1 path when v2 is the root"
         );
         assert_eq!(unified_cgroup("0::/\n1:cpu:/\n").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn a_caller_is_charged_by_address_unless_it_is_local_and_its_socket_owner_is_known() {
+        let server: SocketAddr = "169.254.169.254:80".parse().expect("address");
+        let forwarded: SocketAddr = "172.17.0.2:40000".parse().expect("address");
+        let attribution = Attribution::open(vec!["169.254.169.253".parse().expect("ip")]);
+        assert_eq!(
+            attribution.caller(forwarded, server),
+            Caller::Address(forwarded.ip()),
+            "not local: no kernel question"
+        );
+        // Local, but no such socket exists (it closed): the shared local address.
+        let gone: SocketAddr = "169.254.169.253:1".parse().expect("address");
+        assert_eq!(attribution.caller(gone, server), Caller::Address(gone.ip()));
+        assert_eq!(
+            Attribution::addresses_only().caller(gone, server),
+            Caller::Address(gone.ip())
+        );
+        assert_eq!(Caller::User(1000).to_string(), "uid 1000");
+        assert_eq!(Caller::Address(forwarded.ip()).to_string(), "172.17.0.2");
+    }
+
+    /// Both families, as the stack asks at its connection limit: the owner of a loopback client
+    /// socket (loopback always counts as local) is this process's user.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_local_callers_socket_owner_is_its_caller_over_ipv4_and_ipv6() {
+        let attribution = Attribution::open(Vec::new());
+        let me = Caller::User(nix::unistd::geteuid().as_raw());
+        for listen in ["127.0.0.1:0", "[::1]:0"] {
+            // A kernel without IPv6 has no ::1.
+            let Ok(listener) = std::net::TcpListener::bind(listen) else {
+                continue;
+            };
+            let server = listener.local_addr().expect("address");
+            let client = std::net::TcpStream::connect(server).expect("connect");
+            let client = client.local_addr().expect("local");
+            assert_eq!(attribution.caller(client, server), me, "{listen}");
+            assert_eq!(
+                Attribution::addresses_only().caller(client, server),
+                Caller::Address(client.ip())
+            );
+        }
     }
 
     #[cfg(target_os = "linux")]

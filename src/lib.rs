@@ -13,7 +13,7 @@
 //!          with --ipv6 also fd00:ec2::254/128 dev imds0 (p2p peer, src fd00:ec2::253)
 //!     │ IP packets
 //!     ▼
-//!  platform ── TUN fd ──▶ stack::driver (one task) ── smoltcp Interface + SocketSet
+//!  platform ── TUN fd ──▶ stack::runtime (one task) ── stack::Endpoint (smoltcp, sans-IO)
 //!  (a stack::PacketIo; in       │ one socket per SYN; a stream once established
 //!   tests a PacketPipe)         │ and the client has sent its first byte
 //!                               ▼
@@ -37,11 +37,11 @@
 //!   `unsafe` and OS code.
 //! - [`cidr`], [`log_limit`] and [`query`]: leaf helpers (address blocks; how much of the log
 //!   clients can cause; a request's query string).
-//! - [`stack`]: smoltcp driven by one task over any packet device (the TUN, or in tests an
-//!   in-memory pipe), and the streams it hands out.
-//! - [`credentials`]: where the role credentials come from (one small trait).
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
-//!   line every credentials read leaves.
+//!   line every credentials read leaves and for sharing the connection limit among callers.
+//! - [`stack`]: a sans-IO TCP endpoint over smoltcp, and the runtime that drives it with one
+//!   task over any packet device (the TUN, or in tests an in-memory pipe) and hands out streams.
+//! - [`credentials`]: where the role credentials come from (one small trait).
 //! - [`token_command`]: running the user's `gcloud`/`az` for a token, bounded, without a shell.
 //! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
 //! - [`gce`] and [`azure`]: the GCE and Azure metadata protocols, likewise, with their token

@@ -11,7 +11,7 @@ mod hostile_support;
 
 use std::time::{Duration, Instant};
 
-use common::METADATA;
+use common::{METADATA, METADATA_V6};
 use hostile_support::{
     ANSWER_WITHIN, Background, answered_quickly, assert_still_serving, flood_lock,
     hping3_available, probe_during,
@@ -113,8 +113,9 @@ fn idle_and_half_sent_connection_floods_do_not_lock_out_real_clients() {
         // handshakes instead: see `a_burst_of_new_clients_evicts_idle_connections_not_each_other`.)
         let mut half = open_one_by_one(100).await;
         for stream in &mut half {
-            // A newcomer's handshake may still be evicted by the next SYN (see the ignored
-            // test below); such a stream is reset and dropped by `still_open`.
+            // A newcomer's handshake may still be evicted by the next SYN once past its grace
+            // (see `a_burst_of_new_clients_evicts_idle_connections_not_each_other`); such a
+            // stream is reset and dropped by `still_open`.
             let _ = stream
                 .write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.2")
                 .await;
@@ -285,7 +286,7 @@ fn spoofed_syn_flood_of_half_open_handshakes_does_not_starve_a_real_client() {
     assert_still_serving(&namespace, &mut child, "a spoofed-source SYN flood");
 }
 
-/// Repro for a weakness of the eviction order in `Stack::evict_one` (`src/stack/core.rs`): at
+/// Repro for a weakness of the eviction order (`src/stack/endpoint/admission.rs`): at
 /// the limit, a SYN evicts the oldest *handshake* (any connection that has not sent a byte)
 /// before any connection that has. When several real clients connect at once while the limit
 /// is full of long-idle connections that did send something (half a request head), their SYNs
@@ -334,16 +335,16 @@ fn a_burst_of_new_clients_evicts_idle_connections_not_each_other() {
     });
 }
 
-/// A flooding user: `count` keep-alive connections, each sending a request every 300 ms and
-/// reading its answer, so none is ever idle; a connection that is reset is reopened at once.
-/// Prints `open N` when all are connected; runs for `seconds`, then prints how many of its
-/// own reconnections were refused and exits.
+/// A flooding user: `count` keep-alive connections to `host` (argument 3), each sending a
+/// request every 300 ms and reading its answer, so none is ever idle; a connection that is reset
+/// is reopened at once. Prints `open N` when all are connected; runs for `seconds`, then prints
+/// how many of its own reconnections were refused and exits.
 const KEEPALIVE_FLOOD: &str = r#"
 import socket, sys, time
-count, seconds = int(sys.argv[1]), float(sys.argv[2])
+count, seconds, host = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 request = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
 def connect():
-    s = socket.create_connection(("169.254.169.254", 80), timeout=2)
+    s = socket.create_connection((host, 80), timeout=2)
     return s
 conns = [connect() for _ in range(count)]
 print("open", len(conns), flush=True)
@@ -374,12 +375,42 @@ fn one_users_busy_keep_alive_flood_does_not_lock_out_another_user() {
     let _flood = flood_lock();
     let namespace = namespace!();
     let limit = LIMIT.to_string();
-    let mut child = common::start(&namespace, &["--max-connections", &limit]);
+    let child = common::start(&namespace, &["--max-connections", &limit]);
+    busy_flood_does_not_lock_out_another_user(&namespace, child, "169.254.169.254", METADATA);
+}
 
+/// The same over IPv6: every local client dialling `fd00:ec2::254` comes from `fd00:ec2::253`,
+/// and local users are told apart by who owns the client socket there too (they once shared one
+/// bucket at the limit, so an IPv6 flood refused every other IPv6 client).
+#[test]
+fn one_users_busy_ipv6_keep_alive_flood_does_not_lock_out_another_ipv6_user() {
+    let _flood = flood_lock();
+    let namespace = namespace!();
+    let limit = LIMIT.to_string();
+    let child = common::start(&namespace, &["--max-connections", &limit, "--ipv6"]);
+    busy_flood_does_not_lock_out_another_user(&namespace, child, "fd00:ec2::254", METADATA_V6);
+}
+
+/// `nobody` fills the limit with busy keep-alive connections to `flood_host`; root's 30 new
+/// clients to `probe` must all be served meanwhile.
+fn busy_flood_does_not_lock_out_another_user(
+    namespace: &common::Namespace,
+    mut child: common::ImdsTun,
+    flood_host: &str,
+    probe: std::net::SocketAddr,
+) {
+    let limit = LIMIT.to_string();
     let mut command = std::process::Command::new("ip");
     command.args(["netns", "exec", namespace.name()]);
     command.args(common::nobody_prefix());
-    command.args(["/usr/bin/python3", "-c", KEEPALIVE_FLOOD, &limit, "12"]);
+    command.args([
+        "/usr/bin/python3",
+        "-c",
+        KEEPALIVE_FLOOD,
+        &limit,
+        "12",
+        flood_host,
+    ]);
     let mut flooder = command
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -395,12 +426,11 @@ fn one_users_busy_keep_alive_flood_does_not_lock_out_another_user() {
     // Let every flooding connection send a few requests: none of them is idle.
     std::thread::sleep(Duration::from_secs(1));
 
-    let refused = namespace.run_in(|| async {
+    let refused = namespace.run_in(move || async move {
         let mut refused = 0;
         for _ in 0..30 {
             // A refused connection panics inside the helper; the task turns that into a count.
-            let attempt =
-                tokio::spawn(common::http::get(METADATA, "/latest/meta-data/instance-id"));
+            let attempt = tokio::spawn(common::http::get(probe, "/latest/meta-data/instance-id"));
             match attempt.await {
                 Ok(response) if response.status == 200 => {}
                 _ => refused += 1,
@@ -421,5 +451,5 @@ fn one_users_busy_keep_alive_flood_does_not_lock_out_another_user() {
         line.starts_with("refused"),
         "the flooder ran to its end: {line:?}"
     );
-    assert_still_serving(&namespace, &mut child, "a busy keep-alive flood");
+    assert_still_serving(namespace, &mut child, "a busy keep-alive flood");
 }

@@ -12,15 +12,13 @@
 //! something happen.
 
 use clap::Parser;
+use imds_tun::attribution::Attribution;
 use imds_tun::cli::Cli;
 use imds_tun::credentials::fake::FakeCredentials;
 use imds_tun::http::{Limits, Server};
 use imds_tun::imds::Imds;
-use imds_tun::stack::caller::BySourceAddress;
-use imds_tun::stack::core::StackConfig;
-use imds_tun::stack::device::PacketQueues;
-use imds_tun::stack::driver::Driver;
-use imds_tun::stack::{self, PacketIo, PacketPipe};
+use imds_tun::stack::endpoint::PacketQueues;
+use imds_tun::stack::{self, Driver, PacketIo, PacketPipe, StackConfig};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpPacket};
@@ -72,7 +70,8 @@ impl InProcess {
 
         let (stack_end, client_end) = PacketPipe::pair(PIPE_CAPACITY);
         let config = StackConfig::new(SERVER, 80, MTU, max_connections);
-        let (mut listener, driver) = stack::spawn(stack_end, config, Box::new(BySourceAddress));
+        let (mut listener, driver) =
+            stack::spawn(stack_end, config, Arc::new(Attribution::addresses_only()));
         // The accept loop of `app.rs`, reduced to the TUN path.
         let (stop_accepting, mut stop) = oneshot::channel::<()>();
         let accepting = tokio::spawn(async move {

@@ -1,14 +1,18 @@
-//! Arbitrary bytes into the TUN ingress: `Stack::receive` and `Stack::poll` must never panic,
-//! and the endpoint must stay bounded whatever arrives.
+//! Arbitrary bytes into the TUN ingress: `Endpoint::receive` and `Endpoint::poll` must never
+//! panic, and the endpoint must stay bounded whatever arrives.
 //!
 //! Input: a sequence of packets, each `[flags, len_hi, len_lo, bytes...]`. Flag bit 0 asks the
 //! target to repair the IPv4 and TCP checksums first (for IPv6, the TCP one), so the fuzzer
 //! reaches the TCP state machine instead of stopping at checksum verification; bit 1 advances
-//! the clock by a second. The endpoint serves both addresses, as with `--ipv6`.
+//! the clock by a second. The endpoint serves both addresses, as with `--ipv6`. A SYN held at
+//! the connection limit is answered at once, as the runtime would, with a caller made from the
+//! client's port (a user for even ports, the address for odd ones), so the eviction rules see
+//! several callers.
 
 #![no_main]
 
-use imds_tun::stack::core::{Stack, StackConfig};
+use imds_tun::attribution::Caller;
+use imds_tun::stack::{Endpoint, StackConfig};
 use libfuzzer_sys::fuzz_target;
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
@@ -20,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let address = Ipv4Addr::new(169, 254, 169, 254);
     let mut config = StackConfig::new(address, 80, 1500, MAX_CONNECTIONS);
     config.address_v6 = Some(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254));
-    let mut stack = Stack::new(config, Instant::ZERO);
+    let mut stack = Endpoint::new(config, Instant::ZERO);
     let mut now = Instant::ZERO;
     let mut rest = data;
     while rest.len() >= 3 {
@@ -35,6 +39,13 @@ fuzz_target!(|data: &[u8]| {
             now += smoltcp::time::Duration::from_secs(1);
         }
         stack.receive(packet, now);
+        if let Some(questions) = stack.caller_questions() {
+            let answers = questions.answer(|client, _| match client.port() {
+                port if port % 2 == 0 => Caller::User(u32::from(port % 8)),
+                _ => Caller::Address(client.ip()),
+            });
+            stack.answer_callers(answers, now);
+        }
         stack.poll(now);
         stack.transmit_queue().clear();
         // Eviction may let closing connections exceed the limit briefly, never without bound.

@@ -237,8 +237,8 @@ impl Server {
     }
 
     /// Names the caller in one log line per credentials read (and at debug level per request).
-    pub fn with_attribution(mut self, attribution: Attribution) -> Self {
-        self.attribution = Some(Arc::new(attribution));
+    pub fn with_attribution(mut self, attribution: impl Into<Arc<Attribution>>) -> Self {
+        self.attribution = Some(attribution.into());
         self
     }
 

@@ -10,10 +10,11 @@
 //! for that, so this layer never sees smoltcp.
 //!
 //! What a connection does with the request:
-//! - the TUN stack's [`crate::stack::TcpStream`] lowers the hop limit of every packet from the
-//!   PUT's reply on, retransmissions included, and lifts it after a later request once the
-//!   limited reply has been acknowledged in full (`src/stack/reply_hops.rs`), so GET replies go
-//!   with the normal hop limit;
+//! - the TUN stack's `TcpStream` lowers the hop limit of every packet from the PUT's reply on,
+//!   retransmissions included, and lifts it after a later request once the limited reply has been
+//!   acknowledged in full (`src/stack/endpoint/reply_hops.rs`), so GET replies go with the normal
+//!   hop limit. Its impls of these traits live in the wiring (`src/app/stack_connection.rs`):
+//!   neither layer imports the other;
 //! - a kernel socket from `--listen` is not limited, on purpose: the hop limit measures the
 //!   distance from the metadata address, and a `--listen` socket is reached at another address
 //!   by clients that are 0 hops from it (loopback; a guest's forwarder reaching the host's
@@ -40,22 +41,6 @@ pub trait ReplyHops: Send + Sync {
 pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// How to limit this connection's replies; `None` where they are not limited.
     fn reply_hops(&self) -> Option<Arc<dyn ReplyHops>>;
-}
-
-impl ReplyHops for crate::stack::HopLimit {
-    fn limit(&self, hops: u8) {
-        crate::stack::HopLimit::limit(self, hops);
-    }
-
-    fn release(&self) {
-        crate::stack::HopLimit::release(self);
-    }
-}
-
-impl Connection for crate::stack::TcpStream {
-    fn reply_hops(&self) -> Option<Arc<dyn ReplyHops>> {
-        Some(Arc::new(self.hop_limit()))
-    }
 }
 
 /// Not limited: see the module documentation for why.

@@ -4,31 +4,33 @@
 //! needs the other for it (the imports form a chain `shared ← stream ← driver`, not a cycle).
 //! What it owns is small on purpose: the endpoint behind one lock, and the `Notify` a stream uses
 //! to ask the driver for a round (something to transmit, a window to reopen, a socket to reap).
+//! Nothing that waits (a device, the kernel's answer about a caller) is ever done under the
+//! lock.
 
-use super::core::Stack;
+use crate::stack::endpoint::Endpoint;
 use smoltcp::time::Instant;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::{Notify, futures::Notified};
 
 /// State shared by the driver and every stream.
 #[derive(Debug)]
-pub struct Shared {
-    stack: Mutex<Stack>,
+pub(super) struct Shared {
+    endpoint: Mutex<Endpoint>,
     driver: Notify,
 }
 
 impl Shared {
-    pub(super) fn new(stack: Stack) -> Self {
+    pub(super) fn new(endpoint: Endpoint) -> Self {
         Shared {
-            stack: Mutex::new(stack),
+            endpoint: Mutex::new(endpoint),
             driver: Notify::new(),
         }
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Stack> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Endpoint> {
         // A panic while holding the lock cannot leave smoltcp in a state worse than a reset
         // connection; keep serving the others.
-        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
+        self.endpoint.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Asks the driver for a round. `notify_one` keeps the wake-up if the driver is busy, so a

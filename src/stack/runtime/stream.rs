@@ -8,12 +8,16 @@
 //! wakes it when the driver's next poll changes the socket. Every operation that gives smoltcp
 //! something to send (data, a FIN, a reopened window) wakes the driver through its `Notify`.
 //!
-//! Every write also tells the stack how much it queued and whether it was offered more than
-//! fitted: that is how the stack knows when a reply sent with a lowered hop limit
+//! Every write also tells the endpoint how much it queued and whether it was offered more than
+//! fitted: that is how the endpoint knows when a reply sent with a lowered hop limit
 //! ([`HopLimit`]) has been acknowledged in full.
+//!
+//! What HTTP asks of a connection (`http::Connection`, `http::ReplyHops`) is implemented for
+//! these types by the wiring above both (`app/stack_connection.rs`), not here: the stack does
+//! not know who serves its streams.
 
-use super::core::{ConnectionId, Established};
 use super::shared::{Shared, now};
+use crate::stack::endpoint::{ConnectionId, Established};
 use smoltcp::socket::tcp::{RecvError, SendError};
 use std::io;
 use std::net::SocketAddr;
@@ -78,8 +82,8 @@ impl AsyncRead for TcpStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut stack = self.shared.lock();
-        let Some(socket) = stack.socket(self.id) else {
+        let mut endpoint = self.shared.lock();
+        let Some(socket) = endpoint.socket(self.id) else {
             return Poll::Ready(Err(reset()));
         };
         let window_was_small = socket.recv_queue() * 2 >= socket.recv_capacity();
@@ -109,7 +113,7 @@ impl AsyncRead for TcpStream {
             socket.register_recv_waker(cx.waker());
             return Poll::Pending;
         }
-        drop(stack);
+        drop(endpoint);
         if window_was_small {
             // The peer may be waiting for the window to reopen.
             self.shared.wake_driver();
@@ -127,22 +131,22 @@ impl AsyncWrite for TcpStream {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let mut stack = self.shared.lock();
-        let Some(socket) = stack.socket(self.id) else {
+        let mut endpoint = self.shared.lock();
+        let Some(socket) = endpoint.socket(self.id) else {
             return Poll::Ready(Err(reset()));
         };
         match socket.send_slice(data) {
             Ok(0) if socket.may_send() => {
                 socket.register_send_waker(cx.waker());
-                stack.wrote(self.id, 0, true);
+                endpoint.wrote(self.id, 0, true);
                 Poll::Pending
             }
             Ok(0) | Err(SendError::InvalidState) => {
                 Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)))
             }
             Ok(written) => {
-                stack.wrote(self.id, written, written < data.len());
-                drop(stack);
+                endpoint.wrote(self.id, written, written < data.len());
+                drop(endpoint);
                 self.shared.wake_driver();
                 Poll::Ready(Ok(written))
             }
@@ -162,8 +166,8 @@ impl AsyncWrite for TcpStream {
         if slices.iter().all(|slice| slice.is_empty()) {
             return Poll::Ready(Ok(0));
         }
-        let mut stack = self.shared.lock();
-        let Some(socket) = stack.socket(self.id) else {
+        let mut endpoint = self.shared.lock();
+        let Some(socket) = endpoint.socket(self.id) else {
             return Poll::Ready(Err(reset()));
         };
         let offered: usize = slices.iter().map(|slice| slice.len()).sum();
@@ -187,11 +191,11 @@ impl AsyncWrite for TcpStream {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
             }
             socket.register_send_waker(cx.waker());
-            stack.wrote(self.id, 0, true);
+            endpoint.wrote(self.id, 0, true);
             return Poll::Pending;
         }
-        stack.wrote(self.id, written, written < offered);
-        drop(stack);
+        endpoint.wrote(self.id, written, written < offered);
+        drop(endpoint);
         self.shared.wake_driver();
         Poll::Ready(Ok(written))
     }
@@ -206,11 +210,11 @@ impl AsyncWrite for TcpStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut stack = self.shared.lock();
-        if let Some(socket) = stack.socket(self.id) {
+        let mut endpoint = self.shared.lock();
+        if let Some(socket) = endpoint.socket(self.id) {
             socket.close();
         }
-        drop(stack);
+        drop(endpoint);
         self.shared.wake_driver();
         Poll::Ready(Ok(()))
     }

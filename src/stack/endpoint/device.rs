@@ -1,17 +1,23 @@
-//! The smoltcp device: two in-memory packet queues between the interface and the driver.
+//! The smoltcp device: two in-memory packet queues between the interface and the endpoint's
+//! caller.
 //!
-//! smoltcp never touches the TUN descriptor. The driver pushes each packet it read into
-//! `receive` and drains `transmit` after every poll, writing the packets to the TUN outside the
-//! stack's lock. Keeping I/O out of the device is what lets [`super::core::Stack`] be driven,
-//! and tested, with packets in memory.
+//! smoltcp never touches the TUN descriptor. The endpoint pushes each packet it is given into
+//! `receive` just before smoltcp reads it, and the runtime drains `transmit` after every poll,
+//! writing the packets to the TUN outside the stack's lock. Keeping I/O out of the device is what
+//! lets the [`super::Endpoint`] be driven, and tested, with packets in memory; the in-memory
+//! client of the tests uses the same queues for its own smoltcp interface. (The packet *device*
+//! the runtime reads and writes, the TUN or a pipe, is `runtime::packet_io`.)
 
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use std::collections::VecDeque;
 
+/// A smoltcp `phy::Device` over two packet queues.
 #[derive(Debug)]
 pub struct PacketQueues {
+    /// Packets for smoltcp to read, in order.
     pub receive: VecDeque<Vec<u8>>,
+    /// Packets smoltcp wrote, in order.
     pub transmit: VecDeque<Vec<u8>>,
     mtu: usize,
     /// Emptied transmit buffers, reused so steady traffic allocates nothing.
@@ -19,6 +25,7 @@ pub struct PacketQueues {
 }
 
 impl PacketQueues {
+    /// Empty queues for packets of at most `mtu` bytes.
     pub fn new(mtu: usize) -> Self {
         PacketQueues {
             receive: VecDeque::new(),
@@ -71,6 +78,7 @@ impl phy::Device for PacketQueues {
     }
 }
 
+/// One received packet, for smoltcp to read.
 pub struct RxToken(Vec<u8>);
 
 impl phy::RxToken for RxToken {
@@ -79,6 +87,7 @@ impl phy::RxToken for RxToken {
     }
 }
 
+/// Room for one packet smoltcp writes, queued for the runtime.
 pub struct TxToken<'a> {
     transmit: &'a mut VecDeque<Vec<u8>>,
     spare: &'a mut Vec<Vec<u8>>,

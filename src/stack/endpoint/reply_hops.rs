@@ -13,7 +13,7 @@
 //! before its last flush completed). That is exactly when its last write found the send buffer
 //! full, so such a release is ignored: the limit stays, and a later request releases it.
 //!
-//! Plain data, no socket: [`super::core::Stack`] keeps one per connection and applies what it
+//! Plain data, no socket: the endpoint keeps one per connection (`table.rs`) and applies what it
 //! decides to the smoltcp socket.
 
 /// Per-connection bookkeeping of the hop limit.

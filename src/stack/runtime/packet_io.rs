@@ -1,6 +1,6 @@
 //! [`PacketIo`]: what the driver needs from a packet device, and its implementation for the TUN.
 //!
-//! The driver moves whole IPv4 packets and nothing else, so the device it talks to is three
+//! The driver moves whole IP packets and nothing else, so the device it talks to is three
 //! operations: wait until a packet can be read, read the queued ones without blocking (the
 //! driver reads a batch per wake-up, then polls smoltcp once), and write one packet, waiting if
 //! the device queue is full. [`crate::platform::AsyncTun`] is one such device; the in-memory

@@ -1,20 +1,24 @@
-//! The one task that moves packets between the packet device and the [`Stack`], and hands out
-//! streams.
+//! The one task that moves packets between the packet device and the [`Endpoint`], hands out
+//! streams, and answers the endpoint's questions about callers.
 //!
 //! The device is any [`PacketIo`]: the TUN in production, an in-memory
 //! [`super::memory::PacketPipe`] in tests. The task sleeps until one of three things happens: the
-//! device has packets, a stream asked for a
-//! transmit (`Notify`), or smoltcp's next timer is due. Each round it feeds every queued packet
-//! to the stack, polls, collects the packets to send and the connections ready for a stream
-//! (those whose client has sent its first byte), and only then, with the lock released, writes
-//! to the device and passes connections to the [`Listener`]. No lock is ever held across an
-//! `.await`.
+//! device has packets, a stream asked for a transmit (`Notify`), or smoltcp's next timer is due.
+//! Each round it feeds every queued packet to the endpoint, polls, collects the packets to send
+//! and the connections ready for a stream (those whose client has sent its first byte), and only
+//! then, with the lock released, writes to the device and passes connections to the
+//! [`Listener`]. No lock is ever held across an `.await`.
+//!
+//! When the table is full, a new SYN may be held until the endpoint knows who is calling
+//! ([`CallerQuestions`]): the task asks [`Attribution`] (one `sock_diag` question per local
+//! caller, blocking, on tokio's blocking pool) with the lock released, and feeds the answers at
+//! the start of the next round, before any packet read since.
 
-use super::caller::Identify;
-use super::core::{Established, Stack, StackConfig};
 use super::packet_io::PacketIo;
 use super::shared::{Shared, now};
 use super::stream::TcpStream;
+use crate::attribution::{Attribution, Caller};
+use crate::stack::endpoint::{CallerAnswers, CallerQuestions, Endpoint, Established, StackConfig};
 use std::io;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -83,12 +87,12 @@ impl Driver {
     }
 }
 
-/// Starts the driver for `device` with an endpoint built from `config`; `identify` tells callers
-/// apart when the connection limit is reached.
+/// Starts the driver for `device` with an endpoint built from `config`; `attribution` tells
+/// callers apart when the connection limit is reached.
 pub fn spawn<P: PacketIo + 'static>(
     device: P,
     mut config: StackConfig,
-    identify: Box<dyn Identify>,
+    attribution: Arc<Attribution>,
 ) -> (Listener, Driver) {
     let mut seed = [0u8; 8];
     // ISNs only need to be unpredictable, not secret; fall back to the clock if the RNG fails.
@@ -101,9 +105,9 @@ pub fn spawn<P: PacketIo + 'static>(
     }
     config.random_seed = u64::from_le_bytes(seed);
     let mtu = config.mtu;
-    let shared = Arc::new(Shared::new(Stack::with_identify(config, now(), identify)));
+    let shared = Arc::new(Shared::new(Endpoint::new(config, now())));
     let (accepted_tx, accepted) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(shared.clone(), device, mtu, accepted_tx));
+    let task = tokio::spawn(run(shared.clone(), device, mtu, accepted_tx, attribution));
     (
         Listener {
             accepted,
@@ -121,24 +125,34 @@ async fn run<P: PacketIo>(
     device: P,
     mtu: usize,
     accepted: mpsc::UnboundedSender<TcpStream>,
+    attribution: Arc<Attribution>,
 ) -> io::Error {
     let mut read_buffer = vec![0u8; mtu.max(1500) + 64];
     let mut incoming: Vec<Vec<u8>> = Vec::with_capacity(READ_BATCH);
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
     let mut written: Vec<Vec<u8>> = Vec::new();
+    let mut answers: Option<CallerAnswers> = None;
     loop {
-        let (established, delay) = {
-            let mut stack = shared.lock();
+        let (established, delay, questions) = {
+            let mut endpoint = shared.lock();
             let now = now();
+            // The SYNs held for these answers arrived before anything read since.
+            if let Some(answers) = answers.take() {
+                endpoint.answer_callers(answers, now);
+            }
             for packet in incoming.drain(..) {
-                stack.receive(packet, now);
+                endpoint.receive(packet, now);
             }
             for buffer in written.drain(..) {
-                stack.recycle(buffer);
+                endpoint.recycle(buffer);
             }
-            let established = stack.poll(now);
-            outgoing.extend(stack.transmit_queue().drain(..));
-            (established, stack.poll_delay(now))
+            let established = endpoint.poll(now);
+            outgoing.extend(endpoint.transmit_queue().drain(..));
+            (
+                established,
+                endpoint.poll_delay(now),
+                endpoint.caller_questions(),
+            )
         };
         hand_out(&shared, established, &accepted);
         for packet in outgoing.drain(..) {
@@ -147,6 +161,11 @@ async fn run<P: PacketIo>(
                 tracing::debug!(%error, "packet write failed");
             }
             written.push(packet);
+        }
+        if let Some(questions) = questions {
+            // Held SYNs wait for these: go round again as soon as they are answered.
+            answers = Some(ask(&attribution, questions).await);
+            continue;
         }
 
         let wait = delay.map(std::time::Duration::from);
@@ -169,6 +188,19 @@ async fn run<P: PacketIo>(
             () = sleep_for(wait) => {}
         }
     }
+}
+
+/// Answers the endpoint's questions about callers, off the async threads: each local caller
+/// costs one `sock_diag` question, and a first full table may ask about every connection.
+async fn ask(attribution: &Arc<Attribution>, questions: CallerQuestions) -> CallerAnswers {
+    let fallback = questions.clone();
+    let attribution = attribution.clone();
+    let asked = tokio::task::spawn_blocking(move || {
+        questions.answer(|client, server| attribution.caller(client, server))
+    })
+    .await;
+    // The blocking pool is gone (the runtime is shutting down): what needs no question.
+    asked.unwrap_or_else(|_| fallback.answer(|client, _| Caller::Address(client.ip())))
 }
 
 fn hand_out(

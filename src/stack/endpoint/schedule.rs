@@ -1,10 +1,10 @@
-//! Which connections a poll of the [`super::core::Stack`] must visit: those something happened
+//! Which connections a poll of the [`super::Endpoint`] must visit: those something happened
 //! to since the last poll, and those whose timer is due. Nothing else is touched, so a poll costs
 //! in proportion to the connections with work, not to the connections open.
 //!
 //! smoltcp's own `Interface::poll` walks every socket of its set on every call, and its ingress
 //! looks for the socket a segment belongs to by walking the set too. With hundreds of clients
-//! connected that walk was most of the stack's work per packet; the stack therefore gives each
+//! connected that walk was most of the stack's work per packet; the endpoint therefore gives each
 //! connection a socket set of its own and asks this schedule which ones to poll.
 //!
 //! Plain data: the per-connection part ([`Slot`]) lives in the connection, the queues here.
@@ -38,6 +38,7 @@ pub(super) struct Schedule {
 
 impl Schedule {
     /// The connection has work for the next poll.
+    #[inline]
     pub(super) fn mark_ready(&mut self, id: ConnectionId, slot: &mut Slot) {
         if !slot.ready {
             slot.ready = true;
@@ -98,6 +99,7 @@ impl Schedule {
     }
 
     /// Whether this round should visit the connection (false if it already did).
+    #[inline]
     pub(super) fn visit(&mut self, slot: &mut Slot) -> bool {
         if slot.visited == self.round {
             return false;
