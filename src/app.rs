@@ -9,7 +9,7 @@ use crate::cli::Cli;
 use crate::config::HardeningSettings;
 use crate::config::{self, Settings, TokenPolicy};
 use crate::http::{Access, Backend, Limits, Server, Upstream};
-use crate::imds::Imds;
+use crate::clouds::ec2::Imds;
 use crate::platform::privileges;
 use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError, TunRequest};
 use crate::stack::{self, core::StackConfig};
@@ -138,7 +138,7 @@ pub fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     };
-                    let azure = Arc::new(crate::azure::Azure::new(
+                    let azure = Arc::new(crate::clouds::azure::Azure::new(
                         local.azure.instance.clone(),
                         local.azure.tokens.clone(),
                     ));
@@ -168,16 +168,16 @@ pub fn main() -> ExitCode {
 /// every failure gets (`imds-tun: ...`), exit 2, instead of clap's usage block.
 /// The GCE metadata server for `settings`, saying at start-up where its tokens come from.
 fn start_gce(
-    settings: crate::gce::GceSettings,
-) -> Result<Arc<crate::gce::Gce>, crate::gce::identity_token::KeyError> {
-    use crate::gce::tokens::{AccessTokenSource, IdentityTokenSource};
+    settings: crate::clouds::gce::GceSettings,
+) -> Result<Arc<crate::clouds::gce::Gce>, crate::clouds::gce::identity_token::KeyError> {
+    use crate::clouds::gce::tokens::{AccessTokenSource, IdentityTokenSource};
     let project = settings.instance.project_id.clone();
     match &settings.access_tokens {
         AccessTokenSource::Fake => tracing::warn!(
             project = %project,
             "GCE: serving FAKE access tokens ({}...): no Google API accepts them; give \
              --gcp-access-token-command 'gcloud auth print-access-token' for real ones",
-            crate::gce::tokens::FAKE_PREFIX
+            crate::clouds::gce::tokens::FAKE_PREFIX
         ),
         AccessTokenSource::Static(_) => {
             tracing::info!(project = %project, "GCE: serving a static access token")
@@ -190,11 +190,11 @@ fn start_gce(
         tracing::warn!(
             "GCE: identity tokens are signed with imds-tun's PUBLISHED key (certificates at {}); \
              they prove nothing to anyone else",
-            crate::gce::identity_token::CERTS_PATH
+            crate::clouds::gce::identity_token::CERTS_PATH
         );
     }
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    crate::gce::Gce::new(settings, created).map(Arc::new)
+    crate::clouds::gce::Gce::new(settings, created).map(Arc::new)
 }
 
 /// The control channel of the local service, with the start-up scenario playing; `None` in

@@ -24,13 +24,13 @@
 //!                         http::Server::serve (hyper HTTP/1.1, one task per connection)
 //!                               │
 //!                               ▼
-//!                         imds::Imds::respond (metadata tree, IMDSv2 tokens, credentials)
-//!                         or, by path: gce::Gce (/computeMetadata/), azure::Azure (/metadata/)
+//!                         clouds::ec2::Imds::respond (metadata tree, IMDSv2 tokens, credentials)
+//!                         or, by path: clouds::gce (/computeMetadata/), clouds::azure (/metadata/)
 //! ```
 //!
 //! Layers, each a folder or file, from the bottom up. Each layer is built from settings of its
-//! own (`platform::TunRequest`, `stack::StackConfig`, `http::Limits`, `imds::Instance` and
-//! `imds::TokenPolicy`, `credentials::Settings`) and imports only layers below it; `config`, at
+//! own (`platform::TunRequest`, `stack::StackConfig`, `http::Limits`, `clouds::ec2::Instance` and
+//! `clouds::ec2::TokenPolicy`, `credentials::Settings`) and imports only layers below it; `config`, at
 //! the top, translates flags and the config file into those:
 //! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up
 //!   root, netlink questions, host facts, opening a file with another user's rights; all
@@ -43,9 +43,8 @@
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
 //!   line every credentials read leaves.
 //! - [`token_command`]: running the user's `gcloud`/`az` for a token, bounded, without a shell.
-//! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
-//! - [`gce`] and [`azure`]: the GCE and Azure metadata protocols, likewise, with their token
-//!   sources.
+//! - [`clouds`]: the metadata protocols, one folder each: [`clouds::ec2`] as plain functions
+//!   of a request, [`clouds::gce`] and [`clouds::azure`] likewise, with their token sources.
 //! - [`http`]: hyper connections over any stream, the Host guard, the listener token, upstream
 //!   forwarding, graceful shutdown, and which replies go with the token hop limit (the stream
 //!   below applies it).
@@ -61,16 +60,14 @@
 
 pub mod app;
 pub mod attribution;
-pub mod azure;
 pub mod cidr;
+pub mod clouds;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod doctor;
-pub mod gce;
 pub mod http;
-pub mod imds;
 pub mod log_limit;
 pub mod platform;
 pub mod query;

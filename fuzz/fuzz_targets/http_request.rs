@@ -10,7 +10,7 @@
 use clap::Parser as _;
 use imds_tun::cli::Cli;
 use imds_tun::http::{Backend, Server};
-use imds_tun::imds::Imds;
+use imds_tun::clouds::ec2::Imds;
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -35,9 +35,9 @@ static BACKEND: LazyLock<Backend> = LazyLock::new(|| {
     Backend::Local {
         ec2: Arc::new(Imds::new(&local.instance, local.token_policy, credentials)),
         gce: Some(Arc::new(
-            imds_tun::gce::Gce::new(gce, 0).expect("committed key"),
+            imds_tun::clouds::gce::Gce::new(gce, 0).expect("committed key"),
         )),
-        azure: Some(Arc::new(imds_tun::azure::Azure::new(
+        azure: Some(Arc::new(imds_tun::clouds::azure::Azure::new(
             local.azure.instance.clone(),
             local.azure.tokens.clone(),
         ))),
@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = client.read_to_end(&mut response).await;
             response
         };
-        let limit = imds_tun::gce::MAX_WAIT + Duration::from_secs(60);
+        let limit = imds_tun::clouds::gce::MAX_WAIT + Duration::from_secs(60);
         let response = tokio::time::timeout(limit, exchange)
             .await
             .expect("the server answered or closed in time");

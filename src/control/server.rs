@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::protocol::{self, MAX_REQUEST_BYTES, Request, Response, Step};
 use crate::http::faults::FaultBoard;
-use crate::imds::interruptions::Board;
+use crate::clouds::ec2::interruptions::Board;
 
 /// Connections served at once; a flood of idle clients cannot hold more.
 pub const MAX_CLIENTS: usize = 8;

@@ -35,10 +35,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attribution::{Attribution, CallerIdentity};
-use crate::azure::{self, Azure};
+use crate::clouds::azure::{self, Azure};
 use crate::credentials::CredentialsRead;
-use crate::gce::{self, Gce};
-use crate::imds::Imds;
+use crate::clouds::gce::{self, Gce};
+use crate::clouds::ec2::Imds;
 pub use reply_hops::{Connection, ReplyHops};
 pub use upstream::Upstream;
 
@@ -332,7 +332,7 @@ impl Server {
     }
 
     /// The interruptions board of the local EC2 service; `None` when forwarding upstream.
-    pub fn interruptions(&self) -> Option<Arc<crate::imds::interruptions::Board>> {
+    pub fn interruptions(&self) -> Option<Arc<crate::clouds::ec2::interruptions::Board>> {
         match &self.backend {
             Backend::Local { ec2, .. } => Some(ec2.interruptions()),
             Backend::Upstream(_) => None,
@@ -377,7 +377,7 @@ async fn apply_fault(
     }
     let status = decision.status?;
     let head = request.method() == hyper::Method::HEAD;
-    Some(Ok(crate::imds::responses::Reply::error(status)
+    Some(Ok(crate::clouds::ec2::responses::Reply::error(status)
         .into_response(head)
         .map(|body| Either::Left(Full::new(body)))))
 }
@@ -442,7 +442,7 @@ fn misaddressed(request: &Request<Incoming>) -> Option<Response<ResponseBody>> {
     let refusal = host_guard::check(request).err()?;
     let is_head = request.method() == hyper::Method::HEAD;
     Some(
-        crate::imds::responses::Reply::error(refusal.status())
+        crate::clouds::ec2::responses::Reply::error(refusal.status())
             .into_response(is_head)
             .map(|body| Either::Left(Full::new(body))),
     )
@@ -457,7 +457,7 @@ fn uri_too_long(request: &Request<Incoming>, max: usize) -> Option<Response<Resp
     (length > max).then(|| {
         tracing::debug!(length, max, "refused an over-long request path");
         let is_head = request.method() == hyper::Method::HEAD;
-        crate::imds::responses::Reply::error(StatusCode::URI_TOO_LONG)
+        crate::clouds::ec2::responses::Reply::error(StatusCode::URI_TOO_LONG)
             .into_response(is_head)
             .map(|body| Either::Left(Full::new(body)))
     })
