@@ -6,10 +6,10 @@
 //! accepting, lets in-flight requests finish within the grace period and exits 0.
 
 use crate::cli::Cli;
+use crate::clouds::ec2::Imds;
 use crate::config::HardeningSettings;
 use crate::config::{self, Settings, TokenPolicy};
 use crate::http::{Access, Backend, Limits, Server, Upstream};
-use crate::clouds::ec2::Imds;
 use crate::platform::privileges;
 use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError, TunRequest};
 use crate::stack::{self, core::StackConfig};

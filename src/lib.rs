@@ -61,8 +61,8 @@
 pub mod app;
 pub mod attribution;
 pub mod cidr;
-pub mod clouds;
 pub mod cli;
+pub mod clouds;
 pub mod config;
 pub mod control;
 pub mod credentials;

@@ -13,9 +13,9 @@
 
 use clap::Parser;
 use imds_tun::cli::Cli;
+use imds_tun::clouds::ec2::Imds;
 use imds_tun::credentials::fake::FakeCredentials;
 use imds_tun::http::{Limits, Server};
-use imds_tun::clouds::ec2::Imds;
 use imds_tun::stack::caller::BySourceAddress;
 use imds_tun::stack::core::StackConfig;
 use imds_tun::stack::device::PacketQueues;

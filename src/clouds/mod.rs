@@ -7,3 +7,4 @@
 pub mod azure;
 pub mod ec2;
 pub mod gce;
+pub mod token_cache;

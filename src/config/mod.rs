@@ -27,8 +27,8 @@ pub mod validate;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use crate::credentials::Settings as CredentialSettings;
 pub use crate::clouds::ec2::{Instance, PublicKey, SecurityGroup, TokenPolicy};
+pub use crate::credentials::Settings as CredentialSettings;
 pub use layer::{Imdsv2, Layer, PublicKeyLayer, Tag};
 pub use named_file::Opener;
 pub use resolve::hardening::{self, Cidr, HardeningSettings};

@@ -36,9 +36,9 @@ use std::time::Duration;
 
 use crate::attribution::{Attribution, CallerIdentity};
 use crate::clouds::azure::{self, Azure};
-use crate::credentials::CredentialsRead;
-use crate::clouds::gce::{self, Gce};
 use crate::clouds::ec2::Imds;
+use crate::clouds::gce::{self, Gce};
+use crate::credentials::CredentialsRead;
 pub use reply_hops::{Connection, ReplyHops};
 pub use upstream::Upstream;
 

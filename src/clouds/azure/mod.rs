@@ -265,9 +265,9 @@ impl Azure {
                 Reply::json(&json!({
                 "access_token": token.value,
                 "client_id": self.instance.client_id,
-                "expires_in": (token.expires_on - now).to_string(),
-                "expires_on": token.expires_on.to_string(),
-                "ext_expires_in": (token.expires_on - now).to_string(),
+                "expires_in": (token.expires - now).to_string(),
+                "expires_on": token.expires.to_string(),
+                "ext_expires_in": (token.expires - now).to_string(),
                 "not_before": now.to_string(),
                 "resource": resource,
                 "token_type": "Bearer",
