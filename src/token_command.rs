@@ -8,7 +8,7 @@
 //! no stdin, [`TIMEOUT`] to finish (then it is killed), and at most [`MAX_OUTPUT`] bytes of
 //! stdout are kept. What it prints is a secret and never logged; a failure logs the exit status
 //! and the first line of stderr, bounded. How often a command runs (once per token, not again
-//! right after a failure) is the callers' [`crate::clouds::token_cache`].
+//! right after a failure) is for its callers to decide (the clouds' token cache).
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -29,7 +29,7 @@
 //! So `pkcs7` and `rsa2048` are byte-identical. The signed attributes are only content-type and
 //! message-digest (no signing time), so the output is a pure function of the document.
 //!
-//! This module does not choose what the document says, nor serve it: `imds` does.
+//! This module does not choose what the document says, nor serve it: [`super`] (EC2) does.
 
 use std::sync::LazyLock;
 
