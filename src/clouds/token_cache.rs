@@ -175,16 +175,12 @@ impl<K: Eq + Hash + Clone, T: Clone> TokenCache<K, T> {
     }
 
     /// How many keys the cache holds now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.slots
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

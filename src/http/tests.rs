@@ -189,3 +189,43 @@ async fn a_head_gets_the_headers_the_service_wrote_in_its_order_and_no_body() {
     );
     assert_eq!(body(&response), "");
 }
+
+/// A service whose answer depends on the caller for the paths under `/mine/`, and says whom it
+/// was given.
+struct PerCaller;
+
+impl MetadataService for PerCaller {
+    fn claims(&self, _request: &Parts) -> bool {
+        true
+    }
+
+    fn depends_on_caller(&self, request: &Parts) -> bool {
+        request.uri.path().starts_with("/mine/")
+    }
+
+    fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
+        Box::pin(async move {
+            let caller = context
+                .caller
+                .map_or("nobody".to_owned(), |caller| caller.to_string());
+            Reply::new(StatusCode::OK).body("text/plain", caller)
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_caller_is_identified_only_for_an_answer_that_depends_on_it() {
+    let server = Server::new(Services::new(refusal).with(PerCaller))
+        .with_attribution(Attribution::open(Vec::new()));
+    assert_eq!(
+        body(&exchange(&server, &get("/mine/role")).await),
+        "127.0.0.1"
+    );
+    assert_eq!(body(&exchange(&server, &get("/anyone")).await), "nobody");
+    let anonymous = Server::new(Services::new(refusal).with(PerCaller));
+    assert_eq!(
+        body(&exchange(&anonymous, &get("/mine/role")).await),
+        "nobody",
+        "a server without attribution cannot tell"
+    );
+}

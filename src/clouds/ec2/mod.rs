@@ -2,7 +2,7 @@
 //!
 //! [`Ec2`] is the catch-all [`MetadataService`]: it claims every request no other cloud claimed.
 //! Its answer is a plain function of the request head and the time; it does no I/O and never
-//! waits, but for a `--caller-role` caller's first credentials (see [`Ec2::prepare_role`]).
+//! waits, but for a `--caller-role` caller's first credentials (up to 5 s, once per role).
 //! Routing, in order:
 //!
 //! 1. Paths with `..`/`.`/empty segments are 404. Length is not judged here: the HTTP layer has
@@ -148,7 +148,7 @@ impl Ec2 {
 
     /// Starts the caller's role if this is its first caller and waits (up to 5 s) for its first
     /// credentials, so the first answer carries keys rather than an error.
-    pub async fn prepare_role(&self, caller: &CallerIdentity) {
+    async fn prepare_role(&self, caller: &CallerIdentity) {
         let Some(roles) = &self.caller_roles else {
             return;
         };
