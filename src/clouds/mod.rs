@@ -1,5 +1,6 @@
 //! The clouds: every metadata protocol imds-tun speaks, one folder each, each a
-//! [`MetadataService`](crate::http::MetadataService) that `http` asks without knowing which cloud it is.
+//! [`MetadataService`](crate::http::MetadataService) that `http` asks without knowing which
+//! cloud it is.
 //!
 //! - [`ec2`]: the EC2 instance metadata service (`/latest/...`, IMDSv2 tokens, role
 //!   credentials), and the catch-all: it owns `/` and every path no other cloud claims.
@@ -8,14 +9,15 @@
 //! - [`token_cache`]: the expiring, single-flight cache the GCE and Azure tokens share.
 //!
 //! **Adding a cloud or an endpoint** is one folder here, holding a type that implements
-//! [`MetadataService`](crate::http::MetadataService) (which requests it claims, and its answer, given the request, the time
-//! and, if it asks, the caller), and one line in [`local`] registering it. The first service
-//! that claims a request answers it, so the order of those lines is the routing; EC2 stays last.
+//! [`MetadataService`](crate::http::MetadataService) (which requests it claims, and its answer,
+//! given the request, the time and, if it asks, the caller), and one line in [`local`]
+//! registering it. The first service that claims a request answers it, so the order of those
+//! lines is the routing; EC2 stays last.
 //!
-//! Not here: the connection, the refusals every service shares (length, `Host`, the listener's
-//! token, faults) and HEAD handling, which are `crate::http`'s; where role credentials and
-//! tokens come from (`crate::credentials`, `crate::token_command`); which clouds a run serves,
-//! which `crate::config` decides.
+//! Not here: the connection and the refusals every service shares (length, `Host`, the
+//! listener's token, faults), which are `crate::http`'s; where role credentials and tokens come
+//! from (`crate::credentials`, `crate::token_command`); which clouds a run serves, which
+//! `crate::config` decides.
 
 pub mod azure;
 pub mod ec2;

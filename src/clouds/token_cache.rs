@@ -33,7 +33,9 @@ pub const COOLDOWN_SECONDS: i64 = 5;
 /// A token and when it expires (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expiring<T> {
+    /// The token.
     pub value: T,
+    /// When it expires, in Unix seconds.
     pub expires: i64,
 }
 
@@ -42,10 +44,18 @@ pub struct Expiring<T> {
 pub enum NotFetched {
     /// The last fetch for this key failed less than [`COOLDOWN_SECONDS`] ago.
     #[error("not run again for {seconds} s after it failed: {last}")]
-    CoolingDown { seconds: i64, last: String },
+    CoolingDown {
+        /// Seconds left of the cooldown.
+        seconds: i64,
+        /// The failure, as it was reported then.
+        last: String,
+    },
     /// Every slot is taken by a fetch still running, so a new key has no room.
     #[error("{capacity} other tokens are being fetched at once; not starting another")]
-    Busy { capacity: usize },
+    Busy {
+        /// The cache's bound: how many fetches are running.
+        capacity: usize,
+    },
 }
 
 /// Tokens by key, each fetched once and kept until it is due for renewal.

@@ -55,9 +55,11 @@ impl fmt::Debug for CredentialsRead {
 /// One answer, before HEAD handling.
 #[derive(Debug)]
 pub struct Reply {
+    /// The status line's code.
     pub status: StatusCode,
     /// Written in this order (each cloud has its own: EC2 writes `Server` first, Azure last).
     pub headers: HeaderMap,
+    /// What follows the headers (hyper sends none for a HEAD).
     pub body: Body,
     /// Set when this reply hands out a credential.
     pub credentials_read: Option<CredentialsRead>,

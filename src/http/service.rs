@@ -6,9 +6,9 @@
 //! which order they are asked); the `--upstream` forwarder implements it in [`super::upstream`].
 //! The first service that claims a request answers it, so a catch-all goes last.
 //!
-//! What is not done here: a service never sees a request `http` refused (too long, misaddressed,
-//! without the listener's token, met by a fault), and never writes HEAD handling: `http` does
-//! both, the same for every service.
+//! What a service does not do: see a request `http` refused (too long, misaddressed, without
+//! the listener's token, met by a fault), or handle HEAD (answered like a GET; hyper then sends
+//! the headers without the body). Both are `http`'s, the same for every service.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -111,7 +111,7 @@ fn error_reply(status: StatusCode, message: &str) -> Reply {
 }
 
 /// The `ETag` of a body: 16 hex digits of its hash, like the server's.
-pub fn etag(body: &[u8]) -> String {
+fn etag(body: &[u8]) -> String {
     Sha256::digest(body)[..8]
         .iter()
         .map(|byte| format!("{byte:02x}"))
