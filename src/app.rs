@@ -6,10 +6,10 @@
 //! accepting, lets in-flight requests finish within the grace period and exits 0.
 
 use crate::cli::Cli;
+use crate::clouds::ec2::{Ec2, interruptions};
 use crate::config::HardeningSettings;
 use crate::config::{self, Settings, TokenPolicy};
-use crate::http::{Access, Backend, Limits, Server, Upstream};
-use crate::imds::Imds;
+use crate::http::{Access, Limits, Server, Services, Upstream};
 use crate::platform::privileges;
 use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError, TunRequest};
 use crate::stack::{self, StackConfig};
@@ -103,8 +103,10 @@ pub fn main() -> ExitCode {
     // Credential errors are settings errors (exit 2): a malformed ARN, an unknown profile, an
     // MFA serial without a code. A network failure is not: the source retries on its own.
     // Upstream mode answers nothing locally: no credential source is needed or probed.
-    let backend = match &settings.backend {
-        config::Backend::Upstream(upstream) => Backend::Upstream(Arc::new(Upstream::new(upstream))),
+    let (services, board) = match &settings.backend {
+        config::Backend::Upstream(upstream) => {
+            (crate::clouds::forwarding(Upstream::new(upstream)), None)
+        }
         config::Backend::Local(local) => {
             let served = crate::credentials::ServedAs {
                 role_name: &local.instance.role_name,
@@ -118,7 +120,7 @@ pub fn main() -> ExitCode {
                     } else if !selected.summary.is_empty() {
                         tracing::info!("{}", selected.summary);
                     }
-                    let mut ec2 = Imds::new(&local.instance, local.token_policy, selected.source);
+                    let mut ec2 = Ec2::new(&local.instance, local.token_policy, selected.source);
                     if !local.credentials.caller_roles.is_empty() {
                         for rule in &local.credentials.caller_roles {
                             tracing::info!(
@@ -132,7 +134,7 @@ pub fn main() -> ExitCode {
                             selected.starter,
                         ));
                     }
-                    let ec2 = Arc::new(ec2);
+                    let board = ec2.interruptions();
                     let gce = match local.gce.clone().map(start_gce).transpose() {
                         Ok(gce) => gce,
                         Err(error) => {
@@ -140,15 +142,11 @@ pub fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     };
-                    let azure = Arc::new(crate::azure::Azure::new(
+                    let azure = crate::clouds::azure::Azure::new(
                         local.azure.instance.clone(),
                         local.azure.tokens.clone(),
-                    ));
-                    Backend::Local {
-                        ec2,
-                        gce,
-                        azure: Some(azure),
-                    }
+                    );
+                    (crate::clouds::local(ec2, gce, Some(azure)), Some(board))
                 }
                 Err(error) => {
                     eprintln!("imds-tun: {error}");
@@ -157,7 +155,7 @@ pub fn main() -> ExitCode {
             }
         }
     };
-    match runtime.block_on(run(settings, backend, serve_as)) {
+    match runtime.block_on(run(settings, services, board, serve_as)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imds-tun: {error}");
@@ -170,16 +168,16 @@ pub fn main() -> ExitCode {
 /// every failure gets (`imds-tun: ...`), exit 2, instead of clap's usage block.
 /// The GCE metadata server for `settings`, saying at start-up where its tokens come from.
 fn start_gce(
-    settings: crate::gce::GceSettings,
-) -> Result<Arc<crate::gce::Gce>, crate::gce::identity_token::KeyError> {
-    use crate::gce::tokens::{AccessTokenSource, IdentityTokenSource};
+    settings: crate::clouds::gce::GceSettings,
+) -> Result<crate::clouds::gce::Gce, crate::clouds::gce::identity_token::KeyError> {
+    use crate::clouds::gce::tokens::{AccessTokenSource, IdentityTokenSource};
     let project = settings.instance.project_id.clone();
     match &settings.access_tokens {
         AccessTokenSource::Fake => tracing::warn!(
             project = %project,
             "GCE: serving FAKE access tokens ({}...): no Google API accepts them; give \
              --gcp-access-token-command 'gcloud auth print-access-token' for real ones",
-            crate::gce::tokens::FAKE_PREFIX
+            crate::clouds::gce::tokens::FAKE_PREFIX
         ),
         AccessTokenSource::Static(_) => {
             tracing::info!(project = %project, "GCE: serving a static access token")
@@ -192,22 +190,23 @@ fn start_gce(
         tracing::warn!(
             "GCE: identity tokens are signed with imds-tun's PUBLISHED key (certificates at {}); \
              they prove nothing to anyone else",
-            crate::gce::identity_token::CERTS_PATH
+            crate::clouds::gce::identity_token::CERTS_PATH
         );
     }
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    crate::gce::Gce::new(settings, created).map(Arc::new)
+    crate::clouds::gce::Gce::new(settings, created)
 }
 
-/// The control channel of the local service, with the start-up scenario playing; `None` in
-/// upstream mode (the upstream is the one to control) or when the socket name is taken (said
-/// once: the metadata service runs on without it).
+/// The control channel of the local service (its interruptions `board`), with the start-up
+/// scenario playing; `None` in upstream mode (the upstream is the one to control) or when the
+/// socket name is taken (said once: the metadata service runs on without it).
 async fn start_control(
     server: &Server,
+    board: Option<Arc<interruptions::Board>>,
     settings: &Settings,
     serve_as: Option<&privileges::Account>,
 ) -> Option<crate::control::server::ControlServer> {
-    let board = server.interruptions()?;
+    let board = board?;
     let allowed = crate::control::server::Allowed {
         user: serve_as
             .map(|account| account.uid.as_raw())
@@ -297,7 +296,8 @@ fn init_logging() {
 
 async fn run(
     settings: Settings,
-    backend: Backend,
+    services: Services,
+    board: Option<Arc<interruptions::Board>>,
     serve_as: Option<privileges::Account>,
 ) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
@@ -322,7 +322,7 @@ async fn run(
              told apart neither in the credentials log nor at the connection limit"
         );
     }
-    let server = Server::with_limits(backend, limits).with_attribution(attribution.clone());
+    let server = Server::with_limits(services, limits).with_attribution(attribution.clone());
 
     let mut listeners = Vec::with_capacity(settings.listen.len());
     for &address in &settings.listen {
@@ -356,7 +356,7 @@ async fn run(
     };
 
     // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
-    let control = start_control(&server, &settings, serve_as.as_ref()).await;
+    let control = start_control(&server, board, &settings, serve_as.as_ref()).await;
 
     // Everything that needed root exists now: the TUN (its descriptor needs no privilege to
     // use) and the sockets. Give root up before the first request is served.

@@ -22,16 +22,17 @@
 //!  --listen ADDR:PORT ─▶ tokio::net::TcpStream ─┐
 //!                               ▼               ▼
 //!                         http::Server::serve (hyper HTTP/1.1, one task per connection)
-//!                               │
+//!                               │ the first http::MetadataService that claims the request
 //!                               ▼
-//!                         imds::Imds::respond (metadata tree, IMDSv2 tokens, credentials)
-//!                         or, by path: gce::Gce (/computeMetadata/), azure::Azure (/metadata/)
+//!                         clouds::gce (/computeMetadata/), clouds::azure (/metadata/),
+//!                         clouds::ec2 (everything else: tree, IMDSv2 tokens, credentials)
+//!                         or, with --upstream, http::Upstream (forwarded)
 //! ```
 //!
 //! Layers, each a folder or file, from the bottom up. Each layer is built from settings of its
-//! own (`platform::TunRequest`, `stack::StackConfig`, `http::Limits`, `imds::Instance` and
-//! `imds::TokenPolicy`, `credentials::Settings`) and imports only layers below it; `config`, at
-//! the top, translates flags and the config file into those:
+//! own (`platform::TunRequest`, `stack::StackConfig`, `http::Limits`, `clouds::ec2::Instance`
+//! and `clouds::ec2::TokenPolicy`, `credentials::Settings`) and imports only layers below it;
+//! `config`, at the top, translates flags and the config file into those:
 //! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up
 //!   root, netlink questions, host facts, opening a file with another user's rights; all
 //!   `unsafe` and OS code.
@@ -43,12 +44,13 @@
 //!   task over any packet device (the TUN, or in tests an in-memory pipe) and hands out streams.
 //! - [`credentials`]: where the role credentials come from (one small trait).
 //! - [`token_command`]: running the user's `gcloud`/`az` for a token, bounded, without a shell.
-//! - [`imds`]: the EC2 metadata protocol as plain functions of a request.
-//! - [`gce`] and [`azure`]: the GCE and Azure metadata protocols, likewise, with their token
-//!   sources.
 //! - [`http`]: hyper connections over any stream, the Host guard, the listener token, upstream
 //!   forwarding, graceful shutdown, and which replies go with the token hop limit (the stream
-//!   below applies it).
+//!   below applies it); and the seam it serves through, [`http::MetadataService`] with one
+//!   [`http::Reply`], without knowing any cloud.
+//! - [`clouds`]: the metadata protocols behind that seam, one folder each ([`clouds::ec2`],
+//!   [`clouds::gce`], [`clouds::azure`]), their rules plain functions of a request, and the
+//!   token cache GCE and Azure share.
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults,
 //!   resolved into each layer's own settings; every file a user names is read by
 //!   `config::named_file`.
@@ -61,16 +63,14 @@
 
 pub mod app;
 pub mod attribution;
-pub mod azure;
 pub mod cidr;
 pub mod cli;
+pub mod clouds;
 pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod doctor;
-pub mod gce;
 pub mod http;
-pub mod imds;
 pub mod log_limit;
 pub mod platform;
 pub mod query;

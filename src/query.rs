@@ -1,6 +1,9 @@
 //! A request's query string as name/value pairs, percent-decoded: what the GCE and Azure
 //! protocols read their options from (`?recursive=true`, `?api-version=...`). Bounded by the
 //! HTTP layer's path-length limit, which counts the query.
+//!
+//! The decoding is the `percent-encoding` crate's (the `url` crate's own); this module adds
+//! only the form rule that `+` is a space.
 
 /// The query string's parameters, percent-decoded; the first of a repeated name wins.
 #[derive(Debug, Default)]
@@ -53,28 +56,11 @@ impl Query {
 
 /// `%XX` and `+` decoding; an invalid escape is kept as it is, invalid UTF-8 replaced.
 pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    // `+` first: a `%2B` decodes to a `+` that stays one.
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -87,6 +73,9 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%e2%82%ac"), "€");
+        assert_eq!(percent_decode("1%2B1"), "1+1");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(percent_decode("%4"), "%4");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! user behind `sudo`, so the command sees that user's `gcloud`/`az` login, not root's. It gets
 //! no stdin, [`TIMEOUT`] to finish (then it is killed), and at most [`MAX_OUTPUT`] bytes of
 //! stdout are kept. What it prints is a secret and never logged; a failure logs the exit status
-//! and the first line of stderr, bounded.
+//! and the first line of stderr, bounded. How often a command runs (once per token, not again
+//! right after a failure) is for its callers to decide (the clouds' token cache).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -120,46 +121,6 @@ pub enum CommandError {
     Empty { program: String },
     #[error("`{program}` printed more than {MAX_OUTPUT} bytes")]
     TooLong { program: String },
-    #[error("not run again for {seconds} s after it failed: {last}")]
-    CoolingDown { seconds: i64, last: String },
-}
-
-/// How long a failed command is not run again: a burst of requests while the user's login has
-/// expired gets the same error at once instead of starting the command back to back.
-pub const COOLDOWN_SECONDS: i64 = 5;
-
-/// Runs a command, but not again within [`COOLDOWN_SECONDS`] of a failure.
-#[derive(Debug, Default)]
-pub struct Cooldown {
-    failed: std::sync::Mutex<Option<(i64, String)>>,
-}
-
-impl Cooldown {
-    /// [`run`], or the last failure while it is fresh; `now` in Unix seconds.
-    pub async fn run(&self, words: &[String], now: i64) -> Result<Secret, CommandError> {
-        if let Some((at, last)) = self.last_failure()
-            && now - at < COOLDOWN_SECONDS
-        {
-            return Err(CommandError::CoolingDown {
-                seconds: COOLDOWN_SECONDS - (now - at),
-                last,
-            });
-        }
-        let result = run(words).await;
-        let mut failed = self
-            .failed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *failed = result.as_ref().err().map(|error| (now, error.to_string()));
-        result
-    }
-
-    fn last_failure(&self) -> Option<(i64, String)> {
-        self.failed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
 }
 
 /// Runs `words` (program first) and returns its trimmed stdout.
@@ -254,37 +215,6 @@ mod tests {
             missing.to_string().contains("could not be started"),
             "{missing}"
         );
-    }
-
-    #[tokio::test]
-    async fn a_failed_command_is_not_run_again_for_a_few_seconds() {
-        let dir = std::env::temp_dir().join(format!("imds-tun-cooldown-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let runs = dir.join("runs");
-        let words = vec![
-            "sh".to_owned(),
-            "-c".to_owned(),
-            format!("echo run >> {}; exit 1", runs.display()),
-        ];
-        let cooldown = Cooldown::default();
-        assert!(matches!(
-            cooldown.run(&words, 100).await,
-            Err(CommandError::Failed { .. })
-        ));
-        assert!(matches!(
-            cooldown.run(&words, 104).await,
-            Err(CommandError::CoolingDown { seconds: 1, .. })
-        ));
-        assert!(matches!(
-            cooldown.run(&words, 105).await,
-            Err(CommandError::Failed { .. })
-        ));
-        let count = std::fs::read_to_string(&runs)
-            .expect("runs")
-            .lines()
-            .count();
-        assert_eq!(count, 2, "the cooling-down call did not run the command");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The whole data path in one process, as any user: packets → smoltcp → `TcpStream` → hyper
-//! `http::Server` → `imds::Imds`, and back, with no root, no TUN and no network namespace.
+//! `http::Server` → `clouds::ec2::Ec2`, and back, with no root, no TUN and no network namespace.
 //!
 //! The real driver (`stack::spawn`) runs on one end of an in-memory [`PacketPipe`]; a second
 //! smoltcp interface plays the client on the other end, so every byte crosses two real TCP
@@ -14,9 +14,9 @@
 use clap::Parser;
 use imds_tun::attribution::Attribution;
 use imds_tun::cli::Cli;
+use imds_tun::clouds::{self, ec2::Ec2};
 use imds_tun::credentials::fake::FakeCredentials;
 use imds_tun::http::{Limits, Server};
-use imds_tun::imds::Imds;
 use imds_tun::stack::endpoint::PacketQueues;
 use imds_tun::stack::{self, Driver, PacketIo, PacketPipe, StackConfig};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -63,10 +63,8 @@ impl InProcess {
             put_reply_hop_limit: settings.hop_limit,
             ..Limits::default()
         };
-        let server = Server::with_limits(
-            Arc::new(Imds::new(&local.instance, local.token_policy, credentials)),
-            limits,
-        );
+        let ec2 = Ec2::new(&local.instance, local.token_policy, credentials);
+        let server = Server::with_limits(clouds::local(ec2, None, None), limits);
 
         let (stack_end, client_end) = PacketPipe::pair(PIPE_CAPACITY);
         let config = StackConfig::new(SERVER, 80, MTU, max_connections);

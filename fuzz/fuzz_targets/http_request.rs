@@ -3,14 +3,14 @@
 //! panic or hang.
 //!
 //! Time is paused (tokio's virtual clock), so a GCE `wait_for_change` holds for its virtual
-//! timeout, at most `gce::MAX_WAIT`, and the exchange's own limit is virtual time beyond that.
+//! timeout, at most `clouds::gce::MAX_WAIT`, and the exchange's own limit is virtual time beyond that.
 
 #![no_main]
 
 use clap::Parser as _;
 use imds_tun::cli::Cli;
-use imds_tun::http::{Backend, Server};
-use imds_tun::imds::Imds;
+use imds_tun::clouds::{self, azure::Azure, ec2::Ec2, gce::Gce};
+use imds_tun::http::{Server, Services};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -24,7 +24,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("runtime")
 });
 
-static BACKEND: LazyLock<Backend> = LazyLock::new(|| {
+static SERVICES: LazyLock<Services> = LazyLock::new(|| {
     let cli = Cli::try_parse_from(["imds-tun", "--gcp-project", "fuzz-project"]).expect("flags");
     let settings = cli.into_settings().expect("default settings");
     let local = settings.local().expect("the defaults serve locally");
@@ -32,21 +32,19 @@ static BACKEND: LazyLock<Backend> = LazyLock::new(|| {
         &local.credentials,
     ));
     let gce = local.gce.clone().expect("GCE is on");
-    Backend::Local {
-        ec2: Arc::new(Imds::new(&local.instance, local.token_policy, credentials)),
-        gce: Some(Arc::new(
-            imds_tun::gce::Gce::new(gce, 0).expect("committed key"),
-        )),
-        azure: Some(Arc::new(imds_tun::azure::Azure::new(
+    clouds::local(
+        Ec2::new(&local.instance, local.token_policy, credentials),
+        Some(Gce::new(gce, 0).expect("committed key")),
+        Some(Azure::new(
             local.azure.instance.clone(),
             local.azure.tokens.clone(),
-        ))),
-    }
+        )),
+    )
 });
 
 fuzz_target!(|data: &[u8]| {
     RUNTIME.block_on(async {
-        let server = Server::new(BACKEND.clone());
+        let server = Server::new(SERVICES.clone());
         let (mut client, connection) = tokio::io::duplex(64 * 1024);
         server.serve(connection, "127.0.0.1:40000".parse().expect("address"));
         let exchange = async {
@@ -57,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = client.read_to_end(&mut response).await;
             response
         };
-        let limit = imds_tun::gce::MAX_WAIT + Duration::from_secs(60);
+        let limit = clouds::gce::MAX_WAIT + Duration::from_secs(60);
         let response = tokio::time::timeout(limit, exchange)
             .await
             .expect("the server answered or closed in time");

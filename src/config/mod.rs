@@ -27,8 +27,8 @@ pub mod validate;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::clouds::ec2::{Instance, PublicKey, SecurityGroup, TokenPolicy};
 pub use crate::credentials::Settings as CredentialSettings;
-pub use crate::imds::{Instance, PublicKey, SecurityGroup, TokenPolicy};
 pub use layer::{Imdsv2, Layer, PublicKeyLayer, Tag};
 pub use named_file::Opener;
 pub use resolve::hardening::{self, Cidr, HardeningSettings};
@@ -78,7 +78,7 @@ pub struct LocalService {
     /// Where the role credentials come from.
     pub credentials: CredentialSettings,
     /// The GCE metadata server too (`--gcp-project`), or not.
-    pub gce: Option<crate::gce::GceSettings>,
+    pub gce: Option<crate::clouds::gce::GceSettings>,
     /// The Azure VM (always served).
     pub azure: resolve::azure::AzureSettings,
     /// Interruptions to play from the start (`--scenario`).

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
-use crate::imds::interruptions::{
+use crate::clouds::ec2::interruptions::{
     EventCode, EventEnd, Interruptions, LIFECYCLE_STATES, MaintenanceEvent, SpotAction, SpotNotice,
     event_id,
 };

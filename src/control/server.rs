@@ -22,8 +22,8 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::protocol::{self, MAX_REQUEST_BYTES, Request, Response, Step};
+use crate::clouds::ec2::interruptions::Board;
 use crate::http::faults::FaultBoard;
-use crate::imds::interruptions::Board;
 
 /// Connections served at once; a flood of idle clients cannot hold more.
 pub const MAX_CLIENTS: usize = 8;

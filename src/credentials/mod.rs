@@ -90,12 +90,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Marks a response that handed out credentials (an EC2 role's keys, a GCE or Azure token):
-/// what was read, for the one log line naming the caller that the HTTP layer writes. Put in the
-/// response's extensions by the service; never sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialsRead(pub String);
-
 /// A provider of the instance role's credentials.
 pub trait CredentialSource: Send + Sync + 'static {
     /// Served from memory; must never block or do I/O.

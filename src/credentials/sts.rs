@@ -323,7 +323,7 @@ fn from_smithy(at: &aws_smithy_types::DateTime) -> OffsetDateTime {
 }
 
 /// For log lines and messages only, so any RFC 3339 form will do; what clients are served goes
-/// through `imds::responses::iso8601_utc_seconds`, EC2's exact `2012-04-26T16:39:16Z`.
+/// through `clouds::ec2::responses::iso8601_utc_seconds`, EC2's exact `2012-04-26T16:39:16Z`.
 fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())

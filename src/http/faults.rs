@@ -2,10 +2,11 @@
 //! so a caller's retries, back-off and fallbacks can be tested.
 //!
 //! A fault matches by path prefix and method and does any of: hold the answer for a latency,
-//! answer with a status (EC2's page for it), drop the request (no answer: the client times out),
-//! or close the connection without an answer ("reset"), the last two with a probability. Several
-//! faults can stand at once; a request meets all that match: a drop or reset ends it, the
-//! longest latency delays it, the first status answers it. A fault may expire by itself.
+//! answer with a status (on the page of `http`'s own refusals, see `Services`), drop the request
+//! (no answer: the client times out), or close the connection without an answer ("reset"), the
+//! last two with a probability. Several faults can stand at once; a request meets all that
+//! match: a drop or reset ends it, the longest latency delays it, the first status answers it. A
+//! fault may expire by itself.
 //!
 //! The faults are applied by [`crate::http::Server`] before a request reaches any backend, on
 //! every path a request arrives by (the TUN, `--listen`); the control socket is not HTTP and
@@ -27,7 +28,7 @@ pub const MAX_LATENCY: Duration = Duration::from_secs(300);
 /// One fault as `ctl fault` sets it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FaultSpec {
-    /// Answer with this status (and EC2's page for it).
+    /// Answer with this status (on the page of `http`'s own refusals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Hold the answer this many milliseconds.

@@ -2,21 +2,25 @@
 //!
 //! Both paths, a smoltcp [`crate::stack::TcpStream`] and a kernel `tokio::net::TcpStream`, end
 //! up in [`Server::serve`], so they serve byte-identical responses. This layer reads the request
-//! (bounded), asks [`Imds`] for the answer and writes it; it knows nothing of metadata. It also
-//! tracks every connection so a shutdown can let in-flight requests finish.
+//! (bounded), asks the first of its [`Services`] that claims it for a [`Reply`] and writes it. It
+//! knows no metadata protocol and names no cloud ([`service`] is the seam). It also tracks every
+//! connection so a shutdown can let in-flight requests finish.
 //!
 //! Accepting connections is not handled here: see [`crate::app`].
 //!
-//! Who answers is a [`Backend`]: the local [`Imds`] or an [`Upstream`] that forwards (proxy
-//! mode). Every request passes the same checks first, whichever backend answers: its length,
-//! the listener's [`Access`] and the addressing rules of [`host_guard`]. Which requests a listener admits is its [`Access`]: every one, or only those that
-//! carry the shared `X-Imds-Tun-Token` (non-loopback `--listen` sockets).
+//! Every request passes the same checks first, whoever answers it: its length, the listener's
+//! [`Access`] and the addressing rules of [`host_guard`]. Which requests a listener admits is
+//! its [`Access`]: every one, or only those that carry the shared `X-Imds-Tun-Token`
+//! (non-loopback `--listen` sockets). Faults set with `imds-tun ctl fault` ([`faults`]) come
+//! next. The services answer the rest: the clouds, or an [`Upstream`] that forwards (proxy mode).
 //!
 //! The replies to PUT requests (the IMDSv2 token) travel at most `--hop-limit` IP hops where the
 //! connection supports it ([`reply_hops`]): a connection is any [`Connection`].
 
 pub mod faults;
+pub mod reply;
 pub mod reply_hops;
+pub mod service;
 pub mod shared_token;
 pub mod upstream;
 
@@ -27,19 +31,18 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use time::OffsetDateTime;
 
 use crate::attribution::{Attribution, CallerIdentity};
-use crate::azure::{self, Azure};
-use crate::credentials::CredentialsRead;
-use crate::gce::{self, Gce};
-use crate::imds::Imds;
+pub use reply::{Body, CredentialsRead, Reply};
 pub use reply_hops::{Connection, ReplyHops};
+pub use service::{Answering, Context, MetadataService, Services};
 pub use upstream::Upstream;
 
 pub mod host_guard;
@@ -49,68 +52,6 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// A response body: a local answer in memory, or an upstream's, streamed as it arrives.
 pub type ResponseBody = Either<Full<Bytes>, Incoming>;
-
-/// Who answers the requests of a [`Server`].
-#[derive(Debug, Clone)]
-pub enum Backend {
-    /// This process's metadata services: EC2 always, GCE when configured, Azure when given.
-    Local {
-        ec2: Arc<Imds>,
-        gce: Option<Arc<Gce>>,
-        azure: Option<Arc<Azure>>,
-    },
-    /// Another metadata service, reached over HTTP (`--upstream`).
-    Upstream(Arc<Upstream>),
-}
-
-impl From<Arc<Imds>> for Backend {
-    fn from(ec2: Arc<Imds>) -> Backend {
-        Backend::Local {
-            ec2,
-            gce: None,
-            azure: None,
-        }
-    }
-}
-
-impl Backend {
-    /// The response to `request`, from an unknown caller.
-    pub async fn answer(&self, request: Request<Incoming>) -> Response<ResponseBody> {
-        self.answer_for(request, None).await
-    }
-
-    /// The response to `request` from the connection's `caller`, who is identified only if the
-    /// answer depends on it (a `--caller-role` rule).
-    async fn answer_for(
-        &self,
-        request: Request<Incoming>,
-        caller: Option<&ConnectionCaller>,
-    ) -> Response<ResponseBody> {
-        if let (Backend::Local { ec2, .. }, Some(caller)) = (self, caller)
-            && ec2.depends_on_caller(request.uri().path())
-        {
-            let identity = caller.get().await;
-            ec2.prepare_role(identity).await;
-            return answer_as(ec2, request, Some(identity))
-                .await
-                .map(Either::Left);
-        }
-        match self {
-            Backend::Local { gce: Some(gce), .. }
-                if gce::claims(request.uri().path(), request.headers()) =>
-            {
-                answer_gce(gce, request).await.map(Either::Left)
-            }
-            Backend::Local {
-                azure: Some(azure), ..
-            } if azure::claims(request.uri().path()) => {
-                answer_azure(azure, request).await.map(Either::Left)
-            }
-            Backend::Local { ec2, .. } => answer(ec2, request).await.map(Either::Left),
-            Backend::Upstream(upstream) => upstream.forward(request).await,
-        }
-    }
-}
 
 /// Which requests a listener admits.
 #[derive(Debug, Clone, Default)]
@@ -125,11 +66,7 @@ pub enum Access {
 impl Access {
     /// The 401 for a request this listener does not admit, `None` to serve it. The token
     /// header is removed either way: nothing past this check needs it.
-    fn refusal(
-        &self,
-        request: &mut Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Option<Response<ResponseBody>> {
+    fn refusal(&self, request: &mut Request<Incoming>, peer: SocketAddr) -> Option<Reply> {
         let Access::Token(token) = self else {
             return None;
         };
@@ -147,16 +84,13 @@ impl Access {
             path = %crate::log_limit::bounded(request.uri().path().as_bytes()),
             "refused a request with {why} X-Imds-Tun-Token (401)"
         );
-        let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(
-            b"imds-tun: this listener requires the shared secret in the X-Imds-Tun-Token header \
-              (the server's --listen-token-file; an imds-tun client sends it with --upstream-token-file)\n",
-        ))));
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Some(response)
+        Some(Reply::message(
+            StatusCode::UNAUTHORIZED,
+            Bytes::from_static(
+                b"imds-tun: this listener requires the shared secret in the X-Imds-Tun-Token header \
+                  (the server's --listen-token-file; an imds-tun client sends it with --upstream-token-file)\n",
+            ),
+        ))
     }
 }
 
@@ -199,15 +133,17 @@ impl Default for Limits {
     }
 }
 
-/// Serves the metadata service on accepted connections.
+/// Serves the metadata services on accepted connections.
 pub struct Server {
-    backend: Backend,
+    services: Arc<Services>,
     limits: Limits,
     graceful: GracefulShutdown,
     /// Who reads credentials, for the log (`crate::attribution`); none in tests and fuzzing.
     attribution: Option<Arc<Attribution>>,
-    /// Faults set with `imds-tun ctl fault`, met by every request before any backend.
+    /// Faults set with `imds-tun ctl fault`, met by every request before any service.
     faults: Arc<faults::FaultBoard>,
+    /// The time a request is answered at (the wall clock, but for tests).
+    clock: fn() -> OffsetDateTime,
 }
 
 impl std::fmt::Debug for Server {
@@ -217,17 +153,18 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    pub fn new(backend: impl Into<Backend>) -> Self {
-        Server::with_limits(backend, Limits::default())
+    pub fn new(services: Services) -> Self {
+        Server::with_limits(services, Limits::default())
     }
 
-    pub fn with_limits(backend: impl Into<Backend>, limits: Limits) -> Self {
+    pub fn with_limits(services: Services, limits: Limits) -> Self {
         Server {
-            backend: backend.into(),
+            services: Arc::new(services),
             limits,
             graceful: GracefulShutdown::new(),
             attribution: None,
             faults: Arc::new(faults::FaultBoard::default()),
+            clock: OffsetDateTime::now_utc,
         }
     }
 
@@ -239,6 +176,12 @@ impl Server {
     /// Names the caller in one log line per credentials read (and at debug level per request).
     pub fn with_attribution(mut self, attribution: impl Into<Arc<Attribution>>) -> Self {
         self.attribution = Some(attribution.into());
+        self
+    }
+
+    /// Answers every request at the time `clock` gives instead of the wall clock's.
+    pub fn with_clock(mut self, clock: fn() -> OffsetDateTime) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -261,8 +204,9 @@ impl Server {
         local: Option<SocketAddr>,
         access: Access,
     ) {
-        let backend = self.backend.clone();
+        let services = self.services.clone();
         let limits = self.limits;
+        let clock = self.clock;
         let hops = io.reply_hops();
         // Asked at most once per connection, the first time a request needs it.
         let caller = self
@@ -276,7 +220,7 @@ impl Server {
             });
         let faults = self.faults.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
-            let backend = backend.clone();
+            let services = services.clone();
             let caller = caller.clone();
             // Decided before the answer exists, so hyper writes no byte of a PUT's reply before
             // its connection is limited (see `reply_hops`).
@@ -286,8 +230,9 @@ impl Server {
                 limits.put_reply_hop_limit,
             );
             let refused = uri_too_long(&request, limits.max_path_length)
+                .map(|status| services.refusal(status))
                 .or_else(|| access.refusal(&mut request, peer))
-                .or_else(|| misaddressed(&request));
+                .or_else(|| misaddressed(&request, &services));
             let decision = faults.decide(
                 request.method(),
                 request.uri().path(),
@@ -295,23 +240,23 @@ impl Server {
                 faults::percent_roll,
             );
             async move {
-                if refused.is_none()
-                    && let Some(fault) = apply_fault(&decision, &request).await
-                {
-                    return fault;
-                }
-                Ok::<_, FaultClose>(match refused {
-                    None => {
-                        let method = request.method().clone();
-                        let path = request.uri().path().to_owned();
-                        let response = backend.answer_for(request, caller.as_ref()).await;
-                        if let Some(caller) = &caller {
-                            attribute(caller, &method, &path, &response).await;
-                        }
-                        response
-                    }
+                let reply = match refused {
                     Some(refused) => refused,
-                })
+                    None => match apply_fault(&decision, &services).await {
+                        Some(Ok(fault)) => fault,
+                        Some(Err(close)) => return Err(close),
+                        None => {
+                            let method = request.method().clone();
+                            let path = request.uri().path().to_owned();
+                            let reply = answer(&services, request, caller.as_ref(), clock()).await;
+                            if let Some(caller) = &caller {
+                                attribute(caller, &method, &path, &reply).await;
+                            }
+                            reply
+                        }
+                    },
+                };
+                Ok::<_, FaultClose>(reply.into_response().0)
             }
         });
         let connection = http1::Builder::new()
@@ -331,14 +276,6 @@ impl Server {
         });
     }
 
-    /// The interruptions board of the local EC2 service; `None` when forwarding upstream.
-    pub fn interruptions(&self) -> Option<Arc<crate::imds::interruptions::Board>> {
-        match &self.backend {
-            Backend::Local { ec2, .. } => Some(ec2.interruptions()),
-            Backend::Upstream(_) => None,
-        }
-    }
-
     /// Stops keep-alive, lets in-flight requests finish for up to `grace`, then returns.
     /// Returns false if some connection was still busy at the deadline.
     pub async fn shutdown(self, grace: Duration) -> bool {
@@ -346,6 +283,41 @@ impl Server {
             .await
             .is_ok()
     }
+}
+
+/// The answer of the first service that claims `request` (a 404 if none does), at `now`.
+async fn answer(
+    services: &Services,
+    request: Request<Incoming>,
+    caller: Option<&ConnectionCaller>,
+    now: OffsetDateTime,
+) -> Reply {
+    let (parts, body) = request.into_parts();
+    let Some(service) = services.route(&parts) else {
+        return services.refusal(StatusCode::NOT_FOUND);
+    };
+    let body = if service.takes_body() {
+        Some(body)
+    } else {
+        if let Err(status) = drain(body).await {
+            // Bare: hyper's `content-length: 0`, no page.
+            return Reply::new(status);
+        }
+        None
+    };
+    // Identified only when the answer depends on it (a `--caller-role` rule).
+    let caller = match caller {
+        Some(caller) if service.depends_on_caller(&parts) => Some(caller.get().await),
+        _ => None,
+    };
+    service
+        .answer(Context {
+            request: parts,
+            body,
+            now,
+            caller,
+        })
+        .await
 }
 
 /// A fault ended the connection without an answer (`--drop` after its hold, `--reset`).
@@ -363,8 +335,8 @@ impl std::error::Error for FaultClose {}
 /// Applies a fault's decision: `None` lets the request through (after any latency).
 async fn apply_fault(
     decision: &faults::Decision,
-    request: &Request<Incoming>,
-) -> Option<Result<Response<ResponseBody>, FaultClose>> {
+    services: &Services,
+) -> Option<Result<Reply, FaultClose>> {
     if decision.reset {
         return Some(Err(FaultClose));
     }
@@ -376,10 +348,7 @@ async fn apply_fault(
         tokio::time::sleep(decision.delay).await;
     }
     let status = decision.status?;
-    let head = request.method() == hyper::Method::HEAD;
-    Some(Ok(crate::imds::responses::Reply::error(status)
-        .into_response(head)
-        .map(|body| Either::Left(Full::new(body)))))
+    Some(Ok(services.refusal(status)))
 }
 
 /// The caller of one connection, identified at most once, when a request first needs it.
@@ -410,13 +379,8 @@ impl ConnectionCaller {
 
 /// The log line naming who read credentials (info, one per caller per 5 s), or who asked
 /// (debug).
-async fn attribute(
-    caller: &ConnectionCaller,
-    method: &hyper::Method,
-    path: &str,
-    response: &Response<ResponseBody>,
-) {
-    let read = response.extensions().get::<CredentialsRead>();
+async fn attribute(caller: &ConnectionCaller, method: &hyper::Method, path: &str, reply: &Reply) {
+    let read = reply.credentials_read.as_ref();
     if read.is_none() && !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
@@ -426,10 +390,10 @@ async fn attribute(
         caller = %identity,
         %method,
         path = %crate::log_limit::bounded(path.as_bytes()),
-        status = response.status().as_u16(),
+        status = reply.status.as_u16(),
         "request"
     );
-    if let Some(CredentialsRead(what)) = read {
+    if let Some(what) = read {
         let caller = identity.to_string();
         if attribution.audit.admit(&caller, std::time::Instant::now()) {
             tracing::info!("{caller} read {what}");
@@ -437,118 +401,36 @@ async fn attribute(
     }
 }
 
-/// The 400 or 403 for a request [`host_guard::check`] refuses, whichever backend answers.
-fn misaddressed(request: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+/// The 400 or 403 for a request [`host_guard::check`] refuses, whoever would answer it.
+fn misaddressed(request: &Request<Incoming>, services: &Services) -> Option<Reply> {
     let refusal = host_guard::check(request).err()?;
-    let is_head = request.method() == hyper::Method::HEAD;
-    Some(
-        crate::imds::responses::Reply::error(refusal.status())
-            .into_response(is_head)
-            .map(|body| Either::Left(Full::new(body))),
-    )
+    Some(services.refusal(refusal.status()))
 }
 
-/// The 414 for a request whose path and query exceed `max`, before any other work.
-fn uri_too_long(request: &Request<Incoming>, max: usize) -> Option<Response<ResponseBody>> {
+/// 414 for a request whose path and query exceed `max`, before any other work.
+fn uri_too_long(request: &Request<Incoming>, max: usize) -> Option<StatusCode> {
     let length = request
         .uri()
         .path_and_query()
         .map_or(0, |path| path.as_str().len());
     (length > max).then(|| {
         tracing::debug!(length, max, "refused an over-long request path");
-        let is_head = request.method() == hyper::Method::HEAD;
-        crate::imds::responses::Reply::error(StatusCode::URI_TOO_LONG)
-            .into_response(is_head)
-            .map(|body| Either::Left(Full::new(body)))
+        StatusCode::URI_TOO_LONG
     })
 }
 
-/// Reads and drops the body: the services never need one, but reading it keeps the connection
-/// reusable; a huge one is refused rather than buffered.
-async fn drain(body: Incoming) -> Result<(), Response<Full<Bytes>>> {
+/// Reads and drops the body: the local services never need one, but reading it keeps the
+/// connection reusable; a huge one is refused rather than buffered.
+async fn drain(body: Incoming) -> Result<(), StatusCode> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(_) => Ok(()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(plain_status(StatusCode::PAYLOAD_TOO_LARGE))
+            Err(StatusCode::PAYLOAD_TOO_LARGE)
         }
         // A malformed body (a bad chunk size, a truncated chunk).
-        Err(_) => Err(plain_status(StatusCode::BAD_REQUEST)),
+        Err(_) => Err(StatusCode::BAD_REQUEST),
     }
 }
 
-async fn answer(imds: &Imds, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    answer_as(imds, request, None).await
-}
-
-async fn answer_as(
-    imds: &Imds,
-    request: Request<Incoming>,
-    caller: Option<&CallerIdentity>,
-) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    if let Err(refused) = drain(body).await {
-        return refused;
-    }
-    let response = imds.respond_as(&parts, caller);
-    response.map(Full::new)
-}
-
-/// A GCE request: answered now, after its `wait_for_change` wait, or from a token source.
-async fn answer_gce(gce: &Gce, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    if let Err(refused) = drain(body).await {
-        return refused;
-    }
-    let answer = gce.respond(&parts);
-    if let gce::Answer::AfterWait { wait, .. } = &answer {
-        // A graceful shutdown stops waiting at its deadline with the connection.
-        tokio::time::sleep(*wait).await;
-    }
-    let read = match &answer {
-        gce::Answer::AccessToken => Some("a GCE access token".to_owned()),
-        gce::Answer::IdentityToken { .. } => Some("a GCE identity token".to_owned()),
-        _ => None,
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let reply = gce.token_reply(answer, now).await;
-    let served = reply.status == StatusCode::OK;
-    let mut response = reply
-        .into_response(parts.method == hyper::Method::HEAD)
-        .map(Full::new);
-    if let Some(what) = read.filter(|_| served) {
-        response.extensions_mut().insert(CredentialsRead(what));
-    }
-    response
-}
-
-/// An Azure request: answered now, or from the managed-identity token source.
-async fn answer_azure(azure: &Azure, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    if let Err(refused) = drain(body).await {
-        return refused;
-    }
-    let answer = azure.respond(&parts);
-    let read = match &answer {
-        azure::Answer::Token { resource } => Some(format!(
-            "an Azure managed identity token for {}",
-            crate::log_limit::bounded(resource.as_bytes())
-        )),
-        azure::Answer::Now(_) => None,
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let reply = azure.token_reply(answer, now).await;
-    let served = reply.status == StatusCode::OK;
-    let mut response = reply
-        .into_response(parts.method == hyper::Method::HEAD)
-        .map(Full::new);
-    if let Some(what) = read.filter(|_| served) {
-        response.extensions_mut().insert(CredentialsRead(what));
-    }
-    response
-}
-
-fn plain_status(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = status;
-    response
-}
+#[cfg(test)]
+mod tests;

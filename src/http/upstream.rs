@@ -1,4 +1,7 @@
-//! Upstream proxy mode: answer every request by forwarding it to another metadata service.
+//! Upstream proxy mode: answer requests by forwarding them to another metadata service.
+//!
+//! [`Upstream`] is a [`MetadataService`] like the clouds: registered alone it claims every
+//! request (`--upstream`); beside local services it would answer whatever they leave to it.
 //!
 //! A Vagrant guest (or any machine) keeps its TUN on 169.254.169.254 but owns no credentials:
 //! each request is passed, method, path, query, body and end-to-end headers, to an upstream
@@ -22,15 +25,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full, Limited};
+use http::request::Parts;
+use http::{Request, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::MAX_BODY;
+use super::reply::Reply;
+use super::service::{Answering, Context, MetadataService};
 use super::shared_token::{LISTENER_TOKEN_HEADER, SharedToken};
-use super::{MAX_BODY, ResponseBody};
 use crate::log_limit::bounded;
 
 /// How long an idle pooled connection to the upstream is kept. Below the 10 s an imds-tun
@@ -66,9 +72,12 @@ pub struct UpstreamSettings {
     pub response_timeout: Duration,
 }
 
+/// What is sent upstream: the client's body, bounded, or none.
+type ForwardedBody = Either<Limited<Incoming>, Empty<Bytes>>;
+
 /// Forwards requests to one upstream metadata service over pooled keep-alive connections.
 pub struct Upstream {
-    client: Client<HttpConnector, Limited<Incoming>>,
+    client: Client<HttpConnector, ForwardedBody>,
     authority: http::uri::Authority,
     /// `http://HOST:PORT`, for the log (never for clients).
     display: String,
@@ -136,10 +145,9 @@ impl Upstream {
         &self.hop_name
     }
 
-    /// Forwards `request` and returns the upstream's response with a streaming body, or a
+    /// Forwards a request and returns the upstream's response with a streaming body, or a
     /// 502/504 explaining why there is none.
-    pub async fn forward(&self, request: Request<Incoming>) -> Response<ResponseBody> {
-        let (mut parts, body) = request.into_parts();
+    pub async fn forward(&self, mut parts: Parts, body: Option<Incoming>) -> Reply {
         if let Err(hops) = check_hops(&parts.headers, &self.hop_name) {
             let why = match hops {
                 Loop::CameBack => "it came back to this imds-tun".to_owned(),
@@ -184,14 +192,18 @@ impl Upstream {
         if let Some(token) = &self.token {
             parts.headers.insert(LISTENER_TOKEN_HEADER, token.clone());
         }
-        let request = Request::from_parts(parts, Limited::new(body, MAX_BODY));
+        let body = match body {
+            Some(body) => Either::Left(Limited::new(body, MAX_BODY)),
+            None => Either::Right(Empty::new()),
+        };
+        let request = Request::from_parts(parts, body);
 
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 tracing::debug!(%method, path = path_and_query, status = parts.status.as_u16(), upstream = self.display, "forwarded");
-                Response::from_parts(parts, Either::Right(body))
+                Reply::streamed(parts.status, parts.headers, body)
             }
             Ok(Err(error)) => {
                 let cause = if timed_out(&error) {
@@ -245,6 +257,22 @@ impl Upstream {
                 )
             }
         }
+    }
+}
+
+impl MetadataService for Upstream {
+    /// Every request: what is registered before it answers first.
+    fn claims(&self, _request: &Parts) -> bool {
+        true
+    }
+
+    /// The body goes upstream as it arrives.
+    fn takes_body(&self) -> bool {
+        true
+    }
+
+    fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
+        Box::pin(self.forward(context.request, context.body))
     }
 }
 
@@ -368,14 +396,8 @@ fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-fn gateway_error(status: StatusCode, message: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(Either::Left(Full::new(Bytes::from(format!("{message}\n")))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+fn gateway_error(status: StatusCode, message: &str) -> Reply {
+    Reply::message(status, format!("{message}\n"))
 }
 
 #[cfg(test)]
@@ -482,11 +504,12 @@ mod tests {
 
     #[test]
     fn gateway_errors_are_plain_text_lines() {
-        let response = gateway_error(StatusCode::BAD_GATEWAY, "imds-tun: down");
-        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let reply = gateway_error(StatusCode::BAD_GATEWAY, "imds-tun: down");
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(reply.content_type(), Some("text/plain; charset=utf-8"));
         assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "text/plain; charset=utf-8"
+            reply.bytes().map(|b| &b[..]),
+            Some(&b"imds-tun: down\n"[..])
         );
     }
 }

@@ -5,8 +5,8 @@ use super::super::defaults::MachineDefaults;
 use super::super::layer::Layer;
 use super::super::origin::{label, pick, text};
 use super::super::validate;
-use crate::azure::AzureInstance;
-use crate::azure::tokens::TokenSource;
+use crate::clouds::azure::AzureInstance;
+use crate::clouds::azure::tokens::TokenSource;
 use crate::token_command::CommandLine;
 
 /// What the Azure side is built from.

@@ -20,9 +20,9 @@ use sha2::{Digest, Sha256};
 use super::instance::GceInstance;
 
 /// The private key, PKCS#8 PEM. Public on purpose: see the module documentation.
-const KEY_PEM: &str = include_str!("../../assets/gce/identity-key.pem");
+const KEY_PEM: &str = include_str!("../../../assets/gce/identity-key.pem");
 /// Its self-signed certificate, as verifiers are given it.
-const CERT_PEM: &str = include_str!("../../assets/gce/identity-cert.pem");
+const CERT_PEM: &str = include_str!("../../../assets/gce/identity-cert.pem");
 
 /// Key id → PEM certificate, the format of Google's `oauth2/v1/certs`.
 pub const CERTS_PATH: &str = "/imds-tun/gce/certs";

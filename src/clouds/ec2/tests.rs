@@ -1,10 +1,13 @@
-//! Routing, status codes and headers of [`Imds::respond`], driven with in-memory requests.
+//! Routing, status codes and headers of the [`Ec2`] service, driven with in-memory requests and
+//! written as `http` writes them.
 
 use super::*;
 use crate::credentials::CredentialError;
 use crate::credentials::fake::FakeCredentials;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, SERVER};
+use http_body_util::{BodyExt as _, Either};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 use time::macros::datetime;
 
@@ -12,14 +15,14 @@ const NOW: OffsetDateTime = datetime!(2025-03-01 10:00:00 UTC);
 const START: OffsetDateTime = datetime!(2025-03-01 09:00:00 UTC);
 
 /// The service for [`Instance::example`] changed by `change`, tokens optional.
-fn imds_with(change: impl FnOnce(&mut Instance)) -> Imds {
+fn imds_with(change: impl FnOnce(&mut Instance)) -> Ec2 {
     imds_with_policy(TokenPolicy::Optional, change)
 }
 
-fn imds_with_policy(policy: TokenPolicy, change: impl FnOnce(&mut Instance)) -> Imds {
+fn imds_with_policy(policy: TokenPolicy, change: impl FnOnce(&mut Instance)) -> Ec2 {
     let mut instance = Instance::example();
     change(&mut instance);
-    Imds::started_at(
+    Ec2::started_at(
         &instance,
         policy,
         Arc::new(FakeCredentials::new(Duration::from_secs(6 * 3600))),
@@ -27,11 +30,11 @@ fn imds_with_policy(policy: TokenPolicy, change: impl FnOnce(&mut Instance)) -> 
     )
 }
 
-fn imds() -> Imds {
+fn imds() -> Ec2 {
     imds_with(|_| {})
 }
 
-fn required() -> Imds {
+fn required() -> Ec2 {
     imds_with_policy(TokenPolicy::Required, |_| {})
 }
 
@@ -43,22 +46,56 @@ fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> http::reques
     builder.body(()).unwrap().into_parts().0
 }
 
-fn get(imds: &Imds, path: &str) -> http::Response<Bytes> {
-    imds.respond_at(&request(Method::GET, path, &[]), NOW)
+/// Runs `future` to its end if it never waits, as EC2's answers do (`None` if it would wait).
+fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The response to `request` at `now`: the service's answer, asked as `http` asks it, written
+/// as `http` writes it (hyper then sends a HEAD's headers without the body).
+fn respond_at(
+    imds: &Ec2,
+    request: &http::request::Parts,
+    now: OffsetDateTime,
+) -> http::Response<Bytes> {
+    let context = Context {
+        request: request.clone(),
+        body: None,
+        now,
+        caller: None,
+    };
+    let reply = now_or_never(imds.answer(context)).expect("EC2 answers without waiting");
+    let (response, _) = reply.into_response();
+    response.map(|body| match body {
+        Either::Left(whole) => now_or_never(whole.collect())
+            .expect("in memory")
+            .expect("infallible")
+            .to_bytes(),
+        Either::Right(_) => panic!("EC2 answers with whole bodies"),
+    })
+}
+
+fn get(imds: &Ec2, path: &str) -> http::Response<Bytes> {
+    respond_at(imds, &request(Method::GET, path, &[]), NOW)
 }
 
 fn body(response: &http::Response<Bytes>) -> String {
     String::from_utf8(response.body().to_vec()).unwrap()
 }
 
-fn ok_body(imds: &Imds, path: &str) -> String {
+fn ok_body(imds: &Ec2, path: &str) -> String {
     let response = get(imds, path);
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     body(&response)
 }
 
-fn token(imds: &Imds, ttl: &str) -> String {
-    let response = imds.respond_at(
+fn token(imds: &Ec2, ttl: &str) -> String {
+    let response = respond_at(
+        imds,
         &request(
             Method::PUT,
             "/latest/api/token",
@@ -374,15 +411,13 @@ fn a_long_path_is_routed_like_any_other() {
     let tag_path = format!("/latest/meta-data/tags/instance/{long_key}");
     let session = token(&tagged, "60");
     let with_token = [("X-aws-ec2-metadata-token", session.as_str())];
-    let served = tagged.respond_at(&request(Method::GET, &tag_path, &with_token), NOW);
+    let served = respond_at(&tagged, &request(Method::GET, &tag_path, &with_token), NOW);
     assert_eq!(served.status(), StatusCode::OK, "a 1500-byte tag key");
     assert_eq!(body(&served), "long");
 
     let missing = format!("/latest/meta-data/{}", "m".repeat(2000));
     let answered = |method: Method, headers: &[(&str, &str)]| {
-        tagged
-            .respond_at(&request(method, &missing, headers), NOW)
-            .status()
+        respond_at(&tagged, &request(method, &missing, headers), NOW).status()
     };
     assert_eq!(answered(Method::GET, &with_token), StatusCode::NOT_FOUND);
     assert_eq!(answered(Method::GET, &[]), StatusCode::UNAUTHORIZED);
@@ -420,26 +455,34 @@ fn every_response_has_server_type_and_length() {
 }
 
 #[test]
-fn head_answers_like_get_without_a_body() {
+fn head_is_answered_like_get_content_length_included() {
     let imds = imds();
     let got = get(&imds, "/latest/meta-data/instance-id");
-    let head = imds.respond_at(
+    let head = respond_at(
+        &imds,
         &request(Method::HEAD, "/latest/meta-data/instance-id", &[]),
         NOW,
     );
     assert_eq!(head.status(), StatusCode::OK);
-    assert!(head.body().is_empty());
-    assert_eq!(head.headers(), got.headers());
-    let missing = imds.respond_at(&request(Method::HEAD, "/nope", &[]), NOW);
+    assert_eq!(head.headers(), got.headers(), "Content-Length included");
+    assert_eq!(head.body(), got.body(), "hyper drops it for a HEAD");
+    let missing = respond_at(&imds, &request(Method::HEAD, "/nope", &[]), NOW);
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    assert!(missing.body().is_empty());
+    assert_eq!(
+        missing.headers()[CONTENT_LENGTH],
+        get(&imds, "/nope").headers()[CONTENT_LENGTH]
+    );
 }
 
 #[test]
 fn other_methods_on_metadata_are_405_with_allow() {
     let imds = imds();
     for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
-        let response = imds.respond_at(&request(method.clone(), "/latest/meta-data/", &[]), NOW);
+        let response = respond_at(
+            &imds,
+            &request(method.clone(), "/latest/meta-data/", &[]),
+            NOW,
+        );
         assert_eq!(
             response.status(),
             StatusCode::METHOD_NOT_ALLOWED,
@@ -458,7 +501,8 @@ fn other_methods_on_metadata_are_405_with_allow() {
 #[test]
 fn token_put_returns_token_and_ttl_header() {
     let imds = imds();
-    let response = imds.respond_at(
+    let response = respond_at(
+        &imds,
         &request(
             Method::PUT,
             "/latest/api/token",
@@ -484,7 +528,11 @@ fn token_put_with_bad_ttl_is_400() {
         vec![("X-aws-ec2-metadata-token-ttl-seconds", "21601")],
         vec![("X-aws-ec2-metadata-token-ttl-seconds", "abc")],
     ] {
-        let response = imds.respond_at(&request(Method::PUT, "/latest/api/token", &headers), NOW);
+        let response = respond_at(
+            &imds,
+            &request(Method::PUT, "/latest/api/token", &headers),
+            NOW,
+        );
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{headers:?}");
         assert!(body(&response).contains("400 - Missing or Invalid Parameters"));
     }
@@ -492,7 +540,8 @@ fn token_put_with_bad_ttl_is_400() {
 
 #[test]
 fn token_put_with_forwarded_for_is_forbidden() {
-    let response = imds().respond_at(
+    let response = respond_at(
+        &imds(),
         &request(
             Method::PUT,
             "/latest/api/token",
@@ -508,7 +557,8 @@ fn token_put_with_forwarded_for_is_forbidden() {
 
 #[test]
 fn token_put_on_dated_version_is_forbidden() {
-    let response = imds().respond_at(
+    let response = respond_at(
+        &imds(),
         &request(
             Method::PUT,
             "/2021-03-23/api/token",
@@ -544,7 +594,8 @@ fn required_mode_rejects_tokenless_requests() {
 fn required_mode_serves_requests_with_a_valid_token() {
     let imds = required();
     let token = token(&imds, "60");
-    let response = imds.respond_at(
+    let response = respond_at(
+        &imds,
         &request(
             Method::GET,
             "/latest/meta-data/instance-id",
@@ -559,7 +610,8 @@ fn required_mode_serves_requests_with_a_valid_token() {
 fn bad_or_expired_token_is_401_in_both_modes() {
     for imds in [imds(), required()] {
         let token = token(&imds, "60");
-        let expired = imds.respond_at(
+        let expired = respond_at(
+            &imds,
             &request(
                 Method::GET,
                 "/latest/meta-data/",
@@ -568,7 +620,8 @@ fn bad_or_expired_token_is_401_in_both_modes() {
             NOW + Duration::from_secs(61),
         );
         assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
-        let garbage = imds.respond_at(
+        let garbage = respond_at(
+            &imds,
             &request(
                 Method::GET,
                 "/latest/meta-data/",
@@ -672,7 +725,7 @@ impl CredentialSource for FailingSource {
 
 #[test]
 fn credential_failure_is_served_in_ec2_error_shape() {
-    let imds = Imds::started_at(
+    let imds = Ec2::started_at(
         &Instance::example(),
         TokenPolicy::Optional,
         Arc::new(FailingSource),
@@ -741,5 +794,5 @@ fn identity_document_is_stable_within_a_run() {
 #[test]
 fn imds_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
-    assert_send_sync::<Imds>();
+    assert_send_sync::<Ec2>();
 }

@@ -7,19 +7,18 @@
 //! `{audience}` in it (`gcloud auth print-identity-token --audiences={audience}`), else fake
 //! tokens signed with the committed key ([`super::identity_token`]).
 //!
-//! Commands run one at a time (single flight: a burst of requests starts one `gcloud`, the rest
-//! wait for its answer) and their output is cached: an access token for
+//! Tokens from a command or minted fakes are kept in a [`TokenCache`] (one fetch at a time per
+//! key, a failure not retried for a few seconds): an access token for
 //! [`COMMAND_TOKEN_LIFETIME`] (gcloud hands out tokens with at least that long left, and does
 //! not say how long), an identity token until five minutes before the `exp` it carries, at most
 //! [`MAX_AUDIENCES`] audiences at once.
-
-use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::identity_token::IdentitySigner;
 use super::instance::GceInstance;
+use crate::clouds::token_cache::{Expiring, NotFetched, RENEW_BEFORE, TokenCache};
 use crate::credentials::Secret;
 use crate::token_command::{self, CommandError, CommandLine};
 
@@ -28,9 +27,6 @@ pub const FAKE_PREFIX: &str = "ya29.imds-tun-fake-";
 
 /// Lifetime of a fake token, as Google's access tokens.
 const FAKE_LIFETIME: i64 = 3600;
-
-/// A token is replaced when it has less than this left.
-const RENEW_BEFORE: i64 = 300;
 
 /// How long a token printed by an access-token command is served before the command runs again.
 pub const COMMAND_TOKEN_LIFETIME: i64 = 600;
@@ -51,10 +47,12 @@ pub struct AccessToken {
 pub enum TokenError {
     #[error("no randomness for a fake token: {0}")]
     Random(String),
-    #[error("the access token command failed: {0}")]
+    #[error("the token command failed: {0}")]
     Command(#[from] CommandError),
     #[error("audience refused: {0}")]
     Audience(&'static str),
+    #[error("{0}")]
+    NotFetched(#[from] NotFetched),
 }
 
 /// The settings' choice of access-token source.
@@ -76,16 +74,14 @@ pub enum IdentityTokenSource {
 #[derive(Debug)]
 pub struct AccessTokens {
     source: AccessTokenSource,
-    current: tokio::sync::Mutex<Option<(String, i64)>>,
-    cooldown: token_command::Cooldown,
+    cache: TokenCache<(), String>,
 }
 
 impl AccessTokens {
     pub fn new(source: AccessTokenSource) -> AccessTokens {
         AccessTokens {
             source,
-            current: tokio::sync::Mutex::new(None),
-            cooldown: token_command::Cooldown::default(),
+            cache: TokenCache::new(1),
         }
     }
 
@@ -95,37 +91,34 @@ impl AccessTokens {
 
     /// The token to hand out at `now` (Unix seconds).
     pub async fn token(&self, now: i64) -> Result<AccessToken, TokenError> {
-        if let AccessTokenSource::Static(secret) = &self.source {
-            return Ok(AccessToken {
-                value: secret.expose().to_owned(),
-                expires_in: FAKE_LIFETIME - 1,
-            });
-        }
-        // Held across the command: the single flight.
-        let mut current = self.current.lock().await;
-        if let Some((value, expires)) = current.as_ref()
-            && expires - now >= RENEW_BEFORE
-        {
-            return Ok(AccessToken {
-                value: value.clone(),
-                expires_in: expires - now,
-            });
-        }
-        let (value, lifetime) = match &self.source {
-            AccessTokenSource::Command(line) => (
-                self.cooldown
-                    .run(line.words(), now)
-                    .await?
-                    .expose()
-                    .to_owned(),
-                COMMAND_TOKEN_LIFETIME + RENEW_BEFORE,
-            ),
-            _ => (mint()?, FAKE_LIFETIME),
+        let line = match &self.source {
+            AccessTokenSource::Static(secret) => {
+                return Ok(AccessToken {
+                    value: secret.expose().to_owned(),
+                    expires_in: FAKE_LIFETIME - 1,
+                });
+            }
+            AccessTokenSource::Command(line) => Some(line),
+            AccessTokenSource::Fake => None,
         };
-        *current = Some((value.clone(), now + lifetime));
+        let token = self
+            .cache
+            .get(&(), now, || async {
+                Ok::<_, TokenError>(match line {
+                    Some(line) => Expiring {
+                        value: token_command::run(line.words()).await?.expose().to_owned(),
+                        expires: now + COMMAND_TOKEN_LIFETIME + RENEW_BEFORE,
+                    },
+                    None => Expiring {
+                        value: mint()?,
+                        expires: now + FAKE_LIFETIME,
+                    },
+                })
+            })
+            .await?;
         Ok(AccessToken {
-            value,
-            expires_in: lifetime,
+            value: token.value,
+            expires_in: token.expires - now,
         })
     }
 }
@@ -134,8 +127,7 @@ impl AccessTokens {
 pub struct IdentityTokens {
     source: IdentityTokenSource,
     signer: IdentitySigner,
-    cached: tokio::sync::Mutex<HashMap<String, (String, i64)>>,
-    cooldown: token_command::Cooldown,
+    cache: TokenCache<String, String>,
 }
 
 impl std::fmt::Debug for IdentityTokens {
@@ -151,8 +143,7 @@ impl IdentityTokens {
         IdentityTokens {
             source,
             signer,
-            cached: tokio::sync::Mutex::new(HashMap::new()),
-            cooldown: token_command::Cooldown::default(),
+            cache: TokenCache::new(MAX_AUDIENCES),
         }
     }
 
@@ -176,30 +167,16 @@ impl IdentityTokens {
             IdentityTokenSource::Command(line) => line,
         };
         token_command::check_value(audience).map_err(TokenError::Audience)?;
-        let mut cached = self.cached.lock().await;
-        if let Some((token, expires)) = cached.get(audience)
-            && expires - now >= RENEW_BEFORE
-        {
-            return Ok(token.clone());
-        }
         let token = self
-            .cooldown
-            .run(&line.with_value("{audience}", audience), now)
-            .await?
-            .expose()
-            .to_owned();
-        let expires = jwt_expiry(&token).unwrap_or(now + RENEW_BEFORE);
-        cached.retain(|_, (_, expiry)| *expiry - now >= RENEW_BEFORE);
-        if cached.len() >= MAX_AUDIENCES
-            && let Some(soonest) = cached
-                .iter()
-                .min_by_key(|(_, (_, expiry))| *expiry)
-                .map(|(key, _)| key.clone())
-        {
-            cached.remove(&soonest);
-        }
-        cached.insert(audience.to_owned(), (token.clone(), expires));
-        Ok(token)
+            .cache
+            .get(&audience.to_owned(), now, || async {
+                let printed = token_command::run(&line.with_value("{audience}", audience)).await?;
+                let value = printed.expose().to_owned();
+                let expires = jwt_expiry(&value).unwrap_or(now + RENEW_BEFORE);
+                Ok::<_, TokenError>(Expiring { value, expires })
+            })
+            .await?;
+        Ok(token.value)
     }
 }
 
@@ -236,7 +213,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_command_token_is_cached_and_a_burst_runs_the_command_once() {
+    async fn a_command_token_is_served_for_ten_minutes_then_the_command_runs_again() {
         let dir = std::env::temp_dir().join(format!("imds-tun-gce-cmd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let counter = dir.join("runs");
@@ -244,42 +221,34 @@ mod tests {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho run >> {}\nsleep 0.2\necho ya29.from-command\n",
+                "echo run >> {}\necho ya29.from-command\n",
                 counter.display()
             ),
         )
         .expect("script");
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        let line = CommandLine::parse(&script.display().to_string()).expect("line");
-        let tokens = std::sync::Arc::new(AccessTokens::new(AccessTokenSource::Command(line)));
-        let burst: Vec<_> = (0..8)
-            .map(|_| {
-                let tokens = tokens.clone();
-                tokio::spawn(async move { tokens.token(5_000).await })
-            })
-            .collect();
-        for task in burst {
-            let token = task.await.expect("task").expect("token");
-            assert_eq!(token.value, "ya29.from-command");
-        }
-        let runs = std::fs::read_to_string(&counter).expect("counter");
-        assert_eq!(runs.lines().count(), 1, "single flight");
+        // Read by `sh`, not executed: nothing to race with another test's fork (ETXTBSY).
+        let line = CommandLine::parse(&format!("sh {}", script.display())).expect("line");
+        let tokens = AccessTokens::new(AccessTokenSource::Command(line));
+        let runs = || {
+            std::fs::read_to_string(&counter)
+                .expect("counter")
+                .lines()
+                .count()
+        };
+        let first = tokens.token(5_000).await.expect("token");
+        assert_eq!(first.value, "ya29.from-command");
+        assert_eq!(first.expires_in, COMMAND_TOKEN_LIFETIME + RENEW_BEFORE);
         let later = tokens
             .token(5_000 + COMMAND_TOKEN_LIFETIME)
             .await
             .expect("token");
         assert_eq!(later.expires_in, RENEW_BEFORE);
+        assert_eq!(runs(), 1, "served from the cache");
         tokens
             .token(5_000 + COMMAND_TOKEN_LIFETIME + 1)
             .await
             .expect("token");
-        let runs = std::fs::read_to_string(&counter).expect("counter");
-        assert_eq!(
-            runs.lines().count(),
-            2,
-            "run again once the cached token is near expiry"
-        );
+        assert_eq!(runs(), 2, "run again once the cached token is near expiry");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

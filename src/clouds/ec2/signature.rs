@@ -29,7 +29,7 @@
 //! So `pkcs7` and `rsa2048` are byte-identical. The signed attributes are only content-type and
 //! message-digest (no signing time), so the output is a pure function of the document.
 //!
-//! This module does not choose what the document says, nor serve it: `imds` does.
+//! This module does not choose what the document says, nor serve it: [`super`] (EC2) does.
 
 use std::sync::LazyLock;
 
@@ -49,9 +49,9 @@ use spki::{AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier};
 use x509_cert::Certificate;
 
 /// The RSA-2048 private key, PKCS#8 PEM. Public on purpose: see the module documentation.
-const SIGNING_KEY_PEM: &str = include_str!("../../assets/identity/signing-key.pem");
+const SIGNING_KEY_PEM: &str = include_str!("../../../assets/identity/signing-key.pem");
 /// The self-signed certificate for [`SIGNING_KEY_PEM`] that verifiers are given.
-const SIGNING_CERT_PEM: &str = include_str!("../../assets/identity/signing-cert.pem");
+const SIGNING_CERT_PEM: &str = include_str!("../../../assets/identity/signing-cert.pem");
 
 /// `id-data` (RFC 5652 §4): the encapsulated content is plain bytes.
 const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");

@@ -1,86 +1,46 @@
 //! Response bodies and headers exactly as EC2 writes them.
 //!
 //! Every answer carries `Server: EC2ws`, a `Content-Type` (`text/plain` for everything but
-//! user-data, JSON documents included) and its `Content-Length`. A HEAD gets the same status
-//! and headers with an empty body. Error pages are the XHTML a real instance sends.
+//! user-data, JSON documents included) and its `Content-Length`, in that order. (A HEAD gets the
+//! same status and headers with an empty body: `http` does that for every service.) Error pages
+//! are the XHTML a real instance sends.
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
+use http::StatusCode;
+use http::header::{self, HeaderValue};
 use time::OffsetDateTime;
+
+use crate::http::Reply;
 
 pub const TEXT_PLAIN: &str = "text/plain";
 pub const OCTET_STREAM: &str = "application/octet-stream";
 
-/// A response before HEAD handling and the common headers are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub content_type: &'static str,
-    pub body: Bytes,
-    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
-    /// Set when the reply hands out role credentials (see [`CredentialsRead`]).
-    pub credentials_read: Option<crate::credentials::CredentialsRead>,
+/// `status` with a body of `content_type`, and the `Server` header every EC2 answer starts with.
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    Reply::new(status)
+        .header(header::SERVER, HeaderValue::from_static("EC2ws"))
+        .body(content_type, body)
 }
 
-impl Reply {
-    /// 200 with a `text/plain` body.
-    pub fn text(body: impl Into<Bytes>) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            content_type: TEXT_PLAIN,
-            body: body.into(),
-            extra_headers: Vec::new(),
-            credentials_read: None,
-        }
-    }
+/// 200 with a `text/plain` body.
+pub fn text(body: impl Into<Bytes>) -> Reply {
+    reply(StatusCode::OK, TEXT_PLAIN, body)
+}
 
-    /// 200 with an `application/octet-stream` body (user-data).
-    pub fn octets(body: Bytes) -> Reply {
-        Reply {
-            content_type: OCTET_STREAM,
-            ..Reply::text(body)
-        }
-    }
+/// 200 with an `application/octet-stream` body (user-data).
+pub fn octets(body: Bytes) -> Reply {
+    reply(StatusCode::OK, OCTET_STREAM, body)
+}
 
-    /// An error status with EC2's XHTML page for it.
-    pub fn error(status: StatusCode) -> Reply {
-        Reply {
-            status,
-            ..Reply::text(error_page(status))
-        }
-    }
+/// An error status with EC2's XHTML page for it; also the page of every refusal of `http`'s
+/// own (see `crate::clouds`), which is what a real instance's clients expect to see.
+pub fn error(status: StatusCode) -> Reply {
+    reply(status, TEXT_PLAIN, error_page(status))
+}
 
-    /// A status with no body (the token path's 405).
-    pub fn empty(status: StatusCode) -> Reply {
-        Reply {
-            status,
-            ..Reply::text(Bytes::new())
-        }
-    }
-
-    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
-        self.extra_headers.push((name, value));
-        self
-    }
-
-    /// The final response; for HEAD the body is dropped but `Content-Length` still tells its size.
-    pub fn into_response(self, is_head: bool) -> Response<Bytes> {
-        let length = self.body.len() as u64;
-        let mut response = Response::new(if is_head { Bytes::new() } else { self.body });
-        *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        headers.insert(header::SERVER, HeaderValue::from_static("EC2ws"));
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        for (name, value) in self.extra_headers {
-            headers.insert(name, value);
-        }
-        response
-    }
+/// A status with no body (the token path's 405).
+pub fn empty(status: StatusCode) -> Reply {
+    reply(status, TEXT_PLAIN, Bytes::new())
 }
 
 /// The XHTML error page of a real instance (byte-exact for 404), with the status's title.
@@ -179,10 +139,11 @@ mod tests {
     }
 
     #[test]
-    fn head_keeps_content_length_but_drops_the_body() {
-        let response = Reply::text("abc").into_response(true);
-        assert!(response.body().is_empty());
-        assert_eq!(response.headers()[header::CONTENT_LENGTH], "3");
-        assert_eq!(response.headers()[header::SERVER], "EC2ws");
+    fn every_reply_starts_with_the_server_then_its_type_and_length() {
+        let reply = text("abc").header(header::ALLOW, HeaderValue::from_static("GET"));
+        let names: Vec<&str> = reply.headers.keys().map(|name| name.as_str()).collect();
+        assert_eq!(names, ["server", "content-type", "content-length", "allow"]);
+        assert_eq!(reply.headers[header::SERVER], "EC2ws");
+        assert_eq!(reply.headers[header::CONTENT_LENGTH], "3");
     }
 }

@@ -1,9 +1,11 @@
 //! The GCE metadata protocol (`/computeMetadata/v1/...`) as plain functions of a request.
 //!
-//! [`Gce::respond`] turns request headers into an [`Answer`]: a reply now, or a reply after a
-//! wait (`?wait_for_change=true`). It does no I/O and never sleeps; the HTTP layer does the
-//! waiting, so the rules stay testable without a clock. Rules, in order (Google's
-//! "About VM metadata" and the metadata server's observed behaviour):
+//! [`Gce`] is a [`MetadataService`] that claims the GCE paths ([`claims`]). Its rules are a
+//! plain function, [`Gce::respond`], from request headers to an [`Answer`]: a reply now, a reply
+//! after a wait (`?wait_for_change=true`), or a token to ask its source for; the service's
+//! answer then waits (in tokio's time, which a graceful shutdown cuts short with the connection)
+//! or asks. Rules, in order (Google's "About VM metadata" and the metadata server's observed
+//! behaviour):
 //!
 //! 1. The certificate paths of fake identity tokens ([`identity_token::CERTS_PATH`]) answer
 //!    anyone, like Google's own certificate endpoints.
@@ -29,10 +31,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::http::{Answering, Context, CredentialsRead, MetadataService, Reply};
 use crate::query::Query;
 use document::Entry;
 pub use identity_token::IdentitySigner;
@@ -58,88 +61,81 @@ pub fn claims(path: &str, headers: &http::HeaderMap) -> bool {
         || (path == "/" && headers.contains_key(METADATA_FLAVOR))
 }
 
-/// A reply before HEAD handling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub content_type: &'static str,
-    pub body: Bytes,
-    pub location: Option<String>,
-}
-
-impl Reply {
-    fn text(body: impl Into<Bytes>) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            content_type: "application/text",
-            body: body.into(),
-            location: None,
-        }
-    }
-
-    fn json(value: &Value) -> Reply {
-        Reply {
-            content_type: "application/json",
-            ..Reply::text(value.to_string())
-        }
-    }
-
-    fn error(status: StatusCode, message: &str) -> Reply {
-        let reason = status.canonical_reason().unwrap_or("Error");
-        Reply {
-            status,
-            content_type: "text/html; charset=UTF-8",
-            body: Bytes::from(format!(
-                "<!DOCTYPE html>\n<html lang=en>\n<title>Error {code} ({reason})</title>\n\
-                 <p><b>{code}.</b> {message}\n",
-                code = status.as_u16()
-            )),
-            location: None,
-        }
-    }
-
-    /// The `ETag` of this reply: 16 hex digits of its body's hash, like the server's.
-    pub fn etag(&self) -> String {
-        Sha256::digest(&self.body)[..8]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
-    }
-
-    /// The HTTP response, with the headers every GCE reply carries.
-    pub fn into_response(self, head: bool) -> Response<Bytes> {
-        let etag = self.etag();
-        let length = self.body.len();
-        let mut response = Response::new(if head { Bytes::new() } else { self.body });
-        *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        headers.insert(METADATA_FLAVOR, HeaderValue::from_static("Google"));
-        headers.insert(
+/// `status` with a body of `content_type`, and the headers every GCE reply carries, in the
+/// server's order: `Metadata-Flavor`, `Server`, the type and length, the `ETag` of the body,
+/// then `X-XSS-Protection` and `X-Frame-Options`.
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let body = body.into();
+    let etag = etag(&body);
+    let reply = Reply::new(status)
+        .header(METADATA_FLAVOR, HeaderValue::from_static("Google"))
+        .header(
             header::SERVER,
             HeaderValue::from_static("Metadata Server for VM"),
-        );
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        if let Ok(etag) = HeaderValue::from_str(&etag) {
-            headers.insert(header::ETAG, etag);
-        }
-        headers.insert("x-xss-protection", HeaderValue::from_static("0"));
-        headers.insert(
+        )
+        .body(content_type, body);
+    let reply = match HeaderValue::from_str(&etag) {
+        Ok(etag) => reply.header(header::ETAG, etag),
+        Err(_) => reply,
+    };
+    reply
+        .header(
+            HeaderName::from_static("x-xss-protection"),
+            HeaderValue::from_static("0"),
+        )
+        .header(
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("SAMEORIGIN"),
-        );
-        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            headers.insert(header::LOCATION, location);
-        }
-        response
+        )
+}
+
+fn text(body: impl Into<Bytes>) -> Reply {
+    reply(StatusCode::OK, "application/text", body)
+}
+
+fn json(value: &Value) -> Reply {
+    reply(StatusCode::OK, "application/json", value.to_string())
+}
+
+fn error_reply(status: StatusCode, message: &str) -> Reply {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    reply(
+        status,
+        "text/html; charset=UTF-8",
+        format!(
+            "<!DOCTYPE html>\n<html lang=en>\n<title>Error {code} ({reason})</title>\n\
+             <p><b>{code}.</b> {message}\n",
+            code = status.as_u16()
+        ),
+    )
+}
+
+/// The `ETag` of a body: 16 hex digits of its hash, like the server's.
+fn etag(body: &[u8]) -> String {
+    Sha256::digest(body)[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// What a token answer handed out, for the audit line.
+#[derive(Debug, Clone, Copy)]
+enum TokenRead {
+    Access,
+    Identity,
+}
+
+impl std::fmt::Display for TokenRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenRead::Access => "a GCE access token",
+            TokenRead::Identity => "a GCE identity token",
+        })
     }
 }
 
 /// What to send, and when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Answer {
     Now(Reply),
     /// `wait_for_change`: nothing changes while imds-tun runs, so the current value is sent when
@@ -148,9 +144,9 @@ pub enum Answer {
         wait: Duration,
         reply: Reply,
     },
-    /// An access token, from its source ([`Gce::token_reply`]).
+    /// An access token, from its source.
     AccessToken,
-    /// An identity token for this audience ([`Gce::token_reply`]).
+    /// An identity token for this audience, from its source.
     IdentityToken {
         audience: String,
         full: bool,
@@ -187,16 +183,18 @@ impl Gce {
         })
     }
 
-    /// The reply to an [`Answer::AccessToken`] or [`Answer::IdentityToken`] at `now`; other
-    /// answers are returned as they are (after no wait).
-    pub async fn token_reply(&self, answer: Answer, now: i64) -> Reply {
+    /// The reply to an [`Answer::AccessToken`] or [`Answer::IdentityToken`] at `now` (Unix
+    /// seconds), marked as a credential read when one was handed out; other answers are
+    /// returned as they are, without their wait.
+    async fn token_reply(&self, answer: Answer, now: i64) -> Reply {
         match answer {
             Answer::AccessToken => match self.access.token(now).await {
-                Ok(token) => Reply::json(&serde_json::json!({
+                Ok(token) => json(&serde_json::json!({
                     "access_token": token.value,
                     "expires_in": token.expires_in,
                     "token_type": "Bearer",
-                })),
+                }))
+                .credentials_read(CredentialsRead::new(TokenRead::Access)),
                 Err(error) => token_failure(&error),
             },
             Answer::IdentityToken { audience, full } => match self
@@ -204,8 +202,10 @@ impl Gce {
                 .token(&self.instance, &audience, full, now, self.created)
                 .await
             {
-                Ok(token) => Reply::text(token),
-                Err(tokens::TokenError::Audience(why)) => Reply::error(
+                Ok(token) => {
+                    text(token).credentials_read(CredentialsRead::new(TokenRead::Identity))
+                }
+                Err(tokens::TokenError::Audience(why)) => error_reply(
                     StatusCode::BAD_REQUEST,
                     &format!("Invalid audience: {why}."),
                 ),
@@ -219,24 +219,24 @@ impl Gce {
         &self.instance
     }
 
-    /// The answer to one request; token answers are completed by [`Gce::token_reply`].
+    /// What to answer one request with; the service's answer waits or asks a token source.
     pub fn respond(&self, request: &http::request::Parts) -> Answer {
         let path = request.uri.path();
         let query = Query::parse(request.uri.query().unwrap_or(""));
         if path == identity_token::CERTS_PATH {
-            return Answer::Now(Reply::json(&self.identity.signer().certs()));
+            return Answer::Now(json(&self.identity.signer().certs()));
         }
         if path == identity_token::JWKS_PATH {
-            return Answer::Now(Reply::json(self.identity.signer().jwks()));
+            return Answer::Now(json(self.identity.signer().jwks()));
         }
         if request.headers.contains_key(FORWARDED_FOR) {
-            return Answer::Now(Reply::error(
+            return Answer::Now(error_reply(
                 StatusCode::FORBIDDEN,
                 "Request forbidden: X-Forwarded-For header present.",
             ));
         }
         if path != "/" && !flavored(&request.headers) {
-            return Answer::Now(Reply::error(
+            return Answer::Now(error_reply(
                 StatusCode::FORBIDDEN,
                 &format!(
                     "Your client does not have permission to get URL <code>{}</code> from this \
@@ -246,7 +246,7 @@ impl Gce {
             ));
         }
         if request.method != Method::GET && request.method != Method::HEAD {
-            return Answer::Now(Reply::error(
+            return Answer::Now(error_reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method not allowed.",
             ));
@@ -256,21 +256,21 @@ impl Gce {
             Some("json") => Some(true),
             Some("text") => Some(false),
             Some(_) => {
-                return Answer::Now(Reply::error(
+                return Answer::Now(error_reply(
                     StatusCode::BAD_REQUEST,
                     "Invalid alt parameter: use json or text.",
                 ));
             }
         };
         let reply = match self.lookup(path, &query, json_wanted) {
-            Ok(reply) => reply,
-            Err(token) => return token,
+            Answer::Now(reply) => reply,
+            token => return token,
         };
         match query.get("wait_for_change") {
             Some("true") if reply.status == StatusCode::OK => {
                 let changed = query
                     .get("last_etag")
-                    .is_some_and(|etag| etag != reply.etag() && etag != "0");
+                    .is_some_and(|asked| Some(asked) != current_etag(&reply) && asked != "0");
                 if changed {
                     return Answer::Now(reply);
                 }
@@ -286,21 +286,16 @@ impl Gce {
         }
     }
 
-    /// The reply for a path of the document, or `Err` with the token answer to make.
-    fn lookup(
-        &self,
-        path: &str,
-        query: &Query,
-        json_wanted: Option<bool>,
-    ) -> Result<Reply, Answer> {
+    /// The reply for a path of the document, or the token answer to make.
+    fn lookup(&self, path: &str, query: &Query, json_wanted: Option<bool>) -> Answer {
         match path {
-            "/" => return Ok(Reply::text("computeMetadata/\n")),
-            "/computeMetadata" => return Ok(redirect(path, query)),
-            "/computeMetadata/" => return Ok(Reply::text("v1/\n")),
+            "/" => return Answer::Now(text("computeMetadata/\n")),
+            "/computeMetadata" => return Answer::Now(redirect(path, query)),
+            "/computeMetadata/" => return Answer::Now(text("v1/\n")),
             _ => {}
         }
         let Some(rest) = path.strip_prefix("/computeMetadata/v1") else {
-            return Ok(not_found());
+            return Answer::Now(not_found());
         };
         let trailing_slash = rest.ends_with('/') || rest.is_empty();
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -308,37 +303,35 @@ impl Gce {
             .iter()
             .any(|segment| *segment == "." || *segment == "..")
         {
-            return Ok(not_found());
+            return Answer::Now(not_found());
         }
-        match self.token_endpoint(&segments, query) {
-            Some(Ok(reply)) => return Ok(reply),
-            Some(Err(answer)) => return Err(answer),
-            None => {}
+        if let Some(answer) = self.token_endpoint(&segments, query) {
+            return answer;
         }
         let recursive = query.get("recursive") == Some("true");
-        Ok(match document::lookup(&self.document, &segments) {
+        Answer::Now(match document::lookup(&self.document, &segments) {
             None => not_found(),
             Some(Entry::Directory(_)) if !trailing_slash && !recursive => redirect(path, query),
             Some(Entry::Directory(directory)) if recursive => {
                 if json_wanted == Some(false) {
-                    Reply::text(document::flattened_text(directory))
+                    text(document::flattened_text(directory))
                 } else {
-                    Reply::json(directory)
+                    json(directory)
                 }
             }
             Some(Entry::Directory(directory)) => {
                 if json_wanted == Some(true) {
-                    Reply::json(&listing_json(directory))
+                    json(&listing_json(directory))
                 } else {
                     let in_attributes = segments.last() == Some(&"attributes");
-                    Reply::text(document::listing(directory, in_attributes))
+                    text(document::listing(directory, in_attributes))
                 }
             }
             Some(Entry::Leaf(leaf)) => {
                 if json_wanted == Some(true) {
-                    Reply::json(leaf)
+                    json(leaf)
                 } else {
-                    Reply::text(document::leaf_text(leaf))
+                    text(document::leaf_text(leaf))
                 }
             }
         })
@@ -346,7 +339,7 @@ impl Gce {
 
     /// `instance/service-accounts/ACCOUNT/{token,identity}`: `None` for other paths, a reply
     /// for a refusal, or the token answer to make.
-    fn token_endpoint(&self, segments: &[&str], query: &Query) -> Option<Result<Reply, Answer>> {
+    fn token_endpoint(&self, segments: &[&str], query: &Query) -> Option<Answer> {
         let ["instance", "service-accounts", account, endpoint] = segments else {
             return None;
         };
@@ -354,35 +347,57 @@ impl Gce {
             return None;
         }
         if *account != "default" && *account != self.instance.service_account_email {
-            return Some(Ok(not_found()));
+            return Some(Answer::Now(not_found()));
         }
         if *endpoint == "token" {
-            return Some(Err(Answer::AccessToken));
+            return Some(Answer::AccessToken);
         }
         Some(match query.get("audience").filter(|a| !a.is_empty()) {
-            None => Ok(Reply::error(
+            None => Answer::Now(error_reply(
                 StatusCode::BAD_REQUEST,
                 "non-empty audience parameter required",
             )),
-            Some(audience) => Err(Answer::IdentityToken {
+            Some(audience) => Answer::IdentityToken {
                 audience: audience.to_owned(),
                 full: query.get("format") == Some("full"),
-            }),
+            },
         })
     }
+}
+
+impl MetadataService for Gce {
+    fn claims(&self, request: &http::request::Parts) -> bool {
+        claims(request.uri.path(), &request.headers)
+    }
+
+    fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
+        Box::pin(async move {
+            let answer = self.respond(&context.request);
+            if let Answer::AfterWait { wait, .. } = &answer {
+                // Ended with the connection by a graceful shutdown's deadline.
+                tokio::time::sleep(*wait).await;
+            }
+            self.token_reply(answer, context.now.unix_timestamp()).await
+        })
+    }
+}
+
+/// The `ETag` a reply carries.
+fn current_etag(reply: &Reply) -> Option<&str> {
+    reply.headers.get(header::ETAG)?.to_str().ok()
 }
 
 /// 503 for a token source that failed; the cause goes to the log (never the token itself).
 fn token_failure(error: &tokens::TokenError) -> Reply {
     crate::warn_limited!(error = %error, "GCE token unavailable");
-    Reply::error(
+    error_reply(
         StatusCode::SERVICE_UNAVAILABLE,
         "The token source failed; see imds-tun's log.",
     )
 }
 
 fn not_found() -> Reply {
-    Reply::error(
+    error_reply(
         StatusCode::NOT_FOUND,
         "The requested URL was not found on this server.",
     )
@@ -394,11 +409,14 @@ fn redirect(path: &str, query: &Query) -> Reply {
         "" => format!("{path}/"),
         raw => format!("{path}/?{raw}"),
     };
-    Reply {
-        status: StatusCode::MOVED_PERMANENTLY,
-        content_type: "text/html; charset=UTF-8",
-        body: Bytes::from(format!("{location}\n")),
-        location: Some(location),
+    let reply = reply(
+        StatusCode::MOVED_PERMANENTLY,
+        "text/html; charset=UTF-8",
+        format!("{location}\n"),
+    );
+    match HeaderValue::from_str(&location) {
+        Ok(location) => reply.header(header::LOCATION, location),
+        Err(_) => reply,
     }
 }
 

@@ -16,13 +16,23 @@ fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request
     builder.body(()).expect("valid request").into_parts().0
 }
 
+/// The service's answer to a GET at [`NOW`], asked as `http` asks it.
 fn reply_with(uri: &str, headers: &[(&str, &str)]) -> Reply {
     let service = azure();
-    let answer = service.respond(&request(Method::GET, uri, headers));
+    let context = Context {
+        request: request(Method::GET, uri, headers),
+        body: None,
+        now: time::OffsetDateTime::from_unix_timestamp(NOW).expect("a valid time"),
+        caller: None,
+    };
     tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime")
-        .block_on(service.token_reply(answer, NOW))
+        .block_on(service.answer(context))
+}
+
+fn body(reply: &Reply) -> &[u8] {
+    reply.bytes().expect("a whole body")
 }
 
 fn get(uri: &str) -> Reply {
@@ -30,7 +40,7 @@ fn get(uri: &str) -> Reply {
 }
 
 fn json(reply: &Reply) -> Value {
-    serde_json::from_slice(&reply.body).expect("JSON body")
+    serde_json::from_slice(body(reply)).expect("JSON body")
 }
 
 #[test]
@@ -86,11 +96,11 @@ fn the_instance_document_and_its_routes_follow_the_format_rules() {
     assert_eq!(whole.status, StatusCode::OK);
     assert_eq!(json(&whole)["compute"]["vmId"], instance.vm_id.as_str());
     let leaf = get("/metadata/instance/compute/vmId?api-version=2021-02-01&format=text");
-    assert_eq!(leaf.body, instance.vm_id.as_bytes());
+    assert_eq!(body(&leaf), instance.vm_id.as_bytes());
     let ip = get(
         "/metadata/instance/network/interface/0/ipv4/ipAddress/0/privateIpAddress?api-version=2021-02-01&format=text",
     );
-    assert_eq!(ip.body, "10.0.0.7".as_bytes());
+    assert_eq!(body(&ip), "10.0.0.7".as_bytes());
     let leaf_as_json = get("/metadata/instance/compute/vmId?api-version=2021-02-01");
     assert_eq!(leaf_as_json.status, StatusCode::BAD_REQUEST);
     let directory_as_text = get("/metadata/instance/compute?api-version=2021-02-01&format=text");
@@ -105,6 +115,15 @@ fn a_managed_identity_token_has_string_numbers_and_names_its_resource() {
         "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F",
     );
     assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply
+            .credentials_read
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("an Azure managed identity token for https://management.azure.com/"),
+        "the audit line names the resource"
+    );
     let body = json(&reply);
     assert_eq!(body["resource"], "https://management.azure.com/");
     assert_eq!(body["token_type"], "Bearer");
@@ -161,4 +180,13 @@ fn scheduled_events_are_empty_and_only_get_is_served() {
         panic!("no token for a POST");
     };
     assert_eq!(posted.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[test]
+fn replies_carry_their_type_and_length_then_azures_server_header() {
+    let reply = get("/metadata/versions");
+    let names: Vec<&str> = reply.headers.keys().map(|name| name.as_str()).collect();
+    assert_eq!(names, ["content-type", "content-length", "server"]);
+    assert_eq!(reply.headers["server"], "IMDS/150.870.65.1854");
+    assert!(reply.credentials_read.is_none());
 }

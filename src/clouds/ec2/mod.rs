@@ -1,7 +1,9 @@
 //! The EC2 instance metadata protocol as plain functions of a request.
 //!
-//! [`Imds::respond`] turns request headers into a complete response; it does no I/O and never
-//! waits, so it runs inline on whichever task owns the connection. Routing, in order:
+//! [`Ec2`] is the catch-all [`MetadataService`]: it claims every request no other cloud claimed.
+//! Its answer is a plain function of the request head and the time; it does no I/O and never
+//! waits, but for a `--caller-role` caller's first credentials (up to 5 s, once per role).
+//! Routing, in order:
 //!
 //! 1. Paths with `..`/`.`/empty segments are 404. Length is not judged here: the HTTP layer has
 //!    already answered 414 to anything longer than `--max-path-length`.
@@ -33,7 +35,8 @@ use time::OffsetDateTime;
 use crate::attribution::CallerIdentity;
 use crate::credentials::roles::{CallerRoles, LazyRole};
 use crate::credentials::{CredentialSource, RoleCredentials};
-use responses::{Reply, iso8601_utc_seconds, pretty_json};
+use crate::http::{Answering, Context, CredentialsRead, MetadataService, Reply};
+use responses::{iso8601_utc_seconds, pretty_json};
 use token::TokenMint;
 use tree::{Leaf, Node, Tree};
 
@@ -79,7 +82,7 @@ const FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static("x-forwarded-fo
 
 /// The metadata service for one instance. Immutable after `new` apart from the credential
 /// source's own cache, so it is shared by `Arc` across connections without locking.
-pub struct Imds {
+pub struct Ec2 {
     tree: Tree,
     versions: Bytes,
     tokens: TokenMint,
@@ -91,24 +94,24 @@ pub struct Imds {
     caller_roles: Option<Arc<CallerRoles>>,
 }
 
-impl std::fmt::Debug for Imds {
+impl std::fmt::Debug for Ec2 {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
-            .debug_struct("Imds")
+            .debug_struct("Ec2")
             .field("imdsv2", &self.imdsv2)
             .finish_non_exhaustive()
     }
 }
 
-impl Imds {
+impl Ec2 {
     /// Builds the tree, the identity document and its signatures once, at start-up.
     pub fn new(
         instance: &Instance,
         token_policy: TokenPolicy,
         credentials: Arc<dyn CredentialSource>,
-    ) -> Imds {
+    ) -> Ec2 {
         let now = OffsetDateTime::now_utc();
-        Imds::started_at(
+        Ec2::started_at(
             instance,
             token_policy,
             credentials,
@@ -116,16 +119,16 @@ impl Imds {
         )
     }
 
-    /// As [`Imds::new`], with the instance's pending (launch) time given.
+    /// As [`Ec2::new`], with the instance's pending (launch) time given.
     fn started_at(
         instance: &Instance,
         token_policy: TokenPolicy,
         credentials: Arc<dyn CredentialSource>,
         pending_time: OffsetDateTime,
-    ) -> Imds {
+    ) -> Ec2 {
         let document = identity::document(instance, pending_time);
         let signatures = signature::sign_identity_document(document.as_bytes());
-        Imds {
+        Ec2 {
             tree: Tree::build(instance, &document, &signatures, pending_time),
             versions: Bytes::from(VERSIONS.join("\n")),
             tokens: TokenMint::new(),
@@ -143,30 +146,9 @@ impl Imds {
         self.interruptions.clone()
     }
 
-    /// Answers one request completely, HEAD included (HEAD: same status and headers incl.
-    /// Content-Length, empty body).
-    pub fn respond(&self, request: &http::request::Parts) -> http::Response<Bytes> {
-        self.respond_at(request, OffsetDateTime::now_utc())
-    }
-
-    /// [`Imds::respond`] for a known caller, whose `--caller-role` rule (if any) decides the
-    /// role under `iam/`. Call [`Imds::prepare_role`] first, so a role's first caller gets keys.
-    pub fn respond_as(
-        &self,
-        request: &http::request::Parts,
-        caller: Option<&CallerIdentity>,
-    ) -> http::Response<Bytes> {
-        self.respond_at_as(request, OffsetDateTime::now_utc(), caller)
-    }
-
-    /// Whether answering `path` depends on who asks (a `--caller-role` rule could apply).
-    pub fn depends_on_caller(&self, path: &str) -> bool {
-        self.caller_roles.is_some() && path.contains("/meta-data/iam")
-    }
-
     /// Starts the caller's role if this is its first caller and waits (up to 5 s) for its first
     /// credentials, so the first answer carries keys rather than an error.
-    pub async fn prepare_role(&self, caller: &CallerIdentity) {
+    async fn prepare_role(&self, caller: &CallerIdentity) {
         let Some(roles) = &self.caller_roles else {
             return;
         };
@@ -179,34 +161,13 @@ impl Imds {
     }
 
     /// Gives some callers other roles (`--caller-role`).
-    pub fn with_caller_roles(mut self, roles: CallerRoles) -> Imds {
+    pub fn with_caller_roles(mut self, roles: CallerRoles) -> Ec2 {
         self.caller_roles = Some(Arc::new(roles));
         self
     }
 
-    fn respond_at(
-        &self,
-        request: &http::request::Parts,
-        now: OffsetDateTime,
-    ) -> http::Response<Bytes> {
-        self.respond_at_as(request, now, None)
-    }
-
-    fn respond_at_as(
-        &self,
-        request: &http::request::Parts,
-        now: OffsetDateTime,
-        caller: Option<&CallerIdentity>,
-    ) -> http::Response<Bytes> {
-        let reply = self.route(request, now, caller);
-        let read = reply.credentials_read.clone();
-        let mut response = reply.into_response(request.method == Method::HEAD);
-        if let Some(read) = read {
-            response.extensions_mut().insert(read);
-        }
-        response
-    }
-
+    /// The answer to one request at `now`; a `caller` with a `--caller-role` rule sees that
+    /// role under `iam/`. HEAD is answered as GET (`http` drops the body).
     fn route(
         &self,
         request: &http::request::Parts,
@@ -214,7 +175,7 @@ impl Imds {
         caller: Option<&CallerIdentity>,
     ) -> Reply {
         let Some(segments) = split_path(request.uri.path()) else {
-            return Reply::error(StatusCode::NOT_FOUND);
+            return responses::error(StatusCode::NOT_FOUND);
         };
         if let [version, "api", "token"] = segments.as_slice() {
             if *version == "latest" {
@@ -222,20 +183,20 @@ impl Imds {
             }
             // EC2 refuses tokens on dated paths on purpose; other methods fall through to 404.
             if request.method == Method::PUT && VERSIONS.contains(version) {
-                return Reply::error(StatusCode::FORBIDDEN);
+                return responses::error(StatusCode::FORBIDDEN);
             }
         }
         if request.method != Method::GET && request.method != Method::HEAD {
-            return Reply::error(StatusCode::METHOD_NOT_ALLOWED)
-                .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return responses::error(StatusCode::METHOD_NOT_ALLOWED)
+                .header(ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
         if !self.authorized(request, now) {
-            return Reply::error(StatusCode::UNAUTHORIZED);
+            return responses::error(StatusCode::UNAUTHORIZED);
         }
         match segments.split_first() {
-            None => Reply::text(self.versions.clone()),
+            None => responses::text(self.versions.clone()),
             Some((version, _)) if !VERSIONS.contains(version) => {
-                Reply::error(StatusCode::NOT_FOUND)
+                responses::error(StatusCode::NOT_FOUND)
             }
             Some((_, rest)) => {
                 let path = rest.join("/");
@@ -266,10 +227,10 @@ impl Imds {
             .snapshot()
             .lookup(path, now, &static_listing);
         match dynamic.as_ref().or_else(|| self.tree.get(path)) {
-            None => Reply::error(StatusCode::NOT_FOUND),
-            Some(Node::Directory(listing)) => Reply::text(listing.clone()),
-            Some(Node::Leaf(Leaf::Text(value))) => Reply::text(value.clone()),
-            Some(Node::Leaf(Leaf::Octets(value))) => Reply::octets(value.clone()),
+            None => responses::error(StatusCode::NOT_FOUND),
+            Some(Node::Directory(listing)) => responses::text(listing.clone()),
+            Some(Node::Leaf(Leaf::Text(value))) => responses::text(value.clone()),
+            Some(Node::Leaf(Leaf::Octets(value))) => responses::octets(value.clone()),
             Some(Node::Leaf(Leaf::Credentials { extended })) => {
                 self.credentials_reply(*extended, now)
             }
@@ -287,8 +248,8 @@ impl Imds {
     ) -> Reply {
         let name = role.role.name.as_str();
         match path {
-            "meta-data/iam" => Reply::text("info\nsecurity-credentials/"),
-            "meta-data/iam/info" => Reply::text(pretty_json(&[
+            "meta-data/iam" => responses::text("info\nsecurity-credentials/"),
+            "meta-data/iam/info" => responses::text(pretty_json(&[
                 ("Code", "Success".into()),
                 ("LastUpdated", iso8601_utc_seconds(now).into()),
                 (
@@ -304,13 +265,13 @@ impl Imds {
                     instance_profile_id(&role.role.arn).into(),
                 ),
             ])),
-            "meta-data/iam/security-credentials" => Reply::text(name.to_owned()),
+            "meta-data/iam/security-credentials" => responses::text(name.to_owned()),
             _ => {
                 let extended = match path.strip_prefix("meta-data/iam/security-credentials/") {
                     Some(asked) if asked == name => false,
                     _ => match path.strip_prefix("meta-data/iam/security-credentials-extended/") {
                         Some(asked) if asked == name => true,
-                        _ => return Reply::error(StatusCode::NOT_FOUND),
+                        _ => return responses::error(StatusCode::NOT_FOUND),
                     },
                 };
                 let source = roles.source(role);
@@ -322,22 +283,22 @@ impl Imds {
     /// `PUT /latest/api/token`.
     fn token_endpoint(&self, request: &http::request::Parts, now: OffsetDateTime) -> Reply {
         if request.method != Method::PUT {
-            return Reply::empty(StatusCode::METHOD_NOT_ALLOWED)
-                .with_header(ALLOW, HeaderValue::from_static("OPTIONS, PUT"));
+            return responses::empty(StatusCode::METHOD_NOT_ALLOWED)
+                .header(ALLOW, HeaderValue::from_static("OPTIONS, PUT"));
         }
         // A forwarded PUT came through a proxy: exactly what IMDSv2 exists to stop.
         if request.headers.contains_key(FORWARDED_FOR_HEADER) {
-            return Reply::error(StatusCode::FORBIDDEN);
+            return responses::error(StatusCode::FORBIDDEN);
         }
         let ttl = request
             .headers
             .get(TOKEN_TTL_HEADER)
             .and_then(|value| token::parse_ttl(value.as_bytes()));
         let Some(ttl) = ttl else {
-            return Reply::error(StatusCode::BAD_REQUEST);
+            return responses::error(StatusCode::BAD_REQUEST);
         };
-        Reply::text(self.tokens.issue(now.unix_timestamp(), ttl))
-            .with_header(TOKEN_TTL_HEADER, HeaderValue::from(ttl))
+        responses::text(self.tokens.issue(now.unix_timestamp(), ttl))
+            .header(TOKEN_TTL_HEADER, HeaderValue::from(ttl))
     }
 
     /// A presented token must be good in both modes: a client that sends one expects v2
@@ -365,24 +326,53 @@ impl Imds {
         now: OffsetDateTime,
     ) -> Reply {
         match source.current(now) {
-            Ok(credentials) => Reply {
-                credentials_read: Some(crate::credentials::CredentialsRead(format!(
-                    "role credentials {role_name}"
-                ))),
-                ..Reply::text(credentials_json(
-                    &credentials,
-                    extended.then_some(self.account_id.as_str()),
-                ))
-            },
+            Ok(credentials) => responses::text(credentials_json(
+                &credentials,
+                extended.then_some(self.account_id.as_str()),
+            ))
+            .credentials_read(CredentialsRead::new(RoleCredentialsRead(
+                role_name.to_owned(),
+            ))),
             Err(error) => {
                 crate::warn_limited!(code = %error.code, "serving a credential error");
-                Reply::text(pretty_json(&[
+                responses::text(pretty_json(&[
                     ("Code", error.code.into()),
                     ("Message", error.message.into()),
                     ("LastUpdated", iso8601_utc_seconds(now).into()),
                 ]))
             }
         }
+    }
+}
+
+impl MetadataService for Ec2 {
+    /// Every request: EC2 is registered last, the catch-all, as `/` and unknown paths are its.
+    fn claims(&self, _request: &http::request::Parts) -> bool {
+        true
+    }
+
+    /// Whether a `--caller-role` rule could apply: only under `meta-data/iam`.
+    fn depends_on_caller(&self, request: &http::request::Parts) -> bool {
+        self.caller_roles.is_some() && request.uri.path().contains("/meta-data/iam")
+    }
+
+    fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
+        Box::pin(async move {
+            if let Some(caller) = context.caller {
+                self.prepare_role(caller).await;
+            }
+            self.route(&context.request, context.now, context.caller)
+        })
+    }
+}
+
+/// What a credentials answer handed out, for the audit line: `role credentials NAME`.
+#[derive(Debug)]
+struct RoleCredentialsRead(String);
+
+impl std::fmt::Display for RoleCredentialsRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "role credentials {}", self.0)
     }
 }
 

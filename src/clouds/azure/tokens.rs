@@ -1,9 +1,10 @@
 //! Azure managed-identity tokens: from a command the user names (`az account get-access-token
 //! --resource {resource}`), else clearly fake.
 //!
-//! The command runs as the served user without a shell (`token_command`), one at a time, and its
-//! answer is cached per resource until five minutes before it expires, at most
-//! [`MAX_RESOURCES`] resources at once. It may print `az`'s JSON (`accessToken` with
+//! The command runs as the served user without a shell (`token_command`), and its answer is
+//! kept in a [`TokenCache`] per resource (one run at a time per resource, a failure not retried
+//! for a few seconds) until five minutes before it expires, at most [`MAX_RESOURCES`] resources
+//! at once; fake tokens likewise. It may print `az`'s JSON (`accessToken` with
 //! `expires_on` in Unix seconds, or `expiresOn` as local time, which is not trusted: then the
 //! token is kept [`ASSUMED_LIFETIME`]) or the bare token.
 //!
@@ -11,13 +12,12 @@
 //! the tenant and the identity, and `"imds_tun": "fake"`: code that reads claims works, and no
 //! Azure service accepts them.
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
 use super::instance::AzureInstance;
+use crate::clouds::token_cache::{Expiring, NotFetched, TokenCache};
 use crate::token_command::{self, CommandError, CommandLine};
 
 /// The most resources cached from a command at once.
@@ -25,9 +25,6 @@ pub const MAX_RESOURCES: usize = 64;
 
 /// How long a token whose expiry the command did not state is kept.
 pub const ASSUMED_LIFETIME: i64 = 600;
-
-/// A token is replaced when it has less than this left.
-const RENEW_BEFORE: i64 = 300;
 
 /// Lifetime of a fake token: Azure's managed-identity tokens live about a day.
 const FAKE_LIFETIME: i64 = 86_399;
@@ -46,29 +43,25 @@ pub enum TokenError {
     Command(#[from] CommandError),
     #[error("resource refused: {0}")]
     Resource(&'static str),
+    #[error("{0}")]
+    NotFetched(#[from] NotFetched),
 }
 
 /// A token and when it expires (Unix seconds).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    pub value: String,
-    pub expires_on: i64,
-}
+pub type Token = Expiring<String>;
 
 /// Managed-identity tokens with their cache.
 #[derive(Debug)]
 pub struct ManagedIdentity {
     source: TokenSource,
-    cached: tokio::sync::Mutex<HashMap<String, Token>>,
-    cooldown: token_command::Cooldown,
+    cache: TokenCache<String, String>,
 }
 
 impl ManagedIdentity {
     pub fn new(source: TokenSource) -> ManagedIdentity {
         ManagedIdentity {
             source,
-            cached: tokio::sync::Mutex::new(HashMap::new()),
-            cooldown: token_command::Cooldown::default(),
+            cache: TokenCache::new(MAX_RESOURCES),
         }
     }
 
@@ -84,34 +77,18 @@ impl ManagedIdentity {
         now: i64,
     ) -> Result<Token, TokenError> {
         token_command::check_value(resource).map_err(TokenError::Resource)?;
-        // Held across the command: the single flight.
-        let mut cached = self.cached.lock().await;
-        if let Some(token) = cached.get(resource)
-            && token.expires_on - now >= RENEW_BEFORE
-        {
-            return Ok(token.clone());
-        }
-        let token = match &self.source {
-            TokenSource::Fake => fake_token(instance, resource, now),
-            TokenSource::Command(line) => {
-                let printed = self
-                    .cooldown
-                    .run(&line.with_value("{resource}", resource), now)
-                    .await?;
-                from_command_output(printed.expose(), now)
-            }
-        };
-        cached.retain(|_, token| token.expires_on - now >= RENEW_BEFORE);
-        if cached.len() >= MAX_RESOURCES
-            && let Some(soonest) = cached
-                .iter()
-                .min_by_key(|(_, token)| token.expires_on)
-                .map(|(key, _)| key.clone())
-        {
-            cached.remove(&soonest);
-        }
-        cached.insert(resource.to_owned(), token.clone());
-        Ok(token)
+        self.cache
+            .get(&resource.to_owned(), now, || async {
+                Ok::<_, TokenError>(match &self.source {
+                    TokenSource::Fake => fake_token(instance, resource, now),
+                    TokenSource::Command(line) => {
+                        let printed =
+                            token_command::run(&line.with_value("{resource}", resource)).await?;
+                        from_command_output(printed.expose(), now)
+                    }
+                })
+            })
+            .await
     }
 }
 
@@ -120,19 +97,19 @@ fn from_command_output(output: &str, now: i64) -> Token {
     if let Ok(document) = serde_json::from_str::<serde_json::Value>(output)
         && let Some(value) = document.get("accessToken").and_then(|v| v.as_str())
     {
-        let expires_on = document
+        let expires = document
             .get("expires_on")
             .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
             .filter(|expires| *expires > now)
             .unwrap_or(now + ASSUMED_LIFETIME);
         return Token {
             value: value.to_owned(),
-            expires_on,
+            expires,
         };
     }
     Token {
         value: output.to_owned(),
-        expires_on: now + ASSUMED_LIFETIME,
+        expires: now + ASSUMED_LIFETIME,
     }
 }
 
@@ -157,7 +134,7 @@ fn fake_token(instance: &AzureInstance, resource: &str, now: i64) -> Token {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         ),
-        expires_on: now + FAKE_LIFETIME,
+        expires: now + FAKE_LIFETIME,
     }
 }
 
@@ -201,14 +178,14 @@ mod tests {
             from_command_output(json, 1_796_150_000),
             Token {
                 value: "eyJ.real".into(),
-                expires_on: 1_796_160_000
+                expires: 1_796_160_000
             }
         );
         assert_eq!(
             from_command_output("eyJ.bare", 100),
             Token {
                 value: "eyJ.bare".into(),
-                expires_on: 700
+                expires: 700
             }
         );
     }

@@ -1,7 +1,10 @@
 //! The Azure Instance Metadata Service (`/metadata/...`) as plain functions of a request.
 //!
-//! Always on: its paths collide with neither EC2's nor GCE's, and it costs one document. Rules,
-//! in order (Azure's IMDS documentation, "Errors and debugging"):
+//! [`Azure`] is a [`MetadataService`] that claims `/metadata` and below ([`claims`]). Always
+//! on: its paths collide with neither EC2's nor GCE's, and it costs one document. Its rules are
+//! a plain function, [`Azure::respond`], from request headers to an [`Answer`]; the service's
+//! answer asks the token source when one is wanted. Rules, in order (Azure's IMDS
+//! documentation, "Errors and debugging"):
 //!
 //! 1. `X-Forwarded-For` → 400: a proxied request is not from the VM.
 //! 2. `Metadata: true` is required (400 otherwise); azure-identity's availability probe relies
@@ -14,7 +17,7 @@
 //!    `network/interface/0/...`); JSON by default, `format=text` for a leaf (a leaf asked for as
 //!    JSON is a 400, as on Azure).
 //! 7. `/metadata/identity/oauth2/token?resource=R[&client_id|object_id|msi_res_id]`: a managed
-//!    identity token ([`tokens`]); answered by [`Azure::token_reply`].
+//!    identity token ([`tokens`]).
 //! 8. `/metadata/scheduledevents`: no events.
 //!
 //! Every primitive in a JSON answer is a string, as Azure's are (numbers in token answers
@@ -25,9 +28,10 @@ pub mod tokens;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::http::{Answering, Context, CredentialsRead, MetadataService, Reply};
 use crate::query::Query;
 pub use instance::AzureInstance;
 use tokens::{ManagedIdentity, TokenError, TokenSource};
@@ -91,66 +95,53 @@ pub fn claims(path: &str) -> bool {
     path.starts_with(PREFIX) || path == "/metadata"
 }
 
-/// A reply before HEAD handling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub content_type: &'static str,
-    pub body: Bytes,
+/// `status` with a body of `content_type`: its type and length, then the `Server` header
+/// every Azure reply ends with.
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    Reply::new(status).body(content_type, body).header(
+        header::SERVER,
+        HeaderValue::from_static("IMDS/150.870.65.1854"),
+    )
 }
 
-impl Reply {
-    fn json(value: &Value) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            content_type: "application/json; charset=utf-8",
-            body: Bytes::from(value.to_string()),
-        }
-    }
+fn json_reply(status: StatusCode, value: &Value) -> Reply {
+    reply(status, "application/json; charset=utf-8", value.to_string())
+}
 
-    fn text(text: String) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            content_type: "text/plain; charset=utf-8",
-            body: Bytes::from(text),
-        }
-    }
+fn text(text: String) -> Reply {
+    reply(StatusCode::OK, "text/plain; charset=utf-8", text)
+}
 
-    fn error(status: StatusCode, message: &str) -> Reply {
-        Reply {
-            status,
-            ..Reply::json(&json!({ "error": message }))
-        }
-    }
+fn error(status: StatusCode, message: &str) -> Reply {
+    json_reply(status, &json!({ "error": message }))
+}
 
-    /// The identity endpoint's OAuth-style error.
-    fn oauth_error(status: StatusCode, error: &str, description: &str) -> Reply {
-        Reply {
-            status,
-            ..Reply::json(&json!({ "error": error, "error_description": description }))
-        }
-    }
+/// The identity endpoint's OAuth-style error.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Reply {
+    json_reply(
+        status,
+        &json!({ "error": error, "error_description": description }),
+    )
+}
 
-    pub fn into_response(self, head: bool) -> Response<Bytes> {
-        let length = self.body.len();
-        let mut response = Response::new(if head { Bytes::new() } else { self.body });
-        *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        headers.insert(
-            header::SERVER,
-            HeaderValue::from_static("IMDS/150.870.65.1854"),
-        );
-        response
+/// What a token answer handed out, for the audit line.
+#[derive(Debug)]
+struct TokenRead {
+    resource: String,
+}
+
+impl std::fmt::Display for TokenRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "an Azure managed identity token for {}",
+            crate::log_limit::bounded(self.resource.as_bytes())
+        )
     }
 }
 
 /// What to send: now, or after asking the token source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Answer {
     Now(Reply),
     Token { resource: String },
@@ -177,10 +168,10 @@ impl Azure {
         &self.instance
     }
 
-    /// The answer to one request; token answers are completed by [`Azure::token_reply`].
+    /// What to answer one request with; the service's answer asks the token source.
     pub fn respond(&self, request: &http::request::Parts) -> Answer {
         if request.headers.contains_key(FORWARDED_FOR) {
-            return Answer::Now(Reply::error(
+            return Answer::Now(error(
                 StatusCode::BAD_REQUEST,
                 "Bad request. Requests with the X-Forwarded-For header are not allowed",
             ));
@@ -190,20 +181,20 @@ impl Azure {
             .get(METADATA_HEADER)
             .is_some_and(|value| value.as_bytes() == b"true");
         if !flagged {
-            return Answer::Now(Reply::error(
+            return Answer::Now(error(
                 StatusCode::BAD_REQUEST,
                 "Bad request. Required metadata header not specified",
             ));
         }
         if request.method != Method::GET {
-            return Answer::Now(Reply::error(
+            return Answer::Now(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "The requested method is not supported. Use GET.",
             ));
         }
         let query = Query::parse(request.uri.query().unwrap_or(""));
         if let Some(name) = query.duplicated() {
-            return Answer::Now(Reply::error(
+            return Answer::Now(error(
                 StatusCode::BAD_REQUEST,
                 &format!(
                     "Bad request. Query parameter '{}' was specified more than once",
@@ -214,11 +205,12 @@ impl Azure {
         let path = request.uri.path().trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match segments.as_slice() {
-            ["metadata", "versions"] => Answer::Now(Reply::json(&json!({
-                "apiVersions": API_VERSIONS,
-            }))),
+            ["metadata", "versions"] => Answer::Now(json_reply(
+                StatusCode::OK,
+                &json!({ "apiVersions": API_VERSIONS }),
+            )),
             ["metadata", "instance", route @ ..] => {
-                if let Err(reply) = check_version(&query, API_VERSIONS) {
+                if let Some(reply) = version_refused(&query, API_VERSIONS) {
                     return Answer::Now(reply);
                 }
                 Answer::Now(self.instance_reply(route, &query))
@@ -229,25 +221,27 @@ impl Azure {
                     .copied()
                     .filter(|version| *version >= IDENTITY_OLDEST)
                     .collect();
-                if let Err(reply) = check_version(&query, &identity_versions) {
+                if let Some(reply) = version_refused(&query, &identity_versions) {
                     return Answer::Now(reply);
                 }
                 self.token_request(&query)
             }
             ["metadata", "scheduledevents"] => {
-                if let Err(reply) = check_version(&query, SCHEDULED_EVENTS_VERSIONS) {
+                if let Some(reply) = version_refused(&query, SCHEDULED_EVENTS_VERSIONS) {
                     return Answer::Now(reply);
                 }
-                Answer::Now(Reply::json(
+                Answer::Now(json_reply(
+                    StatusCode::OK,
                     &json!({ "DocumentIncarnation": 0, "Events": [] }),
                 ))
             }
-            _ => Answer::Now(Reply::error(StatusCode::NOT_FOUND, "Not found")),
+            _ => Answer::Now(error(StatusCode::NOT_FOUND, "Not found")),
         }
     }
 
-    /// The token reply for an [`Answer::Token`] at `now`; other answers as they are.
-    pub async fn token_reply(&self, answer: Answer, now: i64) -> Reply {
+    /// The token reply for an [`Answer::Token`] at `now` (Unix seconds), marked as a
+    /// credential read when one was handed out; other answers as they are.
+    async fn token_reply(&self, answer: Answer, now: i64) -> Reply {
         let resource = match answer {
             Answer::Now(reply) => return reply,
             Answer::Token { resource } => resource,
@@ -262,25 +256,29 @@ impl Azure {
                          for real ones"
                     );
                 }
-                Reply::json(&json!({
-                "access_token": token.value,
-                "client_id": self.instance.client_id,
-                "expires_in": (token.expires_on - now).to_string(),
-                "expires_on": token.expires_on.to_string(),
-                "ext_expires_in": (token.expires_on - now).to_string(),
-                "not_before": now.to_string(),
-                "resource": resource,
-                "token_type": "Bearer",
-                }))
+                json_reply(
+                    StatusCode::OK,
+                    &json!({
+                        "access_token": token.value,
+                        "client_id": self.instance.client_id,
+                        "expires_in": (token.expires - now).to_string(),
+                        "expires_on": token.expires.to_string(),
+                        "ext_expires_in": (token.expires - now).to_string(),
+                        "not_before": now.to_string(),
+                        "resource": resource,
+                        "token_type": "Bearer",
+                    }),
+                )
+                .credentials_read(CredentialsRead::new(TokenRead { resource }))
             }
-            Err(TokenError::Resource(why)) => Reply::oauth_error(
+            Err(TokenError::Resource(why)) => oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_resource",
                 &format!("The resource is not valid: {why}"),
             ),
             Err(error) => {
                 crate::warn_limited!(error = %error, "Azure managed identity token unavailable");
-                Reply::oauth_error(
+                oauth_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "unknown",
                     "Failed to retrieve token from the Active directory; see imds-tun's log",
@@ -291,7 +289,7 @@ impl Azure {
 
     fn token_request(&self, query: &Query) -> Answer {
         let Some(resource) = query.get("resource").filter(|r| !r.is_empty()) else {
-            return Answer::Now(Reply::oauth_error(
+            return Answer::Now(oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "Required query variable 'resource' is missing",
@@ -306,7 +304,7 @@ impl Azure {
             if let Some(asked) = query.get(name)
                 && !asked.eq_ignore_ascii_case(&ours)
             {
-                return Answer::Now(Reply::oauth_error(
+                return Answer::Now(oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "Identity not found",
@@ -331,27 +329,40 @@ impl Azure {
                 _ => None,
             };
             let Some(next) = next else {
-                return Reply::error(StatusCode::NOT_FOUND, "Not found");
+                return error(StatusCode::NOT_FOUND, "Not found");
             };
             node = next;
         }
         let leaf = !matches!(node, Value::Object(_) | Value::Array(_));
         match (query.get("format"), leaf) {
-            (Some("text"), true) => Reply::text(node.as_str().unwrap_or_default().to_owned()),
-            (Some("text"), false) => Reply::error(
+            (Some("text"), true) => text(node.as_str().unwrap_or_default().to_owned()),
+            (Some("text"), false) => error(
                 StatusCode::BAD_REQUEST,
                 "Bad request. Format 'text' is supported for leaf nodes only",
             ),
-            (None | Some("json"), false) => Reply::json(node),
-            (None | Some("json"), true) => Reply::error(
+            (None | Some("json"), false) => json_reply(StatusCode::OK, node),
+            (None | Some("json"), true) => error(
                 StatusCode::BAD_REQUEST,
                 "Bad request. Leaf nodes must be requested with format=text",
             ),
-            (Some(_), _) => Reply::error(
+            (Some(_), _) => error(
                 StatusCode::BAD_REQUEST,
                 "Bad request. Unsupported format: use json or text",
             ),
         }
+    }
+}
+
+impl MetadataService for Azure {
+    fn claims(&self, request: &http::request::Parts) -> bool {
+        claims(request.uri.path())
+    }
+
+    fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
+        Box::pin(async move {
+            let answer = self.respond(&context.request);
+            self.token_reply(answer, context.now.unix_timestamp()).await
+        })
     }
 }
 
@@ -360,10 +371,10 @@ fn bounded(text: &str) -> String {
     crate::log_limit::bounded(text.as_bytes()).to_string()
 }
 
-/// `api-version` present and one of `supported`, or the 400 Azure sends.
-fn check_version(query: &Query, supported: &[&str]) -> Result<(), Reply> {
+/// The 400 Azure sends unless `api-version` is present and one of `supported`.
+fn version_refused(query: &Query, supported: &[&str]) -> Option<Reply> {
     let error = match query.get("api-version") {
-        Some(version) if supported.contains(&version) => return Ok(()),
+        Some(version) if supported.contains(&version) => return None,
         None | Some("") => {
             "Bad request. api-version was not specified in the request. For more information refer to aka.ms/azureimds"
         }
@@ -372,10 +383,10 @@ fn check_version(query: &Query, supported: &[&str]) -> Result<(), Reply> {
         }
     };
     let newest: Vec<&str> = supported.iter().rev().take(3).copied().collect();
-    Err(Reply {
-        status: StatusCode::BAD_REQUEST,
-        ..Reply::json(&json!({ "error": error, "newest-versions": newest }))
-    })
+    Some(json_reply(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": error, "newest-versions": newest }),
+    ))
 }
 
 #[cfg(test)]

@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn built_tree_has_optional_parts_only_when_configured() {
-        let mut instance = crate::imds::Instance::example();
+        let mut instance = crate::clouds::ec2::Instance::example();
         let signatures = Signatures {
             signature: String::new(),
             pkcs7: String::new(),

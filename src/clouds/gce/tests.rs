@@ -1,7 +1,8 @@
-//! The GCE protocol rules, one request at a time, without sockets or a clock.
+//! The GCE protocol rules, one request at a time, without sockets; waits in tokio's paused time.
 
 use super::*;
 use base64::Engine as _;
+use time::OffsetDateTime;
 
 const NOW: i64 = 1_700_000_000;
 
@@ -24,7 +25,18 @@ fn gce() -> Gce {
     .expect("committed key loads")
 }
 
-/// The reply a request gets, token sources asked as the HTTP layer does.
+/// The service's answer to a request at [`NOW`], asked as `http` asks it.
+async fn answer(service: &Gce, parts: &http::request::Parts) -> Reply {
+    let context = Context {
+        request: parts.clone(),
+        body: None,
+        now: OffsetDateTime::from_unix_timestamp(NOW).expect("a valid time"),
+        caller: None,
+    };
+    service.answer(context).await
+}
+
+/// The reply a request gets, which must not wait.
 fn reply_to(service: &Gce, parts: &http::request::Parts) -> Reply {
     let answer = service.respond(parts);
     assert!(
@@ -34,7 +46,7 @@ fn reply_to(service: &Gce, parts: &http::request::Parts) -> Reply {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime")
-        .block_on(service.token_reply(answer, NOW))
+        .block_on(self::answer(service, parts))
 }
 
 fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
@@ -53,7 +65,11 @@ fn get(uri: &str) -> Reply {
 }
 
 fn body(reply: &Reply) -> &str {
-    std::str::from_utf8(&reply.body).expect("utf-8 body")
+    std::str::from_utf8(reply.bytes().expect("a whole body")).expect("utf-8 body")
+}
+
+fn json_body(reply: &Reply) -> Value {
+    serde_json::from_slice(reply.bytes().expect("a whole body")).expect("json")
 }
 
 #[test]
@@ -61,7 +77,7 @@ fn project_id_and_number_are_served_as_text() {
     let reply = get("/computeMetadata/v1/project/project-id");
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(body(&reply), "imds-tun-example");
-    assert_eq!(reply.content_type, "application/text");
+    assert_eq!(reply.content_type(), Some("application/text"));
     let number = get("/computeMetadata/v1/project/numeric-project-id");
     assert_eq!(
         body(&number),
@@ -119,8 +135,8 @@ fn directories_without_a_slash_redirect_keeping_the_query() {
     let reply = get("/computeMetadata/v1/instance?alt=text");
     assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(
-        reply.location.as_deref(),
-        Some("/computeMetadata/v1/instance/?alt=text")
+        reply.headers[http::header::LOCATION],
+        "/computeMetadata/v1/instance/?alt=text"
     );
     let listing = get("/computeMetadata/v1/instance/");
     assert_eq!(listing.status, StatusCode::OK);
@@ -130,8 +146,8 @@ fn directories_without_a_slash_redirect_keeping_the_query() {
 #[test]
 fn recursive_returns_the_subtree_as_json_and_alt_text_as_lines() {
     let reply = get("/computeMetadata/v1/project/?recursive=true");
-    assert_eq!(reply.content_type, "application/json");
-    let json: Value = serde_json::from_slice(&reply.body).expect("json");
+    assert_eq!(reply.content_type(), Some("application/json"));
+    let json = json_body(&reply);
     assert_eq!(json["projectId"], "imds-tun-example");
     assert_eq!(json["attributes"]["env"], "dev");
     let text = get("/computeMetadata/v1/project/?recursive=true&alt=text");
@@ -184,7 +200,8 @@ fn the_token_endpoint_returns_a_bearer_token_for_default_and_the_email() {
             "/computeMetadata/v1/instance/service-accounts/{account}/token?scopes=a,b"
         ));
         assert_eq!(reply.status, StatusCode::OK);
-        let json: Value = serde_json::from_slice(&reply.body).expect("json");
+        let json = json_body(&reply);
+        assert!(reply.credentials_read.is_some(), "a token read is marked");
         assert_eq!(json["token_type"], "Bearer");
         assert!(
             json["access_token"]
@@ -218,35 +235,43 @@ fn identity_needs_an_audience_and_carries_it() {
     assert_eq!(claims["google"]["compute_engine"]["zone"], "us-central1-a");
 }
 
-#[test]
-fn wait_for_change_waits_when_the_etag_is_current_and_answers_at_once_when_not() {
+#[tokio::test(start_paused = true)]
+async fn wait_for_change_waits_when_the_etag_is_current_and_answers_at_once_when_not() {
     let service = gce();
     let flavor = [("Metadata-Flavor", "Google")];
-    let plain = get("/computeMetadata/v1/instance/attributes/ssh-keys");
-    let etag = plain.etag();
-    let answer = service.respond(
-        &request(
-            Method::GET,
-            &format!("/computeMetadata/v1/instance/attributes/ssh-keys?wait_for_change=true&last_etag={etag}&timeout_sec=7"),
-            &flavor,
-        ));
-    assert_eq!(
-        answer,
-        Answer::AfterWait {
-            wait: Duration::from_secs(7),
-            reply: plain.clone()
-        }
+    let path = "/computeMetadata/v1/instance/attributes/ssh-keys";
+    let plain = answer(&service, &request(Method::GET, path, &flavor)).await;
+    let etag = current_etag(&plain).expect("an etag").to_owned();
+    let current = request(
+        Method::GET,
+        &format!("{path}?wait_for_change=true&last_etag={etag}&timeout_sec=7"),
+        &flavor,
     );
-    let stale = service.respond(
-        &request(
-            Method::GET,
-            "/computeMetadata/v1/instance/attributes/ssh-keys?wait_for_change=true&last_etag=0123456789abcdef",
-            &flavor,
-        ));
-    assert_eq!(stale, Answer::Now(plain));
+    let started = tokio::time::Instant::now();
+    let waited = answer(&service, &current).await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(7),
+        "held for timeout_sec"
+    );
+    assert_eq!(waited.status, StatusCode::OK);
+    assert_eq!(waited.bytes(), plain.bytes(), "then the current value");
+    let stale = request(
+        Method::GET,
+        &format!("{path}?wait_for_change=true&last_etag=0123456789abcdef"),
+        &flavor,
+    );
+    let started = tokio::time::Instant::now();
+    let at_once = answer(&service, &stale).await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "a stale etag answers at once"
+    );
+    assert_eq!(at_once.bytes(), plain.bytes());
     let Answer::AfterWait { wait, .. } = service.respond(&request(
         Method::GET,
-        "/computeMetadata/v1/instance/attributes/ssh-keys?wait_for_change=true&timeout_sec=999999",
+        &format!("{path}?wait_for_change=true&timeout_sec=999999"),
         &flavor,
     )) else {
         panic!("a wait without an etag holds the request");
@@ -256,11 +281,24 @@ fn wait_for_change_waits_when_the_etag_is_current_and_answers_at_once_when_not()
 
 #[test]
 fn replies_carry_googles_headers_and_an_etag() {
-    let response = get("/computeMetadata/v1/project/project-id").into_response(false);
-    let headers = response.headers();
-    assert_eq!(headers["metadata-flavor"], "Google");
-    assert_eq!(headers["server"], "Metadata Server for VM");
-    assert_eq!(headers["etag"].len(), 16);
+    let reply = get("/computeMetadata/v1/project/project-id");
+    let names: Vec<&str> = reply.headers.keys().map(|name| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "metadata-flavor",
+            "server",
+            "content-type",
+            "content-length",
+            "etag",
+            "x-xss-protection",
+            "x-frame-options"
+        ]
+    );
+    assert_eq!(reply.headers["metadata-flavor"], "Google");
+    assert_eq!(reply.headers["server"], "Metadata Server for VM");
+    assert_eq!(reply.headers["etag"].len(), 16);
+    assert!(reply.credentials_read.is_none());
 }
 
 #[test]
@@ -271,6 +309,6 @@ fn identity_token_certificates_need_no_header() {
             panic!("no wait expected");
         };
         assert_eq!(reply.status, StatusCode::OK, "{path}");
-        assert_eq!(reply.content_type, "application/json");
+        assert_eq!(reply.content_type(), Some("application/json"));
     }
 }

@@ -1,0 +1,52 @@
+//! The clouds: every metadata protocol imds-tun speaks, one folder each, each a
+//! [`MetadataService`](crate::http::MetadataService) that `http` asks without knowing which
+//! cloud it is.
+//!
+//! - [`ec2`]: the EC2 instance metadata service (`/latest/...`, IMDSv2 tokens, role
+//!   credentials), and the catch-all: it owns `/` and every path no other cloud claims.
+//! - [`gce`]: the GCE metadata server (`/computeMetadata/v1/...`), with `--gcp-project`.
+//! - [`azure`]: the Azure Instance Metadata Service (`/metadata/...`), always on.
+//! - [`token_cache`]: the expiring, single-flight cache the GCE and Azure tokens share.
+//!
+//! **Adding a cloud or an endpoint** is one folder here, holding a type that implements
+//! [`MetadataService`](crate::http::MetadataService) (which requests it claims, and its answer,
+//! given the request, the time and, if it asks, the caller), and one line in [`local`]
+//! registering it. The first service that claims a request answers it, so the order of those
+//! lines is the routing; EC2 stays last.
+//!
+//! Not here: the connection and the refusals every service shares (length, `Host`, the
+//! listener's token, faults), which are `crate::http`'s; where role credentials and tokens come
+//! from (`crate::credentials`, `crate::token_command`); which clouds a run serves, which
+//! `crate::config` decides.
+
+pub mod azure;
+pub mod ec2;
+pub mod gce;
+pub mod token_cache;
+
+use crate::http::{Services, Upstream};
+
+/// The services of a run that answers locally, in the order they are asked.
+pub fn local(ec2: ec2::Ec2, gce: Option<gce::Gce>, azure: Option<azure::Azure>) -> Services {
+    let mut services = base();
+    if let Some(gce) = gce {
+        services = services.with(gce);
+    }
+    if let Some(azure) = azure {
+        services = services.with(azure);
+    }
+    // The catch-all: whatever no cloud above claimed.
+    services.with(ec2)
+}
+
+/// The services of a run that forwards everything to `upstream` (`--upstream`).
+pub fn forwarding(upstream: Upstream) -> Services {
+    base().with(upstream)
+}
+
+/// No service yet. `http`'s own refusals (400, 403, 414, a fault's status) are written as EC2
+/// writes its errors, whichever service would have answered: the page a client of
+/// 169.254.169.254 expects, and the one imds-tun has always sent.
+fn base() -> Services {
+    Services::new(ec2::responses::error)
+}
