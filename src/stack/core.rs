@@ -71,7 +71,7 @@ pub struct StackConfig {
     /// Seeds initial sequence numbers; take it from the OS RNG.
     pub random_seed: u64,
     /// Client networks allowed to connect (`--allow-from`); empty allows all. Others get a RST.
-    pub allow_from: Vec<crate::cidr::Cidr>,
+    pub allow_from: Vec<crate::cidr::IpNet>,
 }
 
 impl StackConfig {
@@ -1488,7 +1488,7 @@ mod tests {
     #[test]
     fn clients_outside_allow_from_are_reset() {
         let mut config = StackConfig::new(SERVER, 80, 1500, 8);
-        config.allow_from = vec![crate::cidr::Cidr::parse("10.0.0.0/8").expect("cidr")];
+        config.allow_from = vec![crate::cidr::parse("10.0.0.0/8").expect("cidr")];
         let mut stack = Stack::new(config, Instant::ZERO);
         let mut client = Client::new();
         let handle = client.connect(42000, 80);
@@ -1497,7 +1497,7 @@ mod tests {
         assert_eq!(stack.connection_count(), 0);
 
         let mut config = StackConfig::new(SERVER, 80, 1500, 8);
-        config.allow_from = vec![crate::cidr::Cidr::parse("169.254.169.253/32").expect("cidr")];
+        config.allow_from = vec![crate::cidr::parse("169.254.169.253/32").expect("cidr")];
         let mut stack = Stack::new(config, Instant::ZERO);
         client.connect(42001, 80);
         assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 1);
