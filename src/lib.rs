@@ -35,8 +35,8 @@
 //! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up
 //!   root, netlink questions, host facts, opening a file with another user's rights; all
 //!   `unsafe` and OS code.
-//! - [`cidr`], [`log_limit`] and [`query`]: leaf helpers (address blocks; how much of the log
-//!   clients can cause; a request's query string).
+//! - [`cidr`], [`log_limit`], [`query`] and [`secret`]: leaf helpers (address blocks; how much
+//!   of the log clients can cause; a request's query string; a value `Debug` never shows).
 //! - [`stack`]: smoltcp driven by one task over any packet device (the TUN, or in tests an
 //!   in-memory pipe), and the streams it hands out.
 //! - [`credentials`]: where the role credentials come from (one small trait).
@@ -74,5 +74,6 @@ pub mod imds;
 pub mod log_limit;
 pub mod platform;
 pub mod query;
+pub mod secret;
 pub mod stack;
 pub mod token_command;

@@ -26,7 +26,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, Unexpected};
 
-use crate::credentials::Secret;
+use crate::secret::Secret;
 
 /// One source of settings (the flags, or the file); `None` or empty means "not given here".
 #[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize)]

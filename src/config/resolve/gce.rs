@@ -10,9 +10,9 @@ use super::super::named_file::Opener;
 use super::super::origin::{Origin, label, pick, text};
 use super::super::validate;
 use super::upstream::read_secret_file;
-use crate::credentials::Secret;
 use crate::gce::tokens::{AccessTokenSource, IdentityTokenSource};
 use crate::gce::{GceInstance, GceSettings, HostFacts};
+use crate::secret::Secret;
 use crate::token_command::CommandLine;
 
 /// The environment variable a static access token may come from, as the GCE metadata emulator

@@ -364,7 +364,7 @@ fn credential_settings_are_checked() {
         ),
         (
             Layer {
-                mfa_code: Some(crate::credentials::Secret::new("12345")),
+                mfa_code: Some(crate::secret::Secret::new("12345")),
                 mfa_serial: Some("arn:aws:iam::123456789012:mfa/alice".into()),
                 ..Layer::default()
             },
@@ -372,7 +372,7 @@ fn credential_settings_are_checked() {
         ),
         (
             Layer {
-                mfa_code: Some(crate::credentials::Secret::new("123456")),
+                mfa_code: Some(crate::secret::Secret::new("123456")),
                 ..Layer::default()
             },
             "--mfa-code",
