@@ -29,7 +29,7 @@
 //! ```
 //!
 //! Layers, each a folder or file, from the bottom up. Each layer is built from settings of its
-//! own (`platform::TunRequest`, `stack::StackConfig`, `http::Limits`, `imds::Instance` and
+//! own (`platform::TunRequest`, `stack::core::StackConfig`, `http::Limits`, `imds::Instance` and
 //! `imds::TokenPolicy`, `credentials::Settings`) and imports only layers below it; `config`, at
 //! the top, translates flags and the config file into those:
 //! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up

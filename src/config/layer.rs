@@ -145,6 +145,8 @@ pub struct Layer {
     #[arg(long, value_name = "NAME", help_heading = "Credentials")]
     pub profile: Option<String>,
     /// Role session name, 2-64 of [A-Za-z0-9_+=,.@-] [default: USER@HOST].
+    // The doc is clap's --help text: its `[...]` are clap's conventions, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "NAME", help_heading = "Credentials")]
     pub role_session_name: Option<String>,
     /// External id the role's trust policy asks for.
@@ -217,6 +219,8 @@ pub struct Layer {
     #[arg(skip)]
     pub gcp_machine_type: Option<String>,
     /// Service account email [default: NUMBER-compute@developer.gserviceaccount.com].
+    // The doc is clap's --help text: its `[...]` are clap's conventions, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "EMAIL", help_heading = "Google Compute Engine")]
     pub gcp_service_account: Option<String>,
     /// Instance attribute KEY=VALUE under instance/attributes/ (repeatable).
