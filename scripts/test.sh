@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that runs the whole imds-tun test suite on a fresh Debian machine:
-# system packages, /dev/net/tun, formatting, clippy, then every test target.
+# system packages, /dev/net/tun, formatting, clippy, rustdoc, cargo deny, then every test target.
 #
 # Assumes only: Debian, a Rust toolchain with cargo, CPython 3.11 with pip, apt reachable.
 # Root is needed for the namespace/TUN tests: a non-root user with sudo is elevated (below);
@@ -104,6 +104,29 @@ cargo fmt --all -- --check || failed+=("cargo fmt")
 
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings || failed+=("cargo clippy")
+
+# Prose that names code must name code that exists: rustdoc fails on a doc link to an item that
+# is gone (private items included); tests/docs_prose.rs covers the code spans that are not links.
+step "cargo doc --no-deps --document-private-items (rustdoc warnings are errors)"
+RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --document-private-items --locked \
+    || failed+=("cargo doc")
+
+# The dependency tree against deny.toml: licenses, duplicate versions, crates.io only, and known
+# vulnerabilities when the RustSec database (a git repository on github.com) can be fetched.
+step "cargo deny check (deny.toml)"
+if ! command -v cargo-deny >/dev/null 2>&1; then
+    cargo install cargo-deny --locked || failed+=("cargo install cargo-deny")
+fi
+if command -v cargo-deny >/dev/null 2>&1; then
+    cargo deny --locked check bans licenses sources || failed+=("cargo deny")
+    if cargo deny fetch db >/dev/null 2>&1; then
+        cargo deny --locked --offline check advisories || failed+=("cargo deny advisories")
+    else
+        # Not a failure: the machine cannot reach github.com, and an old copy of the database
+        # would pass silently. Said in the log instead.
+        echo "advisories: NOT CHECKED (cannot fetch github.com/RustSec/advisory-db from here)"
+    fi
+fi
 
 # The shipped artefacts, which tests/package_artifacts.rs checks (and, under CI=true, fails
 # without): the static musl binary and the .deb. Built before the tests that read them.
@@ -209,4 +232,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
     printf '\nFAILED (%ss): %s\n' "$elapsed" "${failed[*]}"
     exit 1
 fi
-printf '\nOK: fmt, clippy, all tests, the fuzz runs and the VM test passed (%ss)\n' "$elapsed"
+printf '\nOK: fmt, clippy, rustdoc, cargo deny, all tests, the fuzz runs and the VM test passed (%ss)\n' "$elapsed"
