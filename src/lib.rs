@@ -77,3 +77,8 @@ pub mod query;
 pub mod secret;
 pub mod stack;
 pub mod token_command;
+
+// The test suite's one temporary-directory type, the same file the integration tests use.
+#[cfg(test)]
+#[path = "../tests/common/temp_dir.rs"]
+mod temp_dir;

@@ -258,9 +258,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_command_is_not_run_again_for_a_few_seconds() {
-        let dir = std::env::temp_dir().join(format!("imds-tun-cooldown-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let runs = dir.join("runs");
+        let dir = crate::temp_dir::TempDir::new();
+        let runs = dir.path().join("runs");
         let words = vec![
             "sh".to_owned(),
             "-c".to_owned(),
@@ -284,7 +283,6 @@ mod tests {
             .lines()
             .count();
         assert_eq!(count, 2, "the cooling-down call did not run the command");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

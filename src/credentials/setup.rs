@@ -560,9 +560,8 @@ mod tests {
 
     #[test]
     fn nothing_to_find_means_no_variables_and_no_files() {
-        let empty_home =
-            std::env::temp_dir().join(format!("imds-tun-no-aws-{}", std::process::id()));
-        std::fs::create_dir_all(&empty_home).expect("temp home");
+        let scratch = crate::temp_dir::TempDir::new();
+        let empty_home = scratch.path();
         let home = empty_home.to_string_lossy().into_owned();
         assert!(!could_find_credentials(&env_of(&[("HOME", &home)])));
         assert!(could_find_credentials(&env_of(&[
@@ -584,7 +583,6 @@ mod tests {
             "AWS_CONFIG_FILE",
             &config
         )])));
-        std::fs::remove_dir_all(&empty_home).expect("cleanup");
     }
 
     #[test]
@@ -652,9 +650,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_profile_is_named_with_the_known_ones() {
-        let dir = std::env::temp_dir().join(format!("imds-tun-profile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("config");
+        let dir = crate::temp_dir::TempDir::new();
+        let config = dir.path().join("config");
         std::fs::write(
             &config,
             "[default]\nregion = us-east-1\n[profile dev]\nregion = eu-west-1\n",
@@ -677,6 +674,5 @@ mod tests {
             ("AWS_PROFILE", "dev"),
         ]);
         assert!(check_profile(&env, true).await.is_ok());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -423,11 +423,10 @@ fn unreadable_user_data_file_names_the_path() {
 
 #[test]
 fn user_data_is_capped_at_ec2s_16_kib_unless_raised() {
-    let dir = std::env::temp_dir().join(format!("imds-tun-ud-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exact = dir.join("exact");
+    let dir = crate::temp_dir::TempDir::new();
+    let exact = dir.path().join("exact");
     std::fs::write(&exact, vec![b'u'; 16384]).unwrap();
-    let over = dir.join("over");
+    let over = dir.path().join("over");
     std::fs::write(&over, vec![b'u'; 16385]).unwrap();
     let with = |path: &std::path::Path, cap: Option<u64>| Layer {
         user_data: Some(path.to_path_buf()),
@@ -462,7 +461,6 @@ fn user_data_is_capped_at_ec2s_16_kib_unless_raised() {
             .map(|data| data.len()),
         Some(16385)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
