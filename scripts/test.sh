@@ -35,11 +35,12 @@ if [ "$(id -u)" -eq 0 ]; then
     # installed, those tests skip, or fail under CI=true.
     apt-get install -y -qq --no-install-recommends vagrant shellcheck >/dev/null \
         || echo "warning: could not install vagrant/shellcheck; the deploy tests will say so"
-    # Real Docker for tests/docker_containers.rs: Debian's docker.io (dockerd, containerd, runc)
-    # and nft to read the packet filter. The test starts a private dockerd inside its own network
-    # namespace and never uses a system one, so the package must not start a daemon on the host
-    # (without systemd its init script would, adding iptables rules to the host): service starts
-    # are denied while it installs, unless a policy-rc.d already decides that.
+    # Real Docker for tests/namespace/docker_containers.rs: Debian's docker.io (dockerd,
+    # containerd, runc) and nft to read the packet filter. The test starts a private dockerd
+    # inside its own network namespace and never uses a system one, so the package must not
+    # start a daemon on the host (without systemd its init script would, adding iptables rules
+    # to the host): service starts are denied while it installs, unless a policy-rc.d already
+    # decides that.
     if ! command -v dockerd >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; then
         policy=/usr/sbin/policy-rc.d
         added_policy=""
@@ -49,7 +50,7 @@ if [ "$(id -u)" -eq 0 ]; then
             added_policy=yes
         fi
         apt-get install -y -qq --no-install-recommends docker.io nftables >/dev/null \
-            || echo "warning: could not install docker.io; tests/docker_containers.rs will say so"
+            || echo "warning: could not install docker.io; tests/namespace/docker_containers.rs will say so"
         [ -z "$added_policy" ] || rm -f "$policy"
     fi
 else
@@ -73,7 +74,7 @@ else
     echo "present"
 fi
 
-# --- Python tooling: moto's STS server for tests/sts_e2e.rs ------------------------------------
+# --- Python tooling: moto's STS server for tests/sdk/sts_e2e.rs --------------------------------
 step "moto server (.venv)"
 if [ ! -x .venv/bin/moto_server ]; then
     python3 -m venv .venv
@@ -81,7 +82,7 @@ if [ ! -x .venv/bin/moto_server ]; then
 fi
 .venv/bin/moto_server --help >/dev/null && echo "moto_server: .venv/bin/moto_server"
 
-# Real cloud clients for tests/gce_clients.rs and tests/azure_clients.rs: Google's and
+# Real cloud clients for tests/namespace/gce_clients.rs and azure_clients.rs: Google's and
 # Microsoft's Python libraries, and Google's Node library (versions pinned by the lockfile).
 step "cloud clients (.venv, tests/clients/node_modules)"
 if ! .venv/bin/python -c 'import google.auth, requests, azure.identity, boto3' 2>/dev/null; then
@@ -106,7 +107,7 @@ step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings || failed+=("cargo clippy")
 
 # Prose that names code must name code that exists: rustdoc fails on a doc link to an item that
-# is gone (private items included); tests/docs_prose.rs covers the code spans that are not links.
+# is gone (private items included); tests/docs/docs_prose.rs covers the code spans that are not links.
 step "cargo doc --no-deps --document-private-items (rustdoc warnings are errors)"
 RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --document-private-items --locked \
     || failed+=("cargo doc")
@@ -128,7 +129,7 @@ if command -v cargo-deny >/dev/null 2>&1; then
     fi
 fi
 
-# The shipped artefacts, which tests/package_artifacts.rs checks (and, under CI=true, fails
+# The shipped artefacts, which tests/deploy/package_artifacts.rs checks (and, under CI=true, fails
 # without): the static musl binary and the .deb. Built before the tests that read them.
 step "scripts/package.sh (static binary and .deb)"
 bash scripts/package.sh || failed+=("scripts/package.sh")

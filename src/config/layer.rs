@@ -17,7 +17,8 @@
 //!
 //! Adding a setting: one field here (doc comment = help text, with its default), its resolution
 //! in `config::resolve` (or `proxy`/`hardening`), and the field of the settings it feeds; then
-//! a README row (for a flag) and a `docs/metadata.md` row, which `tests/docs_settings.rs` demands.
+//! a README row (for a flag) and a `docs/metadata.md` row, which
+//! `tests/docs/docs_settings.rs` demands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -421,7 +421,7 @@ mod tests {
     }
 
     /// Switching ids is process-wide, so a multi-threaded caller is refused before any id
-    /// changes (the e2e tests in tests/file_access.rs prove the single-threaded switch).
+    /// changes (the e2e tests in tests/namespace/file_access.rs prove the single-threaded switch).
     #[cfg(target_os = "linux")]
     #[test]
     fn opening_as_another_user_is_refused_while_other_threads_run() {

@@ -384,7 +384,7 @@ pub struct Spawn {
     pub env: Vec<(String, String)>,
     /// Run as uid/gid 65534 through `setpriv`.
     pub as_nobody: bool,
-    /// Run this binary instead of [`BINARY`] (the packaged static one, tests/package_artifacts.rs).
+    /// Run this binary instead of [`BINARY`] (the packaged static one, tests/deploy/package_artifacts.rs).
     pub binary: Option<PathBuf>,
 }
 

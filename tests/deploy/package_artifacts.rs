@@ -17,8 +17,7 @@
 //! from this one's, they skip (and fail under `CI=true`, see `common::skip_or_fail`).
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;

@@ -8,8 +8,7 @@
 //! these tests were written); the point is that the guest's SDK receives exactly the host's.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

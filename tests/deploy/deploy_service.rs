@@ -3,8 +3,7 @@
 //! the unit grants (uid 65534 with only CAP_NET_ADMIN), and `imds-tun --check`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

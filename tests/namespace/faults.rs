@@ -4,8 +4,7 @@
 //! installs both) are watched while it lasts and after it ends.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::process::Output;
 use std::time::{Duration, Instant};

@@ -4,8 +4,7 @@
 //! document and its error rules as any client meets them.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -18,8 +18,7 @@
 //! SKIPPED, and fail under `CI=true`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

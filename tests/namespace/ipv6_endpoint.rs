@@ -4,11 +4,10 @@
 //! anything is created, and SIGTERM or SIGKILL leave no address and no route. Real clients:
 //! a raw HTTP client, `ping -6`, and botocore (Python) steered by
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6`; the Rust SDK in IPv6 mode is in
-//! `tests/sdk_client.rs`.
+//! `tests/sdk/sdk_client.rs`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,8 +4,7 @@
 //! name, scenarios played from a file, and that the socket leaves with the process (SIGKILL).
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::process::Output;
 use std::time::Duration;

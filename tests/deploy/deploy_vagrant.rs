@@ -3,8 +3,7 @@
 //! 169.254.169.254 answers through the TUN; a second run is a no-op; shellcheck on every script.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

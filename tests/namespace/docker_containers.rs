@@ -20,8 +20,7 @@
 //! (`common::skip_or_fail`); `scripts/test.sh` installs `docker.io`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -12,8 +12,7 @@
 //! up when the name fails first, so it needs the hosts line (or `GCE_METADATA_HOST`) too.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
