@@ -3,8 +3,8 @@
 //! [`imds_tun::cli::Cli`], so they can only list the flags the binary parses.
 //!
 //! `scripts/package.sh` runs it (`cargo run --example packaging_assets -- OUT_DIR`) before
-//! `cargo deb`; `tests/package_artifacts.rs` checks the packaged man page against the packaged
-//! binary's `--help`. It is an example rather than a `[[bin]]` because `cargo install --path .`
+//! `cargo deb`; `tests/deploy/package_artifacts.rs` checks the packaged man page against the
+//! packaged binary's `--help`. It is an example rather than a `[[bin]]` because `cargo install --path .`
 //! installs every binary target, and nobody who installs imds-tun wants this one on their PATH;
 //! examples are built by `cargo test` (so this cannot rot) and never installed.
 //!

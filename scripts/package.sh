@@ -9,7 +9,7 @@
 #
 # As root it installs what the build needs and is missing: musl-tools (apt), the Rust standard
 # library for the musl target (rustup), cargo-deb (cargo install, kept in CARGO_HOME). As another
-# user it says what is missing. tests/package_artifacts.rs checks what this builds;
+# user it says what is missing. tests/deploy/package_artifacts.rs checks what this builds;
 # scripts/test.sh runs this first. Build times: docs/testing.md.
 set -euo pipefail
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that runs the whole imds-tun test suite on a fresh Debian machine:
-# system packages, /dev/net/tun, formatting, clippy, then every test target.
+# system packages, /dev/net/tun, formatting, clippy, rustdoc, cargo deny, then every test target.
 #
 # Assumes only: Debian, a Rust toolchain with cargo, CPython 3.11 with pip, apt reachable.
 # Root is needed for the namespace/TUN tests: a non-root user with sudo is elevated (below);
@@ -35,11 +35,12 @@ if [ "$(id -u)" -eq 0 ]; then
     # installed, those tests skip, or fail under CI=true.
     apt-get install -y -qq --no-install-recommends vagrant shellcheck >/dev/null \
         || echo "warning: could not install vagrant/shellcheck; the deploy tests will say so"
-    # Real Docker for tests/docker_containers.rs: Debian's docker.io (dockerd, containerd, runc)
-    # and nft to read the packet filter. The test starts a private dockerd inside its own network
-    # namespace and never uses a system one, so the package must not start a daemon on the host
-    # (without systemd its init script would, adding iptables rules to the host): service starts
-    # are denied while it installs, unless a policy-rc.d already decides that.
+    # Real Docker for tests/namespace/docker_containers.rs: Debian's docker.io (dockerd,
+    # containerd, runc) and nft to read the packet filter. The test starts a private dockerd
+    # inside its own network namespace and never uses a system one, so the package must not
+    # start a daemon on the host (without systemd its init script would, adding iptables rules
+    # to the host): service starts are denied while it installs, unless a policy-rc.d already
+    # decides that.
     if ! command -v dockerd >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; then
         policy=/usr/sbin/policy-rc.d
         added_policy=""
@@ -49,7 +50,7 @@ if [ "$(id -u)" -eq 0 ]; then
             added_policy=yes
         fi
         apt-get install -y -qq --no-install-recommends docker.io nftables >/dev/null \
-            || echo "warning: could not install docker.io; tests/docker_containers.rs will say so"
+            || echo "warning: could not install docker.io; tests/namespace/docker_containers.rs will say so"
         [ -z "$added_policy" ] || rm -f "$policy"
     fi
 else
@@ -73,7 +74,7 @@ else
     echo "present"
 fi
 
-# --- Python tooling: moto's STS server for tests/sts_e2e.rs ------------------------------------
+# --- Python tooling: moto's STS server for tests/sdk/sts_e2e.rs --------------------------------
 step "moto server (.venv)"
 if [ ! -x .venv/bin/moto_server ]; then
     python3 -m venv .venv
@@ -81,7 +82,7 @@ if [ ! -x .venv/bin/moto_server ]; then
 fi
 .venv/bin/moto_server --help >/dev/null && echo "moto_server: .venv/bin/moto_server"
 
-# Real cloud clients for tests/gce_clients.rs and tests/azure_clients.rs: Google's and
+# Real cloud clients for tests/namespace/gce_clients.rs and azure_clients.rs: Google's and
 # Microsoft's Python libraries, and Google's Node library (versions pinned by the lockfile).
 step "cloud clients (.venv, tests/clients/node_modules)"
 if ! .venv/bin/python -c 'import google.auth, requests, azure.identity, boto3' 2>/dev/null; then
@@ -105,7 +106,30 @@ cargo fmt --all -- --check || failed+=("cargo fmt")
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings || failed+=("cargo clippy")
 
-# The shipped artefacts, which tests/package_artifacts.rs checks (and, under CI=true, fails
+# Prose that names code must name code that exists: rustdoc fails on a doc link to an item that
+# is gone (private items included); tests/docs/docs_prose.rs covers the code spans that are not links.
+step "cargo doc --no-deps --document-private-items (rustdoc warnings are errors)"
+RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --document-private-items --locked \
+    || failed+=("cargo doc")
+
+# The dependency tree against deny.toml: licenses, duplicate versions, crates.io only, and known
+# vulnerabilities when the RustSec database (a git repository on github.com) can be fetched.
+step "cargo deny check (deny.toml)"
+if ! command -v cargo-deny >/dev/null 2>&1; then
+    cargo install cargo-deny --locked || failed+=("cargo install cargo-deny")
+fi
+if command -v cargo-deny >/dev/null 2>&1; then
+    cargo deny --locked check bans licenses sources || failed+=("cargo deny")
+    if cargo deny fetch db >/dev/null 2>&1; then
+        cargo deny --locked --offline check advisories || failed+=("cargo deny advisories")
+    else
+        # Not a failure: the machine cannot reach github.com, and an old copy of the database
+        # would pass silently. Said in the log instead.
+        echo "advisories: NOT CHECKED (cannot fetch github.com/RustSec/advisory-db from here)"
+    fi
+fi
+
+# The shipped artefacts, which tests/deploy/package_artifacts.rs checks (and, under CI=true, fails
 # without): the static musl binary and the .deb. Built before the tests that read them.
 step "scripts/package.sh (static binary and .deb)"
 bash scripts/package.sh || failed+=("scripts/package.sh")
@@ -209,4 +233,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
     printf '\nFAILED (%ss): %s\n' "$elapsed" "${failed[*]}"
     exit 1
 fi
-printf '\nOK: fmt, clippy, all tests, the fuzz runs and the VM test passed (%ss)\n' "$elapsed"
+printf '\nOK: fmt, clippy, rustdoc, cargo deny, all tests, the fuzz runs and the VM test passed (%ss)\n' "$elapsed"

@@ -88,7 +88,7 @@ check_packed_filesystem() {
     say "checked the packed filesystem: clean, no journal to replay, e2fsck -fn finds nothing, grub.cfg boots root=UUID=$uuid"
 }
 
-# `--check-disk RAW_DISK` runs only the check above, on any raw disk: what tests/vm_image.rs
+# `--check-disk RAW_DISK` runs only the check above, on any raw disk: what tests/deploy/vm_image.rs
 # holds it to, and a way to look at a disk of one's own.
 if [ "${1:-}" = --check-disk ]; then
     disk=${2:-}

@@ -100,6 +100,9 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The credential source's simulated outage: one per process, held by every source and by
+    // the control server.
+    let outage = crate::credentials::outage::Outage::default();
     // Credential errors are settings errors (exit 2): a malformed ARN, an unknown profile, an
     // MFA serial without a code. A network failure is not: the source retries on its own.
     // Upstream mode answers nothing locally: no credential source is needed or probed.
@@ -113,7 +116,11 @@ pub fn main() -> ExitCode {
                 region: &local.instance.region,
                 hostname: &local.instance.hostname,
             };
-            match runtime.block_on(crate::credentials::select(&local.credentials, served)) {
+            match runtime.block_on(crate::credentials::select(
+                &local.credentials,
+                served,
+                &outage,
+            )) {
                 Ok(selected) => {
                     if selected.fake {
                         tracing::warn!("{}", selected.summary);
@@ -155,7 +162,7 @@ pub fn main() -> ExitCode {
             }
         }
     };
-    match runtime.block_on(run(settings, services, board, serve_as)) {
+    match runtime.block_on(run(settings, services, board, outage, serve_as)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imds-tun: {error}");
@@ -204,19 +211,23 @@ async fn start_control(
     server: &Server,
     board: Option<Arc<interruptions::Board>>,
     settings: &Settings,
+    outage: crate::credentials::outage::Outage,
     serve_as: Option<&privileges::Account>,
 ) -> Option<crate::control::server::ControlServer> {
-    let board = board?;
+    let targets = crate::control::server::Targets {
+        board: board?,
+        faults: server.faults(),
+        outage,
+    };
     let allowed = crate::control::server::Allowed {
         user: serve_as
             .map(|account| account.uid.as_raw())
             .or_else(|| Some(nix::unistd::geteuid().as_raw()).filter(|uid| *uid != 0)),
     };
-    let faults = server.faults();
-    match crate::control::server::ControlServer::start(board.clone(), faults.clone(), allowed) {
+    match crate::control::server::ControlServer::start(targets.clone(), allowed) {
         Ok(control) => {
             if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
-                control.play(board, faults, steps).await;
+                control.play(targets, steps).await;
             }
             Some(control)
         }
@@ -298,6 +309,7 @@ async fn run(
     settings: Settings,
     services: Services,
     board: Option<Arc<interruptions::Board>>,
+    outage: crate::credentials::outage::Outage,
     serve_as: Option<privileges::Account>,
 ) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
@@ -356,7 +368,7 @@ async fn run(
     };
 
     // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
-    let control = start_control(&server, board, &settings, serve_as.as_ref()).await;
+    let control = start_control(&server, board, &settings, outage, serve_as.as_ref()).await;
 
     // Everything that needed root exists now: the TUN (its descriptor needs no privilege to
     // use) and the sockets. Give root up before the first request is served.

@@ -345,9 +345,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_config_file() {
-        let dir = std::env::temp_dir().join(format!("imds-tun-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.json");
+        let dir = crate::temp_dir::TempDir::new();
+        let path = dir.path().join("config.json");
         std::fs::write(
             &path,
             r#"{"instance_type": "m5.large", "region": "eu-west-1", "listen": ["127.0.0.1:9000"]}"#,
@@ -375,6 +374,5 @@ mod tests {
             "eu-west-1"
         );
         assert_eq!(settings.listen.len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

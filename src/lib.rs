@@ -36,8 +36,8 @@
 //! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up
 //!   root, netlink questions, host facts, opening a file with another user's rights; all
 //!   `unsafe` and OS code.
-//! - [`cidr`], [`log_limit`] and [`query`]: leaf helpers (address blocks; how much of the log
-//!   clients can cause; a request's query string).
+//! - [`cidr`], [`log_limit`], [`query`] and [`secret`]: leaf helpers (address blocks; how much
+//!   of the log clients can cause; a request's query string; a value `Debug` never shows).
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
 //!   line every credentials read leaves and for sharing the connection limit among callers.
 //! - [`stack`]: a sans-IO TCP endpoint over smoltcp, and the runtime that drives it with one
@@ -74,5 +74,11 @@ pub mod http;
 pub mod log_limit;
 pub mod platform;
 pub mod query;
+pub mod secret;
 pub mod stack;
 pub mod token_command;
+
+// The test suite's one temporary-directory type, the same file the integration tests use.
+#[cfg(test)]
+#[path = "../tests/common/temp_dir.rs"]
+mod temp_dir;

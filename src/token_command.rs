@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt as _;
 
-use crate::credentials::Secret;
 use crate::log_limit::bounded;
+use crate::secret::Secret;
 
 /// How long a token command may run.
 pub const TIMEOUT: Duration = Duration::from_secs(20);

@@ -137,7 +137,7 @@ fi
 if [ "$use_systemd" = 1 ]; then
     # --- systemd: the hardened unit of packaging/imds-tun.service -----------------------------
     {
-        # BEGIN UNIT (kept equal to packaging/imds-tun.service by tests/deploy_vagrant.rs)
+        # BEGIN UNIT (kept equal to packaging/imds-tun.service by tests/deploy/deploy_vagrant.rs)
         cat <<UNIT
 [Unit]
 Description=EC2 instance metadata service on 169.254.169.254 (imds-tun)

@@ -257,14 +257,12 @@ mod tests {
 
     #[test]
     fn invalid_json_error_names_path_and_position() {
-        let dir = std::env::temp_dir().join(format!("imds-tun-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("bad.json");
+        let dir = crate::temp_dir::TempDir::new();
+        let path = dir.path().join("bad.json");
         std::fs::write(&path, "{\n  \"mtu\": \"big\"\n}").unwrap();
         let error = load(&path, &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("bad.json"), "{}", error.0);
         assert!(error.0.contains("line 2"), "{}", error.0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn message_of(text: &str) -> String {
@@ -386,15 +384,13 @@ mod tests {
 
     #[test]
     fn a_config_file_with_a_secret_of_the_wrong_type_does_not_leak_it_through_load() {
-        let dir = std::env::temp_dir().join(format!("imds-tun-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("imds.json");
+        let dir = crate::temp_dir::TempDir::new();
+        let path = dir.path().join("imds.json");
         std::fs::write(&path, r#"{"duration": "AKIA-hunter2-secret"}"#).unwrap();
         let error = load(&path, &Opener::OwnRights).unwrap_err();
         assert!(error.0.starts_with("--config "), "{}", error.0);
         assert!(error.0.contains("`duration`"), "{}", error.0);
         assert!(!error.0.contains("hunter2"), "{}", error.0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!
 //! Adding a setting: one field here (doc comment = help text, with its default), its resolution
 //! in `config::resolve` (or `proxy`/`hardening`), and the field of the settings it feeds; then
-//! a README row (for a flag) and a `docs/metadata.md` row, which `tests/docs_settings.rs` demands.
+//! a README row (for a flag) and a `docs/metadata.md` row, which
+//! `tests/docs/docs_settings.rs` demands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, Unexpected};
 
-use crate::credentials::Secret;
+use crate::secret::Secret;
 
 /// One source of settings (the flags, or the file); `None` or empty means "not given here".
 #[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize)]
@@ -145,6 +146,8 @@ pub struct Layer {
     #[arg(long, value_name = "NAME", help_heading = "Credentials")]
     pub profile: Option<String>,
     /// Role session name, 2-64 of [A-Za-z0-9_+=,.@-] [default: USER@HOST].
+    // The doc is clap's --help text: its `[...]` are clap's conventions, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "NAME", help_heading = "Credentials")]
     pub role_session_name: Option<String>,
     /// External id the role's trust policy asks for.
@@ -217,6 +220,8 @@ pub struct Layer {
     #[arg(skip)]
     pub gcp_machine_type: Option<String>,
     /// Service account email [default: NUMBER-compute@developer.gserviceaccount.com].
+    // The doc is clap's --help text: its `[...]` are clap's conventions, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "EMAIL", help_heading = "Google Compute Engine")]
     pub gcp_service_account: Option<String>,
     /// Instance attribute KEY=VALUE under instance/attributes/ (repeatable).

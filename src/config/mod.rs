@@ -31,7 +31,7 @@ pub use crate::clouds::ec2::{Instance, PublicKey, SecurityGroup, TokenPolicy};
 pub use crate::credentials::Settings as CredentialSettings;
 pub use layer::{Imdsv2, Layer, PublicKeyLayer, Tag};
 pub use named_file::Opener;
-pub use resolve::hardening::{self, Cidr, HardeningSettings};
+pub use resolve::hardening::{self, HardeningSettings};
 pub use resolve::resolve;
 pub use resolve::upstream::{
     self as proxy, ListenerProtection, ProxySettings, SharedToken, UpstreamSettings,

@@ -298,32 +298,8 @@ fn shown(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use crate::temp_dir::TempDir;
     use std::time::{Duration, Instant};
-
-    /// A private directory for one test, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir =
-                std::env::temp_dir().join(format!("imds-tun-named-{}-{name}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("scratch dir");
-            Scratch(dir)
-        }
-
-        fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, contents).expect("scratch file");
-            path
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     const SMALL: Cap = Cap {
         bytes: 16,
@@ -332,13 +308,14 @@ mod tests {
 
     #[test]
     fn a_file_of_exactly_the_cap_is_read_and_one_byte_more_is_refused() {
-        let scratch = Scratch::new("cap");
+        let scratch = TempDir::new();
         let exact = scratch.file("exact", &[b'a'; 16]);
-        let bytes = read(&exact, "--user-data", &Opener::OwnRights, SMALL).expect("16 bytes fit");
+        let bytes = read(Path::new(&exact), "--user-data", &Opener::OwnRights, SMALL)
+            .expect("16 bytes fit");
         assert_eq!(bytes.len(), 16);
 
         let over = scratch.file("over", b"SECRET-CONTENT-17");
-        let message = read(&over, "--user-data", &Opener::OwnRights, SMALL)
+        let message = read(Path::new(&over), "--user-data", &Opener::OwnRights, SMALL)
             .expect_err("17 bytes do not fit")
             .to_string();
         assert!(message.starts_with("--user-data "), "{message}");
@@ -386,8 +363,8 @@ mod tests {
 
     #[test]
     fn a_fifo_without_a_writer_is_refused_without_blocking() {
-        let scratch = Scratch::new("fifo");
-        let fifo = scratch.0.join("pipe");
+        let scratch = TempDir::new();
+        let fifo = scratch.path().join("pipe");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
         // A blocking open would wait for a writer forever; run it on a thread to fail, not hang.
@@ -410,8 +387,8 @@ mod tests {
 
     #[test]
     fn a_directory_is_refused_naming_what_it_is() {
-        let scratch = Scratch::new("dir");
-        let message = read(&scratch.0, "--config", &Opener::OwnRights, CONFIG_CAP)
+        let scratch = TempDir::new();
+        let message = read(scratch.path(), "--config", &Opener::OwnRights, CONFIG_CAP)
             .expect_err("a directory")
             .to_string();
         assert!(
@@ -444,7 +421,7 @@ mod tests {
     }
 
     /// Switching ids is process-wide, so a multi-threaded caller is refused before any id
-    /// changes (the e2e tests in tests/file_access.rs prove the single-threaded switch).
+    /// changes (the e2e tests in tests/namespace/file_access.rs prove the single-threaded switch).
     #[cfg(target_os = "linux")]
     #[test]
     fn opening_as_another_user_is_refused_while_other_threads_run() {

@@ -12,7 +12,7 @@ pub(super) enum Origin {
     File,
 }
 
-/// `config: instance_id` or `--instance-id`: the key is the [`Layer`] field, the flag is the
+/// `config: instance_id` or `--instance-id`: the key is the [`Layer`](super::layer::Layer) field, the flag is the
 /// same name with `-`, with no exceptions.
 pub(super) fn label(origin: Origin, key: &str) -> String {
     match origin {

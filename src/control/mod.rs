@@ -1,4 +1,5 @@
-//! `imds-tun ctl`: changing a running imds-tun from outside (interruptions now; faults next).
+//! `imds-tun ctl`: changing a running imds-tun from outside: its interruptions, its faults and
+//! the credential source's outage, each a handle the service shares (`server::Targets`).
 //!
 //! One abstract Unix socket per network namespace (`@imds-tun/control`, Linux): it needs no
 //! file, so nothing is left behind, and it vanishes with the process, even on SIGKILL. The

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::protocol::{self, MAX_REQUEST_BYTES, Request, Response, Step};
 use crate::clouds::ec2::interruptions::Board;
+use crate::credentials::outage::Outage;
 use crate::http::faults::FaultBoard;
 
 /// Connections served at once; a flood of idle clients cannot hold more.
@@ -76,11 +77,7 @@ pub enum ControlError {
 
 impl ControlServer {
     /// Binds the socket and serves it in a task of its own. Call from inside the runtime.
-    pub fn start(
-        board: Arc<Board>,
-        faults: Arc<FaultBoard>,
-        allowed: Allowed,
-    ) -> Result<ControlServer, ControlError> {
+    pub fn start(targets: Targets, allowed: Allowed) -> Result<ControlServer, ControlError> {
         let address = crate::platform::control_address().map_err(ControlError::Bind)?;
         let listener = std::os::unix::net::UnixListener::bind_addr(&address).map_err(|error| {
             if error.kind() == std::io::ErrorKind::AddrInUse {
@@ -92,22 +89,23 @@ impl ControlServer {
         listener.set_nonblocking(true).map_err(ControlError::Bind)?;
         let listener = UnixListener::from_std(listener).map_err(ControlError::Bind)?;
         let scenario = Arc::new(Mutex::new(None));
-        let targets = Targets { board, faults };
         let accept = tokio::spawn(accept_loop(listener, targets, allowed, scenario.clone()));
         Ok(ControlServer { accept, scenario })
     }
 
     /// Plays `steps` as if `ctl play` had sent them (the `--scenario` flag).
-    pub async fn play(&self, board: Arc<Board>, faults: Arc<FaultBoard>, steps: Vec<Step>) {
-        start_scenario(&self.scenario, Targets { board, faults }, steps).await;
+    pub async fn play(&self, targets: Targets, steps: Vec<Step>) {
+        start_scenario(&self.scenario, targets, steps).await;
     }
 }
 
-/// What commands change: the interruptions and the faults.
+/// What commands change, each a handle the service shares: the interruptions, the faults and
+/// the credential source's outage.
 #[derive(Debug, Clone)]
-struct Targets {
-    board: Arc<Board>,
-    faults: Arc<FaultBoard>,
+pub struct Targets {
+    pub board: Arc<Board>,
+    pub faults: Arc<FaultBoard>,
+    pub outage: Outage,
 }
 
 async fn accept_loop(
@@ -226,11 +224,11 @@ async fn execute(
             tracing::info!("ctl: {who} started a scenario of {count} steps");
             Response::ok(board.snapshot().status(now))
         }
-        Request::FaultList => Response::ok(fault_list(&targets.faults)),
+        Request::FaultList => Response::ok(fault_list(targets)),
         Request::FaultClear => {
             let count = targets.faults.clear();
-            let was_down = crate::credentials::outage::is_down();
-            crate::credentials::outage::end();
+            let was_down = targets.outage.is_down();
+            targets.outage.end();
             tracing::info!(
                 "ctl: {who} cleared {count} fault(s){}",
                 if was_down {
@@ -239,11 +237,11 @@ async fn execute(
                     ""
                 }
             );
-            Response::ok(fault_list(&targets.faults))
+            Response::ok(fault_list(targets))
         }
         request @ Request::Fault { .. } => {
-            set_fault(&request, &targets.faults, who);
-            Response::ok(fault_list(&targets.faults))
+            set_fault(&request, targets, who);
+            Response::ok(fault_list(targets))
         }
         request => {
             if request == Request::Clear
@@ -263,7 +261,8 @@ async fn execute(
 }
 
 /// Sets a fault (and its expiry, logged once), or a credential-source outage.
-fn set_fault(request: &Request, faults: &Arc<FaultBoard>, who: &str) {
+fn set_fault(request: &Request, targets: &Targets, who: &str) {
+    let faults = &targets.faults;
     let Request::Fault {
         spec,
         r#for,
@@ -291,12 +290,13 @@ fn set_fault(request: &Request, faults: &Arc<FaultBoard>, who: &str) {
         }
     }
     if credential_source.is_some() {
-        crate::credentials::outage::begin(until.map(tokio::time::Instant::into_std));
+        targets.outage.begin(until);
         tracing::info!("ctl: {who} took the credential source down {lasting}");
         if let Some(until) = until {
+            let outage = targets.outage.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(until).await;
-                if !crate::credentials::outage::is_down() {
+                if !outage.is_down() {
                     tracing::info!("the credential-source outage ended");
                 }
             });
@@ -305,10 +305,10 @@ fn set_fault(request: &Request, faults: &Arc<FaultBoard>, who: &str) {
 }
 
 /// The faults standing, with their remaining seconds, and the outage.
-fn fault_list(faults: &FaultBoard) -> serde_json::Value {
+fn fault_list(targets: &Targets) -> serde_json::Value {
     let now = tokio::time::Instant::now();
     serde_json::json!({
-        "faults": faults.list(now).iter().map(|fault| {
+        "faults": targets.faults.list(now).iter().map(|fault| {
             let mut entry = serde_json::to_value(&fault.spec).unwrap_or_default();
             entry["id"] = fault.id.into();
             entry["remaining_seconds"] = fault
@@ -317,7 +317,7 @@ fn fault_list(faults: &FaultBoard) -> serde_json::Value {
                 .into();
             entry
         }).collect::<Vec<_>>(),
-        "credential_source": if crate::credentials::outage::is_down() { "down" } else { "up" },
+        "credential_source": if targets.outage.is_down() { "down" } else { "up" },
     })
 }
 
@@ -351,12 +351,12 @@ async fn start_scenario(
         for step in steps {
             tokio::time::sleep_until(started + Duration::from_secs(step.at)).await;
             if matches!(step.request, Request::Fault { .. }) {
-                set_fault(&step.request, &targets.faults, "scenario");
+                set_fault(&step.request, &targets, "scenario");
                 continue;
             }
             if step.request == Request::FaultClear {
                 targets.faults.clear();
-                crate::credentials::outage::end();
+                targets.outage.end();
                 tracing::info!("scenario at +{}s: cleared the faults", step.at);
                 continue;
             }

@@ -14,7 +14,9 @@
 //! exponential back-off; requests in the meantime are answered from memory at once, with the
 //! last good set or EC2's error shape.
 //!
-//! The task holds only a weak reference: dropping the source ends it.
+//! The task holds only a weak reference: dropping the source ends it. It plans by the wall
+//! clock (expirations are wall times, and a suspended laptop's monotonic clock stands still
+//! while they pass), read through a [`WallClock`] so tests can run it under tokio's paused time.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -23,6 +25,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
+use super::outage::{self, Outage};
 use super::schedule::{self, Backoff};
 use super::{CredentialError, CredentialSource, RoleCredentials};
 
@@ -72,6 +75,35 @@ struct Shared {
     role_name: String,
 }
 
+/// The wall clock the refresher reads: the system's, or in tests one that moves with tokio's
+/// (paused) clock.
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> OffsetDateTime + Send + Sync>);
+
+impl WallClock {
+    pub fn system() -> WallClock {
+        WallClock(Arc::new(OffsetDateTime::now_utc))
+    }
+
+    /// Starts at `start` and moves as tokio's clock does: under `start_paused` a test's sleeps
+    /// pass wall time too, at once.
+    #[cfg(test)]
+    pub(crate) fn following_tokio(start: OffsetDateTime) -> WallClock {
+        let origin = tokio::time::Instant::now();
+        WallClock(Arc::new(move || start + origin.elapsed()))
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("WallClock")
+    }
+}
+
 /// A [`CredentialSource`] backed by a background refresher.
 #[derive(Debug)]
 pub struct RefreshingCredentials {
@@ -80,14 +112,36 @@ pub struct RefreshingCredentials {
 
 impl RefreshingCredentials {
     /// Starts the refresher on the current tokio runtime; the first fetch begins at once.
-    /// `role_name` appears in the EC2-style error served while no valid set is held.
-    pub fn spawn<F: Fetch>(fetcher: F, policy: Policy, role_name: &str) -> RefreshingCredentials {
+    /// `role_name` appears in the EC2-style error served while no valid set is held; while
+    /// `outage` is down, every refresh fails as a real outage would.
+    pub fn spawn<F: Fetch>(
+        fetcher: F,
+        policy: Policy,
+        role_name: &str,
+        outage: Outage,
+    ) -> RefreshingCredentials {
+        RefreshingCredentials::start(fetcher, policy, role_name, outage, WallClock::system())
+    }
+
+    /// As [`RefreshingCredentials::spawn`], reading the wall clock from `clock`.
+    fn start<F: Fetch>(
+        fetcher: F,
+        policy: Policy,
+        role_name: &str,
+        outage: Outage,
+        clock: WallClock,
+    ) -> RefreshingCredentials {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             refresh_due: Notify::new(),
             role_name: role_name.to_owned(),
         });
-        tokio::spawn(refresher(Arc::downgrade(&shared), fetcher, policy));
+        let task = Refresher {
+            policy,
+            outage,
+            clock,
+        };
+        tokio::spawn(task.run(Arc::downgrade(&shared), fetcher));
         RefreshingCredentials { shared }
     }
 
@@ -150,70 +204,84 @@ pub fn ec2_error(role_name: &str, reason: Option<&CredentialError>) -> Credentia
     }
 }
 
-async fn refresher<F: Fetch>(shared: Weak<Shared>, mut fetcher: F, policy: Policy) {
-    let what = fetcher.describe();
-    let mut backoff = Backoff::new(policy.retry_base, policy.retry_max);
-    loop {
-        let result = if super::outage::is_down() {
-            Err(super::outage::error())
-        } else {
-            fetcher.fetch().await
-        };
-        let Some(strong) = shared.upgrade() else {
-            return;
-        };
-        match result {
-            Ok(mut credentials) => {
-                if let Some(cap) = policy.max_lifetime {
-                    credentials.expiration =
-                        credentials.expiration.min(credentials.last_updated + cap);
-                }
-                let at = schedule::refresh_at(
-                    credentials.last_updated,
-                    credentials.expiration,
-                    policy.refresh_margin,
-                );
-                tracing::info!(
-                    "{what}: new credentials, valid until {}, next refresh at {}",
-                    rfc3339(credentials.expiration),
-                    rfc3339(at)
-                );
-                {
-                    let mut state = strong.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    state.current = Some(credentials);
-                    state.refresh_at = Some(at);
-                    state.last_error = None;
-                }
-                backoff.reset();
-                drop(strong);
-                if !wait_until(&shared, at).await {
-                    return;
-                }
-            }
-            Err(error) => {
-                let delay = backoff.next_delay(schedule::random_jitter());
-                let still_valid = {
-                    let mut state = strong.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    state.last_error = Some(error.clone());
-                    state.current.as_ref().map(|current| current.expiration)
-                };
-                let serving = match still_valid {
-                    Some(expiration) if expiration > OffsetDateTime::now_utc() => {
-                        format!(
-                            "serving the last good credentials until {}",
-                            rfc3339(expiration)
-                        )
+/// What the refresher task holds besides the source's shared state.
+struct Refresher {
+    policy: Policy,
+    outage: Outage,
+    clock: WallClock,
+}
+
+impl Refresher {
+    async fn run<F: Fetch>(self, shared: Weak<Shared>, mut fetcher: F) {
+        let Refresher {
+            policy,
+            outage,
+            clock,
+        } = &self;
+        let what = fetcher.describe();
+        let mut backoff = Backoff::new(policy.retry_base, policy.retry_max);
+        loop {
+            let result = if outage.is_down() {
+                Err(outage::error())
+            } else {
+                fetcher.fetch().await
+            };
+            let Some(strong) = shared.upgrade() else {
+                return;
+            };
+            match result {
+                Ok(mut credentials) => {
+                    if let Some(cap) = policy.max_lifetime {
+                        credentials.expiration =
+                            credentials.expiration.min(credentials.last_updated + cap);
                     }
-                    _ => "no valid credentials to serve".to_owned(),
-                };
-                tracing::warn!(
-                    "{what} failed: {error}; {serving}; retrying in {:.1} s",
-                    delay.as_secs_f64()
-                );
-                drop(strong);
-                // Back-off is not cut short by requests: clients asking harder must not turn into
-                // more calls to STS.
-                tokio::time::sleep(delay).await;
+                    let at = schedule::refresh_at(
+                        credentials.last_updated,
+                        credentials.expiration,
+                        policy.refresh_margin,
+                    );
+                    tracing::info!(
+                        "{what}: new credentials, valid until {}, next refresh at {}",
+                        rfc3339(credentials.expiration),
+                        rfc3339(at)
+                    );
+                    {
+                        let mut state = strong.state.lock().unwrap_or_else(PoisonError::into_inner);
+                        state.current = Some(credentials);
+                        state.refresh_at = Some(at);
+                        state.last_error = None;
+                    }
+                    backoff.reset();
+                    drop(strong);
+                    if !wait_until(&shared, at, clock).await {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay(schedule::random_jitter());
+                    let still_valid = {
+                        let mut state = strong.state.lock().unwrap_or_else(PoisonError::into_inner);
+                        state.last_error = Some(error.clone());
+                        state.current.as_ref().map(|current| current.expiration)
+                    };
+                    let serving = match still_valid {
+                        Some(expiration) if expiration > clock.now() => {
+                            format!(
+                                "serving the last good credentials until {}",
+                                rfc3339(expiration)
+                            )
+                        }
+                        _ => "no valid credentials to serve".to_owned(),
+                    };
+                    tracing::warn!(
+                        "{what} failed: {error}; {serving}; retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    );
+                    drop(strong);
+                    // Back-off is not cut short by requests: clients asking harder must not turn
+                    // into more calls to STS.
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     }
@@ -221,9 +289,9 @@ async fn refresher<F: Fetch>(shared: Weak<Shared>, mut fetcher: F, policy: Polic
 
 /// Sleeps until the wall-clock time `at`, or until a request notices it has passed. Returns
 /// false once the source is gone.
-async fn wait_until(shared: &Weak<Shared>, at: OffsetDateTime) -> bool {
+async fn wait_until(shared: &Weak<Shared>, at: OffsetDateTime, clock: &WallClock) -> bool {
     loop {
-        let now = OffsetDateTime::now_utc();
+        let now = clock.now();
         if now >= at {
             return true;
         }
@@ -247,8 +315,13 @@ fn rfc3339(at: OffsetDateTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    //! Every test runs under tokio's paused clock, with a wall clock that moves with it: the
+    //! refresher's sleeps, its back-off and the credentials' lifetimes pass at once, and a
+    //! request "answered at once" is one answered before any time passed.
+
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use time::macros::datetime;
 
     /// A fetcher that counts its calls, takes `delay` and answers from a script.
     struct Scripted {
@@ -256,6 +329,7 @@ mod tests {
         delay: Duration,
         lifetime: Duration,
         fail_from_call: Option<usize>,
+        clock: WallClock,
     }
 
     impl Fetch for Scripted {
@@ -272,7 +346,7 @@ mod tests {
                     message: "cannot reach STS".into(),
                 });
             }
-            let now = OffsetDateTime::now_utc();
+            let now = self.clock.now();
             Ok(RoleCredentials {
                 access_key_id: format!("ASIAFAKE{call:012}"),
                 secret_access_key: "secret".into(),
@@ -283,74 +357,101 @@ mod tests {
         }
     }
 
-    fn scripted(
-        delay_ms: u64,
-        lifetime: Duration,
-        fail_from_call: Option<usize>,
-    ) -> (Scripted, Arc<AtomicUsize>) {
-        let calls = Arc::new(AtomicUsize::new(0));
-        (
-            Scripted {
+    /// A source over a [`Scripted`] fetcher, the clock it reads, and the count of fetches.
+    struct Rig {
+        source: Arc<RefreshingCredentials>,
+        clock: WallClock,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Rig {
+        fn start(delay_ms: u64, lifetime: Duration, fail_from_call: Option<usize>) -> Rig {
+            Rig::with_policy(delay_ms, lifetime, fail_from_call, Policy::default())
+        }
+
+        fn with_policy(
+            delay_ms: u64,
+            lifetime: Duration,
+            fail_from_call: Option<usize>,
+            policy: Policy,
+        ) -> Rig {
+            let clock = WallClock::following_tokio(datetime!(2026-01-01 00:00:00 UTC));
+            let calls = Arc::new(AtomicUsize::new(0));
+            let fetcher = Scripted {
                 calls: calls.clone(),
                 delay: Duration::from_millis(delay_ms),
                 lifetime,
                 fail_from_call,
-            },
-            calls,
-        )
+                clock: clock.clone(),
+            };
+            let source = RefreshingCredentials::start(
+                fetcher,
+                policy,
+                "app",
+                Outage::default(),
+                clock.clone(),
+            );
+            Rig {
+                source: Arc::new(source),
+                clock,
+                calls,
+            }
+        }
+
+        fn current(&self) -> Result<RoleCredentials, CredentialError> {
+            self.source.current(self.clock.now())
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[tokio::test(start_paused = true)]
     async fn many_concurrent_requests_share_one_fetch() {
-        let (fetcher, calls) = scripted(200, HOUR, None);
-        let source = Arc::new(RefreshingCredentials::spawn(
-            fetcher,
-            Policy::default(),
-            "app",
-        ));
-        // While the first fetch is in flight, 200 requests from many tasks: all answered at
+        let rig = Rig::start(200, HOUR, None);
+        // While the first fetch is in flight, 200 requests from as many tasks: all answered at
         // once (with the error), none starts a fetch of its own.
+        let started = tokio::time::Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..200 {
-            let source = source.clone();
+            let source = rig.source.clone();
+            let clock = rig.clock.clone();
             tasks.push(tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                let answer = source.current(OffsetDateTime::now_utc());
-                (answer.is_ok(), started.elapsed())
+                let answer = source.current(clock.now());
+                (answer, started.elapsed())
             }));
         }
         for task in tasks {
-            let (_, elapsed) = task.await.unwrap();
-            assert!(
-                elapsed < Duration::from_millis(50),
-                "a request waited {elapsed:?}"
-            );
+            let (answer, elapsed) = task.await.unwrap();
+            assert_eq!(elapsed, Duration::ZERO, "a request waited");
+            let error = answer.expect_err("the first fetch is still in flight");
+            assert!(error.message.contains("still in progress"), "{error}");
         }
-        assert!(source.wait_first(Duration::from_secs(5)).await);
+        assert!(rig.source.wait_first(Duration::from_secs(5)).await);
         // Requests that see a refresh as due only wake the one refresher.
-        let far_future = OffsetDateTime::now_utc() + Duration::from_secs(50 * 60);
+        let far_future = rig.clock.now() + Duration::from_secs(50 * 60);
         for _ in 0..100 {
-            let _ = source.current(far_future);
+            let _ = rig.source.current(far_future);
         }
         for _ in 0..100 {
-            assert!(source.current(OffsetDateTime::now_utc()).is_ok());
+            assert!(rig.current().is_ok());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(rig.calls(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_error_answer_names_the_role_and_the_reason() {
-        let (fetcher, calls) = scripted(0, HOUR, Some(1));
         let policy = Policy {
             retry_base: Duration::from_secs(30),
             ..Policy::default()
         };
-        let source = RefreshingCredentials::spawn(fetcher, policy, "app");
-        assert!(!source.wait_first(Duration::from_secs(5)).await);
-        let error = source.current(OffsetDateTime::now_utc()).unwrap_err();
+        let rig = Rig::with_policy(0, HOUR, Some(1), policy);
+        assert!(!rig.source.wait_first(Duration::from_secs(5)).await);
+        let error = rig.current().unwrap_err();
         assert_eq!(error.code, "AssumeRoleUnauthorizedAccess");
         assert!(
             error.message.starts_with("EC2 cannot assume the role app."),
@@ -362,72 +463,111 @@ mod tests {
             "{}",
             error.message
         );
-        // Requests during the back-off do not cause calls.
+        // Requests during the back-off (at least 24 s of the 30, after jitter) do not cause
+        // calls.
         for _ in 0..50 {
-            let _ = source.current(OffsetDateTime::now_utc());
+            let _ = rig.current();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(rig.calls(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn last_good_credentials_are_served_while_refreshes_fail_then_expire() {
         // Lifetime 2 s: refresh halfway (1 s), which fails; still served until 2 s, then the
         // error.
-        let (fetcher, calls) = scripted(0, Duration::from_secs(2), Some(2));
         let policy = Policy {
             retry_base: Duration::from_millis(100),
             ..Policy::default()
         };
-        let source = RefreshingCredentials::spawn(fetcher, policy, "app");
-        assert!(source.wait_first(Duration::from_secs(5)).await);
-        let first = source.current(OffsetDateTime::now_utc()).unwrap();
+        let rig = Rig::with_policy(0, Duration::from_secs(2), Some(2), policy);
+        assert!(rig.source.wait_first(Duration::from_secs(5)).await);
+        let first = rig.current().unwrap();
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(calls.load(Ordering::SeqCst) >= 2, "a refresh was attempted");
-        let still = source.current(OffsetDateTime::now_utc()).unwrap();
+        assert!(rig.calls() >= 2, "a refresh was attempted");
+        let still = rig.current().unwrap();
         assert_eq!(first, still);
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let error = source.current(OffsetDateTime::now_utc()).unwrap_err();
+        let error = rig.current().unwrap_err();
         assert_eq!(error.code, "AssumeRoleUnauthorizedAccess");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn credentials_are_refreshed_before_they_expire() {
-        let (fetcher, calls) = scripted(0, Duration::from_secs(2), None);
-        let source = RefreshingCredentials::spawn(fetcher, Policy::default(), "app");
-        assert!(source.wait_first(Duration::from_secs(5)).await);
-        let first = source.current(OffsetDateTime::now_utc()).unwrap();
+        let rig = Rig::start(0, Duration::from_secs(2), None);
+        assert!(rig.source.wait_first(Duration::from_secs(5)).await);
+        let first = rig.current().unwrap();
         tokio::time::sleep(Duration::from_millis(1300)).await;
-        let second = source.current(OffsetDateTime::now_utc()).unwrap();
+        let second = rig.current().unwrap();
         assert_ne!(first.access_key_id, second.access_key_id);
         assert!(second.last_updated < first.expiration);
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(rig.calls(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_lifetime_cap_shortens_the_served_expiration() {
-        let (fetcher, _) = scripted(0, HOUR, None);
         let policy = Policy {
             max_lifetime: Some(Duration::from_secs(20)),
             ..Policy::default()
         };
-        let source = RefreshingCredentials::spawn(fetcher, policy, "app");
-        assert!(source.wait_first(Duration::from_secs(5)).await);
-        let credentials = source.current(OffsetDateTime::now_utc()).unwrap();
+        let rig = Rig::with_policy(0, HOUR, None, policy);
+        assert!(rig.source.wait_first(Duration::from_secs(5)).await);
+        let credentials = rig.current().unwrap();
         assert_eq!(
             credentials.expiration - credentials.last_updated,
             time::Duration::seconds(20)
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn dropping_the_source_ends_the_refresher() {
-        let (fetcher, calls) = scripted(0, Duration::from_secs(2), None);
-        let source = RefreshingCredentials::spawn(fetcher, Policy::default(), "app");
+        let rig = Rig::start(0, Duration::from_secs(2), None);
+        assert!(rig.source.wait_first(Duration::from_secs(5)).await);
+        drop(rig.source);
+        // A refresher still running would fetch every second for the hour.
+        tokio::time::sleep(HOUR).await;
+        assert!(rig.calls.load(Ordering::SeqCst) <= 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn during_an_outage_refreshes_fail_without_calling_the_fetcher() {
+        let outage = Outage::default();
+        let clock = WallClock::following_tokio(datetime!(2026-01-01 00:00:00 UTC));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetcher = Scripted {
+            calls: calls.clone(),
+            delay: Duration::ZERO,
+            lifetime: Duration::from_secs(2),
+            fail_from_call: None,
+            clock: clock.clone(),
+        };
+        let policy = Policy {
+            retry_base: Duration::from_millis(100),
+            ..Policy::default()
+        };
+        let source =
+            RefreshingCredentials::start(fetcher, policy, "app", outage.clone(), clock.clone());
         assert!(source.wait_first(Duration::from_secs(5)).await);
-        drop(source);
+        let first = source.current(clock.now()).unwrap();
+        outage.begin(None);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(calls.load(Ordering::SeqCst) <= 2);
+        assert_eq!(
+            source.current(clock.now()).unwrap(),
+            first,
+            "the last good set"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let error = source.current(clock.now()).unwrap_err();
+        assert!(error.message.contains("RequestError"), "{error}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "STS is not called while down"
+        );
+        outage.end();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(source.current(clock.now()).is_ok(), "back after the outage");
+        assert!(calls.load(Ordering::SeqCst) >= 2);
     }
 
     #[test]

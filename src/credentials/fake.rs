@@ -18,6 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::outage::Outage;
 use super::schedule::DEFAULT_REFRESH_MARGIN;
 use super::{CredentialError, CredentialSource, RoleCredentials};
 
@@ -28,6 +29,8 @@ pub const TOKEN_MARKER: &str = "imds-tun-fake: not a real AWS session token; ";
 #[derive(Debug)]
 pub struct FakeCredentials {
     lifetime: Duration,
+    /// The process's simulated outage, once attached; a source of its own is never down.
+    outage: Outage,
     /// The set being served; the lock is held only to compare times and maybe swap the set.
     current: Mutex<Option<RoleCredentials>>,
 }
@@ -37,8 +40,14 @@ impl FakeCredentials {
     pub fn new(lifetime: Duration) -> FakeCredentials {
         FakeCredentials {
             lifetime,
+            outage: Outage::default(),
             current: Mutex::new(None),
         }
+    }
+
+    /// The same source, down while `outage` is (the process's, which `ctl` begins and ends).
+    pub fn with_outage(self, outage: Outage) -> FakeCredentials {
+        FakeCredentials { outage, ..self }
     }
 
     /// Credentials with the configured lifetime (`credentials_lifetime`).
@@ -70,10 +79,11 @@ impl CredentialSource for FakeCredentials {
             .as_ref()
             .is_some_and(|credentials| credentials.expiration - now > DEFAULT_REFRESH_MARGIN);
         // During a simulated outage nothing new is issued: the last set serves until it expires.
-        if !fresh_enough && !super::outage::is_down() {
+        let down = self.outage.is_down();
+        if !fresh_enough && !down {
             *current = Some(self.issue(now));
         }
-        if super::outage::is_down() && current.as_ref().is_none_or(|c| c.expiration <= now) {
+        if down && current.as_ref().is_none_or(|c| c.expiration <= now) {
             return Err(super::cache::ec2_error("", Some(&super::outage::error())));
         }
         match current.as_ref() {
@@ -181,6 +191,26 @@ mod tests {
         assert!(second.expiration > first.expiration);
         // New credentials appear while the old ones still have more than five minutes left.
         assert!(first.expiration - near_expiry > Duration::from_secs(5 * 60));
+    }
+
+    #[test]
+    fn during_its_outage_the_last_set_serves_until_it_expires_then_ec2s_error() {
+        let outage = Outage::default();
+        let source = FakeCredentials::new(SIX_HOURS).with_outage(outage.clone());
+        let start = datetime!(2025-01-01 00:00:00 UTC);
+        let first = source.current(start).unwrap();
+        outage.begin(None);
+        let due = first.expiration - Duration::from_secs(14 * 60);
+        assert_eq!(source.current(due).unwrap(), first, "nothing new is issued");
+        let error = source.current(first.expiration).unwrap_err();
+        assert_eq!(error.code, "AssumeRoleUnauthorizedAccess");
+        assert!(error.message.contains("RequestError"), "{}", error.message);
+        assert!(
+            FakeCredentials::new(SIX_HOURS).current(start).is_ok(),
+            "a source without this outage is not down"
+        );
+        outage.end();
+        assert!(source.current(first.expiration).unwrap().expiration > first.expiration);
     }
 
     #[test]

@@ -68,28 +68,6 @@ pub struct CredentialError {
     pub message: String,
 }
 
-/// A secret value from the command line (the one-time MFA code): `Debug` never shows it.
-#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("Secret(<redacted>)")
-    }
-}
-
 /// A provider of the instance role's credentials.
 pub trait CredentialSource: Send + Sync + 'static {
     /// Served from memory; must never block or do I/O.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::CredentialSource;
 use super::naming::RoleArn;
 use crate::attribution::CallerIdentity;
-use crate::cidr::Cidr;
+use crate::cidr::IpNet;
 
 /// Which callers a rule is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub enum Selector {
     /// Local processes of this user (`uid:N`, or `user:NAME` resolved at start-up).
     Uid(u32),
     /// Callers from this address block (`cidr:ADDR/LEN`), local or forwarded.
-    Cidr(Cidr),
+    Cidr(IpNet),
     /// Local processes whose cgroup path starts with this (`cgroup:PREFIX`).
     Cgroup(String),
 }
@@ -33,7 +33,9 @@ impl Selector {
     pub fn matches(&self, caller: &CallerIdentity) -> bool {
         match self {
             Selector::Uid(uid) => caller.uid == Some(*uid),
-            Selector::Cidr(cidr) => caller.address.is_some_and(|address| cidr.contains(address)),
+            Selector::Cidr(cidr) => caller
+                .address
+                .is_some_and(|address| crate::cidr::contains(cidr, address)),
             Selector::Cgroup(prefix) => caller
                 .cgroup
                 .as_deref()
@@ -171,7 +173,7 @@ pub fn parse_selector(
         "user" => uid_of(value)
             .map(Selector::Uid)
             .ok_or_else(|| format!("user:{value}: no such user")),
-        "cidr" => Cidr::parse(value).map(Selector::Cidr),
+        "cidr" => crate::cidr::parse(value).map(Selector::Cidr),
         "cgroup" if value.starts_with('/') => Ok(Selector::Cgroup(value.to_owned())),
         "cgroup" => Err(format!(
             "cgroup:{value}: expected a cgroup path prefix starting with /"
@@ -239,7 +241,7 @@ mod tests {
                     role: arn("app"),
                 },
                 CallerRole {
-                    selector: Selector::Cidr(Cidr::parse("0.0.0.0/0").expect("cidr")),
+                    selector: Selector::Cidr(crate::cidr::parse("0.0.0.0/0").expect("cidr")),
                     role: arn("wide"),
                 },
                 CallerRole {

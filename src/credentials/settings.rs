@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::Secret;
 use super::naming::RoleArn;
+use crate::secret::Secret;
 
 /// STS's own default lifetime of an assumed role's credentials.
 pub const ROLE_DURATION_SECONDS: u64 = 3600;

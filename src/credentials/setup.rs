@@ -57,6 +57,7 @@ use super::cache::{Policy, RefreshingCredentials};
 use super::fake::FakeCredentials;
 #[cfg(feature = "sts")]
 use super::naming;
+use super::outage::Outage;
 use super::roles::{RoleSource, RoleStarter};
 #[cfg(feature = "sts")]
 use super::sts::{self, AssumeRole, Mfa, OwnSession};
@@ -141,10 +142,14 @@ pub async fn plan(wanted: &Settings) -> Result<Plan, SetupError> {
 /// settings errors (exit 2): an unknown profile, an MFA serial without a code, `--role-arn`
 /// without any source credentials. A network failure is not an error: the source starts and
 /// keeps retrying in the background.
-pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected, SetupError> {
+pub async fn select(
+    wanted: &Settings,
+    served: ServedAs<'_>,
+    outage: &Outage,
+) -> Result<Selected, SetupError> {
     let role_name = served.role_name;
     if let Plan::Fake(why) = plan(wanted).await? {
-        return Ok(fake(wanted, why));
+        return Ok(fake(wanted, why, outage));
     }
     let env = process_environment();
     let mfa = mfa(wanted)?;
@@ -169,7 +174,11 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
         .build();
     let client = aws_sdk_sts::Client::from_conf(sts_config.clone());
     let Some(chain) = sdk.credentials_provider() else {
-        return Ok(fake(wanted, "aws-config built no credential chain".into()));
+        return Ok(fake(
+            wanted,
+            "aws-config built no credential chain".into(),
+            outage,
+        ));
     };
     let profile = env.get("AWS_PROFILE").map_or("default", String::as_str);
     let searched = format!(
@@ -194,6 +203,7 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
             return Ok(fake(
                 wanted,
                 format!("no AWS credentials found (searched {searched})"),
+                outage,
             ));
         }
         Ok(Err(error)) => {
@@ -234,6 +244,7 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
             .duration
             .unwrap_or(Duration::from_secs(super::settings::ROLE_DURATION_SECONDS));
         let policy = policy.clone();
+        let outage = outage.clone();
         Arc::new(move |role| {
             let fetcher = AssumeRole {
                 client: client.clone(),
@@ -250,6 +261,7 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
                 fetcher,
                 policy.clone(),
                 &role.name,
+                outage.clone(),
             )) as Arc<dyn RoleSource>
         })
     };
@@ -273,7 +285,7 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
             mfa_session: None,
         };
         (
-            RefreshingCredentials::spawn(fetcher, policy, role_name),
+            RefreshingCredentials::spawn(fetcher, policy, role_name, outage.clone()),
             summary,
         )
     } else {
@@ -298,7 +310,7 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
             mfa_used: false,
         };
         (
-            RefreshingCredentials::spawn(fetcher, policy, role_name),
+            RefreshingCredentials::spawn(fetcher, policy, role_name, outage.clone()),
             summary,
         )
     };
@@ -318,20 +330,26 @@ pub async fn select(wanted: &Settings, served: ServedAs<'_>) -> Result<Selected,
 /// Without the `sts` feature (a build for fuzzing or for offline use only): fake credentials,
 /// and a clear refusal for flags that need STS.
 #[cfg(not(feature = "sts"))]
-pub async fn select(wanted: &Settings, _served: ServedAs<'_>) -> Result<Selected, SetupError> {
+pub async fn select(
+    wanted: &Settings,
+    _served: ServedAs<'_>,
+    outage: &Outage,
+) -> Result<Selected, SetupError> {
     match plan(wanted).await? {
-        Plan::Fake(why) => Ok(fake(wanted, why)),
+        Plan::Fake(why) => Ok(fake(wanted, why, outage)),
         Plan::Chain => Err(SetupError::BuiltWithoutSts),
     }
 }
 
-fn fake(settings: &Settings, why: String) -> Selected {
+fn fake(settings: &Settings, why: String, outage: &Outage) -> Selected {
     let lifetime = settings.fake_lifetime;
+    let for_roles = outage.clone();
     Selected {
         starter: Arc::new(move |_role| {
-            Arc::new(FakeCredentials::new(lifetime)) as Arc<dyn RoleSource>
+            Arc::new(FakeCredentials::new(lifetime).with_outage(for_roles.clone()))
+                as Arc<dyn RoleSource>
         }),
-        source: Arc::new(FakeCredentials::from_settings(settings)),
+        source: Arc::new(FakeCredentials::from_settings(settings).with_outage(outage.clone())),
         summary: format!(
             "{why}; serving FAKE credentials that AWS rejects (see docs/credentials.md: --role-arn, --profile)"
         ),
@@ -542,9 +560,8 @@ mod tests {
 
     #[test]
     fn nothing_to_find_means_no_variables_and_no_files() {
-        let empty_home =
-            std::env::temp_dir().join(format!("imds-tun-no-aws-{}", std::process::id()));
-        std::fs::create_dir_all(&empty_home).expect("temp home");
+        let scratch = crate::temp_dir::TempDir::new();
+        let empty_home = scratch.path();
         let home = empty_home.to_string_lossy().into_owned();
         assert!(!could_find_credentials(&env_of(&[("HOME", &home)])));
         assert!(could_find_credentials(&env_of(&[
@@ -566,7 +583,6 @@ mod tests {
             "AWS_CONFIG_FILE",
             &config
         )])));
-        std::fs::remove_dir_all(&empty_home).expect("cleanup");
     }
 
     #[test]
@@ -634,9 +650,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_profile_is_named_with_the_known_ones() {
-        let dir = std::env::temp_dir().join(format!("imds-tun-profile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("config");
+        let dir = crate::temp_dir::TempDir::new();
+        let config = dir.path().join("config");
         std::fs::write(
             &config,
             "[default]\nregion = us-east-1\n[profile dev]\nregion = eu-west-1\n",
@@ -659,6 +674,5 @@ mod tests {
             ("AWS_PROFILE", "dev"),
         ]);
         assert!(check_profile(&env, true).await.is_ok());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

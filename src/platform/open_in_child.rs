@@ -210,10 +210,11 @@ mod tests {
         path
     }
 
-    fn scratch(test: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("imds-tun-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    /// A directory `nobody` may search, removed on drop.
+    fn scratch() -> crate::temp_dir::TempDir {
+        let dir = crate::temp_dir::TempDir::new();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         dir
     }
 
@@ -222,9 +223,9 @@ mod tests {
         if !root_or_skip("open_in_child") {
             return;
         }
-        let dir = scratch("open-in-child");
-        let readable = file_with_mode(&dir, "everyone", 0o644);
-        let private = file_with_mode(&dir, "root-only", 0o600);
+        let dir = scratch();
+        let readable = file_with_mode(dir.path(), "everyone", 0o644);
+        let private = file_with_mode(dir.path(), "root-only", 0o600);
         let mut options = OpenOptions::new();
         options.read(true);
 
@@ -249,7 +250,6 @@ mod tests {
         // Root itself still reads it: the caller's ids did not change.
         assert!(Uid::effective().is_root());
         assert!(options.open(&private).is_ok());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Placeholder for operating systems without a TUN implementation yet (macOS comes next).
+//! The platform on operating systems other than Linux and macOS: every call says it is not
+//! supported, so the crate still builds there.
 
 use super::{PlatformError, TunRequest};
 use std::io;

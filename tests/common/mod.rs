@@ -28,6 +28,14 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 pub mod http;
+mod moto;
+mod temp_dir;
+
+// Like the rest of this module, each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use moto::Moto;
+#[allow(unused_imports)]
+pub use temp_dir::TempDir;
 
 /// The binary under test, built by cargo for this test run.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_imds-tun");
@@ -376,7 +384,7 @@ pub struct Spawn {
     pub env: Vec<(String, String)>,
     /// Run as uid/gid 65534 through `setpriv`.
     pub as_nobody: bool,
-    /// Run this binary instead of [`BINARY`] (the packaged static one, tests/package_artifacts.rs).
+    /// Run this binary instead of [`BINARY`] (the packaged static one, tests/deploy/package_artifacts.rs).
     pub binary: Option<PathBuf>,
 }
 
@@ -697,42 +705,30 @@ pub fn isolate_sdk_from_host_config() {
     });
 }
 
-static TEMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A private directory under the system temp dir, removed (with its contents) on drop.
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
+/// The repository: the directory of `Cargo.toml`.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-impl TempDir {
-    pub fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "imdstun-test-{}-{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|error| panic!("creating {}: {error}", path.display()));
-        TempDir { path }
-    }
-
-    /// The directory itself.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    /// Writes `contents` to `name` inside the directory and returns its path as a string.
-    pub fn file(&self, name: &str, contents: &[u8]) -> String {
-        let path = self.path.join(name);
-        std::fs::write(&path, contents)
-            .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
-        path.to_str().expect("temp paths are UTF-8").to_string()
-    }
+/// A command's exit status and both its outputs, for an assertion message.
+pub fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+/// `path` if it exists, else a skip (a failure under CI) naming what installs it.
+pub fn installed(test: &str, path: PathBuf) -> Option<PathBuf> {
+    if path.exists() {
+        Some(path)
+    } else {
+        skip_or_fail(
+            test,
+            &format!("{} is missing; scripts/test.sh installs it", path.display()),
+        );
+        None
     }
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds (once) the root filesystem of the test image for tests/docker_containers.rs: this
+# Builds (once) the root filesystem of the test image for tests/namespace/docker_containers.rs: this
 # host's own curl, from Debian's package, with the shared libraries it links and nothing else,
 # as a tar that `docker import` turns into an image. No registry is involved.
 #

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::identity_token::IdentitySigner;
 use super::instance::GceInstance;
 use crate::clouds::token_cache::{Expiring, NotFetched, RENEW_BEFORE, TokenCache};
-use crate::credentials::Secret;
+use crate::secret::Secret;
 use crate::token_command::{self, CommandError, CommandLine};
 
 /// The prefix of every fake access token: no Google API accepts it, and a reader sees why.

@@ -12,7 +12,7 @@ use super::super::validate;
 use super::upstream::read_secret_file;
 use crate::clouds::gce::tokens::{AccessTokenSource, IdentityTokenSource};
 use crate::clouds::gce::{GceInstance, GceSettings, HostFacts};
-use crate::credentials::Secret;
+use crate::secret::Secret;
 use crate::token_command::CommandLine;
 
 /// The environment variable a static access token may come from, as the GCE metadata emulator

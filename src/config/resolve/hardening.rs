@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-pub use crate::cidr::{Cidr, allow_from_admits};
+pub use crate::cidr::{IpNet, allow_from_admits};
 
 use super::super::ConfigError;
 use super::super::layer::Layer;
@@ -25,7 +25,7 @@ pub struct HardeningSettings {
     /// Serve as this user once the TUN and sockets exist (else the user behind sudo).
     pub user: Option<String>,
     /// Source networks allowed to connect; empty: everyone who can reach the address.
-    pub allow_from: Vec<Cidr>,
+    pub allow_from: Vec<IpNet>,
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_path_length: usize,
@@ -68,7 +68,7 @@ pub fn resolve(file: &Layer, flags: &Layer) -> Result<HardeningSettings, ConfigE
         Some((blocks, origin)) => blocks
             .iter()
             .map(|text| {
-                Cidr::parse(text).map_err(|why| {
+                crate::cidr::parse(text).map_err(|why| {
                     ConfigError(format!("{} {text:?}: {why}", label(origin, "allow_from")))
                 })
             })
@@ -108,6 +108,7 @@ pub fn resolve(file: &Layer, flags: &Layer) -> Result<HardeningSettings, ConfigE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cidr::{contains, parse};
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("address")
@@ -115,20 +116,16 @@ mod tests {
 
     #[test]
     fn cidr_blocks_contain_their_addresses_only() {
-        let block = Cidr::parse("10.0.2.0/24").expect("cidr");
-        assert!(block.contains(ip("10.0.2.15")));
-        assert!(!block.contains(ip("10.0.3.1")));
-        assert!(block.contains(ip("::ffff:10.0.2.7")), "v4-mapped v6");
-        assert!(!block.contains(ip("fd00::1")));
-        let host = Cidr::parse("169.254.169.253").expect("bare address");
-        assert!(host.contains(ip("169.254.169.253")));
-        assert!(!host.contains(ip("169.254.169.252")));
-        assert!(
-            Cidr::parse("0.0.0.0/0")
-                .expect("all")
-                .contains(ip("192.0.2.1"))
-        );
-        assert!(Cidr::parse("fd00::/8").expect("v6").contains(ip("fd12::1")));
+        let block = parse("10.0.2.0/24").expect("cidr");
+        assert!(contains(&block, ip("10.0.2.15")));
+        assert!(!contains(&block, ip("10.0.3.1")));
+        assert!(contains(&block, ip("::ffff:10.0.2.7")), "v4-mapped v6");
+        assert!(!contains(&block, ip("fd00::1")));
+        let host = parse("169.254.169.253").expect("bare address");
+        assert!(contains(&host, ip("169.254.169.253")));
+        assert!(!contains(&host, ip("169.254.169.252")));
+        assert!(contains(&parse("0.0.0.0/0").expect("all"), ip("192.0.2.1")));
+        assert!(contains(&parse("fd00::/8").expect("v6"), ip("fd12::1")));
     }
 
     #[test]
@@ -141,7 +138,7 @@ mod tests {
             "10.0.0.0/-1",
             "",
         ] {
-            assert!(Cidr::parse(text).is_err(), "{text}");
+            assert!(parse(text).is_err(), "{text}");
         }
     }
 
@@ -154,8 +151,8 @@ mod tests {
     #[test]
     fn an_allow_list_admits_only_clients_inside_one_of_its_blocks() {
         let blocks = [
-            Cidr::parse("10.0.2.0/24").expect("cidr"),
-            Cidr::parse("169.254.169.253").expect("bare address"),
+            parse("10.0.2.0/24").expect("cidr"),
+            parse("169.254.169.253").expect("bare address"),
         ];
         assert!(allow_from_admits(&blocks, ip("10.0.2.15")));
         assert!(allow_from_admits(&blocks, ip("169.254.169.253")));
@@ -178,7 +175,7 @@ mod tests {
         assert_eq!(settings.header_timeout, Duration::from_secs(2));
         assert_eq!(
             settings.allow_from,
-            vec![Cidr::parse("10.0.0.0/8").expect("cidr")]
+            vec![parse("10.0.0.0/8").expect("cidr")]
         );
 
         let bad = Layer {

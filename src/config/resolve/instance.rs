@@ -7,7 +7,7 @@ use super::super::defaults::{self, MachineDefaults};
 use super::super::layer::{Layer, PublicKeyLayer, Tag};
 use super::super::named_file::{self, Cap, Opener};
 use super::super::origin::{Origin, label, number, pick, text};
-use super::super::validate;
+use super::super::validate::{self, ipv4, single_line};
 use super::super::{ConfigError, Instance, PublicKey, SecurityGroup};
 
 pub(super) fn resolve_instance(
@@ -18,113 +18,52 @@ pub(super) fn resolve_instance(
     files: &Opener,
 ) -> Result<Instance, ConfigError> {
     let user_data = resolve_user_data(file, flags, files)?;
-    let or = |chosen: Option<(String, Origin)>, default: String| {
-        chosen.map_or(default, |(value, _)| value)
-    };
-    let instance_id = or(
-        text(
-            pick(flags.instance_id.clone(), file.instance_id.clone()),
-            "instance_id",
-            validate::instance_id,
-        )?,
-        machine.instance_id(),
+    // One value: the flag over the file, checked, an error labelled with the field's own name
+    // (`--instance-id` or `config: instance_id`); given a third argument, the default when
+    // neither sets it.
+    macro_rules! chosen {
+        ($field:ident, $check:expr) => {
+            text(
+                pick(flags.$field.clone(), file.$field.clone()),
+                stringify!($field),
+                $check,
+            )?
+        };
+        ($field:ident, $check:expr, $default:expr) => {
+            chosen!($field, $check).map_or_else(|| $default, |(value, _)| value)
+        };
+    }
+    let instance_id = chosen!(instance_id, validate::instance_id, machine.instance_id());
+    let reservation_id = chosen!(
+        reservation_id,
+        validate::reservation_id,
+        machine.reservation_id()
     );
-    let reservation_id = or(
-        text(
-            pick(flags.reservation_id.clone(), file.reservation_id.clone()),
-            "reservation_id",
-            validate::reservation_id,
-        )?,
-        machine.reservation_id(),
+    let ami_id = chosen!(ami_id, validate::ami_id, machine.ami_id());
+    let instance_type = chosen!(
+        instance_type,
+        validate::instance_type,
+        defaults::INSTANCE_TYPE.to_owned()
     );
-    let ami_id = or(
-        text(
-            pick(flags.ami_id.clone(), file.ami_id.clone()),
-            "ami_id",
-            validate::ami_id,
-        )?,
-        machine.ami_id(),
+    let account_id = chosen!(
+        account_id,
+        validate::account_id,
+        defaults::ACCOUNT_ID.to_owned()
     );
-    let instance_type = or(
-        text(
-            pick(flags.instance_type.clone(), file.instance_type.clone()),
-            "instance_type",
-            validate::instance_type,
-        )?,
-        defaults::INSTANCE_TYPE.to_owned(),
-    );
-    let account_id = or(
-        text(
-            pick(flags.account_id.clone(), file.account_id.clone()),
-            "account_id",
-            validate::account_id,
-        )?,
-        defaults::ACCOUNT_ID.to_owned(),
-    );
-
     let (region, availability_zone) = resolve_placement(
-        text(
-            pick(flags.region.clone(), file.region.clone()),
-            "region",
-            validate::region,
-        )?,
-        text(
-            pick(
-                flags.availability_zone.clone(),
-                file.availability_zone.clone(),
-            ),
-            "availability_zone",
-            validate::availability_zone,
-        )?,
+        chosen!(region, validate::region),
+        chosen!(availability_zone, validate::availability_zone),
     )?;
-    let availability_zone_id = or(
-        text(
-            pick(
-                flags.availability_zone_id.clone(),
-                file.availability_zone_id.clone(),
-            ),
-            "availability_zone_id",
-            validate::availability_zone_id,
-        )?,
-        defaults::availability_zone_id(&region, &availability_zone),
+    let availability_zone_id = chosen!(
+        availability_zone_id,
+        validate::availability_zone_id,
+        defaults::availability_zone_id(&region, &availability_zone)
     );
-
-    let hostname = or(
-        text(
-            pick(flags.hostname.clone(), file.hostname.clone()),
-            "hostname",
-            validate::single_line,
-        )?,
-        machine.hostname().to_owned(),
-    );
-    let local_hostname = or(
-        text(
-            pick(flags.local_hostname.clone(), file.local_hostname.clone()),
-            "local_hostname",
-            validate::single_line,
-        )?,
-        hostname.clone(),
-    );
-    let local_ipv4 = text(
-        pick(flags.local_ipv4.clone(), file.local_ipv4.clone()),
-        "local_ipv4",
-        validate::ipv4,
-    )?
-    .map_or_else(|| machine.local_ipv4(), |(ip, _)| ip);
-    let public_ipv4 = text(
-        pick(flags.public_ipv4.clone(), file.public_ipv4.clone()),
-        "public_ipv4",
-        validate::ipv4,
-    )?
-    .map(|(ip, _)| ip);
-    let public_hostname = match (
-        text(
-            pick(flags.public_hostname.clone(), file.public_hostname.clone()),
-            "public_hostname",
-            validate::single_line,
-        )?,
-        public_ipv4,
-    ) {
+    let hostname = chosen!(hostname, single_line, machine.hostname().to_owned());
+    let local_hostname = chosen!(local_hostname, single_line, hostname.clone());
+    let local_ipv4 = chosen!(local_ipv4, ipv4, machine.local_ipv4());
+    let public_ipv4 = chosen!(public_ipv4, ipv4).map(|(ip, _)| ip);
+    let public_hostname = match (chosen!(public_hostname, single_line), public_ipv4) {
         (Some((name, _)), Some(_)) => Some(name),
         (Some((name, origin)), None) => {
             return Err(ConfigError(format!(
@@ -135,14 +74,7 @@ pub(super) fn resolve_instance(
         (None, Some(ip)) => Some(defaults::public_hostname(ip, &region)),
         (None, None) => None,
     };
-    let mac = or(
-        text(
-            pick(flags.mac.clone(), file.mac.clone()),
-            "mac",
-            validate::mac,
-        )?,
-        machine.mac(),
-    );
+    let mac = chosen!(mac, validate::mac, machine.mac());
     let (vpc_ipv4_cidr_block, subnet_ipv4_cidr_block) = defaults::vpc_and_subnet_cidrs(local_ipv4);
 
     let security_groups = match pick(flags.security_groups.clone(), file.security_groups.clone()) {
@@ -155,11 +87,7 @@ pub(super) fn resolve_instance(
                 )));
             }
             for name in &names {
-                text(
-                    Some((name.clone(), origin)),
-                    "security_groups",
-                    validate::single_line,
-                )?;
+                text(Some((name.clone(), origin)), "security_groups", single_line)?;
             }
             names
         }
@@ -171,14 +99,7 @@ pub(super) fn resolve_instance(
     })
     .collect();
 
-    let role_name = or(
-        text(
-            pick(flags.role_name.clone(), file.role_name.clone()),
-            "role_name",
-            validate::path_segment,
-        )?,
-        role_default,
-    );
+    let role_name = chosen!(role_name, validate::path_segment, role_default);
     let public_key = resolve_public_key(pick(flags.public_key.clone(), file.public_key.clone()))?;
     let tags = resolve_tags(&file.tag, &flags.tag)?;
 

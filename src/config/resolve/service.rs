@@ -9,7 +9,7 @@ use super::super::origin::{given, label, number, pick, text};
 use super::super::{ConfigError, TokenPolicy, TunSettings};
 use super::super::{defaults, validate};
 
-/// The service half of [`Settings`], resolved before the instance.
+/// The service half of [`Settings`](crate::config::Settings), resolved before the instance.
 pub(super) struct Service {
     pub(super) tun: Option<TunSettings>,
     pub(super) listen: Vec<SocketAddr>,

@@ -364,7 +364,7 @@ fn credential_settings_are_checked() {
         ),
         (
             Layer {
-                mfa_code: Some(crate::credentials::Secret::new("12345")),
+                mfa_code: Some(crate::secret::Secret::new("12345")),
                 mfa_serial: Some("arn:aws:iam::123456789012:mfa/alice".into()),
                 ..Layer::default()
             },
@@ -372,7 +372,7 @@ fn credential_settings_are_checked() {
         ),
         (
             Layer {
-                mfa_code: Some(crate::credentials::Secret::new("123456")),
+                mfa_code: Some(crate::secret::Secret::new("123456")),
                 ..Layer::default()
             },
             "--mfa-code",
@@ -423,11 +423,10 @@ fn unreadable_user_data_file_names_the_path() {
 
 #[test]
 fn user_data_is_capped_at_ec2s_16_kib_unless_raised() {
-    let dir = std::env::temp_dir().join(format!("imds-tun-ud-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exact = dir.join("exact");
+    let dir = crate::temp_dir::TempDir::new();
+    let exact = dir.path().join("exact");
     std::fs::write(&exact, vec![b'u'; 16384]).unwrap();
-    let over = dir.join("over");
+    let over = dir.path().join("over");
     std::fs::write(&over, vec![b'u'; 16385]).unwrap();
     let with = |path: &std::path::Path, cap: Option<u64>| Layer {
         user_data: Some(path.to_path_buf()),
@@ -462,7 +461,6 @@ fn user_data_is_capped_at_ec2s_16_kib_unless_raised() {
             .map(|data| data.len()),
         Some(16385)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -550,6 +548,109 @@ fn flag_tags_override_file_tags_key_by_key() {
 }
 
 /// No exception table: the flag is the key with `-`, whichever the setting.
+/// Every text field of the instance, one row each: a bad value names the field as a flag and as
+/// a file key, and the flag's value wins without the file's being looked at.
+#[test]
+fn each_instance_field_takes_the_flag_over_the_file_and_names_itself() {
+    type Set = fn(&mut Layer, String);
+    let fields: [(&str, Set, &str, &str); 15] = [
+        (
+            "instance_id",
+            |l, v| l.instance_id = Some(v),
+            "i-0123456789abcdef0",
+            "x-1",
+        ),
+        (
+            "reservation_id",
+            |l, v| l.reservation_id = Some(v),
+            "r-0123456789abcdef0",
+            "r-",
+        ),
+        (
+            "ami_id",
+            |l, v| l.ami_id = Some(v),
+            "ami-0123456789abcdef0",
+            "ami",
+        ),
+        (
+            "instance_type",
+            |l, v| l.instance_type = Some(v),
+            "m5.large",
+            "huge",
+        ),
+        (
+            "account_id",
+            |l, v| l.account_id = Some(v),
+            "210987654321",
+            "12",
+        ),
+        ("region", |l, v| l.region = Some(v), "eu-west-1", "mars"),
+        (
+            "availability_zone",
+            |l, v| l.availability_zone = Some(v),
+            "us-east-1b",
+            "zone",
+        ),
+        (
+            "availability_zone_id",
+            |l, v| l.availability_zone_id = Some(v),
+            "use1-az2",
+            "az",
+        ),
+        ("hostname", |l, v| l.hostname = Some(v), "web", "a\nb"),
+        (
+            "local_hostname",
+            |l, v| l.local_hostname = Some(v),
+            "web.internal",
+            "a\nb",
+        ),
+        (
+            "local_ipv4",
+            |l, v| l.local_ipv4 = Some(v),
+            "10.9.8.7",
+            "10.0.0.256",
+        ),
+        (
+            "public_ipv4",
+            |l, v| l.public_ipv4 = Some(v),
+            "198.51.100.7",
+            "nope",
+        ),
+        (
+            "public_hostname",
+            |l, v| l.public_hostname = Some(v),
+            "web.example",
+            "a\nb",
+        ),
+        (
+            "mac",
+            |l, v| l.mac = Some(v),
+            "0e:00:00:00:00:01",
+            "0e:zz:00:00:00:00",
+        ),
+        ("role_name", |l, v| l.role_name = Some(v), "web-role", "a/b"),
+    ];
+    for (key, set, good, bad) in fields {
+        // A public hostname needs a public address; every other field ignores it.
+        let layer = |value: &str| {
+            let mut layer = Layer {
+                public_ipv4: Some("203.0.113.9".into()),
+                ..Layer::default()
+            };
+            set(&mut layer, value.to_owned());
+            layer
+        };
+        let in_file = error_of(layer(bad), Layer::default());
+        assert!(in_file.starts_with(&format!("config: {key} ")), "{in_file}");
+        let as_flag = error_of(Layer::default(), layer(bad));
+        let flag = format!("--{} ", key.replace('_', "-"));
+        assert!(as_flag.starts_with(&flag), "{as_flag}");
+        let settings = resolved(layer(bad), layer(good)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let instance = format!("{:?}", settings.into_local().instance);
+        assert!(instance.contains(good), "{key}: {good} in {instance}");
+    }
+}
+
 #[test]
 fn every_origin_is_the_flag_name_or_the_same_key() {
     let in_file = |layer: Layer| error_of(layer, Layer::default());

@@ -309,13 +309,7 @@ mod tests {
     }
 
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("imds-tun-proxy-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::temp_dir::TempDir;
 
     fn write_token(dir: &Path, mode: u32, text: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
@@ -386,8 +380,8 @@ mod tests {
 
     #[test]
     fn a_token_file_guards_only_non_loopback_listeners() {
-        let dir = scratch("guards");
-        let path = write_token(&dir, 0o600, "0123456789abcdef0123\n");
+        let dir = TempDir::new();
+        let path = write_token(dir.path(), 0o600, "0123456789abcdef0123\n");
         let flags = Layer {
             listen_token_file: Some(path),
             ..Layer::default()
@@ -404,18 +398,16 @@ mod tests {
         let token = listeners.token_for(addr("10.0.2.2:8080")).unwrap();
         assert_eq!(token.expose(), "0123456789abcdef0123");
         assert!(listeners.token_for(addr("127.0.0.1:8080")).is_none());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn world_readable_token_file_is_refused_without_showing_the_secret() {
-        let dir = scratch("world");
-        let path = write_token(&dir, 0o644, "supersecretvalue-0123456789");
+        let dir = TempDir::new();
+        let path = write_token(dir.path(), 0o644, "supersecretvalue-0123456789");
         let error = read_token_file(&path, "--listen-token-file", &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("chmod 600"), "{}", error.0);
         assert!(error.0.contains("644"), "{}", error.0);
         assert!(!error.0.contains("supersecret"), "{}", error.0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -436,14 +428,13 @@ mod tests {
 
     #[test]
     fn an_over_large_token_file_is_refused_without_showing_it() {
-        let dir = scratch("large");
-        let path = write_token(&dir, 0o600, &"supersecretvalue".repeat(300));
+        let dir = TempDir::new();
+        let path = write_token(dir.path(), 0o600, &"supersecretvalue".repeat(300));
         let error =
             read_token_file(&path, "--upstream-token-file", &Opener::OwnRights).unwrap_err();
         assert!(error.0.contains("4800 bytes"), "{}", error.0);
         assert!(error.0.contains("limit of 4096 bytes"), "{}", error.0);
         assert!(!error.0.contains("supersecret"), "{}", error.0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

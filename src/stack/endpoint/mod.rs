@@ -94,7 +94,7 @@ pub struct StackConfig {
     /// Seeds initial sequence numbers; take it from the OS RNG.
     pub random_seed: u64,
     /// Client networks allowed to connect (`--allow-from`); empty allows all. Others get a RST.
-    pub allow_from: Vec<crate::cidr::Cidr>,
+    pub allow_from: Vec<crate::cidr::IpNet>,
 }
 
 impl StackConfig {

@@ -59,7 +59,7 @@ fn other_ports_are_reset() {
 #[test]
 fn clients_outside_allow_from_are_reset() {
     let mut config = StackConfig::new(SERVER, 80, 1500, 8);
-    config.allow_from = vec![crate::cidr::Cidr::parse("10.0.0.0/8").expect("cidr")];
+    config.allow_from = vec![crate::cidr::parse("10.0.0.0/8").expect("cidr")];
     let mut stack = Server::by_address(config);
     let mut client = Client::new();
     let handle = client.connect(42000, 80);
@@ -68,7 +68,7 @@ fn clients_outside_allow_from_are_reset() {
     assert_eq!(stack.connection_count(), 0);
 
     let mut config = StackConfig::new(SERVER, 80, 1500, 8);
-    config.allow_from = vec![crate::cidr::Cidr::parse("169.254.169.253/32").expect("cidr")];
+    config.allow_from = vec![crate::cidr::parse("169.254.169.253/32").expect("cidr")];
     let mut stack = Server::by_address(config);
     client.connect(42001, 80);
     assert_eq!(shuttle(&mut stack, &mut client, Instant::ZERO).len(), 1);

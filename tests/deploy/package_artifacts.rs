@@ -17,8 +17,7 @@
 //! from this one's, they skip (and fail under `CI=true`, see `common::skip_or_fail`).
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -27,7 +26,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use clap::CommandFactory;
-use common::{BINARY, METADATA, Spawn, TempDir, http};
+use common::{BINARY, METADATA, Spawn, TempDir, http, repo, text};
 use imds_tun::cli::Cli;
 use nix::sys::signal::Signal;
 
@@ -43,24 +42,11 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// A uid in systemd's `DynamicUser=` range (61184-65519) that /etc/passwd does not name.
 const DYNAMIC_UID: u32 = 61_999;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The target directory of this build (`CARGO_TARGET_TMPDIR` is its `tmp/`), so a
 /// `CARGO_TARGET_DIR` given to both package.sh and cargo test is followed.
 fn target_dir() -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent().unwrap_or(tmp).to_path_buf()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Runs `command` and returns its output, failing the test if it did not succeed.

@@ -8,8 +8,7 @@
 //! these tests were written); the point is that the guest's SDK receives exactly the host's.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -20,7 +19,7 @@ use aws_config::imds::Client;
 use aws_config::imds::credentials::ImdsCredentialsProvider;
 use aws_credential_types::provider::ProvideCredentials;
 use common::http::{self, Request};
-use common::{METADATA, Namespace, TempDir};
+use common::{METADATA, Moto, Namespace, TempDir};
 
 const HOST_IP: &str = "10.0.2.2";
 const GUEST_IP: &str = "10.0.2.15";
@@ -705,53 +704,6 @@ fn https_upstream_is_refused_with_a_clear_error() {
         "{}",
         child.stderr()
     );
-}
-
-/// moto's STS server inside `namespace` on 127.0.0.1:5000, killed on drop; `None` after a skip
-/// notice when `<repo>/.venv` lacks it (a failure under CI, where scripts/test.sh installs it).
-struct Moto(std::process::Child);
-
-impl Moto {
-    fn start(namespace: &Namespace, test: &str) -> Option<Moto> {
-        let server =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-        if !server.exists() {
-            common::skip_or_fail(test, &format!("{} is missing", server.display()));
-            return None;
-        }
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", namespace.name()])
-            .arg(&server)
-            .args(["-H", "127.0.0.1", "-p", "5000"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawning moto_server");
-        let moto = Moto(child);
-        let up = namespace.run_in(|| async {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if tokio::net::TcpStream::connect(("127.0.0.1", 5000))
-                    .await
-                    .is_ok()
-                {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            false
-        });
-        assert!(up, "{test}: moto_server did not answer within 30 s");
-        Some(moto)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -3,27 +3,13 @@
 //! the unit grants (uid 65534 with only CAP_NET_ADMIN), and `imds-tun --check`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{BINARY, METADATA, Spawn, TempDir, http};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{BINARY, METADATA, Spawn, TempDir, http, repo, text};
 
 fn tree(root: &Path) -> BTreeSet<String> {
     fn walk(root: &Path, dir: &Path, into: &mut BTreeSet<String>) {

@@ -6,8 +6,7 @@
 //! who ran it (here 65534, `nobody`). The binary runs as root inside a fresh namespace.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};

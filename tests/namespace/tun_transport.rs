@@ -3,8 +3,7 @@
 //! compared with the kernel `--listen` socket of the same process.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -5,9 +5,8 @@
 //! process is alive and still answers a real request within a second.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
-mod hostile_support;
+use crate::common;
+use crate::hostile_support;
 
 use std::time::Duration;
 

@@ -4,31 +4,14 @@
 //! document and its error rules as any client meets them.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
-use std::process::Output;
 
-use common::{METADATA, Namespace, http};
+use common::{METADATA, Namespace, http, installed, repo, text};
 
 fn python(test: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if path.exists() {
-        Some(path)
-    } else {
-        common::skip_or_fail(test, ".venv is missing; scripts/test.sh creates it");
-        None
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    installed(test, repo().join(".venv/bin/python"))
 }
 
 const CLIENT: &str = r#"

@@ -18,22 +18,17 @@
 //! SKIPPED, and fail under `CI=true`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_config::imds::Client;
 use aws_config::imds::credentials::ImdsCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials;
-use base64::Engine;
-use common::{METADATA, Namespace, Spawn, TempDir, http};
+use common::{METADATA, Moto, Namespace, Spawn, TempDir, http};
 
-const MOTO_PORT: u16 = 5000;
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/app";
 const SESSION: &str = "e2e-session";
 /// Long-term style source keys, as an IAM user has them. (Not moto's own example pair, which
@@ -41,120 +36,6 @@ const SESSION: &str = "e2e-session";
 const SOURCE_KEY: &str = "AKIAI44QH8DHBEXAMPLE";
 const SOURCE_SECRET: &str = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY";
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/app";
-
-/// moto's server inside a namespace; killed on drop.
-struct Moto {
-    child: Child,
-    recording: PathBuf,
-    _dir: TempDir,
-}
-
-impl Moto {
-    fn endpoint() -> String {
-        format!("http://127.0.0.1:{MOTO_PORT}")
-    }
-
-    /// Starts moto in `namespace` and waits until it answers; `None` after a skip notice when
-    /// the venv is missing (a failure under CI).
-    fn start(namespace: &Namespace, test: &str) -> Option<Moto> {
-        let server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-        if !server.exists() {
-            if common::in_ci() {
-                panic!(
-                    "{test}: {} is missing; scripts/test.sh installs it (python3 -m venv .venv && .venv/bin/pip install 'moto[server]')",
-                    server.display()
-                );
-            }
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!(
-                    "\n    SKIPPED (needs moto): {test}: {} is missing; run `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'`\n\n",
-                    server.display()
-                )
-                .as_bytes(),
-            );
-            return None;
-        }
-        let dir = TempDir::new();
-        let recording = PathBuf::from(dir.file("recording.jsonl", b""));
-        let log = std::fs::File::create(PathBuf::from(dir.file("moto.log", b""))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", namespace.name()])
-            .arg(&server)
-            .args(["-H", "127.0.0.1", "-p", &MOTO_PORT.to_string()])
-            .env("MOTO_ENABLE_RECORDING", "true")
-            .env("MOTO_RECORDER_FILEPATH", &recording)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawning moto_server");
-        let moto = Moto {
-            child,
-            recording,
-            _dir: dir,
-        };
-        let up = namespace.run_in(|| async {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let address: SocketAddr = ([127, 0, 0, 1], MOTO_PORT).into();
-            while Instant::now() < deadline {
-                if tokio::net::TcpStream::connect(address).await.is_ok() {
-                    let answer = http::get(address, "/moto-api/").await;
-                    return answer.status == 200;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            false
-        });
-        assert!(up, "{test}: moto_server did not answer within 30 s");
-        Some(moto)
-    }
-
-    /// The form bodies of the requests moto received, in order, decoded.
-    fn bodies(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|entry| {
-                let body = entry["body"].as_str()?.to_owned();
-                if entry["body_encoded"].as_bool() != Some(true) {
-                    return Some(body);
-                }
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(body)
-                    .ok()?;
-                String::from_utf8(bytes).ok()
-            })
-            .collect()
-    }
-
-    /// The STS `Action`s moto received, in order.
-    fn actions(&self) -> Vec<String> {
-        self.bodies()
-            .iter()
-            .filter_map(|body| {
-                body.split('&')
-                    .find_map(|pair| pair.strip_prefix("Action="))
-                    .map(str::to_owned)
-            })
-            .collect()
-    }
-
-    fn count(&self, action: &str) -> usize {
-        self.actions().iter().filter(|seen| *seen == action).count()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// The environment imds-tun gets: moto as STS, long-term keys (or none), no config files.
 fn sts_env(with_keys: bool) -> Spawn {

@@ -3,8 +3,7 @@
 //! the protocol reference notes; choices where EC2 is undocumented: `docs/metadata.md`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::http::{self, Connection, Request, Response};
 use common::{METADATA, TempDir};

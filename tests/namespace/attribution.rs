@@ -3,8 +3,7 @@
 //! network namespace with real clients run as other users.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,16 +4,15 @@
 //! anything is created, and SIGTERM or SIGKILL leave no address and no route. Real clients:
 //! a raw HTTP client, `ping -6`, and botocore (Python) steered by
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6`; the Rust SDK in IPv6 mode is in
-//! `tests/sdk_client.rs`.
+//! `tests/sdk/sdk_client.rs`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{METADATA, METADATA_V6, Namespace, assert_exit_code, http};
+use common::{METADATA, METADATA_V6, Namespace, assert_exit_code, http, repo};
 use nix::sys::signal::Signal;
 
 const INSTANCE_ID: &str = "i-0f0e0d0c0b0a09080";
@@ -269,7 +268,7 @@ fn with_hop_limit_1_a_client_one_forwarded_hop_away_gets_no_token_over_ipv6_eith
 
 /// Python with botocore from `.venv` (moto depends on it; `scripts/test.sh` creates the venv).
 fn python(test: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let path = repo().join(".venv/bin/python");
     let usable = std::process::Command::new(&path)
         .args(["-c", "import botocore"])
         .output()

@@ -4,22 +4,12 @@
 //! name, scenarios played from a file, and that the socket leaves with the process (SIGKILL).
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::process::Output;
 use std::time::Duration;
 
-use common::{METADATA, Namespace, Spawn, http};
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{METADATA, Namespace, Spawn, http, text};
 
 /// `imds-tun ctl ARGS` in the namespace, as root or through `prefix` (e.g. setpriv to nobody).
 fn ctl(namespace: &Namespace, prefix: &[String], args: &[&str]) -> Output {

@@ -7,9 +7,8 @@
 //! What each packet gets (asserted from `hping3`'s reply lines): see `docs/hardening.md`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
-mod hostile_support;
+use crate::common;
+use crate::hostile_support;
 
 use std::time::{Duration, Instant};
 

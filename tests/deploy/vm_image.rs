@@ -5,29 +5,19 @@
 //! that stopped at `grub>`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::TempDir;
+use common::{TempDir, repo, text};
 
 const KERNEL: &str = "/boot/vmlinuz-6.1.0-28-cloud-amd64";
 const INITRD: &str = "/boot/initrd.img-6.1.0-28-cloud-amd64";
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/vm-image.sh")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    repo().join("scripts/vm-image.sh")
 }
 
 /// The tools the disks are made with, or skip (fail under CI) naming the Debian package.

@@ -9,11 +9,10 @@
 //! it dies at the host's forwarding step and the container's PUT times out, with the default 2
 //! it arrives; a client two forwarded hops away (a second namespace routed through the first)
 //! gets no token with 2. GET replies are never limited. The same with real Docker:
-//! `tests/docker_containers.rs`.
+//! `tests/namespace/docker_containers.rs`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,17 +3,12 @@
 //! 169.254.169.254 answers through the TUN; a second run is a no-op; shellcheck on every script.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{BINARY, METADATA, Namespace, TempDir, http};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{BINARY, METADATA, Namespace, TempDir, http, repo, text};
 
 /// A tool the test needs, or skip (fail under CI) naming the Debian package.
 fn tool(test: &str, name: &str, package: &str) -> bool {
@@ -27,15 +22,6 @@ fn tool(test: &str, name: &str, package: &str) -> bool {
         );
     }
     found
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// The entries of a directory, to show that a command left it alone.

@@ -3,8 +3,7 @@
 //! header timeout closes silent connections.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

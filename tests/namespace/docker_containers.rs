@@ -20,14 +20,13 @@
 //! (`common::skip_or_fail`); `scripts/test.sh` installs `docker.io`.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Namespace, TempDir};
+use common::{Namespace, TempDir, repo};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -123,7 +122,7 @@ impl Dockerd {
 
     /// The test image, imported from the cached rootfs tar unless this daemon has it.
     fn image(&self) -> String {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker/curl-rootfs.sh");
+        let script = repo().join("tests/docker/curl-rootfs.sh");
         let built = Command::new("sh")
             .arg(&script)
             .output()
@@ -187,7 +186,8 @@ impl Drop for Dockerd {
     }
 }
 
-fn text(output: &Output) -> String {
+/// What a command printed on stdout (docker's and nft's answers are compared as text).
+fn stdout_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -195,7 +195,7 @@ fn text(output: &Output) -> String {
 fn firewall(namespace: &Namespace) -> String {
     let output = namespace.exec(&["nft", "list", "ruleset"]);
     // Counters change with traffic (`counter packets 4 bytes 240`); the rules must not.
-    text(&output)
+    stdout_of(&output)
         .lines()
         .map(|line| {
             let mut words = line.split_whitespace();
@@ -238,12 +238,16 @@ fn a_docker_container_gets_metadata_and_credentials_and_the_hop_limit_decides_it
         );
         let instance_id = dockerd.curl(&image, &["-m", "5", &format!("{metadata}/instance-id")]);
         assert!(instance_id.status.success(), "{instance_id:?}");
-        assert_eq!(text(&instance_id), INSTANCE_ID);
+        assert_eq!(stdout_of(&instance_id), INSTANCE_ID);
         let roles = dockerd.curl(
             &image,
             &["-m", "5", &format!("{metadata}/iam/security-credentials/")],
         );
-        let role = text(&roles).lines().next().unwrap_or_default().to_owned();
+        let role = stdout_of(&roles)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         assert!(!role.is_empty(), "{roles:?}");
         let credentials = dockerd.curl(
             &image,
@@ -254,7 +258,7 @@ fn a_docker_container_gets_metadata_and_credentials_and_the_hop_limit_decides_it
             ],
         );
         assert!(
-            text(&credentials).contains("\"AccessKeyId\""),
+            stdout_of(&credentials).contains("\"AccessKeyId\""),
             "the container reads the role's credentials (IMDSv1): {credentials:?}"
         );
 
@@ -296,7 +300,7 @@ fn a_docker_container_gets_metadata_and_credentials_and_the_hop_limit_decides_it
         put.status.success(),
         "with the default hop limit (2) the container gets a token: {put:?}"
     );
-    let token = text(&put);
+    let token = stdout_of(&put);
     let v2 = dockerd.curl(
         &image,
         &[
@@ -307,11 +311,11 @@ fn a_docker_container_gets_metadata_and_credentials_and_the_hop_limit_decides_it
             &format!("{metadata}/instance-id"),
         ],
     );
-    assert_eq!(text(&v2), INSTANCE_ID, "{v2:?}");
+    assert_eq!(stdout_of(&v2), INSTANCE_ID, "{v2:?}");
 
     let left = dockerd.docker(&["ps", "--all", "--quiet"]);
     assert!(
-        left.status.success() && text(&left).trim().is_empty(),
+        left.status.success() && stdout_of(&left).trim().is_empty(),
         "every container was removed: {left:?}"
     );
     eprintln!("the Docker test took {:?}", started.elapsed());
@@ -342,7 +346,7 @@ fn a_cidr_caller_role_sees_docker_containers_only_once_docker_stops_masquerading
             ],
         );
         assert!(output.status.success(), "{output:?}");
-        text(&output).trim().to_owned()
+        stdout_of(&output).trim().to_owned()
     };
     // Docker's MASQUERADE rewrites the container's 172.17.0.x to the TUN's own address on the
     // way out, so imds-tun cannot see the container network (docs/guides/containers.md).

@@ -5,9 +5,8 @@
 //! whatever dribbles.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
-mod hostile_support;
+use crate::common;
+use crate::hostile_support;
 
 use std::time::{Duration, Instant};
 

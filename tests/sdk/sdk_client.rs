@@ -4,8 +4,7 @@
 //! aws-config always uses IMDSv2 (no v1 fallback), so it works in both `--imdsv2` modes.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::time::SystemTime;
 

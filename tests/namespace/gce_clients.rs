@@ -12,45 +12,17 @@
 //! up when the name fails first, so it needs the hosts line (or `GCE_METADATA_HOST`) too.
 #![cfg(target_os = "linux")]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{METADATA, Namespace, http};
+use common::{METADATA, Namespace, http, installed, repo, text};
 
 const PROJECT: &str = "imds-tun-e2e";
 
 /// The `/etc/hosts` line docs/metadata.md and `--check` suggest. Node asks for the name with its
 /// trailing dot, which the hosts file only matches when listed so.
 const HOSTS_LINE: &str = imds_tun::doctor::GCE_HOSTS_LINE;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `path` if it exists, else a skip (a failure under CI) naming what installs it.
-fn installed(test: &str, path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        Some(path)
-    } else {
-        common::skip_or_fail(
-            test,
-            &format!("{} is missing; scripts/test.sh installs it", path.display()),
-        );
-        None
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// An executable script in a scratch directory that prints a recognisable access token.
 fn token_command(directory: &Path) -> PathBuf {
