@@ -18,7 +18,7 @@
 //! an item it imports, in the crate's. A path whose first segment is not ours (`tokio::spawn`) is
 //! not checked; nor is one that starts with a name we share with a dependency (`http::...`) and
 //! does not resolve here. In a drawing (a fenced block) every word with `::` that starts at a
-//! module of the crate is checked the same way (`stack::driver`, `http::Server::serve`). No root
+//! module of the crate is checked the same way (`stack::spawn`, `http::Server::serve`). No root
 //! needed.
 
 use std::collections::{BTreeMap, BTreeSet};
