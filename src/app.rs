@@ -1,33 +1,41 @@
-//! One run of imds-tun: settings → TUN and stack → HTTP server → signals → clean exit.
+//! The imds-tun process: the command line, then one run: settings, privileges, the claimed
+//! address and the bound listeners, a [`Runtime`] over them, signals, and a clean exit.
 //!
-//! This is the only place that knows every layer. It binds the kernel listeners before creating
-//! the TUN (so a busy port fails before anything is claimed), prints one start-up line, accepts
-//! connections from both paths into the same [`Server`], and on SIGINT, SIGTERM or SIGHUP stops
-//! accepting, lets in-flight requests finish within the grace period and exits 0.
+//! What needs root or belongs to the process is here, in the order it must happen: bind the
+//! kernel listeners before creating the TUN (so a busy port fails before anything is claimed),
+//! claim the address, start the runtime and the control channel while still root, then give
+//! root up before the first request is served; one start-up line; on SIGINT, SIGTERM or SIGHUP
+//! stop accepting, let in-flight requests finish within the grace period and exit 0. How the
+//! layers are wired together is `crate::runtime`'s.
+//!
+//! Every failure is one line on stderr and an exit code ([`AppError::exit_code`]): 2 for
+//! settings that cannot work, 1 for anything else.
 
 use crate::cli::Cli;
-use crate::clouds::ec2::{Ec2, interruptions};
-use crate::config::HardeningSettings;
+use crate::clouds::ec2::interruptions;
 use crate::config::{self, Settings, TokenPolicy};
-use crate::http::{Access, Limits, Server, Services, Upstream};
+use crate::credentials::outage::Outage;
+use crate::http::Access;
 use crate::platform::privileges;
-use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError, TunRequest};
-use crate::stack::{self, StackConfig};
+use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError};
+use crate::runtime::{BoundListener, Runtime, ServicesError};
 use clap::Parser;
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
-
-mod stack_connection;
 
 /// Why a run ended badly; each message is one line for a person.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// A flag or config value that cannot work.
+    #[error("{0}")]
+    Settings(#[from] config::ConfigError),
+    /// The metadata services could not be built (a credentials setting is a settings error).
+    #[error("{0}")]
+    Services(#[from] ServicesError),
     #[error("{0}")]
     Platform(#[from] PlatformError),
     #[error("cannot listen on {address}: {source}{hint}")]
@@ -44,9 +52,23 @@ pub enum AppError {
     Signals(io::Error),
     #[error("{0}")]
     Privileges(#[from] privileges::PrivilegeError),
+    #[error("{0}")]
+    Environment(#[from] platform::ThreadsRunning),
 }
 
-/// The process entry point: exit 0 after a clean run, 2 for bad settings, 1 for anything else.
+impl AppError {
+    /// 2 for settings that cannot work (the user fixes a flag or key), 1 for the rest.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            AppError::Settings(_) | AppError::Services(ServicesError::Credentials(_)) => {
+                ExitCode::from(2)
+            }
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// The process entry point: exit 0 after a clean run, else [`AppError::exit_code`].
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -59,164 +81,99 @@ pub fn main() -> ExitCode {
         return crate::doctor::main(cli);
     }
     init_logging();
-    let settings = match cli.into_settings() {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("imds-tun: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    // Decided before anything is created, so an unknown --user creates nothing; and before the
-    // runtime's threads exist, so what is cut here is cut in all of them.
-    let serve_as =
-        match account_to_serve_as(settings.hardening.user.as_deref()).and_then(|account| {
-            if let Some(account) = &account {
-                privileges::prepare_to_become(account)?;
-            }
-            Ok(account)
-        }) {
-            Ok(account) => account,
-            Err(error) => {
-                eprintln!("imds-tun: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
-    // aws-config reads only the process environment; prepare it while no thread can read it.
-    if let Some(local) = settings.local().filter(|local| !local.credentials.mock) {
-        let changes =
-            crate::credentials::setup::sdk_environment(local.credentials.profile.as_deref());
-        if let Err(error) = platform::change_environment_before_threads(&changes) {
-            eprintln!("imds-tun: {error}");
-            return ExitCode::FAILURE;
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("imds-tun: {}", AppError::Runtime(error));
-            return ExitCode::FAILURE;
-        }
-    };
-    // The credential source's simulated outage: one per process, held by every source and by
-    // the control server.
-    let outage = crate::credentials::outage::Outage::default();
-    // Credential errors are settings errors (exit 2): a malformed ARN, an unknown profile, an
-    // MFA serial without a code. A network failure is not: the source retries on its own.
-    // Upstream mode answers nothing locally: no credential source is needed or probed.
-    let (services, board) = match &settings.backend {
-        config::Backend::Upstream(upstream) => {
-            (crate::clouds::forwarding(Upstream::new(upstream)), None)
-        }
-        config::Backend::Local(local) => {
-            let served = crate::credentials::ServedAs {
-                role_name: &local.instance.role_name,
-                region: &local.instance.region,
-                hostname: &local.instance.hostname,
-            };
-            match runtime.block_on(crate::credentials::select(
-                &local.credentials,
-                served,
-                &outage,
-            )) {
-                Ok(selected) => {
-                    if selected.fake {
-                        tracing::warn!("{}", selected.summary);
-                    } else if !selected.summary.is_empty() {
-                        tracing::info!("{}", selected.summary);
-                    }
-                    let mut ec2 = Ec2::new(&local.instance, local.token_policy, selected.source);
-                    if !local.credentials.caller_roles.is_empty() {
-                        for rule in &local.credentials.caller_roles {
-                            tracing::info!(
-                                "credentials: callers matching {} get role {} (assumed when first asked)",
-                                rule.selector,
-                                rule.role.arn
-                            );
-                        }
-                        ec2 = ec2.with_caller_roles(crate::credentials::roles::CallerRoles::new(
-                            &local.credentials.caller_roles,
-                            selected.starter,
-                        ));
-                    }
-                    let board = ec2.interruptions();
-                    let gce = match local.gce.clone().map(start_gce).transpose() {
-                        Ok(gce) => gce,
-                        Err(error) => {
-                            eprintln!("imds-tun: {error}");
-                            return ExitCode::FAILURE;
-                        }
-                    };
-                    let azure = crate::clouds::azure::Azure::new(
-                        local.azure.instance.clone(),
-                        local.azure.tokens.clone(),
-                    );
-                    (crate::clouds::local(ec2, gce, Some(azure)), Some(board))
-                }
-                Err(error) => {
-                    eprintln!("imds-tun: {error}");
-                    return ExitCode::from(2);
-                }
-            }
-        }
-    };
-    match runtime.block_on(run(settings, services, board, outage, serve_as)) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("imds-tun: {error}");
-            ExitCode::FAILURE
+            error.exit_code()
         }
     }
 }
 
-/// `--help` and `--version` as clap prints them; any other command-line error as the one line
-/// every failure gets (`imds-tun: ...`), exit 2, instead of clap's usage block.
-/// The GCE metadata server for `settings`, saying at start-up where its tokens come from.
-fn start_gce(
-    settings: crate::clouds::gce::GceSettings,
-) -> Result<crate::clouds::gce::Gce, crate::clouds::gce::identity_token::KeyError> {
-    use crate::clouds::gce::tokens::{AccessTokenSource, IdentityTokenSource};
-    let project = settings.instance.project_id.clone();
-    match &settings.access_tokens {
-        AccessTokenSource::Fake => tracing::warn!(
-            project = %project,
-            "GCE: serving FAKE access tokens ({}...): no Google API accepts them; give \
-             --gcp-access-token-command 'gcloud auth print-access-token' for real ones",
-            crate::clouds::gce::tokens::FAKE_PREFIX
-        ),
-        AccessTokenSource::Static(_) => {
-            tracing::info!(project = %project, "GCE: serving a static access token")
-        }
-        AccessTokenSource::Command(line) => {
-            tracing::info!(project = %project, command = %line, "GCE: access tokens from a command")
-        }
+/// One run, from the command line to a clean stop.
+fn run(cli: Cli) -> Result<(), AppError> {
+    let settings = cli.into_settings()?;
+    // Decided before anything is created, so an unknown --user creates nothing; and before the
+    // runtime's threads exist, so what is cut here is cut in all of them.
+    let serve_as = account_to_serve_as(settings.user.as_deref())?;
+    if let Some(account) = &serve_as {
+        privileges::prepare_to_become(account)?;
     }
-    if let IdentityTokenSource::Signed = settings.identity_tokens {
-        tracing::warn!(
-            "GCE: identity tokens are signed with imds-tun's PUBLISHED key (certificates at {}); \
-             they prove nothing to anyone else",
-            crate::clouds::gce::identity_token::CERTS_PATH
-        );
+    // aws-config reads only the process environment; prepare it while no thread can read it.
+    if let Some(local) = settings.local().filter(|local| !local.credentials.mock) {
+        let changes =
+            crate::credentials::setup::sdk_environment(local.credentials.profile.as_deref());
+        platform::change_environment_before_threads(&changes)?;
     }
-    let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    crate::clouds::gce::Gce::new(settings, created)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)?;
+    runtime.block_on(serve(settings, serve_as))
+}
+
+async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Result<(), AppError> {
+    let mut signals = Signals::install().map_err(AppError::Signals)?;
+    // The credential source's simulated outage: one per process, held by every source and by
+    // the control server.
+    let outage = Outage::default();
+    let built = crate::runtime::services(&settings.backend, &outage).await?;
+
+    let mut listeners = Vec::with_capacity(settings.listen.len());
+    for listener in &settings.listen {
+        listeners.push(BoundListener {
+            socket: bind(listener.address).await?,
+            settings: listener.clone(),
+        });
+    }
+    let tun = match &settings.tun {
+        Some(tun) => Some(platform::claim_metadata_address(&tun.device)?),
+        None => None,
+    };
+    let tun_name = tun.as_ref().map(|tun| tun.name().to_string());
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|listener| listener.socket.local_addr().ok())
+        .collect();
+    warn_about_open_listeners(&listeners);
+
+    let mut running = Runtime::start(&settings, built.services, tun, listeners);
+    // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
+    let control = start_control(&running, built.board, &settings, outage, serve_as.as_ref()).await;
+
+    // Everything that needed root exists now: the TUN (its descriptor needs no privilege to
+    // use) and the sockets. Give root up before the first request is served.
+    if let Some(account) = &serve_as {
+        privileges::become_account(account)?;
+        tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
+    }
+    announce(&settings, tun_name.as_deref(), &bound);
+
+    let outcome = tokio::select! {
+        signal = signals.next() => {
+            tracing::info!("received {signal}; finishing in-flight requests");
+            Ok(())
+        }
+        error = running.failed() => Err(AppError::TunFailed(error)),
+    };
+    drop(control);
+    running.stop().await;
+    outcome
 }
 
 /// The control channel of the local service (its interruptions `board`), with the start-up
 /// scenario playing; `None` in upstream mode (the upstream is the one to control) or when the
 /// socket name is taken (said once: the metadata service runs on without it).
 async fn start_control(
-    server: &Server,
+    running: &Runtime,
     board: Option<Arc<interruptions::Board>>,
     settings: &Settings,
-    outage: crate::credentials::outage::Outage,
+    outage: Outage,
     serve_as: Option<&privileges::Account>,
 ) -> Option<crate::control::server::ControlServer> {
     let targets = crate::control::server::Targets {
         board: board?,
-        faults: server.faults(),
+        faults: running.faults(),
         outage,
     };
     let allowed = crate::control::server::Allowed {
@@ -234,6 +191,24 @@ async fn start_control(
         Err(error) => {
             tracing::warn!("{error}");
             None
+        }
+    }
+}
+
+/// A non-loopback listener that admits every request is the user's explicit choice; say what it
+/// means once.
+fn warn_about_open_listeners(listeners: &[BoundListener]) {
+    for listener in listeners {
+        if matches!(listener.settings.access, Access::Open)
+            && !listener.settings.address.ip().is_loopback()
+        {
+            let address = listener
+                .socket
+                .local_addr()
+                .unwrap_or(listener.settings.address);
+            tracing::warn!(
+                "--insecure-listen-without-token: {address} serves role credentials to anyone who can reach it"
+            );
         }
     }
 }
@@ -271,6 +246,8 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
     }
 }
 
+/// `--help` and `--version` as clap prints them; any other command-line error as the one line
+/// every failure gets (`imds-tun: ...`), exit 2, instead of clap's usage block.
 fn command_line_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -305,137 +282,6 @@ fn init_logging() {
         .init();
 }
 
-async fn run(
-    settings: Settings,
-    services: Services,
-    board: Option<Arc<interruptions::Board>>,
-    outage: crate::credentials::outage::Outage,
-    serve_as: Option<privileges::Account>,
-) -> Result<(), AppError> {
-    let mut signals = Signals::install().map_err(AppError::Signals)?;
-
-    let limits = Limits {
-        header_timeout: settings.hardening.header_timeout,
-        max_header_bytes: settings.hardening.max_header_bytes,
-        max_path_length: settings.hardening.max_path_length,
-        put_reply_hop_limit: settings.hop_limit,
-    };
-    // Opened now, while still root: who reads credentials goes to the log.
-    let mut local_sources = vec![std::net::IpAddr::V4(platform::LOCAL_ADDRESS)];
-    if settings.tun.as_ref().is_some_and(|tun| tun.ipv6) {
-        local_sources.push(std::net::IpAddr::V6(platform::LOCAL_ADDRESS_V6));
-    }
-    // One service for both questions: who reads credentials, and whose connection gives way at
-    // the connection limit.
-    let attribution = Arc::new(crate::attribution::Attribution::open(local_sources));
-    if cfg!(target_os = "linux") && !attribution.knows_socket_owners() {
-        tracing::warn!(
-            "cannot ask the kernel who owns client sockets (NETLINK_SOCK_DIAG); local users are \
-             told apart neither in the credentials log nor at the connection limit"
-        );
-    }
-    let server = Server::with_limits(services, limits).with_attribution(attribution.clone());
-
-    let mut listeners = Vec::with_capacity(settings.listen.len());
-    for &address in &settings.listen {
-        listeners.push(bind(address).await?);
-    }
-    let tun = match &settings.tun {
-        Some(tun) => Some(platform::claim_metadata_address(&TunRequest {
-            name: tun.name.clone(),
-            mtu: tun.mtu,
-            ipv6: tun.ipv6,
-            queue_packets: platform::transmit_queue_packets(settings.max_connections),
-        })?),
-        None => None,
-    };
-    let tun_name = tun.as_ref().map(|tun| tun.name().to_string());
-    let (mut tun_listener, mut driver) = match tun {
-        Some(tun) => {
-            let mtu = settings.tun.as_ref().map_or(1500, |t| usize::from(t.mtu));
-            let mut config = StackConfig::new(METADATA_ADDRESS, 80, mtu, settings.max_connections);
-            config.address_v6 = settings
-                .tun
-                .as_ref()
-                .is_some_and(|tun| tun.ipv6)
-                .then_some(METADATA_ADDRESS_V6);
-            config.allow_from = settings.hardening.allow_from.clone();
-            config.first_data_timeout = settings.hardening.header_timeout.into();
-            let (listener, driver) = stack::spawn(tun, config, attribution);
-            (Some(listener), Some(driver))
-        }
-        None => (None, None),
-    };
-
-    // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
-    let control = start_control(&server, board, &settings, outage, serve_as.as_ref()).await;
-
-    // Everything that needed root exists now: the TUN (its descriptor needs no privilege to
-    // use) and the sockets. Give root up before the first request is served.
-    if let Some(account) = &serve_as {
-        privileges::become_account(account)?;
-        tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
-    }
-
-    announce(&settings, tun_name.as_deref(), &listeners);
-
-    let (stop_accepting, accepting) = watch::channel(false);
-    let server = Arc::new(server);
-    let mut kernel_tasks = Vec::new();
-    for listener in listeners {
-        let access = listener_access(&settings, &listener);
-        kernel_tasks.push(tokio::spawn(accept_kernel(
-            listener,
-            server.clone(),
-            accepting.clone(),
-            access,
-            settings.hardening.clone(),
-        )));
-    }
-
-    let outcome = loop {
-        tokio::select! {
-            signal = signals.next() => {
-                tracing::info!("received {signal}; finishing in-flight requests");
-                break Ok(());
-            }
-            accepted = accept_tun(&mut tun_listener) => match accepted {
-                Some(stream) => {
-                    let peer = stream.peer_addr();
-                    // Our end as the kernel names it: the address the client dialled.
-                    let ours: std::net::IpAddr = match peer {
-                        std::net::SocketAddr::V4(_) => METADATA_ADDRESS.into(),
-                        std::net::SocketAddr::V6(_) => METADATA_ADDRESS_V6.into(),
-                    };
-                    let ours = std::net::SocketAddr::new(ours, 80);
-                    server.serve_from(stream, peer, Some(ours), Access::Open);
-                }
-                None => tun_listener = None,
-            },
-            error = driver_failed(&mut driver) => break Err(AppError::TunFailed(error)),
-        }
-    };
-
-    let _ = stop_accepting.send(true);
-    drop(control);
-    drop(tun_listener);
-    for task in kernel_tasks {
-        let _ = task.await;
-    }
-    if let Some(server) = Arc::into_inner(server)
-        && !server.shutdown(settings.shutdown_grace).await
-    {
-        tracing::warn!(
-            "some requests were still running after {:?}; closing them",
-            settings.shutdown_grace
-        );
-    }
-    if let Some(driver) = driver {
-        driver.stop(Duration::from_millis(20)).await;
-    }
-    outcome
-}
-
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(address).await.map_err(|source| {
         let hint = match source.kind() {
@@ -452,7 +298,7 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
     })
 }
 
-fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListener]) {
+fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[SocketAddr]) {
     let mode = match &settings.backend {
         config::Backend::Upstream(upstream) => format!(
             "forwarding to upstream http://{}",
@@ -472,17 +318,13 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListene
             }
         }
     };
-    let kernel: Vec<String> = listeners
-        .iter()
-        .filter_map(|listener| listener.local_addr().ok())
-        .map(|address| address.to_string())
-        .collect();
+    let kernel: Vec<String> = listeners.iter().map(SocketAddr::to_string).collect();
     let also = if kernel.is_empty() {
         String::new()
     } else {
         format!("; also listening on {}", kernel.join(", "))
     };
-    let ipv6 = if settings.tun.as_ref().is_some_and(|tun| tun.ipv6) {
+    let ipv6 = if settings.tun.as_ref().is_some_and(|tun| tun.device.ipv6) {
         format!(" and [{METADATA_ADDRESS_V6}]:80")
     } else {
         String::new()
@@ -495,56 +337,6 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[TcpListene
             "serving EC2 instance metadata without a TUN ({mode}); listening on {}",
             kernel.join(", ")
         ),
-    }
-}
-
-/// A non-loopback listener requires the shared token, unless the user opted out (loudly).
-fn listener_access(settings: &Settings, listener: &TcpListener) -> Access {
-    let Ok(address) = listener.local_addr() else {
-        return Access::Open;
-    };
-    match settings.listeners.token_for(address) {
-        Some(token) => Access::Token(Arc::new(token.clone())),
-        None => {
-            if !address.ip().is_loopback() {
-                tracing::warn!(
-                    "--insecure-listen-without-token: {address} serves role credentials to anyone who can reach it"
-                );
-            }
-            Access::Open
-        }
-    }
-}
-
-async fn accept_kernel(
-    listener: TcpListener,
-    server: Arc<Server>,
-    mut stop: watch::Receiver<bool>,
-    access: Access,
-    hardening: HardeningSettings,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if !hardening.allows(peer.ip()) => {
-                    tracing::debug!(%peer, "refused by --allow-from");
-                    // Close with a RST, as the TUN side does, rather than a FIN.
-                    let _ = stream.set_zero_linger();
-                    drop(stream);
-                }
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let ours = stream.local_addr().ok();
-                    server.serve_from(stream, peer, ours, access.clone());
-                }
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    crate::warn_limited!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
     }
 }
 
@@ -571,20 +363,6 @@ fn account_to_serve_as(requested: Option<&str>) -> Result<Option<privileges::Acc
         )));
     }
     Ok(Some(account))
-}
-
-async fn accept_tun(listener: &mut Option<stack::Listener>) -> Option<stack::TcpStream> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn driver_failed(driver: &mut Option<stack::Driver>) -> io::Error {
-    match driver {
-        Some(driver) => driver.failed().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The signals that end a run.

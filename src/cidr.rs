@@ -74,4 +74,52 @@ mod tests {
             "169.254.169.253/32"
         );
     }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn blocks_contain_their_addresses_only() {
+        let block = parse("10.0.2.0/24").expect("cidr");
+        assert!(contains(&block, ip("10.0.2.15")));
+        assert!(!contains(&block, ip("10.0.3.1")));
+        assert!(contains(&block, ip("::ffff:10.0.2.7")), "v4-mapped v6");
+        assert!(!contains(&block, ip("fd00::1")));
+        let host = parse("169.254.169.253").expect("bare address");
+        assert!(contains(&host, ip("169.254.169.253")));
+        assert!(!contains(&host, ip("169.254.169.252")));
+        assert!(contains(&parse("0.0.0.0/0").expect("all"), ip("192.0.2.1")));
+        assert!(contains(&parse("fd00::/8").expect("v6"), ip("fd12::1")));
+    }
+
+    #[test]
+    fn malformed_blocks_are_refused() {
+        for text in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "fd00::/129",
+            "x",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_allow_list_admits_only_clients_inside_one_of_its_blocks() {
+        assert!(
+            allow_from_admits(&[], ip("fd00::1")),
+            "no list admits everyone"
+        );
+        let blocks = [
+            parse("10.0.2.0/24").expect("cidr"),
+            parse("169.254.169.253").expect("bare address"),
+        ];
+        assert!(allow_from_admits(&blocks, ip("10.0.2.15")));
+        assert!(allow_from_admits(&blocks, ip("169.254.169.253")));
+        assert!(!allow_from_admits(&blocks, ip("10.0.3.1")));
+        assert!(!allow_from_admits(&blocks, ip("169.254.169.252")));
+    }
 }

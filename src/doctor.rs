@@ -203,10 +203,11 @@ fn check_listeners(settings: &Settings) -> Vec<Finding> {
     settings
         .listen
         .iter()
-        .map(|&address| {
+        .map(|listener| {
+            let address = listener.address;
             if address.ip().is_loopback() {
                 Finding::new(Level::Ok, "listener", format!("{address} is loopback-only"), "")
-            } else if settings.listeners.token_for(address).is_some() {
+            } else if matches!(listener.access, crate::http::Access::Token(_)) {
                 Finding::new(
                     Level::Ok,
                     "listener",

@@ -74,6 +74,7 @@ pub mod http;
 pub mod log_limit;
 pub mod platform;
 pub mod query;
+pub mod runtime;
 pub mod secret;
 pub mod stack;
 pub mod token_command;

@@ -1,10 +1,12 @@
 //! The whole data path in one process, as any user: packets → smoltcp → `TcpStream` → hyper
 //! `http::Server` → `clouds::ec2::Ec2`, and back, with no root, no TUN and no network namespace.
 //!
-//! The real driver (`stack::spawn`) runs on one end of an in-memory [`PacketPipe`]; a second
-//! smoltcp interface plays the client on the other end, so every byte crosses two real TCP
-//! implementations. This proves our own code fast and deterministically; the namespace suites
-//! (`tun_transport`, `tun_lifecycle`, `hostile_*`) prove the kernel's side, which this cannot.
+//! The binary's own composition root (`runtime::Runtime::start`, with the services
+//! `runtime::services` builds from the same flags) runs on one end of an in-memory
+//! [`PacketPipe`]; a second smoltcp interface plays the client on the other end, so every byte
+//! crosses two real TCP implementations. This proves our own code fast and deterministically;
+//! the namespace suites (`tests/namespace/`: `tun_transport`, `tun_lifecycle`, `hostile_*`) prove
+//! the kernel's side, which this cannot.
 //!
 //! Each test runs on tokio's current-thread runtime: the client, the driver and hyper's
 //! connection tasks take turns on one thread, so what happens between two packets is decided by
@@ -12,21 +14,16 @@
 //! something happen.
 
 use clap::Parser;
-use imds_tun::attribution::Attribution;
 use imds_tun::cli::Cli;
-use imds_tun::clouds::{self, ec2::Ec2};
-use imds_tun::credentials::fake::FakeCredentials;
-use imds_tun::http::{Limits, Server};
+use imds_tun::credentials::outage::Outage;
+use imds_tun::runtime::{self, Runtime};
 use imds_tun::stack::endpoint::PacketQueues;
-use imds_tun::stack::{self, Driver, PacketIo, PacketPipe, StackConfig};
+use imds_tun::stack::{PacketIo, PacketPipe};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpPacket};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// The source address every local client has on the real TUN.
@@ -38,72 +35,41 @@ const GUARD: Duration = Duration::from_secs(5);
 /// Packets each direction of the pipe holds, well above what any test has in flight.
 const PIPE_CAPACITY: usize = 256;
 
-/// The metadata service behind the real stack, and a client interface wired to it.
+/// A whole imds-tun ([`Runtime`], as the binary starts it) on one end of the pipe, and a client
+/// interface on the other.
 struct InProcess {
     client: Client,
-    driver: Driver,
-    stop_accepting: Option<oneshot::Sender<()>>,
-    accepting: JoinHandle<()>,
+    runtime: Runtime,
 }
 
 impl InProcess {
-    /// Starts the service with `flags` (as on the command line) and the stack with room for
+    /// Starts imds-tun with `flags` (as on the command line, fake credentials) and room for
     /// `max_connections`.
-    fn start(flags: &[&str], max_connections: usize) -> InProcess {
-        let arguments = ["imds-tun", "--instance-id", INSTANCE_ID]
-            .iter()
-            .chain(flags);
+    async fn start(flags: &[&str], max_connections: usize) -> InProcess {
+        let max_connections = max_connections.to_string();
+        let arguments = [
+            "imds-tun",
+            "--instance-id",
+            INSTANCE_ID,
+            "--mock-credentials",
+            "--max-connections",
+            &max_connections,
+        ]
+        .into_iter()
+        .chain(flags.iter().copied());
         let settings = Cli::try_parse_from(arguments)
             .expect("the flags parse")
             .into_settings()
             .expect("the settings resolve");
-        let local = settings.local().expect("no --upstream: a local service");
-        let credentials = Arc::new(FakeCredentials::from_settings(&local.credentials));
-        let limits = Limits {
-            put_reply_hop_limit: settings.hop_limit,
-            ..Limits::default()
-        };
-        let ec2 = Ec2::new(&local.instance, local.token_policy, credentials);
-        let server = Server::with_limits(clouds::local(ec2, None, None), limits);
-
+        let built = runtime::services(&settings.backend, &Outage::default())
+            .await
+            .expect("the services start");
         let (stack_end, client_end) = PacketPipe::pair(PIPE_CAPACITY);
-        let config = StackConfig::new(SERVER, 80, MTU, max_connections);
-        let (mut listener, driver) =
-            stack::spawn(stack_end, config, Arc::new(Attribution::addresses_only()));
-        // The accept loop of `app.rs`, reduced to the TUN path.
-        let (stop_accepting, mut stop) = oneshot::channel::<()>();
-        let accepting = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    // Returning drops the listener: the stack then resets new SYNs.
-                    _ = &mut stop => return,
-                    accepted = listener.accept() => match accepted {
-                        Some(stream) => {
-                            let peer = stream.peer_addr();
-                            server.serve(stream, peer);
-                        }
-                        None => return,
-                    },
-                }
-            }
-        });
+        let runtime = Runtime::start(&settings, built.services, Some(stack_end), Vec::new());
         InProcess {
             client: Client::new(client_end),
-            driver,
-            stop_accepting: Some(stop_accepting),
-            accepting,
+            runtime,
         }
-    }
-
-    /// Stops the accept loop and waits until it has dropped the listener.
-    async fn stop_accepting(&mut self) {
-        if let Some(stop) = self.stop_accepting.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(GUARD, &mut self.accepting)
-            .await
-            .expect("the accept loop stops in time")
-            .expect("the accept loop did not panic");
     }
 }
 
@@ -368,7 +334,7 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_get_of_the_instance_id_is_served_in_memory() {
-    let mut imds = InProcess::start(&[], 8);
+    let mut imds = InProcess::start(&[], 8).await;
     let response = imds
         .client
         .exchange(request("GET", "/latest/meta-data/instance-id", &[]))
@@ -379,7 +345,7 @@ async fn a_get_of_the_instance_id_is_served_in_memory() {
 
 #[tokio::test]
 async fn token_put_then_get_with_the_token_is_served_in_memory() {
-    let mut imds = InProcess::start(&["--imdsv2", "required"], 8);
+    let mut imds = InProcess::start(&["--imdsv2", "required"], 8).await;
     let tokenless = imds
         .client
         .exchange(request("GET", "/latest/meta-data/instance-id", &[]))
@@ -411,7 +377,7 @@ async fn token_put_then_get_with_the_token_is_served_in_memory() {
 
 #[tokio::test]
 async fn twenty_concurrent_connections_are_all_answered() {
-    let mut imds = InProcess::start(&[], 64);
+    let mut imds = InProcess::start(&[], 64).await;
     let mut exchanges: Vec<Exchange> = (0..20)
         .map(|_| {
             Exchange::new(
@@ -430,7 +396,7 @@ async fn twenty_concurrent_connections_are_all_answered() {
 
 #[tokio::test]
 async fn a_request_sent_with_a_fin_right_behind_it_is_still_answered() {
-    let mut imds = InProcess::start(&[], 8);
+    let mut imds = InProcess::start(&[], 8).await;
     let mut exchange = Exchange::new(
         imds.client.connect(),
         request("GET", "/latest/meta-data/instance-id", &[]),
@@ -447,7 +413,7 @@ async fn a_request_sent_with_a_fin_right_behind_it_is_still_answered() {
 
 #[tokio::test]
 async fn at_the_connection_limit_the_next_syn_is_reset_and_the_holders_are_still_served() {
-    let mut imds = InProcess::start(&[], 2);
+    let mut imds = InProcess::start(&[], 2).await;
     let client = &mut imds.client;
     // Two connections that have spoken (so the stack handed them out) and wait mid-request.
     let mut holders: Vec<Exchange> = (0..2)
@@ -502,14 +468,16 @@ async fn at_the_connection_limit_the_next_syn_is_reset_and_the_holders_are_still
 
 #[tokio::test]
 async fn once_the_listener_is_dropped_a_new_syn_is_reset() {
-    let mut imds = InProcess::start(&[], 8);
+    let mut imds = InProcess::start(&[], 8).await;
     let before = imds
         .client
         .exchange(request("GET", "/latest/meta-data/instance-id", &[]))
         .await;
     assert_eq!(before.status, 200, "served while accepting");
 
-    imds.stop_accepting().await;
+    tokio::time::timeout(GUARD, imds.runtime.stop_accepting())
+        .await
+        .expect("the accept loops stop in time");
     let mut after = Exchange::new(
         imds.client.connect(),
         request("GET", "/latest/meta-data/instance-id", &[]),
@@ -523,10 +491,11 @@ async fn once_the_listener_is_dropped_a_new_syn_is_reset() {
 #[tokio::test]
 async fn the_driver_stops_when_the_other_end_of_its_pipe_is_dropped() {
     let InProcess {
-        client, mut driver, ..
-    } = InProcess::start(&[], 8);
+        client,
+        mut runtime,
+    } = InProcess::start(&[], 8).await;
     drop(client);
-    let error = tokio::time::timeout(GUARD, driver.failed())
+    let error = tokio::time::timeout(GUARD, runtime.failed())
         .await
         .expect("the driver notices in time");
     assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
@@ -535,7 +504,7 @@ async fn the_driver_stops_when_the_other_end_of_its_pipe_is_dropped() {
 #[tokio::test]
 async fn the_token_reply_leaves_with_the_hop_limit_and_a_later_get_on_the_same_connection_does_not()
 {
-    let mut imds = InProcess::start(&["--hop-limit", "1"], 8);
+    let mut imds = InProcess::start(&["--hop-limit", "1"], 8).await;
     let put = "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\n\
                X-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\r\n";
     let mut exchange = Exchange::new(imds.client.connect(), put.as_bytes().to_vec());

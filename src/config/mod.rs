@@ -12,9 +12,15 @@
 //! - [`validate`]: format checks of single values.
 //! - `origin`: which layer a value came from, and how its errors name it.
 //! - [`resolve`](mod@resolve): layering and the checks that involve several fields, one file
-//!   per layer it resolves for: `service`, `instance`, `credentials`, [`upstream`](proxy)
-//!   (`--upstream` forwarding and the shared token of non-loopback listeners) and
-//!   [`hardening`] (`--allow-from`, `--user` and the request limits).
+//!   per part it resolves: the TUN side (`tun`: the device and the stack's endpoint), the
+//!   request `limits` (`http`'s own), the kernel listeners (`listen`), `--allow-from` and
+//!   `--user` (`hardening`), the `service` (token policy, grace), the `instance`, the
+//!   `credentials`, GCE and Azure, and [`upstream`](proxy) (`--upstream` forwarding and the
+//!   shared token of non-loopback listeners).
+//!
+//! Adding a setting takes three edits: its field in [`Layer`] (which is both the flag and the
+//! file key), one line where its part is resolved into the layer's own struct, and its use in
+//! that layer; plus its row in README.md, which `tests/docs/docs_settings.rs` holds to the code.
 
 pub mod defaults;
 pub mod file;
@@ -31,31 +37,48 @@ pub use crate::clouds::ec2::{Instance, PublicKey, SecurityGroup, TokenPolicy};
 pub use crate::credentials::Settings as CredentialSettings;
 pub use layer::{Imdsv2, Layer, PublicKeyLayer, Tag};
 pub use named_file::Opener;
-pub use resolve::hardening::{self, HardeningSettings};
 pub use resolve::resolve;
-pub use resolve::upstream::{
-    self as proxy, ListenerProtection, ProxySettings, SharedToken, UpstreamSettings,
-};
+pub use resolve::upstream::{self as proxy, SharedToken, UpstreamSettings};
 
-/// Everything a run needs, fully resolved and validated.
+use crate::cidr::IpNet;
+use crate::http::{Access, Limits};
+use crate::platform::TunRequest;
+use crate::stack::StackConfig;
+
+/// Everything a run needs, fully resolved and validated, as the settings each layer owns: the
+/// device for `platform`, the endpoint for `stack`, the limits for `http`, the listeners and the
+/// services for the runtime. Nothing here is copied into another struct on its way.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The TUN side; `None` with `--no-tun`.
-    pub tun: Option<TunSettings>,
-    /// Kernel TCP listeners serving the same service (`--listen`, repeatable).
-    pub listen: Vec<SocketAddr>,
-    /// Most concurrent TCP connections through the TUN.
-    pub max_connections: usize,
-    /// The IP hop limit of token replies through the TUN (`--hop-limit`).
-    pub hop_limit: u8,
-    /// How long in-flight requests may run after a shutdown signal.
-    pub shutdown_grace: Duration,
+    pub tun: Option<TunSide>,
+    /// Kernel TCP listeners serving the same services (`--listen`, repeatable).
+    pub listen: Vec<ListenerSettings>,
+    /// What one request may cost, and how far a token reply travels.
+    pub http: Limits,
     /// Who answers the requests.
     pub backend: Backend,
-    /// The token non-loopback listeners require.
-    pub listeners: ListenerProtection,
-    /// Who may connect, whom to serve as, and what a request may cost.
-    pub hardening: HardeningSettings,
+    /// Serve as this user once the TUN and sockets exist (`--user`; else the user behind sudo).
+    pub user: Option<String>,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// The TUN side of a run: the device `platform` claims and the TCP endpoint `stack` runs on it.
+#[derive(Debug, Clone)]
+pub struct TunSide {
+    pub device: TunRequest,
+    pub stack: StackConfig,
+}
+
+/// One kernel listener (`--listen`): where, and what a client there must pass.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub address: SocketAddr,
+    /// Every request, or only those with the shared token (a non-loopback address).
+    pub access: Access,
+    /// Client networks allowed to connect (`--allow-from`); empty allows all.
+    pub allow_from: Vec<IpNet>,
 }
 
 /// Who answers the requests of a run.
@@ -110,16 +133,6 @@ impl Settings {
             Backend::Local(_) => None,
         }
     }
-}
-
-/// The TUN device to create.
-#[derive(Debug, Clone)]
-pub struct TunSettings {
-    /// Interface name; a `%d` lets the kernel pick a free number.
-    pub name: String,
-    pub mtu: u16,
-    /// Also claim `fd00:ec2::254` (`--ipv6`).
-    pub ipv6: bool,
 }
 
 /// A setting that could not be used; the message names the field.

@@ -66,3 +66,19 @@ pub(super) fn number(
             .map_err(|expected| ConfigError(format!("{} {value}: {expected}", label(origin, key)))),
     }
 }
+
+/// The winning number of a [`Layer`](super::layer::Layer) field, validated, or the default:
+/// `number_of!(file, flags, hop_limit, 1..=64, "hops", 2)`. The field names the flag and the file
+/// key both, so a setting is resolved in one line.
+macro_rules! number_of {
+    ($file:expr, $flags:expr, $field:ident, $range:expr, $unit:expr, $default:expr) => {
+        $crate::config::origin::number(
+            $crate::config::origin::pick($flags.$field, $file.$field),
+            stringify!($field),
+            $range,
+            $unit,
+            $default,
+        )
+    };
+}
+pub(super) use number_of;

@@ -1,16 +1,23 @@
 //! Layering: for each field take the flag, else the file, else the default; then validate.
-//! One resolution per layer: `service`, `instance`, `credentials`, [`upstream`] (with the
-//! listener token), [`hardening`]; this file assembles them into [`Settings`].
+//! One resolution per part, each into the settings its layer owns: [`tun`] (the device and the
+//! stack's endpoint), [`limits`] (`http`'s), the listeners, [`hardening`] (`--allow-from`,
+//! `--user`), `service`, `instance`, `credentials`, `gce`, `azure`, [`upstream`] (with the
+//! listener token); this file assembles them into [`Settings`].
 //!
 //! Only the value that wins is validated, and its error names where it came from: a file value
 //! is `config: <json_key>`, a flag is `--<flag-name>`. Checks spanning fields (zone in region,
 //! `--no-tun` needs `--listen`) run after the choice.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use super::defaults::{self, MachineDefaults};
 use super::layer::Layer;
 use super::named_file::{self, Opener};
 use super::origin::{label, pick};
-use super::{Backend, ConfigError, LocalService, Settings};
+use super::{Backend, ConfigError, ListenerSettings, LocalService, Settings};
+use crate::cidr::IpNet;
+use crate::http::Access;
 use upstream::ListenerProtection;
 
 /// Resolves the flag layer over the file layer over `machine`'s defaults. Files the layers
@@ -22,8 +29,22 @@ pub fn resolve(
     files: &Opener,
 ) -> Result<Settings, ConfigError> {
     let service = service::resolve_service(file, flags)?;
-    let proxy = upstream::resolve(file, flags, &service.listen, service.tun.is_some(), files)?;
-    let hardening = hardening::resolve(file, flags)?;
+    let http = limits::resolve_limits(file, flags)?;
+    let allow_from = hardening::resolve_allow_from(file, flags)?;
+    let tun = tun::resolve_tun(
+        file,
+        flags,
+        &service.listen,
+        &allow_from,
+        http.header_timeout,
+    )?;
+    let proxy = upstream::resolve(file, flags, &service.listen, tun.is_some(), files)?;
+    let protection = ListenerProtection {
+        listen_token: proxy.listen_token,
+        insecure_listen_without_token: proxy.insecure_listen_without_token,
+    };
+    let listen = listeners(&service.listen, &protection, &allow_from);
+    let user = hardening::resolve_user(file, flags)?;
     let mut credentials = credentials::resolve_credentials(file, flags)?;
     credentials.fake_lifetime = service.credentials_lifetime;
     // The role in the tree is the assumed role's name unless --role-name says otherwise.
@@ -51,18 +72,32 @@ pub fn resolve(
         })),
     };
     Ok(Settings {
-        tun: service.tun,
-        listen: service.listen,
-        max_connections: service.max_connections,
-        hop_limit: service.hop_limit,
-        shutdown_grace: service.shutdown_grace,
+        tun,
+        listen,
+        http,
         backend,
-        listeners: ListenerProtection {
-            listen_token: proxy.listen_token,
-            insecure_listen_without_token: proxy.insecure_listen_without_token,
-        },
-        hardening,
+        user,
+        shutdown_grace: service.shutdown_grace,
     })
+}
+
+/// Each `--listen` address with what its clients must pass: loopback listeners admit every
+/// request, others only those with the shared token (unless the user opted out, loudly).
+fn listeners(
+    addresses: &[SocketAddr],
+    protection: &ListenerProtection,
+    allow_from: &[IpNet],
+) -> Vec<ListenerSettings> {
+    addresses
+        .iter()
+        .map(|&address| ListenerSettings {
+            address,
+            access: protection
+                .token_for(address)
+                .map_or(Access::Open, |token| Access::Token(Arc::new(token.clone()))),
+            allow_from: allow_from.to_vec(),
+        })
+        .collect()
 }
 
 pub mod azure;
@@ -97,9 +132,11 @@ pub fn read_scenario(
     .map_err(|error| ConfigError(format!("{what} {}: {error}", path.display())))?;
     Ok(steps)
 }
-pub mod hardening;
+mod hardening;
 mod instance;
+mod limits;
 mod service;
+mod tun;
 pub mod upstream;
 
 #[cfg(test)]

@@ -46,15 +46,26 @@ fn defaults_are_realistic_and_consistent() {
         settings.local().expect("a local service").token_policy,
         TokenPolicy::Optional
     );
-    assert_eq!(settings.max_connections, 1024);
     assert_eq!(
-        settings.hop_limit, 2,
+        settings.http.put_reply_hop_limit, 2,
         "a container on a bridge gets its token"
     );
     assert_eq!(settings.shutdown_grace, Duration::from_secs(5));
     let tun = settings.tun.unwrap();
-    assert_eq!(tun.name, "imds%d");
-    assert_eq!(tun.mtu, 1500);
+    assert_eq!(tun.device.name, "imds%d");
+    assert_eq!(tun.device.mtu, 1500);
+    assert_eq!(
+        tun.device.queue_packets, 4096,
+        "4 packets for each of 1024 connections"
+    );
+    assert_eq!(tun.stack.max_connections, 1024);
+    assert_eq!(tun.stack.mtu, 1500);
+    assert_eq!(tun.stack.address_v6, None);
+    assert_eq!(
+        tun.stack.first_data_timeout,
+        settings.http.header_timeout.into(),
+        "a silent client is held to the header timeout"
+    );
 }
 
 #[test]
@@ -729,7 +740,7 @@ fn inline_user_data_is_served_as_bytes() {
 #[test]
 fn ipv6_is_off_by_default_and_needs_the_tun_and_an_ipv6_sized_mtu() {
     let settings = resolved(Layer::default(), Layer::default()).expect("defaults");
-    assert!(!settings.tun.expect("a TUN").ipv6);
+    assert!(!settings.tun.expect("a TUN").device.ipv6);
     let flags = Layer {
         ipv6: Some(true),
         ..Layer::default()
@@ -739,6 +750,7 @@ fn ipv6_is_off_by_default_and_needs_the_tun_and_an_ipv6_sized_mtu() {
             .expect("valid")
             .tun
             .expect("a TUN")
+            .device
             .ipv6
     );
 

@@ -1,0 +1,91 @@
+//! The TUN side of a run: the device `platform` claims ([`TunRequest`]: `--tun-name`, `--mtu`,
+//! `--ipv6`, its queue) and the TCP endpoint `stack` runs on it ([`StackConfig`]:
+//! `--max-connections`, `--allow-from`); `None` with `--no-tun`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::super::layer::Layer;
+use super::super::origin::{label, number_of, pick, text};
+use super::super::{ConfigError, TunSide};
+use super::super::{defaults, validate};
+use crate::cidr::IpNet;
+use crate::platform::{self, IPV6_MIN_MTU, METADATA_ADDRESS, METADATA_ADDRESS_V6, TunRequest};
+use crate::stack::StackConfig;
+
+/// `listen` are the kernel listeners (`--no-tun` needs one); `allow_from` and the
+/// `header_timeout` are shared with the other paths a client arrives by.
+pub(super) fn resolve_tun(
+    file: &Layer,
+    flags: &Layer,
+    listen: &[SocketAddr],
+    allow_from: &[IpNet],
+    header_timeout: Duration,
+) -> Result<Option<TunSide>, ConfigError> {
+    let no_tun = pick(flags.no_tun, file.no_tun);
+    if let Some((true, origin)) = no_tun
+        && listen.is_empty()
+    {
+        return Err(ConfigError(format!(
+            "{}: nothing would be served; give at least one --listen ADDR:PORT",
+            label(origin, "no_tun")
+        )));
+    }
+    // Every value is validated with --no-tun too: a bad setting is reported, not ignored.
+    let name = text(
+        pick(flags.tun_name.clone(), file.tun_name.clone()),
+        "tun_name",
+        validate::tun_name,
+    )?
+    .map_or_else(|| defaults::TUN_NAME.to_owned(), |(name, _)| name);
+    // 576 is the smallest MTU every IPv4 host must accept; above 65535 an IP packet cannot go.
+    let mtu = number_of!(file, flags, mtu, 576..=65535, "bytes", defaults::MTU)?;
+    let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+    let max_connections = number_of!(
+        file,
+        flags,
+        max_connections,
+        1..=65536,
+        "connections",
+        defaults::MAX_CONNECTIONS
+    )?;
+    let max_connections = usize::try_from(max_connections).unwrap_or(usize::MAX);
+    let tun_disabled = no_tun.is_some_and(|(disabled, _)| disabled);
+    let ipv6 = match pick(flags.ipv6, file.ipv6) {
+        Some((true, origin)) if tun_disabled => {
+            return Err(ConfigError(format!(
+                "{}: fd00:ec2::254 is served through the TUN, and --no-tun has none; drop one \
+                 of them",
+                label(origin, "ipv6")
+            )));
+        }
+        Some((true, origin)) if mtu < IPV6_MIN_MTU => {
+            return Err(ConfigError(format!(
+                "{}: IPv6 needs an MTU of at least {IPV6_MIN_MTU} (the kernel turns IPv6 off on \
+                 smaller links); raise --mtu",
+                label(origin, "ipv6"),
+            )));
+        }
+        Some((enabled, _)) => enabled,
+        None => false,
+    };
+    if tun_disabled {
+        return Ok(None);
+    }
+    let mut stack = StackConfig::new(METADATA_ADDRESS, 80, usize::from(mtu), max_connections);
+    stack.address_v6 = ipv6.then_some(METADATA_ADDRESS_V6);
+    stack.allow_from = allow_from.to_vec();
+    // A client that connects and says nothing is held to the same bound as one that stops
+    // half-way through its headers (docs/hardening.md): until its first byte it is the stack's
+    // to reset, after it hyper's header timeout runs.
+    stack.first_data_timeout = header_timeout.into();
+    Ok(Some(TunSide {
+        device: TunRequest {
+            name,
+            mtu,
+            ipv6,
+            queue_packets: platform::transmit_queue_packets(max_connections),
+        },
+        stack,
+    }))
+}

@@ -1,0 +1,173 @@
+//! One running imds-tun, as a library: the TCP stack on a packet device, the HTTP server and its
+//! services, and the accept loops of the TUN and of the kernel listeners, until a graceful stop.
+//!
+//! [`Runtime::start`] is the composition root that the process (`crate::app`) and the in-memory
+//! tests (`tests/in_process.rs`) share: given the settings, the services, a packet device (the
+//! claimed TUN, or an in-memory pipe) and bound listeners, it wires the layers together; each
+//! layer is built from its own part of [`Settings`], nothing is translated here. [`services()`]
+//! builds a run's metadata services from the settings, selecting the credential source.
+//!
+//! What it does not do: claim the metadata address, bind sockets, handle signals, give up root
+//! or run the control channel. Those need privileges or belong to a process, and stay in
+//! `crate::app`; so a test can start a whole imds-tun without root.
+
+mod accept;
+mod services;
+mod stack_connection;
+
+pub use services::{LocalServices, ServicesError, services};
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::attribution::Attribution;
+use crate::config::{ListenerSettings, Settings};
+use crate::http::faults::FaultBoard;
+use crate::http::{Server, Services};
+use crate::platform::{LOCAL_ADDRESS, LOCAL_ADDRESS_V6};
+use crate::stack::{self, Driver, PacketIo};
+
+/// How long the stack may take to put the RSTs of aborted connections on the wire at the end.
+const RESET_FLUSH: Duration = Duration::from_millis(20);
+
+/// A kernel listener, bound by the process, with its settings.
+#[derive(Debug)]
+pub struct BoundListener {
+    pub socket: TcpListener,
+    pub settings: ListenerSettings,
+}
+
+/// A started imds-tun: serving until [`Runtime::stop`].
+pub struct Runtime {
+    server: Arc<Server>,
+    driver: Option<Driver>,
+    stop_accepting: watch::Sender<bool>,
+    accepting: Vec<JoinHandle<()>>,
+    shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts serving `services` on `device` (the TUN side of `settings`; `None` with `--no-tun`)
+    /// and on `listeners`. Must run inside a tokio runtime.
+    pub fn start<D: PacketIo + 'static>(
+        settings: &Settings,
+        services: Services,
+        device: Option<D>,
+        listeners: Vec<BoundListener>,
+    ) -> Runtime {
+        let attribution = Arc::new(Attribution::open(local_sources(settings)));
+        if cfg!(target_os = "linux") && !attribution.knows_socket_owners() {
+            tracing::warn!(
+                "cannot ask the kernel who owns client sockets (NETLINK_SOCK_DIAG); local users \
+                 are told apart neither in the credentials log nor at the connection limit"
+            );
+        }
+        // One caller-identity service for both questions: who reads credentials, and whose
+        // connection gives way at the connection limit.
+        let server = Arc::new(
+            Server::with_limits(services, settings.http).with_attribution(attribution.clone()),
+        );
+        let (stop_accepting, stop) = watch::channel(false);
+        let mut accepting = Vec::with_capacity(listeners.len() + 1);
+        let driver = match (device, &settings.tun) {
+            (Some(device), Some(tun)) => {
+                let (listener, driver) = stack::spawn(device, tun.stack.clone(), attribution);
+                accepting.push(tokio::spawn(accept::tun(
+                    listener,
+                    server.clone(),
+                    stop.clone(),
+                )));
+                Some(driver)
+            }
+            _ => None,
+        };
+        for listener in listeners {
+            accepting.push(tokio::spawn(accept::kernel(
+                listener,
+                server.clone(),
+                stop.clone(),
+            )));
+        }
+        Runtime {
+            server,
+            driver,
+            stop_accepting,
+            accepting,
+            shutdown_grace: settings.shutdown_grace,
+        }
+    }
+
+    /// The faults every request meets, for the control channel to change.
+    pub fn faults(&self) -> Arc<FaultBoard> {
+        self.server.faults()
+    }
+
+    /// Waits until the packet device fails (it was deleted, or the kernel refused a write);
+    /// never returns without a device.
+    pub async fn failed(&mut self) -> io::Error {
+        match &mut self.driver {
+            Some(driver) => driver.failed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops accepting: the stack resets a new SYN, the kernel listeners are closed; what is
+    /// being served goes on. Returns once every accept loop has ended.
+    pub async fn stop_accepting(&mut self) {
+        let _ = self.stop_accepting.send(true);
+        for task in self.accepting.drain(..) {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the shutdown grace, then resets
+    /// what is left. Returns false if some request was still running at the deadline.
+    pub async fn stop(mut self) -> bool {
+        self.stop_accepting().await;
+        let finished = match Arc::into_inner(self.server) {
+            Some(server) => server.shutdown(self.shutdown_grace).await,
+            None => true,
+        };
+        if !finished {
+            tracing::warn!(
+                "some requests were still running after {:?}; closing them",
+                self.shutdown_grace
+            );
+        }
+        if let Some(driver) = self.driver {
+            driver.stop(RESET_FLUSH).await;
+        }
+        finished
+    }
+}
+
+/// The source addresses that mean "a process on this host": our side of the TUN's
+/// point-to-point links (the kernel's listeners see loopback for their own).
+fn local_sources(settings: &Settings) -> Vec<IpAddr> {
+    let mut sources = vec![IpAddr::V4(LOCAL_ADDRESS)];
+    if settings.tun.as_ref().is_some_and(|tun| tun.device.ipv6) {
+        sources.push(IpAddr::V6(LOCAL_ADDRESS_V6));
+    }
+    sources
+}
+
+/// Our end of a TUN connection as the kernel names it: the address the client dialled.
+fn our_end(peer: SocketAddr) -> SocketAddr {
+    let ours: IpAddr = match peer {
+        SocketAddr::V4(_) => crate::platform::METADATA_ADDRESS.into(),
+        SocketAddr::V6(_) => crate::platform::METADATA_ADDRESS_V6.into(),
+    };
+    SocketAddr::new(ours, 80)
+}

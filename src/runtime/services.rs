@@ -1,0 +1,113 @@
+//! The metadata services of a run, built from its settings: EC2 with its credential source and
+//! per-caller roles, GCE when configured, Azure always; or the upstream forwarder. Each start-up
+//! line that says where credentials and tokens come from is written here, once.
+
+use std::sync::Arc;
+
+use crate::clouds::ec2::{Ec2, interruptions};
+use crate::clouds::gce::identity_token::{CERTS_PATH, KeyError};
+use crate::clouds::gce::tokens::{AccessTokenSource, FAKE_PREFIX, IdentityTokenSource};
+use crate::clouds::gce::{Gce, GceSettings};
+use crate::clouds::{self, azure::Azure};
+use crate::config::{Backend, LocalService};
+use crate::credentials::outage::Outage;
+use crate::credentials::roles::CallerRoles;
+use crate::credentials::{Selected, ServedAs};
+use crate::http::{Services, Upstream};
+
+/// The services of a run, and the interruptions board of its EC2 service when it answers
+/// locally (what `ctl` changes).
+#[derive(Debug)]
+pub struct LocalServices {
+    pub services: Services,
+    pub board: Option<Arc<interruptions::Board>>,
+}
+
+/// Why the services of a run could not be built; each message is one line for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    /// A credentials setting that cannot work (a malformed ARN, an unknown profile, an MFA
+    /// serial without a code): a settings error.
+    #[error("{0}")]
+    Credentials(#[from] crate::credentials::SetupError),
+    #[error("{0}")]
+    GceKey(#[from] KeyError),
+}
+
+/// The services `backend` describes. A local run selects its credential source first
+/// (`credentials::select`: STS, or fake credentials, said in one line); a network failure is no
+/// error, the source retries on its own. Forwarding needs no credentials and probes none.
+pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalServices, ServicesError> {
+    let local = match backend {
+        Backend::Upstream(upstream) => {
+            return Ok(LocalServices {
+                services: clouds::forwarding(Upstream::new(upstream)),
+                board: None,
+            });
+        }
+        Backend::Local(local) => local,
+    };
+    let served = ServedAs {
+        role_name: &local.instance.role_name,
+        region: &local.instance.region,
+        hostname: &local.instance.hostname,
+    };
+    let selected = crate::credentials::select(&local.credentials, served, outage).await?;
+    let ec2 = ec2(local, selected);
+    let board = ec2.interruptions();
+    let gce = local.gce.clone().map(gce).transpose()?;
+    let azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
+    Ok(LocalServices {
+        services: clouds::local(ec2, gce, Some(azure)),
+        board: Some(board),
+    })
+}
+
+fn ec2(local: &LocalService, selected: Selected) -> Ec2 {
+    if selected.fake {
+        tracing::warn!("{}", selected.summary);
+    } else if !selected.summary.is_empty() {
+        tracing::info!("{}", selected.summary);
+    }
+    let ec2 = Ec2::new(&local.instance, local.token_policy, selected.source);
+    if local.credentials.caller_roles.is_empty() {
+        return ec2;
+    }
+    for rule in &local.credentials.caller_roles {
+        tracing::info!(
+            "credentials: callers matching {} get role {} (assumed when first asked)",
+            rule.selector,
+            rule.role.arn
+        );
+    }
+    ec2.with_caller_roles(CallerRoles::new(
+        &local.credentials.caller_roles,
+        selected.starter,
+    ))
+}
+
+/// The GCE metadata server for `settings`, saying at start-up where its tokens come from.
+fn gce(settings: GceSettings) -> Result<Gce, KeyError> {
+    let project = settings.instance.project_id.clone();
+    match &settings.access_tokens {
+        AccessTokenSource::Fake => tracing::warn!(
+            project = %project,
+            "GCE: serving FAKE access tokens ({FAKE_PREFIX}...): no Google API accepts them; give \
+             --gcp-access-token-command 'gcloud auth print-access-token' for real ones",
+        ),
+        AccessTokenSource::Static(_) => {
+            tracing::info!(project = %project, "GCE: serving a static access token")
+        }
+        AccessTokenSource::Command(line) => {
+            tracing::info!(project = %project, command = %line, "GCE: access tokens from a command")
+        }
+    }
+    if let IdentityTokenSource::Signed = settings.identity_tokens {
+        tracing::warn!(
+            "GCE: identity tokens are signed with imds-tun's PUBLISHED key (certificates at \
+             {CERTS_PATH}); they prove nothing to anyone else",
+        );
+    }
+    let created = time::OffsetDateTime::now_utc().unix_timestamp();
+    Gce::new(settings, created)
+}
