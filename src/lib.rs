@@ -19,7 +19,7 @@
 //!                               ▼
 //!                         stack::TcpStream (AsyncRead + AsyncWrite, smoltcp wakers)
 //!                               │
-//!  --listen ADDR:PORT ─▶ tokio::net::TcpStream ─┐
+//!  --listen ADDR:PORT ─▶ tokio::net::TcpStream ─┐   (runtime: the accept loops of both)
 //!                               ▼               ▼
 //!                         http::Server::serve (hyper HTTP/1.1, one task per connection)
 //!                               │ the first http::MetadataService that claims the request
@@ -32,7 +32,7 @@
 //! Layers, each a folder or file, from the bottom up. Each layer is built from settings of its
 //! own (`platform::TunRequest`, `stack::StackConfig`, `http::Limits`, `clouds::ec2::Instance`
 //! and `clouds::ec2::TokenPolicy`, `credentials::Settings`) and imports only layers below it;
-//! `config`, at the top, translates flags and the config file into those:
+//! `config` produces exactly those from flags and the config file, and `runtime` wires them:
 //! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up
 //!   root, netlink questions, host facts, opening a file with another user's rights; all
 //!   `unsafe` and OS code.
@@ -55,9 +55,13 @@
 //!   resolved into each layer's own settings; every file a user names is read by
 //!   `config::named_file`.
 //! - [`control`]: `imds-tun ctl`, the control socket that changes a running imds-tun's
-//!   interruptions.
+//!   interruptions, faults and credential source.
+//! - [`runtime`]: one running imds-tun as a library ([`runtime::Runtime::start`] over a packet
+//!   device and bound listeners, and the services a run's settings describe): what the binary
+//!   and the in-memory tests both start.
 //! - [`doctor`]: `imds-tun --check`, what this machine lacks to run it, decided as a start would.
-//! - [`app`]: wires the layers together for one run.
+//! - [`app`]: the process: the command line, then what needs root in the order it must happen
+//!   (bind, claim, the control channel, giving root up), signals, and one exit code per failure.
 
 #![deny(unsafe_code)]
 

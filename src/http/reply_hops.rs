@@ -13,7 +13,7 @@
 //! - the TUN stack's `TcpStream` lowers the hop limit of every packet from the PUT's reply on,
 //!   retransmissions included, and lifts it after a later request once the limited reply has been
 //!   acknowledged in full (`src/stack/endpoint/reply_hops.rs`), so GET replies go with the normal
-//!   hop limit. Its impls of these traits live in the wiring (`src/app/stack_connection.rs`):
+//!   hop limit. Its impls of these traits live in the wiring (`src/runtime/stack_connection.rs`):
 //!   neither layer imports the other;
 //! - a kernel socket from `--listen` is not limited, on purpose: the hop limit measures the
 //!   distance from the metadata address, and a `--listen` socket is reached at another address

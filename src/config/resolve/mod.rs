@@ -1,6 +1,6 @@
 //! Layering: for each field take the flag, else the file, else the default; then validate.
-//! One resolution per part, each into the settings its layer owns: [`tun`] (the device and the
-//! stack's endpoint), [`limits`] (`http`'s), the listeners, [`hardening`] (`--allow-from`,
+//! One resolution per part, each into the settings its layer owns: `tun` (the device and the
+//! stack's endpoint), `limits` (`http`'s), the listeners, `hardening` (`--allow-from`,
 //! `--user`), `service`, `instance`, `credentials`, `gce`, `azure`, [`upstream`] (with the
 //! listener token); this file assembles them into [`Settings`].
 //!

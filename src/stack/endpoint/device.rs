@@ -6,7 +6,7 @@
 //! writing the packets to the TUN outside the stack's lock. Keeping I/O out of the device is what
 //! lets the [`super::Endpoint`] be driven, and tested, with packets in memory; the in-memory
 //! client of the tests uses the same queues for its own smoltcp interface. (The packet *device*
-//! the runtime reads and writes, the TUN or a pipe, is `runtime::packet_io`.)
+//! the runtime reads and writes, the TUN or a pipe, is `stack::runtime::packet_io`.)
 
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
