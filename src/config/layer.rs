@@ -15,10 +15,10 @@
 //! Settings without a flag (the config file's richer identity, the upstream timeouts) carry
 //! `#[arg(skip)]`; the one-time `--mfa-code` carries `#[serde(skip)]`, so no file can hold it.
 //!
-//! Adding a setting: one field here (doc comment = help text, with its default), its resolution
-//! in `config::resolve` (or `proxy`/`hardening`), and the field of the settings it feeds; then
-//! a README row (for a flag) and a `docs/metadata.md` row, which
-//! `tests/docs/docs_settings.rs` demands.
+//! Adding a setting: one field here (doc comment = help text, with its default), one line in
+//! the `config::resolve` part that builds the layer's settings it feeds (`number_of!` for a
+//! number), and its use in that layer (see `crate::config`); then a README row (for a flag) and
+//! a `docs/metadata.md` row, which `tests/docs/docs_settings.rs` demands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
