@@ -36,22 +36,33 @@ pub enum AppError {
     /// The metadata services could not be built (a credentials setting is a settings error).
     #[error("{0}")]
     Services(#[from] ServicesError),
+    /// The TUN device or the metadata address could not be claimed.
     #[error("{0}")]
     Platform(#[from] PlatformError),
+    /// A `--listen` address could not be bound (before anything was claimed).
     #[error("cannot listen on {address}: {source}{hint}")]
     Listen {
+        /// The `--listen` address as given.
         address: SocketAddr,
+        /// The kernel's refusal of the bind.
         source: io::Error,
+        /// What to do about the usual refusals (port taken, below 1024, no such address),
+        /// starting with ": "; empty for the rest.
         hint: &'static str,
     },
+    /// Reading or writing the TUN failed while serving: the device went away under us.
     #[error("the TUN device failed: {0}; was it deleted? restart imds-tun")]
     TunFailed(io::Error),
+    /// tokio's multi-threaded runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
+    /// SIGINT, SIGTERM or SIGHUP could not be caught, so no clean stop would be possible.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    /// Becoming the `sudo` user or `--user` failed, or left a way back to root.
     #[error("{0}")]
     Privileges(#[from] privileges::PrivilegeError),
+    /// The SDK's environment could not be prepared because other threads already ran.
     #[error("{0}")]
     Environment(#[from] platform::ThreadsRunning),
 }

@@ -299,7 +299,9 @@ pub struct AuditLimit {
 }
 
 impl AuditLimit {
+    /// The least time between two audit lines for one caller.
     pub const INTERVAL: Duration = Duration::from_secs(5);
+    /// How many callers' last lines are remembered before the oldest is forgotten.
     pub const CALLERS: usize = 256;
 
     /// Whether `caller` (its log text) may have a line now.

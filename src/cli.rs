@@ -39,6 +39,7 @@ pub struct Cli {
 pub enum Command {
     /// Change the imds-tun running in this network namespace (root, or the user it serves as).
     Ctl {
+        /// The change to make, or `status`.
         #[command(subcommand)]
         what: CtlCommand,
     },
@@ -50,6 +51,7 @@ pub enum CtlCommand {
     /// Spot interruption notice: meta-data/spot/instance-action (and termination-time for
     /// terminate); instance-life-cycle becomes spot.
     Spot {
+        /// What EC2 will do to the instance (instance-action's "action").
         #[arg(long, value_parser = ["terminate", "stop", "hibernate"])]
         action: String,
         /// Seconds until the action [default: 120, EC2's two minutes' notice].
@@ -64,6 +66,7 @@ pub enum CtlCommand {
     },
     /// Scheduled event in meta-data/events/maintenance/scheduled; in history once it ends.
     Event {
+        /// The event's kind (its "Code").
         #[arg(long, value_parser = ["system-reboot", "system-maintenance", "instance-reboot", "instance-retirement", "instance-stop"])]
         code: String,
         /// Seconds until NotBefore [default: 3600].
@@ -75,16 +78,19 @@ pub enum CtlCommand {
     },
     /// Cancel a scheduled event (it moves to history as canceled).
     Cancel {
+        /// The event's EventId (instance-event-...), as `ctl event` and `ctl status` print it.
         #[arg(value_name = "EVENT_ID")]
         id: String,
     },
     /// Complete a scheduled event now (it moves to history as completed).
     Complete {
+        /// The event's EventId (instance-event-...), as `ctl event` and `ctl status` print it.
         #[arg(value_name = "EVENT_ID")]
         id: String,
     },
     /// Auto Scaling target lifecycle state: meta-data/autoscaling/target-lifecycle-state.
     Lifecycle {
+        /// The state to serve.
         #[arg(value_parser = ["InService", "Terminated", "Warmed:Hibernated", "Warmed:Running", "Warmed:Stopped", "Warmed:Terminated"])]
         state: String,
     },
@@ -94,14 +100,17 @@ pub enum CtlCommand {
     Status,
     /// Play a scenario: a JSON list of steps, each `{"at": "+30s", "command": "spot", ...}`.
     Play {
+        /// The scenario file, read with the invoking user's rights under sudo.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
     /// Make matching requests slow, failing or unanswered; `fault list`, `fault clear`.
     #[command(args_conflicts_with_subcommands = true)]
     Fault {
+        /// `list` or `clear`; without one, the flags add a fault.
         #[command(subcommand)]
         what: Option<FaultCommand>,
+        /// The fault to add, when no subcommand is given.
         #[command(flatten)]
         fault: FaultArgs,
     },

@@ -23,16 +23,22 @@ use crate::platform::readiness::{self, Probe, Readiness};
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Nothing stands in the way (printed `ok`).
     Ok,
+    /// imds-tun can run, but something may not work as expected (printed `warn`).
     Warn,
+    /// imds-tun would not start, or not serve (printed `fail`; `--check` exits 1).
     Fail,
 }
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    /// How it came out: the line's first word.
     pub level: Level,
+    /// What was checked, the line's label (`settings`, `tun device`, `metadata address`, ...).
     pub check: &'static str,
+    /// What was found, in a sentence.
     pub finding: String,
     /// What to do about it; empty when nothing.
     pub advice: String,

@@ -31,6 +31,8 @@ struct State {
 }
 
 impl LogLimit {
+    /// A limit of one line per `interval` (usually [`INTERVAL`]); the first line is written
+    /// at once.
     pub const fn new(interval: Duration) -> LogLimit {
         LogLimit {
             interval,

@@ -13,6 +13,8 @@ pub struct Query {
 }
 
 impl Query {
+    /// Splits `raw` (the part after `?`, without it) at `&` and each pair at its first `=`,
+    /// then decodes both halves; a name without `=` has the empty value.
     pub fn parse(raw: &str) -> Query {
         let pairs = raw
             .split('&')
@@ -46,6 +48,8 @@ impl Query {
             .map(|(_, (name, _))| name.as_str())
     }
 
+    /// The decoded value of the first `name` (matched exactly, after decoding); `None` when
+    /// the name is absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()

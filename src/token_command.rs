@@ -37,13 +37,19 @@ pub struct CommandLine {
 /// Why a command line is not usable, for the settings error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandLineError {
+    /// The setting holds no word at all.
     #[error("is empty")]
     Empty,
+    /// No word holds the placeholder, so every request would get the same token.
     #[error("needs {placeholder} in one of its words (replaced by each request's value)")]
-    NoPlaceholder { placeholder: &'static str },
+    NoPlaceholder {
+        /// The placeholder the setting must use: `{audience}` or `{resource}`.
+        placeholder: &'static str,
+    },
 }
 
 impl CommandLine {
+    /// Splits `text` on whitespace; no quoting, no shell, at least one word.
     pub fn parse(text: &str) -> Result<CommandLine, CommandLineError> {
         let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
         if words.is_empty() {
@@ -72,6 +78,7 @@ impl CommandLine {
             .collect()
     }
 
+    /// The words as given, program first.
     pub fn words(&self) -> &[String] {
         &self.words
     }
@@ -104,23 +111,42 @@ pub fn check_value(value: &str) -> Result<(), &'static str> {
 /// Why a command gave no token.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    /// The program could not be started (not found, not executable) or waited for.
     #[error("`{program}` could not be started: {error}")]
     Start {
+        /// The command's first word, as named (`gcloud`, `az`).
         program: String,
+        /// The operating system's error.
         error: std::io::Error,
     },
+    /// It ran longer than [`TIMEOUT`] and was killed.
     #[error("`{program}` did not finish within {} s and was stopped", TIMEOUT.as_secs())]
-    Timeout { program: String },
+    Timeout {
+        /// The command's first word, as named (`gcloud`, `az`).
+        program: String,
+    },
+    /// It exited unsuccessfully.
     #[error("`{program}` failed ({status}): {stderr}")]
     Failed {
+        /// The command's first word, as named (`gcloud`, `az`).
         program: String,
+        /// How it exited (code or signal).
         status: std::process::ExitStatus,
+        /// The first non-blank line of its stderr, bounded as log text.
         stderr: String,
     },
+    /// It succeeded but printed only whitespace.
     #[error("`{program}` printed nothing")]
-    Empty { program: String },
+    Empty {
+        /// The command's first word, as named (`gcloud`, `az`).
+        program: String,
+    },
+    /// It printed more than [`MAX_OUTPUT`] bytes: not a token.
     #[error("`{program}` printed more than {MAX_OUTPUT} bytes")]
-    TooLong { program: String },
+    TooLong {
+        /// The command's first word, as named (`gcloud`, `az`).
+        program: String,
+    },
 }
 
 /// Runs `words` (program first) and returns its trimmed stdout.

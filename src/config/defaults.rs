@@ -16,14 +16,24 @@ use sha2::{Digest, Sha256};
 
 /// The example account id AWS uses in its own documentation.
 pub const ACCOUNT_ID: &str = "123456789012";
+/// `--region` when neither it nor `--availability-zone` is given.
 pub const REGION: &str = "us-east-1";
+/// `--availability-zone` when neither it nor `--region` is given (with a region alone, the
+/// region's `a` zone).
 pub const AVAILABILITY_ZONE: &str = "us-east-1a";
+/// `--instance-type`: a small, common type.
 pub const INSTANCE_TYPE: &str = "t3.micro";
+/// `--role-name` when no `--role-arn` names one.
 pub const ROLE_NAME: &str = "imds-tun";
+/// The one security group when config `security_groups` is not given: a VPC's default group.
 pub const SECURITY_GROUP: &str = "default";
+/// `--tun-name`: `%d` lets the kernel pick the first free number (`imds0`, `imds1`, ...).
 pub const TUN_NAME: &str = "imds%d";
+/// `--mtu`, in bytes: Ethernet's.
 pub const MTU: u64 = 1500;
+/// `--max-connections`: concurrent TCP connections through the TUN.
 pub const MAX_CONNECTIONS: u64 = 1024;
+/// `--shutdown-grace`, in seconds: how long in-flight requests may run after a signal.
 pub const SHUTDOWN_GRACE_SECONDS: u64 = 5;
 /// Fake credentials live six hours, like real instance-profile credentials.
 pub const CREDENTIALS_LIFETIME_SECONDS: u64 = 6 * 3600;
@@ -83,21 +93,27 @@ impl MachineDefaults {
         hasher.finalize().into()
     }
 
+    /// The default `instance-id`: `i-` and 17 hex digits.
     pub fn instance_id(&self) -> String {
         format!("i-{}", self.hex("instance-id", 17))
     }
+    /// The default `reservation-id`: `r-` and 17 hex digits.
     pub fn reservation_id(&self) -> String {
         format!("r-{}", self.hex("reservation-id", 17))
     }
+    /// The default `ami-id`: `ami-` and 17 hex digits.
     pub fn ami_id(&self) -> String {
         format!("ami-{}", self.hex("ami-id", 17))
     }
+    /// The interface's `interface-id`: `eni-` and 17 hex digits.
     pub fn interface_id(&self) -> String {
         format!("eni-{}", self.hex("interface-id", 17))
     }
+    /// The interface's `subnet-id`: `subnet-` and 17 hex digits.
     pub fn subnet_id(&self) -> String {
         format!("subnet-{}", self.hex("subnet-id", 17))
     }
+    /// The interface's `vpc-id`: `vpc-` and 17 hex digits.
     pub fn vpc_id(&self) -> String {
         format!("vpc-{}", self.hex("vpc-id", 17))
     }
@@ -131,6 +147,8 @@ impl MachineDefaults {
         self.primary_ipv4
     }
 
+    /// This host's name (`localhost` when it has none): the default `hostname`, and the
+    /// GCE and Azure instance names.
     pub fn hostname(&self) -> &str {
         &self.hostname
     }

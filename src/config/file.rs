@@ -30,7 +30,9 @@ pub fn load(path: &Path, opener: &Opener) -> Result<Layer, ConfigError> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line} column {column}: {problem}")]
 pub struct ParseError {
+    /// The line of the file, from 1, where serde stopped.
     pub line: usize,
+    /// The column in that line, from 1.
     pub column: usize,
     problem: String,
 }

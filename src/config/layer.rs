@@ -359,7 +359,9 @@ pub enum Imdsv2 {
 /// where the tag came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
+    /// What comes before the first `=`: the tag's key, or the attribute's name.
     pub key: String,
+    /// Everything after it, further `=` included; may be empty.
     pub value: String,
 }
 
@@ -389,7 +391,10 @@ impl<'de> Deserialize<'de> for Tag {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicKeyLayer {
+    /// `public_key.name`: the key pair's name, listed as `0=<name>`.
     pub name: String,
+    /// `public_key.openssh_key`: the public key's one line, served at
+    /// `public-keys/0/openssh-key`.
     pub openssh_key: String,
 }
 

@@ -67,13 +67,17 @@ pub struct Settings {
 /// The TUN side of a run: the device `platform` claims and the TCP endpoint `stack` runs on it.
 #[derive(Debug, Clone)]
 pub struct TunSide {
+    /// The device to create and the address to claim (`--tun-name`, `--mtu`, `--ipv6`).
     pub device: TunRequest,
+    /// The userspace TCP endpoint on it: the metadata address, port 80, the MTU,
+    /// `--max-connections`.
     pub stack: StackConfig,
 }
 
 /// One kernel listener (`--listen`): where, and what a client there must pass.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
+    /// The address and port to bind, as `--listen` gave them.
     pub address: SocketAddr,
     /// Every request, or only those with the shared token (a non-loopback address).
     pub access: Access,

@@ -42,7 +42,9 @@ pub const TOKEN_CAP: Cap = Cap {
 /// The most bytes a read may return, and what to tell a person whose file is larger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cap {
+    /// The largest file read, in bytes.
     pub bytes: u64,
+    /// What to tell a person whose file is larger: what the file is for, or what to use instead.
     pub advice: &'static str,
 }
 
@@ -91,58 +93,89 @@ impl Opener {
 /// path, what is wrong and what to do; never the file's content.
 #[derive(Debug, thiserror::Error)]
 pub enum NamedFileError {
+    /// Opened as the user behind sudo, and refused for lack of their rights.
     #[error(
         "{what} {path}: permission denied for user {user} (imds-tun opens files named under \
          sudo with the invoking user's rights); make it readable by {user} or name another file"
     )]
     PermissionDenied {
+        /// The flag or config key that named the file (`--user-data`, `config: user_data`).
         what: String,
+        /// The path as given, quoted when it holds spaces or control characters.
         path: String,
+        /// The user behind sudo whose rights the open used (login name, or `uid N`).
         user: String,
     },
+    /// The open itself failed: no such file, a loop of links, or (with the process's own
+    /// rights) no permission.
     #[error("{what} {path}: cannot open: {source}")]
     Open {
+        /// The flag or config key that named the file (`--user-data`, `config: user_data`).
         what: String,
+        /// The path as given, quoted when it holds spaces or control characters.
         path: String,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// Taking the user's rights failed, so the file was not opened (and never as root).
     #[error("{what} {path}: cannot open it with the rights of {user}: {source}")]
     Switch {
+        /// The flag or config key that named the file (`--user-data`, `config: user_data`).
         what: String,
+        /// The path as given, quoted when it holds spaces or control characters.
         path: String,
+        /// The user behind sudo whose rights the open used (login name, or `uid N`).
         user: String,
+        /// What failed in the switch.
         #[source]
         source: OpenAsError,
     },
+    /// The path names a directory, device, FIFO or socket: only regular files are read.
     #[error("{what} {path}: is a {kind}, not a regular file; imds-tun reads only regular files")]
     NotRegular {
+        /// The flag or config key that named the file (`--user-data`, `config: user_data`).
         what: String,
+        /// The path as given, quoted when it holds spaces or control characters.
         path: String,
+        /// What it is instead ("directory", "FIFO (named pipe)", ...).
         kind: &'static str,
     },
+    /// The file holds more than its [`Cap`] allows.
     #[error("{what} {path}: {size}, more than the limit of {cap} bytes ({advice})")]
     TooLarge {
+        /// The flag or config key that named the file (`--user-data`, `config: user_data`).
         what: String,
+        /// The path as given, quoted when it holds spaces or control characters.
         path: String,
-        /// "20000 bytes", or "it holds" when the file grew or does not report a size.
+        /// "20000 bytes", or "it holds more" when the file grew or does not report a size.
         size: String,
+        /// [`Cap::bytes`]: the most this file may hold.
         cap: u64,
+        /// [`Cap::advice`]: what to do instead.
         advice: &'static str,
     },
+    /// Reading the open file, or its metadata, failed.
     #[error("{what} {path}: cannot read: {source}")]
     Read {
+        /// The flag or config key that named the file (`--user-data`, `config: user_data`).
         what: String,
+        /// The path as given, quoted when it holds spaces or control characters.
         path: String,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// The user behind sudo's groups could not be read from the group database, so their
+    /// rights cannot be reproduced.
     #[error(
         "cannot look up the groups of {user}, whose rights open the files named under sudo: \
          {source}"
     )]
     Groups {
+        /// The user behind sudo (login name, or `uid N`).
         user: String,
+        /// The lookup's error.
         #[source]
         source: io::Error,
     },

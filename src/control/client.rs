@@ -20,24 +20,38 @@ const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
 /// Why no answer came.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// This system has no abstract sockets, so no control channel (outside Linux).
     #[error("{0}")]
     Unsupported(std::io::Error),
+    /// Nothing listens on `@imds-tun/control` (the connect was refused).
     #[error(
         "no imds-tun is running in this network namespace (nothing listens on @imds-tun/control); \
          start one with `sudo imds-tun`"
     )]
     NotRunning,
+    /// The connect failed otherwise.
     #[error("cannot reach the control socket: {0}")]
     Connect(std::io::Error),
+    /// The socket's holder is neither root nor the caller: not an imds-tun the caller may
+    /// control, so nothing was sent.
     #[error(
         "the control socket is held by uid {uid} (pid {pid}), which is neither root nor you: not \
          an imds-tun you may control; refusing to talk to it"
     )]
-    Impostor { uid: u32, pid: i32 },
+    Impostor {
+        /// The holder's user id (SO_PEERCRED).
+        uid: u32,
+        /// The holder's process id (SO_PEERCRED).
+        pid: i32,
+    },
+    /// The holder's credentials (SO_PEERCRED) could not be read.
     #[error("cannot tell who holds the control socket: {0}")]
     Credentials(nix::Error),
+    /// Sending the request or reading the answer failed, timed out (10 s), or met a closed
+    /// connection.
     #[error("talking to imds-tun failed: {0}")]
     Io(std::io::Error),
+    /// The answer was not a JSON [`Response`] line.
     #[error("imds-tun answered something that is not a response: {0}")]
     Garbled(serde_json::Error),
 }

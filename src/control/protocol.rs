@@ -11,8 +11,9 @@ use crate::clouds::ec2::interruptions::{
     event_id,
 };
 
-/// The largest request line read, and the most steps a scenario may have.
+/// The largest request line read.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The most steps a scenario (`play`, `--scenario`) may have.
 pub const MAX_STEPS: usize = 1000;
 
 /// The furthest ahead anything may be scheduled: a week, longer than any test runs.
@@ -25,40 +26,62 @@ pub enum Request {
     /// A spot interruption notice: the action happens `in` seconds from now (EC2 gives two
     /// minutes' notice).
     Spot {
+        /// `"action"`: what EC2 will do (`spot/instance-action`'s `action`).
         action: SpotAction,
+        /// `"in"`: seconds until the action; default 120.
         #[serde(default = "two_minutes")]
         r#in: u64,
     },
     /// A rebalance recommendation, visible `in` seconds from now.
     Rebalance {
+        /// `"in"`: seconds until it appears (its `noticeTime`); default 0, now.
         #[serde(default)]
         r#in: u64,
     },
     /// A scheduled event starting `in` seconds from now and lasting `duration` seconds.
     Event {
+        /// `"code"`: the event's `Code`.
         code: EventCode,
+        /// `"in"`: seconds until its `NotBefore`; default 3600.
         #[serde(default = "one_hour")]
         r#in: u64,
+        /// `"duration"`: seconds from `NotBefore` to `NotAfter`, at least 1; default 900.
         #[serde(default = "fifteen_minutes")]
         duration: u64,
     },
     /// Ends a scheduled event early: it moves to the history as canceled or completed.
-    EndEvent { id: String, how: EventEndRequest },
+    EndEvent {
+        /// `"id"`: the event's `EventId`.
+        id: String,
+        /// `"how"`: `cancel` or `complete`.
+        how: EventEndRequest,
+    },
     /// The Auto Scaling target lifecycle state.
-    Lifecycle { state: String },
+    Lifecycle {
+        /// `"state"`: one of [`LIFECYCLE_STATES`], served at
+        /// `autoscaling/target-lifecycle-state`.
+        state: String,
+    },
     /// Everything back to an on-demand instance with nothing pending; stops a scenario.
     Clear,
     /// What is active, as JSON.
     Status,
     /// Replaces the running scenario with this timeline.
-    Play { steps: Vec<Step> },
+    Play {
+        /// `"steps"`: the scenario, at most [`MAX_STEPS`]; none may be `play` or `status`.
+        steps: Vec<Step>,
+    },
     /// Makes matching requests slow, failing or unanswered (see `http::faults`), for `for`
     /// seconds or until cleared; `credential_source: "down"` makes refreshes fail instead.
     Fault {
+        /// What the fault does and which requests it matches, its keys (`"status"`,
+        /// `"latency_ms"`, `"path"`, ...) beside `"command"`; empty or `None` for an outage alone.
         #[serde(flatten)]
         spec: Option<crate::http::faults::FaultSpec>,
+        /// `"for"`: seconds until it expires by itself; `None`: until `fault-clear`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         r#for: Option<u64>,
+        /// `"credential_source": "down"`: the credential source fails every refresh.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credential_source: Option<SourceState>,
     },
@@ -72,6 +95,7 @@ pub enum Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceState {
+    /// `"down"`: every refresh fails as if STS were unreachable.
     Down,
 }
 
@@ -79,7 +103,9 @@ pub enum SourceState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventEndRequest {
+    /// `"cancel"`: to the history as canceled.
     Cancel,
+    /// `"complete"`: to the history as completed.
     Complete,
 }
 
@@ -89,6 +115,7 @@ pub struct Step {
     /// Seconds after the start, as a number or `"+30s"`, `"+2m"`, `"+1h"`.
     #[serde(deserialize_with = "offset")]
     pub at: u64,
+    /// The command, its keys beside `"at"`.
     #[serde(flatten)]
     pub request: Request,
 }
@@ -96,7 +123,9 @@ pub struct Step {
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// `"ok"`: whether the request was carried out (`ctl` then exits 0).
     pub ok: bool,
+    /// `"error"`: why not, one line for a person; absent when `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What is active after the request (every successful request returns it).
@@ -105,6 +134,7 @@ pub struct Response {
 }
 
 impl Response {
+    /// Done; `status` is what is active now.
     pub fn ok(status: Value) -> Response {
         Response {
             ok: true,
@@ -113,6 +143,7 @@ impl Response {
         }
     }
 
+    /// Not done, and why.
     pub fn refused(error: impl Into<String>) -> Response {
         Response {
             ok: false,

@@ -66,11 +66,13 @@ impl Drop for ControlServer {
 /// Why there is no control channel (said once, then the service runs on without it).
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// Another process bound `@imds-tun/control` first.
     #[error(
         "the control socket @imds-tun/control is already bound in this network namespace (another \
          process took the name); imds-tun ctl will not reach this imds-tun"
     )]
     NameTaken,
+    /// The socket could not be created or bound otherwise (or, outside Linux, has no address).
     #[error("cannot create the control socket: {0}")]
     Bind(#[source] std::io::Error),
 }
@@ -103,8 +105,11 @@ impl ControlServer {
 /// the credential source's outage.
 #[derive(Debug, Clone)]
 pub struct Targets {
+    /// The EC2 interruptions (`spot`, `rebalance`, `event`, `lifecycle`, `clear`, scenarios).
     pub board: Arc<Board>,
+    /// The HTTP faults standing (`fault`, `fault list`, `fault clear`).
     pub faults: Arc<FaultBoard>,
+    /// The credential source's simulated outage (`fault --credential-source down`).
     pub outage: Outage,
 }
 

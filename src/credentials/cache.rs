@@ -45,6 +45,7 @@ pub struct Policy {
     pub refresh_margin: Duration,
     /// First retry delay after a failure; doubles up to `retry_max`.
     pub retry_base: Duration,
+    /// The longest wait between two retries, however many failed in a row.
     pub retry_max: Duration,
     /// Test-only: treat every set as expiring at most this long after it was issued.
     pub max_lifetime: Option<Duration>,
@@ -81,6 +82,7 @@ struct Shared {
 pub struct WallClock(Arc<dyn Fn() -> OffsetDateTime + Send + Sync>);
 
 impl WallClock {
+    /// The system's clock (UTC), as every run outside tests reads it.
     pub fn system() -> WallClock {
         WallClock(Arc::new(OffsetDateTime::now_utc))
     }
@@ -93,6 +95,7 @@ impl WallClock {
         WallClock(Arc::new(move || start + origin.elapsed()))
     }
 
+    /// The time now, by this clock.
     pub fn now(&self) -> OffsetDateTime {
         (self.0)()
     }

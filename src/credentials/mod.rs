@@ -36,10 +36,15 @@ use time::OffsetDateTime;
 /// One set of temporary role credentials, as EC2 serves them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RoleCredentials {
+    /// `AccessKeyId`: `ASIA...` for temporary keys.
     pub access_key_id: String,
+    /// `SecretAccessKey`; never logged.
     pub secret_access_key: String,
+    /// `Token`: the session token; never logged.
     pub token: String,
+    /// `Expiration`: when the keys stop working.
     pub expiration: OffsetDateTime,
+    /// `LastUpdated`: when this set was obtained (the STS call, or the fake's minting).
     pub last_updated: OffsetDateTime,
 }
 
@@ -64,7 +69,10 @@ impl fmt::Debug for RoleCredentials {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct CredentialError {
+    /// `Code`: a short machine-readable reason (`AssumeRoleUnauthorizedAccess`, STS's own,
+    /// `NetworkError`).
     pub code: String,
+    /// `Message`: what happened, for a person.
     pub message: String,
 }
 

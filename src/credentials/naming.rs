@@ -16,7 +16,10 @@ pub const SESSION_NAME_LEN: std::ops::RangeInclusive<usize> = 2..=64;
 pub struct RoleArn {
     /// The ARN exactly as given.
     pub arn: String,
+    /// The partition (`aws`, `aws-cn`, `aws-us-gov`), also of the instance profile ARN a
+    /// `--caller-role` caller's `iam/info` shows.
     pub partition: String,
+    /// The 12-digit account the role belongs to, also that instance profile's.
     pub account_id: String,
     /// The role's name: the last segment of the resource.
     pub name: String,

@@ -30,6 +30,8 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// Whether `caller` is one this rule is for; a caller whose uid or cgroup could not be
+    /// found matches no `uid:` or `cgroup:` rule.
     pub fn matches(&self, caller: &CallerIdentity) -> bool {
         match self {
             Selector::Uid(uid) => caller.uid == Some(*uid),
@@ -57,7 +59,9 @@ impl std::fmt::Display for Selector {
 /// One `--caller-role` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallerRole {
+    /// The part before `=`: which callers.
     pub selector: Selector,
+    /// The part after it: the role they get instead of the instance's.
     pub role: RoleArn,
 }
 
@@ -72,6 +76,7 @@ pub type RoleStarter = Arc<dyn Fn(&RoleArn) -> Arc<dyn RoleSource> + Send + Sync
 
 /// A role, started when first asked for.
 pub struct LazyRole {
+    /// The role assumed on first use.
     pub role: RoleArn,
     started: OnceLock<Arc<dyn RoleSource>>,
 }

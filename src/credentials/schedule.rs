@@ -48,6 +48,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// First delay `base`, never more than `max` (a `max` below `base` counts as `base`).
     pub fn new(base: Duration, max: Duration) -> Backoff {
         Backoff {
             base,

@@ -21,9 +21,11 @@ pub struct Settings {
     pub profile: Option<String>,
     /// `None`: `USER@HOST`, decided at start-up.
     pub role_session_name: Option<String>,
+    /// `--external-id`: the `ExternalId` the role's trust policy asks for; `None` sends none.
     pub external_id: Option<String>,
     /// `None`: [`Settings::duration_or_default`].
     pub duration: Option<Duration>,
+    /// `--mfa-serial`: the MFA device whose code signs the first STS call; `None`: no MFA.
     pub mfa_serial: Option<String>,
     /// `None` with a serial: asked on the terminal at start-up.
     pub mfa_code: Option<Secret>,
@@ -65,36 +67,64 @@ pub struct ServedAs<'a> {
 /// to do. These are settings errors: the run stops with exit 2.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// `--role-arn` with nothing the credential chain could sign `AssumeRole` with.
     #[error(
         "--role-arn {role_arn}: no source credentials to assume it with (searched {searched}); \
          configure a profile (--profile NAME) or export AWS_ACCESS_KEY_ID, or use --mock-credentials"
     )]
-    NoSourceCredentials { role_arn: String, searched: String },
+    NoSourceCredentials {
+        /// `--role-arn` as given.
+        role_arn: String,
+        /// Where the chain looked ("environment, ~/.aws, web identity, container").
+        searched: String,
+    },
+    /// A setting that needs STS, in a build without the `sts` feature.
     #[error(
         "this imds-tun was built without STS support (cargo feature `sts`); rebuild with default \
          features for --role-arn, --profile or --mfa-serial"
     )]
     BuiltWithoutSts,
+    /// The AWS config or credentials file could not be read to look the profile up.
     #[error("{label} {name:?}: cannot read the AWS config files: {reason}")]
     ProfileFilesUnreadable {
+        /// Where the profile name came from: `--profile` or `AWS_PROFILE`.
         label: &'static str,
+        /// The profile's name.
         name: String,
+        /// aws-config's error, as text.
         reason: String,
     },
+    /// The named profile is in neither the config nor the credentials file.
     #[error("{label} {name:?}: no such profile in {searched_in} (known: {known})")]
     UnknownProfile {
+        /// Where the profile name came from: `--profile` or `AWS_PROFILE`.
         label: &'static str,
+        /// The profile's name.
         name: String,
+        /// Where the files were looked for: `AWS_CONFIG_FILE`, else `~/.aws`.
         searched_in: String,
+        /// The profiles that do exist, comma-separated, or `none`.
         known: String,
     },
+    /// `--mfa-serial` without `--mfa-code`, and no terminal to ask on.
     #[error(
         "--mfa-serial {serial}: no --mfa-code given and no terminal to ask for one ({why}); pass \
          --mfa-code CODE"
     )]
-    NoTerminalForMfa { serial: String, why: String },
+    NoTerminalForMfa {
+        /// `--mfa-serial` as given.
+        serial: String,
+        /// Why the terminal (`/dev/tty`) could not be opened or prompted on.
+        why: String,
+    },
+    /// The code typed at the terminal is not six digits.
     #[error("MFA code for {serial}: {expected}")]
-    BadMfaCode { serial: String, expected: String },
+    BadMfaCode {
+        /// `--mfa-serial` as given.
+        serial: String,
+        /// What a code looks like.
+        expected: String,
+    },
 }
 
 /// An MFA code as STS takes it: six digits.

@@ -71,7 +71,10 @@ const FIRST_FETCH_WAIT: Duration = Duration::from_secs(5);
 
 /// The chosen source and one line saying what it is.
 pub struct Selected {
+    /// The instance role's credentials, as the EC2 service asks for them.
     pub source: Arc<dyn CredentialSource>,
+    /// The start-up line that says where credentials come from (`credentials: AssumeRole
+    /// ...`), or why they are fake; may be empty.
     pub summary: String,
     /// True for fake credentials: the caller logs the summary as a warning.
     pub fake: bool,

@@ -28,7 +28,9 @@ pub const UNKNOWN_EXPIRY_LIFETIME: Duration = Duration::from_secs(3600);
 /// An MFA serial and its one-time code; `Debug` hides the code.
 #[derive(Clone)]
 pub struct Mfa {
+    /// The MFA device's serial number or ARN (`--mfa-serial`).
     pub serial: String,
+    /// The six-digit code (`--mfa-code`, or typed at the terminal); good for one call only.
     pub code: String,
 }
 
@@ -48,9 +50,13 @@ pub struct AssumeRole {
     pub client: aws_sdk_sts::Client,
     /// STS configuration to build a client for the MFA session from.
     pub config: aws_sdk_sts::Config,
+    /// The role to assume (`--role-arn`).
     pub role_arn: String,
+    /// `RoleSessionName`, seen in CloudTrail (`--role-session-name`, else `USER@HOST`).
     pub session_name: String,
+    /// `ExternalId`, when the role's trust policy asks for one (`--external-id`).
     pub external_id: Option<String>,
+    /// `DurationSeconds`: the lifetime asked of each set (`--duration`).
     pub duration: Duration,
     /// Spent on the first call (see the module docs).
     pub mfa: Option<Mfa>,
@@ -158,11 +164,16 @@ impl Fetch for AssumeRole {
 
 /// The caller's own credentials, as a session (see the module docs).
 pub struct OwnSession {
+    /// The source credential chain, read again on every fetch.
     pub chain: SharedCredentialsProvider,
+    /// An STS client signing with that chain, for `GetSessionToken`.
     pub client: aws_sdk_sts::Client,
+    /// `GetSessionToken`'s `DurationSeconds` (`--duration`).
     pub duration: Duration,
     /// Spent on the first `GetSessionToken`; later refreshes cannot repeat it.
     pub mfa: Option<Mfa>,
+    /// Whether [`OwnSession::mfa`]'s code was spent: a later `GetSessionToken` fails
+    /// `MfaCodeUsed` rather than send it twice.
     pub mfa_used: bool,
 }
 

@@ -113,7 +113,9 @@ impl FaultSpec {
 /// A fault standing now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
+    /// Its number, from 1, as `ctl fault list` and the log name it.
     pub id: u32,
+    /// What it does and which requests it matches.
     pub spec: FaultSpec,
     /// When it ends by itself; `None`: when cleared.
     pub until: Option<Instant>,
@@ -122,9 +124,14 @@ pub struct Fault {
 /// What the server does with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Decision {
+    /// Never answer: hold the request for [`DROP_HOLD`], then close the connection.
     pub drop: bool,
+    /// Close the connection at once, without an answer; wins over everything else.
     pub reset: bool,
+    /// Wait this long before answering: the longest latency of the matching faults.
     pub delay: Duration,
+    /// Answer with this status and EC2's page for it instead of asking a service: the first
+    /// matching fault's; `None` serves the request.
     pub status: Option<StatusCode>,
 }
 

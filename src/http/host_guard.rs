@@ -39,6 +39,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The status it is answered with: 400 for a missing or repeated `Host`, 403 for a
+    /// foreign one.
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::MissingHost | Refusal::DuplicateHost => StatusCode::BAD_REQUEST,

@@ -153,10 +153,14 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// A server of `services` with the default [`Limits`].
     pub fn new(services: Services) -> Self {
         Server::with_limits(services, Limits::default())
     }
 
+    /// A server of `services` under `limits`; nobody is named in the log until
+    /// [`Server::with_attribution`], and no request meets a fault until one is added to
+    /// [`Server::faults`].
     pub fn with_limits(services: Services, limits: Limits) -> Self {
         Server {
             services: Arc::new(services),

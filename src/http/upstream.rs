@@ -68,7 +68,11 @@ pub struct UpstreamSettings {
     pub url: http::Uri,
     /// Sent as [`LISTENER_TOKEN_HEADER`] on every forwarded request.
     pub token: Option<SharedToken>,
+    /// How long a connection to the upstream may take before the request is answered 502
+    /// (config `upstream_connect_timeout_ms`, default 1 s).
     pub connect_timeout: Duration,
+    /// How long the upstream may take to answer, connecting included, before the request is
+    /// answered 504 (config `upstream_response_timeout_ms`, default 5 s).
     pub response_timeout: Duration,
 }
 

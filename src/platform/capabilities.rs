@@ -12,10 +12,22 @@ use caps::CapSet;
 /// Why the capability sets could not be cut or proven empty.
 #[derive(Debug, thiserror::Error)]
 pub enum CapabilityError {
+    /// Cutting a set before the threads start failed.
     #[error("cannot give up capabilities: {step} failed: {message}")]
-    Restrict { step: &'static str, message: String },
+    Restrict {
+        /// What was being done (`PR_SET_NO_NEW_PRIVS`, "clearing the ambient set", ...).
+        step: &'static str,
+        /// The error of that call, as text.
+        message: String,
+    },
+    /// After the switch of ids a thread still holds a capability or lacks no_new_privs.
     #[error("thread {thread} still holds privileges after the drop ({what}); refusing to serve")]
-    StillPrivileged { thread: String, what: String },
+    StillPrivileged {
+        /// The thread's id under `/proc/self/task`, or `?` when the threads could not be listed.
+        thread: String,
+        /// What it still holds (`CapBnd 0x1ffffffffff`, `NoNewPrivs not set`, ...).
+        what: String,
+    },
 }
 
 /// Cuts what no exec of ours may ever regain: no_new_privs, the bounding set (when we may

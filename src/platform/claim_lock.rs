@@ -26,13 +26,13 @@ const LOCK_NAME: &[u8] = b"imds-tun/169.254.169.254";
 
 /// Holding the claim lock; dropping it (or exiting) releases the name.
 #[derive(Debug)]
-pub struct ClaimLock {
+pub(crate) struct ClaimLock {
     _socket: Option<OwnedFd>,
 }
 
 /// Who holds the lock, when someone else does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Holder {
+pub(crate) enum Holder {
     /// Another imds-tun (or something as privileged): the address is taken.
     Privileged { pid: i32 },
     /// An unprivileged process squatting the name: ignored, with a warning.
@@ -41,13 +41,13 @@ pub enum Holder {
 
 impl ClaimLock {
     /// No lock: a squatter holds the name.
-    pub fn unheld() -> ClaimLock {
+    pub(crate) fn unheld() -> ClaimLock {
         ClaimLock { _socket: None }
     }
 
     /// Takes the lock, or says who holds it. A squatter does not stop us: the returned lock is
     /// then empty and the caller relies on checking existing claims alone.
-    pub fn acquire() -> io::Result<Result<ClaimLock, Holder>> {
+    pub(crate) fn acquire() -> io::Result<Result<ClaimLock, Holder>> {
         let address = UnixAddr::new_abstract(LOCK_NAME)?;
         let socket = new_socket()?;
         match bind(socket.as_raw_fd(), &address) {

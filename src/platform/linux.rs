@@ -70,7 +70,7 @@ impl AsyncTun {
     }
 }
 
-pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     validate_name(&request.name)?;
     // The lock first: between checking that the address is free and configuring our device,
     // a rival start must not be able to do the same.

@@ -123,7 +123,7 @@ impl AsyncTun {
     }
 }
 
-pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     if request.ipv6 {
         // A utun takes an IPv6 pair through SIOCAIFADDR_IN6 and the host route through the
         // routing socket; neither is written yet, and half an IPv6 claim is worse than none.

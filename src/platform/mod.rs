@@ -69,18 +69,23 @@ mod file_bits;
 /// Without Linux capability sets there is nothing to cut beyond the user ids.
 #[cfg(not(target_os = "linux"))]
 pub mod capabilities {
+    /// Never made here: there are no sets to fail at.
     #[derive(Debug, thiserror::Error)]
     #[error("capabilities: {0}")]
     pub struct CapabilityError(String);
 
+    /// Nothing to cut: always succeeds.
     pub fn restrict_inheritance() -> Result<(), CapabilityError> {
         Ok(())
     }
 
+    /// Nothing to check beyond the user ids (which `privileges` proves itself): always
+    /// succeeds.
     pub fn verify_unprivileged() -> Result<(), CapabilityError> {
         Ok(())
     }
 
+    /// No effective set to read: always `None`.
     pub fn effective_mask() -> Option<u64> {
         None
     }
@@ -149,6 +154,7 @@ pub const IPV6_MIN_MTU: u16 = 1280;
 pub struct TunRequest {
     /// Interface name; `%d` lets the kernel choose a free number.
     pub name: String,
+    /// The device's MTU in bytes (`--mtu`, 576 to 65535; at least 1280 with `--ipv6`).
     pub mtu: u16,
     /// Also claim [`METADATA_ADDRESS_V6`] (`--ipv6`).
     pub ipv6: bool,
@@ -177,6 +183,7 @@ pub use imp::AsyncTun;
 /// Why the TUN side could not be set up; every message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
+    /// Creating the device was refused (EPERM, or EACCES without CAP_NET_ADMIN): not root.
     #[cfg_attr(
         not(target_os = "macos"),
         error(
@@ -192,17 +199,24 @@ pub enum PlatformError {
         )
     )]
     NotPermitted,
+    /// CAP_NET_ADMIN is held but `/dev/net/tun`'s mode refuses this user.
     #[error(
         "/dev/net/tun exists but this user cannot open it (uid {uid}): make it readable and \
          writable for everyone as Debian ships it (`sudo chmod 0666 /dev/net/tun`), or run \
          `sudo imds-tun`"
     )]
-    TunDeviceDenied { uid: u32 },
+    TunDeviceDenied {
+        /// The effective user id that was refused.
+        uid: u32,
+    },
+    /// No `/dev/net/tun` (ENOENT, ENODEV): the driver is not loaded or not passed in.
     #[error(
         "/dev/net/tun is missing: load the TUN driver with `sudo modprobe tun`; inside a container \
          pass the device (`docker run --device /dev/net/tun --cap-add NET_ADMIN ...`)"
     )]
     NoTunDevice,
+    /// Something already answers for 169.254.169.254; who (another imds-tun with its pid, an
+    /// address on an interface, a route).
     #[cfg_attr(
         not(target_os = "macos"),
         error(
@@ -220,20 +234,31 @@ pub enum PlatformError {
         )
     )]
     AddressClaimed(String),
+    /// With `--ipv6`: something already answers for fd00:ec2::254; who.
     #[error(
         "fd00:ec2::254 is already claimed by {0}; remove that claim (for an address: `ip -6 addr \
          del fd00:ec2::254/128 dev lo`) and retry, or run without --ipv6"
     )]
     Ipv6AddressClaimed(String),
+    /// With `--ipv6`: the device has fd00:ec2::254 as its peer, but the kernel sends packets
+    /// for it elsewhere.
     #[error(
         "the kernel routes fd00:ec2::254 {route}, not into {device}: a policy-routing rule or \
          another route takes precedence; check `ip -6 rule` and `ip -6 route get fd00:ec2::254`"
     )]
-    Ipv6RouteNotTaken { device: String, route: String },
+    Ipv6RouteNotTaken {
+        /// Our TUN device's name.
+        device: String,
+        /// Where the kernel routes it instead ("out of interface eth0", "nowhere (no route)").
+        route: String,
+    },
+    /// `--ipv6` on a host or namespace without IPv6, or on macOS; why.
     #[error("--ipv6 cannot be served here: {0}; run without --ipv6")]
     Ipv6Unavailable(String),
+    /// `--tun-name` names a device another process holds open (EBUSY); the name.
     #[error("TUN device name {0:?} is already in use by another process: pick another --tun-name")]
     NameInUse(String),
+    /// `--tun-name` is not a valid interface name; the name as given.
     #[error("invalid --tun-name {0:?}: use at most 15 characters, no '/' or whitespace")]
     InvalidName(String),
     /// macOS names utun devices itself (`utunN`); other names cannot be honoured there.
@@ -242,6 +267,8 @@ pub enum PlatformError {
          `--tun-name utunN` for one unit, or a name with %d (the default imds%d) for any free one"
     )]
     UtunName(String),
+    /// The device has 169.254.169.254 as its peer, but the kernel sends packets for it
+    /// elsewhere (a policy rule or a more specific route).
     #[cfg_attr(
         not(target_os = "macos"),
         error(
@@ -256,14 +283,24 @@ pub enum PlatformError {
              precedence; check `route -n get 169.254.169.254` and `netstat -rn -f inet`"
         )
     )]
-    RouteNotTaken { device: String, route: String },
+    RouteNotTaken {
+        /// Our TUN device's name.
+        device: String,
+        /// Where the kernel routes it instead ("out of interface eth0", "nowhere (no route)").
+        route: String,
+    },
+    /// An operating system other than Linux and macOS: no TUN support yet.
     #[error(
         "imds-tun cannot create a TUN device on this operating system yet; use --no-tun --listen"
     )]
     Unsupported,
+    /// Any other failed system call while claiming or checking.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done ("taking the claim lock ...", "turning IPv6 on for the TUN
+        /// device", ...).
         context: &'static str,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
@@ -308,7 +345,9 @@ pub fn control_address() -> io::Result<std::os::unix::net::SocketAddr> {
 pub struct FileUser {
     /// For messages: the login name, or `uid N` for an id without a passwd entry.
     pub name: String,
+    /// The user id the open runs with (as the effective id).
     pub uid: Uid,
+    /// The primary group id the open runs with (as the effective group id).
     pub gid: Gid,
     /// The supplementary groups, `gid` included (see [`groups_of`]).
     pub groups: Vec<Gid>,
@@ -326,13 +365,19 @@ pub enum OpenAsError {
          the runtime starts)"
     )]
     Threads(usize),
+    /// `/proc/self/task` could not be listed, so a single thread could not be proven.
     #[error("cannot tell whether other threads run ({0}); is /proc mounted?")]
     CountThreads(#[source] io::Error),
+    /// The process's effective user is not root, so it cannot take another user's ids.
     #[error("only root can open a file with another user's rights")]
     NotRoot,
+    /// A step of taking the user's ids failed (on macOS: of the child process that opens the
+    /// file as the user and hands it back).
     #[error("{step} failed: {source}")]
     Switch {
+        /// The call that failed (`setgroups`, `setresgid`, `setresuid`, `fork`, ...).
         step: &'static str,
+        /// The kernel's refusal.
         #[source]
         source: nix::Error,
     },

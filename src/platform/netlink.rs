@@ -304,7 +304,10 @@ fn output_interface_of(route: &[u8]) -> Option<u32> {
 /// Who owns a TCP socket in this network namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketOwner {
+    /// The user id the socket belongs to (sock_diag's `idiag_uid`): who made the request.
     pub uid: u32,
+    /// The socket's inode (`idiag_inode`), which `/proc/<pid>/fd` links name as
+    /// `socket:[inode]`: how the process behind it is found.
     pub inode: u32,
 }
 
@@ -315,6 +318,7 @@ pub struct SocketOwners {
 }
 
 impl SocketOwners {
+    /// Opens the `NETLINK_SOCK_DIAG` socket that every later lookup goes through.
     pub fn open() -> io::Result<SocketOwners> {
         Ok(SocketOwners {
             netlink: Netlink::open(SockProtocol::NetlinkSockDiag)?,

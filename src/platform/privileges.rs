@@ -14,34 +14,50 @@ use nix::unistd::{Gid, Uid, User};
 /// The account to serve as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// The login name, or `uid N` for a sudo user without a passwd entry (for messages).
     pub name: String,
+    /// The user id all three ids (real, effective, saved) are switched to.
     pub uid: Uid,
+    /// The primary group, also the only supplementary group left after the switch.
     pub gid: Gid,
 }
 
 /// Why privileges could not be given up; the run must not continue as root by accident.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
+    /// `--user` names no account in the user database (the name as given).
     #[error("--user {0:?}: no such user on this system")]
     UnknownUser(String),
+    /// The user database could not be asked about `--user`.
     #[error("--user {name:?}: cannot look the user up: {source}")]
     Lookup {
+        /// `--user`'s value.
         name: String,
+        /// The lookup's error (getpwnam_r).
         #[source]
         source: nix::Error,
     },
+    /// One step of the switch of ids was refused by the kernel.
     #[error("cannot drop privileges to {name} (uid {uid}): {step} failed: {source}")]
     Switch {
+        /// [`Account::name`] of the account being become.
         name: String,
+        /// [`Account::uid`] of the account being become.
         uid: Uid,
+        /// The call that failed: `setgroups`, `setresgid`, `setresuid` (or `setgid`, `setuid`
+        /// on macOS).
         step: &'static str,
+        /// The kernel's refusal.
         #[source]
         source: nix::Error,
     },
+    /// `--user` was given to a process that is not root (the name as given).
     #[error("--user {0}: only root can switch users; run imds-tun with sudo, or drop --user")]
     NotRoot(String),
+    /// After the switch, `setuid(0)` still succeeded: the uid it was meant to drop to.
     #[error("dropped to uid {0} but root could be regained; refusing to serve")]
     Regainable(Uid),
+    /// The capability sets could not be cut, or a thread still holds one after the switch.
     #[error("{0}")]
     Capabilities(#[from] crate::platform::capabilities::CapabilityError),
 }

@@ -9,7 +9,9 @@
 /// One probe's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
+    /// A start can create the device here (the doctor's `ok`).
     Ready,
+    /// A start would fail here; the probe's advice says what to change (the doctor's `fail`).
     NotReady,
     /// The probe could not tell; a start will find out.
     Unknown,
@@ -18,8 +20,13 @@ pub enum Readiness {
 /// One line of the doctor's report about the TUN side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
+    /// What was probed, the report's label: `tun device` (`utun control` on macOS) or
+    /// `privileges`.
     pub check: &'static str,
+    /// Whether a start would get past this point.
     pub readiness: Readiness,
+    /// What was found, in a sentence ("/dev/net/tun is missing", "root with CAP_NET_ADMIN in
+    /// the effective set").
     pub finding: String,
     /// What to do about it; empty when nothing.
     pub advice: String,
@@ -67,11 +74,11 @@ mod os {
     const DEVICE: &str = "tun device";
     const PRIVILEGES: &str = "privileges";
 
-    pub const RELEASE_ALIAS_ADVICE: &str = "stop the other imds-tun or metadata emulator, or \
-        remove the alias (e.g. `sudo ip addr del 169.254.169.254/32 dev lo`)";
+    pub(super) const RELEASE_ALIAS_ADVICE: &str = "stop the other imds-tun or metadata \
+        emulator, or remove the alias (e.g. `sudo ip addr del 169.254.169.254/32 dev lo`)";
 
     /// `/dev/net/tun` exists and opens read-write.
-    pub fn device_probe() -> Probe {
+    pub(super) fn device_probe() -> Probe {
         match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -107,7 +114,7 @@ mod os {
     }
 
     /// Root with CAP_NET_ADMIN, or any user holding CAP_NET_ADMIN in its effective set.
-    pub fn privilege_probe(euid: u32) -> Probe {
+    pub(super) fn privilege_probe(euid: u32) -> Probe {
         privileges_from(euid, effective_mask())
     }
 
@@ -150,13 +157,13 @@ mod os {
     /// The kernel control that creates utun devices (XNU `net/if_utun.c`, `UTUN_CONTROL_NAME`).
     const UTUN_CONTROL: &str = "com.apple.net.utun_control";
 
-    pub const RELEASE_ALIAS_ADVICE: &str = "stop the other imds-tun or metadata emulator, or \
-        remove the alias (e.g. `sudo ifconfig lo0 -alias 169.254.169.254`)";
+    pub(super) const RELEASE_ALIAS_ADVICE: &str = "stop the other imds-tun or metadata \
+        emulator, or remove the alias (e.g. `sudo ifconfig lo0 -alias 169.254.169.254`)";
 
     /// The utun kernel control is registered: a control socket opens and the control's id
     /// resolves (`CTLIOCGINFO`). Neither needs root; `connect`, which would create a utun, is
     /// not called.
-    pub fn device_probe() -> Probe {
+    pub(super) fn device_probe() -> Probe {
         let resolved = nix::sys::socket::socket(
             AddressFamily::System,
             SockType::Datagram,
@@ -182,7 +189,7 @@ mod os {
     }
 
     /// Connecting the utun control needs root (the control is registered privileged).
-    pub fn privilege_probe(euid: u32) -> Probe {
+    pub(super) fn privilege_probe(euid: u32) -> Probe {
         if euid == 0 {
             Probe::new(PRIVILEGES, Readiness::Ready, "root", "")
         } else {
@@ -201,9 +208,10 @@ mod os {
 mod os {
     use super::{Probe, Readiness};
 
-    pub const RELEASE_ALIAS_ADVICE: &str = "stop whatever answers for 169.254.169.254 on this host";
+    pub(super) const RELEASE_ALIAS_ADVICE: &str =
+        "stop whatever answers for 169.254.169.254 on this host";
 
-    pub fn device_probe() -> Probe {
+    pub(super) fn device_probe() -> Probe {
         Probe::new(
             "tun device",
             Readiness::NotReady,
@@ -212,7 +220,7 @@ mod os {
         )
     }
 
-    pub fn privilege_probe(_euid: u32) -> Probe {
+    pub(super) fn privilege_probe(_euid: u32) -> Probe {
         Probe::new("privileges", Readiness::Unknown, "not checked", "")
     }
 }

@@ -23,7 +23,7 @@ impl AsyncTun {
     }
 }
 
-pub fn claim_metadata_address(_request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+pub(crate) fn claim_metadata_address(_request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     Err(PlatformError::Unsupported)
 }
 

@@ -39,7 +39,10 @@ const RESET_FLUSH: Duration = Duration::from_millis(20);
 /// A kernel listener, bound by the process, with its settings.
 #[derive(Debug)]
 pub struct BoundListener {
+    /// The socket, bound before the TUN is claimed (so a busy port fails before anything is
+    /// created).
     pub socket: TcpListener,
+    /// The `--listen` it was bound for: who may connect and what they must send.
     pub settings: ListenerSettings,
 }
 

@@ -19,7 +19,9 @@ use crate::http::{Services, Upstream};
 /// locally (what `ctl` changes).
 #[derive(Debug)]
 pub struct LocalServices {
+    /// The services in the order they are asked (or the forwarder alone, with `--upstream`).
     pub services: Services,
+    /// The EC2 service's interruptions; `None` with `--upstream`, where nothing answers here.
     pub board: Option<Arc<interruptions::Board>>,
 }
 
@@ -30,6 +32,7 @@ pub enum ServicesError {
     /// serial without a code): a settings error.
     #[error("{0}")]
     Credentials(#[from] crate::credentials::SetupError),
+    /// The key GCE identity tokens are signed with does not load (a broken checkout).
     #[error("{0}")]
     GceKey(#[from] KeyError),
 }

@@ -10,11 +10,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// How long one request/response exchange may take.
-pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request to send; `Host` and `Content-Length` (for bodies) are added unless given.
 #[derive(Debug, Clone, Default)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -22,7 +22,7 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn new(method: &str, path: &str) -> Request {
+    pub(crate) fn new(method: &str, path: &str) -> Request {
         Request {
             method: method.to_string(),
             path: path.to_string(),
@@ -30,26 +30,26 @@ impl Request {
         }
     }
 
-    pub fn get(path: &str) -> Request {
+    pub(crate) fn get(path: &str) -> Request {
         Request::new("GET", path)
     }
 
-    pub fn put(path: &str) -> Request {
+    pub(crate) fn put(path: &str) -> Request {
         Request::new("PUT", path)
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Request {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Request {
         self.headers.push((name.to_string(), value.to_string()));
         self
     }
 
     /// The IMDSv2 token request with the given TTL header value.
-    pub fn token(ttl: &str) -> Request {
+    pub(crate) fn token(ttl: &str) -> Request {
         Request::put("/latest/api/token").header("X-aws-ec2-metadata-token-ttl-seconds", ttl)
     }
 
     /// A GET carrying an IMDSv2 token.
-    pub fn get_with_token(path: &str, token: &str) -> Request {
+    pub(crate) fn get_with_token(path: &str, token: &str) -> Request {
         Request::get(path).header("X-aws-ec2-metadata-token", token)
     }
 
@@ -83,7 +83,7 @@ impl Request {
 
 /// A response as it came off the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     /// `HTTP/1.1` or `HTTP/1.0`.
     pub version: String,
     pub status: u16,
@@ -95,7 +95,7 @@ pub struct Response {
 
 impl Response {
     /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -103,7 +103,7 @@ impl Response {
     }
 
     /// Every value of header `name` (case-insensitive), in order.
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
+    pub(crate) fn header_all(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -112,13 +112,13 @@ impl Response {
     }
 
     /// The body as UTF-8 (panics with the bytes if it is not).
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         std::str::from_utf8(&self.body)
             .unwrap_or_else(|error| panic!("body is not UTF-8 ({error}): {:?}", self.body))
     }
 
     /// True when the server said it will close the connection after this response.
-    pub fn closes(&self) -> bool {
+    pub(crate) fn closes(&self) -> bool {
         self.header("connection")
             .is_some_and(|value| value.eq_ignore_ascii_case("close"))
             || self.version == "HTTP/1.0"
@@ -130,12 +130,12 @@ impl Response {
 
 /// One connection that can carry several requests (keep-alive).
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     stream: BufReader<TcpStream>,
 }
 
 impl Connection {
-    pub async fn open(address: SocketAddr) -> Connection {
+    pub(crate) async fn open(address: SocketAddr) -> Connection {
         let stream = tokio::time::timeout(EXCHANGE_TIMEOUT, TcpStream::connect(address))
             .await
             .unwrap_or_else(|_| panic!("connecting to {address} timed out"))
@@ -146,7 +146,7 @@ impl Connection {
     }
 
     /// Sends `request` (keeping the connection open) and reads the response.
-    pub async fn send(&mut self, request: &Request) -> Response {
+    pub(crate) async fn send(&mut self, request: &Request) -> Response {
         self.exchange(request, false).await
     }
 
@@ -167,7 +167,7 @@ impl Connection {
     }
 
     /// Writes raw bytes (for malformed or partial requests).
-    pub async fn write_raw(&mut self, bytes: &[u8]) {
+    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) {
         self.stream
             .get_mut()
             .write_all(bytes)
@@ -176,7 +176,7 @@ impl Connection {
     }
 
     /// Reads one response after [`Connection::write_raw`].
-    pub async fn read_response(&mut self) -> Response {
+    pub(crate) async fn read_response(&mut self) -> Response {
         tokio::time::timeout(EXCHANGE_TIMEOUT, read_response(&mut self.stream, false))
             .await
             .unwrap_or_else(|_| panic!("no response within {EXCHANGE_TIMEOUT:?}"))
@@ -184,7 +184,7 @@ impl Connection {
     }
 
     /// Waits for the server to close the connection; returns what it sent before (if anything).
-    pub async fn read_to_close(&mut self) -> Vec<u8> {
+    pub(crate) async fn read_to_close(&mut self) -> Vec<u8> {
         let mut rest = Vec::new();
         let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, self.stream.read_to_end(&mut rest))
             .await
@@ -194,7 +194,7 @@ impl Connection {
 }
 
 /// Sends `request` on a new connection with `Connection: close` and returns the response.
-pub async fn send(address: SocketAddr, request: &Request) -> Response {
+pub(crate) async fn send(address: SocketAddr, request: &Request) -> Response {
     Connection::open(address)
         .await
         .exchange(request, true)
@@ -202,12 +202,12 @@ pub async fn send(address: SocketAddr, request: &Request) -> Response {
 }
 
 /// `GET path` on a new connection.
-pub async fn get(address: SocketAddr, path: &str) -> Response {
+pub(crate) async fn get(address: SocketAddr, path: &str) -> Response {
     send(address, &Request::get(path)).await
 }
 
 /// Fetches an IMDSv2 token with the given TTL; panics unless the answer is 200.
-pub async fn token(address: SocketAddr, ttl: u32) -> String {
+pub(crate) async fn token(address: SocketAddr, ttl: u32) -> String {
     let response = send(address, &Request::token(&ttl.to_string())).await;
     assert_eq!(
         response.status,

@@ -27,39 +27,39 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-pub mod http;
+pub(crate) mod http;
 mod moto;
 mod temp_dir;
 
 // Like the rest of this module, each test binary uses a different subset.
 #[allow(unused_imports)]
-pub use moto::Moto;
+pub(crate) use moto::Moto;
 #[allow(unused_imports)]
-pub use temp_dir::TempDir;
+pub(crate) use temp_dir::TempDir;
 
 /// The binary under test, built by cargo for this test run.
-pub const BINARY: &str = env!("CARGO_BIN_EXE_imds-tun");
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_imds-tun");
 
 /// The text of the one line `imds-tun` logs once it serves.
-pub const READY_LINE: &str = "serving EC2 instance metadata";
+pub(crate) const READY_LINE: &str = "serving EC2 instance metadata";
 
 /// How long a start-up may take before the test fails with the captured stderr.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The metadata address, as clients dial it.
-pub const METADATA: SocketAddr = SocketAddr::new(
+pub(crate) const METADATA: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 169, 254)),
     80,
 );
 
 /// The IPv6 metadata address (`--ipv6`), as clients dial it: `[fd00:ec2::254]:80`.
-pub const METADATA_V6: SocketAddr = SocketAddr::new(
+pub(crate) const METADATA_V6: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
     80,
 );
 
 /// The uid/gid `nobody`, used to prove what happens without privileges.
-pub const NOBODY: u32 = 65534;
+pub(crate) const NOBODY: u32 = 65534;
 
 /// The name of the enclosing test function, for namespace names and skip messages.
 #[macro_export]
@@ -85,13 +85,13 @@ macro_rules! namespace {
 }
 
 /// True when the suite runs in CI, where a missing privilege is a failure, not a skip.
-pub fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
 }
 
 /// The single place that decides between skipping and failing a test that cannot run here.
 /// Returns normally only when the test should be skipped (not in CI).
-pub fn skip_or_fail(test: &str, reason: &str) {
+pub(crate) fn skip_or_fail(test: &str, reason: &str) {
     if in_ci() {
         panic!("{test}: cannot run: {reason} (CI=true, so this is a failure, not a skip)");
     }
@@ -101,7 +101,7 @@ pub fn skip_or_fail(test: &str, reason: &str) {
 }
 
 /// True when this process runs as root (euid 0).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
@@ -109,7 +109,7 @@ static NAMESPACE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A network namespace made for one test, deleted on drop.
 #[derive(Debug)]
-pub struct Namespace {
+pub(crate) struct Namespace {
     name: String,
     test: String,
 }
@@ -117,7 +117,7 @@ pub struct Namespace {
 impl Namespace {
     /// Creates `imdstun-<pid>-<n>` with `lo` up. `None` (after a loud skip notice) when the
     /// process cannot; panics under `CI=true`.
-    pub fn for_test(test: &str) -> Option<Namespace> {
+    pub(crate) fn for_test(test: &str) -> Option<Namespace> {
         if !is_root() {
             skip_or_fail(test, "the test process is not root");
             return None;
@@ -156,17 +156,17 @@ impl Namespace {
         Some(namespace)
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The bind-mounted namespace file `ip netns` made.
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         Path::new("/run/netns").join(&self.name)
     }
 
     /// Runs a command inside the namespace and returns what it did (never panics on failure).
-    pub fn exec(&self, command: &[&str]) -> Output {
+    pub(crate) fn exec(&self, command: &[&str]) -> Output {
         Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(command)
@@ -176,7 +176,7 @@ impl Namespace {
     }
 
     /// Runs `ip ARGS` inside the namespace and panics with its stderr if it fails.
-    pub fn ip(&self, args: &[&str]) -> String {
+    pub(crate) fn ip(&self, args: &[&str]) -> String {
         let output = Command::new("ip")
             .args(["-n", &self.name])
             .args(args)
@@ -193,7 +193,7 @@ impl Namespace {
     }
 
     /// Runs `ip -j ARGS` inside the namespace and parses the JSON it prints.
-    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn ip_json(&self, args: &[&str]) -> serde_json::Value {
         let mut full = vec!["-j"];
         full.extend_from_slice(args);
         let text = self.ip(&full);
@@ -204,7 +204,7 @@ impl Namespace {
     }
 
     /// Names of the TUN devices in the namespace (`ip -d -j link`, `linkinfo.info_kind == "tun"`).
-    pub fn tun_links(&self) -> Vec<String> {
+    pub(crate) fn tun_links(&self) -> Vec<String> {
         let links = self.ip_json(&["-d", "link", "show"]);
         links
             .as_array()
@@ -216,7 +216,7 @@ impl Namespace {
     }
 
     /// Names of every link in the namespace.
-    pub fn links(&self) -> Vec<String> {
+    pub(crate) fn links(&self) -> Vec<String> {
         let links = self.ip_json(&["link", "show"]);
         links
             .as_array()
@@ -227,7 +227,7 @@ impl Namespace {
     }
 
     /// Every route the namespace has to 169.254.169.254, in every table.
-    pub fn routes_to_metadata(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn routes_to_metadata(&self) -> Vec<serde_json::Value> {
         let routes = self.ip_json(&["route", "show", "table", "all"]);
         routes
             .as_array()
@@ -244,7 +244,7 @@ impl Namespace {
 
     /// Every IPv6 address and route (any table) that names `fd00:ec2::253` or `fd00:ec2::254`,
     /// the pair `--ipv6` claims, one line each as `ip` prints them.
-    pub fn ipv6_claims(&self) -> Vec<String> {
+    pub(crate) fn ipv6_claims(&self) -> Vec<String> {
         let addresses = self.ip(&["-6", "addr", "show"]);
         let routes = self.ip(&["-6", "route", "show", "table", "all"]);
         addresses
@@ -257,7 +257,7 @@ impl Namespace {
 
     /// Polls until no TUN link and no route to the metadata address are left, or panics after
     /// `timeout` with what is still there.
-    pub fn wait_until_clean(&self, timeout: Duration) {
+    pub(crate) fn wait_until_clean(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let tuns = self.tun_links();
@@ -282,12 +282,12 @@ impl Namespace {
     }
 
     /// Spawns `imds-tun ARGS` inside the namespace as root.
-    pub fn spawn(&self, args: &[&str]) -> ImdsTun {
+    pub(crate) fn spawn(&self, args: &[&str]) -> ImdsTun {
         self.spawn_with(args, &Spawn::default())
     }
 
     /// Spawns `imds-tun ARGS` inside the namespace with extra options.
-    pub fn spawn_with(&self, args: &[&str], options: &Spawn) -> ImdsTun {
+    pub(crate) fn spawn_with(&self, args: &[&str], options: &Spawn) -> ImdsTun {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name]);
         if options.as_nobody {
@@ -299,7 +299,7 @@ impl Namespace {
 
     /// Joins this namespace (the "host") to `guest` with a veth pair, as VirtualBox NAT
     /// does: `vhost` with `host_ip/24` here, `vguest` with `guest_ip/24` there, both up.
-    pub fn link_guest(&self, guest: &Namespace, host_ip: &str, guest_ip: &str) {
+    pub(crate) fn link_guest(&self, guest: &Namespace, host_ip: &str, guest_ip: &str) {
         self.ip(&[
             "link",
             "add",
@@ -322,7 +322,7 @@ impl Namespace {
     /// entered this namespace with `setns(CLONE_NEWNET)`. Sockets opened there (and by threads
     /// that thread starts, such as tokio's blocking pool) live in the namespace. A panic inside
     /// is re-raised here.
-    pub fn run_in<F, Fut, T>(&self, future: F) -> T
+    pub(crate) fn run_in<F, Fut, T>(&self, future: F) -> T
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T>,
@@ -368,7 +368,7 @@ impl Drop for Namespace {
 }
 
 /// The command prefix that drops to `nobody` with no supplementary groups and no capabilities.
-pub fn nobody_prefix() -> Vec<String> {
+pub(crate) fn nobody_prefix() -> Vec<String> {
     vec![
         "setpriv".into(),
         format!("--reuid={NOBODY}"),
@@ -379,7 +379,7 @@ pub fn nobody_prefix() -> Vec<String> {
 
 /// Options for spawning the binary.
 #[derive(Debug, Default, Clone)]
-pub struct Spawn {
+pub(crate) struct Spawn {
     /// Extra environment for the child.
     pub env: Vec<(String, String)>,
     /// Run as uid/gid 65534 through `setpriv`.
@@ -389,7 +389,7 @@ pub struct Spawn {
 }
 
 impl Spawn {
-    pub fn nobody() -> Spawn {
+    pub(crate) fn nobody() -> Spawn {
         Spawn {
             as_nobody: true,
             ..Spawn::default()
@@ -397,7 +397,7 @@ impl Spawn {
     }
 
     /// The binary to run: [`Spawn::binary`] if set, else the one cargo built for this test run.
-    pub fn binary(&self) -> &Path {
+    pub(crate) fn binary(&self) -> &Path {
         self.binary.as_deref().unwrap_or(Path::new(BINARY))
     }
 }
@@ -408,7 +408,7 @@ impl Spawn {
 /// `scratch`, inside the private mount namespace `ip netns exec` gives the command, so nothing of
 /// it outlives the command; `scratch` itself is the caller's [`TempDir`], removed when the test
 /// ends. `uid` need not exist in /etc/passwd: systemd's `DynamicUser=yes` uids never do.
-pub fn with_only_net_admin(scratch: &TempDir, uid: u32, rest: &str) -> String {
+pub(crate) fn with_only_net_admin(scratch: &TempDir, uid: u32, rest: &str) -> String {
     let dir = scratch.path().display();
     format!(
         "mount -t tmpfs tmpfs '{dir}' && mknod '{dir}/tun' c 10 200 && \
@@ -427,7 +427,7 @@ struct Captured {
 
 /// A running `imds-tun` child; SIGKILLed and reaped on drop if still running.
 #[derive(Debug)]
-pub struct ImdsTun {
+pub(crate) struct ImdsTun {
     child: Child,
     test: String,
     stderr: Arc<(Mutex<Captured>, Condvar)>,
@@ -437,7 +437,7 @@ pub struct ImdsTun {
 impl ImdsTun {
     /// Spawns `command` with stderr captured line by line. Without a namespace this runs in the
     /// test process's own one; the TUN tests never do that.
-    pub fn spawn(mut command: Command, options: &Spawn, test: &str) -> ImdsTun {
+    pub(crate) fn spawn(mut command: Command, options: &Spawn, test: &str) -> ImdsTun {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -494,12 +494,12 @@ impl ImdsTun {
         }
     }
 
-    pub fn pid(&self) -> Pid {
+    pub(crate) fn pid(&self) -> Pid {
         Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"))
     }
 
     /// Everything the child wrote to stderr so far, one line per line.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         let (lock, _) = &*self.stderr;
         let captured = lock.lock().expect("stderr lock");
         captured
@@ -512,7 +512,11 @@ impl ImdsTun {
 
     /// Waits until a stderr line satisfies `matches` and returns it; panics with the captured
     /// stderr if the child closes stderr (exits) first or `timeout` passes.
-    pub fn wait_for_line(&self, timeout: Duration, matches: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for_line(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         let (lock, ready) = &*self.stderr;
         let mut captured = lock.lock().expect("stderr lock");
@@ -546,12 +550,12 @@ impl ImdsTun {
     }
 
     /// Waits for the start-up line and returns it.
-    pub fn wait_ready(&self) -> String {
+    pub(crate) fn wait_ready(&self) -> String {
         self.wait_for_line(READY_TIMEOUT, |line| line.contains(READY_LINE))
     }
 
     /// The TUN device name the start-up line announces (`... via TUN device imds0 ...`).
-    pub fn tun_name(&self) -> String {
+    pub(crate) fn tun_name(&self) -> String {
         let line = self.wait_ready();
         let rest = line
             .split("TUN device ")
@@ -565,7 +569,7 @@ impl ImdsTun {
 
     /// The kernel listener addresses the start-up line announces (`listening on A, B`), with
     /// the real port when `--listen ...:0` was given.
-    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
+    pub(crate) fn listen_addresses(&self) -> Vec<SocketAddr> {
         let line = self.wait_ready();
         let rest = line
             .split("listening on ")
@@ -581,13 +585,13 @@ impl ImdsTun {
     }
 
     /// Sends `signal` to the child.
-    pub fn signal(&self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         nix::sys::signal::kill(self.pid(), signal)
             .unwrap_or_else(|errno| panic!("kill({}, {signal}): {errno}", self.pid()));
     }
 
     /// True while the child has not exited.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.try_exit().is_none()
     }
 
@@ -600,7 +604,7 @@ impl ImdsTun {
 
     /// Waits up to `timeout` for the child to exit; panics with its stderr otherwise. Also
     /// waits briefly for the stderr reader to see the end, so [`ImdsTun::stderr`] is complete.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(status) = self.try_exit() {
@@ -655,14 +659,14 @@ fn strip_ansi(line: &str) -> String {
 }
 
 /// Starts `imds-tun ARGS` in `namespace`, waits for it to serve and returns the handle.
-pub fn start(namespace: &Namespace, args: &[&str]) -> ImdsTun {
+pub(crate) fn start(namespace: &Namespace, args: &[&str]) -> ImdsTun {
     let child = namespace.spawn(args);
     child.wait_ready();
     child
 }
 
 /// Asserts that the process exited with `code`, showing stderr otherwise.
-pub fn assert_exit_code(child: &ImdsTun, status: ExitStatus, code: i32) {
+pub(crate) fn assert_exit_code(child: &ImdsTun, status: ExitStatus, code: i32) {
     assert_eq!(
         status.code(),
         Some(code),
@@ -683,7 +687,7 @@ pub fn assert_exit_code(child: &ImdsTun, status: ExitStatus, code: i32) {
 /// statement, before it starts any thread or child: concurrent callers block in `call_once`
 /// until the write is done, and std's own environment reads (e.g. `Command::spawn`) take the
 /// same lock as `set_var`.
-pub fn isolate_sdk_from_host_config() {
+pub(crate) fn isolate_sdk_from_host_config() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let missing = std::env::temp_dir().join(format!("imdstun-no-aws-{}", std::process::id()));
@@ -706,12 +710,12 @@ pub fn isolate_sdk_from_host_config() {
 }
 
 /// The repository: the directory of `Cargo.toml`.
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A command's exit status and both its outputs, for an assertion message.
-pub fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
         output.status,
@@ -721,7 +725,7 @@ pub fn text(output: &Output) -> String {
 }
 
 /// `path` if it exists, else a skip (a failure under CI) naming what installs it.
-pub fn installed(test: &str, path: PathBuf) -> Option<PathBuf> {
+pub(crate) fn installed(test: &str, path: PathBuf) -> Option<PathBuf> {
     if path.exists() {
         Some(path)
     } else {

@@ -13,24 +13,24 @@ use base64::Engine as _;
 use super::{Namespace, TempDir, http};
 
 /// The port moto listens on, inside the test's namespace.
-pub const MOTO_PORT: u16 = 5000;
+pub(crate) const MOTO_PORT: u16 = 5000;
 
 /// moto's STS server inside a namespace on 127.0.0.1:[`MOTO_PORT`], recording every request;
 /// killed on drop.
-pub struct Moto {
+pub(crate) struct Moto {
     child: Child,
     recording: PathBuf,
     _dir: TempDir,
 }
 
 impl Moto {
-    pub fn endpoint() -> String {
+    pub(crate) fn endpoint() -> String {
         format!("http://127.0.0.1:{MOTO_PORT}")
     }
 
     /// Starts moto in `namespace` and waits until it answers; `None` after a skip notice when
     /// the venv is missing (a failure under CI).
-    pub fn start(namespace: &Namespace, test: &str) -> Option<Moto> {
+    pub(crate) fn start(namespace: &Namespace, test: &str) -> Option<Moto> {
         // scripts/test.sh: python3 -m venv .venv && .venv/bin/pip install 'moto[server]'
         let server = super::installed(test, super::repo().join(".venv/bin/moto_server"))?;
         let dir = TempDir::new();
@@ -69,7 +69,7 @@ impl Moto {
     }
 
     /// The form bodies of the requests moto received, in order, decoded.
-    pub fn bodies(&self) -> Vec<String> {
+    pub(crate) fn bodies(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
         text.lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -87,7 +87,7 @@ impl Moto {
     }
 
     /// The STS `Action`s moto received, in order.
-    pub fn actions(&self) -> Vec<String> {
+    pub(crate) fn actions(&self) -> Vec<String> {
         self.bodies()
             .iter()
             .filter_map(|body| {
@@ -98,11 +98,11 @@ impl Moto {
             .collect()
     }
 
-    pub fn count(&self, action: &str) -> usize {
+    pub(crate) fn count(&self, action: &str) -> usize {
         self.actions().iter().filter(|seen| *seen == action).count()
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

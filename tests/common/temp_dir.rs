@@ -14,12 +14,12 @@ static TEMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A private directory under the system temp dir, removed (with its contents) on drop.
 #[derive(Debug)]
-pub struct TempDir {
+pub(crate) struct TempDir {
     path: PathBuf,
 }
 
 impl TempDir {
-    pub fn new() -> TempDir {
+    pub(crate) fn new() -> TempDir {
         let path = std::env::temp_dir().join(format!(
             "imdstun-test-{}-{}",
             std::process::id(),
@@ -31,12 +31,12 @@ impl TempDir {
     }
 
     /// The directory itself.
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
     }
 
     /// Writes `contents` to `name` inside the directory and returns its path as a string.
-    pub fn file(&self, name: &str, contents: &[u8]) -> String {
+    pub(crate) fn file(&self, name: &str, contents: &[u8]) -> String {
         let path = self.path.join(name);
         std::fs::write(&path, contents)
             .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));

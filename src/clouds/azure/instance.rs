@@ -12,17 +12,33 @@ use sha2::{Digest, Sha256};
 /// An Azure VM as IMDS describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AzureInstance {
+    /// `compute.vmId`, a GUID derived from the machine.
     pub vm_id: String,
+    /// `compute.name` and `osProfile.computerName`, the last segment of `resourceId`
+    /// (`--azure-vm-name`; default this host's short name).
     pub vm_name: String,
+    /// `compute.subscriptionId`, also in `resourceId` (`--azure-subscription-id`; a GUID).
     pub subscription_id: String,
+    /// `compute.resourceGroupName`, also in `resourceId` (`--azure-resource-group`).
     pub resource_group: String,
+    /// `compute.location` (`--azure-location`; default `eastus`).
     pub location: String,
+    /// `compute.vmSize` (config `azure_vm_size`; default `Standard_D2s_v3`).
     pub vm_size: String,
+    /// `network.interface[0].ipv4.ipAddress[0].privateIpAddress`, and the /24 subnet around
+    /// it: this host's primary IPv4, else `10.0.0.4`.
     pub private_ipv4: Ipv4Addr,
+    /// `network.interface[0].macAddress`: 12 upper-case hex digits without separators, as
+    /// Azure writes it (`000D3A` and three derived bytes).
     pub mac: String,
+    /// The Entra tenant: a token's `tid` and its issuer `https://sts.windows.net/TENANT/`
+    /// (config `azure_tenant_id`; a GUID).
     pub tenant_id: String,
-    /// The managed identity: its client (application) id and object (principal) id.
+    /// The managed identity's client (application) id: the token answer's `client_id`, a
+    /// token's `appid`, and a `client_id` a token request may name.
     pub client_id: String,
+    /// The managed identity's object (principal) id: a token's `oid` and `sub`, and an
+    /// `object_id` a token request may name.
     pub object_id: String,
 }
 

@@ -143,8 +143,13 @@ impl std::fmt::Display for TokenRead {
 /// What to send: now, or after asking the token source.
 #[derive(Debug)]
 pub enum Answer {
+    /// This reply, at once.
     Now(Reply),
-    Token { resource: String },
+    /// A managed-identity token, from the token source.
+    Token {
+        /// The `resource` query parameter: the token's audience.
+        resource: String,
+    },
 }
 
 /// The metadata service of one Azure VM.
@@ -156,6 +161,7 @@ pub struct Azure {
 }
 
 impl Azure {
+    /// The metadata service of `instance`, its tokens from `tokens`.
     pub fn new(instance: AzureInstance, tokens: TokenSource) -> Azure {
         Azure {
             document: instance.document(),
@@ -164,6 +170,7 @@ impl Azure {
         }
     }
 
+    /// The VM this service describes.
     pub fn instance(&self) -> &AzureInstance {
         &self.instance
     }

@@ -32,17 +32,22 @@ const FAKE_LIFETIME: i64 = 86_399;
 /// The settings' choice.
 #[derive(Debug, Clone)]
 pub enum TokenSource {
+    /// `--azure-token-command`: run it with `{resource}` replaced.
     Command(CommandLine),
+    /// Without a command: unsigned fake tokens, warned about when served.
     Fake,
 }
 
 /// Why no token could be given.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// The user's token command could not run, failed, or printed nothing usable.
     #[error("the managed identity token command failed: {0}")]
     Command(#[from] CommandError),
+    /// The request's resource may not be put into the command (why); answered 400.
     #[error("resource refused: {0}")]
     Resource(&'static str),
+    /// The cache did not run the command: it failed moments ago, or too many run at once.
     #[error("{0}")]
     NotFetched(#[from] NotFetched),
 }
@@ -58,6 +63,7 @@ pub struct ManagedIdentity {
 }
 
 impl ManagedIdentity {
+    /// Tokens from `source`, with an empty cache.
     pub fn new(source: TokenSource) -> ManagedIdentity {
         ManagedIdentity {
             source,
@@ -65,6 +71,8 @@ impl ManagedIdentity {
         }
     }
 
+    /// Whether the tokens are fakes (no `--azure-token-command`), so serving one is warned
+    /// about.
     pub fn is_fake(&self) -> bool {
         matches!(self.source, TokenSource::Fake)
     }

@@ -28,12 +28,16 @@ use super::tree::Node;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpotAction {
+    /// `terminate`: the only action that also serves `spot/termination-time`.
     Terminate,
+    /// `stop`.
     Stop,
+    /// `hibernate`.
     Hibernate,
 }
 
 impl SpotAction {
+    /// The name `spot/instance-action`'s `action` carries (`terminate`, `stop`, `hibernate`).
     pub fn as_str(self) -> &'static str {
         match self {
             SpotAction::Terminate => "terminate",
@@ -47,14 +51,20 @@ impl SpotAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventCode {
+    /// `system-reboot`: a reboot of the host; the owner may reschedule it.
     SystemReboot,
+    /// `system-maintenance`: network or power maintenance that may briefly affect the instance.
     SystemMaintenance,
+    /// `instance-reboot`: a reboot of the instance; the owner may reschedule it.
     InstanceReboot,
+    /// `instance-retirement`: the instance will be stopped or terminated.
     InstanceRetirement,
+    /// `instance-stop`: the instance is stopped, and starts elsewhere when started again.
     InstanceStop,
 }
 
 impl EventCode {
+    /// The event's `Code` as EC2 writes it (`system-reboot`, `instance-stop`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             EventCode::SystemReboot => "system-reboot",
@@ -94,16 +104,24 @@ pub const LIFECYCLE_STATES: &[&str] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventEnd {
+    /// Cancelled (`imds-tun ctl cancel`): `State` `canceled`, the description `[Canceled] ...`.
     Canceled,
+    /// Completed (`imds-tun ctl complete`, or its `NotAfter` passed): `State` `completed`, the
+    /// description `[Completed] ...`.
     Completed,
 }
 
 /// One scheduled maintenance event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceEvent {
+    /// `EventId`: `instance-event-` and 17 hex digits ([`event_id`]).
     pub id: String,
+    /// `Code`, and from it `Description` (and `NotBeforeDeadline` for reboots).
     pub code: EventCode,
+    /// `NotBefore`: the start of the event's window.
     pub not_before: OffsetDateTime,
+    /// `NotAfter`: the end of its window; once passed, the event moves to `history` as
+    /// completed.
     pub not_after: OffsetDateTime,
     /// Set when the event was cancelled (or completed by command) before its `NotAfter`.
     pub ended: Option<EventEnd>,
@@ -147,7 +165,9 @@ impl MaintenanceEvent {
 /// A spot interruption: what, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpotNotice {
+    /// `spot/instance-action`'s `action`.
     pub action: SpotAction,
+    /// When the action happens: `instance-action`'s `time`, and `spot/termination-time`.
     pub time: OffsetDateTime,
 }
 
@@ -161,6 +181,8 @@ pub struct Interruptions {
     pub rebalance: Option<OffsetDateTime>,
     /// Events in the order they were announced.
     pub events: Vec<MaintenanceEvent>,
+    /// `autoscaling/target-lifecycle-state` (one of [`LIFECYCLE_STATES`]); `None` leaves
+    /// `autoscaling/` out of the tree, as on an instance outside an Auto Scaling group.
     pub lifecycle: Option<String>,
 }
 
@@ -288,12 +310,14 @@ pub struct Board {
 }
 
 impl Board {
+    /// A board whose first state is `initial` (`Board::default()` starts with nothing pending).
     pub fn new(initial: Interruptions) -> Board {
         Board {
             current: std::sync::RwLock::new(std::sync::Arc::new(initial)),
         }
     }
 
+    /// The current state, whole: what one request answers from.
     pub fn snapshot(&self) -> std::sync::Arc<Interruptions> {
         self.current
             .read()

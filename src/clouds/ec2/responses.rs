@@ -12,7 +12,10 @@ use time::OffsetDateTime;
 
 use crate::http::Reply;
 
+/// The `Content-Type` of every EC2 answer but user-data, JSON documents and error pages
+/// included.
 pub const TEXT_PLAIN: &str = "text/plain";
+/// The `Content-Type` of `user-data`.
 pub const OCTET_STREAM: &str = "application/octet-stream";
 
 /// `status` with a body of `content_type`, and the `Server` header every EC2 answer starts with.

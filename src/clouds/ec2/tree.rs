@@ -23,7 +23,10 @@ pub enum Leaf {
     /// Fixed `application/octet-stream` bytes (user-data).
     Octets(Bytes),
     /// The role's current credentials, fetched per request; `extended` adds `AccountId`.
-    Credentials { extended: bool },
+    Credentials {
+        /// `iam/security-credentials-extended/<role>` rather than `security-credentials`.
+        extended: bool,
+    },
 }
 
 /// A path in the tree.
@@ -31,6 +34,7 @@ pub enum Leaf {
 pub enum Node {
     /// A directory and its listing.
     Directory(Bytes),
+    /// A value, fixed or fetched per request.
     Leaf(Leaf),
 }
 

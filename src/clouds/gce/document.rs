@@ -72,7 +72,10 @@ fn gateway(instance: &GceInstance) -> String {
 /// What a path names in the document.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Entry<'a> {
+    /// An object, or an array of anything but strings: listed, or served whole with
+    /// `?recursive=true`.
     Directory(&'a Value),
+    /// A string, number, boolean or array of strings: served as a value.
     Leaf(&'a Value),
 }
 

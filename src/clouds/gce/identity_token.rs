@@ -56,6 +56,8 @@ impl std::fmt::Debug for IdentitySigner {
 pub struct KeyError(String);
 
 impl IdentitySigner {
+    /// The signer of the committed key (`assets/gce/identity-key.pem`), its key id derived
+    /// from the certificate.
     pub fn load() -> Result<IdentitySigner, KeyError> {
         let private =
             RsaPrivateKey::from_pkcs8_pem(KEY_PEM).map_err(|error| KeyError(error.to_string()))?;
@@ -88,6 +90,8 @@ impl IdentitySigner {
         json!({ self.key_id.clone(): CERT_PEM })
     }
 
+    /// The public key as a JWK set (`{"keys": [...]}`), served at `/imds-tun/gce/jwks` as
+    /// Google's `oauth2/v3/certs`.
     pub fn jwks(&self) -> &Value {
         &self.jwks
     }

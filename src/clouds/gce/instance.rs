@@ -23,26 +23,48 @@ pub const DEFAULT_SCOPES: &[&str] = &[
 /// A GCE instance as its metadata server describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GceInstance {
+    /// `project/project-id` (`--gcp-project`; the one value that must be given).
     pub project_id: String,
+    /// `project/numeric-project-id`, also in `zone` and `machine-type`
+    /// (`--gcp-project-number`; default 12 derived digits).
     pub numeric_project_id: u64,
+    /// `instance/zone`, served as `projects/NUMBER/zones/ZONE` (`--gcp-zone`).
     pub zone: String,
+    /// `instance/name` (`--gcp-instance-name`; default this host's short name).
     pub instance_name: String,
+    /// `instance/id` (config `gcp_instance_id`; default 19 derived digits).
     pub instance_id: u64,
+    /// `instance/hostname` (config `gcp_hostname`; default `NAME.ZONE.c.PROJECT.internal`).
     pub hostname: String,
+    /// `instance/machine-type`, served as `projects/NUMBER/machineTypes/TYPE` (config
+    /// `gcp_machine_type`; default `e2-medium`).
     pub machine_type: String,
+    /// `instance/network-interfaces/0/ip`, and the network's gateway derived from it: this
+    /// host's primary IPv4, else `10.128.0.2`.
     pub internal_ip: Ipv4Addr,
+    /// `instance/network-interfaces/0/mac`: `42:01:0a:` and three derived bytes, as GCE's.
     pub mac: String,
+    /// `service-accounts/default/email`, also listed by itself under `service-accounts/`
+    /// (`--gcp-service-account`).
     pub service_account_email: String,
+    /// The account's `scopes`: [`DEFAULT_SCOPES`], those of a VM created with default access.
     pub scopes: Vec<String>,
+    /// `instance/attributes/` (`--gcp-instance-attribute KEY=VALUE`).
     pub instance_attributes: BTreeMap<String, String>,
+    /// `project/attributes/` (`--gcp-project-attribute KEY=VALUE`).
     pub project_attributes: BTreeMap<String, String>,
 }
 
 /// What the defaults are derived from besides the project: this host's facts.
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {
+    /// This host's name; its first label, made a valid GCE name, is the instance's name.
+    /// `None`: `imds-tun-instance`.
     pub hostname: Option<String>,
+    /// A stable machine-specific text that, with the project, seeds the derived numbers and
+    /// the MAC. `None`: every host derives the same ones.
     pub machine_id: Option<String>,
+    /// This host's primary IPv4, the instance's `ip`. `None`: `10.128.0.2`.
     pub primary_ipv4: Option<Ipv4Addr>,
 }
 

@@ -137,18 +137,23 @@ impl std::fmt::Display for TokenRead {
 /// What to send, and when.
 #[derive(Debug)]
 pub enum Answer {
+    /// This reply, at once.
     Now(Reply),
     /// `wait_for_change`: nothing changes while imds-tun runs, so the current value is sent when
     /// the wait is over.
     AfterWait {
+        /// How long to hold the request: `timeout_sec`, at most (and by default) [`MAX_WAIT`].
         wait: Duration,
+        /// The value as it is now, sent when the wait is over.
         reply: Reply,
     },
     /// An access token, from its source.
     AccessToken,
     /// An identity token for this audience, from its source.
     IdentityToken {
+        /// The `audience` query parameter: the token's `aud`.
         audience: String,
+        /// `format=full`: the token also carries the `google.compute_engine` claims.
         full: bool,
     },
 }
@@ -156,8 +161,13 @@ pub enum Answer {
 /// What the GCE side is built from (see `config`).
 #[derive(Debug, Clone)]
 pub struct GceSettings {
+    /// The instance and project the document describes.
     pub instance: GceInstance,
+    /// Where `service-accounts/*/token` answers come from (`--gcp-access-token-command`,
+    /// `--gcp-access-token-file`, `GOOGLE_ACCESS_TOKEN`, else fake).
     pub access_tokens: AccessTokenSource,
+    /// Where `service-accounts/*/identity` answers come from
+    /// (`--gcp-identity-token-command`, else signed with the published key).
     pub identity_tokens: IdentityTokenSource,
 }
 
@@ -173,6 +183,9 @@ pub struct Gce {
 }
 
 impl Gce {
+    /// The metadata server for `settings`; `created` (Unix seconds, the start of this run) is
+    /// the instance's creation time in identity tokens. Fails only if the committed signing key
+    /// does not load.
     pub fn new(settings: GceSettings, created: i64) -> Result<Gce, identity_token::KeyError> {
         Ok(Gce {
             document: document::build(&settings.instance),
@@ -215,6 +228,7 @@ impl Gce {
         }
     }
 
+    /// The instance this server describes.
     pub fn instance(&self) -> &GceInstance {
         &self.instance
     }

@@ -37,6 +37,7 @@ pub const MAX_AUDIENCES: usize = 64;
 /// What a token request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessToken {
+    /// The token: the answer's `access_token`.
     pub value: String,
     /// Seconds until it expires.
     pub expires_in: i64,
@@ -45,12 +46,16 @@ pub struct AccessToken {
 /// Why no token could be given.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// The operating system gave no random bytes for a fake token (its error, as text).
     #[error("no randomness for a fake token: {0}")]
     Random(String),
+    /// The user's token command could not run, failed, or printed nothing usable.
     #[error("the token command failed: {0}")]
     Command(#[from] CommandError),
+    /// The request's audience may not be put into the command (why); answered 400.
     #[error("audience refused: {0}")]
     Audience(&'static str),
+    /// The cache did not run the command: it failed moments ago, or too many run at once.
     #[error("{0}")]
     NotFetched(#[from] NotFetched),
 }
@@ -58,15 +63,21 @@ pub enum TokenError {
 /// The settings' choice of access-token source.
 #[derive(Debug, Clone)]
 pub enum AccessTokenSource {
+    /// `--gcp-access-token-command`: run it, serve what it prints for
+    /// [`COMMAND_TOKEN_LIFETIME`].
     Command(CommandLine),
+    /// `--gcp-access-token-file` or `GOOGLE_ACCESS_TOKEN`: this token, always.
     Static(Secret),
+    /// Neither: fake tokens starting [`FAKE_PREFIX`].
     Fake,
 }
 
 /// The settings' choice of identity-token source.
 #[derive(Debug, Clone)]
 pub enum IdentityTokenSource {
+    /// `--gcp-identity-token-command`: run it with `{audience}` replaced.
     Command(CommandLine),
+    /// Without a command: fake tokens signed with imds-tun's published key.
     Signed,
 }
 
@@ -78,6 +89,7 @@ pub struct AccessTokens {
 }
 
 impl AccessTokens {
+    /// Tokens from `source`, with an empty cache.
     pub fn new(source: AccessTokenSource) -> AccessTokens {
         AccessTokens {
             source,
@@ -85,6 +97,7 @@ impl AccessTokens {
         }
     }
 
+    /// Fake tokens only ([`AccessTokenSource::Fake`]).
     pub fn fake() -> AccessTokens {
         AccessTokens::new(AccessTokenSource::Fake)
     }
@@ -139,6 +152,8 @@ impl std::fmt::Debug for IdentityTokens {
 }
 
 impl IdentityTokens {
+    /// Tokens from `source`; `signer` signs them when there is no command, and publishes the
+    /// key either way.
     pub fn new(source: IdentityTokenSource, signer: IdentitySigner) -> IdentityTokens {
         IdentityTokens {
             source,
@@ -147,6 +162,7 @@ impl IdentityTokens {
         }
     }
 
+    /// The key fake identity tokens are signed with, for `/imds-tun/gce/certs` and `jwks`.
     pub fn signer(&self) -> &IdentitySigner {
         &self.signer
     }

@@ -12,7 +12,9 @@ use crate::token_command::CommandLine;
 /// What the Azure side is built from.
 #[derive(Debug, Clone)]
 pub struct AzureSettings {
+    /// The VM `/metadata/instance` describes.
     pub instance: AzureInstance,
+    /// Where managed-identity tokens come from (`--azure-token-command`, else fake).
     pub tokens: TokenSource,
 }
 

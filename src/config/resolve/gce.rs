@@ -17,7 +17,7 @@ use crate::token_command::CommandLine;
 
 /// The environment variable a static access token may come from, as the GCE metadata emulator
 /// reads it.
-pub const ACCESS_TOKEN_VARIABLE: &str = "GOOGLE_ACCESS_TOKEN";
+const ACCESS_TOKEN_VARIABLE: &str = "GOOGLE_ACCESS_TOKEN";
 
 /// GCE's limits: 256 KiB for one value, 512 KiB for all of them together.
 const MAX_ATTRIBUTE_VALUE: usize = 256 * 1024;

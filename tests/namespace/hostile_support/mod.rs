@@ -14,18 +14,18 @@ use crate::common::http::{self, Request};
 use crate::common::{self, ImdsTun, METADATA, Namespace};
 
 /// How quickly a real client must be answered during and after an attack.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// Resident memory the process may use after an attack (its steady state is ~20-45 MiB,
 /// most of it the per-connection socket buffers at the connection limit).
-pub const RSS_LIMIT_KIB: u64 = 64 * 1024;
+pub(crate) const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
 /// The path every health check asks for.
-pub const PROBE_PATH: &str = "/latest/meta-data/instance-id";
+pub(crate) const PROBE_PATH: &str = "/latest/meta-data/instance-id";
 
 /// True when `hping3` can be run; otherwise skips (or fails under `CI=true`) like a missing
 /// namespace would, and returns false.
-pub fn hping3_available(test: &str) -> bool {
+pub(crate) fn hping3_available(test: &str) -> bool {
     match Command::new("hping3").arg("--version").output() {
         Ok(_) => true,
         Err(error) => {
@@ -57,7 +57,7 @@ fn hping_command(namespace: &Namespace, args: &[&str], limit: Duration) -> Comma
 
 /// What one `hping3` run reported.
 #[derive(Debug)]
-pub struct HpingReport {
+pub(crate) struct HpingReport {
     pub transmitted: u64,
     pub received: u64,
     /// Everything it printed (stdout then stderr), for assertion messages.
@@ -97,7 +97,7 @@ impl HpingReport {
     }
 
     /// The reply lines (`len=.. ip=.. flags=..`).
-    pub fn replies(&self) -> Vec<&str> {
+    pub(crate) fn replies(&self) -> Vec<&str> {
         self.text
             .lines()
             .filter(|line| line.starts_with("len="))
@@ -106,7 +106,7 @@ impl HpingReport {
 }
 
 /// Runs `hping3 ARGS 169.254.169.254` in `namespace` for at most `limit` and returns its report.
-pub fn hping(namespace: &Namespace, args: &[&str], limit: Duration) -> HpingReport {
+pub(crate) fn hping(namespace: &Namespace, args: &[&str], limit: Duration) -> HpingReport {
     let output = hping_command(namespace, args, limit)
         .output()
         .expect("running hping3 through ip netns exec");
@@ -114,13 +114,13 @@ pub fn hping(namespace: &Namespace, args: &[&str], limit: Duration) -> HpingRepo
 }
 
 /// A `hping3` run in the background (for "a real client during the attack").
-pub struct Background {
+pub(crate) struct Background {
     child: Option<Child>,
     args: Vec<String>,
 }
 
 impl Background {
-    pub fn start(namespace: &Namespace, args: &[&str], limit: Duration) -> Background {
+    pub(crate) fn start(namespace: &Namespace, args: &[&str], limit: Duration) -> Background {
         let child = hping_command(namespace, args, limit)
             .spawn()
             .expect("spawning hping3 through ip netns exec");
@@ -131,7 +131,7 @@ impl Background {
     }
 
     /// Waits for it to end (it is bounded by its `timeout`) and returns its report.
-    pub fn finish(mut self) -> HpingReport {
+    pub(crate) fn finish(mut self) -> HpingReport {
         let output = self
             .child
             .take()
@@ -153,7 +153,7 @@ impl Drop for Background {
 }
 
 /// The child's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
-pub fn rss_kib(child: &ImdsTun) -> u64 {
+pub(crate) fn rss_kib(child: &ImdsTun) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid()))
         .unwrap_or_else(|error| panic!("reading /proc/{}/status: {error}", child.pid()));
     status
@@ -165,7 +165,7 @@ pub fn rss_kib(child: &ImdsTun) -> u64 {
 }
 
 /// The process still runs, never panicked, and stays below [`RSS_LIMIT_KIB`].
-pub fn assert_healthy(child: &mut ImdsTun, after: &str) {
+pub(crate) fn assert_healthy(child: &mut ImdsTun, after: &str) {
     assert!(
         child.is_running(),
         "imds-tun died after {after}; stderr:\n{}",
@@ -185,7 +185,7 @@ pub fn assert_healthy(child: &mut ImdsTun, after: &str) {
 
 /// One real GET on a new connection, answered 200 within [`ANSWER_WITHIN`]; returns how long
 /// it took.
-pub async fn answered_quickly(after: &str) -> Duration {
+pub(crate) async fn answered_quickly(after: &str) -> Duration {
     let started = Instant::now();
     let response = tokio::time::timeout(ANSWER_WITHIN, http::get(METADATA, PROBE_PATH))
         .await
@@ -201,7 +201,7 @@ pub async fn answered_quickly(after: &str) -> Duration {
 }
 
 /// `count` concurrent real requests, each on its own connection, all answered 200 within 10 s.
-pub async fn burst_all_succeed(count: usize, after: &str) {
+pub(crate) async fn burst_all_succeed(count: usize, after: &str) {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..count {
         tasks.spawn(async move { http::send(METADATA, &Request::get(PROBE_PATH)).await.status });
@@ -221,7 +221,7 @@ pub async fn burst_all_succeed(count: usize, after: &str) {
 
 /// The full check after an attack: alive, no panic, memory bounded, a real request answered
 /// within a second, then a burst of 50 all answered (capacity came back).
-pub fn assert_still_serving(namespace: &Namespace, child: &mut ImdsTun, after: &str) {
+pub(crate) fn assert_still_serving(namespace: &Namespace, child: &mut ImdsTun, after: &str) {
     assert_healthy(child, after);
     let label = after.to_string();
     namespace.run_in(move || async move {
@@ -233,7 +233,7 @@ pub fn assert_still_serving(namespace: &Namespace, child: &mut ImdsTun, after: &
 
 /// Held by every test that floods: two floods at once on a 2-core CI machine starve each
 /// other's imds-tun of CPU, and the one-second rule is about the process, not the scheduler.
-pub fn flood_lock() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn flood_lock() -> std::sync::MutexGuard<'static, ()> {
     static FLOODS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     FLOODS
         .lock()
@@ -242,7 +242,7 @@ pub fn flood_lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// Real requests every ~100 ms while `attack` runs (at least `min_probes` of them), each
 /// answered within `within`; then the attack's report.
-pub fn probe_during(
+pub(crate) fn probe_during(
     namespace: &Namespace,
     attack: Background,
     window: Duration,
