@@ -5,17 +5,20 @@
 //! kernel listeners before creating the TUN (so a busy port fails before anything is claimed),
 //! claim the address, start the runtime and the control channel while still root, then give
 //! root up before the first request is served; one start-up line; on SIGINT, SIGTERM or SIGHUP
-//! stop accepting, let in-flight requests finish within the grace period and exit 0. How the
+//! stop accepting, let in-flight requests finish within the grace period and exit 0; when the
+//! claim is lost (the device deleted or set down, its address or route gone:
+//! `platform::ClaimWatch`) the same, then exit 1 with one line saying what happened. How the
 //! layers are wired together is `crate::runtime`'s.
 //!
 //! Every failure is one line on stderr and an exit code ([`AppError::exit_code`]): 2 for
-//! settings that cannot work, 1 for anything else.
+//! settings that cannot work (an unknown `--user` among them), 1 for anything else.
 
 use crate::cli::Cli;
 use crate::clouds::ec2::interruptions;
 use crate::config::{self, Settings, TokenPolicy};
 use crate::credentials::outage::Outage;
 use crate::http::Access;
+use crate::output;
 use crate::platform::privileges;
 use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError};
 use crate::runtime::{BoundListener, Runtime, ServicesError};
@@ -50,6 +53,14 @@ pub enum AppError {
         /// starting with ": "; empty for the rest.
         hint: &'static str,
     },
+    /// The claim on the metadata address was lost while serving (the device deleted or set
+    /// down, its address or the route gone): the run ends, non-zero, so that a supervisor
+    /// starts a new one, which claims the address afresh.
+    #[error(
+        "stopped serving: {0}; start imds-tun again (systemd's Restart=on-failure does so by \
+         itself)"
+    )]
+    ClaimLost(platform::ClaimLoss),
     /// Reading or writing the TUN failed while serving: the device went away under us.
     #[error("the TUN device failed: {0}; was it deleted? restart imds-tun")]
     TunFailed(io::Error),
@@ -68,10 +79,13 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// 2 for settings that cannot work (the user fixes a flag or key), 1 for the rest.
+    /// 2 for settings that cannot work (the user fixes a flag or key: an unknown `--user` too),
+    /// 1 for the rest.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            AppError::Settings(_) | AppError::Services(ServicesError::Credentials(_)) => {
+            AppError::Settings(_)
+            | AppError::Services(ServicesError::Credentials(_))
+            | AppError::Privileges(privileges::PrivilegeError::UnknownUser(_)) => {
                 ExitCode::from(2)
             }
             _ => ExitCode::FAILURE,
@@ -95,7 +109,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("imds-tun: {error}");
+            output::error_line(&format!("imds-tun: {error}"));
             error.exit_code()
         }
     }
@@ -142,6 +156,9 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         None => None,
     };
     let tun_name = tun.as_ref().map(|tun| tun.name().to_string());
+    // Watched from now on: a device deleted, set down, stripped of its address or routed past
+    // ends the run instead of leaving a process that holds the claim and serves nothing.
+    let mut claim = tun.as_ref().map(platform::AsyncTun::watch);
     let bound: Vec<SocketAddr> = listeners
         .iter()
         .filter_map(|listener| listener.socket.local_addr().ok())
@@ -159,17 +176,36 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
     }
     announce(&settings, tun_name.as_deref(), &bound);
+    // Said once it is true: a start that fails before serving never served as root.
+    if serve_as.is_none() && nix::unistd::geteuid().is_root() {
+        tracing::info!("serving as root; pass --user NAME to serve as an unprivileged user");
+    }
 
     let outcome = tokio::select! {
         signal = signals.next() => {
             tracing::info!("received {signal}; finishing in-flight requests");
             Ok(())
         }
-        error = running.failed() => Err(AppError::TunFailed(error)),
+        loss = claim_lost(claim.as_mut()) => Err(AppError::ClaimLost(loss)),
+        error = running.failed() => {
+            // The read error and the kernel's news race; say what the kernel says happened.
+            match claim.as_ref().and_then(platform::ClaimWatch::check) {
+                Some(loss) => Err(AppError::ClaimLost(loss)),
+                None => Err(AppError::TunFailed(error)),
+            }
+        }
     };
     drop(control);
     running.stop().await;
     outcome
+}
+
+/// Waits until the claim is lost; never without a TUN.
+async fn claim_lost(watch: Option<&mut platform::ClaimWatch>) -> platform::ClaimLoss {
+    match watch {
+        Some(watch) => watch.lost().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The control channel of the local service (its interruptions `board`), with the start-up
@@ -230,28 +266,26 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
     let request = match command.into_request() {
         Ok(request) => request,
         Err(error) => {
-            eprintln!("imds-tun ctl: {error}");
+            output::error_line(&format!("imds-tun ctl: {error}"));
             return ExitCode::from(2);
         }
     };
     match crate::control::client::send(&request) {
         Ok(response) if response.ok => {
             let status = response.status.unwrap_or_default();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&status).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
+            let written =
+                output::print_line(&serde_json::to_string_pretty(&status).unwrap_or_default());
+            output::finish(written, ExitCode::SUCCESS)
         }
         Ok(response) => {
-            eprintln!(
+            output::error_line(&format!(
                 "imds-tun ctl: {}",
                 response.error.unwrap_or_else(|| "refused".into())
-            );
+            ));
             ExitCode::FAILURE
         }
         Err(error) => {
-            eprintln!("imds-tun ctl: {error}");
+            output::error_line(&format!("imds-tun ctl: {error}"));
             ExitCode::FAILURE
         }
     }
@@ -267,13 +301,17 @@ fn command_line_error(error: clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
-        let _ = error.print();
-        return ExitCode::SUCCESS;
+        // clap writes help and version to stdout: a closed pipe ends quietly, a full disk is
+        // one line.
+        let printed = error
+            .print()
+            .and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
+        return output::finish(output::written(printed), ExitCode::SUCCESS);
     }
     let text = error.to_string();
     let first = text.lines().next().unwrap_or_default();
     let reason = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("imds-tun: {reason} (see imds-tun --help)");
+    output::error_line(&format!("imds-tun: {reason} (see imds-tun --help)"));
     ExitCode::from(2)
 }
 
@@ -359,9 +397,6 @@ fn account_to_serve_as(requested: Option<&str>) -> Result<Option<privileges::Acc
     let Some(account) =
         privileges::account_to_become(requested, sudo_uid.as_deref(), sudo_gid.as_deref())?
     else {
-        if nix::unistd::geteuid().is_root() {
-            tracing::info!("serving as root; pass --user NAME to serve as an unprivileged user");
-        }
         return Ok(None);
     };
     let current = nix::unistd::geteuid();

@@ -78,15 +78,18 @@ impl std::fmt::Display for Finding {
 /// Runs every check for `cli`'s settings, prints the report, returns 0 or 1.
 pub fn main(cli: Cli) -> ExitCode {
     let findings = run(cli);
-    let mut out = std::io::stdout().lock();
-    for finding in &findings {
-        let _ = writeln!(out, "{finding}");
-    }
-    if findings.iter().any(|finding| finding.level == Level::Fail) {
+    let report: String = findings
+        .iter()
+        .map(|finding| format!("{finding}\n"))
+        .collect();
+    // The exit code says whether imds-tun can run, even when the reader left early
+    // (`imds-tun --check | head -1`).
+    let code = if findings.iter().any(|finding| finding.level == Level::Fail) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
+    };
+    crate::output::finish(crate::output::print(&report), code)
 }
 
 /// All findings, in the order printed.

@@ -12,12 +12,12 @@
 use super::claim_lock::{ClaimLock, Holder};
 use super::netlink;
 use super::{
-    FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS, METADATA_ADDRESS_V6, OpenAsError,
+    ClaimLoss, FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS, METADATA_ADDRESS_V6, OpenAsError,
     PlatformError, TunRequest,
 };
 use nix::unistd::{Gid, ResGid, ResUid};
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,6 +29,10 @@ use tun::AbstractDevice;
 pub struct AsyncTun {
     fd: AsyncFd<tun::Device>,
     name: String,
+    /// The kernel's index of the device: what the claim watch follows (a name can change).
+    index: u32,
+    /// Whether fd00:ec2::254 is claimed too.
+    ipv6: bool,
     /// Held as long as the device: a rival start sees the address taken from the first moment.
     _claim: ClaimLock,
 }
@@ -68,6 +72,168 @@ impl AsyncTun {
             .await
             .map(|_| ())
     }
+
+    /// A watch on this device's claim; call from inside the runtime, once the claim is made.
+    pub fn watch(&self) -> ClaimWatch {
+        ClaimWatch::new(self.name.clone(), self.index, self.ipv6)
+    }
+}
+
+/// The claim an [`AsyncTun`] holds, watched: the kernel's rtnetlink news of links, addresses,
+/// routes and rules is the trigger, and every trigger asks the kernel again whether the device
+/// still exists, is up, carries our address and receives the metadata address's packets. So
+/// imds-tun's own set-up (over before the watch starts), the link-local address the kernel adds
+/// with `--ipv6`, and other interfaces' changes cost one look and change nothing. Without a
+/// subscription (netlink refused) it looks once a second instead.
+#[derive(Debug)]
+pub struct ClaimWatch {
+    name: String,
+    index: u32,
+    ipv6: bool,
+    changes: Option<AsyncFd<netlink::Changes>>,
+}
+
+/// How often the claim is looked at when no netlink subscription could be made.
+const POLL_WITHOUT_NEWS: Duration = Duration::from_secs(1);
+
+impl ClaimWatch {
+    fn new(name: String, index: u32, ipv6: bool) -> ClaimWatch {
+        let changes = netlink::Changes::subscribe(ipv6)
+            .and_then(|changes| {
+                // SAFETY: the AsyncFd takes ownership of the socket, which owns its descriptor,
+                // so the descriptor stays open for exactly as long as it is registered.
+                #[allow(unsafe_code)]
+                unsafe { AsyncFd::register(changes) }.map_err(|error| error.into_parts().1)
+            })
+            .map_err(|error| {
+                tracing::warn!(
+                    "cannot subscribe to the kernel's link and route changes ({error}); \
+                     checking the claim on 169.254.169.254 every second instead"
+                );
+            })
+            .ok();
+        ClaimWatch {
+            name,
+            index,
+            ipv6,
+            changes,
+        }
+    }
+
+    /// Waits until the claim is lost, and says how. Cancel-safe: dropping the future loses
+    /// nothing (the next call looks again first).
+    pub async fn lost(&mut self) -> ClaimLoss {
+        loop {
+            // Looked at first, so a change between the claim and the subscription counts.
+            if let Some(loss) = self.check() {
+                return loss;
+            }
+            match &self.changes {
+                Some(changes) => match changes.readable().await {
+                    Ok(mut guard) => match guard.get_inner().drain() {
+                        // Nothing there after all: wait for the next readiness.
+                        Ok(false) => guard.clear_ready(),
+                        Ok(true) => {}
+                        Err(error) => {
+                            tracing::warn!(
+                                "the kernel's news of link and route changes failed ({error}); \
+                                 checking the claim every second instead"
+                            );
+                            self.changes = None;
+                        }
+                    },
+                    Err(_) => self.changes = None,
+                },
+                None => tokio::time::sleep(POLL_WITHOUT_NEWS).await,
+            }
+        }
+    }
+
+    /// Whether the claim still holds now; `None` when it does (or the kernel could not be
+    /// asked: only a definite answer ends a run).
+    pub fn check(&self) -> Option<ClaimLoss> {
+        let device = match interface_name_of(self.index) {
+            Some(name) => name,
+            None => {
+                return Some(ClaimLoss::DeviceDeleted {
+                    device: self.name.clone(),
+                });
+            }
+        };
+        let addresses = nix::ifaddrs::getifaddrs().ok()?;
+        let mine: Vec<_> = addresses
+            .filter(|entry| entry.interface_name == device)
+            .collect();
+        if !mine
+            .iter()
+            .any(|entry| entry.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        {
+            return Some(ClaimLoss::LinkDown { device });
+        }
+        let has_v4 = mine.iter().any(|entry| {
+            let local = entry.address.as_ref().and_then(|a| a.as_sockaddr_in());
+            let peer = entry.destination.as_ref().and_then(|a| a.as_sockaddr_in());
+            local.is_some_and(|a| a.ip() == LOCAL_ADDRESS)
+                && peer.is_some_and(|a| a.ip() == METADATA_ADDRESS)
+        });
+        if !has_v4 {
+            return Some(ClaimLoss::AddressRemoved {
+                device,
+                local: LOCAL_ADDRESS.into(),
+                peer: METADATA_ADDRESS.into(),
+            });
+        }
+        // getifaddrs reports no IPv6 peer, so the IPv6 pair is known by its local address.
+        let has_v6 = !self.ipv6
+            || mine.iter().any(|entry| {
+                entry
+                    .address
+                    .as_ref()
+                    .and_then(|a| a.as_sockaddr_in6())
+                    .is_some_and(|a| a.ip() == LOCAL_ADDRESS_V6)
+            });
+        if !has_v6 {
+            return Some(ClaimLoss::AddressRemoved {
+                device,
+                local: LOCAL_ADDRESS_V6.into(),
+                peer: METADATA_ADDRESS_V6.into(),
+            });
+        }
+        let mut claimed = vec![IpAddr::V4(METADATA_ADDRESS)];
+        if self.ipv6 {
+            claimed.push(IpAddr::V6(METADATA_ADDRESS_V6));
+        }
+        for address in claimed {
+            let Ok(taken) = netlink::route_output_interface(address) else {
+                continue;
+            };
+            if taken != Some(self.index) {
+                return Some(ClaimLoss::RouteTaken {
+                    device,
+                    address,
+                    route: route_description(taken),
+                });
+            }
+        }
+        None
+    }
+}
+
+/// The current name of interface `index`; `None` when no interface has that index.
+fn interface_name_of(index: u32) -> Option<String> {
+    let interfaces = nix::net::if_::if_nameindex().ok()?;
+    interfaces
+        .iter()
+        .find(|interface| interface.index() == index)
+        .map(|interface| interface.name().to_string_lossy().into_owned())
+}
+
+/// "out of interface eth0", or "nowhere (no route)".
+fn route_description(taken: Option<u32>) -> String {
+    match taken {
+        Some(index) => format!("out of interface {}", interface_name(index)),
+        None => "nowhere (no route)".to_owned(),
+    }
 }
 
 pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
@@ -95,6 +261,8 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
             return Err(PlatformError::Ipv6AddressClaimed(holder));
         }
     }
+
+    refuse_existing_name(&request.name)?;
 
     let mut config = tun::Configuration::default();
     config
@@ -130,7 +298,9 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
     })?;
     Ok(AsyncTun {
         fd,
+        index: tun_index(&name)?,
         name,
+        ipv6: request.ipv6,
         _claim: claim,
     })
 }
@@ -150,6 +320,21 @@ fn size_transmit_queue(device: &str, packets: u32) -> Result<(), PlatformError> 
         context: "sizing the TUN device's queue",
         source,
     })
+}
+
+/// A fixed `--tun-name` that already names an interface is refused: `TUNSETIFF` on a persistent
+/// TUN of that name attaches to it without a word, and imds-tun would then configure a device
+/// that outlives it. (A name with `%d` is always a new device: the kernel picks a free number.)
+/// What this cannot see: a device made under the same name between this check and the
+/// creation a moment later, by something other than imds-tun (two imds-tun hold the claim lock).
+fn refuse_existing_name(name: &str) -> Result<(), PlatformError> {
+    if name.contains('%') {
+        return Ok(());
+    }
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(_) => Err(PlatformError::NameExists(name.to_string())),
+        Err(_) => Ok(()),
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), PlatformError> {
@@ -345,10 +530,7 @@ fn verify_route(device: &str, address: IpAddr) -> Result<(), PlatformError> {
         std::thread::sleep(Duration::from_millis(5));
     };
     let device = device.to_string();
-    let route = match taken {
-        Some(index) => format!("out of interface {}", interface_name(index)),
-        None => "nowhere (no route)".to_owned(),
-    };
+    let route = route_description(taken);
     Err(match address {
         IpAddr::V4(_) => PlatformError::RouteNotTaken { device, route },
         IpAddr::V6(_) => PlatformError::Ipv6RouteNotTaken { device, route },
@@ -356,15 +538,7 @@ fn verify_route(device: &str, address: IpAddr) -> Result<(), PlatformError> {
 }
 
 fn interface_name(index: u32) -> String {
-    nix::net::if_::if_nameindex()
-        .ok()
-        .and_then(|interfaces| {
-            interfaces
-                .iter()
-                .find(|interface| interface.index() == index)
-                .map(|interface| interface.name().to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| format!("#{index}"))
+    interface_name_of(index).unwrap_or_else(|| format!("#{index}"))
 }
 
 /// Turns IPv6 off on the device when only IPv4 is served: otherwise the kernel sends router
@@ -512,7 +686,9 @@ impl SavedIds {
                 }
             });
         if let Err((step, error)) = restored {
-            eprintln!(
+            // Not eprintln!: a failed write to stderr must not turn the abort into a panic.
+            let _ = writeln!(
+                io::stderr(),
                 "imds-tun: cannot switch back to root after opening a file with another user's \
                  rights: {step} failed: {error}; stopping rather than run half-switched"
             );

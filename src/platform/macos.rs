@@ -111,6 +111,12 @@ impl AsyncTun {
         }
     }
 
+    /// A watch on this device's claim: macOS gives no news here, so it never fires (a
+    /// destroyed utun shows as the device's read error).
+    pub fn watch(&self) -> super::ClaimWatch {
+        super::ClaimWatch::default()
+    }
+
     /// Writes one IPv4 packet behind its frame header, waiting if the queue is full.
     pub async fn send(&self, packet: &[u8]) -> io::Result<()> {
         self.fd

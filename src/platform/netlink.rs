@@ -10,6 +10,10 @@
 //! - Size the TUN's transmit queue (`RTM_NEWLINK` with `IFLA_TXQLEN`, what `ip link set DEV
 //!   txqueuelen N` does): the `tun` crate has no setting for it.
 //!
+//! - Tell me when links, addresses, routes or policy rules change ([`Changes`], a socket
+//!   subscribed to the rtnetlink groups, what `ip monitor` listens to): the trigger to ask again
+//!   whether imds-tun still holds its claim.
+//!
 //! Messages are built and parsed here by hand: three fixed request layouts and two reply fields
 //! do not justify a netlink crate. Every reply is parsed with bounds checks; a short or odd
 //! reply is "unknown", never a panic. Both sockets carry a receive timeout, so a kernel that does
@@ -69,6 +73,71 @@ const IPPROTO_TCP: u8 = 6;
 
 /// How long one question may wait for the kernel; it answers in microseconds.
 const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The rtnetlink multicast groups [`Changes`] joins: links (created, deleted, up, down), IPv4
+/// addresses, routes and policy rules.
+const GROUPS_V4: u32 = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE;
+/// With `--ipv6` also the IPv6 addresses, routes and rules.
+const GROUPS_V6: u32 = RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE | RTMGRP_IPV6_RULE;
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+/// `RTNLGRP_IPV4_RULE` (8) as a group bit; the kernel's headers name no `RTMGRP_` for it.
+const RTMGRP_IPV4_RULE: u32 = 1 << (8 - 1);
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+/// `RTNLGRP_IPV6_RULE` (19) as a group bit.
+const RTMGRP_IPV6_RULE: u32 = 1 << (19 - 1);
+
+/// A socket that hears every change of links, addresses, routes and policy rules in this
+/// network namespace (IPv6 ones too when asked), what `ip monitor` listens to. It does not say
+/// what changed: its reader asks the kernel again ([`route_output_interface`], the interface
+/// list), so a message it cannot parse, a change of an unrelated interface, or a queue that
+/// overflowed (`ENOBUFS`) all mean the same thing, "look again". Non-blocking; the caller waits
+/// for it to become readable.
+#[derive(Debug)]
+pub struct Changes {
+    fd: OwnedFd,
+}
+
+impl Changes {
+    /// Opens the socket and joins the groups; listening needs no privilege.
+    pub fn subscribe(ipv6: bool) -> io::Result<Changes> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkRoute,
+        )?;
+        let groups = if ipv6 { GROUPS_V4 | GROUPS_V6 } else { GROUPS_V4 };
+        nix::sys::socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+        Ok(Changes { fd })
+    }
+
+    /// Reads the messages queued now, at most 256 datagrams (a host whose interfaces churn
+    /// without pause still gets its claim looked at); true when there was at least one (or the
+    /// queue overflowed and some were lost), false when there was nothing to read.
+    pub fn drain(&self) -> io::Result<bool> {
+        let mut buffer = vec![0u8; 8192];
+        let mut any = false;
+        for _ in 0..256 {
+            match recv(self.fd.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Ok(any),
+                Ok(_) | Err(nix::errno::Errno::ENOBUFS) => any = true,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(any),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        Ok(any)
+    }
+}
+
+impl AsRawFd for Changes {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
 
 /// A netlink socket for one protocol, with its own sequence numbers.
 #[derive(Debug)]

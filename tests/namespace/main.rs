@@ -12,6 +12,7 @@ mod hostile_support;
 
 mod attribution;
 mod azure_clients;
+mod claim_watch;
 mod deploy_containers;
 mod docker_containers;
 mod faults;
