@@ -85,9 +85,7 @@ impl AppError {
         match self {
             AppError::Settings(_)
             | AppError::Services(ServicesError::Credentials(_))
-            | AppError::Privileges(privileges::PrivilegeError::UnknownUser(_)) => {
-                ExitCode::from(2)
-            }
+            | AppError::Privileges(privileges::PrivilegeError::UnknownUser(_)) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }

@@ -12,8 +12,8 @@
 use super::claim_lock::{ClaimLock, Holder};
 use super::netlink;
 use super::{
-    ClaimLoss, FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS, METADATA_ADDRESS_V6, OpenAsError,
-    PlatformError, TunRequest,
+    ClaimLoss, FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS, METADATA_ADDRESS_V6,
+    OpenAsError, PlatformError, TunRequest,
 };
 use nix::unistd::{Gid, ResGid, ResUid};
 use std::fs::{File, OpenOptions};

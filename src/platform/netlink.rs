@@ -109,7 +109,11 @@ impl Changes {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             SockProtocol::NetlinkRoute,
         )?;
-        let groups = if ipv6 { GROUPS_V4 | GROUPS_V6 } else { GROUPS_V4 };
+        let groups = if ipv6 {
+            GROUPS_V4 | GROUPS_V6
+        } else {
+            GROUPS_V4
+        };
         nix::sys::socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
         Ok(Changes { fd })
     }

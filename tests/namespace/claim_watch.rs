@@ -30,7 +30,10 @@ fn lose_the_claim(namespace: &Namespace, args: &[&str], commands: &[&[&str]], ne
     let tun = child.tun_name();
     let changed = Instant::now();
     for command in commands {
-        let command: Vec<String> = command.iter().map(|word| word.replace("{tun}", &tun)).collect();
+        let command: Vec<String> = command
+            .iter()
+            .map(|word| word.replace("{tun}", &tun))
+            .collect();
         let command: Vec<&str> = command.iter().map(String::as_str).collect();
         namespace.ip(&command);
     }
@@ -169,7 +172,9 @@ fn other_interfaces_changes_and_our_own_set_up_are_not_a_loss() {
     let mut child = common::start(&namespace, &["--ipv6"]);
     let tun = child.tun_name();
     for command in [
-        &["link", "add", "other0", "type", "veth", "peer", "name", "other1"][..],
+        &[
+            "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+        ][..],
         &["addr", "add", "169.254.1.1/16", "dev", "other0"],
         &["link", "set", "other0", "up"],
         &["route", "add", "10.9.9.0/24", "dev", "other0"],

@@ -25,5 +25,6 @@ mod hostile_packets;
 mod imds_http;
 mod interruptions;
 mod ipv6_endpoint;
+mod process_edges;
 mod tun_lifecycle;
 mod tun_transport;
