@@ -118,7 +118,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
     let settings = cli.into_settings()?;
     // Decided before anything is created, so an unknown --user creates nothing; and before the
     // runtime's threads exist, so what is cut here is cut in all of them.
-    let serve_as = account_to_serve_as(settings.user.as_deref())?;
+    let serve_as = privileges::account_to_serve_as(settings.user.as_deref())?;
     if let Some(account) = &serve_as {
         privileges::prepare_to_become(account)?;
     }
@@ -331,12 +331,7 @@ fn init_logging() {
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(address).await.map_err(|source| {
-        let hint = match source.kind() {
-            io::ErrorKind::AddrInUse => ": another process holds that port; pick another --listen",
-            io::ErrorKind::PermissionDenied => ": ports below 1024 need root; pick a higher port",
-            io::ErrorKind::AddrNotAvailable => ": no interface has that address",
-            _ => "",
-        };
+        let hint = crate::doctor::listen_hint(&source);
         AppError::Listen {
             address,
             source,
@@ -385,28 +380,6 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[SocketAddr
             kernel.join(", ")
         ),
     }
-}
-
-/// The account to become after set-up: `--user` or the user behind sudo, when running as root
-/// (see [`crate::platform::privileges`]); `None` to stay as we are.
-fn account_to_serve_as(requested: Option<&str>) -> Result<Option<privileges::Account>, AppError> {
-    let sudo_uid = std::env::var("SUDO_UID").ok();
-    let sudo_gid = std::env::var("SUDO_GID").ok();
-    let Some(account) =
-        privileges::account_to_become(requested, sudo_uid.as_deref(), sudo_gid.as_deref())?
-    else {
-        return Ok(None);
-    };
-    let current = nix::unistd::geteuid();
-    if current == account.uid {
-        return Ok(None);
-    }
-    if !current.is_root() {
-        return Err(AppError::Privileges(privileges::PrivilegeError::NotRoot(
-            account.name,
-        )));
-    }
-    Ok(Some(account))
 }
 
 /// The signals that end a run.

@@ -252,17 +252,7 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
         }
         Err(Holder::Squatter { .. }) => ClaimLock::unheld(),
     };
-    if let Some(holder) = current_claim()? {
-        return Err(PlatformError::AddressClaimed(holder));
-    }
-    if request.ipv6 {
-        ipv6_available()?;
-        if let Some(holder) = current_claim_v6()? {
-            return Err(PlatformError::Ipv6AddressClaimed(holder));
-        }
-    }
-
-    refuse_existing_name(&request.name)?;
+    free_to_claim(request)?;
 
     let mut config = tun::Configuration::default();
     config
@@ -304,6 +294,124 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
         _claim: claim,
     })
 }
+
+/// What a start checks before it creates anything (the claim lock aside): nothing answers for
+/// the addresses yet, IPv6 is on where it is asked for, and a fixed `--tun-name` is free.
+fn free_to_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    if let Some(holder) = current_claim()? {
+        return Err(PlatformError::AddressClaimed(holder));
+    }
+    if request.ipv6 {
+        ipv6_available()?;
+        if let Some(holder) = current_claim_v6()? {
+            return Err(PlatformError::Ipv6AddressClaimed(holder));
+        }
+    }
+    refuse_existing_name(&request.name)
+}
+
+/// `--check`'s claim: the start's own checks, in its order and words, creating nothing: the
+/// name, the claim lock's holder (another imds-tun, by pid), [`free_to_claim`]; then, where the
+/// start would create the device and ask `RTM_GETROUTE`, the route and the policy rules now:
+/// a rule ahead of the main table that routes the address elsewhere, or refuses it, would take
+/// it from the device's route as surely ([`diversion`]).
+pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    validate_name(&request.name)?;
+    let lock_error = |source| PlatformError::Io {
+        context: "asking who holds the claim lock (@imds-tun/169.254.169.254)",
+        source,
+    };
+    if let Some(Holder::Privileged { pid }) = super::claim_lock::holder().map_err(lock_error)? {
+        return Err(PlatformError::AddressClaimed(format!(
+            "another imds-tun (pid {pid}) in this network namespace"
+        )));
+    }
+    free_to_claim(request)?;
+    let mut addresses = vec![IpAddr::V4(METADATA_ADDRESS)];
+    if request.ipv6 {
+        addresses.push(IpAddr::V6(METADATA_ADDRESS_V6));
+    }
+    for address in addresses {
+        let io_error = |source| PlatformError::Io {
+            context: match address {
+                IpAddr::V4(_) => "checking the route to 169.254.169.254",
+                IpAddr::V6(_) => "checking the route to fd00:ec2::254",
+            },
+            source,
+        };
+        let answer = netlink::route_lookup(address).map_err(io_error)?;
+        let rules = netlink::rules(address).map_err(io_error)?;
+        if let Some(route) = diversion(answer, &rules, address) {
+            let device = format!("the TUN device a start would create ({})", request.name);
+            return Err(match address {
+                IpAddr::V4(_) => PlatformError::RouteNotTaken { device, route },
+                IpAddr::V6(_) => PlatformError::Ipv6RouteNotTaken { device, route },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where `address` would go instead of into a new device with a host route in the main table,
+/// given the kernel's answer for it now and the policy rules; `None` when the device's route
+/// would win. The device's route is found through the main table's rule; a rule with a lower
+/// priority that the kernel's answer came through (its table), or that refuses the address
+/// outright (`blackhole`, `unreachable`, `prohibit`), wins over it. A rule that applies to some
+/// packets only (a source, a mark, a uid range) and refuses them is not counted: whether a
+/// client's packets match it cannot be told here.
+fn diversion(
+    answer: netlink::RouteAnswer,
+    rules: &[netlink::Rule],
+    address: IpAddr,
+) -> Option<String> {
+    use netlink::{MAIN_TABLE, RouteAnswer, RuleAction};
+    let covers = |rule: &netlink::Rule| match rule.to {
+        None => true,
+        Some((network, length)) => {
+            ipnet::IpNet::new(network, length).is_ok_and(|network| network.contains(&address))
+        }
+    };
+    let Some(main) = rules
+        .iter()
+        .filter(|rule| {
+            rule.action == RuleAction::Lookup(MAIN_TABLE) && !rule.selective && covers(rule)
+        })
+        .map(|rule| rule.priority)
+        .min()
+    else {
+        return Some(
+            "nowhere a device's route is looked for (no policy rule looks up the main table)"
+                .into(),
+        );
+    };
+    match answer {
+        // The local table holds addresses (which the claim checks refuse first); an answer
+        // from the main table loses to the device's /32 host route there.
+        RouteAnswer::Route { table, .. } if table == MAIN_TABLE || table == LOCAL_TABLE => None,
+        RouteAnswer::Route { interface, table } => rules
+            .iter()
+            .find(|rule| rule.priority < main && rule.action == RuleAction::Lookup(table))
+            .map(|rule| {
+                format!(
+                    "{} (policy rule {}: lookup table {table})",
+                    route_description(interface),
+                    rule.priority
+                )
+            }),
+        RouteAnswer::Refused(_) => rules
+            .iter()
+            .filter(|rule| rule.priority < main && !rule.selective && covers(rule))
+            .find_map(|rule| match rule.action {
+                RuleAction::Refuse(how) => {
+                    Some(format!("nowhere (policy rule {}: {how})", rule.priority))
+                }
+                _ => None,
+            }),
+    }
+}
+
+/// The kernel's local table: the host's own addresses.
+const LOCAL_TABLE: u32 = 255;
 
 /// The kernel's index of the TUN device, which netlink requests name it by.
 fn tun_index(device: &str) -> Result<u32, PlatformError> {
@@ -733,6 +841,90 @@ mod tests {
         let only_the_prefix = table.lines().nth(1).unwrap_or_default();
         assert_eq!(ipv6_host_route_in(only_the_prefix), None);
         assert_eq!(ipv6_host_route_in("garbage\n"), None);
+    }
+
+    fn rule(priority: u32, action: netlink::RuleAction, to: Option<&str>) -> netlink::Rule {
+        netlink::Rule {
+            priority,
+            action,
+            to: to.map(|to| (to.parse().expect("address"), 32)),
+            selective: false,
+        }
+    }
+
+    fn standard_rules() -> Vec<netlink::Rule> {
+        use netlink::RuleAction::Lookup;
+        vec![
+            rule(0, Lookup(255), None),
+            rule(32766, Lookup(netlink::MAIN_TABLE), None),
+            rule(32767, Lookup(253), None),
+        ]
+    }
+
+    #[test]
+    fn a_rule_ahead_of_main_whose_table_answers_diverts_and_one_behind_does_not() {
+        use netlink::{RouteAnswer, RuleAction};
+        let metadata = IpAddr::V4(METADATA_ADDRESS);
+        let answer = RouteAnswer::Route {
+            interface: None,
+            table: 100,
+        };
+        let mut rules = standard_rules();
+        rules.push(rule(
+            32765,
+            RuleAction::Lookup(100),
+            Some("169.254.169.254"),
+        ));
+        let found = diversion(answer, &rules, metadata).expect("diverted");
+        assert!(
+            found.contains("policy rule 32765: lookup table 100"),
+            "{found}"
+        );
+        let mut behind = standard_rules();
+        behind.push(rule(40000, RuleAction::Lookup(100), None));
+        assert_eq!(diversion(answer, &behind, metadata), None);
+        let from_main = RouteAnswer::Route {
+            interface: Some(2),
+            table: netlink::MAIN_TABLE,
+        };
+        assert_eq!(
+            diversion(from_main, &rules, metadata),
+            None,
+            "our /32 wins in main"
+        );
+    }
+
+    #[test]
+    fn a_refusing_rule_ahead_of_main_diverts_unless_it_selects_some_packets_only() {
+        use netlink::{RouteAnswer, RuleAction};
+        let metadata = IpAddr::V4(METADATA_ADDRESS);
+        let refused = RouteAnswer::Refused(13);
+        let mut rules = standard_rules();
+        assert_eq!(
+            diversion(refused, &rules, metadata),
+            None,
+            "no route at all yet"
+        );
+        rules.push(rule(
+            100,
+            RuleAction::Refuse("prohibit"),
+            Some("169.254.169.254"),
+        ));
+        let found = diversion(refused, &rules, metadata).expect("diverted");
+        assert_eq!(found, "nowhere (policy rule 100: prohibit)");
+        rules.last_mut().expect("the rule").selective = true;
+        assert_eq!(diversion(refused, &rules, metadata), None);
+        let mut elsewhere = standard_rules();
+        elsewhere.push(rule(100, RuleAction::Refuse("blackhole"), Some("10.0.0.1")));
+        assert_eq!(diversion(refused, &elsewhere, metadata), None);
+    }
+
+    #[test]
+    fn without_a_rule_for_the_main_table_no_device_route_is_found() {
+        let mut rules = standard_rules();
+        rules.retain(|rule| rule.action != netlink::RuleAction::Lookup(netlink::MAIN_TABLE));
+        let answer = netlink::RouteAnswer::Refused(101);
+        assert!(diversion(answer, &rules, IpAddr::V4(METADATA_ADDRESS)).is_some());
     }
 
     #[test]

@@ -129,6 +129,21 @@ impl AsyncTun {
     }
 }
 
+/// `--check`'s claim: the start's checks before it creates the utun, in its words.
+pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    if request.ipv6 {
+        return Err(PlatformError::Ipv6Unavailable(
+            "IPv6 (fd00:ec2::254) is not supported on macOS yet".into(),
+        ));
+    }
+    utun_rules::unit_request(&request.name)
+        .ok_or_else(|| PlatformError::UtunName(request.name.clone()))?;
+    match current_claim()? {
+        Some(holder) => Err(PlatformError::AddressClaimed(holder)),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     if request.ipv6 {
         // A utun takes an IPv6 pair through SIOCAIFADDR_IN6 and the host route through the

@@ -402,6 +402,14 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
     imp::claim_metadata_address(request)
 }
 
+/// What a start would decide about `request` before and while claiming, asked without creating
+/// anything (`--check`): the same checks and messages as [`claim_metadata_address`], plus (on
+/// Linux) another imds-tun named by pid and a policy rule that would route the address past a
+/// new device.
+pub fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    imp::check_claim(request)
+}
+
 /// Who, if anyone, already answers for [`METADATA_ADDRESS`] on this host ("an address on
 /// interface lo", ...): the check [`claim_metadata_address`] makes first, creating nothing.
 pub fn current_claim() -> Result<Option<String>, PlatformError> {

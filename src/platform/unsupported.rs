@@ -30,6 +30,10 @@ pub(crate) fn claim_metadata_address(_request: &TunRequest) -> Result<AsyncTun, 
     Err(PlatformError::Unsupported)
 }
 
+pub(crate) fn check_claim(_request: &TunRequest) -> Result<(), PlatformError> {
+    Err(PlatformError::Unsupported)
+}
+
 pub(crate) fn current_claim() -> Result<Option<String>, PlatformError> {
     Err(PlatformError::Unsupported)
 }

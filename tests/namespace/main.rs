@@ -12,6 +12,7 @@ mod hostile_support;
 
 mod attribution;
 mod azure_clients;
+mod check_matches_start;
 mod claim_watch;
 mod deploy_containers;
 mod docker_containers;
