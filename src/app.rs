@@ -174,9 +174,26 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
     }
     announce(&settings, tun_name.as_deref(), &bound);
-    // Said once it is true: a start that fails before serving never served as root.
+    // Said once it is true: a start that fails before serving never served as anyone.
     if serve_as.is_none() && nix::unistd::geteuid().is_root() {
         tracing::info!("serving as root; pass --user NAME to serve as an unprivileged user");
+    }
+    if let Some(account) = serve_as
+        .as_ref()
+        .filter(|account| privileges::is_shared_account(account.uid, &account.name))
+    {
+        tracing::warn!(
+            "--user {name}: {name} is an account other programs share, and each of their \
+             processes may signal imds-tun (and so end it); serve as an account of its own \
+             (`useradd --system --no-create-home --shell /usr/sbin/nologin imds-tun`, then \
+             --user imds-tun); imds-tun ctl stays root's{unless}",
+            name = account.name,
+            unless = if settings.allow_shared_user_ctl {
+                " (but --allow-shared-user-ctl lets it in)"
+            } else {
+                " unless --allow-shared-user-ctl"
+            }
+        );
     }
 
     let outcome = tokio::select! {
@@ -206,38 +223,77 @@ async fn claim_lost(watch: Option<&mut platform::ClaimWatch>) -> platform::Claim
     }
 }
 
-/// The control channel of the local service (its interruptions `board`), with the start-up
-/// scenario playing; `None` in upstream mode (the upstream is the one to control) or when the
-/// socket name is taken (said once: the metadata service runs on without it).
+/// The control channel and the scenario of the local service; dropping it stops both.
+struct Control {
+    _server: Option<crate::control::server::ControlServer>,
+    scenario: crate::control::server::Scenario,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.scenario.stop();
+    }
+}
+
+/// The control channel of the local service (its interruptions `board`) and the start-up
+/// scenario, playing; `None` in upstream mode (the upstream is the one to control). When the
+/// socket name is taken that is said once, and the metadata service and the scenario run on
+/// without a control channel: a squatter can neither stop the one nor cancel the other.
 async fn start_control(
     running: &Runtime,
     board: Option<Arc<interruptions::Board>>,
     settings: &Settings,
     outage: Outage,
     serve_as: Option<&privileges::Account>,
-) -> Option<crate::control::server::ControlServer> {
-    let targets = crate::control::server::Targets {
+) -> Option<Control> {
+    use crate::control::server::{Allowed, ControlServer, Scenario, Targets};
+    let targets = Targets {
         board: board?,
         faults: running.faults(),
         outage,
     };
-    let allowed = crate::control::server::Allowed {
-        user: serve_as
-            .map(|account| account.uid.as_raw())
-            .or_else(|| Some(nix::unistd::geteuid().as_raw()).filter(|uid| *uid != 0)),
+    let allowed = Allowed {
+        user: control_user(serve_as, settings.allow_shared_user_ctl),
     };
-    match crate::control::server::ControlServer::start(targets.clone(), allowed) {
-        Ok(control) => {
-            if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
-                control.play(targets, steps).await;
-            }
-            Some(control)
-        }
+    let scenario = Scenario::default();
+    let server = match ControlServer::start(targets.clone(), allowed, scenario.clone()) {
+        Ok(server) => Some(server),
         Err(error) => {
             tracing::warn!("{error}");
             None
         }
+    };
+    if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
+        scenario.play(targets, steps).await;
     }
+    Some(Control {
+        _server: server,
+        scenario,
+    })
+}
+
+/// Who besides root may use `imds-tun ctl`: the user served as (or, without root, the user
+/// running), unless that is an account other programs share (nobody), whose every process
+/// could then set faults and end the service: that takes `--allow-shared-user-ctl`.
+fn control_user(serve_as: Option<&privileges::Account>, allow_shared: bool) -> Option<u32> {
+    let (uid, name) = match serve_as {
+        Some(account) => (account.uid, account.name.clone()),
+        None => {
+            let uid = nix::unistd::geteuid();
+            if uid.is_root() {
+                return None;
+            }
+            let name = nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map_or_else(String::new, |user| user.name);
+            (uid, name)
+        }
+    };
+    if privileges::is_shared_account(uid, &name) && !allow_shared {
+        return None;
+    }
+    Some(uid.as_raw())
 }
 
 /// A non-loopback listener that admits every request is the user's explicit choice; say what it
@@ -270,6 +326,9 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
     };
     match crate::control::client::send(&request) {
         Ok(response) if response.ok => {
+            for note in &response.notes {
+                output::error_line(&format!("imds-tun ctl: {note}"));
+            }
             let status = response.status.unwrap_or_default();
             let written =
                 output::print_line(&serde_json::to_string_pretty(&status).unwrap_or_default());

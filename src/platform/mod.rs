@@ -410,6 +410,24 @@ pub fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
     imp::check_claim(request)
 }
 
+/// The pid of the process holding the claim lock as a claimant may (root, or holding
+/// CAP_NET_ADMIN, as the packaged service's dynamic user does): the imds-tun that owns the
+/// claim on [`METADATA_ADDRESS`] in this network namespace. `None` when nobody does (or only a
+/// squatter), and outside Linux.
+pub fn claim_holder() -> io::Result<Option<i32>> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(match claim_lock::holder()? {
+            Some(claim_lock::Holder::Privileged { pid }) => Some(pid),
+            _ => None,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(None)
+    }
+}
+
 /// Who, if anyone, already answers for [`METADATA_ADDRESS`] on this host ("an address on
 /// interface lo", ...): the check [`claim_metadata_address`] makes first, creating nothing.
 pub fn current_claim() -> Result<Option<String>, PlatformError> {

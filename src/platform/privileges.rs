@@ -85,6 +85,16 @@ pub fn account_to_become(
     Ok(sudo_user(sudo_uid, sudo_gid))
 }
 
+/// The accounts, besides uid 65534 (the kernel's overflow id, `nobody` on every distribution),
+/// that many programs run as: serving as one of them lets all those processes signal imds-tun.
+const SHARED_ACCOUNTS: [&str; 3] = ["nobody", "nfsnobody", "daemon"];
+
+/// Whether `uid` (named `name`) is an account other programs share (nobody), not one of
+/// imds-tun's own.
+pub fn is_shared_account(uid: Uid, name: &str) -> bool {
+    uid.as_raw() == 65534 || SHARED_ACCOUNTS.contains(&name)
+}
+
 /// The account a start becomes after set-up: `--user` or the user behind sudo (from this
 /// process's `SUDO_UID`/`SUDO_GID`), when running as root; `None` to stay as we are (root
 /// outside sudo, or already that user). `--user` for another account without root is refused.

@@ -14,6 +14,7 @@ mod attribution;
 mod azure_clients;
 mod check_matches_start;
 mod claim_watch;
+mod control_lifecycle;
 mod deploy_containers;
 mod docker_containers;
 mod faults;
