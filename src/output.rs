@@ -3,8 +3,9 @@
 //! Rust's runtime ignores SIGPIPE, so a write to a closed pipe (`imds-tun ctl status | true`)
 //! returns `EPIPE`, and `println!`/`eprintln!` turn any failed write (`> /dev/full`) into a
 //! panic. Every line imds-tun prints for a person goes through here instead:
-//! - [`print`] writes to stdout and says how it went: done, the reader went away ([`Written::
-//!   ReaderGone`], which ends the command quietly: the reader took what it wanted), or failed;
+//! - [`print()`] writes to stdout and says how it went: done, the reader went away
+//!   ([`Written::ReaderGone`], which ends the command quietly: the reader took what it wanted),
+//!   or failed;
 //! - [`finish`] turns that into the exit code: the command's own on success or a gone reader,
 //!   1 with one `imds-tun: cannot write ...` line on stderr for any other failure;
 //! - [`error_line`] writes one line to stderr and ignores a failure, since there is nowhere
