@@ -384,6 +384,9 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped:
+        // reporting that on stderr too would be an `eprintln!`, which panics then.
+        .log_internal_errors(false)
         .with_target(false)
         .init();
 }

@@ -148,6 +148,37 @@ fn a_failed_run_with_stderr_on_a_full_disk_or_a_closed_pipe_still_exits_with_its
     }
 }
 
+/// A service whose stderr (its log) goes to a full disk or a closed pipe serves and ends as
+/// always: lines that cannot be written are dropped, not a panic (exit 101) of the thread that
+/// logged them.
+#[test]
+fn a_run_whose_log_cannot_be_written_serves_and_exits_with_its_code() {
+    for sink in [Sink::Full, Sink::ClosedPipe] {
+        let namespace = namespace!();
+        let binary = common::binary();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", namespace.name()])
+            .arg(&binary)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(sink.open())
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("imds-tun runs");
+        let deadline = std::time::Instant::now() + common::READY_TIMEOUT;
+        while namespace.tun_links().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let response = namespace.run_in(|| common::http::get(common::METADATA, "/latest/"));
+        assert_eq!(response.status, 200, "{sink:?}: {response:?}");
+        let tun = namespace.tun_links().pop().expect("the TUN");
+        // Losing the claim logs and exits 1; a panic would be 101.
+        namespace.ip(&["link", "del", &tun]);
+        let status = child.wait().expect("waitpid");
+        assert_eq!(status.code(), Some(1), "{sink:?}: {status}");
+    }
+}
+
 /// An unknown `--user` is a setting that cannot work: exit 2 like every other, one line, and
 /// nothing created.
 #[test]
