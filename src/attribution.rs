@@ -40,7 +40,7 @@ pub const SCAN_BUDGET: Duration = Duration::from_millis(50);
 /// The most time one search for a caller's cgroup spends (a forwarded caller's container: a
 /// scan of every process's network namespace; a local caller's: the cgroup tree under the
 /// rules' prefixes, or its process); past it the answer is "undecided".
-pub const CGROUP_BUDGET: Duration = Duration::from_millis(250);
+pub const CGROUP_BUDGET: Duration = Duration::from_millis(500);
 
 /// Where a connection comes from, as far as it can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
