@@ -178,7 +178,8 @@ struct Kernel {
     addresses: Option<crate::platform::netlink::LocalAddresses>,
 }
 
-/// What the kernel said about a client socket.
+/// What the kernel said about a client socket (only Linux's kernel is asked).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 enum Socket {
     /// A live socket of a process, with its owner.
     Live {

@@ -268,10 +268,8 @@ fn an_unprivileged_namespace_holding_a_containers_address_does_not_capture_it() 
         child.stderr()
     );
     let name = &container.cgroup.name;
-    assert_eq!(
-        container.read(&format!("{CREDENTIALS}container")).len() > 100,
-        true
-    );
+    let keys = container.read(&format!("{CREDENTIALS}container"));
+    assert!(keys.contains("AccessKeyId"), "{keys}");
     child.wait_for_line(LOG_WAIT, |line| {
         line.contains(&format!(
             "10.88.0.2 (cgroup /{name}) read role credentials container"
@@ -306,7 +304,10 @@ fn many_idle_processes_do_not_time_the_container_lookup_out_into_the_instance_ro
             "attempt {attempt}; stderr:\n{}",
             child.stderr()
         );
-        eprintln!("container read with 3000 idle processes: {:?}", started.elapsed());
+        eprintln!(
+            "container read with 3000 idle processes: {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -383,13 +384,8 @@ fn with_hidepid_a_cgroup_rule_fails_closed_not_open() {
         child.stderr()
     );
     // Paths outside iam/ are served as ever.
-    assert_eq!(
-        container
-            .read("http://169.254.169.254/latest/meta-data/instance-id")
-            .len()
-            > 2,
-        true
-    );
+    let id = container.read("http://169.254.169.254/latest/meta-data/instance-id");
+    assert!(id.starts_with("i-"), "{id}");
 }
 
 /// Item 20: a client that closes right after sending leaves a socket the kernel reports as uid

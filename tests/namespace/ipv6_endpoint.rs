@@ -388,7 +388,8 @@ fn a_local_caller_over_ipv6_is_named_by_process_and_uid_and_gets_its_own_role() 
     assert_eq!(roles.trim(), "nobody-role");
     // Read twice on one connection, 300 ms apart: the audit line is written after the answer,
     // so curl must still hold the socket when imds-tun looks for its process.
-    let credentials = "http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/nobody-role";
+    let credentials =
+        "http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/nobody-role";
     let output = namespace.exec(&[
         "setpriv",
         "--reuid=65534",
