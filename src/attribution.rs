@@ -16,9 +16,10 @@
 //! from an address that is not this namespace's own (`RTM_GETROUTE` answers `local` for every
 //! address of every interface, asked per connection so a changed address is seen as it is)
 //! came from another namespace or host: only such a caller is matched by `cidr:`. What cannot
-//! be told (a socket in TIME-WAIT, an address of ours that no socket holds: Docker's
-//! masquerade) is said as such ([`Origin`]), and a rule that could have matched it refuses
-//! rather than falls through to the instance's role.
+//! be told (a socket the kernel reports only as a leftover, TIME-WAIT; the container behind an
+//! address of ours that no socket holds, Docker's masquerade; a cgroup a bounded scan could not
+//! find) is said as such ([`Origin`], [`Cgroup`]), and a rule that could have matched it
+//! refuses rather than falls through to the instance's role.
 //!
 //! This module knows nothing of the HTTP layer or the stack: it sits below both and imports
 //! only `platform` and `log_limit`. Its `/proc` and cgroup reading is in `procfs`, the fair
@@ -451,7 +452,10 @@ impl Attribution {
         }
         #[cfg(target_os = "linux")]
         {
-            let kernel = self.kernel.as_ref()?;
+            // Without a kernel to ask (addresses only), every other address is someone else's.
+            let Some(kernel) = self.kernel.as_ref() else {
+                return Some(false);
+            };
             let mut kernel = kernel.lock().ok()?;
             kernel.addresses.as_mut()?.contains(address).ok()
         }
