@@ -12,6 +12,7 @@ mod hostile_support;
 
 mod attribution;
 mod azure_clients;
+mod callers;
 mod deploy_containers;
 mod docker_containers;
 mod faults;
