@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::CredentialSource;
 use super::naming::RoleArn;
-use crate::attribution::CallerIdentity;
+use crate::attribution::{CallerIdentity, Cgroup, Origin};
 use crate::cidr::IpNet;
 
 /// Which callers a rule is for.
@@ -23,25 +23,48 @@ use crate::cidr::IpNet;
 pub enum Selector {
     /// Local processes of this user (`uid:N`, or `user:NAME` resolved at start-up).
     Uid(u32),
-    /// Callers from this address block (`cidr:ADDR/LEN`), local or forwarded.
+    /// Callers from this address block (`cidr:ADDR/LEN`) that come from another network
+    /// namespace or host; a local process is never matched by its address, whichever of this
+    /// host's addresses it binds.
     Cidr(IpNet),
-    /// Local processes whose cgroup path starts with this (`cgroup:PREFIX`).
+    /// Callers whose cgroup path starts with this (`cgroup:PREFIX`): a local process's own,
+    /// a forwarded caller's container's.
     Cgroup(String),
 }
 
+/// Whether a rule is for a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// It is.
+    Yes,
+    /// It is not.
+    No,
+    /// It could be, but what it needs to know could not be found out: why.
+    Undecided(&'static str),
+}
+
 impl Selector {
-    /// Whether `caller` is one this rule is for; a caller whose uid or cgroup could not be
-    /// found matches no `uid:` or `cgroup:` rule.
-    pub fn matches(&self, caller: &CallerIdentity) -> bool {
+    /// Whether `caller` is one this rule is for, or could be and cannot be told.
+    pub fn matches(&self, caller: &CallerIdentity) -> Match {
+        let yes = |matched: bool| if matched { Match::Yes } else { Match::No };
         match self {
-            Selector::Uid(uid) => caller.uid == Some(*uid),
-            Selector::Cidr(cidr) => caller
-                .address
-                .is_some_and(|address| crate::cidr::contains(cidr, address)),
-            Selector::Cgroup(prefix) => caller
-                .cgroup
-                .as_deref()
-                .is_some_and(|cgroup| cgroup.starts_with(prefix.as_str())),
+            Selector::Uid(uid) => match caller.origin {
+                Origin::Local => yes(caller.uid == Some(*uid)),
+                Origin::Unidentified(why) => Match::Undecided(why),
+                Origin::Forwarded | Origin::Translated => Match::No,
+            },
+            Selector::Cidr(cidr) => match caller.origin {
+                Origin::Forwarded => yes(caller
+                    .address
+                    .is_some_and(|address| crate::cidr::contains(cidr, address))),
+                Origin::Local | Origin::Translated | Origin::Unidentified(_) => Match::No,
+            },
+            Selector::Cgroup(prefix) => match &caller.cgroup {
+                Cgroup::Found(cgroup) => yes(cgroup.starts_with(prefix.as_str())),
+                Cgroup::Outside => Match::No,
+                Cgroup::Undecided(why) => Match::Undecided(why),
+                Cgroup::NotAsked => Match::Undecided("its cgroup was not looked up"),
+            },
         }
     }
 }
@@ -63,6 +86,25 @@ pub struct CallerRole {
     pub selector: Selector,
     /// The part after it: the role they get instead of the instance's.
     pub role: RoleArn,
+}
+
+/// A rule that could apply to a caller but cannot be told: the caller gets no credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct Undecided<'a> {
+    /// The rule.
+    pub selector: &'a Selector,
+    /// What could not be found out.
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Undecided<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--caller-role {} could apply but {}",
+            self.selector, self.why
+        )
+    }
 }
 
 /// A started role's credentials, and a way to wait for the first set.
@@ -128,12 +170,32 @@ impl CallerRoles {
         CallerRoles { rules, starter }
     }
 
-    /// The role of the first rule matching `caller`; `None`: the default role.
-    pub fn for_caller(&self, caller: &CallerIdentity) -> Option<&Arc<LazyRole>> {
-        self.rules
+    /// The role of the first rule matching `caller`; `Ok(None)`: the default role. A rule
+    /// before the first match (or before the end) that could have matched but cannot be told
+    /// decides nothing: the caller gets no role at all, `Err` says which rule and why.
+    pub fn for_caller(
+        &self,
+        caller: &CallerIdentity,
+    ) -> Result<Option<&Arc<LazyRole>>, Undecided<'_>> {
+        for (selector, role) in &self.rules {
+            match selector.matches(caller) {
+                Match::Yes => return Ok(Some(role)),
+                Match::No => {}
+                Match::Undecided(why) => return Err(Undecided { selector, why }),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The `cgroup:` rules' prefixes: where a caller's cgroup needs looking for.
+    pub fn cgroup_prefixes(rules: &[CallerRole]) -> Vec<String> {
+        rules
             .iter()
-            .find(|(selector, _)| selector.matches(caller))
-            .map(|(_, role)| role)
+            .filter_map(|rule| match &rule.selector {
+                Selector::Cgroup(prefix) => Some(prefix.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The role's source, started now if this is the first ask.
@@ -193,11 +255,17 @@ pub fn parse_selector(
 mod tests {
     use super::*;
 
+    /// A local caller when `uid` is given, else a forwarded one; no cgroup is `Outside`.
     fn caller(uid: Option<u32>, address: &str, cgroup: Option<&str>) -> CallerIdentity {
         CallerIdentity {
             address: Some(address.parse().expect("ip")),
+            origin: if uid.is_some() {
+                Origin::Local
+            } else {
+                Origin::Forwarded
+            },
             uid,
-            cgroup: cgroup.map(str::to_owned),
+            cgroup: cgroup.map_or(Cgroup::Outside, |path| Cgroup::Found(path.to_owned())),
             ..CallerIdentity::default()
         }
     }
@@ -218,15 +286,76 @@ mod tests {
         assert!(parse_selector("cgroup:docker", uid_of).is_err());
         assert!(parse_selector("pid:1", uid_of).is_err());
         let block = parse_selector("cidr:172.17.0.0/16", uid_of).expect("cidr");
-        assert!(block.matches(&caller(None, "172.17.0.5", None)));
-        assert!(!block.matches(&caller(None, "10.0.0.5", None)));
+        assert_eq!(block.matches(&caller(None, "172.17.0.5", None)), Match::Yes);
+        assert_eq!(block.matches(&caller(None, "10.0.0.5", None)), Match::No);
         let cgroup = parse_selector("cgroup:/system.slice/docker-", uid_of).expect("cgroup");
-        assert!(cgroup.matches(&caller(
-            Some(0),
-            "169.254.169.253",
-            Some("/system.slice/docker-ab.scope")
-        )));
-        assert!(!cgroup.matches(&caller(Some(0), "169.254.169.253", None)));
+        assert_eq!(
+            cgroup.matches(&caller(
+                Some(0),
+                "169.254.169.253",
+                Some("/system.slice/docker-ab.scope")
+            )),
+            Match::Yes
+        );
+        assert_eq!(
+            cgroup.matches(&caller(Some(0), "169.254.169.253", None)),
+            Match::No
+        );
+    }
+
+    /// Issue 23, items 13, 15 and 20: a local process is never matched by its address, and a
+    /// rule that could match a caller who cannot be told refuses instead of falling through.
+    #[test]
+    fn a_local_address_never_matches_cidr_and_an_undecidable_rule_refuses() {
+        let uid_of = |_: &str| None;
+        let block = parse_selector("cidr:172.17.0.0/16", uid_of).expect("cidr");
+        // uid 1000 bound the host's own docker0 address: still uid 1000, not the block.
+        let host_side = caller(Some(1000), "172.17.0.1", None);
+        assert_eq!(block.matches(&host_side), Match::No);
+        let translated = CallerIdentity {
+            origin: Origin::Translated,
+            cgroup: Cgroup::Undecided("its address was translated"),
+            ..caller(None, "172.17.0.1", None)
+        };
+        assert_eq!(block.matches(&translated), Match::No);
+        let closing = CallerIdentity {
+            origin: Origin::Unidentified("TIME-WAIT"),
+            ..caller(None, "169.254.169.253", None)
+        };
+        let rules = |selector: Selector| {
+            CallerRoles::new(
+                &[CallerRole {
+                    selector,
+                    role: arn("narrow"),
+                }],
+                Arc::new(|_: &RoleArn| {
+                    Arc::new(super::super::fake::FakeCredentials::new(
+                        Duration::from_secs(3600),
+                    )) as Arc<dyn RoleSource>
+                }),
+            )
+        };
+        let by_uid = rules(Selector::Uid(1000));
+        let refused = by_uid.for_caller(&closing).expect_err("could be uid 1000");
+        assert_eq!(
+            refused.to_string(),
+            "--caller-role uid:1000 could apply but TIME-WAIT"
+        );
+        assert!(
+            matches!(by_uid.for_caller(&translated), Ok(None)),
+            "no local socket: no uid rule can apply"
+        );
+        let by_cgroup = rules(Selector::Cgroup("/docker/".into()));
+        let unscanned = CallerIdentity {
+            cgroup: Cgroup::Undecided("the process scan ran out of time"),
+            ..caller(None, "172.17.0.2", None)
+        };
+        assert!(by_cgroup.for_caller(&unscanned).is_err());
+        assert!(by_cgroup.for_caller(&translated).is_err());
+        assert!(matches!(
+            by_cgroup.for_caller(&caller(None, "10.0.0.5", None)),
+            Ok(None)
+        ));
     }
 
     #[test]
@@ -246,7 +375,7 @@ mod tests {
                     role: arn("app"),
                 },
                 CallerRole {
-                    selector: Selector::Cidr(crate::cidr::parse("0.0.0.0/0").expect("cidr")),
+                    selector: Selector::Cgroup("/".into()),
                     role: arn("wide"),
                 },
                 CallerRole {
@@ -257,7 +386,10 @@ mod tests {
             starter,
         );
         let alice = caller(Some(1000), "169.254.169.253", None);
-        let role = roles.for_caller(&alice).expect("a rule matches");
+        let role = roles
+            .for_caller(&alice)
+            .expect("decided")
+            .expect("a rule matches");
         assert_eq!(role.role.name, "app");
         assert!(
             started.lock().expect("lock").is_empty(),
@@ -265,17 +397,22 @@ mod tests {
         );
         roles.source(role);
         roles.source(role);
-        let bob = caller(Some(1001), "169.254.169.253", None);
+        let bob = caller(Some(1001), "169.254.169.253", Some("/user.slice"));
         assert_eq!(
-            roles.for_caller(&bob).expect("wide").role.name,
+            roles
+                .for_caller(&bob)
+                .expect("decided")
+                .expect("wide")
+                .role
+                .name,
             "wide",
             "first match wins"
         );
         assert_eq!(*started.lock().expect("lock"), vec!["app".to_owned()]);
         let v6 = caller(None, "fd00::1", None);
         assert!(
-            roles.for_caller(&v6).is_none(),
-            "0.0.0.0/0 does not match IPv6: default role"
+            matches!(roles.for_caller(&v6), Ok(None)),
+            "no rule matches: the default role"
         );
     }
 }

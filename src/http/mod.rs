@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use crate::attribution::{Attribution, CallerIdentity};
+use crate::attribution::{Attribution, CallerIdentity, Cgroup};
 pub use reply::{Body, CredentialsRead, Reply};
 pub use reply_hops::{Connection, ReplyHops};
 pub use service::{Answering, Context, MetadataService, Services};
@@ -217,7 +217,8 @@ impl Server {
             .attribution
             .clone()
             .map(|attribution| ConnectionCaller {
-                cell: Arc::new(tokio::sync::OnceCell::new()),
+                decided: Arc::new(tokio::sync::OnceCell::new()),
+                audited: Arc::new(std::sync::OnceLock::new()),
                 attribution,
                 peer,
                 local,
@@ -254,7 +255,7 @@ impl Server {
                             let path = request.uri().path().to_owned();
                             let reply = answer(&services, request, caller.as_ref(), clock()).await;
                             if let Some(caller) = &caller {
-                                attribute(caller, &method, &path, &reply).await;
+                                attribute(caller, &method, &path, &reply);
                             }
                             reply
                         }
@@ -311,7 +312,7 @@ async fn answer(
     };
     // Identified only when the answer depends on it (a `--caller-role` rule).
     let caller = match caller {
-        Some(caller) if service.depends_on_caller(&parts) => Some(caller.get().await),
+        Some(caller) if service.depends_on_caller(&parts) => Some(caller.decided().await),
         _ => None,
     };
     service
@@ -358,51 +359,108 @@ async fn apply_fault(
 /// The caller of one connection, identified at most once, when a request first needs it.
 #[derive(Clone)]
 struct ConnectionCaller {
-    cell: Arc<tokio::sync::OnceCell<CallerIdentity>>,
+    /// What an answer may depend on (origin, owner, and the cgroup where a rule needs it).
+    decided: Arc<tokio::sync::OnceCell<CallerIdentity>>,
+    /// That and the process, for the audit line; found after an answer, never before.
+    audited: Arc<std::sync::OnceLock<CallerIdentity>>,
     attribution: Arc<Attribution>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
 }
 
 impl ConnectionCaller {
-    async fn get(&self) -> &CallerIdentity {
-        self.cell
+    /// Who is asking, as far as an answer needs: kernel questions (microseconds, asked here),
+    /// and where a `cgroup:` rule needs it a bounded walk in one of the lookup slots, this
+    /// caller's turn among callers. Never the `/proc` scan for the process.
+    async fn decided(&self) -> &CallerIdentity {
+        self.decided
             .get_or_init(|| async {
                 let attribution = self.attribution.clone();
-                let (peer, local) = (self.peer, self.local);
-                // Bounded: waits for one of the few lookup slots rather than adding a thread.
-                let _slot = self.attribution.lookups.acquire().await;
-                // Netlink and a bounded /proc scan: blocking work, off the async threads.
-                tokio::task::spawn_blocking(move || attribution.identify(peer, local))
-                    .await
-                    .unwrap_or_default()
+                let identity = attribution.classify(self.peer, self.local);
+                if !attribution.wants_cgroups() {
+                    return identity;
+                }
+                let failed = CallerIdentity {
+                    cgroup: Cgroup::Undecided("the cgroup lookup failed"),
+                    ..identity.clone()
+                };
+                let Some(_slot) = attribution.lookups.acquire(identity.key()).await else {
+                    return failed;
+                };
+                let mut identity = identity;
+                tokio::task::spawn_blocking(move || {
+                    attribution.find_cgroup(&mut identity);
+                    identity
+                })
+                .await
+                .unwrap_or(failed)
             })
             .await
+    }
+
+    /// Who is asking, with the process when it can be found: once per connection, in a lookup
+    /// slot unless this caller already has a lookup running or waiting (then without it).
+    async fn audited(&self) -> CallerIdentity {
+        if let Some(done) = self.audited.get() {
+            return done.clone();
+        }
+        let decided = self.decided().await.clone();
+        let Some(_slot) = self
+            .attribution
+            .lookups
+            .acquire_unless_busy(decided.key())
+            .await
+        else {
+            return decided;
+        };
+        let attribution = self.attribution.clone();
+        let mut identity = decided.clone();
+        match tokio::task::spawn_blocking(move || {
+            attribution.complete(&mut identity);
+            identity
+        })
+        .await
+        {
+            Ok(done) => self.audited.get_or_init(|| done).clone(),
+            Err(_) => decided,
+        }
     }
 }
 
 /// The log line naming who read credentials (info, one per caller per 5 s), or who asked
-/// (debug).
-async fn attribute(caller: &ConnectionCaller, method: &hyper::Method, path: &str, reply: &Reply) {
-    let read = reply.credentials_read.as_ref();
+/// (debug). Written from a task of its own once the answer exists, so the lookup behind it
+/// (a `/proc` scan of up to [`crate::attribution::SCAN_BUDGET`]) delays no answer; it starts
+/// while the answer is being sent, so a client that exits at once may be named by its uid
+/// only.
+fn attribute(caller: &ConnectionCaller, method: &hyper::Method, path: &str, reply: &Reply) {
+    let read = reply.credentials_read.clone();
     if read.is_none() && !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let identity = caller.get().await;
-    let attribution = &caller.attribution;
-    tracing::debug!(
-        caller = %identity,
-        %method,
-        path = %crate::log_limit::bounded(path.as_bytes()),
-        status = reply.status.as_u16(),
-        "request"
-    );
-    if let Some(what) = read {
-        let caller = identity.to_string();
-        if attribution.audit.admit(&caller, std::time::Instant::now()) {
-            tracing::info!("{caller} read {what}");
+    let caller = caller.clone();
+    let method = method.clone();
+    let path = path.to_owned();
+    let status = reply.status.as_u16();
+    tokio::spawn(async move {
+        let decided = caller.decided().await.to_string();
+        tracing::debug!(
+            caller = %decided,
+            %method,
+            path = %crate::log_limit::bounded(path.as_bytes()),
+            status,
+            "request"
+        );
+        if let Some(what) = read {
+            let identity = caller.audited().await.to_string();
+            if caller
+                .attribution
+                .audit
+                .admit(&identity, std::time::Instant::now())
+            {
+                tracing::info!("{identity} read {what}");
+            }
         }
-    }
+    });
 }
 
 /// The 400 or 403 for a request [`host_guard::check`] refuses, whoever would answer it.

@@ -216,7 +216,7 @@ impl MetadataService for PerCaller {
 #[tokio::test]
 async fn the_caller_is_identified_only_for_an_answer_that_depends_on_it() {
     let server = Server::new(Services::new(refusal).with(PerCaller))
-        .with_attribution(Attribution::open(Vec::new()));
+        .with_attribution(Attribution::open(Vec::new(), Vec::new()));
     assert_eq!(
         body(&exchange(&server, &get("/mine/role")).await),
         "127.0.0.1"

@@ -6,7 +6,8 @@
 //!   And which policy rules are there (`RTM_GETRULE`, what `ip rule` lists), so `--check` can
 //!   tell whether a rule would take the address ahead of the TUN's route before there is one.
 //! - Who owns a local TCP socket (`SOCK_DIAG_BY_FAMILY` with an exact 4-tuple, what `ss` asks)?
-//!   The answer carries the socket's uid and inode.
+//!   The answer carries the socket's state, uid, inode and cgroup.
+//! - Is an address one of this namespace's own (`RTM_GETROUTE`: the kernel answers `local`)?
 //! - Give the TUN its IPv6 point-to-point pair (`RTM_NEWADDR`, what `ip -6 addr add LOCAL peer
 //!   PEER/128 dev DEV nodad` does): the ioctls the `tun` crate uses for IPv4 have no IPv6 peer.
 //! - Size the TUN's transmit queue (`RTM_NEWLINK` with `IFLA_TXQLEN`, what `ip link set DEV
@@ -87,8 +88,19 @@ const INET_DIAG_REQ_V2_LEN: usize = 56;
 /// `inet_diag_msg`: family, state, timer, retrans, the 48-byte socket id, then expires,
 /// rqueue, wqueue, uid and inode (u32 each).
 const INET_DIAG_MSG_LEN: usize = 72;
+const INET_DIAG_MSG_STATE_OFFSET: usize = 1;
+/// Where the socket id (ports, addresses) starts in `inet_diag_msg` and in the request.
+const INET_DIAG_MSG_ID_OFFSET: usize = 4;
+const INET_DIAG_REQ_ID_OFFSET: usize = 8;
+/// Ports and the two 16-byte addresses of a socket id: what must match the question.
+const SOCKET_ID_ENDPOINTS_LEN: usize = 36;
 const INET_DIAG_MSG_UID_OFFSET: usize = 64;
 const INET_DIAG_MSG_INODE_OFFSET: usize = 68;
+/// The socket's cgroup v2 id (Linux 5.9 and later), an attribute after `inet_diag_msg`.
+const INET_DIAG_CGROUP_ID: u16 = 21;
+/// `rtmsg.rtm_type` and the value that means "an address of this host".
+const RTMSG_TYPE_OFFSET: usize = 7;
+const RTN_LOCAL: u8 = 2;
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -493,6 +505,37 @@ fn attributes(mut bytes: &[u8]) -> Vec<(u16, &[u8])> {
     found
 }
 
+/// Asks whether addresses are this network namespace's own; keeps one netlink socket open, so
+/// the question costs no descriptor (it is asked per connection).
+#[derive(Debug)]
+pub struct LocalAddresses {
+    netlink: Netlink,
+}
+
+impl LocalAddresses {
+    /// Opens the `NETLINK_ROUTE` socket every later question goes through.
+    pub fn open() -> io::Result<LocalAddresses> {
+        Ok(LocalAddresses {
+            netlink: Netlink::open(SockProtocol::NetlinkRoute)?,
+        })
+    }
+
+    /// Whether the kernel delivers packets for `address` to this host (`ip route get` says
+    /// `local`): an address on any interface of this namespace, loopback's block, an AnyIP
+    /// route. Asked now, so an address added or removed a moment ago is answered as it is.
+    pub fn contains(&mut self, address: IpAddr) -> io::Result<bool> {
+        let reply = self
+            .netlink
+            .ask(RTM_GETROUTE, &route_request(address), RTM_NEWROUTE)?;
+        Ok(reply.as_deref().is_some_and(is_local_route))
+    }
+}
+
+/// Whether an `RTM_NEWROUTE` payload is a `local` route.
+fn is_local_route(route: &[u8]) -> bool {
+    route.len() >= RTMSG_LEN && route.get(RTMSG_TYPE_OFFSET) == Some(&RTN_LOCAL)
+}
+
 fn route_request(destination: IpAddr) -> Vec<u8> {
     let (family, octets) = family_and_octets(destination);
     let mut payload = vec![0u8; RTMSG_LEN];
@@ -577,11 +620,35 @@ fn route_attribute(route: &[u8], wanted: u16) -> Option<u32> {
 /// Who owns a TCP socket in this network namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketOwner {
+    /// The TCP state (`idiag_state`: 1 established, 2 SYN-SENT, 6 TIME-WAIT, ...): a socket
+    /// in TIME-WAIT or SYN-RECV is the kernel's leftover, whose uid and inode read as 0.
+    pub state: u8,
     /// The user id the socket belongs to (sock_diag's `idiag_uid`): who made the request.
     pub uid: u32,
     /// The socket's inode (`idiag_inode`), which `/proc/<pid>/fd` links name as
-    /// `socket:[inode]`: how the process behind it is found.
+    /// `socket:[inode]`: how the process behind it is found; 0 once no process holds it.
     pub inode: u32,
+    /// The cgroup v2 id of the socket (`INET_DIAG_CGROUP_ID`: the inode of its cgroup's
+    /// directory), where the kernel reports it.
+    pub cgroup_id: Option<u64>,
+}
+
+/// TCP states (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    /// A connected socket.
+    pub const ESTABLISHED: u8 = 1;
+    /// A client whose handshake is under way.
+    pub const SYN_SENT: u8 = 2;
+    /// Closed by its process, FIN sent.
+    pub const FIN_WAIT1: u8 = 4;
+    /// Closed by its process, FIN acknowledged.
+    pub const FIN_WAIT2: u8 = 5;
+    /// The peer closed first; the process has not.
+    pub const CLOSE_WAIT: u8 = 8;
+    /// The peer closed first, then the process.
+    pub const LAST_ACK: u8 = 9;
+    /// Both closed at once.
+    pub const CLOSING: u8 = 11;
 }
 
 /// Looks up the owners of local TCP sockets by their endpoints; keeps one netlink socket open.
@@ -621,8 +688,22 @@ impl SocketOwners {
         let reply = self
             .netlink
             .ask(SOCK_DIAG_BY_FAMILY, &request, SOCK_DIAG_BY_FAMILY)?;
-        Ok(reply.as_deref().and_then(owner_of))
+        // The kernel falls back to a listener on the asked port: that is no answer about
+        // this connection.
+        Ok(reply
+            .as_deref()
+            .filter(|message| same_endpoints(&request, message))
+            .and_then(owner_of))
     }
+}
+
+/// Whether a reply's socket id names the ports and addresses the request asked about.
+fn same_endpoints(request: &[u8], message: &[u8]) -> bool {
+    let asked =
+        request.get(INET_DIAG_REQ_ID_OFFSET..INET_DIAG_REQ_ID_OFFSET + SOCKET_ID_ENDPOINTS_LEN);
+    let answered =
+        message.get(INET_DIAG_MSG_ID_OFFSET..INET_DIAG_MSG_ID_OFFSET + SOCKET_ID_ENDPOINTS_LEN);
+    asked.is_some() && asked == answered
 }
 
 fn sock_diag_request(local: SocketAddr, remote: SocketAddr) -> Option<Vec<u8>> {
@@ -653,9 +734,29 @@ fn owner_of(message: &[u8]) -> Option<SocketOwner> {
         return None;
     }
     Some(SocketOwner {
+        state: *message.get(INET_DIAG_MSG_STATE_OFFSET)?,
         uid: read_u32(message, INET_DIAG_MSG_UID_OFFSET)?,
         inode: read_u32(message, INET_DIAG_MSG_INODE_OFFSET)?,
+        cgroup_id: attribute_u64(&message[INET_DIAG_MSG_LEN..], INET_DIAG_CGROUP_ID),
     })
+}
+
+/// A u64 attribute among route-style attributes (length, type, value, padded to 4 bytes).
+fn attribute_u64(mut attributes: &[u8], wanted: u16) -> Option<u64> {
+    while attributes.len() >= 4 {
+        let length = usize::from(read_u16(attributes, 0)?);
+        let kind = read_u16(attributes, 2)?;
+        if length < 4 || length > attributes.len() {
+            return None;
+        }
+        if kind == wanted {
+            let field = attributes.get(4..12)?;
+            return Some(u64::from_ne_bytes(field.try_into().ok()?));
+        }
+        let next = length.next_multiple_of(4).min(attributes.len());
+        attributes = &attributes[next..];
+    }
+    None
 }
 
 #[cfg(test)]
@@ -765,6 +866,45 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_counts_only_for_the_asked_endpoints_and_carries_state_and_cgroup() {
+        let request = sock_diag_request(
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40000).into(),
+            SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80).into(),
+        )
+        .expect("one family");
+        let mut message = vec![0u8; INET_DIAG_MSG_LEN];
+        message[INET_DIAG_MSG_STATE_OFFSET] = tcp_state::ESTABLISHED;
+        message[4..40].copy_from_slice(&request[8..44]);
+        message[64..68].copy_from_slice(&1000u32.to_ne_bytes());
+        message[68..72].copy_from_slice(&77u32.to_ne_bytes());
+        assert!(same_endpoints(&request, &message));
+        // INET_DIAG_PAD (empty), then INET_DIAG_CGROUP_ID.
+        message.extend_from_slice(&4u16.to_ne_bytes());
+        message.extend_from_slice(&14u16.to_ne_bytes());
+        message.extend_from_slice(&12u16.to_ne_bytes());
+        message.extend_from_slice(&INET_DIAG_CGROUP_ID.to_ne_bytes());
+        message.extend_from_slice(&4242u64.to_ne_bytes());
+        assert_eq!(
+            owner_of(&message),
+            Some(SocketOwner {
+                state: tcp_state::ESTABLISHED,
+                uid: 1000,
+                inode: 77,
+                cgroup_id: Some(4242),
+            })
+        );
+        // A listener's answer: the remote end is all zeros.
+        message[24..40].fill(0);
+        assert!(!same_endpoints(&request, &message));
+        assert!(!same_endpoints(&request, &message[..10]));
+        let mut route = vec![0u8; RTMSG_LEN];
+        assert!(!is_local_route(&route));
+        route[RTMSG_TYPE_OFFSET] = RTN_LOCAL;
+        assert!(is_local_route(&route));
+        assert!(!is_local_route(&route[..4]));
+    }
+
+    #[test]
     fn the_socket_id_is_local_end_first_in_network_order() {
         let request = sock_diag_request(
             SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 253), 40000).into(),
@@ -826,8 +966,25 @@ mod tests {
             .expect("the client socket exists");
         assert_eq!(owner.uid, nix::unistd::geteuid().as_raw());
         assert_ne!(owner.inode, 0);
+        assert_eq!(owner.state, tcp_state::ESTABLISHED);
         let gone = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
         assert_eq!(owners.owner(gone, remote).expect("ask"), None);
+        // A listener on the asked port is what the kernel falls back to: not an answer.
+        let port = listener.local_addr().expect("address").port();
+        let listening = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        assert_eq!(owners.owner(listening, gone).expect("ask"), None);
+
+        let mut ours = LocalAddresses::open().expect("route netlink");
+        assert!(ours.contains(Ipv4Addr::LOCALHOST.into()).expect("ask"));
+        assert!(
+            ours.contains(Ipv4Addr::new(127, 0, 0, 9).into())
+                .expect("ask")
+        );
+        assert!(
+            !ours
+                .contains(Ipv4Addr::new(192, 0, 2, 1).into())
+                .unwrap_or(false)
+        );
 
         // The same over IPv6, where the host has it (a kernel without IPv6 has no ::1).
         let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::attribution::Attribution;
 use crate::config::{ListenerSettings, Settings};
+use crate::credentials::roles::CallerRoles;
 use crate::http::faults::FaultBoard;
 use crate::http::{Server, Services};
 use crate::platform::{LOCAL_ADDRESS, LOCAL_ADDRESS_V6};
@@ -70,11 +71,23 @@ impl Runtime {
         device: Option<D>,
         listeners: Vec<BoundListener>,
     ) -> Runtime {
-        let attribution = Arc::new(Attribution::open(local_sources(settings)));
+        let cgroup_prefixes = settings
+            .local()
+            .map(|local| CallerRoles::cgroup_prefixes(&local.credentials.caller_roles))
+            .unwrap_or_default();
+        let attribution = Arc::new(Attribution::open(local_sources(settings), cgroup_prefixes));
         if cfg!(target_os = "linux") && !attribution.knows_socket_owners() {
             tracing::warn!(
                 "cannot ask the kernel who owns client sockets (NETLINK_SOCK_DIAG); local users \
                  are told apart neither in the credentials log nor at the connection limit"
+            );
+        }
+        if attribution.wants_cgroups()
+            && let Some(reason) = attribution.cgroup_blind_spot()
+        {
+            tracing::warn!(
+                "cgroup: rules cannot see every caller here ({reason}); callers they could \
+                 match get no credentials"
             );
         }
         // One caller-identity service for both questions: who reads credentials, and whose

@@ -23,6 +23,11 @@ fn a_local_readers_process_and_uid_are_named_and_each_caller_keeps_its_line() {
             "-sf",
             "-o",
             "/dev/null",
+            // Twice on one connection, 300 ms apart: the audit line is written after the
+            // answer, so curl must still hold the socket when imds-tun looks for its process.
+            "--rate",
+            "3/s",
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/imds-tun",
             "http://169.254.169.254/latest/meta-data/iam/security-credentials/imds-tun",
         ]);
         assert!(output.status.success(), "curl as {uid}: {output:?}");

@@ -386,7 +386,25 @@ fn a_local_caller_over_ipv6_is_named_by_process_and_uid_and_gets_its_own_role() 
     // fd00:ec2::254 is no way around a per-user role.
     let roles = curl_as_nobody("http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/");
     assert_eq!(roles.trim(), "nobody-role");
-    curl_as_nobody("http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/nobody-role");
+    // Read twice on one connection, 300 ms apart: the audit line is written after the answer,
+    // so curl must still hold the socket when imds-tun looks for its process.
+    let credentials =
+        "http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/nobody-role";
+    let output = namespace.exec(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--rate",
+        "3/s",
+        credentials,
+        credentials,
+    ]);
+    assert!(output.status.success(), "{output:?}");
     let line = child.wait_for_line(Duration::from_secs(5), |line| {
         line.contains("read role credentials")
     });

@@ -12,6 +12,7 @@ mod hostile_support;
 
 mod attribution;
 mod azure_clients;
+mod callers;
 mod check_matches_start;
 mod claim_watch;
 mod control_lifecycle;

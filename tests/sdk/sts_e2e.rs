@@ -635,6 +635,13 @@ fn each_caller_gets_its_own_role_assumed_once_and_cannot_read_anothers() {
         ],
         "each role assumed exactly once, and no other"
     );
+    // The audit line is written after the answer: a curl that reads twice on one connection,
+    // 300 ms apart, still holds its socket when imds-tun looks for its process.
+    let url = format!("{base}web");
+    let mut held: Vec<&str> = web.to_vec();
+    held.extend(["curl", "-s", "-o", "/dev/null", "--rate", "3/s", &url, &url]);
+    let output = namespace.exec(&held);
+    assert!(output.status.success(), "{output:?}");
     child.wait_for_line(Duration::from_secs(5), |line| {
         line.contains("(curl) uid 4321 read role credentials web")
     });

@@ -152,7 +152,7 @@ impl Ec2 {
         let Some(roles) = &self.caller_roles else {
             return;
         };
-        if let Some(role) = roles.for_caller(caller) {
+        if let Ok(Some(role)) = roles.for_caller(caller) {
             let source = roles.source(role);
             if !source.wait_first(std::time::Duration::from_secs(5)).await {
                 crate::warn_limited!(role = %role.role.arn, "no credentials yet for this caller role");
@@ -200,16 +200,22 @@ impl Ec2 {
             }
             Some((_, rest)) => {
                 let path = rest.join("/");
-                let role = self
-                    .caller_roles
-                    .as_ref()
-                    .zip(caller)
-                    .and_then(|(roles, caller)| Some((roles, roles.for_caller(caller)?)));
-                match role {
-                    Some((roles, role)) if path.starts_with("meta-data/iam") => {
-                        self.caller_role_answer(&path, roles, role, now)
+                if !path.starts_with("meta-data/iam") {
+                    return self.tree_answer(&path, now);
+                }
+                let Some((roles, caller)) = self.caller_roles.as_ref().zip(caller) else {
+                    return self.tree_answer(&path, now);
+                };
+                match roles.for_caller(caller) {
+                    Ok(Some(role)) => self.caller_role_answer(&path, roles, role, now),
+                    Ok(None) => self.tree_answer(&path, now),
+                    Err(undecided) => {
+                        crate::warn_limited!(
+                            "{caller}: no credentials served: {undecided} (403; see \
+                             docs/credentials.md#a-role-per-caller)"
+                        );
+                        undecided_caller()
                     }
-                    _ => self.tree_answer(&path, now),
                 }
             }
         }
@@ -364,6 +370,18 @@ impl MetadataService for Ec2 {
             self.route(&context.request, context.now, context.caller)
         })
     }
+}
+
+/// The answer under `meta-data/iam` to a caller a `--caller-role` rule could apply to but who
+/// cannot be told: no role, no keys, and a body that says why without naming anybody.
+fn undecided_caller() -> Reply {
+    Reply::message(
+        StatusCode::FORBIDDEN,
+        Bytes::from_static(
+            b"imds-tun: cannot tell whether a --caller-role rule applies to this caller, so no \
+              credentials are served (imds-tun's log says which rule and why)\n",
+        ),
+    )
 }
 
 /// What a credentials answer handed out, for the audit line: `role credentials NAME`.
