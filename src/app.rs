@@ -5,17 +5,20 @@
 //! kernel listeners before creating the TUN (so a busy port fails before anything is claimed),
 //! claim the address, start the runtime and the control channel while still root, then give
 //! root up before the first request is served; one start-up line; on SIGINT, SIGTERM or SIGHUP
-//! stop accepting, let in-flight requests finish within the grace period and exit 0. How the
+//! stop accepting, let in-flight requests finish within the grace period and exit 0; when the
+//! claim is lost (the device deleted or set down, its address or route gone:
+//! `platform::ClaimWatch`) the same, then exit 1 with one line saying what happened. How the
 //! layers are wired together is `crate::runtime`'s.
 //!
 //! Every failure is one line on stderr and an exit code ([`AppError::exit_code`]): 2 for
-//! settings that cannot work, 1 for anything else.
+//! settings that cannot work (an unknown `--user` among them), 1 for anything else.
 
 use crate::cli::Cli;
 use crate::clouds::ec2::interruptions;
 use crate::config::{self, Settings, TokenPolicy};
 use crate::credentials::outage::Outage;
 use crate::http::Access;
+use crate::output;
 use crate::platform::privileges;
 use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError};
 use crate::runtime::{BoundListener, Runtime, ServicesError};
@@ -50,6 +53,14 @@ pub enum AppError {
         /// starting with ": "; empty for the rest.
         hint: &'static str,
     },
+    /// The claim on the metadata address was lost while serving (the device deleted or set
+    /// down, its address or the route gone): the run ends, non-zero, so that a supervisor
+    /// starts a new one, which claims the address afresh.
+    #[error(
+        "stopped serving: {0}; start imds-tun again (systemd's Restart=on-failure does so by \
+         itself)"
+    )]
+    ClaimLost(platform::ClaimLoss),
     /// Reading or writing the TUN failed while serving: the device went away under us.
     #[error("the TUN device failed: {0}; was it deleted? restart imds-tun")]
     TunFailed(io::Error),
@@ -68,12 +79,13 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// 2 for settings that cannot work (the user fixes a flag or key), 1 for the rest.
+    /// 2 for settings that cannot work (the user fixes a flag or key: an unknown `--user` too),
+    /// 1 for the rest.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            AppError::Settings(_) | AppError::Services(ServicesError::Credentials(_)) => {
-                ExitCode::from(2)
-            }
+            AppError::Settings(_)
+            | AppError::Services(ServicesError::Credentials(_))
+            | AppError::Privileges(privileges::PrivilegeError::UnknownUser(_)) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }
@@ -95,7 +107,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("imds-tun: {error}");
+            output::error_line(&format!("imds-tun: {error}"));
             error.exit_code()
         }
     }
@@ -106,7 +118,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
     let settings = cli.into_settings()?;
     // Decided before anything is created, so an unknown --user creates nothing; and before the
     // runtime's threads exist, so what is cut here is cut in all of them.
-    let serve_as = account_to_serve_as(settings.user.as_deref())?;
+    let serve_as = privileges::account_to_serve_as(settings.user.as_deref())?;
     if let Some(account) = &serve_as {
         privileges::prepare_to_become(account)?;
     }
@@ -142,6 +154,9 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         None => None,
     };
     let tun_name = tun.as_ref().map(|tun| tun.name().to_string());
+    // Watched from now on: a device deleted, set down, stripped of its address or routed past
+    // ends the run instead of leaving a process that holds the claim and serves nothing.
+    let mut claim = tun.as_ref().map(platform::AsyncTun::watch);
     let bound: Vec<SocketAddr> = listeners
         .iter()
         .filter_map(|listener| listener.socket.local_addr().ok())
@@ -159,51 +174,126 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
     }
     announce(&settings, tun_name.as_deref(), &bound);
+    // Said once it is true: a start that fails before serving never served as anyone.
+    if serve_as.is_none() && nix::unistd::geteuid().is_root() {
+        tracing::info!("serving as root; pass --user NAME to serve as an unprivileged user");
+    }
+    if let Some(account) = serve_as
+        .as_ref()
+        .filter(|account| privileges::is_shared_account(account.uid, &account.name))
+    {
+        tracing::warn!(
+            "--user {name}: {name} is an account other programs share, and each of their \
+             processes may signal imds-tun (and so end it); serve as an account of its own \
+             (`useradd --system --no-create-home --shell /usr/sbin/nologin imds-tun`, then \
+             --user imds-tun); imds-tun ctl stays root's{unless}",
+            name = account.name,
+            unless = if settings.allow_shared_user_ctl {
+                " (but --allow-shared-user-ctl lets it in)"
+            } else {
+                " unless --allow-shared-user-ctl"
+            }
+        );
+    }
 
     let outcome = tokio::select! {
         signal = signals.next() => {
             tracing::info!("received {signal}; finishing in-flight requests");
             Ok(())
         }
-        error = running.failed() => Err(AppError::TunFailed(error)),
+        loss = claim_lost(claim.as_mut()) => Err(AppError::ClaimLost(loss)),
+        error = running.failed() => {
+            // The read error and the kernel's news race; say what the kernel says happened.
+            match claim.as_ref().and_then(platform::ClaimWatch::check) {
+                Some(loss) => Err(AppError::ClaimLost(loss)),
+                None => Err(AppError::TunFailed(error)),
+            }
+        }
     };
     drop(control);
     running.stop().await;
     outcome
 }
 
-/// The control channel of the local service (its interruptions `board`), with the start-up
-/// scenario playing; `None` in upstream mode (the upstream is the one to control) or when the
-/// socket name is taken (said once: the metadata service runs on without it).
+/// Waits until the claim is lost; never without a TUN.
+async fn claim_lost(watch: Option<&mut platform::ClaimWatch>) -> platform::ClaimLoss {
+    match watch {
+        Some(watch) => watch.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The control channel and the scenario of the local service; dropping it stops both.
+struct Control {
+    _server: Option<crate::control::server::ControlServer>,
+    scenario: crate::control::server::Scenario,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.scenario.stop();
+    }
+}
+
+/// The control channel of the local service (its interruptions `board`) and the start-up
+/// scenario, playing; `None` in upstream mode (the upstream is the one to control). When the
+/// socket name is taken that is said once, and the metadata service and the scenario run on
+/// without a control channel: a squatter can neither stop the one nor cancel the other.
 async fn start_control(
     running: &Runtime,
     board: Option<Arc<interruptions::Board>>,
     settings: &Settings,
     outage: Outage,
     serve_as: Option<&privileges::Account>,
-) -> Option<crate::control::server::ControlServer> {
-    let targets = crate::control::server::Targets {
+) -> Option<Control> {
+    use crate::control::server::{Allowed, ControlServer, Scenario, Targets};
+    let targets = Targets {
         board: board?,
         faults: running.faults(),
         outage,
     };
-    let allowed = crate::control::server::Allowed {
-        user: serve_as
-            .map(|account| account.uid.as_raw())
-            .or_else(|| Some(nix::unistd::geteuid().as_raw()).filter(|uid| *uid != 0)),
+    let allowed = Allowed {
+        user: control_user(serve_as, settings.allow_shared_user_ctl),
     };
-    match crate::control::server::ControlServer::start(targets.clone(), allowed) {
-        Ok(control) => {
-            if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
-                control.play(targets, steps).await;
-            }
-            Some(control)
-        }
+    let scenario = Scenario::default();
+    let server = match ControlServer::start(targets.clone(), allowed, scenario.clone()) {
+        Ok(server) => Some(server),
         Err(error) => {
             tracing::warn!("{error}");
             None
         }
+    };
+    if let Some(steps) = settings.local().and_then(|local| local.scenario.clone()) {
+        scenario.play(targets, steps).await;
     }
+    Some(Control {
+        _server: server,
+        scenario,
+    })
+}
+
+/// Who besides root may use `imds-tun ctl`: the user served as (or, without root, the user
+/// running), unless that is an account other programs share (nobody), whose every process
+/// could then set faults and end the service: that takes `--allow-shared-user-ctl`.
+fn control_user(serve_as: Option<&privileges::Account>, allow_shared: bool) -> Option<u32> {
+    let (uid, name) = match serve_as {
+        Some(account) => (account.uid, account.name.clone()),
+        None => {
+            let uid = nix::unistd::geteuid();
+            if uid.is_root() {
+                return None;
+            }
+            let name = nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map_or_else(String::new, |user| user.name);
+            (uid, name)
+        }
+    };
+    if privileges::is_shared_account(uid, &name) && !allow_shared {
+        return None;
+    }
+    Some(uid.as_raw())
 }
 
 /// A non-loopback listener that admits every request is the user's explicit choice; say what it
@@ -230,28 +320,29 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
     let request = match command.into_request() {
         Ok(request) => request,
         Err(error) => {
-            eprintln!("imds-tun ctl: {error}");
+            output::error_line(&format!("imds-tun ctl: {error}"));
             return ExitCode::from(2);
         }
     };
     match crate::control::client::send(&request) {
         Ok(response) if response.ok => {
+            for note in &response.notes {
+                output::error_line(&format!("imds-tun ctl: {note}"));
+            }
             let status = response.status.unwrap_or_default();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&status).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
+            let written =
+                output::print_line(&serde_json::to_string_pretty(&status).unwrap_or_default());
+            output::finish(written, ExitCode::SUCCESS)
         }
         Ok(response) => {
-            eprintln!(
+            output::error_line(&format!(
                 "imds-tun ctl: {}",
                 response.error.unwrap_or_else(|| "refused".into())
-            );
+            ));
             ExitCode::FAILURE
         }
         Err(error) => {
-            eprintln!("imds-tun ctl: {error}");
+            output::error_line(&format!("imds-tun ctl: {error}"));
             ExitCode::FAILURE
         }
     }
@@ -267,13 +358,17 @@ fn command_line_error(error: clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
-        let _ = error.print();
-        return ExitCode::SUCCESS;
+        // clap writes help and version to stdout: a closed pipe ends quietly, a full disk is
+        // one line.
+        let printed = error
+            .print()
+            .and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
+        return output::finish(output::written(printed), ExitCode::SUCCESS);
     }
     let text = error.to_string();
     let first = text.lines().next().unwrap_or_default();
     let reason = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("imds-tun: {reason} (see imds-tun --help)");
+    output::error_line(&format!("imds-tun: {reason} (see imds-tun --help)"));
     ExitCode::from(2)
 }
 
@@ -289,18 +384,16 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped:
+        // reporting that on stderr too would be an `eprintln!`, which panics then.
+        .log_internal_errors(false)
         .with_target(false)
         .init();
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(address).await.map_err(|source| {
-        let hint = match source.kind() {
-            io::ErrorKind::AddrInUse => ": another process holds that port; pick another --listen",
-            io::ErrorKind::PermissionDenied => ": ports below 1024 need root; pick a higher port",
-            io::ErrorKind::AddrNotAvailable => ": no interface has that address",
-            _ => "",
-        };
+        let hint = crate::doctor::listen_hint(&source);
         AppError::Listen {
             address,
             source,
@@ -349,31 +442,6 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[SocketAddr
             kernel.join(", ")
         ),
     }
-}
-
-/// The account to become after set-up: `--user` or the user behind sudo, when running as root
-/// (see [`crate::platform::privileges`]); `None` to stay as we are.
-fn account_to_serve_as(requested: Option<&str>) -> Result<Option<privileges::Account>, AppError> {
-    let sudo_uid = std::env::var("SUDO_UID").ok();
-    let sudo_gid = std::env::var("SUDO_GID").ok();
-    let Some(account) =
-        privileges::account_to_become(requested, sudo_uid.as_deref(), sudo_gid.as_deref())?
-    else {
-        if nix::unistd::geteuid().is_root() {
-            tracing::info!("serving as root; pass --user NAME to serve as an unprivileged user");
-        }
-        return Ok(None);
-    };
-    let current = nix::unistd::geteuid();
-    if current == account.uid {
-        return Ok(None);
-    }
-    if !current.is_root() {
-        return Err(AppError::Privileges(privileges::PrivilegeError::NotRoot(
-            account.name,
-        )));
-    }
-    Ok(Some(account))
 }
 
 /// The signals that end a run.

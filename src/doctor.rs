@@ -1,9 +1,13 @@
 //! `imds-tun --check`: can this machine run imds-tun with these settings, and if not, why not?
 //!
-//! Every check only looks: the TUN probes (`platform::readiness`: `/dev/net/tun` and the
-//! capability sets on Linux, the utun control and root on macOS) create no device; the address
-//! check lists interfaces and routes; with `--upstream` one `GET /` goes to the upstream.
-//! Nothing is created, changed or left behind.
+//! Every check decides as a start would, and only looks: the TUN probes (`platform::
+//! readiness`: `/dev/net/tun` and the capability sets on Linux, the utun control and root on
+//! macOS) create no device; the address check is the start's own (`platform::check_claim`:
+//! the claim lock's holder, interfaces and routes, `--tun-name`, and the kernel's route and
+//! policy rules for the address); `--user` is looked up as the start looks it up; each
+//! `--listen` address is bound and closed at once; with `--upstream` one `GET /` goes to the
+//! upstream. Nothing is created, changed or left behind (a bound test socket is closed before
+//! the report prints).
 //!
 //! Output is one line per check, `ok|warn|fail  <check>: <finding> — <what to do>` (the advice
 //! is left out where there is nothing to do), on stdout. Exit status 0 when imds-tun can run
@@ -78,15 +82,18 @@ impl std::fmt::Display for Finding {
 /// Runs every check for `cli`'s settings, prints the report, returns 0 or 1.
 pub fn main(cli: Cli) -> ExitCode {
     let findings = run(cli);
-    let mut out = std::io::stdout().lock();
-    for finding in &findings {
-        let _ = writeln!(out, "{finding}");
-    }
-    if findings.iter().any(|finding| finding.level == Level::Fail) {
+    let report: String = findings
+        .iter()
+        .map(|finding| format!("{finding}\n"))
+        .collect();
+    // The exit code says whether imds-tun can run, even when the reader left early
+    // (`imds-tun --check | head -1`).
+    let code = if findings.iter().any(|finding| finding.level == Level::Fail) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
+    };
+    crate::output::finish(crate::output::print(&report), code)
 }
 
 /// All findings, in the order printed.
@@ -117,11 +124,16 @@ pub fn run(cli: Cli) -> Vec<Finding> {
         .is_none_or(|settings| settings.tun.is_some());
     if wants_tun {
         findings.extend(readiness::tun_probes().into_iter().map(from_probe));
-        findings.push(check_address());
+        let request = settings
+            .as_ref()
+            .and_then(|settings| settings.tun.as_ref())
+            .map_or_else(default_tun_request, |tun| tun.device.clone());
+        findings.push(check_address(&request));
     } else {
         findings.push(Finding::new(Level::Ok, "tun", "not needed (--no-tun)", ""));
     }
     if let Some(settings) = &settings {
+        findings.push(check_user(settings));
         findings.extend(check_listeners(settings));
         findings.push(check_credentials(settings));
         if settings.local().is_some_and(|local| local.gce.is_some()) {
@@ -146,23 +158,84 @@ fn from_probe(probe: Probe) -> Finding {
     Finding::new(level, probe.check, probe.finding, probe.advice)
 }
 
-/// Nothing else answers for 169.254.169.254 yet.
-fn check_address() -> Finding {
+/// The TUN a start makes when the settings cannot be read: the defaults.
+fn default_tun_request() -> platform::TunRequest {
+    platform::TunRequest {
+        name: crate::config::defaults::TUN_NAME.to_owned(),
+        mtu: 1500,
+        ipv6: false,
+        queue_packets: platform::transmit_queue_packets(1024),
+    }
+}
+
+/// The claim a start would make, decided as it decides (`platform::check_claim`): nothing else
+/// answers for the addresses (another imds-tun is named by its pid), a fixed `--tun-name` is
+/// free, and no policy rule would route the address past a new device. The finding is the
+/// start's own message.
+fn check_address(request: &platform::TunRequest) -> Finding {
     const CHECK: &str = "metadata address";
-    match platform::current_claim() {
-        Ok(None) => Finding::new(
+    match platform::check_claim(request) {
+        Ok(()) if request.ipv6 => Finding::new(
+            Level::Ok,
+            CHECK,
+            "169.254.169.254 and fd00:ec2::254 are not claimed by anything else",
+            "",
+        ),
+        Ok(()) => Finding::new(
             Level::Ok,
             CHECK,
             "169.254.169.254 is not claimed by anything else",
             "",
         ),
-        Ok(Some(holder)) => Finding::new(
+        Err(error) => Finding::new(Level::Fail, CHECK, error.to_string(), ""),
+    }
+}
+
+/// The account a start would serve as (`--user`, or the user behind sudo), decided as it
+/// decides: an unknown `--user` fails here as the start fails (status 2), `--user` without
+/// root too.
+fn check_user(settings: &Settings) -> Finding {
+    const CHECK: &str = "user";
+    match platform::privileges::account_to_serve_as(settings.user.as_deref()) {
+        Ok(Some(account)) => Finding::new(
+            Level::Ok,
+            CHECK,
+            format!(
+                "serves as {} (uid {}) once the TUN and sockets exist",
+                account.name, account.uid
+            ),
+            "",
+        ),
+        Ok(None) if nix::unistd::geteuid().is_root() => Finding::new(
+            Level::Ok,
+            CHECK,
+            "serves as root (no --user, not started with sudo)",
+            "pass --user NAME to serve as an unprivileged user",
+        ),
+        Ok(None) => Finding::new(
+            Level::Ok,
+            CHECK,
+            format!("serves as uid {}", nix::unistd::geteuid()),
+            "",
+        ),
+        Err(error @ platform::privileges::PrivilegeError::UnknownUser(_)) => Finding::new(
             Level::Fail,
             CHECK,
-            format!("169.254.169.254 is already claimed by {holder}"),
-            readiness::RELEASE_ALIAS_ADVICE,
+            error.to_string(),
+            "name an existing account (imds-tun would exit with status 2)",
         ),
         Err(error) => Finding::new(Level::Fail, CHECK, error.to_string(), ""),
+    }
+}
+
+/// Why binding a `--listen` address was refused, in words: what a start says after the
+/// kernel's error, starting with ": "; empty for the rest.
+pub fn listen_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => ": another process holds that port; pick another --listen",
+        std::io::ErrorKind::PermissionDenied => ": ports below 1024 need root; pick a higher port",
+        std::io::ErrorKind::AddrNotAvailable => ": no interface has that address",
+        _ => "",
     }
 }
 
@@ -204,13 +277,22 @@ fn check_gce_name(resolve: impl Fn(&str) -> Vec<std::net::IpAddr>) -> Finding {
     )
 }
 
-/// Which listeners are open to whom.
+/// Which listeners a start could bind (each is bound here and closed at once, as this user:
+/// the start binds as the same user, before it gives root up), and who they are open to.
 fn check_listeners(settings: &Settings) -> Vec<Finding> {
     settings
         .listen
         .iter()
         .map(|listener| {
             let address = listener.address;
+            if let Err(error) = std::net::TcpListener::bind(address) {
+                return Finding::new(
+                    Level::Fail,
+                    "listener",
+                    format!("cannot listen on {address}: {error}{}", listen_hint(&error)),
+                    "",
+                );
+            }
             if address.ip().is_loopback() {
                 Finding::new(Level::Ok, "listener", format!("{address} is loopback-only"), "")
             } else if matches!(listener.access, crate::http::Access::Token(_)) {

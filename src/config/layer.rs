@@ -322,6 +322,15 @@ pub struct Layer {
     /// root run outside sudo stays root].
     #[arg(long, value_name = "NAME", help_heading = "Hardening")]
     pub user: Option<String>,
+    /// Let the served user use `imds-tun ctl` even when it is an account other programs share
+    /// (nobody) [default: off: then only root may].
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Hardening"
+    )]
+    pub allow_shared_user_ctl: Option<bool>,
     /// Accept connections only from this address block (repeatable), e.g. 169.254.169.253/32
     /// for this host only; others are reset [default: everyone who can reach the address].
     #[arg(long, value_name = "CIDR", help_heading = "Hardening")]

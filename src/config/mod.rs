@@ -60,6 +60,9 @@ pub struct Settings {
     pub backend: Backend,
     /// Serve as this user once the TUN and sockets exist (`--user`; else the user behind sudo).
     pub user: Option<String>,
+    /// The served user may use `imds-tun ctl` even when it is a shared account such as nobody
+    /// (`--allow-shared-user-ctl`).
+    pub allow_shared_user_ctl: bool,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
 }

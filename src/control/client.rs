@@ -2,14 +2,15 @@
 //! return its answer.
 //!
 //! Before sending anything the client checks who holds the socket: an abstract name can be
-//! bound by any local user, so a holder that is neither root nor the caller is not an imds-tun
-//! this caller started, and gets nothing (not even a `status`).
+//! bound by any local user, so a holder that is neither root, nor the caller, nor the imds-tun
+//! that holds the claim on 169.254.169.254 (the packaged service's dynamic user) is not an
+//! imds-tun this caller may control, and gets nothing (not even a `status`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use super::protocol::{Request, Response};
+use super::protocol::{MAX_REQUEST_BYTES, Request, Response};
 
 /// How long the service may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,8 +36,9 @@ pub enum ClientError {
     /// The socket's holder is neither root nor the caller: not an imds-tun the caller may
     /// control, so nothing was sent.
     #[error(
-        "the control socket is held by uid {uid} (pid {pid}), which is neither root nor you: not \
-         an imds-tun you may control; refusing to talk to it"
+        "the control socket is held by uid {uid} (pid {pid}), which is neither root, nor you, nor \
+         the imds-tun holding the claim on 169.254.169.254: not an imds-tun you may control; \
+         refusing to talk to it"
     )]
     Impostor {
         /// The holder's user id (SO_PEERCRED).
@@ -51,6 +53,13 @@ pub enum ClientError {
     /// connection.
     #[error("talking to imds-tun failed: {0}")]
     Io(std::io::Error),
+    /// The request is longer than the service reads (a scenario over the bounds `--scenario`
+    /// has too); its length in bytes.
+    #[error(
+        "the request is {0} bytes, more than imds-tun reads ({MAX_REQUEST_BYTES}); split the \
+         scenario"
+    )]
+    TooLarge(usize),
     /// The answer was not a JSON [`Response`] line.
     #[error("imds-tun answered something that is not a response: {0}")]
     Garbled(serde_json::Error),
@@ -72,6 +81,9 @@ pub fn send(request: &Request) -> Result<Response, ClientError> {
         .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)))
         .map_err(ClientError::Io)?;
     let mut line = serde_json::to_vec(request).map_err(ClientError::Garbled)?;
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(ClientError::TooLarge(line.len()));
+    }
     line.push(b'\n');
     // A refusal is sent before the request is read, so the write may meet a closed socket;
     // the refusal is still there to read.
@@ -93,13 +105,18 @@ pub fn send(request: &Request) -> Result<Response, ClientError> {
 }
 
 /// The holder must be root (an imds-tun started with sudo binds the socket before giving root
-/// up) or the caller (an imds-tun the caller runs without root, `--no-tun`).
+/// up), the caller (an imds-tun the caller runs without root, `--no-tun`), or the process that
+/// holds the claim lock as only a claimant may (root or CAP_NET_ADMIN: the packaged service,
+/// which runs as a dynamic user holding CAP_NET_ADMIN, see `platform::claim_holder`).
 #[cfg(target_os = "linux")]
 fn check_holder(stream: &UnixStream) -> Result<(), ClientError> {
     let holder = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(ClientError::Credentials)?;
     let me = nix::unistd::geteuid().as_raw();
     if holder.uid() == 0 || holder.uid() == me {
+        return Ok(());
+    }
+    if crate::platform::claim_holder().ok().flatten() == Some(holder.pid()) {
         Ok(())
     } else {
         Err(ClientError::Impostor {

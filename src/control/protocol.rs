@@ -11,10 +11,19 @@ use crate::clouds::ec2::interruptions::{
     event_id,
 };
 
-/// The largest request line read.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The largest scenario file, for `--scenario` and `ctl play` alike.
+pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
 /// The most steps a scenario (`play`, `--scenario`) may have.
 pub const MAX_STEPS: usize = 1000;
+/// The largest request line read: a `play` of the largest scenario file, with room for the
+/// defaults its steps gain on the way (`"in": 120`, ...), so `ctl play` takes every file
+/// `--scenario` takes.
+pub const MAX_REQUEST_BYTES: usize = MAX_SCENARIO_BYTES as usize + MAX_STEPS * 128;
+/// The most faults that may stand at once; more is refused until some are cleared or expire.
+pub const MAX_FAULTS: usize = 64;
+/// The most scheduled events (pending and ended) the board keeps; more is refused until
+/// `clear`.
+pub const MAX_EVENTS: usize = 100;
 
 /// The furthest ahead anything may be scheduled: a week, longer than any test runs.
 pub const MAX_SECONDS_AHEAD: u64 = 7 * 24 * 3600;
@@ -131,6 +140,10 @@ pub struct Response {
     /// What is active after the request (every successful request returns it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Value>,
+    /// `"notes"`: what the person should know beside the status, one line each (`clear` left
+    /// faults standing); `ctl` prints them on stderr.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Response {
@@ -140,6 +153,7 @@ impl Response {
             ok: true,
             error: None,
             status: Some(status),
+            notes: Vec::new(),
         }
     }
 
@@ -149,6 +163,7 @@ impl Response {
             ok: false,
             error: Some(error.into()),
             status: None,
+            notes: Vec::new(),
         }
     }
 }
@@ -288,6 +303,12 @@ pub fn apply(
             r#in,
             duration,
         } => {
+            if state.events.len() >= MAX_EVENTS {
+                return Err(format!(
+                    "{MAX_EVENTS} scheduled events are on the board already (pending and \
+                     ended); `imds-tun ctl clear` removes them"
+                ));
+            }
             let not_before = after(*r#in);
             state.events.push(MaintenanceEvent {
                 id: event_id(random),

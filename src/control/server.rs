@@ -21,7 +21,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::protocol::{self, MAX_REQUEST_BYTES, Request, Response, Step};
+use super::protocol::{self, MAX_FAULTS, MAX_REQUEST_BYTES, Request, Response, Step};
 use crate::clouds::ec2::interruptions::Board;
 use crate::credentials::outage::Outage;
 use crate::http::faults::FaultBoard;
@@ -45,18 +45,37 @@ impl Allowed {
     }
 }
 
-/// The running control channel; dropping it stops accepting and stops the scenario.
+/// The running control channel; dropping it stops accepting.
 #[derive(Debug)]
 pub struct ControlServer {
     accept: JoinHandle<()>,
-    scenario: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.accept.abort();
-        if let Ok(mut scenario) = self.scenario.try_lock()
-            && let Some(task) = scenario.take()
+    }
+}
+
+/// The scenario playing in the background, `--scenario`'s from the start or the last `ctl
+/// play`'s: one at a time, a new one replaces the old, `clear` stops it. It does not depend on
+/// the control socket: a start whose socket name was taken still plays its `--scenario`.
+/// Clones share the one scenario; [`Scenario::stop`] ends it.
+#[derive(Debug, Clone, Default)]
+pub struct Scenario {
+    running: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Scenario {
+    /// Plays `steps` from now, replacing what was playing.
+    pub async fn play(&self, targets: Targets, steps: Vec<Step>) {
+        start_scenario(&self.running, targets, steps).await;
+    }
+
+    /// Stops what is playing, if anything.
+    pub fn stop(&self) {
+        if let Ok(mut running) = self.running.try_lock()
+            && let Some(task) = running.take()
         {
             task.abort();
         }
@@ -69,7 +88,8 @@ pub enum ControlError {
     /// Another process bound `@imds-tun/control` first.
     #[error(
         "the control socket @imds-tun/control is already bound in this network namespace (another \
-         process took the name); imds-tun ctl will not reach this imds-tun"
+         process took the name); imds-tun ctl will not reach this imds-tun (the metadata service, \
+         and a --scenario, run on without it)"
     )]
     NameTaken,
     /// The socket could not be created or bound otherwise (or, outside Linux, has no address).
@@ -78,8 +98,13 @@ pub enum ControlError {
 }
 
 impl ControlServer {
-    /// Binds the socket and serves it in a task of its own. Call from inside the runtime.
-    pub fn start(targets: Targets, allowed: Allowed) -> Result<ControlServer, ControlError> {
+    /// Binds the socket and serves it in a task of its own; `ctl play` and `clear` act on
+    /// `scenario`. Call from inside the runtime.
+    pub fn start(
+        targets: Targets,
+        allowed: Allowed,
+        scenario: Scenario,
+    ) -> Result<ControlServer, ControlError> {
         let address = crate::platform::control_address().map_err(ControlError::Bind)?;
         let listener = std::os::unix::net::UnixListener::bind_addr(&address).map_err(|error| {
             if error.kind() == std::io::ErrorKind::AddrInUse {
@@ -90,14 +115,8 @@ impl ControlServer {
         })?;
         listener.set_nonblocking(true).map_err(ControlError::Bind)?;
         let listener = UnixListener::from_std(listener).map_err(ControlError::Bind)?;
-        let scenario = Arc::new(Mutex::new(None));
-        let accept = tokio::spawn(accept_loop(listener, targets, allowed, scenario.clone()));
-        Ok(ControlServer { accept, scenario })
-    }
-
-    /// Plays `steps` as if `ctl play` had sent them (the `--scenario` flag).
-    pub async fn play(&self, targets: Targets, steps: Vec<Step>) {
-        start_scenario(&self.scenario, targets, steps).await;
+        let accept = tokio::spawn(accept_loop(listener, targets, allowed, scenario.running));
+        Ok(ControlServer { accept })
     }
 }
 
@@ -244,10 +263,10 @@ async fn execute(
             );
             Response::ok(fault_list(targets))
         }
-        request @ Request::Fault { .. } => {
-            set_fault(&request, targets, who);
-            Response::ok(fault_list(targets))
-        }
+        request @ Request::Fault { .. } => match set_fault(&request, targets, who) {
+            Ok(()) => Response::ok(fault_list(targets)),
+            Err(error) => Response::refused(error),
+        },
         request => {
             if request == Request::Clear
                 && let Some(task) = scenario.lock().await.take()
@@ -257,7 +276,11 @@ async fn execute(
             match change(board, &request, now) {
                 Ok(status) => {
                     tracing::info!("ctl: {who}: {}", describe(&request));
-                    Response::ok(status)
+                    let mut response = Response::ok(status);
+                    if request == Request::Clear {
+                        response.notes = still_standing(targets);
+                    }
+                    response
                 }
                 Err(error) => Response::refused(error),
             }
@@ -265,8 +288,29 @@ async fn execute(
     }
 }
 
-/// Sets a fault (and its expiry, logged once), or a credential-source outage.
-fn set_fault(request: &Request, targets: &Targets, who: &str) {
+/// What `clear` leaves standing, since it clears the interruptions only: the faults and a
+/// credential-source outage, each said with the command that ends it.
+fn still_standing(targets: &Targets) -> Vec<String> {
+    let mut notes = Vec::new();
+    let faults = targets.faults.list(tokio::time::Instant::now()).len();
+    if faults > 0 {
+        notes.push(format!(
+            "{faults} fault(s) still stand (`imds-tun ctl fault list`); `imds-tun ctl fault \
+             clear` removes them"
+        ));
+    }
+    if targets.outage.is_down() {
+        notes.push(
+            "the credential source is still down; `imds-tun ctl fault clear` brings it back"
+                .to_owned(),
+        );
+    }
+    notes
+}
+
+/// Sets a fault (and its expiry, logged once), or a credential-source outage; refused when
+/// [`MAX_FAULTS`] stand already.
+fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), String> {
     let faults = &targets.faults;
     let Request::Fault {
         spec,
@@ -274,11 +318,17 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) {
         credential_source,
     } = request
     else {
-        return;
+        return Ok(());
     };
     let until = r#for.map(|seconds| tokio::time::Instant::now() + Duration::from_secs(seconds));
     let lasting = r#for.map_or("until cleared".to_owned(), |s| format!("for {s} s"));
     if let Some(spec) = spec.as_ref().filter(|spec| !spec.is_empty()) {
+        if faults.list(tokio::time::Instant::now()).len() >= MAX_FAULTS {
+            return Err(format!(
+                "{MAX_FAULTS} faults stand already; `imds-tun ctl fault clear` removes them, or \
+                 give new ones --for SECONDS"
+            ));
+        }
         let id = faults.add(spec.clone(), until);
         tracing::info!(
             "ctl: {who} set fault {id} {lasting}: {}",
@@ -307,6 +357,7 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) {
             });
         }
     }
+    Ok(())
 }
 
 /// The faults standing, with their remaining seconds, and the outage.
@@ -356,7 +407,9 @@ async fn start_scenario(
         for step in steps {
             tokio::time::sleep_until(started + Duration::from_secs(step.at)).await;
             if matches!(step.request, Request::Fault { .. }) {
-                set_fault(&step.request, &targets, "scenario");
+                if let Err(error) = set_fault(&step.request, &targets, "scenario") {
+                    tracing::warn!("scenario at +{}s: {error}", step.at);
+                }
                 continue;
             }
             if step.request == Request::FaultClear {

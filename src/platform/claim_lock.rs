@@ -11,14 +11,23 @@
 //! systemd unit's dynamic user), as every imds-tun that can create a TUN does; anyone else is a
 //! squatter: imds-tun names it in a warning and goes on without the lock, falling back to the
 //! non-atomic check of existing claims.
+//!
+//! A rival learns who holds the lock by connecting to it and reading the holder's credentials
+//! (`SO_PEERCRED`). The holder accepts and closes every such connection at once (a thread of its
+//! own): unaccepted ones would stay in the backlog for good, and once it is full every later
+//! probe, a `--check` or a rival start, would be refused, or with a blocking connect wait
+//! forever. Probes connect without blocking, so a squatter that fills its own backlog cannot
+//! stall a start either.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use super::capabilities::{CAP_NET_ADMIN_BIT, effective_in};
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, UnixAddr, bind, connect, getsockopt, listen, socket, sockopt,
+    AddressFamily, Shutdown, SockFlag, SockType, UnixAddr, accept4, bind, connect, getsockopt,
+    listen, shutdown, socket, sockopt,
 };
 
 /// The abstract socket name; one per metadata address.
@@ -27,7 +36,17 @@ const LOCK_NAME: &[u8] = b"imds-tun/169.254.169.254";
 /// Holding the claim lock; dropping it (or exiting) releases the name.
 #[derive(Debug)]
 pub(crate) struct ClaimLock {
-    _socket: Option<OwnedFd>,
+    socket: Option<Arc<OwnedFd>>,
+}
+
+impl Drop for ClaimLock {
+    fn drop(&mut self) {
+        if let Some(socket) = &self.socket {
+            // Wakes the thread that answers probes (its accept fails), which then lets its
+            // handle go, so the name is released now, not at exit.
+            let _ = shutdown(socket.as_raw_fd(), Shutdown::Both);
+        }
+    }
 }
 
 /// Who holds the lock, when someone else does.
@@ -42,21 +61,25 @@ pub(crate) enum Holder {
 impl ClaimLock {
     /// No lock: a squatter holds the name.
     pub(crate) fn unheld() -> ClaimLock {
-        ClaimLock { _socket: None }
+        ClaimLock { socket: None }
     }
 
     /// Takes the lock, or says who holds it. A squatter does not stop us: the returned lock is
     /// then empty and the caller relies on checking existing claims alone.
     pub(crate) fn acquire() -> io::Result<Result<ClaimLock, Holder>> {
         let address = UnixAddr::new_abstract(LOCK_NAME)?;
-        let socket = new_socket()?;
+        let socket = new_socket(true)?;
         match bind(socket.as_raw_fd(), &address) {
             Ok(()) => {
                 // Listening lets a rival read our credentials (SO_PEERCRED) to tell us from a
-                // squatter. Nobody is ever accepted; the kernel bounds the backlog.
-                listen(&socket, nix::sys::socket::Backlog::new(1)?)?;
+                // squatter. A rival's connection waits in the backlog until it is accepted,
+                // and a full backlog refuses the next rival: so every connection is accepted
+                // and closed at once, by a thread of its own.
+                listen(&socket, nix::sys::socket::Backlog::new(16)?)?;
+                let socket = Arc::new(socket);
+                answer_probes(socket.clone())?;
                 Ok(Ok(ClaimLock {
-                    _socket: Some(socket),
+                    socket: Some(socket),
                 }))
             }
             Err(Errno::EADDRINUSE) => {
@@ -78,19 +101,56 @@ impl ClaimLock {
     }
 }
 
-fn new_socket() -> io::Result<OwnedFd> {
-    Ok(socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?)
+/// Who holds the lock now, without taking it (what `--check` asks): `None` when nobody
+/// listens on the name.
+pub(crate) fn holder() -> io::Result<Option<Holder>> {
+    let address = UnixAddr::new_abstract(LOCK_NAME)?;
+    match identify_holder(&address)? {
+        Holder::Squatter {
+            pid: None,
+            uid: None,
+        } => Ok(None),
+        holder => Ok(Some(holder)),
+    }
+}
+
+/// Accepts and closes every connection to the lock, so rivals' probes never fill its backlog;
+/// ends when the lock is dropped (its socket shut down) or the process exits.
+fn answer_probes(socket: Arc<OwnedFd>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("claim-lock".into())
+        .spawn(move || {
+            loop {
+                match accept4(socket.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                    #[allow(unsafe_code)]
+                    Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+                    Err(Errno::EINTR | Errno::ECONNABORTED) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// A Unix stream socket: blocking for the lock (its thread waits in accept), non-blocking for
+/// a probe.
+fn new_socket(blocking: bool) -> io::Result<OwnedFd> {
+    let flags = if blocking {
+        SockFlag::SOCK_CLOEXEC
+    } else {
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK
+    };
+    Ok(socket(AddressFamily::Unix, SockType::Stream, flags, None)?)
 }
 
 fn identify_holder(address: &UnixAddr) -> io::Result<Holder> {
-    let probe = new_socket()?;
+    let probe = new_socket(false)?;
+    // Non-blocking: a holder whose backlog is full (a squatter can fill its own) refuses the
+    // probe at once (EAGAIN) instead of stalling the start; such a holder is no imds-tun,
+    // which answers every probe.
     if connect(probe.as_raw_fd(), address).is_err() {
-        // Bound but not listening: no imds-tun does that.
+        // Bound but not listening, or not answering: no imds-tun does that.
         return Ok(Holder::Squatter {
             pid: None,
             uid: None,

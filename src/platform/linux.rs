@@ -12,12 +12,12 @@
 use super::claim_lock::{ClaimLock, Holder};
 use super::netlink;
 use super::{
-    FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS, METADATA_ADDRESS_V6, OpenAsError,
-    PlatformError, TunRequest,
+    ClaimLoss, FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS, METADATA_ADDRESS_V6,
+    OpenAsError, PlatformError, TunRequest,
 };
 use nix::unistd::{Gid, ResGid, ResUid};
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,6 +29,10 @@ use tun::AbstractDevice;
 pub struct AsyncTun {
     fd: AsyncFd<tun::Device>,
     name: String,
+    /// The kernel's index of the device: what the claim watch follows (a name can change).
+    index: u32,
+    /// Whether fd00:ec2::254 is claimed too.
+    ipv6: bool,
     /// Held as long as the device: a rival start sees the address taken from the first moment.
     _claim: ClaimLock,
 }
@@ -68,6 +72,168 @@ impl AsyncTun {
             .await
             .map(|_| ())
     }
+
+    /// A watch on this device's claim; call from inside the runtime, once the claim is made.
+    pub fn watch(&self) -> ClaimWatch {
+        ClaimWatch::new(self.name.clone(), self.index, self.ipv6)
+    }
+}
+
+/// The claim an [`AsyncTun`] holds, watched: the kernel's rtnetlink news of links, addresses,
+/// routes and rules is the trigger, and every trigger asks the kernel again whether the device
+/// still exists, is up, carries our address and receives the metadata address's packets. So
+/// imds-tun's own set-up (over before the watch starts), the link-local address the kernel adds
+/// with `--ipv6`, and other interfaces' changes cost one look and change nothing. Without a
+/// subscription (netlink refused) it looks once a second instead.
+#[derive(Debug)]
+pub struct ClaimWatch {
+    name: String,
+    index: u32,
+    ipv6: bool,
+    changes: Option<AsyncFd<netlink::Changes>>,
+}
+
+/// How often the claim is looked at when no netlink subscription could be made.
+const POLL_WITHOUT_NEWS: Duration = Duration::from_secs(1);
+
+impl ClaimWatch {
+    fn new(name: String, index: u32, ipv6: bool) -> ClaimWatch {
+        let changes = netlink::Changes::subscribe(ipv6)
+            .and_then(|changes| {
+                // SAFETY: the AsyncFd takes ownership of the socket, which owns its descriptor,
+                // so the descriptor stays open for exactly as long as it is registered.
+                #[allow(unsafe_code)]
+                unsafe { AsyncFd::register(changes) }.map_err(|error| error.into_parts().1)
+            })
+            .map_err(|error| {
+                tracing::warn!(
+                    "cannot subscribe to the kernel's link and route changes ({error}); \
+                     checking the claim on 169.254.169.254 every second instead"
+                );
+            })
+            .ok();
+        ClaimWatch {
+            name,
+            index,
+            ipv6,
+            changes,
+        }
+    }
+
+    /// Waits until the claim is lost, and says how. Cancel-safe: dropping the future loses
+    /// nothing (the next call looks again first).
+    pub async fn lost(&mut self) -> ClaimLoss {
+        loop {
+            // Looked at first, so a change between the claim and the subscription counts.
+            if let Some(loss) = self.check() {
+                return loss;
+            }
+            match &self.changes {
+                Some(changes) => match changes.readable().await {
+                    Ok(mut guard) => match guard.get_inner().drain() {
+                        // Nothing there after all: wait for the next readiness.
+                        Ok(false) => guard.clear_ready(),
+                        Ok(true) => {}
+                        Err(error) => {
+                            tracing::warn!(
+                                "the kernel's news of link and route changes failed ({error}); \
+                                 checking the claim every second instead"
+                            );
+                            self.changes = None;
+                        }
+                    },
+                    Err(_) => self.changes = None,
+                },
+                None => tokio::time::sleep(POLL_WITHOUT_NEWS).await,
+            }
+        }
+    }
+
+    /// Whether the claim still holds now; `None` when it does (or the kernel could not be
+    /// asked: only a definite answer ends a run).
+    pub fn check(&self) -> Option<ClaimLoss> {
+        let device = match interface_name_of(self.index) {
+            Some(name) => name,
+            None => {
+                return Some(ClaimLoss::DeviceDeleted {
+                    device: self.name.clone(),
+                });
+            }
+        };
+        let addresses = nix::ifaddrs::getifaddrs().ok()?;
+        let mine: Vec<_> = addresses
+            .filter(|entry| entry.interface_name == device)
+            .collect();
+        if !mine
+            .iter()
+            .any(|entry| entry.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        {
+            return Some(ClaimLoss::LinkDown { device });
+        }
+        let has_v4 = mine.iter().any(|entry| {
+            let local = entry.address.as_ref().and_then(|a| a.as_sockaddr_in());
+            let peer = entry.destination.as_ref().and_then(|a| a.as_sockaddr_in());
+            local.is_some_and(|a| a.ip() == LOCAL_ADDRESS)
+                && peer.is_some_and(|a| a.ip() == METADATA_ADDRESS)
+        });
+        if !has_v4 {
+            return Some(ClaimLoss::AddressRemoved {
+                device,
+                local: LOCAL_ADDRESS.into(),
+                peer: METADATA_ADDRESS.into(),
+            });
+        }
+        // getifaddrs reports no IPv6 peer, so the IPv6 pair is known by its local address.
+        let has_v6 = !self.ipv6
+            || mine.iter().any(|entry| {
+                entry
+                    .address
+                    .as_ref()
+                    .and_then(|a| a.as_sockaddr_in6())
+                    .is_some_and(|a| a.ip() == LOCAL_ADDRESS_V6)
+            });
+        if !has_v6 {
+            return Some(ClaimLoss::AddressRemoved {
+                device,
+                local: LOCAL_ADDRESS_V6.into(),
+                peer: METADATA_ADDRESS_V6.into(),
+            });
+        }
+        let mut claimed = vec![IpAddr::V4(METADATA_ADDRESS)];
+        if self.ipv6 {
+            claimed.push(IpAddr::V6(METADATA_ADDRESS_V6));
+        }
+        for address in claimed {
+            let Ok(taken) = netlink::route_output_interface(address) else {
+                continue;
+            };
+            if taken != Some(self.index) {
+                return Some(ClaimLoss::RouteTaken {
+                    device,
+                    address,
+                    route: route_description(taken),
+                });
+            }
+        }
+        None
+    }
+}
+
+/// The current name of interface `index`; `None` when no interface has that index.
+fn interface_name_of(index: u32) -> Option<String> {
+    let interfaces = nix::net::if_::if_nameindex().ok()?;
+    interfaces
+        .iter()
+        .find(|interface| interface.index() == index)
+        .map(|interface| interface.name().to_string_lossy().into_owned())
+}
+
+/// "out of interface eth0", or "nowhere (no route)".
+fn route_description(taken: Option<u32>) -> String {
+    match taken {
+        Some(index) => format!("out of interface {}", interface_name(index)),
+        None => "nowhere (no route)".to_owned(),
+    }
 }
 
 pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
@@ -86,15 +252,7 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
         }
         Err(Holder::Squatter { .. }) => ClaimLock::unheld(),
     };
-    if let Some(holder) = current_claim()? {
-        return Err(PlatformError::AddressClaimed(holder));
-    }
-    if request.ipv6 {
-        ipv6_available()?;
-        if let Some(holder) = current_claim_v6()? {
-            return Err(PlatformError::Ipv6AddressClaimed(holder));
-        }
-    }
+    free_to_claim(request)?;
 
     let mut config = tun::Configuration::default();
     config
@@ -130,10 +288,130 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
     })?;
     Ok(AsyncTun {
         fd,
+        index: tun_index(&name)?,
         name,
+        ipv6: request.ipv6,
         _claim: claim,
     })
 }
+
+/// What a start checks before it creates anything (the claim lock aside): nothing answers for
+/// the addresses yet, IPv6 is on where it is asked for, and a fixed `--tun-name` is free.
+fn free_to_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    if let Some(holder) = current_claim()? {
+        return Err(PlatformError::AddressClaimed(holder));
+    }
+    if request.ipv6 {
+        ipv6_available()?;
+        if let Some(holder) = current_claim_v6()? {
+            return Err(PlatformError::Ipv6AddressClaimed(holder));
+        }
+    }
+    refuse_existing_name(&request.name)
+}
+
+/// `--check`'s claim: the start's own checks, in its order and words, creating nothing: the
+/// name, the claim lock's holder (another imds-tun, by pid), [`free_to_claim`]; then, where the
+/// start would create the device and ask `RTM_GETROUTE`, the route and the policy rules now:
+/// a rule ahead of the main table that routes the address elsewhere, or refuses it, would take
+/// it from the device's route as surely ([`diversion`]).
+pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    validate_name(&request.name)?;
+    let lock_error = |source| PlatformError::Io {
+        context: "asking who holds the claim lock (@imds-tun/169.254.169.254)",
+        source,
+    };
+    if let Some(Holder::Privileged { pid }) = super::claim_lock::holder().map_err(lock_error)? {
+        return Err(PlatformError::AddressClaimed(format!(
+            "another imds-tun (pid {pid}) in this network namespace"
+        )));
+    }
+    free_to_claim(request)?;
+    let mut addresses = vec![IpAddr::V4(METADATA_ADDRESS)];
+    if request.ipv6 {
+        addresses.push(IpAddr::V6(METADATA_ADDRESS_V6));
+    }
+    for address in addresses {
+        let io_error = |source| PlatformError::Io {
+            context: match address {
+                IpAddr::V4(_) => "checking the route to 169.254.169.254",
+                IpAddr::V6(_) => "checking the route to fd00:ec2::254",
+            },
+            source,
+        };
+        let answer = netlink::route_lookup(address).map_err(io_error)?;
+        let rules = netlink::rules(address).map_err(io_error)?;
+        if let Some(route) = diversion(answer, &rules, address) {
+            let device = format!("the TUN device a start would create ({})", request.name);
+            return Err(match address {
+                IpAddr::V4(_) => PlatformError::RouteNotTaken { device, route },
+                IpAddr::V6(_) => PlatformError::Ipv6RouteNotTaken { device, route },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where `address` would go instead of into a new device with a host route in the main table,
+/// given the kernel's answer for it now and the policy rules; `None` when the device's route
+/// would win. The device's route is found through the main table's rule; a rule with a lower
+/// priority that the kernel's answer came through (its table), or that refuses the address
+/// outright (`blackhole`, `unreachable`, `prohibit`), wins over it. A rule that applies to some
+/// packets only (a source, a mark, a uid range) and refuses them is not counted: whether a
+/// client's packets match it cannot be told here.
+fn diversion(
+    answer: netlink::RouteAnswer,
+    rules: &[netlink::Rule],
+    address: IpAddr,
+) -> Option<String> {
+    use netlink::{MAIN_TABLE, RouteAnswer, RuleAction};
+    let covers = |rule: &netlink::Rule| match rule.to {
+        None => true,
+        Some((network, length)) => {
+            ipnet::IpNet::new(network, length).is_ok_and(|network| network.contains(&address))
+        }
+    };
+    let Some(main) = rules
+        .iter()
+        .filter(|rule| {
+            rule.action == RuleAction::Lookup(MAIN_TABLE) && !rule.selective && covers(rule)
+        })
+        .map(|rule| rule.priority)
+        .min()
+    else {
+        return Some(
+            "nowhere a device's route is looked for (no policy rule looks up the main table)"
+                .into(),
+        );
+    };
+    match answer {
+        // The local table holds addresses (which the claim checks refuse first); an answer
+        // from the main table loses to the device's /32 host route there.
+        RouteAnswer::Route { table, .. } if table == MAIN_TABLE || table == LOCAL_TABLE => None,
+        RouteAnswer::Route { interface, table } => rules
+            .iter()
+            .find(|rule| rule.priority < main && rule.action == RuleAction::Lookup(table))
+            .map(|rule| {
+                format!(
+                    "{} (policy rule {}: lookup table {table})",
+                    route_description(interface),
+                    rule.priority
+                )
+            }),
+        RouteAnswer::Refused(_) => rules
+            .iter()
+            .filter(|rule| rule.priority < main && !rule.selective && covers(rule))
+            .find_map(|rule| match rule.action {
+                RuleAction::Refuse(how) => {
+                    Some(format!("nowhere (policy rule {}: {how})", rule.priority))
+                }
+                _ => None,
+            }),
+    }
+}
+
+/// The kernel's local table: the host's own addresses.
+const LOCAL_TABLE: u32 = 255;
 
 /// The kernel's index of the TUN device, which netlink requests name it by.
 fn tun_index(device: &str) -> Result<u32, PlatformError> {
@@ -150,6 +428,21 @@ fn size_transmit_queue(device: &str, packets: u32) -> Result<(), PlatformError> 
         context: "sizing the TUN device's queue",
         source,
     })
+}
+
+/// A fixed `--tun-name` that already names an interface is refused: `TUNSETIFF` on a persistent
+/// TUN of that name attaches to it without a word, and imds-tun would then configure a device
+/// that outlives it. (A name with `%d` is always a new device: the kernel picks a free number.)
+/// What this cannot see: a device made under the same name between this check and the
+/// creation a moment later, by something other than imds-tun (two imds-tun hold the claim lock).
+fn refuse_existing_name(name: &str) -> Result<(), PlatformError> {
+    if name.contains('%') {
+        return Ok(());
+    }
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(_) => Err(PlatformError::NameExists(name.to_string())),
+        Err(_) => Ok(()),
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), PlatformError> {
@@ -345,10 +638,7 @@ fn verify_route(device: &str, address: IpAddr) -> Result<(), PlatformError> {
         std::thread::sleep(Duration::from_millis(5));
     };
     let device = device.to_string();
-    let route = match taken {
-        Some(index) => format!("out of interface {}", interface_name(index)),
-        None => "nowhere (no route)".to_owned(),
-    };
+    let route = route_description(taken);
     Err(match address {
         IpAddr::V4(_) => PlatformError::RouteNotTaken { device, route },
         IpAddr::V6(_) => PlatformError::Ipv6RouteNotTaken { device, route },
@@ -356,15 +646,7 @@ fn verify_route(device: &str, address: IpAddr) -> Result<(), PlatformError> {
 }
 
 fn interface_name(index: u32) -> String {
-    nix::net::if_::if_nameindex()
-        .ok()
-        .and_then(|interfaces| {
-            interfaces
-                .iter()
-                .find(|interface| interface.index() == index)
-                .map(|interface| interface.name().to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| format!("#{index}"))
+    interface_name_of(index).unwrap_or_else(|| format!("#{index}"))
 }
 
 /// Turns IPv6 off on the device when only IPv4 is served: otherwise the kernel sends router
@@ -512,7 +794,9 @@ impl SavedIds {
                 }
             });
         if let Err((step, error)) = restored {
-            eprintln!(
+            // Not eprintln!: a failed write to stderr must not turn the abort into a panic.
+            let _ = writeln!(
+                io::stderr(),
                 "imds-tun: cannot switch back to root after opening a file with another user's \
                  rights: {step} failed: {error}; stopping rather than run half-switched"
             );
@@ -557,6 +841,90 @@ mod tests {
         let only_the_prefix = table.lines().nth(1).unwrap_or_default();
         assert_eq!(ipv6_host_route_in(only_the_prefix), None);
         assert_eq!(ipv6_host_route_in("garbage\n"), None);
+    }
+
+    fn rule(priority: u32, action: netlink::RuleAction, to: Option<&str>) -> netlink::Rule {
+        netlink::Rule {
+            priority,
+            action,
+            to: to.map(|to| (to.parse().expect("address"), 32)),
+            selective: false,
+        }
+    }
+
+    fn standard_rules() -> Vec<netlink::Rule> {
+        use netlink::RuleAction::Lookup;
+        vec![
+            rule(0, Lookup(255), None),
+            rule(32766, Lookup(netlink::MAIN_TABLE), None),
+            rule(32767, Lookup(253), None),
+        ]
+    }
+
+    #[test]
+    fn a_rule_ahead_of_main_whose_table_answers_diverts_and_one_behind_does_not() {
+        use netlink::{RouteAnswer, RuleAction};
+        let metadata = IpAddr::V4(METADATA_ADDRESS);
+        let answer = RouteAnswer::Route {
+            interface: None,
+            table: 100,
+        };
+        let mut rules = standard_rules();
+        rules.push(rule(
+            32765,
+            RuleAction::Lookup(100),
+            Some("169.254.169.254"),
+        ));
+        let found = diversion(answer, &rules, metadata).expect("diverted");
+        assert!(
+            found.contains("policy rule 32765: lookup table 100"),
+            "{found}"
+        );
+        let mut behind = standard_rules();
+        behind.push(rule(40000, RuleAction::Lookup(100), None));
+        assert_eq!(diversion(answer, &behind, metadata), None);
+        let from_main = RouteAnswer::Route {
+            interface: Some(2),
+            table: netlink::MAIN_TABLE,
+        };
+        assert_eq!(
+            diversion(from_main, &rules, metadata),
+            None,
+            "our /32 wins in main"
+        );
+    }
+
+    #[test]
+    fn a_refusing_rule_ahead_of_main_diverts_unless_it_selects_some_packets_only() {
+        use netlink::{RouteAnswer, RuleAction};
+        let metadata = IpAddr::V4(METADATA_ADDRESS);
+        let refused = RouteAnswer::Refused(13);
+        let mut rules = standard_rules();
+        assert_eq!(
+            diversion(refused, &rules, metadata),
+            None,
+            "no route at all yet"
+        );
+        rules.push(rule(
+            100,
+            RuleAction::Refuse("prohibit"),
+            Some("169.254.169.254"),
+        ));
+        let found = diversion(refused, &rules, metadata).expect("diverted");
+        assert_eq!(found, "nowhere (policy rule 100: prohibit)");
+        rules.last_mut().expect("the rule").selective = true;
+        assert_eq!(diversion(refused, &rules, metadata), None);
+        let mut elsewhere = standard_rules();
+        elsewhere.push(rule(100, RuleAction::Refuse("blackhole"), Some("10.0.0.1")));
+        assert_eq!(diversion(refused, &elsewhere, metadata), None);
+    }
+
+    #[test]
+    fn without_a_rule_for_the_main_table_no_device_route_is_found() {
+        let mut rules = standard_rules();
+        rules.retain(|rule| rule.action != netlink::RuleAction::Lookup(netlink::MAIN_TABLE));
+        let answer = netlink::RouteAnswer::Refused(101);
+        assert!(diversion(answer, &rules, IpAddr::V4(METADATA_ADDRESS)).is_some());
     }
 
     #[test]

@@ -111,6 +111,12 @@ impl AsyncTun {
         }
     }
 
+    /// A watch on this device's claim: macOS gives no news here, so it never fires (a
+    /// destroyed utun shows as the device's read error).
+    pub fn watch(&self) -> super::ClaimWatch {
+        super::ClaimWatch::default()
+    }
+
     /// Writes one IPv4 packet behind its frame header, waiting if the queue is full.
     pub async fn send(&self, packet: &[u8]) -> io::Result<()> {
         self.fd
@@ -120,6 +126,21 @@ impl AsyncTun {
             })
             .await
             .map(|_| ())
+    }
+}
+
+/// `--check`'s claim: the start's checks before it creates the utun, in its words.
+pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    if request.ipv6 {
+        return Err(PlatformError::Ipv6Unavailable(
+            "IPv6 (fd00:ec2::254) is not supported on macOS yet".into(),
+        ));
+    }
+    utun_rules::unit_request(&request.name)
+        .ok_or_else(|| PlatformError::UtunName(request.name.clone()))?;
+    match current_claim()? {
+        Some(holder) => Err(PlatformError::AddressClaimed(holder)),
+        None => Ok(()),
     }
 }
 

@@ -21,7 +21,9 @@
 //!   uses for files named under `sudo`;
 //! - giving up root ([`privileges`]) and the capability sets ([`capabilities`]);
 //! - the claim lock that makes two simultaneous starts safe (`claim_lock.rs`, Linux);
-//! - the kernel's answers about routes and socket owners ([`netlink`], Linux);
+//! - the kernel's answers about routes and socket owners, and its news of changed links,
+//!   addresses and routes ([`netlink`], Linux), which [`ClaimWatch`] turns into "the claim is
+//!   lost";
 //! - what this host is: name, machine id, addresses ([`host`]);
 //! - what `--check` asks before a start: can a TUN be created here ([`readiness`]).
 //!
@@ -29,7 +31,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use nix::unistd::{Gid, Uid};
@@ -180,6 +182,82 @@ pub fn transmit_queue_packets(max_connections: usize) -> u32 {
 /// A TUN device carrying the metadata address, ready for non-blocking packet I/O.
 pub use imp::AsyncTun;
 
+/// Watches the kernel for the loss of the claim an [`AsyncTun`] holds ([`AsyncTun::watch`]):
+/// `lost().await` ends with a [`ClaimLoss`] once the device, its address, its link or the
+/// kernel's route to the metadata address is gone. Linux listens to rtnetlink; elsewhere it
+/// never fires (the device's read error is the only sign there).
+#[cfg(target_os = "linux")]
+pub use imp::ClaimWatch;
+#[cfg(not(target_os = "linux"))]
+pub use no_watch::ClaimWatch;
+
+/// Outside Linux: no news of the claim, so a watch that never fires.
+#[cfg(not(target_os = "linux"))]
+mod no_watch {
+    use super::ClaimLoss;
+
+    /// A claim watch that never fires.
+    #[derive(Debug, Default)]
+    pub struct ClaimWatch(());
+
+    impl ClaimWatch {
+        /// Never ends.
+        pub async fn lost(&mut self) -> ClaimLoss {
+            std::future::pending().await
+        }
+
+        /// Nothing is known: always `None`.
+        pub fn check(&self) -> Option<ClaimLoss> {
+            None
+        }
+    }
+}
+
+/// How the claim on the metadata address was lost while serving; each says what happened and
+/// the command that usually does it, for the one line the process exits with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimLoss {
+    /// The TUN device no longer exists.
+    #[error("the TUN device {device} was deleted (`ip link del {device}` or the like)")]
+    DeviceDeleted {
+        /// The device's name.
+        device: String,
+    },
+    /// The TUN device is down: the kernel routes nothing into it.
+    #[error("the TUN device {device} was set down (`ip link set {device} down` or the like)")]
+    LinkDown {
+        /// The device's name.
+        device: String,
+    },
+    /// Our point-to-point address is gone from the device, and the route with it.
+    #[error(
+        "the address {local} peer {peer} was removed from the TUN device {device} (`ip addr flush \
+         dev {device}` or the like)"
+    )]
+    AddressRemoved {
+        /// The device's name.
+        device: String,
+        /// Our side of the pair (169.254.169.253 or fd00:ec2::253).
+        local: IpAddr,
+        /// The metadata address, the pair's peer.
+        peer: IpAddr,
+    },
+    /// The kernel now sends packets for the metadata address somewhere else: the route was
+    /// deleted, or a policy rule or another route took precedence.
+    #[error(
+        "the kernel's route to {address} no longer goes into the TUN device {device}, it goes \
+         {route} (a deleted route, or a new `ip rule`; see `ip route get {address}`)"
+    )]
+    RouteTaken {
+        /// The device's name.
+        device: String,
+        /// The metadata address (169.254.169.254 or fd00:ec2::254).
+        address: IpAddr,
+        /// Where it goes now ("out of interface eth0", "nowhere (no route)").
+        route: String,
+    },
+}
+
 /// Why the TUN side could not be set up; every message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -258,6 +336,15 @@ pub enum PlatformError {
     /// `--tun-name` names a device another process holds open (EBUSY); the name.
     #[error("TUN device name {0:?} is already in use by another process: pick another --tun-name")]
     NameInUse(String),
+    /// `--tun-name` names an interface that exists already (a persistent TUN made with `ip
+    /// tuntap add`, or any other device): imds-tun would attach to it and change it, and could
+    /// not leave it as it was; the name.
+    #[error(
+        "--tun-name {0:?}: an interface of that name already exists (a persistent TUN from `ip \
+         tuntap add`, or another device); imds-tun makes a device of its own that goes with it \
+         and will not take one over: pick another --tun-name, or remove it with `ip link del {0}`"
+    )]
+    NameExists(String),
     /// `--tun-name` is not a valid interface name; the name as given.
     #[error("invalid --tun-name {0:?}: use at most 15 characters, no '/' or whitespace")]
     InvalidName(String),
@@ -313,6 +400,32 @@ pub enum PlatformError {
 /// fails after the device exists, dropping the half-made device removes it again.
 pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
     imp::claim_metadata_address(request)
+}
+
+/// What a start would decide about `request` before and while claiming, asked without creating
+/// anything (`--check`): the same checks and messages as [`claim_metadata_address`], plus (on
+/// Linux) another imds-tun named by pid and a policy rule that would route the address past a
+/// new device.
+pub fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    imp::check_claim(request)
+}
+
+/// The pid of the process holding the claim lock as a claimant may (root, or holding
+/// CAP_NET_ADMIN, as the packaged service's dynamic user does): the imds-tun that owns the
+/// claim on [`METADATA_ADDRESS`] in this network namespace. `None` when nobody does (or only a
+/// squatter), and outside Linux.
+pub fn claim_holder() -> io::Result<Option<i32>> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(match claim_lock::holder()? {
+            Some(claim_lock::Holder::Privileged { pid }) => Some(pid),
+            _ => None,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(None)
+    }
 }
 
 /// Who, if anyone, already answers for [`METADATA_ADDRESS`] on this host ("an address on

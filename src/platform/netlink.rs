@@ -3,6 +3,8 @@
 //!
 //! - Where does the kernel route an address (`RTM_GETROUTE`, what `ip route get` asks)? Policy
 //!   rules, other tables and routes are all taken into account, so the answer is the truth.
+//!   And which policy rules are there (`RTM_GETRULE`, what `ip rule` lists), so `--check` can
+//!   tell whether a rule would take the address ahead of the TUN's route before there is one.
 //! - Who owns a local TCP socket (`SOCK_DIAG_BY_FAMILY` with an exact 4-tuple, what `ss` asks)?
 //!   The answer carries the socket's state, uid, inode and cgroup.
 //! - Is an address one of this namespace's own (`RTM_GETROUTE`: the kernel answers `local`)?
@@ -10,6 +12,10 @@
 //!   PEER/128 dev DEV nodad` does): the ioctls the `tun` crate uses for IPv4 have no IPv6 peer.
 //! - Size the TUN's transmit queue (`RTM_NEWLINK` with `IFLA_TXQLEN`, what `ip link set DEV
 //!   txqueuelen N` does): the `tun` crate has no setting for it.
+//!
+//! - Tell me when links, addresses, routes or policy rules change ([`Changes`], a socket
+//!   subscribed to the rtnetlink groups, what `ip monitor` listens to): the trigger to ask again
+//!   whether imds-tun still holds its claim.
 //!
 //! Messages are built and parsed here by hand: three fixed request layouts and two reply fields
 //! do not justify a netlink crate. Every reply is parsed with bounds checks; a short or odd
@@ -50,11 +56,32 @@ const IFA_F_NODAD: u32 = 0x02;
 /// No route to our own address's /128: the route to the peer is the only one the pair adds.
 const IFA_F_NOPREFIXROUTE: u32 = 0x200;
 
+const NLM_F_DUMP: u16 = 0x300;
+
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTMSG_LEN: usize = 12;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
+const RTA_TABLE: u16 = 15;
+const RTM_F_LOOKUP_TABLE: u32 = 0x1000;
+
+const RTM_NEWRULE: u16 = 32;
+const RTM_GETRULE: u16 = 34;
+/// `fib_rule_hdr`: family, dst_len, src_len, tos, table, two reserved bytes, action, flags.
+const FIB_RULE_HDR_LEN: usize = 12;
+const FRA_DST: u16 = 1;
+const FRA_PRIORITY: u16 = 6;
+const FRA_TABLE: u16 = 15;
+/// The attributes that make a rule apply to some packets only: source, input and output
+/// interface, firewall mark (and its mask), uid range, protocol, ports, l3mdev.
+const FRA_SELECTORS: [u16; 11] = [2, 3, 10, 16, 17, 19, 20, 22, 23, 24, 11];
+const FIB_RULE_INVERT: u32 = 0x2;
+/// The main routing table, where the kernel puts the TUN's host route.
+pub const MAIN_TABLE: u32 = 254;
+
+/// The most messages a dump is read for; a host has tens of rules, not thousands.
+const MAX_DUMP_MESSAGES: usize = 4096;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const INET_DIAG_REQ_V2_LEN: usize = 56;
@@ -81,6 +108,75 @@ const IPPROTO_TCP: u8 = 6;
 
 /// How long one question may wait for the kernel; it answers in microseconds.
 const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The rtnetlink multicast groups [`Changes`] joins: links (created, deleted, up, down), IPv4
+/// addresses, routes and policy rules.
+const GROUPS_V4: u32 = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE;
+/// With `--ipv6` also the IPv6 addresses, routes and rules.
+const GROUPS_V6: u32 = RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE | RTMGRP_IPV6_RULE;
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+/// `RTNLGRP_IPV4_RULE` (8) as a group bit; the kernel's headers name no `RTMGRP_` for it.
+const RTMGRP_IPV4_RULE: u32 = 1 << (8 - 1);
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+/// `RTNLGRP_IPV6_RULE` (19) as a group bit.
+const RTMGRP_IPV6_RULE: u32 = 1 << (19 - 1);
+
+/// A socket that hears every change of links, addresses, routes and policy rules in this
+/// network namespace (IPv6 ones too when asked), what `ip monitor` listens to. It does not say
+/// what changed: its reader asks the kernel again ([`route_output_interface`], the interface
+/// list), so a message it cannot parse, a change of an unrelated interface, or a queue that
+/// overflowed (`ENOBUFS`) all mean the same thing, "look again". Non-blocking; the caller waits
+/// for it to become readable.
+#[derive(Debug)]
+pub struct Changes {
+    fd: OwnedFd,
+}
+
+impl Changes {
+    /// Opens the socket and joins the groups; listening needs no privilege.
+    pub fn subscribe(ipv6: bool) -> io::Result<Changes> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkRoute,
+        )?;
+        let groups = if ipv6 {
+            GROUPS_V4 | GROUPS_V6
+        } else {
+            GROUPS_V4
+        };
+        nix::sys::socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+        Ok(Changes { fd })
+    }
+
+    /// Reads the messages queued now, at most 256 datagrams (a host whose interfaces churn
+    /// without pause still gets its claim looked at); true when there was at least one (or the
+    /// queue overflowed and some were lost), false when there was nothing to read.
+    pub fn drain(&self) -> io::Result<bool> {
+        let mut buffer = vec![0u8; 8192];
+        let mut any = false;
+        for _ in 0..256 {
+            match recv(self.fd.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Ok(any),
+                Ok(_) | Err(nix::errno::Errno::ENOBUFS) => any = true,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(any),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        Ok(any)
+    }
+}
+
+impl AsRawFd for Changes {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
 
 /// A netlink socket for one protocol, with its own sequence numbers.
 #[derive(Debug)]
@@ -120,6 +216,43 @@ impl Netlink {
             NLMSG_ERROR | NLMSG_DONE => None,
             _ => None,
         })
+    }
+
+    /// Sends one dump request and returns every message's payload of `expected` type, until
+    /// the kernel says done (at most [`MAX_DUMP_MESSAGES`]).
+    fn dump(
+        &mut self,
+        message_type: u16,
+        payload: &[u8],
+        expected: u16,
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let sequence = self.send(message_type, NLM_F_REQUEST | NLM_F_DUMP, payload)?;
+        let mut buffer = vec![0u8; 32 * 1024];
+        let mut bodies = Vec::new();
+        loop {
+            let received = recv(self.fd.as_raw_fd(), &mut buffer, MsgFlags::empty())?;
+            for (header, body) in messages(&buffer[..received]) {
+                if header.sequence != sequence {
+                    continue;
+                }
+                match header.message_type {
+                    NLMSG_DONE => return Ok(bodies),
+                    NLMSG_ERROR => {
+                        return match acknowledgement(body) {
+                            Some(errno) if errno < 0 => {
+                                Err(io::Error::from_raw_os_error(errno.saturating_neg()))
+                            }
+                            _ => Ok(bodies),
+                        };
+                    }
+                    t if t == expected => bodies.push(body.to_vec()),
+                    _ => {}
+                }
+                if bodies.len() > MAX_DUMP_MESSAGES {
+                    return Err(io::Error::other("netlink: the kernel's list is too long"));
+                }
+            }
+        }
     }
 
     /// Sends one change and waits for the kernel's acknowledgement: `Ok` when it was made, the
@@ -230,6 +363,148 @@ pub fn route_output_interface(destination: IpAddr) -> io::Result<Option<u32>> {
     Ok(reply.as_deref().and_then(output_interface_of))
 }
 
+/// What the kernel answered when asked where it routes an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAnswer {
+    /// A route: out of this interface, found in this table.
+    Route {
+        /// The output interface's index (`RTA_OIF`); `None` for a route without one.
+        interface: Option<u32>,
+        /// The table the route was found in (`RTA_TABLE`, else `rtm_table`).
+        table: u32,
+    },
+    /// No route: the kernel's errno (`ENETUNREACH` for no route or an `unreachable` rule,
+    /// `EACCES` for `prohibit`, `EINVAL` for `blackhole`).
+    Refused(i32),
+}
+
+/// Where the kernel routes `destination` and from which table, as `ip route get` shows it.
+pub fn route_lookup(destination: IpAddr) -> io::Result<RouteAnswer> {
+    let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
+    let sequence = netlink.send(RTM_GETROUTE, NLM_F_REQUEST, &route_request(destination))?;
+    let reply = netlink.reply(sequence)?;
+    match reply.message_type {
+        RTM_NEWROUTE => Ok(route_answer(&reply.body)),
+        NLMSG_ERROR => Ok(RouteAnswer::Refused(
+            acknowledgement(&reply.body).unwrap_or(0).saturating_neg(),
+        )),
+        _ => Err(io::Error::other("netlink: an answer that is not a route")),
+    }
+}
+
+fn route_answer(route: &[u8]) -> RouteAnswer {
+    let table = route_attribute(route, RTA_TABLE)
+        .or_else(|| route.get(4).map(|table| u32::from(*table)))
+        .unwrap_or(0);
+    RouteAnswer::Route {
+        interface: route_attribute(route, RTA_OIF),
+        table,
+    }
+}
+
+/// What a policy rule does with the packets it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    /// `lookup TABLE`: the route comes from that table if it has one, else the next rule.
+    Lookup(u32),
+    /// `blackhole`, `unreachable` or `prohibit`: the packet goes nowhere (the name).
+    Refuse(&'static str),
+    /// Anything else (`goto`, `nop`): decides nothing by itself.
+    Other,
+}
+
+/// One policy rule, as much of it as deciding where a metadata address goes needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Its priority (`pref`); lower runs first.
+    pub priority: u32,
+    /// What it does.
+    pub action: RuleAction,
+    /// `to PREFIX`, when it has one: the destination address and prefix length.
+    pub to: Option<(IpAddr, u8)>,
+    /// It matches some packets only (`from`, `iif`, `oif`, `fwmark`, `uidrange`, ports, `not`,
+    /// a TOS): whether it applies to a client cannot be told in general.
+    pub selective: bool,
+}
+
+/// The policy rules of `family`'s address (`ip rule` or `ip -6 rule`), in the kernel's order.
+pub fn rules(family_of: IpAddr) -> io::Result<Vec<Rule>> {
+    let (family, _) = family_and_octets(family_of);
+    let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
+    let mut request = vec![0u8; FIB_RULE_HDR_LEN];
+    request[0] = family;
+    let bodies = netlink.dump(RTM_GETRULE, &request, RTM_NEWRULE)?;
+    Ok(bodies.iter().filter_map(|body| rule_of(body)).collect())
+}
+
+fn rule_of(body: &[u8]) -> Option<Rule> {
+    let header = body.get(..FIB_RULE_HDR_LEN)?;
+    let (family, dst_len, src_len, tos, table, action) = (
+        header[0], header[1], header[2], header[3], header[4], header[7],
+    );
+    let flags = read_u32(header, 8)?;
+    let attributes = attributes(body.get(FIB_RULE_HDR_LEN..)?);
+    let find = |kind: u16| {
+        attributes
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, value)| *value)
+    };
+    let table = find(FRA_TABLE)
+        .and_then(|value| read_u32(value, 0))
+        .unwrap_or(u32::from(table));
+    let to = find(FRA_DST).and_then(|value| match (family, value.len()) {
+        (AF_INET, 4) => {
+            let octets: [u8; 4] = value.try_into().ok()?;
+            Some((IpAddr::from(octets), dst_len))
+        }
+        (AF_INET6, 16) => {
+            let octets: [u8; 16] = value.try_into().ok()?;
+            Some((IpAddr::from(octets), dst_len))
+        }
+        _ => None,
+    });
+    let selective = src_len != 0
+        || tos != 0
+        || flags & FIB_RULE_INVERT != 0
+        || attributes
+            .iter()
+            .any(|(kind, _)| FRA_SELECTORS.contains(kind));
+    Some(Rule {
+        priority: find(FRA_PRIORITY)
+            .and_then(|value| read_u32(value, 0))
+            .unwrap_or(0),
+        action: match action {
+            1 => RuleAction::Lookup(table),
+            6 => RuleAction::Refuse("blackhole"),
+            7 => RuleAction::Refuse("unreachable"),
+            8 => RuleAction::Refuse("prohibit"),
+            _ => RuleAction::Other,
+        },
+        to,
+        selective,
+    })
+}
+
+/// A message's route attributes (type, value), stopping at the first malformed one.
+fn attributes(mut bytes: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut found = Vec::new();
+    while bytes.len() >= 4 {
+        let (Some(length), Some(kind)) = (read_u16(bytes, 0), read_u16(bytes, 2)) else {
+            break;
+        };
+        let length = usize::from(length);
+        if length < 4 || length > bytes.len() {
+            break;
+        }
+        // The kernel may set NLA_F_NESTED and NLA_F_NET_BYTEORDER in the top bits.
+        found.push((kind & 0x3fff, &bytes[4..length]));
+        let next = length.next_multiple_of(4).min(bytes.len());
+        bytes = &bytes[next..];
+    }
+    found
+}
+
 /// Asks whether addresses are this network namespace's own; keeps one netlink socket open, so
 /// the question costs no descriptor (it is asked per connection).
 #[derive(Debug)]
@@ -266,6 +541,9 @@ fn route_request(destination: IpAddr) -> Vec<u8> {
     let mut payload = vec![0u8; RTMSG_LEN];
     payload[0] = family;
     payload[1] = (octets.len() * 8) as u8; // rtm_dst_len: a host lookup
+    // rtm_flags: RTM_F_LOOKUP_TABLE, so the answer names the table the route came from (as
+    // `ip route get` shows it) instead of always "main".
+    payload[8..12].copy_from_slice(&RTM_F_LOOKUP_TABLE.to_ne_bytes());
     attribute(&mut payload, RTA_DST, &octets);
     payload
 }
@@ -328,20 +606,15 @@ fn transmit_queue_request(index: u32, packets: u32) -> Vec<u8> {
 
 /// `RTA_OIF` of an `RTM_NEWROUTE` payload.
 fn output_interface_of(route: &[u8]) -> Option<u32> {
-    let mut attributes = route.get(RTMSG_LEN..)?;
-    while attributes.len() >= 4 {
-        let length = usize::from(read_u16(attributes, 0)?);
-        let kind = read_u16(attributes, 2)?;
-        if length < 4 || length > attributes.len() {
-            return None;
-        }
-        if kind == RTA_OIF {
-            return read_u32(attributes, 4);
-        }
-        let next = length.next_multiple_of(4).min(attributes.len());
-        attributes = &attributes[next..];
-    }
-    None
+    route_attribute(route, RTA_OIF)
+}
+
+/// A u32 attribute of an `RTM_NEWROUTE` payload.
+fn route_attribute(route: &[u8], wanted: u16) -> Option<u32> {
+    attributes(route.get(RTMSG_LEN..)?)
+        .into_iter()
+        .find(|(kind, _)| *kind == wanted)
+        .and_then(|(_, value)| read_u32(value, 0))
 }
 
 /// Who owns a TCP socket in this network namespace.
@@ -520,6 +793,43 @@ mod tests {
         assert_eq!(&request[32..48], &peer.octets());
         assert_eq!(&request[50..52], &IFA_FLAGS.to_ne_bytes());
         assert_eq!(&request[52..56], &0x202u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn a_rule_is_read_with_its_priority_table_destination_and_selectors() {
+        // fib_rule_hdr: AF_INET, dst_len 32, src_len 0, tos 0, table 100, res, res,
+        // FR_ACT_TO_TBL, flags 0; then FRA_TABLE 100, FRA_PRIORITY 32765, FRA_DST.
+        let mut body = vec![AF_INET, 32, 0, 0, 100, 0, 0, 1, 0, 0, 0, 0];
+        attribute(&mut body, FRA_TABLE, &100u32.to_ne_bytes());
+        attribute(&mut body, FRA_PRIORITY, &32765u32.to_ne_bytes());
+        attribute(&mut body, FRA_DST, &[169, 254, 169, 254]);
+        let rule = rule_of(&body).expect("a rule");
+        assert_eq!(rule.priority, 32765);
+        assert_eq!(rule.action, RuleAction::Lookup(100));
+        assert_eq!(rule.to, Some((IpAddr::from([169, 254, 169, 254]), 32)));
+        assert!(!rule.selective);
+        // A firewall mark makes it selective; `prohibit` refuses.
+        body[7] = 8;
+        attribute(&mut body, 10, &1u32.to_ne_bytes());
+        let rule = rule_of(&body).expect("a rule");
+        assert_eq!(rule.action, RuleAction::Refuse("prohibit"));
+        assert!(rule.selective);
+        assert_eq!(rule_of(&body[..5]), None);
+    }
+
+    #[test]
+    fn the_route_answer_names_its_table() {
+        let mut route = vec![0u8; RTMSG_LEN];
+        route[4] = 254;
+        attribute(&mut route, RTA_TABLE, &100u32.to_ne_bytes());
+        attribute(&mut route, RTA_OIF, &7u32.to_ne_bytes());
+        assert_eq!(
+            route_answer(&route),
+            RouteAnswer::Route {
+                interface: Some(7),
+                table: 100
+            }
+        );
     }
 
     #[test]

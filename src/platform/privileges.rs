@@ -85,6 +85,37 @@ pub fn account_to_become(
     Ok(sudo_user(sudo_uid, sudo_gid))
 }
 
+/// The accounts, besides uid 65534 (the kernel's overflow id, `nobody` on every distribution),
+/// that many programs run as: serving as one of them lets all those processes signal imds-tun.
+const SHARED_ACCOUNTS: [&str; 3] = ["nobody", "nfsnobody", "daemon"];
+
+/// Whether `uid` (named `name`) is an account other programs share (nobody), not one of
+/// imds-tun's own.
+pub fn is_shared_account(uid: Uid, name: &str) -> bool {
+    uid.as_raw() == 65534 || SHARED_ACCOUNTS.contains(&name)
+}
+
+/// The account a start becomes after set-up: `--user` or the user behind sudo (from this
+/// process's `SUDO_UID`/`SUDO_GID`), when running as root; `None` to stay as we are (root
+/// outside sudo, or already that user). `--user` for another account without root is refused.
+/// The start and `--check` both decide with this.
+pub fn account_to_serve_as(requested: Option<&str>) -> Result<Option<Account>, PrivilegeError> {
+    let sudo_uid = std::env::var("SUDO_UID").ok();
+    let sudo_gid = std::env::var("SUDO_GID").ok();
+    let Some(account) = account_to_become(requested, sudo_uid.as_deref(), sudo_gid.as_deref())?
+    else {
+        return Ok(None);
+    };
+    let current = nix::unistd::geteuid();
+    if current == account.uid {
+        return Ok(None);
+    }
+    if !current.is_root() {
+        return Err(PrivilegeError::NotRoot(account.name));
+    }
+    Ok(Some(account))
+}
+
 /// The user who ran `sudo`, from `SUDO_UID`/`SUDO_GID`; `None` when they are absent, not
 /// numbers, or name root. The same answer decides whom the process becomes and whose rights
 /// open the files named on the command line (`config::named_file`).

@@ -21,9 +21,16 @@ impl AsyncTun {
     pub async fn send(&self, _packet: &[u8]) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
+    pub fn watch(&self) -> super::ClaimWatch {
+        super::ClaimWatch::default()
+    }
 }
 
 pub(crate) fn claim_metadata_address(_request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+    Err(PlatformError::Unsupported)
+}
+
+pub(crate) fn check_claim(_request: &TunRequest) -> Result<(), PlatformError> {
     Err(PlatformError::Unsupported)
 }
 

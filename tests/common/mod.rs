@@ -40,6 +40,15 @@ pub(crate) use temp_dir::TempDir;
 /// The binary under test, built by cargo for this test run.
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_imds-tun");
 
+/// The binary a test runs: `IMDS_TUN_TEST_BINARY` when set, else [`BINARY`]. Setting it runs a
+/// test against another build (an older commit's, to show that the test fails there); tests
+/// that call it, and every [`Namespace::spawn`], honour it.
+pub(crate) fn binary() -> PathBuf {
+    std::env::var_os("IMDS_TUN_TEST_BINARY")
+        .filter(|path| !path.is_empty())
+        .map_or_else(|| PathBuf::from(BINARY), PathBuf::from)
+}
+
 /// The text of the one line `imds-tun` logs once it serves.
 pub(crate) const READY_LINE: &str = "serving EC2 instance metadata";
 
@@ -396,9 +405,9 @@ impl Spawn {
         }
     }
 
-    /// The binary to run: [`Spawn::binary`] if set, else the one cargo built for this test run.
-    pub(crate) fn binary(&self) -> &Path {
-        self.binary.as_deref().unwrap_or(Path::new(BINARY))
+    /// The binary to run: [`Spawn::binary`] if set, else [`binary()`].
+    pub(crate) fn binary(&self) -> PathBuf {
+        self.binary.clone().unwrap_or_else(binary)
     }
 }
 

@@ -167,11 +167,12 @@ fn events_rebalance_and_lifecycle_follow_the_commands() {
 #[test]
 fn another_user_is_refused_and_changes_nothing_but_the_user_behind_sudo_may() {
     let namespace = namespace!();
+    // uid 4321, an account of its own (nobody is shared, and kept out of ctl: see
+    // control_lifecycle.rs).
     let under_sudo = Spawn {
         env: vec![
-            ("SUDO_UID".into(), common::NOBODY.to_string()),
-            ("SUDO_GID".into(), common::NOBODY.to_string()),
-            ("SUDO_USER".into(), "nobody".into()),
+            ("SUDO_UID".into(), "4321".into()),
+            ("SUDO_GID".into(), "4321".into()),
         ],
         ..Spawn::default()
     };
@@ -197,20 +198,20 @@ fn another_user_is_refused_and_changes_nothing_but_the_user_behind_sudo_may() {
         404
     );
 
-    // nobody is the user behind sudo: allowed.
-    let allowed = ctl(
-        &namespace,
-        &common::nobody_prefix(),
-        &["spot", "--action", "stop"],
-    );
+    // uid 4321 is the user behind sudo: allowed.
+    let sudo_user = vec![
+        "setpriv".to_owned(),
+        "--reuid=4321".to_owned(),
+        "--regid=4321".to_owned(),
+        "--clear-groups".to_owned(),
+    ];
+    let allowed = ctl(&namespace, &sudo_user, &["spot", "--action", "stop"]);
     assert!(allowed.status.success(), "{}", text(&allowed));
     assert_eq!(
         json(&read(&namespace, "/latest/meta-data/spot/instance-action").1)["action"],
         "stop"
     );
-    child.wait_for_line(common::READY_TIMEOUT, |line| {
-        line.contains("ctl: uid 65534")
-    });
+    child.wait_for_line(common::READY_TIMEOUT, |line| line.contains("ctl: uid 4321"));
 }
 
 #[test]

@@ -45,6 +45,8 @@ pub fn resolve(
     };
     let listen = listeners(&service.listen, &protection, &allow_from);
     let user = hardening::resolve_user(file, flags)?;
+    let allow_shared_user_ctl = pick(flags.allow_shared_user_ctl, file.allow_shared_user_ctl)
+        .is_some_and(|(allowed, _)| allowed);
     let mut credentials = credentials::resolve_credentials(file, flags)?;
     credentials.fake_lifetime = service.credentials_lifetime;
     // The role in the tree is the assumed role's name unless --role-name says otherwise.
@@ -77,6 +79,7 @@ pub fn resolve(
         http,
         backend,
         user,
+        allow_shared_user_ctl,
         shutdown_grace: service.shutdown_grace,
     })
 }
@@ -112,7 +115,7 @@ pub fn read_scenario(
     files: &Opener,
 ) -> Result<Vec<crate::control::protocol::Step>, ConfigError> {
     let cap = named_file::Cap {
-        bytes: 1024 * 1024,
+        bytes: crate::control::protocol::MAX_SCENARIO_BYTES,
         advice: "a scenario is a list of steps; split a longer one",
     };
     let bytes =
