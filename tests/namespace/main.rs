@@ -21,6 +21,7 @@ mod hardening;
 mod hostile_connections;
 mod hostile_http;
 mod hostile_packets;
+mod hostile_resources;
 mod imds_http;
 mod interruptions;
 mod ipv6_endpoint;
