@@ -38,7 +38,9 @@ impl Attacker {
     /// The next line it prints (its progress reports), trimmed.
     fn line(&mut self) -> String {
         let mut line = String::new();
-        self.output.read_line(&mut line).expect("the attacker reports");
+        self.output
+            .read_line(&mut line)
+            .expect("the attacker reports");
         line.trim().to_owned()
     }
 }

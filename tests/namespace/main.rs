@@ -25,5 +25,6 @@ mod hostile_resources;
 mod imds_http;
 mod interruptions;
 mod ipv6_endpoint;
+mod slow_answers;
 mod tun_lifecycle;
 mod tun_transport;
