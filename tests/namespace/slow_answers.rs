@@ -119,3 +119,182 @@ fn through_the_tun_a_client_waits_as_long_as_its_answer_takes() {
     // No reset: the client times out (14 s).
     assert_eq!(dropped, Outcome::Waiting, "{seen}");
 }
+
+/// The kernel listener the tests below also serve on.
+const LISTEN: &str = "127.0.0.1:8080";
+
+fn listener() -> std::net::SocketAddr {
+    LISTEN.parse().expect("address")
+}
+
+/// A half-close (`printf ... | nc -N`: the request and the FIN together) still gets an answer
+/// that is ready within the grace (here a `wait_for_change` of 1 s, and 1 MiB of user data read
+/// whole), on both paths; one held longer meets the FIN as the client's departure and ends
+/// after the grace (2 s) without an answer.
+#[test]
+fn a_half_closed_client_gets_an_answer_ready_within_the_grace_and_a_longer_one_ends() {
+    let namespace = namespace!();
+    let scratch = common::TempDir::new();
+    let user_data: Vec<u8> = (0..1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let path = scratch.file("user-data", &user_data);
+    let _child = common::start(
+        &namespace,
+        &[
+            "--gcp-project",
+            "held-project",
+            "--listen",
+            LISTEN,
+            "--user-data",
+            &path,
+            "--max-user-data-bytes",
+            "1048576",
+        ],
+    );
+    let wait = |seconds: u32| {
+        format!(
+            "GET /computeMetadata/v1/instance/id?wait_for_change=true&timeout_sec={seconds} \
+             HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata-Flavor: Google\r\n\r\n"
+        )
+    };
+    let large = "GET /latest/user-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".to_owned();
+    let cases = [
+        ("held 1 s", wait(1)),
+        ("1 MiB", large),
+        ("held 30 s", wait(30)),
+    ];
+    let outcomes = namespace.run_in(move || async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for address in [METADATA, listener()] {
+            for (name, request) in cases.clone() {
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let answer = half_closed(address, request.as_bytes()).await;
+                    (address, name, answer, started.elapsed())
+                });
+            }
+        }
+        let mut outcomes = Vec::new();
+        while let Some(outcome) = tasks.join_next().await {
+            outcomes.push(outcome.expect("task"));
+        }
+        outcomes
+    });
+    for (address, name, answer, took) in outcomes {
+        let head = String::from_utf8_lossy(&answer[..answer.len().min(40)]).into_owned();
+        let seen = format!("{address}, {name}: {head:?} after {took:?}");
+        match name {
+            "held 30 s" => {
+                assert!(answer.is_empty(), "{seen}");
+                assert!(
+                    took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+                    "{seen}"
+                );
+            }
+            _ => {
+                assert!(head.starts_with("HTTP/1.1 200"), "{seen}");
+                if name == "1 MiB" {
+                    assert!(answer.ends_with(&user_data), "{seen}: the whole 1 MiB");
+                } else {
+                    assert!(took >= Duration::from_secs(1), "{seen}");
+                }
+            }
+        }
+    }
+}
+
+/// Writes `request`, half-closes, and reads until the server closes (at most 20 s).
+async fn half_closed(address: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request).await.expect("write the request");
+    stream.shutdown().await.expect("shutdown(SHUT_WR)");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer));
+    assert!(
+        read.await.is_ok(),
+        "no close within 20 s after a half-close to {address}"
+    );
+    answer
+}
+
+/// How many descriptors `pid` has open.
+fn descriptors(pid: nix::unistd::Pid) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count()
+}
+
+/// How many client sockets to port 80 still wait for the server's FIN (the kernel's orphans of
+/// clients that left), as `ss` sees them in the namespace.
+fn waiting_for_our_fin(namespace: &common::Namespace) -> usize {
+    let output = namespace.exec(&["ss", "-Htan", "state", "fin-wait-2", "dport", "=", ":80"]);
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+/// Issue 23, item 14: a client that sends a `wait_for_change` (held up to 5 minutes) and goes
+/// away took its descriptor (and hyper's task) with it only when the wait ended: hyper did not
+/// notice a client that left while the answer is pending. Now its FIN ends the held answer
+/// after the half-close grace, on the kernel listener and through the TUN.
+#[test]
+fn a_held_answer_ends_soon_after_its_client_is_gone() {
+    let namespace = namespace!();
+    let child = common::start(
+        &namespace,
+        &["--gcp-project", "held-project", "--listen", LISTEN],
+    );
+    let before = descriptors(child.pid());
+    namespace.run_in(move || async move {
+        for address in [listener(), METADATA] {
+            for _ in 0..20 {
+                let mut stream = TcpStream::connect(address).await.expect("connect");
+                stream
+                    .write_all(
+                        b"GET /computeMetadata/v1/instance/id?wait_for_change=true HTTP/1.1\r\n\
+                          Host: 169.254.169.254\r\nMetadata-Flavor: Google\r\n\r\n",
+                    )
+                    .await
+                    .expect("send");
+                // Gone: the socket is closed, as when the client's process exits.
+                drop(stream);
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let held = descriptors(child.pid());
+    assert!(held >= before + 20, "{held} descriptors, {before} before");
+    let started = Instant::now();
+    let mut freed_after = None;
+    let mut tun_freed_after = None;
+    while started.elapsed() < Duration::from_secs(15) {
+        if freed_after.is_none() && descriptors(child.pid()) <= before {
+            freed_after = Some(started.elapsed());
+        }
+        if tun_freed_after.is_none() && waiting_for_our_fin(&namespace) == 0 {
+            tun_freed_after = Some(started.elapsed());
+        }
+        if freed_after.is_some() && tun_freed_after.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "--listen: {held} descriptors ({before} before) freed after {freed_after:?}; TUN \
+         connections ended after {tun_freed_after:?}"
+    );
+    let freed_after = freed_after.unwrap_or_else(|| {
+        panic!(
+            "--listen: still {} descriptors 15 s after 20 clients left ({before} before)",
+            descriptors(child.pid())
+        )
+    });
+    assert!(freed_after < Duration::from_secs(4), "{freed_after:?}");
+    let tun_freed_after = tun_freed_after.unwrap_or_else(|| {
+        panic!(
+            "TUN: {} departed clients still wait for our FIN after 15 s",
+            waiting_for_our_fin(&namespace)
+        )
+    });
+    assert!(
+        tun_freed_after < Duration::from_secs(4),
+        "{tun_freed_after:?}"
+    );
+}
