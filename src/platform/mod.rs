@@ -23,7 +23,8 @@
 //! - the claim lock that makes two simultaneous starts safe (`claim_lock.rs`, Linux);
 //! - the kernel's answers about routes and socket owners ([`netlink`], Linux);
 //! - what this host is: name, machine id, addresses ([`host`]);
-//! - what `--check` asks before a start: can a TUN be created here ([`readiness`]).
+//! - what `--check` asks before a start: can a TUN be created here ([`readiness`]);
+//! - the open-file limit and TCP keep-alive on accepted sockets ([`resources`]).
 //!
 //! One private `imp` module per OS sits behind this small interface.
 
@@ -47,6 +48,7 @@ pub mod host;
 pub mod netlink;
 pub mod privileges;
 pub mod readiness;
+pub mod resources;
 // Compiled everywhere so that Linux's `cargo test` covers what macOS decides.
 mod utun_rules;
 

@@ -43,7 +43,7 @@
 //!   client waiting for our SYN-ACK sends nothing but the SYN again, or a RST that its kernel
 //!   repeats when the late SYN-ACK arrives (the socket is then reaped at once).
 
-mod admission;
+pub(crate) mod admission;
 mod callers;
 mod device;
 mod ingress;
