@@ -257,3 +257,146 @@ fn one_users_held_listen_requests_exhaust_no_descriptors_and_end_when_the_user_g
     assert!(freed < Duration::from_secs(5), "{freed:?}");
     crate::hostile_support::assert_healthy(&mut child, "a held --listen flood");
 }
+
+/// What `az account get-access-token --resource R` prints, with a log of every run (its
+/// resource, one line each, in `runs`): a resource starting `fail` fails, one starting `slow`
+/// takes 12 s.
+fn fake_az(scratch: &common::TempDir, runs: &str) -> String {
+    let script = format!(
+        r#"#!/bin/sh
+echo "$4" >> {runs}
+case "$4" in
+  fail*) echo "ERROR: AADSTS500011: resource not found" >&2; exit 1 ;;
+  slow*) sleep 12 ;;
+esac
+expires=$(( $(date +%s) + 3000 ))
+printf '{{"accessToken":"eyJ.from-az","expires_on":%s,"tokenType":"Bearer"}}\n' "$expires"
+"#
+    );
+    let path = scratch.file("az", script.as_bytes());
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    path
+}
+
+/// Asks the Azure token endpoint through the TUN for each resource in `argv[1:]`, in order,
+/// each on its own connection with 20 s of patience, and prints one line per request:
+/// `RESOURCE STATUS` (`reset` or `timeout` instead of a status).
+const AZURE_TOKENS: &str = r#"
+import socket, sys, urllib.parse
+for resource in sys.argv[1:]:
+    query = urllib.parse.urlencode({"api-version": "2018-02-01", "resource": resource})
+    request = ("GET /metadata/identity/oauth2/token?%s HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+               "Metadata: true\r\nConnection: close\r\n\r\n" % query).encode()
+    try:
+        s = socket.create_connection(("169.254.169.254", 80), timeout=20)
+        s.sendall(request)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        status = answer.split(b" ")[1].decode() if answer.startswith(b"HTTP/1.1 ") else "closed"
+    except socket.timeout:
+        status = "timeout"
+    except OSError:
+        status = "reset"
+    print(resource, status, flush=True)
+"#;
+
+/// Runs [`AZURE_TOKENS`] for `resources`, as `nobody` or as root; the statuses in order.
+fn azure_tokens(namespace: &Namespace, as_nobody: bool, resources: &[&str]) -> Vec<String> {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", namespace.name()]);
+    if as_nobody {
+        command.args(common::nobody_prefix());
+    }
+    let output = command
+        .args(["/usr/bin/python3", "-c", AZURE_TOKENS])
+        .args(resources)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.rsplit(' ').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Issue 23, item 16: a token command could be denied to everyone by anyone. One shared 5 s
+/// cooldown per source (one user's failing resource failed everyone's requests), the cache's
+/// lock held while a command ran (a cached token waited behind a slow command, then the TUN
+/// reset it at 10 s), 130 distinct resources from one user ran `az` 130 times and evicted
+/// another user's token, and `resource=@/etc/passwd` reached `az`, which reads `@FILE`
+/// arguments. Now: cooldown per resource, one fetch at a time per resource without a global
+/// lock, a budget of new fetches per caller, and a leading `@` refused as a leading `-` is.
+#[test]
+fn one_user_cannot_deny_token_commands_to_another_or_run_them_at_will() {
+    let namespace = namespace!();
+    let scratch = common::TempDir::new();
+    let runs = scratch.path().join("runs").display().to_string();
+    let az = fake_az(&scratch, &runs);
+    let command = format!("{az} account get-access-token --resource {{resource}}");
+    let child = common::start(&namespace, &["--azure-token-command", &command]);
+    let ran = |resource: &str| {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| *line == resource)
+            .count()
+    };
+    let vault = "https://vault.azure.net";
+    assert_eq!(azure_tokens(&namespace, false, &[vault]), ["200"]);
+
+    // `@FILE` never reaches the command.
+    let at = azure_tokens(&namespace, true, &["@/etc/passwd"]);
+    let at_ran = ran("@/etc/passwd");
+
+    // One user's failing resource does not cool down another's.
+    let failed = azure_tokens(&namespace, true, &["fail-1"]);
+    let other = azure_tokens(&namespace, false, &["https://management.azure.com/"]);
+    // Past any cooldown, so what follows is not refused because of the failure.
+    std::thread::sleep(Duration::from_millis(5500));
+
+    // One user's slow command does not hold up another's cached token.
+    let mut slow = Command::new("ip");
+    slow.args(["netns", "exec", namespace.name()])
+        .args(common::nobody_prefix())
+        .args(["/usr/bin/python3", "-c", AZURE_TOKENS, "slow-1"])
+        .stdout(Stdio::null());
+    let mut slow = slow.spawn().expect("python3 runs");
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let cached = azure_tokens(&namespace, false, &[vault]);
+    let cached_took = started.elapsed();
+    let _ = slow.wait();
+
+    // 130 distinct resources from one user.
+    let flood: Vec<String> = (0..130).map(|n| format!("https://r{n}.example")).collect();
+    let flood: Vec<&str> = flood.iter().map(String::as_str).collect();
+    let statuses = azure_tokens(&namespace, true, &flood);
+    let flood_runs: usize = flood.iter().map(|resource| ran(resource)).sum();
+    let victim_after = azure_tokens(&namespace, false, &[vault]);
+    let vault_runs = ran(vault);
+
+    let seen = format!(
+        "resource=@/etc/passwd: {at:?}, ran {at_ran} times; after another user's failure: \
+         {other:?} ({failed:?}); a cached token during another user's slow command: {cached:?} \
+         in {cached_took:?}; 130 distinct resources: {} answered 200, {} refused, `az` ran {} \
+         times; the victim's token afterwards: {victim_after:?}, `az` ran {vault_runs} times for it",
+        statuses.iter().filter(|status| *status == "200").count(),
+        statuses.iter().filter(|status| *status != "200").count(),
+        flood_runs
+    );
+    eprintln!("{seen}");
+    let seen = format!("{seen}\nstderr:\n{}", child.stderr());
+    assert_eq!(at, ["400"], "{seen}");
+    assert_eq!(at_ran, 0, "{seen}");
+    assert_eq!(other, ["200"], "{seen}");
+    assert_eq!(cached, ["200"], "{seen}");
+    assert!(cached_took < Duration::from_secs(2), "{seen}");
+    assert!(flood_runs <= 16, "{seen}");
+    assert_eq!(victim_after, ["200"], "{seen}");
+    assert_eq!(vault_runs, 1, "the victim's token was kept: {seen}");
+}
