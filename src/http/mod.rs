@@ -15,7 +15,10 @@
 //! next. The services answer the rest: the clouds, or an [`Upstream`] that forwards (proxy mode).
 //!
 //! The replies to PUT requests (the IMDSv2 token) travel at most `--hop-limit` IP hops where the
-//! connection supports it ([`reply_hops`]): a connection is any [`Connection`].
+//! connection supports it ([`reply_hops`]): a connection is any [`Connection`]. A client that
+//! leaves while its answer is pending (a `wait_for_change`, a fault, a token command) ends that
+//! answer; a half-close is told from a departure as well as TCP allows (`answering.rs`). A
+//! connection limit can take a connection back whatever it is doing ([`Server::serve_until`]).
 
 mod answering;
 pub mod faults;

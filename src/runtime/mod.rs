@@ -5,7 +5,9 @@
 //! tests (`tests/in_process.rs`) share: given the settings, the services, a packet device (the
 //! claimed TUN, or an in-memory pipe) and bound listeners, it wires the layers together; each
 //! layer is built from its own part of [`Settings`], nothing is translated here. [`services()`]
-//! builds a run's metadata services from the settings, selecting the credential source.
+//! builds a run's metadata services from the settings, selecting the credential source. The
+//! kernel listeners share one connection limit (`listen_limit`), kept below the process's
+//! open-file limit.
 //!
 //! What it does not do: claim the metadata address, bind sockets, handle signals, give up root
 //! or run the control channel. Those need privileges or belong to a process, and stay in
