@@ -99,11 +99,12 @@ impl ListenLimit {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Option<Place> {
-        if let Some(place) = self.below_limit(peer, local, None) {
+        if let Some(place) = self.below_limit(peer, local) {
             return Some(place);
         }
         let _turn = self.deciding.lock().await;
-        if let Some(place) = self.below_limit(peer, local, None) {
+        // A place may have been given back while this waited its turn.
+        if let Some(place) = self.below_limit(peer, local) {
             return Some(place);
         }
         let unknown: Vec<(u64, SocketAddr, SocketAddr)> = self
@@ -162,14 +163,10 @@ impl ListenLimit {
         }
     }
 
-    fn below_limit(
-        self: &Arc<Self>,
-        peer: SocketAddr,
-        local: SocketAddr,
-        caller: Option<Caller>,
-    ) -> Option<Place> {
+    /// A place without asking anyone, while there is room.
+    fn below_limit(self: &Arc<Self>, peer: SocketAddr, local: SocketAddr) -> Option<Place> {
         let mut table = self.table();
-        (table.live.len() < self.limit).then(|| self.insert(&mut table, peer, local, caller))
+        (table.live.len() < self.limit).then(|| self.insert(&mut table, peer, local, None))
     }
 
     fn insert(
