@@ -116,6 +116,7 @@ pub fn main() -> ExitCode {
 /// One run, from the command line to a clean stop.
 fn run(cli: Cli) -> Result<(), AppError> {
     let settings = cli.into_settings()?;
+    raise_open_file_limit();
     // Decided before anything is created, so an unknown --user creates nothing; and before the
     // runtime's threads exist, so what is cut here is cut in all of them.
     let serve_as = privileges::account_to_serve_as(settings.user.as_deref())?;
@@ -133,6 +134,17 @@ fn run(cli: Cli) -> Result<(), AppError> {
         .build()
         .map_err(AppError::Runtime)?;
     runtime.block_on(serve(settings, serve_as))
+}
+
+/// systemd and most shells start a process with a soft open-file limit of 1024 and a far
+/// higher hard one; each `--listen` connection is a descriptor. What is left decides the
+/// `--listen` connection limit (`crate::runtime`); the unit sets `LimitNOFILE=` itself, as its
+/// system-call filter forbids raising it here.
+fn raise_open_file_limit() {
+    match platform::resources::raise_descriptor_limit() {
+        Ok(limit) => tracing::debug!(was = limit.was, now = limit.now, "open-file limit"),
+        Err(error) => tracing::debug!(%error, "cannot raise the open-file limit"),
+    }
 }
 
 async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Result<(), AppError> {

@@ -4,11 +4,12 @@
 //! The command is split into words on whitespace and run directly, never through a shell, so a
 //! value substituted into it (an ID token's audience, from any local caller) is one argument and
 //! nothing more. It runs as the user imds-tun serves as: after the privilege drop that is the
-//! user behind `sudo`, so the command sees that user's `gcloud`/`az` login, not root's. It gets
-//! no stdin, [`TIMEOUT`] to finish (then it is killed), and at most [`MAX_OUTPUT`] bytes of
-//! stdout are kept. What it prints is a secret and never logged; a failure logs the exit status
-//! and the first line of stderr, bounded. How often a command runs (once per token, not again
-//! right after a failure) is for its callers to decide (the clouds' token cache).
+//! user behind `sudo`, so the command sees that user's `gcloud`/`az` login, not root's. At most
+//! [`MAX_RUNNING`] run at once. Each gets no stdin, [`TIMEOUT`] to finish (then it is killed),
+//! and at most [`MAX_OUTPUT`] bytes of stdout are kept. What it prints is a secret and never
+//! logged; a failure logs the exit status and the first line of stderr, bounded. How often a
+//! command runs (once per token, not again right after a failure, within each caller's budget)
+//! is for its callers to decide (the clouds' token cache).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,6 +21,13 @@ use crate::secret::Secret;
 
 /// How long a token command may run.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Token commands running at once, whatever asked for them (each may be a Python process of
+/// 100 MB); one more waits for a place, within its [`TIMEOUT`].
+pub const MAX_RUNNING: usize = 8;
+
+/// The places of [`MAX_RUNNING`].
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_RUNNING);
 
 /// The most stdout kept: tokens are a few KiB at most.
 pub const MAX_OUTPUT: u64 = 64 * 1024;
@@ -94,13 +102,17 @@ impl std::fmt::Display for CommandLine {
 pub const MAX_VALUE_LEN: usize = 1024;
 
 /// A value from a request (an audience, a resource) that is safe to substitute into a word: not
-/// read as an option, one line, bounded.
+/// read as an option, not read as a file (azure-cli, like other CLIs built on `knack`, replaces
+/// an argument `@FILE` with the file's content), one line, bounded.
 pub fn check_value(value: &str) -> Result<(), &'static str> {
     if value.len() > MAX_VALUE_LEN {
         return Err("longer than 1024 bytes");
     }
     if value.starts_with('-') {
         return Err("starts with '-'");
+    }
+    if value.starts_with('@') {
+        return Err("starts with '@'");
     }
     if value.chars().any(char::is_control) {
         return Err("contains control characters");
@@ -118,6 +130,15 @@ pub enum CommandError {
         program: String,
         /// The operating system's error.
         error: std::io::Error,
+    },
+    /// [`MAX_RUNNING`] other token commands ran for all of its [`TIMEOUT`]: it never started.
+    #[error(
+        "`{program}` did not start within {} s: {MAX_RUNNING} token commands were running",
+        TIMEOUT.as_secs()
+    )]
+    Busy {
+        /// The command's first word, as named (`gcloud`, `az`).
+        program: String,
     },
     /// It ran longer than [`TIMEOUT`] and was killed.
     #[error("`{program}` did not finish within {} s and was stopped", TIMEOUT.as_secs())]
@@ -149,9 +170,14 @@ pub enum CommandError {
     },
 }
 
-/// Runs `words` (program first) and returns its trimmed stdout.
+/// Runs `words` (program first) and returns its trimmed stdout; the waiting for one of the
+/// [`MAX_RUNNING`] places counts in its [`TIMEOUT`].
 pub async fn run(words: &[String]) -> Result<Secret, CommandError> {
     let program = words.first().cloned().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let Ok(Ok(_place)) = tokio::time::timeout_at(deadline, RUNNING.acquire()).await else {
+        return Err(CommandError::Busy { program });
+    };
     let mut child = tokio::process::Command::new(&program)
         .args(words.iter().skip(1))
         .stdin(Stdio::null())
@@ -165,7 +191,7 @@ pub async fn run(words: &[String]) -> Result<Secret, CommandError> {
         })?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let finished = tokio::time::timeout(TIMEOUT, async {
+    let finished = tokio::time::timeout_at(deadline, async {
         let mut out = Vec::new();
         let mut err = Vec::new();
         let read_out = async {
@@ -247,6 +273,8 @@ mod tests {
     fn values_that_could_be_read_as_options_are_refused() {
         assert!(check_value("https://api.example.com").is_ok());
         assert!(check_value("--impersonate-service-account=x").is_err());
+        assert_eq!(check_value("@/etc/passwd"), Err("starts with '@'"));
+        assert!(check_value("https://user@example.com").is_ok());
         assert!(check_value("a\nb").is_err());
         assert!(check_value(&"a".repeat(1025)).is_err());
     }

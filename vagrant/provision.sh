@@ -150,6 +150,7 @@ EnvironmentFile=-/etc/default/imds-tun
 ExecStart=$prefix/bin/imds-tun \$IMDS_TUN_ARGS
 Restart=on-failure
 RestartSec=2
+LimitNOFILE=65536
 DynamicUser=yes
 CapabilityBoundingSet=CAP_NET_ADMIN
 AmbientCapabilities=CAP_NET_ADMIN

@@ -2,33 +2,56 @@
 //! access and identity tokens and the Azure managed-identity tokens.
 //!
 //! Keyed by what the token is for (an audience, a resource; `()` for the one access token) and
-//! bounded: at most `capacity` keys, the one that expires soonest making room for a new one.
-//! Per key:
+//! bounded: at most `capacity` keys. Every local user can ask for any key, and a key not held
+//! runs the user's `gcloud`/`az`, so the cache is built so that one caller can neither deny
+//! another its tokens nor run the command at will:
 //!
-//! - **One fetch at a time** (single flight): a burst of requests for one audience starts one
-//!   `gcloud`, the rest wait for its answer. Each key has a lock of its own, held across its
-//!   fetch; the cache's own lock is held only to find a key's slot, never while a command runs,
-//!   so a slow audience does not hold up another.
-//! - **Kept until [`RENEW_BEFORE`] before it expires**, then fetched again.
-//! - **A failure is not retried for [`COOLDOWN_SECONDS`]**: a burst while the user's login has
-//!   expired gets the same error at once instead of starting the command back to back. One
-//!   audience's failure does not hold back another's.
+//! - **One fetch at a time per key** (single flight), without a lock held across it: a burst for
+//!   one audience starts one command, the rest wait for its answer, other keys go on. The fetch
+//!   runs in a task of its own, so a caller that leaves (its client went away) does not cancel
+//!   it for the others, and its result is kept.
+//! - **Kept until [`RENEW_BEFORE`] before it expires**, then fetched again; while that renewal
+//!   runs (or after it failed) the token in hand is still served until it expires.
+//! - **A failure is not retried for [`COOLDOWN_SECONDS`] for that key** only.
+//! - **A budget per caller** (the user behind a local connection, else its address): at most
+//!   [`CALLER_BURST`] fetches started at once, one more every [`CALLER_REFILL_SECONDS`], and at
+//!   most [`CALLER_RUNNING`] running at a time; beyond it the caller is refused (429) and no
+//!   command runs. Callers are `None` for sources that run no command (fakes): no budget.
+//! - **A full cache makes room from the caller holding the most keys** if it holds more than
+//!   the newcomer will, else from the newcomer's own keys: one caller's flood of new keys
+//!   recycles its own, never a smaller caller's token.
 //!
 //! No clock is read here: every call says what time it is (Unix seconds), so the tests step time
-//! by hand. Where a new key is admitted ([`TokenCache::get`], finding its slot) is where a
-//! per-caller budget would go.
+//! by hand.
 
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::attribution::{Caller, CallerIdentity};
 
 /// A token is fetched again when it has less than this left (seconds).
 pub const RENEW_BEFORE: i64 = 300;
 
 /// How long a failed fetch is not tried again for the same key (seconds).
 pub const COOLDOWN_SECONDS: i64 = 5;
+
+/// Fetches one caller may start in a burst.
+pub const CALLER_BURST: u32 = 16;
+
+/// How often a caller's budget gains one more fetch (seconds).
+pub const CALLER_REFILL_SECONDS: i64 = 60;
+
+/// Fetches one caller may have running at once.
+pub const CALLER_RUNNING: usize = 4;
+
+/// Callers whose budgets are remembered; those with a full budget and nothing running are
+/// forgotten first (they lose nothing).
+const CALLERS: usize = 1024;
 
 /// A token and when it expires (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +62,12 @@ pub struct Expiring<T> {
     pub expires: i64,
 }
 
-/// Why the cache gave neither a token nor a fresh failure.
+/// Why the cache gave no token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotFetched {
+    /// The fetch this call waited for failed (as the fetch reported it).
+    #[error("{0}")]
+    Failed(String),
     /// The last fetch for this key failed less than [`COOLDOWN_SECONDS`] ago.
     #[error("not run again for {seconds} s after it failed: {last}")]
     CoolingDown {
@@ -50,19 +76,60 @@ pub enum NotFetched {
         /// The failure, as it was reported then.
         last: String,
     },
-    /// Every slot is taken by a fetch still running, so a new key has no room.
-    #[error("{capacity} other tokens are being fetched at once; not starting another")]
+    /// Every slot is taken by a fetch still running, or by another caller's share.
+    #[error("{capacity} other tokens are held or being fetched; not starting another")]
     Busy {
-        /// The cache's bound: how many fetches are running.
+        /// The cache's bound: how many keys it holds.
         capacity: usize,
     },
+    /// The caller started [`CALLER_BURST`] fetches recently.
+    #[error(
+        "{caller} started {CALLER_BURST} token fetches recently; not starting another for {seconds} s"
+    )]
+    OverBudget {
+        /// Who asked.
+        caller: Caller,
+        /// Seconds until its budget allows one more.
+        seconds: i64,
+    },
+    /// The caller has [`CALLER_RUNNING`] fetches running.
+    #[error("{caller} has {CALLER_RUNNING} token fetches running; not starting another")]
+    CallerBusy {
+        /// Who asked.
+        caller: Caller,
+    },
+}
+
+impl NotFetched {
+    /// Whether this is the caller's own budget speaking (answered 429), not the source failing.
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(
+            self,
+            NotFetched::OverBudget { .. } | NotFetched::CallerBusy { .. }
+        )
+    }
+}
+
+/// Whom a request for a token is charged to: the user behind a local connection, else its
+/// address (`None` when the server names nobody: tests, fuzzing).
+pub fn charged_to(caller: Option<&CallerIdentity>) -> Option<Caller> {
+    let caller = caller?;
+    Some(match (caller.uid, caller.address) {
+        (Some(uid), _) => Caller::User(uid),
+        (None, Some(address)) => Caller::Address(address),
+        (None, None) => Caller::Address(std::net::Ipv4Addr::UNSPECIFIED.into()),
+    })
 }
 
 /// Tokens by key, each fetched once and kept until it is due for renewal.
 pub struct TokenCache<K, T> {
     slots: Mutex<HashMap<K, Arc<Slot<T>>>>,
+    /// Shared with the running fetches, which give their caller's place back.
+    budgets: Arc<Mutex<Budgets>>,
     capacity: usize,
 }
+
+type Budgets = HashMap<Caller, Budget>;
 
 impl<K, T> std::fmt::Debug for TokenCache<K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,85 +139,230 @@ impl<K, T> std::fmt::Debug for TokenCache<K, T> {
     }
 }
 
-/// One key's token, behind the lock its fetch holds.
+/// One key's token and its fetch.
 struct Slot<T> {
-    state: tokio::sync::Mutex<State<T>>,
+    /// Who brought the key in: whose share of the cache it is.
+    owner: Option<Caller>,
+    state: Mutex<State<T>>,
+    /// Told when a fetch ends.
+    fetched: Notify,
 }
 
-enum State<T> {
-    Empty,
-    Held(Expiring<T>),
-    Failed { at: i64, why: String },
+struct State<T> {
+    held: Option<Expiring<T>>,
+    /// When the last fetch that failed started, and why it failed.
+    failed: Option<(i64, String)>,
+    /// A fetch is running.
+    fetching: bool,
+    /// Fetches ended so far: a waiter knows whether the one it waited for has.
+    ended: u64,
+}
+
+/// One caller's budget of fetches.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    left: u32,
+    /// When `left` was last brought up to date.
+    at: i64,
+    running: usize,
+}
+
+impl Budget {
+    fn new(now: i64) -> Budget {
+        Budget {
+            left: CALLER_BURST,
+            at: now,
+            running: 0,
+        }
+    }
+
+    /// Brings `left` up to date at `now`.
+    fn refill(&mut self, now: i64) {
+        let gained = (now - self.at) / CALLER_REFILL_SECONDS;
+        if gained > 0 {
+            let gained = u32::try_from(gained).unwrap_or(u32::MAX);
+            self.left = self.left.saturating_add(gained).min(CALLER_BURST);
+            self.at = if self.left == CALLER_BURST {
+                now
+            } else {
+                self.at + i64::from(gained) * CALLER_REFILL_SECONDS
+            };
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.left == CALLER_BURST && self.running == 0
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<T> Slot<T> {
     /// The last second this slot is worth keeping: a held token's last second before it is due,
-    /// a failure's last second of cooldown. Only asked of a slot nobody else holds, so its lock
-    /// is free.
+    /// a failure's last second of cooldown. Never waits: a slot whose state is busy is kept.
     fn keep_until(&self) -> i64 {
         match self.state.try_lock().as_deref() {
-            Ok(State::Held(token)) => token.expires - RENEW_BEFORE,
-            Ok(State::Failed { at, .. }) => at + COOLDOWN_SECONDS - 1,
-            Ok(State::Empty) | Err(_) => i64::MIN,
+            Ok(State { fetching: true, .. }) | Err(_) => i64::MAX,
+            Ok(State {
+                held: Some(token), ..
+            }) => token.expires - RENEW_BEFORE,
+            Ok(State {
+                failed: Some((at, _)),
+                ..
+            }) => at + COOLDOWN_SECONDS - 1,
+            Ok(_) => i64::MIN,
         }
     }
 }
 
-impl<K: Eq + Hash + Clone, T: Clone> TokenCache<K, T> {
+impl<K: Eq + Hash + Clone, T: Clone + Send + 'static> TokenCache<K, T> {
     /// A cache of at most `capacity` keys (at least one).
     pub fn new(capacity: usize) -> TokenCache<K, T> {
         TokenCache {
             slots: Mutex::new(HashMap::new()),
+            budgets: Arc::new(Mutex::new(HashMap::new())),
             capacity: capacity.max(1),
         }
     }
 
-    /// The token for `key` at `now`: the one held while it has [`RENEW_BEFORE`] left, else a
-    /// new one from `fetch`, run by the first caller while the others for this key wait for it.
-    /// A fetch's own error is returned as it is (and remembered for the cooldown).
-    pub async fn get<E, F, Fut>(&self, key: &K, now: i64, fetch: F) -> Result<Expiring<T>, E>
+    /// The token for `key` at `now`, asked by `caller`: the one held while it has
+    /// [`RENEW_BEFORE`] left (or, while a renewal runs or cools down, until it expires), else a
+    /// new one from `fetch`, started in a task of its own if `caller`'s budget allows, while
+    /// everyone asking for `key` waits for it. A failed fetch is reported as
+    /// [`NotFetched::Failed`] with its error's text.
+    pub async fn get<E, F, Fut, FE>(
+        &self,
+        key: &K,
+        caller: Option<Caller>,
+        now: i64,
+        fetch: F,
+    ) -> Result<Expiring<T>, E>
     where
-        E: From<NotFetched> + Display,
+        E: From<NotFetched>,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Expiring<T>, E>>,
+        Fut: Future<Output = Result<Expiring<T>, FE>> + Send + 'static,
+        FE: Display,
     {
-        let slot = self.slot(key, now)?;
-        // Held across the fetch: the single flight for this key.
-        let mut state = slot.state.lock().await;
-        match &*state {
-            State::Held(token) if token.expires - now >= RENEW_BEFORE => {
-                return Ok(token.clone());
-            }
-            State::Failed { at, why } if now - at < COOLDOWN_SECONDS => {
-                return Err(NotFetched::CoolingDown {
-                    seconds: COOLDOWN_SECONDS - (now - at),
-                    last: why.clone(),
+        let slot = self.slot(key, caller, now)?;
+        let mut fetch = Some(fetch);
+        let mut waited_for: Option<u64> = None;
+        loop {
+            let fetched = slot.fetched.notified();
+            tokio::pin!(fetched);
+            // Registered before the state is read, so a fetch ending in between is not missed.
+            fetched.as_mut().enable();
+            {
+                let mut state = lock(&slot.state);
+                if let Some(token) = &state.held
+                    && token.expires - now >= RENEW_BEFORE
+                {
+                    return Ok(token.clone());
                 }
-                .into());
+                if let (Some(ended), Some((_, why))) = (waited_for, &state.failed)
+                    && state.ended > ended
+                {
+                    return Err(NotFetched::Failed(why.clone()).into());
+                }
+                // Due for renewal, but good until it expires.
+                let in_hand = state
+                    .held
+                    .as_ref()
+                    .filter(|token| token.expires > now)
+                    .cloned();
+                if !state.fetching {
+                    if let Some((at, why)) = &state.failed
+                        && now - at < COOLDOWN_SECONDS
+                    {
+                        return in_hand.ok_or_else(|| {
+                            NotFetched::CoolingDown {
+                                seconds: COOLDOWN_SECONDS - (now - at),
+                                last: why.clone(),
+                            }
+                            .into()
+                        });
+                    }
+                    let Some(fetch) = fetch.take() else {
+                        // Unreachable in practice: a fetch this call started has ended.
+                        return in_hand.ok_or_else(|| NotFetched::Busy { capacity: 0 }.into());
+                    };
+                    if let Err(refused) = self.charge(caller, now) {
+                        return in_hand.ok_or_else(|| refused.into());
+                    }
+                    state.fetching = true;
+                    let future = fetch();
+                    self.run(slot.clone(), caller, now, future);
+                } else if let Some(token) = in_hand {
+                    return Ok(token);
+                }
+                waited_for = Some(state.ended);
             }
-            _ => {}
-        }
-        match fetch().await {
-            Ok(token) => {
-                *state = State::Held(token.clone());
-                Ok(token)
-            }
-            Err(error) => {
-                *state = State::Failed {
-                    at: now,
-                    why: error.to_string(),
-                };
-                Err(error)
-            }
+            fetched.await;
         }
     }
 
-    /// The slot of `key`, made (and room for it) if it has none.
-    fn slot(&self, key: &K, now: i64) -> Result<Arc<Slot<T>>, NotFetched> {
-        let mut slots = self
-            .slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Runs `future` for `slot` in a task of its own: it outlives any one caller, keeps its
+    /// result in the slot, gives the caller's running fetch back and tells the waiters.
+    fn run<Fut, FE>(&self, slot: Arc<Slot<T>>, caller: Option<Caller>, started: i64, future: Fut)
+    where
+        Fut: Future<Output = Result<Expiring<T>, FE>> + Send + 'static,
+        FE: Display,
+    {
+        let ended = Ended {
+            slot,
+            budgets: self.budgets.clone(),
+            caller,
+            started,
+            result: None,
+        };
+        tokio::spawn(async move {
+            let mut ended = ended;
+            let result = future.await;
+            ended.result = Some(result.map_err(|error| error.to_string()));
+        });
+    }
+
+    /// Takes one fetch from `caller`'s budget, or says why not.
+    fn charge(&self, caller: Option<Caller>, now: i64) -> Result<(), NotFetched> {
+        let Some(caller) = caller else {
+            return Ok(());
+        };
+        let mut budgets = lock(&self.budgets);
+        if !budgets.contains_key(&caller) && budgets.len() >= CALLERS {
+            budgets.retain(|_, budget| {
+                budget.refill(now);
+                !budget.is_idle()
+            });
+            if budgets.len() >= CALLERS
+                && let Some(oldest) = budgets
+                    .iter()
+                    .filter(|(_, budget)| budget.running == 0)
+                    .min_by_key(|(_, budget)| budget.at)
+                    .map(|(caller, _)| *caller)
+            {
+                budgets.remove(&oldest);
+            }
+        }
+        let budget = budgets.entry(caller).or_insert_with(|| Budget::new(now));
+        budget.refill(now);
+        if budget.running >= CALLER_RUNNING {
+            return Err(NotFetched::CallerBusy { caller });
+        }
+        if budget.left == 0 {
+            return Err(NotFetched::OverBudget {
+                caller,
+                seconds: (budget.at + CALLER_REFILL_SECONDS - now).max(1),
+            });
+        }
+        budget.left -= 1;
+        budget.running += 1;
+        Ok(())
+    }
+
+    /// The slot of `key`, made if it has none, and room for it: see the module documentation.
+    fn slot(&self, key: &K, caller: Option<Caller>, now: i64) -> Result<Arc<Slot<T>>, NotFetched> {
+        let mut slots = lock(&self.slots);
         if let Some(slot) = slots.get(key) {
             return Ok(slot.clone());
         }
@@ -161,24 +373,35 @@ impl<K: Eq + Hash + Clone, T: Clone> TokenCache<K, T> {
             slots.retain(|_, slot| !idle(slot) || slot.keep_until() >= now);
         }
         if slots.len() >= self.capacity {
-            let soonest = slots
-                .iter()
-                .filter(|(_, slot)| idle(slot))
-                .min_by_key(|(_, slot)| slot.keep_until())
-                .map(|(key, _)| key.clone());
-            match soonest {
-                Some(soonest) => {
-                    slots.remove(&soonest);
-                }
-                None => {
-                    return Err(NotFetched::Busy {
-                        capacity: self.capacity,
+            // A new key at a full cache needs a fetch: a caller with no budget left makes no
+            // room.
+            if let Some(caller) = caller
+                && let Some(budget) = lock(&self.budgets).get_mut(&caller)
+            {
+                budget.refill(now);
+                if budget.left == 0 {
+                    return Err(NotFetched::OverBudget {
+                        caller,
+                        seconds: (budget.at + CALLER_REFILL_SECONDS - now).max(1),
                     });
                 }
             }
+            let Some(room) = room_for(&slots, caller, idle) else {
+                return Err(NotFetched::Busy {
+                    capacity: self.capacity,
+                });
+            };
+            slots.remove(&room);
         }
         let slot = Arc::new(Slot {
-            state: tokio::sync::Mutex::new(State::Empty),
+            owner: caller,
+            state: Mutex::new(State {
+                held: None,
+                failed: None,
+                fetching: false,
+                ended: 0,
+            }),
+            fetched: Notify::new(),
         });
         slots.insert(key.clone(), slot.clone());
         Ok(slot)
@@ -187,13 +410,78 @@ impl<K: Eq + Hash + Clone, T: Clone> TokenCache<K, T> {
     /// How many keys the cache holds now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        lock(&self.slots).len()
     }
 }
 
+/// The key that makes room for one of `caller`'s: the idle key due soonest of the owner holding
+/// the most keys, if that owner holds more than `caller` will (as the connection limits share
+/// their places), else `caller`'s own idle key due soonest; `None`: no room.
+fn room_for<K: Clone, T>(
+    slots: &HashMap<K, Arc<Slot<T>>>,
+    caller: Option<Caller>,
+    idle: impl Fn(&Arc<Slot<T>>) -> bool,
+) -> Option<K> {
+    let mut holds: HashMap<Option<Caller>, usize> = HashMap::new();
+    for slot in slots.values() {
+        *holds.entry(slot.owner).or_default() += 1;
+    }
+    let soonest_of = |owner: Option<Caller>| {
+        slots
+            .iter()
+            .filter(|(_, slot)| slot.owner == owner && idle(slot))
+            .min_by_key(|(_, slot)| slot.keep_until())
+            .map(|(key, _)| key.clone())
+    };
+    let newcomer_holds = holds.get(&caller).copied().unwrap_or(0);
+    let mut heavier: Vec<(Option<Caller>, usize)> = holds
+        .into_iter()
+        .filter(|(owner, count)| *owner != caller && *count > newcomer_holds + 1)
+        .collect();
+    heavier.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    heavier
+        .into_iter()
+        .find_map(|(owner, _)| soonest_of(owner))
+        .or_else(|| soonest_of(caller))
+}
+
+/// A running fetch's end, whenever it comes: dropped when the fetch's task finishes (or is
+/// cancelled, or panics), it records the result, gives the caller's running fetch back and
+/// tells the waiters.
+struct Ended<T> {
+    slot: Arc<Slot<T>>,
+    budgets: Arc<Mutex<Budgets>>,
+    caller: Option<Caller>,
+    /// When the fetch started: a failure's cooldown counts from it.
+    started: i64,
+    result: Option<Result<Expiring<T>, String>>,
+}
+
+impl<T> Drop for Ended<T> {
+    fn drop(&mut self) {
+        {
+            let mut state = lock(&self.slot.state);
+            state.fetching = false;
+            state.ended += 1;
+            match self.result.take() {
+                Some(Ok(token)) => {
+                    state.held = Some(token);
+                    state.failed = None;
+                }
+                Some(Err(why)) => state.failed = Some((self.started, why)),
+                None => {
+                    state.failed = Some((self.started, "the fetch was cancelled".to_owned()));
+                }
+            }
+        }
+        if let Some(caller) = self.caller
+            && let Some(budget) = lock(&self.budgets).get_mut(&caller)
+        {
+            budget.running = budget.running.saturating_sub(1);
+        }
+        self.slot.fetched.notify_waiters();
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,33 +496,38 @@ mod tests {
         NotFetched(#[from] NotFetched),
     }
 
+    const ALICE: Option<Caller> = Some(Caller::User(1000));
+    const MALLORY: Option<Caller> = Some(Caller::User(1001));
+
     /// A cache of strings and a counter of the fetches it made.
     struct Counted {
         cache: TokenCache<&'static str, String>,
-        fetches: AtomicUsize,
+        fetches: Arc<AtomicUsize>,
     }
 
     impl Counted {
         fn new(capacity: usize) -> Counted {
             Counted {
                 cache: TokenCache::new(capacity),
-                fetches: AtomicUsize::new(0),
+                fetches: Arc::new(AtomicUsize::new(0)),
             }
         }
 
-        /// The token for `key` at `now`; a fetch makes `key#N` (N counting every fetch) that
-        /// lives `lifetime` seconds, or fails when `lifetime` is `None`.
-        async fn get(
+        /// The token for `key` at `now` for `caller`; a fetch makes `key#N` (N counting every
+        /// fetch) that lives `lifetime` seconds, or fails when `lifetime` is `None`.
+        async fn get_for(
             &self,
+            caller: Option<Caller>,
             key: &'static str,
             now: i64,
             lifetime: Option<i64>,
         ) -> Result<Expiring<String>, Failure> {
+            let fetches = self.fetches.clone();
             self.cache
-                .get(&key, now, || async {
-                    let run = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                .get(&key, caller, now, move || async move {
+                    let run = fetches.fetch_add(1, Ordering::SeqCst) + 1;
                     let lifetime = lifetime.ok_or(Failure::Command)?;
-                    Ok(Expiring {
+                    Ok::<_, Failure>(Expiring {
                         value: format!("{key}#{run}"),
                         expires: now + lifetime,
                     })
@@ -242,9 +535,45 @@ mod tests {
                 .await
         }
 
+        async fn get(
+            &self,
+            key: &'static str,
+            now: i64,
+            lifetime: Option<i64>,
+        ) -> Result<Expiring<String>, Failure> {
+            self.get_for(None, key, now, lifetime).await
+        }
+
         fn fetches(&self) -> usize {
             self.fetches.load(Ordering::SeqCst)
         }
+    }
+
+    /// A boxed fetch, as the gated tests hand them around.
+    type Fetch = std::pin::Pin<Box<dyn Future<Output = Result<Expiring<String>, Failure>> + Send>>;
+
+    /// A fetch that waits for its release, and tells when it has started.
+    fn gated(
+        value: &'static str,
+        expires: i64,
+    ) -> (
+        impl FnOnce() -> Fetch,
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (started, has_started) = tokio::sync::oneshot::channel::<()>();
+        let fetch = move || -> Fetch {
+            Box::pin(async move {
+                let _ = started.send(());
+                let _ = released.await;
+                Ok::<_, Failure>(Expiring {
+                    value: value.to_owned(),
+                    expires,
+                })
+            })
+        };
+        (fetch, has_started, release)
     }
 
     #[tokio::test]
@@ -272,7 +601,7 @@ mod tests {
                 let (cache, fetches) = (cache.clone(), fetches.clone());
                 tokio::spawn(async move {
                     cache
-                        .get(&"aud", 5_000, || async {
+                        .get(&"aud", ALICE, 5_000, move || async move {
                             fetches.fetch_add(1, Ordering::SeqCst);
                             // A slow command, in tokio's paused time: the others arrive meanwhile.
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -286,8 +615,8 @@ mod tests {
             })
             .collect();
         for task in burst {
-            let token = task.await.expect("task").expect("token");
-            assert_eq!(token.value, "ya29.from-command");
+            let token: Result<_, Failure> = task.await.expect("task");
+            assert_eq!(token.expect("token").value, "ya29.from-command");
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1, "single flight");
     }
@@ -295,26 +624,18 @@ mod tests {
     #[tokio::test]
     async fn a_slow_fetch_for_one_key_does_not_hold_up_another() {
         let cache: Arc<TokenCache<&str, String>> = Arc::new(TokenCache::new(4));
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let (started, has_started) = tokio::sync::oneshot::channel::<()>();
+        let (fetch, has_started, release) = gated("slow", 10_000);
         let slow = tokio::spawn({
             let cache = cache.clone();
             async move {
                 cache
-                    .get(&"slow", 100, || async {
-                        let _ = started.send(());
-                        let _ = released.await;
-                        Ok::<_, Failure>(Expiring {
-                            value: "slow".to_owned(),
-                            expires: 10_000,
-                        })
-                    })
+                    .get::<Failure, _, _, _>(&"slow", MALLORY, 100, fetch)
                     .await
             }
         });
         has_started.await.expect("the slow fetch started");
         let quick = cache
-            .get(&"quick", 100, || async {
+            .get::<Failure, _, _, _>(&"quick", ALICE, 100, || async {
                 Ok::<_, Failure>(Expiring {
                     value: "quick".to_owned(),
                     expires: 10_000,
@@ -328,9 +649,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_renewal_under_way_serves_the_token_in_hand_until_it_expires() {
+        let cache: Arc<TokenCache<&str, String>> = Arc::new(TokenCache::new(4));
+        let first = cache
+            .get::<Failure, _, _, _>(&"aud", ALICE, 0, || async {
+                Ok::<_, Failure>(Expiring {
+                    value: "first".to_owned(),
+                    expires: 1_000,
+                })
+            })
+            .await
+            .expect("token");
+        // Due for renewal (less than five minutes left): a slow renewal starts...
+        let (fetch, has_started, release) = gated("second", 5_000);
+        let renewal = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get::<Failure, _, _, _>(&"aud", ALICE, 800, fetch)
+                    .await
+            }
+        });
+        has_started.await.expect("the renewal started");
+        // ...and meanwhile the token in hand is served at once, as long as it is valid.
+        let meanwhile = cache
+            .get::<Failure, _, _, _>(&"aud", MALLORY, 900, || async {
+                Err::<Expiring<String>, Failure>(Failure::Command)
+            })
+            .await;
+        assert_eq!(meanwhile, Ok(first));
+        release.send(()).expect("the renewal waits");
+        assert_eq!(renewal.await.expect("task").expect("token").value, "second");
+    }
+
+    #[tokio::test]
     async fn a_failure_cools_down_its_own_key_only() {
         let cache = Counted::new(4);
-        assert_eq!(cache.get("a", 100, None).await, Err(Failure::Command));
+        assert_eq!(
+            cache.get("a", 100, None).await,
+            Err(Failure::NotFetched(NotFetched::Failed(
+                "the command failed".to_owned()
+            )))
+        );
         assert_eq!(
             cache.get("a", 104, Some(3_600)).await,
             Err(Failure::NotFetched(NotFetched::CoolingDown {
@@ -381,26 +741,18 @@ mod tests {
     #[tokio::test]
     async fn with_every_slot_fetching_a_new_key_is_refused_at_once() {
         let cache: Arc<TokenCache<&str, String>> = Arc::new(TokenCache::new(1));
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let (started, has_started) = tokio::sync::oneshot::channel::<()>();
+        let (fetch, has_started, release) = gated("running", 10_000);
         let running = tokio::spawn({
             let cache = cache.clone();
             async move {
                 cache
-                    .get(&"running", 0, || async {
-                        let _ = started.send(());
-                        let _ = released.await;
-                        Ok::<_, Failure>(Expiring {
-                            value: "running".to_owned(),
-                            expires: 10_000,
-                        })
-                    })
+                    .get::<Failure, _, _, _>(&"running", None, 0, fetch)
                     .await
             }
         });
         has_started.await.expect("the fetch started");
         let refused = cache
-            .get(&"new", 0, || async {
+            .get(&"new", None, 0, || async {
                 Ok::<_, Failure>(Expiring {
                     value: "new".to_owned(),
                     expires: 10_000,
@@ -416,20 +768,143 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fetch_given_up_half_way_leaves_the_key_to_the_next_caller() {
+    async fn a_fetch_outlives_the_caller_that_started_it_and_the_next_one_gets_its_token() {
         let cache = Counted::new(2);
-        let abandoned = cache.cache.get(&"aud", 0, || async {
-            std::future::pending::<Result<Expiring<String>, Failure>>().await
-        });
-        // Polled once (the fetch starts and holds the key's lock), then dropped, as hyper drops
-        // the answer of a client that went away.
-        assert!(futures_poll_once(abandoned).await.is_none());
-        let token = cache.get("aud", 0, Some(3_600)).await.expect("token");
-        assert_eq!(token.value, "aud#1");
+        let fetches = cache.fetches.clone();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let abandoned = cache
+            .cache
+            .get::<Failure, _, _, _>(&"aud", ALICE, 0, move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                let _ = released.await;
+                Ok::<_, Failure>(Expiring {
+                    value: "aud#1".to_owned(),
+                    expires: 3_600,
+                })
+            });
+        // Polled once (the fetch starts), then dropped, as hyper drops the answer of a client
+        // that went away.
+        assert!(poll_once(abandoned).await.is_none());
+        release.send(()).expect("the fetch still runs");
+        let token = cache.get_for(MALLORY, "aud", 0, Some(3_600)).await;
+        assert_eq!(token.expect("token").value, "aud#1");
+        assert_eq!(cache.fetches(), 1, "not run a second time");
+    }
+
+    #[tokio::test]
+    async fn a_caller_over_its_budget_runs_nothing_while_another_caller_still_can() {
+        let cache = Counted::new(64);
+        let keys: Vec<&'static str> = (0..=CALLER_BURST)
+            .map(|n| &*Box::leak(format!("https://r{n}.example").into_boxed_str()))
+            .collect();
+        for key in &keys[..CALLER_BURST as usize] {
+            cache
+                .get_for(MALLORY, key, 0, Some(3_600))
+                .await
+                .expect("within the budget");
+        }
+        let refused = cache
+            .get_for(MALLORY, keys[CALLER_BURST as usize], 0, Some(3_600))
+            .await;
+        assert_eq!(
+            refused,
+            Err(Failure::NotFetched(NotFetched::OverBudget {
+                caller: Caller::User(1001),
+                seconds: CALLER_REFILL_SECONDS
+            }))
+        );
+        assert_eq!(cache.fetches(), CALLER_BURST as usize, "nothing ran for it");
+        // Held tokens are still served to it, and another caller is not held back.
+        cache
+            .get_for(MALLORY, keys[0], 1, None)
+            .await
+            .expect("held");
+        cache
+            .get_for(ALICE, "https://vault.azure.net", 1, Some(3_600))
+            .await
+            .expect("token");
+        // One more a minute later.
+        cache
+            .get_for(
+                MALLORY,
+                keys[CALLER_BURST as usize],
+                CALLER_REFILL_SECONDS,
+                Some(3_600),
+            )
+            .await
+            .expect("the budget grew back");
+    }
+
+    #[tokio::test]
+    async fn a_callers_new_keys_make_room_from_its_own_never_from_a_smaller_callers() {
+        let cache = Counted::new(4);
+        cache
+            .get_for(ALICE, "vault", 0, Some(10_000))
+            .await
+            .expect("token");
+        for (n, key) in ["m1", "m2", "m3", "m4", "m5"].into_iter().enumerate() {
+            cache
+                .get_for(MALLORY, key, i64::try_from(n).expect("small"), Some(3_600))
+                .await
+                .expect("room from its own keys");
+        }
+        assert_eq!(cache.cache.len(), 4);
+        let fetches = cache.fetches();
+        cache
+            .get_for(ALICE, "vault", 10, Some(10_000))
+            .await
+            .expect("token");
+        assert_eq!(cache.fetches(), fetches, "alice's token was kept");
+        // Alice's next key takes room from mallory, who holds more than alice will.
+        cache
+            .get_for(ALICE, "storage", 10, Some(10_000))
+            .await
+            .expect("token");
+        cache
+            .get_for(ALICE, "vault", 11, Some(10_000))
+            .await
+            .expect("token");
+        assert_eq!(cache.fetches(), fetches + 1, "still kept");
+    }
+
+    #[tokio::test]
+    async fn a_caller_with_its_fetches_running_is_refused_another() {
+        let cache: Arc<TokenCache<&str, String>> = Arc::new(TokenCache::new(64));
+        let mut releases = Vec::new();
+        let mut running = Vec::new();
+        for key in ["a", "b", "c", "d"].into_iter().take(CALLER_RUNNING) {
+            let (fetch, has_started, release) = gated("slow", 10_000);
+            let cache = cache.clone();
+            running.push(tokio::spawn(async move {
+                cache.get::<Failure, _, _, _>(&key, MALLORY, 0, fetch).await
+            }));
+            has_started.await.expect("started");
+            releases.push(release);
+        }
+        let refused = cache
+            .get(&"e", MALLORY, 0, || async {
+                Ok::<_, Failure>(Expiring {
+                    value: "e".to_owned(),
+                    expires: 10_000,
+                })
+            })
+            .await;
+        assert_eq!(
+            refused,
+            Err(Failure::NotFetched(NotFetched::CallerBusy {
+                caller: Caller::User(1001)
+            }))
+        );
+        for release in releases {
+            release.send(()).expect("waits");
+        }
+        for task in running {
+            task.await.expect("task").expect("token");
+        }
     }
 
     /// Polls `future` once: `Some` if it finished then.
-    async fn futures_poll_once<F: Future>(future: F) -> Option<F::Output> {
+    async fn poll_once<F: Future>(future: F) -> Option<F::Output> {
         let mut future = std::pin::pin!(future);
         std::future::poll_fn(|context| {
             std::task::Poll::Ready(match future.as_mut().poll(context) {

@@ -54,6 +54,10 @@ pub struct Layer {
     /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,
+    /// Most concurrent connections on the --listen sockets together, 1-65536; at the limit one
+    /// caller gives way as on the TUN [default: 1024, less if the open-file limit is low].
+    #[arg(long, value_name = "N")]
+    pub max_listen_connections: Option<u64>,
     /// IP hop limit (TTL) of the IMDSv2 token reply through the TUN, 1-64, as EC2's
     /// HttpPutResponseHopLimit: 1 keeps containers on a bridge from getting a token [default: 2].
     #[arg(long, value_name = "N")]

@@ -54,6 +54,8 @@ pub struct Settings {
     pub tun: Option<TunSide>,
     /// Kernel TCP listeners serving the same services (`--listen`, repeatable).
     pub listen: Vec<ListenerSettings>,
+    /// Most connections on all of them together (`--max-listen-connections`).
+    pub max_listen_connections: usize,
     /// What one request may cost, and how far a token reply travels.
     pub http: Limits,
     /// Who answers the requests.

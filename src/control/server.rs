@@ -5,8 +5,10 @@
 //! owner is root, see `client.rs`) and lives as long as the process. Each connection carries one
 //! request line and gets one response line. Who may change anything: root, and the user the
 //! service was started for (the user behind sudo, or `--user`); the kernel says who the peer is
-//! (`SO_PEERCRED`), and anyone else gets a refusal and changes nothing. Bounds: [`MAX_CLIENTS`]
-//! connections at once (more are closed at once), [`REQUEST_TIMEOUT`] to send the request,
+//! (`SO_PEERCRED`, known from the moment of the connect), and it is asked at accept, before
+//! anything is read: anyone else gets the refusal at once and the connection is closed, so an
+//! unauthorised user never holds one of the slots. Bounds: [`MAX_CLIENTS`] admitted connections
+//! at once (more are closed at once), [`REQUEST_TIMEOUT`] to send the request,
 //! [`MAX_REQUEST_BYTES`] per request.
 //!
 //! If the name is taken (another user bound it first), the service says so once and runs
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::UCred;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinHandle;
@@ -148,6 +151,16 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Asked before a slot is taken or a byte read: a user who may not control this
+        // imds-tun cannot hold the slots root needs (issue 23: eight such connections every 5 s
+        // made root's `ctl` fail 20 of 20).
+        let peer = match stream.peer_cred() {
+            Ok(peer) if allowed.admits(peer.uid()) => peer,
+            peer => {
+                refuse_at_once(&stream, peer.ok(), allowed);
+                continue;
+            }
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             crate::warn_limited!(
                 "control socket: {MAX_CLIENTS} clients already connected; closing another"
@@ -157,37 +170,19 @@ async fn accept_loop(
         let board = board.clone();
         let scenario = scenario.clone();
         tokio::spawn(async move {
-            serve(stream, &board, allowed, &scenario).await;
+            serve(stream, peer, &board, &scenario).await;
             drop(slot);
         });
     }
 }
 
-/// One connection: who, what, answer.
-async fn serve(
-    stream: UnixStream,
-    board: &Targets,
-    allowed: Allowed,
-    scenario: &Arc<Mutex<Option<JoinHandle<()>>>>,
-) {
-    let peer = stream.peer_cred().ok();
-    let (reader, mut writer) = stream.into_split();
-    // Read first, whoever asks: the answer (a refusal too) then meets a client that is
-    // listening, not one still writing into a closed socket.
-    let request = read_request(reader).await;
-    let response = match (peer, request) {
-        (Some(peer), Err(refusal)) if allowed.admits(peer.uid()) => Response::refused(refusal),
-        (Some(peer), Ok(request)) if allowed.admits(peer.uid()) => {
-            let who = format!(
-                "uid {}{}",
-                peer.uid(),
-                peer.pid()
-                    .map(|pid| format!(" (pid {pid})"))
-                    .unwrap_or_default()
-            );
-            execute(request, board, scenario, &who).await
-        }
-        (Some(peer), _) => {
+/// Answers a peer that may not control this imds-tun (or cannot be told) with its refusal,
+/// without reading its request or waiting for it, and closes the connection. The line fits the
+/// empty socket buffer of a new connection, so one non-blocking write sends it; the client reads
+/// it even if its own write then meets the closed socket (`client.rs`).
+fn refuse_at_once(stream: &UnixStream, peer: Option<UCred>, allowed: Allowed) {
+    let response = match peer {
+        Some(peer) => {
             crate::warn_limited!(
                 uid = peer.uid(),
                 "control socket: refused a command from a user who may not change this imds-tun"
@@ -201,11 +196,41 @@ async fn serve(
                     .unwrap_or_default()
             ))
         }
-        (None, _) => Response::refused("cannot tell who is asking (no peer credentials)"),
+        None => Response::refused("cannot tell who is asking (no peer credentials)"),
     };
-    let mut line = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-    line.push(b'\n');
+    let _ = stream.try_write(&response_line(&response));
+}
+
+/// One admitted connection: what, answer.
+async fn serve(
+    stream: UnixStream,
+    peer: UCred,
+    board: &Targets,
+    scenario: &Arc<Mutex<Option<JoinHandle<()>>>>,
+) {
+    let (reader, mut writer) = stream.into_split();
+    let response = match read_request(reader).await {
+        Err(refusal) => Response::refused(refusal),
+        Ok(request) => {
+            let who = format!(
+                "uid {}{}",
+                peer.uid(),
+                peer.pid()
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default()
+            );
+            execute(request, board, scenario, &who).await
+        }
+    };
+    let line = response_line(&response);
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, writer.write_all(&line)).await;
+}
+
+/// A response as the one JSON line the protocol sends.
+fn response_line(response: &Response) -> Vec<u8> {
+    let mut line = serde_json::to_vec(response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    line.push(b'\n');
+    line
 }
 
 async fn read_request(reader: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {

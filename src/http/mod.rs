@@ -15,8 +15,12 @@
 //! next. The services answer the rest: the clouds, or an [`Upstream`] that forwards (proxy mode).
 //!
 //! The replies to PUT requests (the IMDSv2 token) travel at most `--hop-limit` IP hops where the
-//! connection supports it ([`reply_hops`]): a connection is any [`Connection`].
+//! connection supports it ([`reply_hops`]): a connection is any [`Connection`]. A client that
+//! leaves while its answer is pending (a `wait_for_change`, a fault, a token command) ends that
+//! answer; a half-close is told from a departure as well as TCP allows (`answering.rs`). A
+//! connection limit can take a connection back whatever it is doing ([`Server::serve_until`]).
 
+mod answering;
 pub mod faults;
 pub mod reply;
 pub mod reply_hops;
@@ -208,6 +212,19 @@ impl Server {
         local: Option<SocketAddr>,
         access: Access,
     ) {
+        self.serve_until(io, peer, local, access, std::future::pending());
+    }
+
+    /// Like [`Server::serve_from`], ending the connection (whatever it is doing) when `until`
+    /// completes: how a connection limit takes back a place.
+    pub fn serve_until<IO: Connection>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        access: Access,
+        until: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let services = self.services.clone();
         let limits = self.limits;
         let clock = self.clock;
@@ -224,7 +241,12 @@ impl Server {
                 local,
             });
         let faults = self.faults.clone();
+        let answering = answering::Answering::default();
+        let io = answering.watch(io);
         let service = service_fn(move |mut request: Request<Incoming>| {
+            // From here until the reply is written, the client's end of stream is held: it may
+            // be a half-close (see `answering`).
+            let pending = answering.begin();
             let services = services.clone();
             let caller = caller.clone();
             // Decided before the answer exists, so hyper writes no byte of a PUT's reply before
@@ -261,7 +283,7 @@ impl Server {
                         }
                     },
                 };
-                Ok::<_, FaultClose>(reply.into_response().0)
+                Ok::<_, FaultClose>(reply.into_response().0.map(|body| pending.hold(body)))
             }
         });
         let connection = http1::Builder::new()
@@ -269,14 +291,20 @@ impl Server {
             .header_read_timeout(limits.header_timeout)
             .max_buf_size(limits.max_header_bytes)
             .keep_alive(true)
-            // `printf 'GET ...' | nc -N` sends its request and FIN together; without this hyper
-            // treats the EOF as an aborted request and answers nothing.
-            .half_close(true)
+            // hyper reads while an answer is pending, and an end of stream there ends the
+            // connection and drops the answer: a client that left does not keep a held answer.
+            // A half-close (`printf 'GET ...' | nc -N`) is not a departure: `answering` holds
+            // the end of stream until the transport says the client is gone, or the reply is
+            // written.
+            .half_close(false)
             .serve_connection(TokioIo::new(io), service);
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                },
+                () = until => tracing::debug!(%peer, "connection ended to make room"),
             }
         });
     }

@@ -25,7 +25,8 @@
 //!   addresses and routes ([`netlink`], Linux), which [`ClaimWatch`] turns into "the claim is
 //!   lost";
 //! - what this host is: name, machine id, addresses ([`host`]);
-//! - what `--check` asks before a start: can a TUN be created here ([`readiness`]).
+//! - what `--check` asks before a start: can a TUN be created here ([`readiness`]);
+//! - the open-file limit and TCP keep-alive on accepted sockets ([`resources`]).
 //!
 //! One private `imp` module per OS sits behind this small interface.
 
@@ -49,6 +50,7 @@ pub mod host;
 pub mod netlink;
 pub mod privileges;
 pub mod readiness;
+pub mod resources;
 // Compiled everywhere so that Linux's `cargo test` covers what macOS decides.
 mod utun_rules;
 

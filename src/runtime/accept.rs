@@ -1,14 +1,25 @@
 //! The accept loops: connections from the TUN's stack and from the kernel listeners, handed to
-//! the same [`Server`], until the runtime stops accepting.
+//! the same [`Server`], until the runtime stops accepting. A kernel connection first needs a
+//! place under the `--listen` connection limit (`listen_limit`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::listen_limit::{KernelConnection, ListenLimit};
 use super::{BoundListener, our_end};
 use crate::http::{Access, Server};
 use crate::stack::Listener;
+
+/// How a kernel connection finds out its client vanished without a word (its host or network
+/// namespace went away: no FIN, no RST) while its answer is pending: after this long without a
+/// packet from the client...
+const PROBE_AFTER: Duration = Duration::from_secs(2);
+/// ...it is probed this often...
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// ...and given up after this many probes go unanswered: about 4 s after the last packet.
+const PROBES: u32 = 2;
 
 /// Hands the stack's connections to `server`. Returning drops the listener: the stack then
 /// resets new SYNs.
@@ -32,10 +43,11 @@ pub(super) async fn tun(
 }
 
 /// Hands a kernel listener's connections to `server`, refusing those `--allow-from` does not
-/// admit. Returning closes the listener.
+/// admit and those `limit` has no place for. Returning closes the listener.
 pub(super) async fn kernel(
     listener: BoundListener,
     server: Arc<Server>,
+    limit: Arc<ListenLimit>,
     mut stop: watch::Receiver<bool>,
 ) {
     let BoundListener { socket, settings } = listener;
@@ -52,12 +64,33 @@ pub(super) async fn kernel(
                     drop(stream);
                 }
                 Ok((stream, peer)) => {
+                    let Ok(ours) = stream.local_addr() else {
+                        // Reset between accept and here.
+                        continue;
+                    };
+                    let Some(place) = limit.admit(peer, ours).await else {
+                        // Refused at the limit: a RST, as the TUN refuses a SYN.
+                        let _ = stream.set_zero_linger();
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    let ours = stream.local_addr().ok();
-                    server.serve_from(stream, peer, ours, settings.access.clone());
+                    if let Err(error) =
+                        crate::platform::resources::probe_quiet_peer(&stream, PROBE_AFTER, PROBE_EVERY, PROBES)
+                    {
+                        tracing::debug!(%peer, %error, "cannot set keep-alive probes");
+                    }
+                    let evicted = place.evicted();
+                    server.serve_until(
+                        KernelConnection::new(stream, place),
+                        peer,
+                        Some(ours),
+                        settings.access.clone(),
+                        evicted,
+                    );
                 }
                 Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
+                    // EMFILE and friends (the limit is kept below the open-file limit, so these
+                    // mean something else holds descriptors): back off instead of spinning.
                     crate::warn_limited!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

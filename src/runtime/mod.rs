@@ -5,13 +5,16 @@
 //! tests (`tests/in_process.rs`) share: given the settings, the services, a packet device (the
 //! claimed TUN, or an in-memory pipe) and bound listeners, it wires the layers together; each
 //! layer is built from its own part of [`Settings`], nothing is translated here. [`services()`]
-//! builds a run's metadata services from the settings, selecting the credential source.
+//! builds a run's metadata services from the settings, selecting the credential source. The
+//! kernel listeners share one connection limit (`listen_limit`), kept below the process's
+//! open-file limit.
 //!
 //! What it does not do: claim the metadata address, bind sockets, handle signals, give up root
 //! or run the control channel. Those need privileges or belong to a process, and stay in
 //! `crate::app`; so a test can start a whole imds-tun without root.
 
 mod accept;
+mod listen_limit;
 mod services;
 mod stack_connection;
 
@@ -99,7 +102,8 @@ impl Runtime {
         let mut accepting = Vec::with_capacity(listeners.len() + 1);
         let driver = match (device, &settings.tun) {
             (Some(device), Some(tun)) => {
-                let (listener, driver) = stack::spawn(device, tun.stack.clone(), attribution);
+                let (listener, driver) =
+                    stack::spawn(device, tun.stack.clone(), attribution.clone());
                 accepting.push(tokio::spawn(accept::tun(
                     listener,
                     server.clone(),
@@ -109,12 +113,19 @@ impl Runtime {
             }
             _ => None,
         };
-        for listener in listeners {
-            accepting.push(tokio::spawn(accept::kernel(
-                listener,
-                server.clone(),
-                stop.clone(),
-            )));
+        if !listeners.is_empty() {
+            let limit = listen_limit::ListenLimit::new(
+                listen_connections(settings.max_listen_connections),
+                attribution.clone(),
+            );
+            for listener in listeners {
+                accepting.push(tokio::spawn(accept::kernel(
+                    listener,
+                    server.clone(),
+                    limit.clone(),
+                    stop.clone(),
+                )));
+            }
         }
         Runtime {
             server,
@@ -167,6 +178,31 @@ impl Runtime {
         }
         finished
     }
+}
+
+/// Descriptors kept for everything but `--listen` connections: the TUN, the listeners, netlink,
+/// the control socket and its clients, token commands' pipes, `/proc` reads, connections to STS
+/// or an upstream.
+const DESCRIPTORS_KEPT: u64 = 256;
+
+/// The `--listen` connection limit: `wanted`, or less if the open-file limit (raised at start,
+/// `platform::resources`) would not leave [`DESCRIPTORS_KEPT`] for the rest, so connections
+/// are refused at the limit rather than everything failing with EMFILE; said once.
+fn listen_connections(wanted: usize) -> usize {
+    let Some(open_files) = crate::platform::resources::descriptor_limit() else {
+        return wanted;
+    };
+    let room = open_files
+        .saturating_sub(DESCRIPTORS_KEPT)
+        .max(open_files / 2);
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    if room < wanted {
+        tracing::warn!(
+            "--listen sockets take at most {room} connections at once, not {wanted}: the \
+             open-file limit is {open_files} (raise it: LimitNOFILE= in the unit, ulimit -n)"
+        );
+    }
+    wanted.min(room)
 }
 
 /// The source addresses that mean "a process on this host": our side of the TUN's

@@ -200,6 +200,7 @@ fn unit_has_the_least_privilege_directives() {
         "[Service]NoNewPrivileges=yes",
         "[Service]RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX",
         "[Service]Restart=on-failure",
+        "[Service]LimitNOFILE=65536",
         "[Service]EnvironmentFile=-@SYSCONFDIR@/default/imds-tun",
         "[Install]WantedBy=multi-user.target",
     ] {

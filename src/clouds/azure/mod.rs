@@ -31,6 +31,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::attribution::Caller;
+use crate::clouds::token_cache;
 use crate::http::{Answering, Context, CredentialsRead, MetadataService, Reply};
 use crate::query::Query;
 pub use instance::AzureInstance;
@@ -248,12 +250,16 @@ impl Azure {
 
     /// The token reply for an [`Answer::Token`] at `now` (Unix seconds), marked as a
     /// credential read when one was handed out; other answers as they are.
-    async fn token_reply(&self, answer: Answer, now: i64) -> Reply {
+    async fn token_reply(&self, answer: Answer, caller: Option<Caller>, now: i64) -> Reply {
         let resource = match answer {
             Answer::Now(reply) => return reply,
             Answer::Token { resource } => resource,
         };
-        match self.identity.token(&self.instance, &resource, now).await {
+        match self
+            .identity
+            .token(&self.instance, &resource, caller, now)
+            .await
+        {
             Ok(token) => {
                 if self.identity.is_fake() {
                     // Said when it matters, not at every start: most users never ask Azure.
@@ -283,6 +289,14 @@ impl Azure {
                 "invalid_resource",
                 &format!("The resource is not valid: {why}"),
             ),
+            Err(TokenError::NotFetched(refused)) if refused.is_rate_limit() => {
+                crate::warn_limited!(error = %refused, "Azure managed identity token refused");
+                oauth_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "Too many new tokens asked for; try again later",
+                )
+            }
             Err(error) => {
                 crate::warn_limited!(error = %error, "Azure managed identity token unavailable");
                 oauth_error(
@@ -365,10 +379,17 @@ impl MetadataService for Azure {
         claims(request.uri.path())
     }
 
+    /// A token a command may make is charged to its caller (`token_cache`).
+    fn depends_on_caller(&self, request: &http::request::Parts) -> bool {
+        request.uri.path() == "/metadata/identity/oauth2/token" && self.identity.runs_a_command()
+    }
+
     fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
         Box::pin(async move {
             let answer = self.respond(&context.request);
-            self.token_reply(answer, context.now.unix_timestamp()).await
+            let caller = token_cache::charged_to(context.caller);
+            self.token_reply(answer, caller, context.now.unix_timestamp())
+                .await
         })
     }
 }

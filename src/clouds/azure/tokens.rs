@@ -3,7 +3,8 @@
 //!
 //! The command runs as the served user without a shell (`token_command`), and its answer is
 //! kept in a [`TokenCache`] per resource (one run at a time per resource, a failure not retried
-//! for a few seconds) until five minutes before it expires, at most [`MAX_RESOURCES`] resources
+//! for a few seconds, runs charged to the caller who asked) until five minutes before it
+//! expires, at most [`MAX_RESOURCES`] resources
 //! at once; fake tokens likewise. It may print `az`'s JSON (`accessToken` with
 //! `expires_on` in Unix seconds, or `expiresOn` as local time, which is not trusted: then the
 //! token is kept [`ASSUMED_LIFETIME`]) or the bare token.
@@ -17,6 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
 use super::instance::AzureInstance;
+use crate::attribution::Caller;
 use crate::clouds::token_cache::{Expiring, NotFetched, TokenCache};
 use crate::token_command::{self, CommandError, CommandLine};
 
@@ -71,27 +73,44 @@ impl ManagedIdentity {
         }
     }
 
+    /// Whether a token may run the user's command (then its caller matters: see
+    /// `token_cache`).
+    pub fn runs_a_command(&self) -> bool {
+        matches!(self.source, TokenSource::Command(_))
+    }
+
     /// Whether the tokens are fakes (no `--azure-token-command`), so serving one is warned
     /// about.
     pub fn is_fake(&self) -> bool {
         matches!(self.source, TokenSource::Fake)
     }
 
-    /// A token for `resource` at `now`.
+    /// A token for `resource` at `now`, for `caller` (a command's run is charged to it).
     pub async fn token(
         &self,
         instance: &AzureInstance,
         resource: &str,
+        caller: Option<Caller>,
         now: i64,
     ) -> Result<Token, TokenError> {
         token_command::check_value(resource).map_err(TokenError::Resource)?;
+        enum Make {
+            Fake(Token),
+            Run(Vec<String>),
+        }
+        // A fake costs nothing to make: no budget.
+        let (make, caller) = match &self.source {
+            TokenSource::Fake => (Make::Fake(fake_token(instance, resource, now)), None),
+            TokenSource::Command(line) => {
+                (Make::Run(line.with_value("{resource}", resource)), caller)
+            }
+        };
         self.cache
-            .get(&resource.to_owned(), now, || async {
-                Ok::<_, TokenError>(match &self.source {
-                    TokenSource::Fake => fake_token(instance, resource, now),
-                    TokenSource::Command(line) => {
-                        let printed =
-                            token_command::run(&line.with_value("{resource}", resource)).await?;
+            .get(&resource.to_owned(), caller, now, move || async move {
+                Ok::<_, TokenError>(match make {
+                    Make::Fake(token) => token,
+                    Make::Run(words) => {
+                        let printed = token_command::run(&words).await?;
                         from_command_output(printed.expose(), now)
                     }
                 })
@@ -155,11 +174,11 @@ mod tests {
         let identity = ManagedIdentity::new(TokenSource::Fake);
         let instance = AzureInstance::example();
         let vault = identity
-            .token(&instance, "https://vault.azure.net", 1_000)
+            .token(&instance, "https://vault.azure.net", None, 1_000)
             .await
             .expect("token");
         let again = identity
-            .token(&instance, "https://vault.azure.net", 2_000)
+            .token(&instance, "https://vault.azure.net", None, 2_000)
             .await
             .expect("token");
         assert_eq!(vault, again);
@@ -172,11 +191,11 @@ mod tests {
         assert_eq!(claims["aud"], "https://vault.azure.net");
         assert_eq!(claims["imds_tun"], "fake");
         let management = identity
-            .token(&instance, "https://management.azure.com/", 1_000)
+            .token(&instance, "https://management.azure.com/", None, 1_000)
             .await
             .expect("token");
         assert_ne!(management.value, vault.value);
-        assert!(identity.token(&instance, "-rf", 1_000).await.is_err());
+        assert!(identity.token(&instance, "-rf", None, 1_000).await.is_err());
     }
 
     #[test]

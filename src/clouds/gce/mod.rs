@@ -35,6 +35,8 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::attribution::Caller;
+use crate::clouds::token_cache;
 use crate::http::{Answering, Context, CredentialsRead, MetadataService, Reply};
 use crate::query::Query;
 use document::Entry;
@@ -199,9 +201,9 @@ impl Gce {
     /// The reply to an [`Answer::AccessToken`] or [`Answer::IdentityToken`] at `now` (Unix
     /// seconds), marked as a credential read when one was handed out; other answers are
     /// returned as they are, without their wait.
-    async fn token_reply(&self, answer: Answer, now: i64) -> Reply {
+    async fn token_reply(&self, answer: Answer, caller: Option<Caller>, now: i64) -> Reply {
         match answer {
-            Answer::AccessToken => match self.access.token(now).await {
+            Answer::AccessToken => match self.access.token(caller, now).await {
                 Ok(token) => json(&serde_json::json!({
                     "access_token": token.value,
                     "expires_in": token.expires_in,
@@ -212,7 +214,7 @@ impl Gce {
             },
             Answer::IdentityToken { audience, full } => match self
                 .identity
-                .token(&self.instance, &audience, full, now, self.created)
+                .token(&self.instance, &audience, full, caller, now, self.created)
                 .await
             {
                 Ok(token) => {
@@ -384,14 +386,28 @@ impl MetadataService for Gce {
         claims(request.uri.path(), &request.headers)
     }
 
+    /// A token a command may make is charged to its caller (`token_cache`).
+    fn depends_on_caller(&self, request: &http::request::Parts) -> bool {
+        let path = request.uri.path();
+        let Some(account) = path.strip_prefix("/computeMetadata/v1/instance/service-accounts/")
+        else {
+            return false;
+        };
+        (account.ends_with("/token") && self.access.runs_a_command())
+            || (account.ends_with("/identity") && self.identity.runs_a_command())
+    }
+
     fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
         Box::pin(async move {
             let answer = self.respond(&context.request);
             if let Answer::AfterWait { wait, .. } = &answer {
-                // Ended with the connection by a graceful shutdown's deadline.
+                // Ended with the connection by a graceful shutdown's deadline, or when the client
+                // leaves.
                 tokio::time::sleep(*wait).await;
             }
-            self.token_reply(answer, context.now.unix_timestamp()).await
+            let caller = token_cache::charged_to(context.caller);
+            self.token_reply(answer, caller, context.now.unix_timestamp())
+                .await
         })
     }
 }
@@ -401,9 +417,16 @@ fn current_etag(reply: &Reply) -> Option<&str> {
     reply.headers.get(header::ETAG)?.to_str().ok()
 }
 
-/// 503 for a token source that failed; the cause goes to the log (never the token itself).
+/// 503 for a token source that failed, 429 for a caller over its budget of command runs; the
+/// cause goes to the log (never the token itself).
 fn token_failure(error: &tokens::TokenError) -> Reply {
     crate::warn_limited!(error = %error, "GCE token unavailable");
+    if matches!(error, tokens::TokenError::NotFetched(refused) if refused.is_rate_limit()) {
+        return error_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many new tokens asked for; try again later.",
+        );
+    }
     error_reply(
         StatusCode::SERVICE_UNAVAILABLE,
         "The token source failed; see imds-tun's log.",

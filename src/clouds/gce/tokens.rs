@@ -8,7 +8,8 @@
 //! tokens signed with the committed key ([`super::identity_token`]).
 //!
 //! Tokens from a command or minted fakes are kept in a [`TokenCache`] (one fetch at a time per
-//! key, a failure not retried for a few seconds): an access token for
+//! key, a failure not retried for a few seconds, a command's runs charged to the caller who
+//! asked, see `token_cache`): an access token for
 //! [`COMMAND_TOKEN_LIFETIME`] (gcloud hands out tokens with at least that long left, and does
 //! not say how long), an identity token until five minutes before the `exp` it carries, at most
 //! [`MAX_AUDIENCES`] audiences at once.
@@ -18,6 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::identity_token::IdentitySigner;
 use super::instance::GceInstance;
+use crate::attribution::Caller;
 use crate::clouds::token_cache::{Expiring, NotFetched, RENEW_BEFORE, TokenCache};
 use crate::secret::Secret;
 use crate::token_command::{self, CommandError, CommandLine};
@@ -102,24 +104,33 @@ impl AccessTokens {
         AccessTokens::new(AccessTokenSource::Fake)
     }
 
-    /// The token to hand out at `now` (Unix seconds).
-    pub async fn token(&self, now: i64) -> Result<AccessToken, TokenError> {
-        let line = match &self.source {
+    /// Whether a token may run the user's command (then its caller matters: see
+    /// `token_cache`).
+    pub fn runs_a_command(&self) -> bool {
+        matches!(self.source, AccessTokenSource::Command(_))
+    }
+
+    /// The token to hand out at `now` (Unix seconds) to `caller` (a command's run is charged to
+    /// it).
+    pub async fn token(&self, caller: Option<Caller>, now: i64) -> Result<AccessToken, TokenError> {
+        let words = match &self.source {
             AccessTokenSource::Static(secret) => {
                 return Ok(AccessToken {
                     value: secret.expose().to_owned(),
                     expires_in: FAKE_LIFETIME - 1,
                 });
             }
-            AccessTokenSource::Command(line) => Some(line),
+            AccessTokenSource::Command(line) => Some(line.words().to_vec()),
             AccessTokenSource::Fake => None,
         };
+        // Minting a fake costs nothing: no budget.
+        let caller = caller.filter(|_| words.is_some());
         let token = self
             .cache
-            .get(&(), now, || async {
-                Ok::<_, TokenError>(match line {
-                    Some(line) => Expiring {
-                        value: token_command::run(line.words()).await?.expose().to_owned(),
+            .get::<TokenError, _, _, _>(&(), caller, now, move || async move {
+                Ok::<_, TokenError>(match words {
+                    Some(words) => Expiring {
+                        value: token_command::run(&words).await?.expose().to_owned(),
                         expires: now + COMMAND_TOKEN_LIFETIME + RENEW_BEFORE,
                     },
                     None => Expiring {
@@ -167,12 +178,19 @@ impl IdentityTokens {
         &self.signer
     }
 
-    /// A token for `audience` at `now`.
+    /// Whether a token may run the user's command (then its caller matters: see
+    /// `token_cache`).
+    pub fn runs_a_command(&self) -> bool {
+        matches!(self.source, IdentityTokenSource::Command(_))
+    }
+
+    /// A token for `audience` at `now`, for `caller` (a command's run is charged to it).
     pub async fn token(
         &self,
         instance: &GceInstance,
         audience: &str,
         full: bool,
+        caller: Option<Caller>,
         now: i64,
         created: i64,
     ) -> Result<String, TokenError> {
@@ -183,10 +201,11 @@ impl IdentityTokens {
             IdentityTokenSource::Command(line) => line,
         };
         token_command::check_value(audience).map_err(TokenError::Audience)?;
+        let words = line.with_value("{audience}", audience);
         let token = self
             .cache
-            .get(&audience.to_owned(), now, || async {
-                let printed = token_command::run(&line.with_value("{audience}", audience)).await?;
+            .get::<TokenError, _, _, _>(&audience.to_owned(), caller, now, move || async move {
+                let printed = token_command::run(&words).await?;
                 let value = printed.expose().to_owned();
                 let expires = jwt_expiry(&value).unwrap_or(now + RENEW_BEFORE);
                 Ok::<_, TokenError>(Expiring { value, expires })
@@ -217,13 +236,13 @@ mod tests {
     #[tokio::test]
     async fn a_fake_token_is_kept_until_five_minutes_are_left_then_renewed() {
         let tokens = AccessTokens::fake();
-        let first = tokens.token(1_000).await.expect("token");
+        let first = tokens.token(None, 1_000).await.expect("token");
         assert!(first.value.starts_with(FAKE_PREFIX));
         assert_eq!(first.expires_in, 3600);
-        let later = tokens.token(1_000 + 3000).await.expect("token");
+        let later = tokens.token(None, 1_000 + 3000).await.expect("token");
         assert_eq!(later.value, first.value);
         assert_eq!(later.expires_in, 600);
-        let renewed = tokens.token(1_000 + 3400).await.expect("token");
+        let renewed = tokens.token(None, 1_000 + 3400).await.expect("token");
         assert_ne!(renewed.value, first.value);
         assert_eq!(renewed.expires_in, 3600);
     }
@@ -251,17 +270,17 @@ mod tests {
                 .lines()
                 .count()
         };
-        let first = tokens.token(5_000).await.expect("token");
+        let first = tokens.token(None, 5_000).await.expect("token");
         assert_eq!(first.value, "ya29.from-command");
         assert_eq!(first.expires_in, COMMAND_TOKEN_LIFETIME + RENEW_BEFORE);
         let later = tokens
-            .token(5_000 + COMMAND_TOKEN_LIFETIME)
+            .token(None, 5_000 + COMMAND_TOKEN_LIFETIME)
             .await
             .expect("token");
         assert_eq!(later.expires_in, RENEW_BEFORE);
         assert_eq!(runs(), 1, "served from the cache");
         tokens
-            .token(5_000 + COMMAND_TOKEN_LIFETIME + 1)
+            .token(None, 5_000 + COMMAND_TOKEN_LIFETIME + 1)
             .await
             .expect("token");
         assert_eq!(runs(), 2, "run again once the cached token is near expiry");

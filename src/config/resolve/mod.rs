@@ -76,6 +76,7 @@ pub fn resolve(
     Ok(Settings {
         tun,
         listen,
+        max_listen_connections: service.max_listen_connections,
         http,
         backend,
         user,

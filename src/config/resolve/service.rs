@@ -1,5 +1,5 @@
-//! The service as a whole: the kernel listeners' addresses, the shutdown grace, the token policy
-//! and the fake credentials' lifetime.
+//! The service as a whole: the kernel listeners' addresses and their connection limit, the
+//! shutdown grace, the token policy and the fake credentials' lifetime.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use super::super::{ConfigError, TokenPolicy, defaults};
 /// What the rest of the resolution needs from the service-wide settings.
 pub(super) struct Service {
     pub(super) listen: Vec<SocketAddr>,
+    pub(super) max_listen_connections: usize,
     pub(super) shutdown_grace: Duration,
     pub(super) imdsv2: TokenPolicy,
     pub(super) credentials_lifetime: Duration,
@@ -20,6 +21,14 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
     // Parsed at the edge (clap, or the file's `listen`), so only the choice is left.
     let listen = pick(given(&flags.listen), given(&file.listen))
         .map_or_else(Vec::new, |(addresses, _)| addresses);
+    let max_listen_connections = number_of!(
+        file,
+        flags,
+        max_listen_connections,
+        1..=65536,
+        "connections",
+        defaults::MAX_CONNECTIONS
+    )?;
     let shutdown_grace = number_of!(
         file,
         flags,
@@ -44,6 +53,7 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
     };
     Ok(Service {
         listen,
+        max_listen_connections: usize::try_from(max_listen_connections).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(shutdown_grace),
         imdsv2,
         credentials_lifetime: Duration::from_secs(credentials_lifetime),

@@ -1,6 +1,8 @@
-//! Who gives way when a new connection finds the table full (`--max-connections`): a pure
-//! function of a snapshot of the live connections, so every rule is tested with a table of
-//! cases and no socket.
+//! Who gives way when a new connection finds the table full (`--max-connections` on the TUN,
+//! `--max-listen-connections` on the kernel listeners): a pure function of a snapshot of the
+//! live connections, so every rule is tested with a table of cases and no socket. Generic over
+//! how a connection is named ([`ConnectionId`] here; the kernel listeners' table in
+//! `crate::runtime` names its own), so both limits share one policy.
 //!
 //! The limit itself is a count the endpoint keeps; this module decides only what happens once it
 //! is reached: which connection is reset to make room, or that the newcomer is refused. It reads
@@ -25,8 +27,8 @@ pub(crate) const HANDSHAKE_GRACE: Duration = Duration::from_millis(50);
 
 /// One live connection as the choice sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Entry {
-    pub(crate) id: ConnectionId,
+pub(crate) struct Entry<Id = ConnectionId> {
+    pub(crate) id: Id,
     /// Who it is charged to.
     pub(crate) caller: Caller,
     pub(crate) stage: Stage,
@@ -37,17 +39,18 @@ pub(crate) struct Entry {
 /// How far a live connection has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
-    /// Handshaking, or connected and silent: no stream exists yet.
+    /// Handshaking, or connected and silent: no stream exists yet (a kernel connection: no
+    /// byte read yet).
     Handshake,
-    /// Owned by a stream.
+    /// Owned by a stream (a kernel connection: its client has sent something).
     Accepted,
 }
 
 /// What becomes of a newcomer at the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Room {
+pub(crate) enum Room<Id = ConnectionId> {
     /// Reset `victim` and admit the newcomer.
-    Evict { victim: ConnectionId, why: Why },
+    Evict { victim: Id, why: Why },
     /// Nothing may go: the newcomer is refused (smoltcp answers its SYN with a RST).
     Refuse,
 }
@@ -81,7 +84,7 @@ pub(crate) enum Why {
 ///    included).
 ///
 /// Among equals the earlier entry goes, so the choice is a function of the snapshot alone.
-pub(crate) fn make_room(newcomer: Caller, live: &[Entry]) -> Room {
+pub(crate) fn make_room<Id: Copy>(newcomer: Caller, live: &[Entry<Id>]) -> Room<Id> {
     // Per caller: how many it holds, and where it first appears (ties go to the earlier one).
     let mut holdings: HashMap<Caller, (usize, usize)> = HashMap::new();
     for (index, entry) in live.iter().enumerate() {
@@ -108,7 +111,7 @@ pub(crate) fn make_room(newcomer: Caller, live: &[Entry]) -> Room {
 
 /// The connection `hog` gives up: its oldest handshake past the grace, else its idlest
 /// connection, else its oldest handshake.
-fn given_up_by(hog: Caller, live: &[Entry]) -> Option<ConnectionId> {
+fn given_up_by<Id: Copy>(hog: Caller, live: &[Entry<Id>]) -> Option<Id> {
     let of_hog = |stage: Stage| {
         live.iter()
             .filter(move |entry| entry.stage == stage && entry.caller == hog)
@@ -120,14 +123,14 @@ fn given_up_by(hog: Caller, live: &[Entry]) -> Option<ConnectionId> {
 }
 
 /// A connection idle enough to recycle; see [`make_room`], rule 2.
-fn idle_connection(
+fn idle_connection<Id: Copy>(
     newcomer: Caller,
     newcomer_holds: usize,
-    live: &[Entry],
+    live: &[Entry<Id>],
     holds: impl Fn(Caller) -> usize,
-) -> Room {
+) -> Room<Id> {
     let handshakes = || live.iter().filter(|entry| entry.stage == Stage::Handshake);
-    let past_grace = |entry: &&Entry| entry.quiet_for >= HANDSHAKE_GRACE;
+    let past_grace = |entry: &&Entry<Id>| entry.quiet_for >= HANDSHAKE_GRACE;
     let own = quietest(handshakes().filter(|entry| entry.caller == newcomer));
     if let Some(entry) = own.filter(past_grace) {
         return Room::Evict {
@@ -141,7 +144,7 @@ fn idle_connection(
             why: Why::StaleHandshake,
         };
     }
-    let eligible = |entry: &&Entry| {
+    let eligible = |entry: &&Entry<Id>| {
         entry.stage == Stage::Accepted
             && (entry.caller == newcomer || holds(entry.caller) > newcomer_holds)
     };
@@ -155,7 +158,7 @@ fn idle_connection(
 }
 
 /// The entry quiet longest; the first of equals.
-fn quietest<'a>(entries: impl Iterator<Item = &'a Entry>) -> Option<&'a Entry> {
+fn quietest<'a, Id: 'a>(entries: impl Iterator<Item = &'a Entry<Id>>) -> Option<&'a Entry<Id>> {
     entries.min_by_key(|entry| std::cmp::Reverse(entry.quiet_for))
 }
 

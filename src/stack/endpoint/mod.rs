@@ -43,7 +43,7 @@
 //!   client waiting for our SYN-ACK sends nothing but the SYN again, or a RST that its kernel
 //!   repeats when the late SYN-ACK arrives (the socket is then reaped at once).
 
-mod admission;
+pub(crate) mod admission;
 mod callers;
 mod device;
 mod ingress;
@@ -84,7 +84,9 @@ pub struct StackConfig {
     pub receive_buffer: usize,
     /// Each connection's send buffer, in bytes.
     pub send_buffer: usize,
-    /// How long an unacknowledged segment or handshake may wait before smoltcp gives up.
+    /// How long an unacknowledged segment or handshake may wait before smoltcp gives up, and
+    /// how long a connection may go without a packet from its client; idle connections are
+    /// probed (keep-alive) three times within it, and a live client's kernel answers.
     pub retransmit_timeout: Duration,
     /// How long a connection whose stream is gone may linger before it is reset.
     pub linger: Duration,
@@ -115,6 +117,12 @@ impl StackConfig {
             allow_from: Vec::new(),
         }
     }
+}
+
+/// How often an idle connection is probed: three probes fit in the retransmission timeout, so
+/// one lost probe does not end a live client's connection.
+fn keep_alive_interval(timeout: Duration) -> Duration {
+    timeout / 3
 }
 
 /// A connection that completed its handshake and whose client has spoken: ready for a stream.
@@ -590,6 +598,14 @@ impl Endpoint {
         socket.set_nagle_enabled(false);
         socket.set_ack_delay(None);
         socket.set_timeout(Some(self.config.retransmit_timeout));
+        // smoltcp's timeout counts from the client's last packet, whoever is silent: a client
+        // that sent its request and waits for an answer we are still preparing (a GCE
+        // `wait_for_change`, a fault's latency, a slow token command) would be reset after it.
+        // Keep-alive probes, which a live client's kernel answers, restart that count, so the
+        // timeout ends only a client that is gone; the HTTP layer's header timeout and the
+        // first-data timeout below bound the idle ones. Set before the handshake: on an
+        // established idle socket smoltcp would send the first probe at once.
+        socket.set_keep_alive(Some(keep_alive_interval(self.config.retransmit_timeout)));
         // Listen on the address the SYN was sent to: smoltcp then answers from it.
         let ours = match peer.addr {
             IpAddress::Ipv4(_) => IpAddress::Ipv4(self.config.address),

@@ -168,3 +168,58 @@ fn a_connection_that_never_speaks_is_reset_after_the_first_data_timeout() {
     assert_eq!(client.socket(handle).state(), tcp::State::Closed);
     assert_eq!(stack.connection_count(), 0);
 }
+
+/// Issue 23, item 21: a client that sent its request and waits for an answer we are still
+/// preparing sends nothing; smoltcp's timeout took that silence for a vanished client and reset
+/// the connection after 10 s. Keep-alive probes, answered by the client's stack, keep it open.
+#[test]
+fn a_client_waiting_a_minute_for_its_answer_is_not_reset() {
+    let mut stack = stack(8);
+    let mut client = Client::new();
+    let handle = client.connect(40007, 80);
+    let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0].id;
+    let mut request = [0u8; 64];
+    let read = stack
+        .socket(server)
+        .expect("socket")
+        .recv_slice(&mut request)
+        .expect("server recv");
+    assert_eq!(&request[..read], FIRST_LINE);
+    // Nothing to say for a minute: the client only answers what the stack sends it.
+    for second in 1..=60 {
+        shuttle(&mut stack, &mut client, Instant::from_secs(second));
+    }
+    let socket = stack.socket(server).expect("still there after a minute");
+    assert_eq!(socket.state(), tcp::State::Established);
+    socket
+        .send_slice(b"HTTP/1.1 200 OK\r\n\r\n")
+        .expect("the answer is written");
+    shuttle(&mut stack, &mut client, Instant::from_secs(61));
+    let mut response = [0u8; 64];
+    let read = client
+        .socket(handle)
+        .recv_slice(&mut response)
+        .expect("client recv");
+    assert_eq!(&response[..read], b"HTTP/1.1 200 OK\r\n\r\n");
+}
+
+/// The other side of the same timer: a client that is gone (its packets go nowhere, nothing
+/// answers the probes) is still reset within the retransmission timeout.
+#[test]
+fn a_client_that_vanished_while_waiting_is_reset_within_the_timeout() {
+    let mut stack = stack(8);
+    let mut client = Client::new();
+    client.connect(40008, 80);
+    let server = shuttle(&mut stack, &mut client, Instant::ZERO)[0].id;
+    let mut probes = 0;
+    for second in 1..=10 {
+        stack.poll(Instant::from_secs(second));
+        probes += stack.transmit_queue().drain(..).count();
+    }
+    assert!(probes >= 2, "{probes} keep-alive probes in 10 s");
+    assert_eq!(
+        stack.socket(server).map(|socket| socket.state()),
+        Some(tcp::State::Closed),
+        "reset 10 s after the client's last packet"
+    );
+}
