@@ -154,8 +154,8 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
     let outage = Outage::default();
     let built = crate::runtime::services(&settings.backend, &outage).await?;
 
-    let mut listeners = Vec::with_capacity(settings.listen.len());
-    for listener in &settings.listen {
+    let mut listeners = Vec::with_capacity(settings.listen.listeners.len());
+    for listener in &settings.listen.listeners {
         listeners.push(BoundListener {
             socket: bind(listener.address).await?,
             settings: listener.clone(),

@@ -382,6 +382,6 @@ mod tests {
             settings.local().expect("a local service").instance.region,
             "eu-west-1"
         );
-        assert_eq!(settings.listen.len(), 1);
+        assert_eq!(settings.listen.listeners.len(), 1);
     }
 }

@@ -282,6 +282,7 @@ fn check_gce_name(resolve: impl Fn(&str) -> Vec<std::net::IpAddr>) -> Finding {
 fn check_listeners(settings: &Settings) -> Vec<Finding> {
     settings
         .listen
+        .listeners
         .iter()
         .map(|listener| {
             let address = listener.address;

@@ -52,10 +52,8 @@ use crate::stack::StackConfig;
 pub struct Settings {
     /// The TUN side; `None` with `--no-tun`.
     pub tun: Option<TunSide>,
-    /// Kernel TCP listeners serving the same services (`--listen`, repeatable).
-    pub listen: Vec<ListenerSettings>,
-    /// Most connections on all of them together (`--max-listen-connections`).
-    pub max_listen_connections: usize,
+    /// Kernel TCP listeners serving the same services (`--listen`), and what they may hold.
+    pub listen: ListenSettings,
     /// What one request may cost, and how far a token reply travels.
     pub http: Limits,
     /// Who answers the requests.
@@ -77,6 +75,16 @@ pub struct TunSide {
     /// The userspace TCP endpoint on it: the metadata address, port 80, the MTU,
     /// `--max-connections`.
     pub stack: StackConfig,
+}
+
+/// The kernel listeners of a run: each one, and the limit they share.
+#[derive(Debug, Clone)]
+pub struct ListenSettings {
+    /// Each `--listen ADDR:PORT` (repeatable), in the order given.
+    pub listeners: Vec<ListenerSettings>,
+    /// Most connections on all of them together (`--max-listen-connections`), before the
+    /// open-file limit lowers it at start.
+    pub max_connections: usize,
 }
 
 /// One kernel listener (`--listen`): where, and what a client there must pass.

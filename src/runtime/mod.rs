@@ -115,7 +115,7 @@ impl Runtime {
         };
         if !listeners.is_empty() {
             let limit = listen_limit::ListenLimit::new(
-                listen_connections(settings.max_listen_connections),
+                listen_connections(settings.listen.max_connections),
                 attribution.clone(),
             );
             for listener in listeners {

@@ -8,16 +8,11 @@
 //! is `config: <json_key>`, a flag is `--<flag-name>`. Checks spanning fields (zone in region,
 //! `--no-tun` needs `--listen`) run after the choice.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use super::defaults::{self, MachineDefaults};
 use super::layer::Layer;
 use super::named_file::{self, Opener};
 use super::origin::{label, pick};
-use super::{Backend, ConfigError, ListenerSettings, LocalService, Settings};
-use crate::cidr::IpNet;
-use crate::http::Access;
+use super::{Backend, ConfigError, LocalService, Settings};
 use upstream::ListenerProtection;
 
 /// Resolves the flag layer over the file layer over `machine`'s defaults. Files the layers
@@ -29,21 +24,16 @@ pub fn resolve(
     files: &Opener,
 ) -> Result<Settings, ConfigError> {
     let service = service::resolve_service(file, flags)?;
+    let addresses = listen::addresses(file, flags);
     let http = limits::resolve_limits(file, flags)?;
     let allow_from = hardening::resolve_allow_from(file, flags)?;
-    let tun = tun::resolve_tun(
-        file,
-        flags,
-        &service.listen,
-        &allow_from,
-        http.header_timeout,
-    )?;
-    let proxy = upstream::resolve(file, flags, &service.listen, tun.is_some(), files)?;
+    let tun = tun::resolve_tun(file, flags, &addresses, &allow_from, http.header_timeout)?;
+    let proxy = upstream::resolve(file, flags, &addresses, tun.is_some(), files)?;
     let protection = ListenerProtection {
         listen_token: proxy.listen_token,
         insecure_listen_without_token: proxy.insecure_listen_without_token,
     };
-    let listen = listeners(&service.listen, &protection, &allow_from);
+    let listen = listen::resolve_listen(file, flags, &addresses, &protection, &allow_from)?;
     let user = hardening::resolve_user(file, flags)?;
     let allow_shared_user_ctl = pick(flags.allow_shared_user_ctl, file.allow_shared_user_ctl)
         .is_some_and(|(allowed, _)| allowed);
@@ -76,32 +66,12 @@ pub fn resolve(
     Ok(Settings {
         tun,
         listen,
-        max_listen_connections: service.max_listen_connections,
         http,
         backend,
         user,
         allow_shared_user_ctl,
         shutdown_grace: service.shutdown_grace,
     })
-}
-
-/// Each `--listen` address with what its clients must pass: loopback listeners admit every
-/// request, others only those with the shared token (unless the user opted out, loudly).
-fn listeners(
-    addresses: &[SocketAddr],
-    protection: &ListenerProtection,
-    allow_from: &[IpNet],
-) -> Vec<ListenerSettings> {
-    addresses
-        .iter()
-        .map(|&address| ListenerSettings {
-            address,
-            access: protection
-                .token_for(address)
-                .map_or(Access::Open, |token| Access::Token(Arc::new(token.clone()))),
-            allow_from: allow_from.to_vec(),
-        })
-        .collect()
 }
 
 pub mod azure;
@@ -139,6 +109,7 @@ pub fn read_scenario(
 mod hardening;
 mod instance;
 mod limits;
+mod listen;
 mod service;
 mod tun;
 pub mod upstream;

@@ -1,34 +1,20 @@
-//! The service as a whole: the kernel listeners' addresses and their connection limit, the
-//! shutdown grace, the token policy and the fake credentials' lifetime.
+//! The service as a whole: the shutdown grace, the token policy and the fake credentials'
+//! lifetime.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::super::layer::{Imdsv2, Layer};
-use super::super::origin::{given, number_of, pick};
+use super::super::origin::{number_of, pick};
 use super::super::{ConfigError, TokenPolicy, defaults};
 
 /// What the rest of the resolution needs from the service-wide settings.
 pub(super) struct Service {
-    pub(super) listen: Vec<SocketAddr>,
-    pub(super) max_listen_connections: usize,
     pub(super) shutdown_grace: Duration,
     pub(super) imdsv2: TokenPolicy,
     pub(super) credentials_lifetime: Duration,
 }
 
 pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, ConfigError> {
-    // Parsed at the edge (clap, or the file's `listen`), so only the choice is left.
-    let listen = pick(given(&flags.listen), given(&file.listen))
-        .map_or_else(Vec::new, |(addresses, _)| addresses);
-    let max_listen_connections = number_of!(
-        file,
-        flags,
-        max_listen_connections,
-        1..=65536,
-        "connections",
-        defaults::MAX_CONNECTIONS
-    )?;
     let shutdown_grace = number_of!(
         file,
         flags,
@@ -52,8 +38,6 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
         Some((Imdsv2::Required, _)) => TokenPolicy::Required,
     };
     Ok(Service {
-        listen,
-        max_listen_connections: usize::try_from(max_listen_connections).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(shutdown_grace),
         imdsv2,
         credentials_lifetime: Duration::from_secs(credentials_lifetime),

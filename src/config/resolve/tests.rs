@@ -540,7 +540,7 @@ fn no_tun_without_listen_is_an_error() {
     };
     let settings = resolved(Layer::default(), flags).unwrap();
     assert!(settings.tun.is_none());
-    assert_eq!(settings.listen.len(), 1);
+    assert_eq!(settings.listen.listeners.len(), 1);
 }
 
 #[test]
