@@ -216,18 +216,25 @@ async fn half_closed(address: std::net::SocketAddr, request: &[u8]) -> Vec<u8> {
     answer
 }
 
-/// How many descriptors `pid` has open.
-fn descriptors(pid: nix::unistd::Pid) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/PID/fd")
-        .count()
+/// How many sockets in the namespace are in TCP `state` with `filter` (an `ss` filter such as
+/// `dport = :80`), as `ss` sees them.
+fn sockets(namespace: &common::Namespace, state: &str, filter: &[&str]) -> usize {
+    let mut command = vec!["ss", "-Htan", "state", state];
+    command.extend_from_slice(filter);
+    let output = namespace.exec(&command);
+    String::from_utf8_lossy(&output.stdout).lines().count()
 }
 
-/// How many client sockets to port 80 still wait for the server's FIN (the kernel's orphans of
-/// clients that left), as `ss` sees them in the namespace.
+/// Server sockets of the `--listen` listener whose client left while we still hold them open:
+/// each is one descriptor (and one hyper task) in imds-tun.
+fn held_after_their_client_left(namespace: &common::Namespace) -> usize {
+    sockets(namespace, "close-wait", &["sport", "=", ":8080"])
+}
+
+/// Client sockets to port 80 that still wait for the server's FIN: the kernel's orphans of
+/// clients that left while imds-tun's TUN stack still holds their connection.
 fn waiting_for_our_fin(namespace: &common::Namespace) -> usize {
-    let output = namespace.exec(&["ss", "-Htan", "state", "fin-wait-2", "dport", "=", ":80"]);
-    String::from_utf8_lossy(&output.stdout).lines().count()
+    sockets(namespace, "fin-wait-2", &["dport", "=", ":80"])
 }
 
 /// Issue 23, item 14: a client that sends a `wait_for_change` (held up to 5 minutes) and goes
@@ -241,7 +248,6 @@ fn a_held_answer_ends_soon_after_its_client_is_gone() {
         &namespace,
         &["--gcp-project", "held-project", "--listen", LISTEN],
     );
-    let before = descriptors(child.pid());
     namespace.run_in(move || async move {
         for address in [listener(), METADATA] {
             for _ in 0..20 {
@@ -259,13 +265,21 @@ fn a_held_answer_ends_soon_after_its_client_is_gone() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    let held = descriptors(child.pid());
-    assert!(held >= before + 20, "{held} descriptors, {before} before");
+    // Counted by socket state, not by descriptors: the process's own descriptor count moves by
+    // one or two on its own (a start-up file, the logger), which made a count flaky. Hyper may
+    // also close a connection at once when the request and the FIN arrive in one read; so "most
+    // are held" is the precondition, the fix is that none is held for long.
+    let held = held_after_their_client_left(&namespace);
+    let tun_held = waiting_for_our_fin(&namespace);
+    assert!(
+        held >= 10 && tun_held >= 10,
+        "only {held} --listen and {tun_held} TUN connections of 20 each held after their clients left"
+    );
     let started = Instant::now();
     let mut freed_after = None;
     let mut tun_freed_after = None;
     while started.elapsed() < Duration::from_secs(15) {
-        if freed_after.is_none() && descriptors(child.pid()) <= before {
+        if freed_after.is_none() && held_after_their_client_left(&namespace) == 0 {
             freed_after = Some(started.elapsed());
         }
         if tun_freed_after.is_none() && waiting_for_our_fin(&namespace) == 0 {
@@ -277,13 +291,13 @@ fn a_held_answer_ends_soon_after_its_client_is_gone() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "--listen: {held} descriptors ({before} before) freed after {freed_after:?}; TUN \
-         connections ended after {tun_freed_after:?}"
+        "--listen: {held} connections held, freed after {freed_after:?}; TUN: {tun_held} held, \
+         ended after {tun_freed_after:?}"
     );
     let freed_after = freed_after.unwrap_or_else(|| {
         panic!(
-            "--listen: still {} descriptors 15 s after 20 clients left ({before} before)",
-            descriptors(child.pid())
+            "--listen: {} connections still held 15 s after 20 clients left",
+            held_after_their_client_left(&namespace)
         )
     });
     assert!(freed_after < Duration::from_secs(4), "{freed_after:?}");
