@@ -148,6 +148,11 @@ fn reference_sections() -> Roff {
              Logs go to standard error; credentials and tokens are never logged.",
         ),
         (
+            "NO_COLOR",
+            "set and not empty: no colours in the log even on a terminal (logs are coloured \
+             only when standard error is a terminal).",
+        ),
+        (
             "AWS_PROFILE, AWS_REGION, AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, \
              AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL",
             "honoured as by the AWS CLI when imds-tun obtains real role credentials.",

@@ -24,5 +24,6 @@ mod hostile_packets;
 mod imds_http;
 mod interruptions;
 mod ipv6_endpoint;
+mod messages;
 mod tun_lifecycle;
 mod tun_transport;
