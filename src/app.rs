@@ -309,9 +309,9 @@ fn help_command(arguments: &[std::ffi::OsString]) -> String {
         }
         if let Some(long) = word.strip_prefix("--") {
             let takes_value = !long.contains('=')
-                && command.get_arguments().any(|arg| {
-                    arg.get_long() == Some(long) && arg.get_action().takes_values()
-                });
+                && command
+                    .get_arguments()
+                    .any(|arg| arg.get_long() == Some(long) && arg.get_action().takes_values());
             if takes_value {
                 words.next();
             }
@@ -474,7 +474,10 @@ mod tests {
         for (line, help) in [
             ("imds-tun --regoin x", "imds-tun"),
             ("imds-tun ctl spot", "imds-tun ctl spot"),
-            ("imds-tun ctl lifecycle terminated", "imds-tun ctl lifecycle"),
+            (
+                "imds-tun ctl lifecycle terminated",
+                "imds-tun ctl lifecycle",
+            ),
             ("imds-tun ctl fault list --bogus", "imds-tun ctl fault list"),
             // A value that happens to be a subcommand's name is still the option's value.
             ("imds-tun --region ctl --regoin", "imds-tun"),

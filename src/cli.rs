@@ -58,13 +58,23 @@ pub enum CtlCommand {
         #[arg(long, value_parser = ["terminate", "stop", "hibernate"])]
         action: String,
         /// Seconds until the action [default: 120, EC2's two minutes' notice].
-        #[arg(long = "in", value_name = "SECONDS", default_value_t = 120, hide_default_value = true)]
+        #[arg(
+            long = "in",
+            value_name = "SECONDS",
+            default_value_t = 120,
+            hide_default_value = true
+        )]
         in_seconds: u64,
     },
     /// Rebalance recommendation: meta-data/events/recommendations/rebalance.
     Rebalance {
         /// Seconds until it appears [default: 0, now].
-        #[arg(long = "in", value_name = "SECONDS", default_value_t = 0, hide_default_value = true)]
+        #[arg(
+            long = "in",
+            value_name = "SECONDS",
+            default_value_t = 0,
+            hide_default_value = true
+        )]
         in_seconds: u64,
     },
     /// Scheduled event in meta-data/events/maintenance/scheduled; in history once it ends.
@@ -73,10 +83,20 @@ pub enum CtlCommand {
         #[arg(long, value_parser = ["system-reboot", "system-maintenance", "instance-reboot", "instance-retirement", "instance-stop"])]
         code: String,
         /// Seconds until NotBefore [default: 3600].
-        #[arg(long = "in", value_name = "SECONDS", default_value_t = 3600, hide_default_value = true)]
+        #[arg(
+            long = "in",
+            value_name = "SECONDS",
+            default_value_t = 3600,
+            hide_default_value = true
+        )]
         in_seconds: u64,
         /// Seconds from NotBefore to NotAfter [default: 900].
-        #[arg(long, value_name = "SECONDS", default_value_t = 900, hide_default_value = true)]
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 900,
+            hide_default_value = true
+        )]
         duration: u64,
     },
     /// Cancel a scheduled event (it moves to history as canceled).
@@ -278,7 +298,10 @@ mod tests {
         let mut found = Vec::new();
         let mut pending = vec![("imds-tun".to_owned(), Cli::command())];
         while let Some((path, command)) = pending.pop() {
-            for sub in command.get_subcommands().filter(|sub| sub.get_name() != "help") {
+            for sub in command
+                .get_subcommands()
+                .filter(|sub| sub.get_name() != "help")
+            {
                 pending.push((format!("{path} {}", sub.get_name()), sub.clone()));
             }
             found.push((path, command));
@@ -293,8 +316,14 @@ mod tests {
     fn every_help_text_is_there_once_and_unbroken() {
         let mut problems = Vec::new();
         for (path, mut command) in every_command() {
-            for sub in command.get_subcommands().filter(|sub| sub.get_name() != "help") {
-                if sub.get_about().is_none_or(|about| about.to_string().trim().is_empty()) {
+            for sub in command
+                .get_subcommands()
+                .filter(|sub| sub.get_name() != "help")
+            {
+                if sub
+                    .get_about()
+                    .is_none_or(|about| about.to_string().trim().is_empty())
+                {
                     problems.push(format!("{path} {}: no description", sub.get_name()));
                 }
             }
@@ -303,7 +332,10 @@ mod tests {
                 if matches!(name, "help" | "version") {
                     continue;
                 }
-                if arg.get_help().is_none_or(|help| help.to_string().trim().is_empty()) {
+                if arg
+                    .get_help()
+                    .is_none_or(|help| help.to_string().trim().is_empty())
+                {
                     problems.push(format!("{path} {name}: no description"));
                 }
             }
@@ -321,7 +353,10 @@ mod tests {
         assert!(problems.is_empty(), "{problems:#?}");
         // The walk reached the leaves, so the check above read them.
         let paths: Vec<String> = every_command().into_iter().map(|(path, _)| path).collect();
-        assert!(paths.contains(&"imds-tun ctl fault list".to_owned()), "{paths:?}");
+        assert!(
+            paths.contains(&"imds-tun ctl fault list".to_owned()),
+            "{paths:?}"
+        );
     }
 
     #[test]

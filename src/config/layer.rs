@@ -420,9 +420,8 @@ fn socket_addresses<'de, D: Deserializer<'de>>(
     Vec::<String>::deserialize(deserializer)?
         .iter()
         .map(|text| {
-            text.parse().map_err(|_| {
-                D::Error::invalid_value(Unexpected::Str(text), &LISTEN_EXPECTED)
-            })
+            text.parse()
+                .map_err(|_| D::Error::invalid_value(Unexpected::Str(text), &LISTEN_EXPECTED))
         })
         .collect()
 }

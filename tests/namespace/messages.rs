@@ -70,7 +70,10 @@ fn a_command_line_error_keeps_clap_s_message_and_points_at_the_subcommand_s_help
         assert_eq!(output.status.code(), Some(2), "{arguments:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{arguments:?}: {}", text(&output));
         for line in wanted {
-            assert!(stderr.contains(line), "{arguments:?} lacks {line:?}:\n{stderr}");
+            assert!(
+                stderr.contains(line),
+                "{arguments:?} lacks {line:?}:\n{stderr}"
+            );
         }
         assert!(
             stderr.starts_with("imds-tun: "),
@@ -174,3 +177,51 @@ fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
 // Item 6's namespaces come below; `Namespace` is used there.
 #[allow(dead_code)]
 fn _uses(_: &Namespace) {}
+
+/// Item 10 and 25: a scenario's mistake is said once, by position, step and key, with the
+/// scenario's commands (not the control protocol's internal ones) and nothing of the file's
+/// text, through `--scenario` and `ctl play` alike (both read the file before anything else).
+#[test]
+fn a_scenario_mistake_names_the_step_and_key_and_never_the_file_s_text() {
+    let scratch = TempDir::new();
+    let file = scratch.file(
+        "scenario.json",
+        br#"[{"at": "+0s", "command": "rebalance"}, {"at": "+30s", "command": "spot-hunter2"}]"#,
+    );
+    for (arguments, prefix) in [
+        (
+            vec![
+                "--no-tun",
+                "--listen",
+                "127.0.0.1:0",
+                "--scenario",
+                file.as_str(),
+            ],
+            format!("imds-tun: --scenario {file}: "),
+        ),
+        (
+            vec!["ctl", "play", file.as_str()],
+            format!("imds-tun ctl: scenario {file}: "),
+        ),
+    ] {
+        let output = run(&arguments);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{arguments:?}: {}",
+            text(&output)
+        );
+        let line = stderr
+            .lines()
+            .find(|line| line.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{arguments:?}: no line starting {prefix:?}:\n{stderr}"));
+        assert_eq!(
+            &line[prefix.len()..],
+            "step 2: `command`: expected one of spot, rebalance, event, lifecycle, clear, fault, \
+             fault-clear, found another string",
+            "{arguments:?}"
+        );
+        assert!(!stderr.contains("hunter2"), "the file's text: {stderr}");
+    }
+}

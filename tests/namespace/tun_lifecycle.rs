@@ -587,4 +587,3 @@ fn cap_net_admin_without_access_to_dev_net_tun_is_told_about_the_device_not_root
     assert!(!child.stderr().contains("needs root"), "{}", child.stderr());
     assert!(namespace.tun_links().is_empty());
 }
-
