@@ -85,8 +85,17 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return command_line_error(error),
     };
-    if let Some(crate::cli::Command::Ctl { what }) = cli.command {
-        return ctl_main(what);
+    match cli.command {
+        Some(crate::cli::Command::Ctl { what }) => return ctl_main(what),
+        Some(crate::cli::Command::Completions { shell }) => {
+            return print_reference("the completion script", |out| {
+                crate::cli::reference::completions(shell, out)
+            });
+        }
+        Some(crate::cli::Command::Man) => {
+            return print_reference("the man page", crate::cli::reference::man_page);
+        }
+        None => {}
     }
     if cli.check {
         return crate::doctor::main(cli);
@@ -252,6 +261,23 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
         }
         Err(error) => {
             eprintln!("imds-tun ctl: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `imds-tun man` and `imds-tun completions SHELL`: `what` on stdout, exit 0. A reader that
+/// went away (`imds-tun man | head`) ends it quietly; any other write error is one line, exit 1.
+fn print_reference(
+    what: &str,
+    render: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> ExitCode {
+    let mut stdout = io::stdout().lock();
+    match render(&mut stdout).and_then(|()| io::Write::flush(&mut stdout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("imds-tun: cannot write {what}: {error}");
             ExitCode::FAILURE
         }
     }

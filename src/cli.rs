@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+pub mod reference;
+
 use crate::config::defaults::MachineDefaults;
 use crate::config::{self, ConfigError, Layer, Opener, Settings};
 use crate::control::protocol::{EventEndRequest, Request};
@@ -43,6 +45,15 @@ pub enum Command {
         #[command(subcommand)]
         what: CtlCommand,
     },
+    /// Print the completion script for SHELL, e.g. `imds-tun completions bash >
+    /// /etc/bash_completion.d/imds-tun`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `imds-tun man > /usr/local/share/man/man1/imds-tun.1`.
+    Man,
 }
 
 /// `imds-tun ctl ...`: each prints the resulting status as JSON (exit 0), or why not (exit 1).

@@ -411,9 +411,10 @@ fn deb_holds_exactly_the_binary_unit_conffile_man_page_completions_and_docs() {
             assert!(mode.starts_with('d'), "only files and directories: {line}");
         }
     }
-    let expected: BTreeSet<String> = [
+    let mut expected: BTreeSet<String> = [
         "-rwxr-xr-x /usr/bin/imds-tun",
-        "-rw-r--r-- /etc/default/imds-tun",
+        // Root only: the service's secrets go there (GOOGLE_ACCESS_TOKEN).
+        "-rw------- /etc/default/imds-tun",
         &format!("-rw-r--r-- {UNIT}"),
         "-rw-r--r-- /usr/share/man/man1/imds-tun.1.gz",
         &format!("-rw-r--r-- {BASH_COMPLETION}"),
@@ -421,10 +422,29 @@ fn deb_holds_exactly_the_binary_unit_conffile_man_page_completions_and_docs() {
         &format!("-rw-r--r-- {FISH_COMPLETION}"),
         "-rw-r--r-- /usr/share/doc/imds-tun/README.md",
         "-rw-r--r-- /usr/share/doc/imds-tun/copyright",
+        "-rw-r--r-- /usr/share/doc/imds-tun/packaging/imds-tun.service",
+        "-rw-r--r-- /usr/share/doc/imds-tun/vagrant/Vagrantfile",
+        "-rw-r--r-- /usr/share/doc/imds-tun/vagrant/provision.sh",
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
+    // Every file of docs/, as in the source.
+    let mut pending = vec![repo().join("docs")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("listing docs/").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(repo()).expect("under the repository");
+                expected.insert(format!(
+                    "-rw-r--r-- /usr/share/doc/imds-tun/{}",
+                    relative.display()
+                ));
+            }
+        }
+    }
     assert_eq!(files, expected, "{listing}");
 
     let unpacked = Unpacked::new(&artifacts.deb);
@@ -434,6 +454,70 @@ fn deb_holds_exactly_the_binary_unit_conffile_man_page_completions_and_docs() {
     assert_eq!(
         unpacked.read("/etc/default/imds-tun"),
         std::fs::read_to_string(repo().join("packaging/imds-tun.default")).unwrap()
+    );
+}
+
+/// The relative links of a Markdown text (`[text](target)`), without their `#anchor`; links
+/// to the web and pure anchors are not files.
+fn relative_links(markdown: &str) -> Vec<String> {
+    markdown
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .map(|target| {
+            target
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .filter(|target| {
+            !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:")
+        })
+        .collect()
+}
+
+/// The README the package installs links to guides and references: each link must lead to a
+/// file the package installs, from the README and from every document it ships (before issue
+/// 23, every `docs/...` link of `/usr/share/doc/imds-tun/README.md` led nowhere).
+#[test]
+fn deb_documents_link_only_to_files_the_package_installs() {
+    let Some(artifacts) = artifacts(test_name!()) else {
+        return;
+    };
+    let unpacked = Unpacked::new(&artifacts.deb);
+    let doc = unpacked.file("/usr/share/doc/imds-tun");
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    let mut pending = vec![doc.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("listing the docs").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|ext| ext != "md") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("a shipped document");
+            for link in relative_links(&text) {
+                checked += 1;
+                let target = path.parent().expect("a directory").join(&link);
+                if !target.exists() {
+                    broken.push(format!(
+                        "{}: {link}",
+                        path.strip_prefix(&doc).unwrap_or(&path).display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} links read");
+    assert!(
+        broken.is_empty(),
+        "links to nothing in the package: {broken:#?}"
     );
 }
 
@@ -617,6 +701,12 @@ fn man_page_documents_every_flag_of_the_binarys_help_and_no_hidden_one() {
     let flags = long_flags(&help(&artifacts.binary));
     assert!(flags.len() > 40, "{flags:?}");
     let page = Unpacked::new(&artifacts.deb).man_page();
+    let printed = succeed(Command::new(&artifacts.binary).arg("man"));
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout),
+        page,
+        "the packaged page is what `imds-tun man` prints"
+    );
     // roff writes a hyphen-minus as `\-`.
     let plain = page.replace("\\-", "-");
     assert!(plain.contains("\n.TH imds-tun 1 "), "{page}");
@@ -624,6 +714,9 @@ fn man_page_documents_every_flag_of_the_binarys_help_and_no_hidden_one() {
         ".SH NAME",
         ".SH SYNOPSIS",
         ".SH OPTIONS",
+        ".SH COMMANDS",
+        ".SS \"imds-tun ctl spot\"",
+        ".SS \"imds-tun ctl fault\"",
         ".SH \"EXIT STATUS\"",
         ".SH FILES",
     ] {
@@ -713,4 +806,22 @@ fn completions_offer_every_visible_flag_and_bash_completes_a_prefix() {
         complete("imds-tun --imdsv2 ''"),
         BTreeSet::from(["optional".to_owned(), "required".to_owned()])
     );
+    // Under ctl too (before issue 23 the completions knew no subcommand).
+    assert_eq!(
+        complete("imds-tun ctl sp"),
+        BTreeSet::from(["spot".to_owned()])
+    );
+    assert_eq!(
+        complete("imds-tun ctl spot --action ''"),
+        BTreeSet::from([
+            "terminate".to_owned(),
+            "stop".to_owned(),
+            "hibernate".to_owned()
+        ])
+    );
+    // What the package ships is what the binary prints, for any install path.
+    for (shell, script) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
+        let printed = succeed(Command::new(&artifacts.binary).args(["completions", shell]));
+        assert_eq!(&String::from_utf8_lossy(&printed.stdout), script, "{shell}");
+    }
 }
