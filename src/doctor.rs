@@ -156,11 +156,11 @@ fn check_address() -> Finding {
             "169.254.169.254 is not claimed by anything else",
             "",
         ),
-        Ok(Some(holder)) => Finding::new(
+        Ok(Some(claim)) => Finding::new(
             Level::Fail,
             CHECK,
-            format!("169.254.169.254 is already claimed by {holder}"),
-            readiness::RELEASE_ALIAS_ADVICE,
+            format!("169.254.169.254 is already claimed by {claim}"),
+            claim.advice(),
         ),
         Err(error) => Finding::new(Level::Fail, CHECK, error.to_string(), ""),
     }

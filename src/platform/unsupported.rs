@@ -27,7 +27,7 @@ pub(crate) fn claim_metadata_address(_request: &TunRequest) -> Result<AsyncTun, 
     Err(PlatformError::Unsupported)
 }
 
-pub(crate) fn current_claim() -> Result<Option<String>, PlatformError> {
+pub(crate) fn current_claim() -> Result<Option<super::Claim>, PlatformError> {
     Err(PlatformError::Unsupported)
 }
 

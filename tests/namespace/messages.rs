@@ -4,7 +4,7 @@
 //! holds (each kind of claim made for real in a namespace of its own), and the shell
 //! completions and man page the binary prints itself.
 
-use crate::common::{self, Namespace, TempDir, text};
+use crate::common::{self, TempDir, text};
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -174,9 +174,129 @@ fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
     );
 }
 
-// Item 6's namespaces come below; `Namespace` is used there.
-#[allow(dead_code)]
-fn _uses(_: &Namespace) {}
+/// The one command in backticks after "remove it with" (or "remove the pair with"), without
+/// its `sudo` (the test is root).
+fn advised_command(message: &str) -> Vec<String> {
+    let rest = message
+        .split(" with `sudo ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no `sudo ...` command in {message:?}"));
+    let command = rest.split('`').next().unwrap_or_default();
+    command.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Item 6: for each way something can hold 169.254.169.254, made for real in a namespace, the
+/// refusal and `--check` name it as the kernel holds it, and the command they give removes
+/// exactly that: run as given it succeeds, and imds-tun starts afterwards. (Before, every
+/// refusal said `ip addr del 169.254.169.254/32 dev lo`: "Address not found" for aws-vault's
+/// /24 alias, and no help for a route.)
+#[test]
+fn the_claimed_address_advice_is_the_command_that_releases_that_claim() {
+    let cases: [(&str, &[&[&str]], &str); 5] = [
+        (
+            "a /32 alias on lo",
+            &[&["addr", "add", "169.254.169.254/32", "dev", "lo"]],
+            "an address (169.254.169.254/32) on interface lo",
+        ),
+        (
+            "aws-vault's /24 alias on lo",
+            &[&["addr", "add", "169.254.169.254/24", "dev", "lo"]],
+            "an address (169.254.169.254/24) on interface lo",
+        ),
+        (
+            "a host route through an interface",
+            &[
+                &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                &["link", "set", "v0", "up"],
+                &["link", "set", "v1", "up"],
+                &["route", "add", "169.254.169.254/32", "dev", "v0"],
+            ],
+            "a host route via interface v0",
+        ),
+        (
+            "a host route through a gateway",
+            &[
+                &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                &["link", "set", "v0", "up"],
+                &["link", "set", "v1", "up"],
+                &["addr", "add", "10.99.0.1/24", "dev", "v0"],
+                &[
+                    "route",
+                    "add",
+                    "169.254.169.254/32",
+                    "via",
+                    "10.99.0.2",
+                    "dev",
+                    "v0",
+                ],
+            ],
+            "a host route via 10.99.0.2 on interface v0",
+        ),
+        (
+            "the peer of a point-to-point link",
+            &[
+                &["tuntap", "add", "dev", "p2p0", "mode", "tun"],
+                &[
+                    "addr",
+                    "add",
+                    "169.254.169.253",
+                    "peer",
+                    "169.254.169.254/32",
+                    "dev",
+                    "p2p0",
+                ],
+                &["link", "set", "p2p0", "up"],
+            ],
+            "the point-to-point peer of interface p2p0",
+        ),
+    ];
+    for (what, setup, holder) in cases {
+        let namespace = namespace!();
+        for command in setup {
+            namespace.ip(command);
+        }
+        let mut child = namespace.spawn(&[]);
+        let status = child.wait_exit(Duration::from_secs(10));
+        common::assert_exit_code(&child, status, 1);
+        let stderr = child.stderr();
+        let refusal = stderr
+            .lines()
+            .find(|line| line.starts_with("imds-tun: 169.254.169.254 is already claimed by"))
+            .unwrap_or_else(|| panic!("{what}: no refusal in\n{stderr}"));
+        assert!(refusal.contains(holder), "{what}: {refusal}");
+        let check = namespace.exec(&[common::BINARY, "--check"]);
+        let report = String::from_utf8_lossy(&check.stdout).into_owned();
+        let line = report
+            .lines()
+            .find(|line| line.starts_with("fail  metadata address:"))
+            .unwrap_or_else(|| panic!("{what}: {}", text(&check)));
+        let command = advised_command(refusal);
+        assert_eq!(
+            advised_command(line),
+            command,
+            "{what}: --check advises the same"
+        );
+        let mut full = vec![
+            "ip".to_owned(),
+            "-n".to_owned(),
+            namespace.name().to_owned(),
+        ];
+        full.extend(command.iter().skip(1).cloned());
+        assert_eq!(command[0], "ip", "{what}: {command:?}");
+        let released = Command::new(&full[0])
+            .args(&full[1..])
+            .output()
+            .expect("ip runs");
+        assert!(
+            released.status.success(),
+            "{what}: `{}` as advised: {}",
+            command.join(" "),
+            text(&released)
+        );
+        let started = common::start(&namespace, &[]);
+        drop(started);
+    }
+}
 
 /// Item 10 and 25: a scenario's mistake is said once, by position, step and key, with the
 /// scenario's commands (not the control protocol's internal ones) and nothing of the file's
