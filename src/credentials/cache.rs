@@ -193,10 +193,13 @@ impl CredentialSource for RefreshingCredentials {
     }
 }
 
-/// EC2's answer when an instance cannot obtain its role's credentials, with the reason.
+/// EC2's answer when an instance cannot obtain its role's credentials: its `Code`, and a
+/// `Message` with the kind of failure only ([`CredentialError::public_reason`]). Every local
+/// process reads it, so where STS is, who imds-tun is to it and what the SDK said stay in the
+/// log, which the message points to.
 pub fn ec2_error(role_name: &str, reason: Option<&CredentialError>) -> CredentialError {
     let reason = match reason {
-        Some(error) => format!("the last attempt failed: {error}"),
+        Some(error) => format!("{}; imds-tun's log says why", error.public_reason()),
         None => "the first attempt is still in progress".to_owned(),
     };
     CredentialError {
@@ -205,6 +208,19 @@ pub fn ec2_error(role_name: &str, reason: Option<&CredentialError>) -> Credentia
             "EC2 cannot assume the role {role_name}. imds-tun has no valid credentials: {reason}"
         ),
     }
+}
+
+/// What the refresher last said about a run of failures, so it speaks once per change: the
+/// first failure, a different one, the last good set expiring, and the recovery.
+struct Failing {
+    /// The failure as logged (`CredentialError::message`).
+    message: String,
+    /// When the run began, by the wall clock.
+    since: OffsetDateTime,
+    /// Attempts failed in this run.
+    attempts: u32,
+    /// Whether the last good set was still being served when this was last said.
+    serving_last_good: bool,
 }
 
 /// What the refresher task holds besides the source's shared state.
@@ -223,6 +239,7 @@ impl Refresher {
         } = &self;
         let what = fetcher.describe();
         let mut backoff = Backoff::new(policy.retry_base, policy.retry_max);
+        let mut failing: Option<Failing> = None;
         loop {
             let result = if outage.is_down() {
                 Err(outage::error())
@@ -243,8 +260,16 @@ impl Refresher {
                         credentials.expiration,
                         policy.refresh_margin,
                     );
+                    let recovered = failing.take().map_or_else(String::new, |run| {
+                        format!(
+                            " (after {} since {}; the last: {})",
+                            attempts(run.attempts),
+                            rfc3339(run.since),
+                            run.message
+                        )
+                    });
                     tracing::info!(
-                        "{what}: new credentials, valid until {}, next refresh at {}",
+                        "{what}: new credentials, valid until {}, next refresh at {}{recovered}",
                         rfc3339(credentials.expiration),
                         rfc3339(at)
                     );
@@ -267,19 +292,61 @@ impl Refresher {
                         state.last_error = Some(error.clone());
                         state.current.as_ref().map(|current| current.expiration)
                     };
-                    let serving = match still_valid {
-                        Some(expiration) if expiration > clock.now() => {
-                            format!(
-                                "serving the last good credentials until {}",
-                                rfc3339(expiration)
-                            )
-                        }
-                        _ => "no valid credentials to serve".to_owned(),
+                    let now = clock.now();
+                    let now = now.replace_nanosecond(0).unwrap_or(now);
+                    let last_good_until = still_valid.filter(|expiration| *expiration > now);
+                    let serving = match last_good_until {
+                        Some(expiration) => format!(
+                            "serving the last good credentials until {}",
+                            rfc3339(expiration)
+                        ),
+                        None => "no valid credentials to serve".to_owned(),
                     };
-                    tracing::warn!(
-                        "{what} failed: {error}; {serving}; retrying in {:.1} s",
-                        delay.as_secs_f64()
-                    );
+                    let retry = format!("retrying in {:.1} s", delay.as_secs_f64());
+                    match failing.as_mut() {
+                        None => {
+                            tracing::warn!(
+                                "{what} failed: {}; {serving}; {retry}, and saying so again \
+                                 only when something changes",
+                                error.message
+                            );
+                            failing = Some(Failing {
+                                message: error.message.clone(),
+                                since: now,
+                                attempts: 1,
+                                serving_last_good: last_good_until.is_some(),
+                            });
+                        }
+                        Some(run) => {
+                            run.attempts += 1;
+                            if run.message != error.message {
+                                tracing::warn!(
+                                    "{what} now fails differently: {}; {serving}; {retry} ({} \
+                                     since {}, before: {})",
+                                    error.message,
+                                    attempts(run.attempts),
+                                    rfc3339(run.since),
+                                    run.message
+                                );
+                                run.message.clone_from(&error.message);
+                            } else if run.serving_last_good && last_good_until.is_none() {
+                                tracing::warn!(
+                                    "{what}: the last good credentials have expired; serving \
+                                     EC2's error until a retry succeeds ({} since {}: {})",
+                                    attempts(run.attempts),
+                                    rfc3339(run.since),
+                                    run.message
+                                );
+                            } else {
+                                tracing::debug!(
+                                    "{what} failed again: {}; {serving}; {retry} ({})",
+                                    error.message,
+                                    attempts(run.attempts)
+                                );
+                            }
+                            run.serving_last_good = last_good_until.is_some();
+                        }
+                    }
                     drop(strong);
                     // Back-off is not cut short by requests: clients asking harder must not turn
                     // into more calls to STS.
@@ -308,6 +375,15 @@ async fn wait_until(shared: &Weak<Shared>, at: OffsetDateTime, clock: &WallClock
             () = tokio::time::sleep(nap) => {}
             () = strong.refresh_due.notified() => {}
         }
+    }
+}
+
+/// `1 failed attempt`, `7 failed attempts`.
+fn attempts(count: u32) -> String {
+    if count == 1 {
+        "1 failed attempt".to_owned()
+    } else {
+        format!("{count} failed attempts")
     }
 }
 
@@ -461,10 +537,11 @@ mod tests {
             "{}",
             error.message
         );
-        assert!(
-            error.message.contains("NetworkError: cannot reach STS"),
-            "{}",
-            error.message
+        // The kind of failure only: the message of the fetch stays in the log.
+        assert_eq!(
+            error.message,
+            "EC2 cannot assume the role app. imds-tun has no valid credentials: STS cannot be \
+             reached; imds-tun's log says why"
         );
         // Requests during the back-off (at least 24 s of the 30, after jitter) do not cause
         // calls.
@@ -561,7 +638,12 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
         let error = source.current(clock.now()).unwrap_err();
-        assert!(error.message.contains("RequestError"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("the credential source is unreachable"),
+            "{error}"
+        );
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
