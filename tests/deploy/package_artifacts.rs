@@ -297,6 +297,74 @@ fn static_binary_serves_as_a_nameless_uid_with_only_cap_net_admin() {
     assert!(uids.contains(&DYNAMIC_UID.to_string()), "{uids}");
 }
 
+/// The sizes the docs state, `N.N MB` (10^6 bytes) where they name the artefact, and the
+/// artefact they describe.
+fn stated_sizes() -> Vec<(String, &'static str, PathBuf)> {
+    let target = target_dir();
+    let static_binary = target.join(TRIPLE).join("release/imds-tun");
+    let deb = target.join(format!("debian/imds-tun_{VERSION}-1_amd64.deb"));
+    let mut stated = Vec::new();
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    // "`scripts/package.sh` (13.7 MB, stripped, linked with musl)"
+    let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let size = flat
+        .split("`scripts/package.sh` (")
+        .nth(1)
+        .and_then(|rest| rest.split(" MB, stripped").next())
+        .unwrap_or_else(|| panic!("README.md no longer states the static binary's size"));
+    stated.push((size.to_owned(), "README.md: the static binary", static_binary.clone()));
+    let testing = std::fs::read_to_string(repo().join("docs/testing.md")).expect("testing.md");
+    for (row, what, artefact) in [
+        (
+            "| static binary (musl, static-pie, stripped) |",
+            "docs/testing.md: the static binary",
+            static_binary,
+        ),
+        ("| Debian package |", "docs/testing.md: the .deb", deb),
+    ] {
+        let line = testing
+            .lines()
+            .find(|line| line.starts_with(row))
+            .unwrap_or_else(|| panic!("docs/testing.md has no row {row:?}"));
+        let size = line
+            .trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .map(str::trim)
+            .and_then(|cell| cell.strip_suffix(" MB"))
+            .unwrap_or_else(|| panic!("no `N MB` cell in {line:?}"));
+        stated.push((size.to_owned(), what, artefact));
+    }
+    stated
+}
+
+/// The sizes the README and docs/testing.md state are the artefacts' (within a tenth, so a
+/// small change need not touch the docs): before issue 23 the README said 12 MB of a 13.4 MB
+/// binary.
+#[test]
+fn the_sizes_the_docs_state_are_the_artefacts_sizes() {
+    if artifacts(test_name!()).is_none() {
+        return;
+    }
+    let mut wrong = Vec::new();
+    for (stated, what, artefact) in stated_sizes() {
+        let megabytes: f64 = stated
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: {stated:?} is not a number"));
+        let bytes = std::fs::metadata(&artefact)
+            .unwrap_or_else(|error| panic!("{}: {error}", artefact.display()))
+            .len();
+        let actual = bytes as f64 / 1e6;
+        if (actual - megabytes).abs() > actual / 10.0 {
+            wrong.push(format!(
+                "{what} is stated as {stated} MB, but {} is {actual:.1} MB ({bytes} bytes)",
+                artefact.display()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 // --- The Debian package --------------------------------------------------------------------------
 
 /// The package unpacked into a scratch directory: `root/` (what dpkg would install) and
