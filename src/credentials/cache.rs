@@ -12,7 +12,9 @@
 //! many clients ask, and however many of them see that a refresh is due, there is one call in
 //! flight. A failure keeps the last good set in place until it expires, and is retried with
 //! exponential back-off; requests in the meantime are answered from memory at once, with the
-//! last good set or EC2's error shape.
+//! last good set or EC2's error shape (which says the kind of failure, never its details). The
+//! log hears of a run of failures once per change (its start, a different failure, the last
+//! good set expiring, its end), each time with the count of failed attempts.
 //!
 //! The task holds only a weak reference: dropping the source ends it. It plans by the wall
 //! clock (expirations are wall times, and a suspended laptop's monotonic clock stands still
@@ -292,9 +294,10 @@ impl Refresher {
                         state.last_error = Some(error.clone());
                         state.current.as_ref().map(|current| current.expiration)
                     };
-                    let now = clock.now();
-                    let now = now.replace_nanosecond(0).unwrap_or(now);
-                    let last_good_until = still_valid.filter(|expiration| *expiration > now);
+                    let exact_now = clock.now();
+                    // Seconds are enough for a log line.
+                    let now = exact_now.replace_nanosecond(0).unwrap_or(exact_now);
+                    let last_good_until = still_valid.filter(|expiration| *expiration > exact_now);
                     let serving = match last_good_until {
                         Some(expiration) => format!(
                             "serving the last good credentials until {}",
@@ -318,7 +321,7 @@ impl Refresher {
                             });
                         }
                         Some(run) => {
-                            run.attempts += 1;
+                            run.attempts = run.attempts.saturating_add(1);
                             if run.message != error.message {
                                 tracing::warn!(
                                     "{what} now fails differently: {}; {serving}; {retry} ({} \
@@ -349,8 +352,27 @@ impl Refresher {
                     }
                     drop(strong);
                     // Back-off is not cut short by requests: clients asking harder must not turn
-                    // into more calls to STS.
-                    tokio::time::sleep(delay).await;
+                    // into more calls to STS. It is cut by the last good set expiring, only to
+                    // say so when it happens rather than at the next attempt (up to a minute
+                    // later).
+                    let expires_in = last_good_until
+                        .and_then(|expiration| Duration::try_from(expiration - exact_now).ok())
+                        .filter(|left| *left < delay);
+                    match (expires_in, failing.as_mut()) {
+                        (Some(left), Some(run)) => {
+                            tokio::time::sleep(left).await;
+                            tracing::warn!(
+                                "{what}: the last good credentials have expired; serving EC2's \
+                                 error until a retry succeeds ({} since {}: {})",
+                                attempts(run.attempts),
+                                rfc3339(run.since),
+                                run.message
+                            );
+                            run.serving_last_good = false;
+                            tokio::time::sleep(delay.saturating_sub(left)).await;
+                        }
+                        _ => tokio::time::sleep(delay).await,
+                    }
                 }
             }
         }
@@ -653,6 +675,131 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(source.current(clock.now()).is_ok(), "back after the outage");
         assert!(calls.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// A fetcher that fails while `down` is set, as STS refusing connections does.
+    struct Switchable {
+        down: Arc<std::sync::atomic::AtomicBool>,
+        calls: Arc<AtomicUsize>,
+        clock: WallClock,
+    }
+
+    impl Fetch for Switchable {
+        fn describe(&self) -> String {
+            "AssumeRole test".into()
+        }
+
+        async fn fetch(&mut self) -> Result<RoleCredentials, CredentialError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(CredentialError {
+                    code: "NetworkError".into(),
+                    message: "cannot reach STS at 127.0.0.1:5999: connection refused".into(),
+                });
+            }
+            let now = self.clock.now();
+            Ok(RoleCredentials {
+                access_key_id: "ASIAFAKE".into(),
+                secret_access_key: "secret".into(),
+                token: "token".into(),
+                expiration: now + Duration::from_secs(10),
+                last_updated: now,
+            })
+        }
+    }
+
+    /// What the refresher logs, captured (it runs on the test's one thread).
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self, level: &str) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|line| line.contains(level))
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_of_failures_is_logged_once_per_change_with_its_count() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        let clock = WallClock::following_tokio(datetime!(2026-01-01 00:00:00 UTC));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetcher = Switchable {
+            down: down.clone(),
+            calls: calls.clone(),
+            clock: clock.clone(),
+        };
+        let policy = Policy {
+            retry_base: Duration::from_millis(100),
+            ..Policy::default()
+        };
+        let source =
+            RefreshingCredentials::start(fetcher, policy, "app", Outage::default(), clock.clone());
+        assert!(source.wait_first(Duration::from_secs(1)).await);
+        down.store(true, Ordering::SeqCst);
+        // The 10 s set is refreshed halfway, at 5 s; every attempt from then on fails.
+        tokio::time::sleep(Duration::from_millis(9_900)).await;
+        let warned = captured.lines("WARN");
+        assert_eq!(warned.len(), 1, "{warned:#?}");
+        assert!(
+            warned[0].contains(
+                "AssumeRole test failed: cannot reach STS at 127.0.0.1:5999: connection refused; \
+                 serving the last good credentials until 2026-01-01T00:00:10Z"
+            ),
+            "{warned:#?}"
+        );
+        let failed_by_now = calls.load(Ordering::SeqCst) - 1;
+        assert!(failed_by_now >= 4, "{failed_by_now} attempts");
+        assert_eq!(captured.lines("DEBUG").len(), failed_by_now - 1);
+        // The expiry is said when it happens, not at the next attempt.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst) - 1,
+            failed_by_now,
+            "no attempt since"
+        );
+        let warned = captured.lines("WARN");
+        assert_eq!(warned.len(), 2, "{warned:#?}");
+        assert!(
+            warned[1].contains("the last good credentials have expired")
+                && warned[1].contains(&format!("({failed_by_now} failed attempts since ")),
+            "{warned:#?}"
+        );
+        // STS comes back: one line, with the count.
+        let failed = calls.load(Ordering::SeqCst) - 1;
+        down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(source.current(clock.now()).is_ok());
+        let recovered = captured.lines("(after ");
+        assert_eq!(recovered.len(), 1, "{recovered:#?}");
+        assert!(
+            recovered[0].contains("new credentials")
+                && recovered[0].contains(&format!("(after {failed} failed attempts since ")),
+            "{recovered:#?}"
+        );
+        assert_eq!(captured.lines("WARN").len(), 2);
     }
 
     #[test]

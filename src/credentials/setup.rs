@@ -195,7 +195,7 @@ pub async fn select(
     let found = match probe {
         Ok(Ok(credentials)) => Some(Found {
             long_term: sts::is_long_term(&credentials),
-            source: source_of(&credentials, profile, &config_dir(&env)),
+            source: source_of(&credentials, profile, &profile_files(&env)),
         }),
         Ok(Err(CredentialsError::CredentialsNotLoaded(_))) => {
             if let Some(arn) = &wanted.role_arn {
@@ -358,13 +358,15 @@ struct Found {
 /// (`the environment (AWS_ACCESS_KEY_ID)`, `profile "dev" in /home/alice/.aws`, ...).
 ///
 /// The chain marks what it used on the credentials it returns (`AwsCredentialFeature`, the
-/// SDK's own record for its user-agent metrics, which aws-config's tests pin per provider);
-/// `profile` and `config_dir` are what the profile provider read, as the chain decided it.
+/// SDK's own record for its user-agent metrics, which aws-config's tests pin per provider; the
+/// accessor is doc-hidden in aws-credential-types 1.x, so should the record go away this says
+/// "the default credential chain" and `tests/sdk/sts_e2e.rs` fails); `profile` and `files` are
+/// what the profile provider read, as the chain decided it.
 #[cfg(feature = "sts")]
 fn source_of(
     credentials: &aws_credential_types::Credentials,
     profile: &str,
-    config_dir: &str,
+    files: &str,
 ) -> String {
     use aws_credential_types::credential_feature::AwsCredentialFeature as Used;
     let used: &[Used] = credentials
@@ -386,7 +388,7 @@ fn source_of(
         } else {
             ""
         };
-        return format!("{how}profile {profile:?} in {config_dir}");
+        return format!("{how}profile {profile:?} in {files}");
     }
     if has(Used::CredentialsProfileStsWebIdToken) || has(Used::CredentialsStsAssumeRoleWebId) {
         return "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)".to_owned();
@@ -530,6 +532,26 @@ pub fn could_find_credentials(env: &HashMap<String, String>) -> bool {
     .into_iter()
     .flatten()
     .any(|path| path.exists())
+}
+
+/// Where the profile provider reads: `~/.aws`, or the files `AWS_CONFIG_FILE` and
+/// `AWS_SHARED_CREDENTIALS_FILE` name instead.
+#[cfg(feature = "sts")]
+fn profile_files(env: &HashMap<String, String>) -> String {
+    let home = env
+        .get("HOME")
+        .map_or_else(|| "~/.aws".to_owned(), |home| format!("{home}/.aws"));
+    match (
+        env.get("AWS_CONFIG_FILE"),
+        env.get("AWS_SHARED_CREDENTIALS_FILE"),
+    ) {
+        (None, None) => home,
+        (config, credentials) => format!(
+            "{} and {}",
+            config.map_or_else(|| format!("{home}/config"), Clone::clone),
+            credentials.map_or_else(|| format!("{home}/credentials"), Clone::clone)
+        ),
+    }
 }
 
 fn config_dir(env: &HashMap<String, String>) -> String {

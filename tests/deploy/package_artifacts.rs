@@ -312,7 +312,11 @@ fn stated_sizes() -> Vec<(String, &'static str, PathBuf)> {
         .nth(1)
         .and_then(|rest| rest.split(" MB, stripped").next())
         .unwrap_or_else(|| panic!("README.md no longer states the static binary's size"));
-    stated.push((size.to_owned(), "README.md: the static binary", static_binary.clone()));
+    stated.push((
+        size.to_owned(),
+        "README.md: the static binary",
+        static_binary.clone(),
+    ));
     let testing = std::fs::read_to_string(repo().join("docs/testing.md")).expect("testing.md");
     for (row, what, artefact) in [
         (

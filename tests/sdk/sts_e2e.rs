@@ -198,9 +198,10 @@ fn the_credentials_line_names_the_profile_the_keys_came_from() {
     spawn
         .env
         .push(("AWS_CONFIG_FILE".to_owned(), config.clone()));
-    spawn
-        .env
-        .push(("AWS_SHARED_CREDENTIALS_FILE".to_owned(), credentials));
+    spawn.env.push((
+        "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+        credentials.clone(),
+    ));
     let child = namespace.spawn_with(&["--profile", "dev"], &spawn);
     child.wait_ready();
     let line = child.wait_for_line(Duration::from_secs(1), |line| {
@@ -208,7 +209,7 @@ fn the_credentials_line_names_the_profile_the_keys_came_from() {
     });
     assert!(
         line.contains(&format!(
-            "with the long-term keys from profile \"dev\" in {config}"
+            "with the long-term keys from profile \"dev\" in {config} and {credentials}"
         )),
         "{line}"
     );
@@ -318,6 +319,10 @@ fn sts_down_serves_the_last_good_credentials_then_the_ec2_error() {
         elapsed < Duration::from_secs(1),
         "answered from memory: {elapsed:?}"
     );
+    // Said when the keys expire (8 s after they were obtained, 2 s ago at most).
+    child.wait_for_line(Duration::from_secs(10), |line| {
+        line.contains("the last good credentials have expired")
+    });
     let log = child.stderr();
     // Said once, as a person says it, with what is served; then once more when the last good
     // keys expire, with the count of failed attempts; never the SDK's Debug.
@@ -375,8 +380,9 @@ fn sts_refused_is_said_once_in_words_never_served_and_its_end_counts_the_attempt
         &sts_env(true),
     );
     child.wait_ready();
-    // At least three attempts fail (0, 0.2, 0.6 s, ... with jitter).
-    std::thread::sleep(Duration::from_millis(1500));
+    // At least two attempts fail: ours start 0.2 s apart and double, but each may take the
+    // SDK's own retry (a second try after about a second) before it counts as failed.
+    std::thread::sleep(Duration::from_secs(3));
     let answer = namespace.run_in(|| async { http::get(METADATA, ROLE_PATH).await });
     let served = answer.text();
     assert_eq!(
@@ -420,7 +426,7 @@ fn sts_refused_is_said_once_in_words_never_served_and_its_end_counts_the_attempt
         .and_then(|rest| rest.split(' ').next())
         .and_then(|count| count.parse().ok())
         .unwrap_or_else(|| panic!("no count of failed attempts in {line}"));
-    assert!(count >= 3, "{line}");
+    assert!(count >= 2, "{line}");
     assert_no_internals(&log);
     let answer = namespace.run_in(|| async { json(&http::get(METADATA, ROLE_PATH).await) });
     assert_eq!(answer["Code"], "Success", "{answer}");
