@@ -2,7 +2,11 @@
 # Builds imds-tun and installs it as a systemd service:
 #   $PREFIX/bin/imds-tun                      (default /usr/local/bin/imds-tun)
 #   $UNITDIR/imds-tun.service                 (default /etc/systemd/system)
-#   $SYSCONFDIR/default/imds-tun              (IMDS_TUN_ARGS=...; kept if it already exists)
+#   $SYSCONFDIR/default/imds-tun              (IMDS_TUN_ARGS=...; mode 0600, it may hold a token;
+#                                             kept if it already exists)
+#   $PREFIX/share/man/man1/imds-tun.1         (`imds-tun man`)
+#   $PREFIX/share/{bash-completion/completions/imds-tun, zsh/site-functions/_imds-tun,
+#                  fish/vendor_completions.d/imds-tun.fish}   (`imds-tun completions SHELL`)
 #   $PREFIX/share/imds-tun/install-manifest   (every file this script created; uninstall.sh reads it)
 # then enables and starts the service when systemd runs and DESTDIR is empty.
 #
@@ -85,13 +89,31 @@ sed -e "s#@BINDIR@#$PREFIX/bin#g" -e "s#@SYSCONFDIR@#$SYSCONFDIR#g" \
     "$here/packaging/imds-tun.service" >"$scratch/imds-tun.service"
 install_file "$scratch/imds-tun.service" "$UNITDIR/imds-tun.service" 0644
 
+# The man page and the completions, as the binary being installed prints them (a binary older
+# than `imds-tun man` has none to give; the rest of the install does not depend on them).
+if "$binary" man >"$scratch/imds-tun.1" 2>/dev/null; then
+    install_file "$scratch/imds-tun.1" "$PREFIX/share/man/man1/imds-tun.1" 0644
+    for completion in bash:bash-completion/completions/imds-tun zsh:zsh/site-functions/_imds-tun \
+        fish:fish/vendor_completions.d/imds-tun.fish; do
+        shell=${completion%%:*}
+        "$binary" completions "$shell" >"$scratch/completion.$shell"
+        install_file "$scratch/completion.$shell" "$PREFIX/share/${completion#*:}" 0644
+    done
+else
+    say "$binary prints no man page (older than imds-tun man): man page and completions skipped"
+fi
+
+# Root-only: besides the flags it is where the service's secrets go (GOOGLE_ACCESS_TOKEN).
 env_file="$SYSCONFDIR/default/imds-tun"
 if [ -e "$DESTDIR$env_file" ]; then
     say "kept existing $env_file"
+    if [ -n "$(find "$DESTDIR$env_file" -perm /044 2>/dev/null)" ]; then
+        say "warning: $env_file is readable by other users; it may hold a token: chmod 600 $env_file"
+    fi
 else
     sed -e "s#^IMDS_TUN_ARGS=.*#IMDS_TUN_ARGS=\"$IMDS_TUN_ARGS\"#" \
         "$here/packaging/imds-tun.default" >"$scratch/imds-tun.default"
-    install_file "$scratch/imds-tun.default" "$env_file" 0644
+    install_file "$scratch/imds-tun.default" "$env_file" 0600
 fi
 
 make_parents "$PREFIX/share/imds-tun/install-manifest"

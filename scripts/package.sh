@@ -75,10 +75,14 @@ binary="$target_dir/$target/release/imds-tun"
 echo "built in $(elapsed "$started")"
 
 # --- The .deb ----------------------------------------------------------------------------------
-say "man page and completions (from the Cli, examples/packaging_assets.rs)"
+say "man page and completions (imds-tun man, imds-tun completions SHELL of the static binary)"
 started=$(date +%s)
 rm -rf "$assets"
-cargo run --quiet --locked --example packaging_assets -- "$assets"
+mkdir -p "$assets"
+"$binary" man >"$assets/imds-tun.1"
+"$binary" completions bash >"$assets/imds-tun.bash"
+"$binary" completions zsh >"$assets/_imds-tun"
+"$binary" completions fish >"$assets/imds-tun.fish"
 # The unit as scripts/install.sh renders it, with the paths the package installs to.
 sed -e 's#@BINDIR@#/usr/bin#g' -e 's#@SYSCONFDIR@#/etc#g' \
     packaging/imds-tun.service >"$assets/imds-tun.service"

@@ -97,8 +97,17 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return command_line_error(error),
     };
-    if let Some(crate::cli::Command::Ctl { what }) = cli.command {
-        return ctl_main(what);
+    match cli.command {
+        Some(crate::cli::Command::Ctl { what }) => return ctl_main(what),
+        Some(crate::cli::Command::Completions { shell }) => {
+            return print_reference("the completion script", |out| {
+                crate::cli::reference::completions(shell, out)
+            });
+        }
+        Some(crate::cli::Command::Man) => {
+            return print_reference("the man page", crate::cli::reference::man_page);
+        }
+        None => {}
     }
     if cli.check {
         return crate::doctor::main(cli);
@@ -360,15 +369,32 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
     }
 }
 
-/// `--help` and `--version` as clap prints them; any other command-line error as the one line
-/// every failure gets (`imds-tun: ...`), exit 2, instead of clap's usage block.
+/// `imds-tun man` and `imds-tun completions SHELL`: `what` on stdout, exit 0. A reader that
+/// went away (`imds-tun man | head`) ends it quietly; any other write error is one line, exit 1.
+fn print_reference(
+    what: &str,
+    render: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> ExitCode {
+    let mut stdout = io::stdout().lock();
+    match render(&mut stdout).and_then(|()| io::Write::flush(&mut stdout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("imds-tun: cannot write {what}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--help` and `--version` as clap prints them (exit 0); any other command-line error as clap
+/// words it, whole (the usage, a "similar argument exists" tip, the possible values), with
+/// `imds-tun: ` for its `error: ` like every failure, and the help to read pointing at the
+/// subcommand the user typed (`imds-tun ctl spot --help`), exit 2.
 fn command_line_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
         error.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
     ) {
         // clap writes help and version to stdout: a closed pipe ends quietly, a full disk is
         // one line.
@@ -377,11 +403,60 @@ fn command_line_error(error: clap::Error) -> ExitCode {
             .and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
         return output::finish(output::written(printed), ExitCode::SUCCESS);
     }
-    let text = error.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    let reason = first.strip_prefix("error: ").unwrap_or(first);
-    output::error_line(&format!("imds-tun: {reason} (see imds-tun --help)"));
+    let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let help = help_command(&arguments);
+    // A missing subcommand (`imds-tun ctl`) is clap's help text, on stderr: an error all the same.
+    let text = if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        error.to_string()
+    } else {
+        explain_command_line_error(&error.to_string(), &help)
+    };
+    // A failed write is dropped, never a panic: there is nowhere left to say it.
+    let _ = io::Write::write_all(&mut io::stderr().lock(), text.as_bytes());
     ExitCode::from(2)
+}
+
+/// clap's message with `imds-tun: ` instead of its `error: `, and its closing "try '--help'"
+/// naming `help`, the command whose help says more.
+fn explain_command_line_error(clap_text: &str, help: &str) -> String {
+    let text = clap_text.trim_end();
+    let text = text.strip_prefix("error: ").unwrap_or(text);
+    let body = text
+        .strip_suffix("For more information, try '--help'.")
+        .unwrap_or(text)
+        .trim_end();
+    format!("imds-tun: {body}\n\nFor more information, try '{help} --help'.\n")
+}
+
+/// `imds-tun` followed by the subcommands `arguments` name (`imds-tun ctl fault`), found by
+/// walking the real command tree: a word is a subcommand only where the command reached so far
+/// has one of that name and it is not the value of the option before it.
+fn help_command(arguments: &[std::ffi::OsString]) -> String {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut path = vec![command.get_name().to_owned()];
+    let mut words = arguments.iter().skip(1).filter_map(|word| word.to_str());
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if let Some(long) = word.strip_prefix("--") {
+            let takes_value = !long.contains('=')
+                && command
+                    .get_arguments()
+                    .any(|arg| arg.get_long() == Some(long) && arg.get_action().takes_values());
+            if takes_value {
+                words.next();
+            }
+            continue;
+        }
+        let Some(sub) = command.find_subcommand(word).cloned() else {
+            continue;
+        };
+        path.push(sub.get_name().to_owned());
+        command = sub;
+    }
+    path.join(" ")
 }
 
 fn init_logging() {
@@ -400,7 +475,18 @@ fn init_logging() {
         // reporting that on stderr too would be an `eprintln!`, which panics then.
         .log_internal_errors(false)
         .with_target(false)
+        .with_ansi(colour_wanted(
+            io::IsTerminal::is_terminal(&io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
+}
+
+/// Colours only for a person at a terminal: a log file, a pipe or the journal gets plain text
+/// (escape codes there are noise, and the journal adds its own), and a `NO_COLOR` that is set
+/// and not empty turns them off anywhere (<https://no-color.org>).
+fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
@@ -478,5 +564,62 @@ impl Signals {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.hangup.recv() => "SIGHUP",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<std::ffi::OsString> {
+        line.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn the_help_named_is_that_of_the_subcommand_typed() {
+        for (line, help) in [
+            ("imds-tun --regoin x", "imds-tun"),
+            ("imds-tun ctl spot", "imds-tun ctl spot"),
+            (
+                "imds-tun ctl lifecycle terminated",
+                "imds-tun ctl lifecycle",
+            ),
+            ("imds-tun ctl fault list --bogus", "imds-tun ctl fault list"),
+            // A value that happens to be a subcommand's name is still the option's value.
+            ("imds-tun --region ctl --regoin", "imds-tun"),
+            ("imds-tun --region=x ctl spot", "imds-tun ctl spot"),
+            ("imds-tun -- ctl", "imds-tun"),
+        ] {
+            assert_eq!(help_command(&words(line)), help, "{line}");
+        }
+    }
+
+    #[test]
+    fn clap_s_message_is_kept_whole_and_points_at_that_help() {
+        let clap = "error: the following required arguments were not provided:\n  --action \
+                    <ACTION>\n\nUsage: imds-tun ctl spot --action <ACTION>\n\nFor more \
+                    information, try '--help'.\n";
+        assert_eq!(
+            explain_command_line_error(clap, "imds-tun ctl spot"),
+            "imds-tun: the following required arguments were not provided:\n  --action \
+             <ACTION>\n\nUsage: imds-tun ctl spot --action <ACTION>\n\nFor more information, \
+             try 'imds-tun ctl spot --help'.\n"
+        );
+        // A message without clap's closing line still gets the pointer, once.
+        let text = explain_command_line_error("error: something", "imds-tun");
+        assert_eq!(
+            text,
+            "imds-tun: something\n\nFor more information, try 'imds-tun --help'.\n"
+        );
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_and_never_with_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+        assert!(!colour_wanted(false, Some(OsStr::new("1"))));
     }
 }

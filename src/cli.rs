@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+pub mod reference;
+
 use crate::config::defaults::MachineDefaults;
 use crate::config::{self, ConfigError, Layer, Opener, Settings};
 use crate::control::protocol::{EventEndRequest, Request};
@@ -43,9 +45,21 @@ pub enum Command {
         #[command(subcommand)]
         what: CtlCommand,
     },
+    /// Print the completion script for SHELL, e.g. `imds-tun completions bash >
+    /// /etc/bash_completion.d/imds-tun`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `imds-tun man > /usr/local/share/man/man1/imds-tun.1`.
+    Man,
 }
 
 /// `imds-tun ctl ...`: each prints the resulting status as JSON (exit 0), or why not (exit 1).
+///
+/// A default that clap applies is hidden from the help (`hide_default_value`): the help text
+/// states it with what it means ("120, EC2's two minutes' notice"), and clap would repeat it.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum CtlCommand {
     /// Spot interruption notice: meta-data/spot/instance-action (and termination-time for
@@ -55,13 +69,23 @@ pub enum CtlCommand {
         #[arg(long, value_parser = ["terminate", "stop", "hibernate"])]
         action: String,
         /// Seconds until the action [default: 120, EC2's two minutes' notice].
-        #[arg(long = "in", value_name = "SECONDS", default_value_t = 120)]
+        #[arg(
+            long = "in",
+            value_name = "SECONDS",
+            default_value_t = 120,
+            hide_default_value = true
+        )]
         in_seconds: u64,
     },
     /// Rebalance recommendation: meta-data/events/recommendations/rebalance.
     Rebalance {
         /// Seconds until it appears [default: 0, now].
-        #[arg(long = "in", value_name = "SECONDS", default_value_t = 0)]
+        #[arg(
+            long = "in",
+            value_name = "SECONDS",
+            default_value_t = 0,
+            hide_default_value = true
+        )]
         in_seconds: u64,
     },
     /// Scheduled event in meta-data/events/maintenance/scheduled; in history once it ends.
@@ -70,10 +94,20 @@ pub enum CtlCommand {
         #[arg(long, value_parser = ["system-reboot", "system-maintenance", "instance-reboot", "instance-retirement", "instance-stop"])]
         code: String,
         /// Seconds until NotBefore [default: 3600].
-        #[arg(long = "in", value_name = "SECONDS", default_value_t = 3600)]
+        #[arg(
+            long = "in",
+            value_name = "SECONDS",
+            default_value_t = 3600,
+            hide_default_value = true
+        )]
         in_seconds: u64,
         /// Seconds from NotBefore to NotAfter [default: 900].
-        #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 900,
+            hide_default_value = true
+        )]
         duration: u64,
     },
     /// Cancel a scheduled event (it moves to history as canceled).
@@ -150,7 +184,7 @@ pub struct FaultArgs {
     #[arg(long = "for", value_name = "SECONDS")]
     pub for_seconds: Option<u64>,
     /// `down`: the next refreshes fail as if STS were unreachable.
-    #[arg(long, value_parser = ["down"])]
+    #[arg(long, value_name = "STATE", value_parser = ["down"])]
     pub credential_source: Option<String>,
 }
 
@@ -268,6 +302,84 @@ mod tests {
         );
     }
     use clap::Parser;
+
+    /// Every command of the tree, `imds-tun` first, with its path (`imds-tun ctl spot`).
+    fn every_command() -> Vec<(String, clap::Command)> {
+        use clap::CommandFactory;
+        let mut found = Vec::new();
+        let mut pending = vec![("imds-tun".to_owned(), Cli::command())];
+        while let Some((path, command)) = pending.pop() {
+            for sub in command
+                .get_subcommands()
+                .filter(|sub| sub.get_name() != "help")
+            {
+                pending.push((format!("{path} {}", sub.get_name()), sub.clone()));
+            }
+            found.push((path, command));
+        }
+        found
+    }
+
+    /// What `--help` shows is what a person reads: every visible argument and subcommand says
+    /// what it is, no default is shown twice (the text's own and clap's), and no example is
+    /// broken by a line wrap of the source (`arn:aws:iam:: 123456789012`).
+    #[test]
+    fn every_help_text_is_there_once_and_unbroken() {
+        let mut problems = Vec::new();
+        for (path, mut command) in every_command() {
+            for sub in command
+                .get_subcommands()
+                .filter(|sub| sub.get_name() != "help")
+            {
+                if sub
+                    .get_about()
+                    .is_none_or(|about| about.to_string().trim().is_empty())
+                {
+                    problems.push(format!("{path} {}: no description", sub.get_name()));
+                }
+            }
+            for arg in command.get_arguments().filter(|arg| !arg.is_hide_set()) {
+                let name = arg.get_id().as_str();
+                if matches!(name, "help" | "version") {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|help| help.to_string().trim().is_empty())
+                {
+                    problems.push(format!("{path} {name}: no description"));
+                }
+            }
+            let help = command.render_long_help().to_string();
+            for line in help.lines() {
+                if line.matches("[default:").count() > 1 {
+                    problems.push(format!("{path}: a default shown twice: {}", line.trim()));
+                }
+            }
+            let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            if flat.contains(":: ") {
+                problems.push(format!("{path}: an example broken by a space after `::`"));
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+        // The walk reached the leaves, so the check above read them.
+        let paths: Vec<String> = every_command().into_iter().map(|(path, _)| path).collect();
+        assert!(
+            paths.contains(&"imds-tun ctl fault list".to_owned()),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn listen_says_what_it_expects_on_the_command_line_as_in_the_file() {
+        let error = Cli::try_parse_from(["imds-tun", "--listen", "8080"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("expected ADDR:PORT such as \"127.0.0.1:8080\""),
+            "{error}"
+        );
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

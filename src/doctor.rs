@@ -215,7 +215,10 @@ fn check_user(settings: &Settings) -> Finding {
         Ok(None) => Finding::new(
             Level::Ok,
             CHECK,
-            format!("serves as uid {}", nix::unistd::geteuid()),
+            format!(
+                "serves as uid {}, the account that started imds-tun",
+                nix::unistd::geteuid()
+            ),
             "",
         ),
         Err(error @ platform::privileges::PrivilegeError::UnknownUser(_)) => Finding::new(

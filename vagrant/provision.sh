@@ -188,7 +188,8 @@ UNIT
     } >"$scratch/imds-tun.service"
     printf 'IMDS_TUN_ARGS="%s"\n' "$(tr '\n' ' ' <"$scratch/args" | sed 's/ $//')" >"$scratch/env"
     put "$scratch/imds-tun.service" /etc/systemd/system/imds-tun.service 0644
-    put "$scratch/env" /etc/default/imds-tun 0644
+    # Root's only, as the .deb and install.sh make it: the service's secrets go there.
+    put "$scratch/env" /etc/default/imds-tun 0600
     if [ "${#changed[@]}" -gt 0 ]; then
         systemctl daemon-reload
         systemctl enable imds-tun.service >/dev/null 2>&1

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::ConfigError;
 use super::layer::Layer;
 use super::named_file::{self, Opener};
+use crate::control::protocol::{AT_EXPECTED, SCENARIO_COMMANDS, Step};
 
 /// Reads and parses `path` with `opener`'s rights; any failure is one line naming the file
 /// (and line, column and key for JSON), never a value from it.
@@ -59,6 +60,170 @@ pub fn parse(bytes: &[u8]) -> Result<Layer, ParseError> {
         });
     }
     serde_json::from_slice(bytes).map_err(|error| at(&error, describe_data_error(bytes, &error)))
+}
+
+/// Why a scenario file's text is not a scenario: where (when serde can tell), which step, and
+/// what the step should have been, without showing what it was (the rule of [`ParseError`]: a
+/// file named by mistake may be a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The line and column (from 1) where serde stopped, when it read the whole file.
+    pub position: Option<(usize, usize)>,
+    problem: String,
+}
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((line, column)) = self.position {
+            write!(formatter, "line {line} column {column}: ")?;
+        }
+        formatter.write_str(&self.problem)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// A scenario's shape, as the messages show it.
+const SCENARIO_EXAMPLE: &str =
+    "[{\"at\": \"+30s\", \"command\": \"spot\", \"action\": \"terminate\"}]";
+
+/// Parses the JSON text of a scenario (`--scenario`, `ctl play`): a list of steps, each one of
+/// [`SCENARIO_COMMANDS`] with its keys and an `at`. A mistake is named by step and key, with
+/// what the key takes; nothing of the file is repeated, and the list of commands is the
+/// scenario's, not every request the control protocol knows.
+pub fn parse_scenario(bytes: &[u8]) -> Result<Vec<Step>, ScenarioError> {
+    let problem =
+        |position: Option<(usize, usize)>, problem: String| ScenarioError { position, problem };
+    let steps: Vec<serde_json::Value> = match serde_json::from_slice(bytes) {
+        Ok(steps) => steps,
+        Err(error) => {
+            let position = Some((error.line(), error.column()));
+            return Err(match error.classify() {
+                serde_json::error::Category::Data => problem(
+                    position,
+                    format!("a scenario is a JSON list of steps, e.g. {SCENARIO_EXAMPLE}"),
+                ),
+                _ => problem(
+                    position,
+                    format!("not valid JSON: {}", without_position(&error)),
+                ),
+            });
+        }
+    };
+    // The command first: serde would list every request of the protocol.
+    for (index, step) in steps.iter().enumerate() {
+        if let Some(why) = scenario_command_problem(step) {
+            return Err(problem(None, format!("step {}: {why}", index + 1)));
+        }
+    }
+    match serde_json::from_slice::<Vec<Step>>(bytes) {
+        Ok(parsed) => Ok(parsed),
+        Err(error) => {
+            let position = Some((error.line(), error.column()));
+            let failing = steps
+                .iter()
+                .enumerate()
+                .find_map(|(index, step)| describe_step_error(step).map(|why| (index, why)));
+            Err(match failing {
+                Some((index, why)) => problem(position, format!("step {}: {why}", index + 1)),
+                None => problem(
+                    position,
+                    "a step does not fit a scenario (not shown: it could be a secret)".to_owned(),
+                ),
+            })
+        }
+    }
+}
+
+/// Why `step` is not an object with a scenario command, if it is not.
+fn scenario_command_problem(step: &serde_json::Value) -> Option<String> {
+    let commands = SCENARIO_COMMANDS.join(", ");
+    let Some(object) = step.as_object() else {
+        return Some(format!(
+            "expected an object such as {}",
+            SCENARIO_EXAMPLE
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+        ));
+    };
+    match object.get("command") {
+        None => Some(format!("missing `command`, one of {commands}")),
+        Some(serde_json::Value::String(command))
+            if SCENARIO_COMMANDS.contains(&command.as_str()) =>
+        {
+            None
+        }
+        Some(serde_json::Value::String(_)) => Some(format!(
+            "`command`: expected one of {commands}, found another string"
+        )),
+        Some(other) => Some(format!(
+            "`command`: expected one of {commands}, found {}",
+            kind_of_value(other)
+        )),
+    }
+}
+
+/// Why `step` (a JSON object with a scenario command) is not a step: the first key that fails
+/// on its own beside its command (the technique of [`describe_data_error`]), else what serde
+/// says of the whole step, without values either way.
+fn describe_step_error(step: &serde_json::Value) -> Option<String> {
+    let alone = serde_json::from_value::<Step>(step.clone()).err()?;
+    let object = step.as_object()?;
+    let command = object.get("command")?.clone();
+    for (key, value) in object {
+        if key == "command" {
+            continue;
+        }
+        let mut single = serde_json::Map::new();
+        single.insert("command".to_owned(), command.clone());
+        if key == "at" {
+            single.insert("at".to_owned(), value.clone());
+            // Every command's other keys have defaults in `clear`: only `at` can fail here.
+            single.insert("command".to_owned(), "clear".into());
+        } else {
+            single.insert("at".to_owned(), 0.into());
+            single.insert(key.clone(), value.clone());
+        }
+        let Err(error) = serde_json::from_value::<Step>(serde_json::Value::Object(single)) else {
+            continue;
+        };
+        let message = error.to_string();
+        if message.starts_with("missing field `") {
+            continue;
+        }
+        if key == "at" {
+            return Some(format!("`at`: {AT_EXPECTED}"));
+        }
+        if message.starts_with("unknown field `") {
+            // serde lists the keys the command takes, written by the schema: safe to show.
+            let expected = message
+                .rsplit_once(", expected ")
+                .map_or_else(String::new, |(_, keys)| format!(", expected {keys}"));
+            let command = object.get("command").and_then(|c| c.as_str()).unwrap_or("");
+            return Some(match setting_name(key) {
+                Some(key) => format!("unknown key `{key}` for a {command} step{expected}"),
+                None => format!(
+                    "an unknown key for a {command} step (not shown: it does not look like a \
+                     key name){expected}"
+                ),
+            });
+        }
+        let shown = setting_name(key).unwrap_or("(a key)");
+        return Some(format!("`{shown}`: {}", describe_value_error(&message)));
+    }
+    Some(describe_value_error(&alone.to_string()))
+}
+
+/// A JSON value's kind, in the words of [`kind_of_unexpected`].
+fn kind_of_value(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "true or false",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The object's entries in the order they are written (serde_json's `Map` sorts them).
@@ -376,6 +541,81 @@ mod tests {
         assert_eq!(layer.imdsv2, Some(super::super::layer::Imdsv2::Required));
         assert_eq!(layer.tag[1].value, "a=b");
         assert_eq!(layer.listen[0].port(), 8080);
+    }
+
+    fn scenario_message(text: &str) -> String {
+        parse_scenario(text.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_scenario_mistake_is_named_by_step_and_key_once_without_the_file_s_text() {
+        let cases = [
+            (
+                r#"[{"at": 0, "command": "clear"}, {"at": "+30s", "command": "spott-hunter2"}]"#,
+                "step 2: `command`: expected one of spot, rebalance, event, lifecycle, clear, \
+                 fault, fault-clear, found another string",
+            ),
+            (
+                r#"[{"at": "+30s", "command": "spot", "action": "hunter2"}]"#,
+                "line 1 column 55: step 1: `action`: expected one of `terminate`, `stop`, \
+                 `hibernate`, found another string",
+            ),
+            (
+                r#"[{"at": "+30s", "command": "spot", "action": "stop", "hunter": 1}]"#,
+                "line 1 column 65: step 1: unknown key `hunter` for a spot step, expected \
+                 `action` or `in`",
+            ),
+            (
+                r#"[{"at": "+30s", "command": "spot", "action": "stop", "AKIAhunter2": 1}]"#,
+                "line 1 column 70: step 1: an unknown key for a spot step (not shown: it does \
+                 not look like a key name), expected `action` or `in`",
+            ),
+            (
+                r#"[{"at": "hunter2", "command": "rebalance"}]"#,
+                "line 1 column 17: step 1: `at`: expected seconds, or \"+30s\", \"+2m\", \"+1h\"",
+            ),
+            (
+                r#"[{"at": 1, "command": "spot"}]"#,
+                "line 1 column 29: step 1: missing `action`",
+            ),
+            (
+                r#"[{"at": 1, "command": "event", "code": "system-reboot", "in": "hunter2"}]"#,
+                "line 1 column 72: step 1: `in`: expected a whole number, found a string",
+            ),
+            (
+                r#"[{"at": 1, "command": "end-event", "id": "hunter2", "how": "cancel"}]"#,
+                "step 1: `command`: expected one of spot, rebalance, event, lifecycle, clear, \
+                 fault, fault-clear, found another string",
+            ),
+            (
+                r#"[{"at": 1}]"#,
+                "step 1: missing `command`, one of spot, rebalance, event, \
+                 lifecycle, clear, fault, fault-clear",
+            ),
+            (
+                r#"["hunter2"]"#,
+                "step 1: expected an object such as {\"at\": \"+30s\", \
+                 \"command\": \"spot\", \"action\": \"terminate\"}",
+            ),
+            ("hunter2", "line 1 column 1: not valid JSON: expected value"),
+        ];
+        for (text, wanted) in cases {
+            let message = scenario_message(text);
+            assert_eq!(message, wanted, "{text}");
+            assert!(!message.contains("hunter2"), "{message}");
+            assert_eq!(
+                message.matches("line ").count(),
+                usize::from(message.starts_with("line "))
+            );
+            for internal in ["end-event", "fault-list", "status", "play"] {
+                assert!(!message.contains(internal), "{message}");
+            }
+        }
+        let steps = parse_scenario(
+            br#"[{"at": "+0s", "command": "rebalance"}, {"at": 30, "command": "fault-clear"}]"#,
+        )
+        .unwrap();
+        assert_eq!(steps.len(), 2);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::secret::Secret;
 pub struct Layer {
     // Service.
     /// Also serve on a kernel TCP socket (repeatable).
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = listen_address)]
     #[serde(default, deserialize_with = "socket_addresses")]
     pub listen: Vec<SocketAddr>,
     /// Do not create a TUN device; serve only the --listen sockets.
@@ -157,8 +157,8 @@ pub struct Layer {
     /// External id the role's trust policy asks for.
     #[arg(long, value_name = "ID", help_heading = "Credentials")]
     pub external_id: Option<String>,
-    /// Lifetime of each set: 900-43200 with --role-arn [default: 3600], 900-129600 without
-    /// [default: 43200].
+    /// Lifetime of each set in seconds: 900-43200 with --role-arn, 900-129600 without
+    /// [default: 3600 with --role-arn, 43200 without].
     #[arg(long, value_name = "SECONDS", help_heading = "Credentials")]
     pub duration: Option<u64>,
     /// MFA device (ARN or serial) the role or session needs; the code is asked on the terminal.
@@ -178,8 +178,9 @@ pub struct Layer {
     )]
     pub mock_credentials: Option<bool>,
     /// Serve callers matching SELECTOR this role instead (repeatable; first match wins):
-    /// `uid:N`, `user:NAME`, `cidr:ADDR/LEN`, `cgroup:PREFIX`, e.g. `user:alice=arn:aws:iam::
-    /// 123456789012:role/app` [default: every caller gets the instance's role].
+    /// `uid:N`, `user:NAME`, `cidr:ADDR/LEN`, `cgroup:PREFIX`, e.g.
+    /// `user:alice=arn:aws:iam::123456789012:role/app` [default: every caller gets the
+    /// instance's role].
     #[arg(long, value_name = "SELECTOR=ROLE_ARN", help_heading = "Credentials")]
     #[serde(default)]
     pub caller_role: Vec<String>,
@@ -415,6 +416,16 @@ fn parse_secret(value: &str) -> Result<Secret, String> {
     Ok(Secret::new(value))
 }
 
+/// What `--listen` and `"listen"` take, said the same way for both.
+const LISTEN_EXPECTED: &str = "ADDR:PORT such as \"127.0.0.1:8080\"";
+
+/// `--listen ADDR:PORT`: std's parser, with the message the config file gives (std's own is
+/// "invalid socket address syntax").
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("expected {LISTEN_EXPECTED}"))
+}
+
 /// `"listen": ["127.0.0.1:8080", ...]`, each parsed as the flag parses it.
 fn socket_addresses<'de, D: Deserializer<'de>>(
     deserializer: D,
@@ -422,12 +433,8 @@ fn socket_addresses<'de, D: Deserializer<'de>>(
     Vec::<String>::deserialize(deserializer)?
         .iter()
         .map(|text| {
-            text.parse().map_err(|_| {
-                D::Error::invalid_value(
-                    Unexpected::Str(text),
-                    &"ADDR:PORT such as \"127.0.0.1:8080\"",
-                )
-            })
+            text.parse()
+                .map_err(|_| D::Error::invalid_value(Unexpected::Str(text), &LISTEN_EXPECTED))
         })
         .collect()
 }

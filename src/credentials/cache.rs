@@ -12,7 +12,9 @@
 //! many clients ask, and however many of them see that a refresh is due, there is one call in
 //! flight. A failure keeps the last good set in place until it expires, and is retried with
 //! exponential back-off; requests in the meantime are answered from memory at once, with the
-//! last good set or EC2's error shape.
+//! last good set or EC2's error shape (which says the kind of failure, never its details). The
+//! log hears of a run of failures once per change (its start, a different failure, the last
+//! good set expiring, its end), each time with the count of failed attempts.
 //!
 //! The task holds only a weak reference: dropping the source ends it. It plans by the wall
 //! clock (expirations are wall times, and a suspended laptop's monotonic clock stands still
@@ -193,10 +195,13 @@ impl CredentialSource for RefreshingCredentials {
     }
 }
 
-/// EC2's answer when an instance cannot obtain its role's credentials, with the reason.
+/// EC2's answer when an instance cannot obtain its role's credentials: its `Code`, and a
+/// `Message` with the kind of failure only ([`CredentialError::public_reason`]). Every local
+/// process reads it, so where STS is, who imds-tun is to it and what the SDK said stay in the
+/// log, which the message points to.
 pub fn ec2_error(role_name: &str, reason: Option<&CredentialError>) -> CredentialError {
     let reason = match reason {
-        Some(error) => format!("the last attempt failed: {error}"),
+        Some(error) => format!("{}; imds-tun's log says why", error.public_reason()),
         None => "the first attempt is still in progress".to_owned(),
     };
     CredentialError {
@@ -205,6 +210,19 @@ pub fn ec2_error(role_name: &str, reason: Option<&CredentialError>) -> Credentia
             "EC2 cannot assume the role {role_name}. imds-tun has no valid credentials: {reason}"
         ),
     }
+}
+
+/// What the refresher last said about a run of failures, so it speaks once per change: the
+/// first failure, a different one, the last good set expiring, and the recovery.
+struct Failing {
+    /// The failure as logged (`CredentialError::message`).
+    message: String,
+    /// When the run began, by the wall clock.
+    since: OffsetDateTime,
+    /// Attempts failed in this run.
+    attempts: u32,
+    /// Whether the last good set was still being served when this was last said.
+    serving_last_good: bool,
 }
 
 /// What the refresher task holds besides the source's shared state.
@@ -223,6 +241,7 @@ impl Refresher {
         } = &self;
         let what = fetcher.describe();
         let mut backoff = Backoff::new(policy.retry_base, policy.retry_max);
+        let mut failing: Option<Failing> = None;
         loop {
             let result = if outage.is_down() {
                 Err(outage::error())
@@ -243,8 +262,16 @@ impl Refresher {
                         credentials.expiration,
                         policy.refresh_margin,
                     );
+                    let recovered = failing.take().map_or_else(String::new, |run| {
+                        format!(
+                            " (after {} since {}; the last: {})",
+                            attempts(run.attempts),
+                            rfc3339(run.since),
+                            run.message
+                        )
+                    });
                     tracing::info!(
-                        "{what}: new credentials, valid until {}, next refresh at {}",
+                        "{what}: new credentials, valid until {}, next refresh at {}{recovered}",
                         rfc3339(credentials.expiration),
                         rfc3339(at)
                     );
@@ -267,23 +294,85 @@ impl Refresher {
                         state.last_error = Some(error.clone());
                         state.current.as_ref().map(|current| current.expiration)
                     };
-                    let serving = match still_valid {
-                        Some(expiration) if expiration > clock.now() => {
-                            format!(
-                                "serving the last good credentials until {}",
-                                rfc3339(expiration)
-                            )
-                        }
-                        _ => "no valid credentials to serve".to_owned(),
+                    let exact_now = clock.now();
+                    // Seconds are enough for a log line.
+                    let now = exact_now.replace_nanosecond(0).unwrap_or(exact_now);
+                    let last_good_until = still_valid.filter(|expiration| *expiration > exact_now);
+                    let serving = match last_good_until {
+                        Some(expiration) => format!(
+                            "serving the last good credentials until {}",
+                            rfc3339(expiration)
+                        ),
+                        None => "no valid credentials to serve".to_owned(),
                     };
-                    tracing::warn!(
-                        "{what} failed: {error}; {serving}; retrying in {:.1} s",
-                        delay.as_secs_f64()
-                    );
+                    let retry = format!("retrying in {:.1} s", delay.as_secs_f64());
+                    match failing.as_mut() {
+                        None => {
+                            tracing::warn!(
+                                "{what} failed: {}; {serving}; {retry}, and saying so again \
+                                 only when something changes",
+                                error.message
+                            );
+                            failing = Some(Failing {
+                                message: error.message.clone(),
+                                since: now,
+                                attempts: 1,
+                                serving_last_good: last_good_until.is_some(),
+                            });
+                        }
+                        Some(run) => {
+                            run.attempts = run.attempts.saturating_add(1);
+                            if run.message != error.message {
+                                tracing::warn!(
+                                    "{what} now fails differently: {}; {serving}; {retry} ({} \
+                                     since {}, before: {})",
+                                    error.message,
+                                    attempts(run.attempts),
+                                    rfc3339(run.since),
+                                    run.message
+                                );
+                                run.message.clone_from(&error.message);
+                            } else if run.serving_last_good && last_good_until.is_none() {
+                                tracing::warn!(
+                                    "{what}: the last good credentials have expired; serving \
+                                     EC2's error until a retry succeeds ({} since {}: {})",
+                                    attempts(run.attempts),
+                                    rfc3339(run.since),
+                                    run.message
+                                );
+                            } else {
+                                tracing::debug!(
+                                    "{what} failed again: {}; {serving}; {retry} ({})",
+                                    error.message,
+                                    attempts(run.attempts)
+                                );
+                            }
+                            run.serving_last_good = last_good_until.is_some();
+                        }
+                    }
                     drop(strong);
                     // Back-off is not cut short by requests: clients asking harder must not turn
-                    // into more calls to STS.
-                    tokio::time::sleep(delay).await;
+                    // into more calls to STS. It is cut by the last good set expiring, only to
+                    // say so when it happens rather than at the next attempt (up to a minute
+                    // later).
+                    let expires_in = last_good_until
+                        .and_then(|expiration| Duration::try_from(expiration - exact_now).ok())
+                        .filter(|left| *left < delay);
+                    match (expires_in, failing.as_mut()) {
+                        (Some(left), Some(run)) => {
+                            tokio::time::sleep(left).await;
+                            tracing::warn!(
+                                "{what}: the last good credentials have expired; serving EC2's \
+                                 error until a retry succeeds ({} since {}: {})",
+                                attempts(run.attempts),
+                                rfc3339(run.since),
+                                run.message
+                            );
+                            run.serving_last_good = false;
+                            tokio::time::sleep(delay.saturating_sub(left)).await;
+                        }
+                        _ => tokio::time::sleep(delay).await,
+                    }
                 }
             }
         }
@@ -308,6 +397,15 @@ async fn wait_until(shared: &Weak<Shared>, at: OffsetDateTime, clock: &WallClock
             () = tokio::time::sleep(nap) => {}
             () = strong.refresh_due.notified() => {}
         }
+    }
+}
+
+/// `1 failed attempt`, `7 failed attempts`.
+fn attempts(count: u32) -> String {
+    if count == 1 {
+        "1 failed attempt".to_owned()
+    } else {
+        format!("{count} failed attempts")
     }
 }
 
@@ -461,10 +559,11 @@ mod tests {
             "{}",
             error.message
         );
-        assert!(
-            error.message.contains("NetworkError: cannot reach STS"),
-            "{}",
-            error.message
+        // The kind of failure only: the message of the fetch stays in the log.
+        assert_eq!(
+            error.message,
+            "EC2 cannot assume the role app. imds-tun has no valid credentials: STS cannot be \
+             reached; imds-tun's log says why"
         );
         // Requests during the back-off (at least 24 s of the 30, after jitter) do not cause
         // calls.
@@ -561,7 +660,12 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
         let error = source.current(clock.now()).unwrap_err();
-        assert!(error.message.contains("RequestError"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("the credential source is unreachable"),
+            "{error}"
+        );
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
@@ -571,6 +675,156 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(source.current(clock.now()).is_ok(), "back after the outage");
         assert!(calls.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// A fetcher that fails while `down` is set, as STS refusing connections does.
+    struct Switchable {
+        down: Arc<std::sync::atomic::AtomicBool>,
+        calls: Arc<AtomicUsize>,
+        clock: WallClock,
+    }
+
+    impl Fetch for Switchable {
+        fn describe(&self) -> String {
+            "AssumeRole test".into()
+        }
+
+        async fn fetch(&mut self) -> Result<RoleCredentials, CredentialError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(CredentialError {
+                    code: "NetworkError".into(),
+                    message: "cannot reach STS at 127.0.0.1:5999: connection refused".into(),
+                });
+            }
+            let now = self.clock.now();
+            Ok(RoleCredentials {
+                access_key_id: "ASIAFAKE".into(),
+                secret_access_key: "secret".into(),
+                token: "token".into(),
+                expiration: now + Duration::from_secs(10),
+                last_updated: now,
+            })
+        }
+    }
+
+    /// What the refresher logs on this thread (it runs on the test's one thread), captured.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    thread_local! {
+        static CAPTURING: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Where every thread's events go: to the thread's [`Captured`], if it has one.
+    struct ThisThreadsCapture;
+
+    impl std::io::Write for ThisThreadsCapture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            CAPTURING.with(|slot| {
+                if let Some(captured) = slot.borrow().as_ref() {
+                    captured.0.lock().unwrap().extend_from_slice(bytes);
+                }
+            });
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        /// Captures this thread's events from now on.
+        ///
+        /// One global subscriber, not a scoped `set_default`: with a scoped one, a callsite that
+        /// another test's thread registered at the same moment was cached as "never" and this
+        /// test saw no line at all (1 run in 5 of the whole suite). A global subscriber that
+        /// wants everything leaves no interest to race on.
+        fn on_this_thread() -> Captured {
+            static GLOBAL: std::sync::Once = std::sync::Once::new();
+            GLOBAL.call_once(|| {
+                let subscriber = tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::DEBUG)
+                    .with_ansi(false)
+                    .with_writer(|| ThisThreadsCapture)
+                    .finish();
+                tracing::subscriber::set_global_default(subscriber)
+                    .expect("no other test sets a global subscriber");
+            });
+            let captured = Captured::default();
+            CAPTURING.with(|slot| *slot.borrow_mut() = Some(captured.clone()));
+            captured
+        }
+
+        fn lines(&self, level: &str) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|line| line.contains(level))
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_of_failures_is_logged_once_per_change_with_its_count() {
+        let captured = Captured::on_this_thread();
+        let clock = WallClock::following_tokio(datetime!(2026-01-01 00:00:00 UTC));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetcher = Switchable {
+            down: down.clone(),
+            calls: calls.clone(),
+            clock: clock.clone(),
+        };
+        let policy = Policy {
+            retry_base: Duration::from_millis(100),
+            ..Policy::default()
+        };
+        let source =
+            RefreshingCredentials::start(fetcher, policy, "app", Outage::default(), clock.clone());
+        assert!(source.wait_first(Duration::from_secs(1)).await);
+        down.store(true, Ordering::SeqCst);
+        // The 10 s set is refreshed halfway, at 5 s; every attempt from then on fails.
+        tokio::time::sleep(Duration::from_millis(9_900)).await;
+        let warned = captured.lines("WARN");
+        assert_eq!(warned.len(), 1, "{warned:#?}");
+        assert!(
+            warned[0].contains(
+                "AssumeRole test failed: cannot reach STS at 127.0.0.1:5999: connection refused; \
+                 serving the last good credentials until 2026-01-01T00:00:10Z"
+            ),
+            "{warned:#?}"
+        );
+        let failed_by_now = calls.load(Ordering::SeqCst) - 1;
+        assert!(failed_by_now >= 4, "{failed_by_now} attempts");
+        assert_eq!(captured.lines("DEBUG").len(), failed_by_now - 1);
+        // The expiry is said when it happens, not at the next attempt.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst) - 1,
+            failed_by_now,
+            "no attempt since"
+        );
+        let warned = captured.lines("WARN");
+        assert_eq!(warned.len(), 2, "{warned:#?}");
+        assert!(
+            warned[1].contains("the last good credentials have expired")
+                && warned[1].contains(&format!("({failed_by_now} failed attempts since ")),
+            "{warned:#?}"
+        );
+        // STS comes back: one line, with the count.
+        let failed = calls.load(Ordering::SeqCst) - 1;
+        down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(source.current(clock.now()).is_ok());
+        let recovered = captured.lines("(after ");
+        assert_eq!(recovered.len(), 1, "{recovered:#?}");
+        assert!(
+            recovered[0].contains("new credentials")
+                && recovered[0].contains(&format!("(after {failed} failed attempts since ")),
+            "{recovered:#?}"
+        );
+        assert_eq!(captured.lines("WARN").len(), 2);
     }
 
     #[test]

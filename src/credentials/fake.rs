@@ -204,7 +204,13 @@ mod tests {
         assert_eq!(source.current(due).unwrap(), first, "nothing new is issued");
         let error = source.current(first.expiration).unwrap_err();
         assert_eq!(error.code, "AssumeRoleUnauthorizedAccess");
-        assert!(error.message.contains("RequestError"), "{}", error.message);
+        assert!(
+            error
+                .message
+                .contains("the credential source is unreachable"),
+            "{}",
+            error.message
+        );
         assert!(
             FakeCredentials::new(SIX_HOURS).current(start).is_ok(),
             "a source without this outage is not down"

@@ -76,6 +76,31 @@ pub struct CredentialError {
     pub message: String,
 }
 
+impl CredentialError {
+    /// The kind of failure, for the `Message` EC2's error shape serves to every local process:
+    /// never where STS is, who imds-tun is to it, or anything the SDK said (the log has that).
+    pub fn public_reason(&self) -> String {
+        match self.code.as_str() {
+            "NetworkError" => "STS cannot be reached".to_owned(),
+            "SourceCredentialsUnavailable" => "the source credentials cannot be loaded".to_owned(),
+            "MfaSessionExpired" | "MfaCodeUsed" => "a new MFA code is needed".to_owned(),
+            "RequestError" => "the credential source is unreachable".to_owned(),
+            "InternalError" => "STS gave an answer imds-tun cannot use".to_owned(),
+            // STS's own code (`AccessDenied`, `ExpiredToken`): a word of its API, not a secret;
+            // anything else it could send is not repeated.
+            code if !code.is_empty()
+                && code.len() <= 64
+                && code
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'.') =>
+            {
+                format!("STS refused the call ({code})")
+            }
+            _ => "STS refused the call".to_owned(),
+        }
+    }
+}
+
 /// A provider of the instance role's credentials.
 pub trait CredentialSource: Send + Sync + 'static {
     /// Served from memory; must never block or do I/O.

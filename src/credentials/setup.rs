@@ -172,8 +172,10 @@ pub async fn select(
         .region()
         .cloned()
         .unwrap_or_else(|| Region::new(served.region.to_owned()));
+    let destination = sts::Destination::default();
     let sts_config = aws_sdk_sts::config::Builder::from(&sdk)
         .region(region.clone())
+        .interceptor(destination.clone())
         .build();
     let client = aws_sdk_sts::Client::from_conf(sts_config.clone());
     let Some(chain) = sdk.credentials_provider() else {
@@ -191,10 +193,9 @@ pub async fn select(
 
     let probe = tokio::time::timeout(PROBE_TIMEOUT, chain.provide_credentials()).await;
     let found = match probe {
-        Ok(Ok(credentials)) => Some(if sts::is_long_term(&credentials) {
-            "long-term keys"
-        } else {
-            "a session"
+        Ok(Ok(credentials)) => Some(Found {
+            long_term: sts::is_long_term(&credentials),
+            source: source_of(&credentials, profile, &profile_files(&env)),
         }),
         Ok(Err(CredentialsError::CredentialsNotLoaded(_))) => {
             if let Some(arn) = &wanted.role_arn {
@@ -212,7 +213,7 @@ pub async fn select(
         Ok(Err(error)) => {
             tracing::warn!(
                 "the source credentials are not available yet, retrying in the background: {}",
-                sts::chain_error(&error)
+                sts::chain_error(&error).message
             );
             None
         }
@@ -223,7 +224,17 @@ pub async fn select(
             None
         }
     };
-    let origin = found.unwrap_or("source credentials");
+    let origin = found.as_ref().map_or_else(
+        || "the source credentials (not loaded yet)".to_owned(),
+        |found| {
+            let kind = if found.long_term {
+                "long-term keys"
+            } else {
+                "a session"
+            };
+            format!("{kind} from {}", found.source)
+        },
+    );
     let policy = Policy {
         refresh_margin: wanted.refresh_margin,
         retry_base: wanted.retry_base,
@@ -242,6 +253,7 @@ pub async fn select(
         let config = sts_config.clone();
         let session_name = session_name.clone();
         let external_id = wanted.external_id.clone();
+        let destination = destination.clone();
         // A caller role lasts STS's default hour unless --duration says otherwise.
         let duration = wanted
             .duration
@@ -259,6 +271,7 @@ pub async fn select(
                 // An MFA code is good once, at start-up: roles assumed later cannot use one.
                 mfa: None,
                 mfa_session: None,
+                destination: destination.clone(),
             };
             Arc::new(RefreshingCredentials::spawn(
                 fetcher,
@@ -270,8 +283,8 @@ pub async fn select(
     };
     let (source, summary) = if let Some(arn) = &wanted.role_arn {
         let summary = format!(
-            "credentials: AssumeRole {} as session {session_name:?} for {}s{} with {origin} \
-             (profile {profile:?}, STS region {region}), served as role {role_name:?}",
+            "credentials: AssumeRole {} as session {session_name:?} for {}s{} with {origin}, \
+             STS region {region}, served as role {role_name:?}",
             arn.arn,
             wanted.duration_or_default().as_secs(),
             mfa.as_ref()
@@ -286,31 +299,33 @@ pub async fn select(
             duration: wanted.duration_or_default(),
             mfa,
             mfa_session: None,
+            destination: destination.clone(),
         };
         (
             RefreshingCredentials::spawn(fetcher, policy, role_name, outage.clone()),
             summary,
         )
     } else {
-        let how = match found {
-            Some("long-term keys") => format!(
-                "GetSessionToken for {}s with the long-term keys",
-                wanted.duration_or_default().as_secs()
+        let how = match &found {
+            Some(found) if found.long_term => format!(
+                "GetSessionToken for {}s with the long-term keys from {}",
+                wanted.duration_or_default().as_secs(),
+                found.source
             ),
-            Some(_) => "the session of the source credentials, served as is".to_owned(),
-            None => {
-                "the source credentials' session (GetSessionToken for long-term keys)".to_owned()
-            }
+            Some(found) => format!("the session from {}, served as is", found.source),
+            None => "the source credentials' session (not loaded yet; GetSessionToken for \
+                     long-term keys)"
+                .to_owned(),
         };
-        let summary = format!(
-            "credentials: {how} (profile {profile:?}, STS region {region}), served as role {role_name:?}"
-        );
+        let summary =
+            format!("credentials: {how}, STS region {region}, served as role {role_name:?}");
         let fetcher = OwnSession {
             chain,
             client,
             duration: wanted.duration_or_default(),
             mfa,
             mfa_used: false,
+            destination,
         };
         (
             RefreshingCredentials::spawn(fetcher, policy, role_name, outage.clone()),
@@ -328,6 +343,63 @@ pub async fn select(
         fake: false,
         starter,
     })
+}
+
+/// What the start-up probe of the chain found.
+#[cfg(feature = "sts")]
+struct Found {
+    /// An IAM user's keys (no session token), traded for a session before serving.
+    long_term: bool,
+    /// Which provider of the chain answered, for the `credentials:` line ([`source_of`]).
+    source: String,
+}
+
+/// Which provider of aws-config's chain gave `credentials`, in the words of its settings
+/// (`the environment (AWS_ACCESS_KEY_ID)`, `profile "dev" in /home/alice/.aws`, ...).
+///
+/// The chain marks what it used on the credentials it returns (`AwsCredentialFeature`, the
+/// SDK's own record for its user-agent metrics, which aws-config's tests pin per provider; the
+/// accessor is doc-hidden in aws-credential-types 1.x, so should the record go away this says
+/// "the default credential chain" and `tests/sdk/sts_e2e.rs` fails); `profile` and `files` are
+/// what the profile provider read, as the chain decided it.
+#[cfg(feature = "sts")]
+fn source_of(
+    credentials: &aws_credential_types::Credentials,
+    profile: &str,
+    files: &str,
+) -> String {
+    use aws_credential_types::credential_feature::AwsCredentialFeature as Used;
+    let used: &[Used] = credentials
+        .get_property::<Vec<Used>>()
+        .map_or(&[], Vec::as_slice);
+    let has = |feature: Used| used.contains(&feature);
+    if has(Used::CredentialsEnvVars) {
+        return "the environment (AWS_ACCESS_KEY_ID)".to_owned();
+    }
+    if has(Used::CredentialsProfile) {
+        let how = if has(Used::CredentialsSso) {
+            "SSO of "
+        } else if has(Used::CredentialsProcess) {
+            "the credential_process of "
+        } else if has(Used::CredentialsStsAssumeRole) {
+            "the role_arn of "
+        } else if has(Used::CredentialsProfileStsWebIdToken) {
+            "the web identity of "
+        } else {
+            ""
+        };
+        return format!("{how}profile {profile:?} in {files}");
+    }
+    if has(Used::CredentialsProfileStsWebIdToken) || has(Used::CredentialsStsAssumeRoleWebId) {
+        return "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)".to_owned();
+    }
+    if has(Used::CredentialsHttp) {
+        return "the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_*)".to_owned();
+    }
+    if has(Used::CredentialsProcess) {
+        return "a credential_process".to_owned();
+    }
+    "the default credential chain".to_owned()
 }
 
 /// Without the `sts` feature (a build for fuzzing or for offline use only): fake credentials,
@@ -462,6 +534,26 @@ pub fn could_find_credentials(env: &HashMap<String, String>) -> bool {
     .any(|path| path.exists())
 }
 
+/// Where the profile provider reads: `~/.aws`, or the files `AWS_CONFIG_FILE` and
+/// `AWS_SHARED_CREDENTIALS_FILE` name instead.
+#[cfg(feature = "sts")]
+fn profile_files(env: &HashMap<String, String>) -> String {
+    let home = env
+        .get("HOME")
+        .map_or_else(|| "~/.aws".to_owned(), |home| format!("{home}/.aws"));
+    match (
+        env.get("AWS_CONFIG_FILE"),
+        env.get("AWS_SHARED_CREDENTIALS_FILE"),
+    ) {
+        (None, None) => home,
+        (config, credentials) => format!(
+            "{} and {}",
+            config.map_or_else(|| format!("{home}/config"), Clone::clone),
+            credentials.map_or_else(|| format!("{home}/credentials"), Clone::clone)
+        ),
+    }
+}
+
 fn config_dir(env: &HashMap<String, String>) -> String {
     match (env.get("AWS_CONFIG_FILE"), env.get("HOME")) {
         (Some(file), _) => file.clone(),
@@ -553,6 +645,38 @@ fn ask_mfa_code(serial: &str) -> Result<String, SetupError> {
 #[cfg(all(test, feature = "sts"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_source_is_named_by_the_provider_that_answered() {
+        use aws_credential_types::credential_feature::AwsCredentialFeature as Used;
+        let with = |used: Vec<Used>| {
+            let mut credentials =
+                aws_credential_types::Credentials::new("AKIA", "secret", None, None, "test");
+            credentials.set_property(used);
+            source_of(&credentials, "dev", "/home/alice/.aws")
+        };
+        assert_eq!(
+            with(vec![Used::CredentialsEnvVars]),
+            "the environment (AWS_ACCESS_KEY_ID)"
+        );
+        assert_eq!(
+            with(vec![Used::CredentialsProfile]),
+            "profile \"dev\" in /home/alice/.aws"
+        );
+        assert_eq!(
+            with(vec![Used::CredentialsSso, Used::CredentialsProfile]),
+            "SSO of profile \"dev\" in /home/alice/.aws"
+        );
+        assert_eq!(
+            with(vec![Used::CredentialsProfileStsWebIdToken]),
+            "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)"
+        );
+        assert_eq!(
+            with(vec![Used::CredentialsHttp]),
+            "the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_*)"
+        );
+        assert_eq!(with(vec![]), "the default credential chain");
+    }
 
     fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -11,11 +11,17 @@
 //!   traded for a `GetSessionToken` session. Credentials that already carry a session token
 //!   (SSO, an exported session, a `credential_process`) are served as they are.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use time::OffsetDateTime;
 
 use super::cache::Fetch;
@@ -44,6 +50,50 @@ impl std::fmt::Debug for Mfa {
     }
 }
 
+/// Where STS calls go (`127.0.0.1:5999`, `sts.us-east-1.amazonaws.com`), as the SDK resolved
+/// it: recorded by an interceptor as each request leaves, so an error can say where STS could
+/// not be reached. Cheap to clone: one shared slot for every client built from one config.
+#[derive(Debug, Clone, Default)]
+pub struct Destination(Arc<Mutex<Option<String>>>);
+
+impl Destination {
+    /// The host (and port, when the URL names one) of the last request; "STS" before any.
+    pub fn describe(&self) -> String {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| "its endpoint".to_owned())
+    }
+}
+
+impl Intercept for Destination {
+    fn name(&self) -> &'static str {
+        "imds-tun STS destination"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let authority = context
+            .request()
+            .uri()
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| {
+                uri.authority()
+                    .map(|authority| authority.as_str().to_owned())
+            });
+        if let Some(authority) = authority {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(authority);
+        }
+        Ok(())
+    }
+}
+
 /// `sts:AssumeRole` of one role.
 pub struct AssumeRole {
     /// An STS client signing with the source chain.
@@ -62,6 +112,8 @@ pub struct AssumeRole {
     pub mfa: Option<Mfa>,
     /// The MFA session signing `AssumeRole`, once obtained.
     pub mfa_session: Option<(aws_sdk_sts::Client, OffsetDateTime)>,
+    /// Where the calls go, for the errors (the clients' config carries it as an interceptor).
+    pub destination: Destination,
 }
 
 impl std::fmt::Debug for AssumeRole {
@@ -106,7 +158,7 @@ impl AssumeRole {
             .duration_seconds(129_600)
             .send()
             .await
-            .map_err(|error| sts_error("GetSessionToken (MFA)", &error))?;
+            .map_err(|error| sts_error("GetSessionToken (MFA)", &self.destination, &error))?;
         let session = output
             .credentials()
             .ok_or_else(|| missing("GetSessionToken (MFA)"))?;
@@ -150,7 +202,7 @@ impl Fetch for AssumeRole {
             .duration_seconds(seconds_i32(self.duration))
             .send()
             .await
-            .map_err(|error| sts_error("AssumeRole", &error))?;
+            .map_err(|error| sts_error("AssumeRole", &self.destination, &error))?;
         let issued = output.credentials().ok_or_else(|| missing("AssumeRole"))?;
         Ok(RoleCredentials {
             access_key_id: issued.access_key_id().to_owned(),
@@ -175,6 +227,8 @@ pub struct OwnSession {
     /// Whether [`OwnSession::mfa`]'s code was spent: a later `GetSessionToken` fails
     /// `MfaCodeUsed` rather than send it twice.
     pub mfa_used: bool,
+    /// Where the calls go, for the errors (the client's config carries it as an interceptor).
+    pub destination: Destination,
 }
 
 impl std::fmt::Debug for OwnSession {
@@ -221,7 +275,7 @@ impl Fetch for OwnSession {
             let output = request
                 .send()
                 .await
-                .map_err(|error| sts_error("GetSessionToken", &error))?;
+                .map_err(|error| sts_error("GetSessionToken", &self.destination, &error))?;
             let issued = output
                 .credentials()
                 .ok_or_else(|| missing("GetSessionToken"))?;
@@ -253,44 +307,117 @@ pub fn is_long_term(credentials: &Credentials) -> bool {
         .is_none_or(|token| token.is_empty())
 }
 
-/// An STS failure as one line: the service's code and message, or why it could not be reached.
-pub fn sts_error<E, R>(operation: &str, error: &SdkError<E, R>) -> CredentialError
+/// An STS failure as one line for a person: what STS said (its code and message), or why it
+/// could not be reached, in words (`cannot reach STS at 127.0.0.1:5999: connection refused`),
+/// never the SDK's `Debug` of its error types.
+pub fn sts_error<E>(
+    operation: &str,
+    destination: &Destination,
+    error: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> CredentialError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
+    let at = destination.describe();
     match error {
         SdkError::ServiceError(service) => {
             let inner = service.err();
+            let code = inner.code().unwrap_or("Unknown");
             CredentialError {
-                code: inner.code().unwrap_or("Unknown").to_owned(),
+                code: code.to_owned(),
                 message: format!(
-                    "STS {operation} refused: {}",
+                    "STS refused {operation}: {code}: {}",
                     one_line(inner.message().unwrap_or("no message"))
                 ),
             }
         }
         SdkError::TimeoutError(_) => CredentialError {
             code: "NetworkError".into(),
-            message: format!("STS {operation} timed out"),
+            message: format!("STS at {at} did not answer {operation} in time"),
         },
         SdkError::DispatchFailure(failure) => CredentialError {
             code: "NetworkError".into(),
             message: format!(
-                "cannot reach STS for {operation}: {}",
+                "cannot reach STS at {at}: {}",
                 failure.as_connector_error().map_or_else(
-                    || "dispatch failure".to_owned(),
-                    |error| one_line(&DisplayErrorContext(error).to_string())
+                    || "the request could not be sent".to_owned(),
+                    |connector| {
+                        if connector.is_timeout() {
+                            "no connection within the connect timeout".to_owned()
+                        } else {
+                            why_unreachable(connector)
+                        }
+                    }
                 )
+            ),
+        },
+        SdkError::ResponseError(response) => CredentialError {
+            code: "InternalError".into(),
+            message: format!(
+                "STS at {at} answered {operation} with something that is not an STS response \
+                 (HTTP {})",
+                response.raw().status().as_u16()
             ),
         },
         other => CredentialError {
             code: "InternalError".into(),
-            message: format!(
-                "STS {operation} failed: {}",
-                one_line(&DisplayErrorContext(other).to_string())
-            ),
+            message: format!("{operation} failed: {}", causes(other)),
         },
+    }
+}
+
+/// Why a connection failed, as a person says it: the operating system's reason for the
+/// deepest I/O error ("connection refused"), or the name that did not resolve, or the TLS
+/// handshake's complaint.
+fn why_unreachable(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut deepest_io: Option<&std::io::Error> = None;
+    let mut texts = Vec::new();
+    let mut current = Some(error);
+    while let Some(level) = current {
+        if let Some(io) = level.downcast_ref::<std::io::Error>() {
+            deepest_io = Some(io);
+        }
+        texts.push(level.to_string());
+        current = level.source();
+    }
+    if texts.iter().any(|text| text.starts_with("dns error")) {
+        let reason =
+            deepest_io.map_or_else(|| causes(error), |io| without_os_error(&io.to_string()));
+        return format!("the name does not resolve ({reason})");
+    }
+    match deepest_io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
+        Some(std::io::ErrorKind::ConnectionReset) => "the connection was reset".to_owned(),
+        Some(std::io::ErrorKind::TimedOut) => "no answer (timed out)".to_owned(),
+        Some(std::io::ErrorKind::NetworkUnreachable) => "network unreachable".to_owned(),
+        Some(std::io::ErrorKind::HostUnreachable) => "host unreachable".to_owned(),
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            "permission denied (a firewall rule?)".to_owned()
+        }
+        _ => causes(error),
+    }
+}
+
+/// An error and its causes as one line of their `Display`s, each said once (wrappers often
+/// repeat their cause), without "(os error N)": never a `Debug`.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(level) = current {
+        let text = without_os_error(&one_line(&level.to_string()));
+        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = level.source();
+    }
+    parts.join(": ")
+}
+
+/// `Connection refused (os error 111)` → `Connection refused`.
+fn without_os_error(text: &str) -> String {
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text.to_owned(),
     }
 }
 
@@ -301,10 +428,7 @@ pub fn chain_error(
 ) -> CredentialError {
     CredentialError {
         code: "SourceCredentialsUnavailable".into(),
-        message: format!(
-            "cannot load the source credentials: {}",
-            one_line(&DisplayErrorContext(error).to_string())
-        ),
+        message: format!("cannot load the source credentials: {}", causes(error)),
     }
 }
 
@@ -368,11 +492,11 @@ mod tests {
             ),
             response(403),
         );
-        let mapped = sts_error("AssumeRole", &error);
+        let mapped = sts_error("AssumeRole", &Destination::default(), &error);
         assert_eq!(mapped.code, "AccessDenied");
         assert_eq!(
             mapped.message,
-            "STS AssumeRole refused: User: arn:aws:iam::123456789012:user/alice is not authorized to perform: sts:AssumeRole"
+            "STS refused AssumeRole: AccessDenied: User: arn:aws:iam::123456789012:user/alice is not authorized to perform: sts:AssumeRole"
         );
         let served = super::super::cache::ec2_error("app", Some(&mapped));
         assert_eq!(served.code, "AssumeRoleUnauthorizedAccess");
@@ -383,30 +507,66 @@ mod tests {
         );
         assert!(served.message.contains("AccessDenied"));
         assert!(!served.message.contains('\n'));
+        // Who imds-tun is to STS is its log's business, not every local process's.
+        assert!(!served.message.contains("alice"), "{}", served.message);
     }
 
     #[test]
-    fn unreachable_sts_is_a_network_error() {
-        let error: SdkError<AssumeRoleError, Response> = SdkError::dispatch_failure(
-            aws_sdk_sts::error::ConnectorError::io("connection refused".into()),
-        );
-        let mapped = sts_error("AssumeRole", &error);
+    fn unreachable_sts_is_said_like_a_person_says_it() {
+        let destination = Destination::default();
+        *destination.0.lock().unwrap() = Some("127.0.0.1:5999".into());
+        // What hyper_util hands the SDK, wrapped as the SDK wraps it.
+        #[derive(Debug)]
+        struct Connect(std::io::Error);
+        impl std::fmt::Display for Connect {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Connect {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Connect(std::io::Error::from_raw_os_error(111));
+        let error: SdkError<AssumeRoleError, Response> =
+            SdkError::dispatch_failure(aws_sdk_sts::error::ConnectorError::io(refused.into()));
+        let mapped = sts_error("AssumeRole", &destination, &error);
         assert_eq!(mapped.code, "NetworkError");
-        assert!(
-            mapped
-                .message
-                .starts_with("cannot reach STS for AssumeRole"),
-            "{}",
-            mapped.message
-        );
-        assert!(
-            mapped.message.contains("connection refused"),
-            "{}",
-            mapped.message
+        assert_eq!(
+            mapped.message,
+            "cannot reach STS at 127.0.0.1:5999: connection refused"
         );
         let error: SdkError<AssumeRoleError, Response> =
             SdkError::timeout_error("operation timeout (all attempts including retries)");
-        assert_eq!(sts_error("AssumeRole", &error).code, "NetworkError");
+        let mapped = sts_error("AssumeRole", &destination, &error);
+        assert_eq!(mapped.code, "NetworkError");
+        assert_eq!(
+            mapped.message,
+            "STS at 127.0.0.1:5999 did not answer AssumeRole in time"
+        );
+    }
+
+    #[test]
+    fn causes_are_each_said_once_without_os_error_numbers() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "io error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Wrapper(std::io::Error::other("the token file is gone"));
+        assert_eq!(causes(&error), "io error: the token file is gone");
+        assert_eq!(
+            without_os_error("Connection refused (os error 111)"),
+            "Connection refused"
+        );
     }
 
     #[test]

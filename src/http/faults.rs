@@ -73,7 +73,7 @@ impl FaultSpec {
         if let Some(status) = self.status
             && !(400..=599).contains(&status)
         {
-            return Err(format!("--status {status}: use a 4xx or 5xx status"));
+            return Err("--status: use a 4xx or 5xx status".into());
         }
         if self
             .latency_ms
@@ -87,7 +87,7 @@ impl FaultSpec {
         if let Some(method) = &self.method
             && Method::from_bytes(method.as_bytes()).is_err()
         {
-            return Err(format!("--method {method:?}: not an HTTP method"));
+            return Err("--method: not an HTTP method".into());
         }
         if self
             .path

@@ -9,6 +9,7 @@
 //! At the end: opening a file with another user's rights, by switching the effective ids of the
 //! (single-threaded) process around one `open`.
 
+use super::claim::{self, Claim};
 use super::claim_lock::{ClaimLock, Holder};
 use super::netlink;
 use super::{
@@ -18,7 +19,7 @@ use super::{
 use nix::unistd::{Gid, ResGid, ResUid};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
@@ -246,9 +247,10 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
     })? {
         Ok(claim) => claim,
         Err(Holder::Privileged { pid }) => {
-            return Err(PlatformError::AddressClaimed(format!(
-                "another imds-tun (pid {pid}) in this network namespace"
-            )));
+            return Err(PlatformError::AddressClaimed(Claim::ImdsTun {
+                pid: Some(pid),
+                interface: None,
+            }));
         }
         Err(Holder::Squatter { .. }) => ClaimLock::unheld(),
     };
@@ -322,9 +324,10 @@ pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
         source,
     };
     if let Some(Holder::Privileged { pid }) = super::claim_lock::holder().map_err(lock_error)? {
-        return Err(PlatformError::AddressClaimed(format!(
-            "another imds-tun (pid {pid}) in this network namespace"
-        )));
+        return Err(PlatformError::AddressClaimed(Claim::ImdsTun {
+            pid: Some(pid),
+            interface: None,
+        }));
     }
     free_to_claim(request)?;
     let mut addresses = vec![IpAddr::V4(METADATA_ADDRESS)];
@@ -459,69 +462,72 @@ fn validate_name(name: &str) -> Result<(), PlatformError> {
     }
 }
 
-/// Who, if anyone, already answers for the metadata address on this host.
+/// Who, if anyone, already answers for the metadata address on this host, as the kernel
+/// reports it (with the prefix, device and gateway that releasing it needs).
 ///
 /// An interface address (a `lo` alias) or the peer of a point-to-point link (another imds-tun)
 /// would win over our route; so would a `/32` host route in the main table.
-pub(crate) fn current_claim() -> Result<Option<String>, PlatformError> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|errno| PlatformError::Io {
-        context: "listing network interfaces",
-        source: io::Error::from(errno),
-    })?;
-    for ifaddr in addrs {
-        let is_metadata = |addr: Option<&nix::sys::socket::SockaddrStorage>| {
-            addr.and_then(|a| a.as_sockaddr_in())
-                .is_some_and(|sin| sin.ip() == METADATA_ADDRESS)
-        };
-        if is_metadata(ifaddr.address.as_ref()) {
-            return Ok(Some(format!(
-                "an address on interface {}",
-                ifaddr.interface_name
-            )));
-        }
-        if is_metadata(ifaddr.destination.as_ref()) {
-            return Ok(Some(format!(
-                "the point-to-point peer of interface {} (another imds-tun?)",
-                ifaddr.interface_name
-            )));
-        }
+pub(crate) fn current_claim() -> Result<Option<Claim>, PlatformError> {
+    if let Some(claim) = interface_claim(IpAddr::V4(METADATA_ADDRESS))? {
+        return Ok(Some(claim));
     }
     let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    Ok(host_route_in(&table).map(|device| format!("a host route via interface {device}")))
+    Ok(host_route_in(&table))
 }
 
 /// Who, if anyone, already answers for `fd00:ec2::254`: an interface address, a point-to-point
 /// peer, or a `/128` route in any table.
-fn current_claim_v6() -> Result<Option<String>, PlatformError> {
+fn current_claim_v6() -> Result<Option<Claim>, PlatformError> {
+    if let Some(claim) = interface_claim(IpAddr::V6(METADATA_ADDRESS_V6))? {
+        return Ok(Some(claim));
+    }
+    let table = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    Ok(ipv6_host_route_in(&table))
+}
+
+/// An interface holding `address` as its own (with the prefix it holds it with) or as its
+/// point-to-point peer.
+fn interface_claim(address: IpAddr) -> Result<Option<Claim>, PlatformError> {
     let addrs = nix::ifaddrs::getifaddrs().map_err(|errno| PlatformError::Io {
         context: "listing network interfaces",
         source: io::Error::from(errno),
     })?;
+    let ip = |storage: Option<&nix::sys::socket::SockaddrStorage>| -> Option<IpAddr> {
+        let storage = storage?;
+        storage
+            .as_sockaddr_in()
+            .map(|sin| IpAddr::V4(sin.ip()))
+            .or_else(|| storage.as_sockaddr_in6().map(|sin6| IpAddr::V6(sin6.ip())))
+    };
     for ifaddr in addrs {
-        let is_metadata = |addr: Option<&nix::sys::socket::SockaddrStorage>| {
-            addr.and_then(|a| a.as_sockaddr_in6())
-                .is_some_and(|sin6| sin6.ip() == METADATA_ADDRESS_V6)
-        };
-        if is_metadata(ifaddr.address.as_ref()) {
-            return Ok(Some(format!(
-                "an address on interface {}",
-                ifaddr.interface_name
-            )));
+        let prefix =
+            ip(ifaddr.netmask.as_ref()).map_or_else(|| claim::prefix_of(address), claim::prefix_of);
+        if ip(ifaddr.address.as_ref()) == Some(address) {
+            return Ok(Some(Claim::Address {
+                address,
+                prefix,
+                interface: ifaddr.interface_name,
+            }));
         }
-        if is_metadata(ifaddr.destination.as_ref()) {
-            return Ok(Some(format!(
-                "the point-to-point peer of interface {} (another imds-tun?)",
-                ifaddr.interface_name
-            )));
+        if ip(ifaddr.destination.as_ref()) == Some(address) {
+            return Ok(Some(Claim::Peer {
+                local: ip(ifaddr.address.as_ref()),
+                peer: address,
+                prefix,
+                interface: ifaddr.interface_name,
+            }));
         }
     }
-    let table = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
-    Ok(ipv6_host_route_in(&table).map(|device| format!("a host route via interface {device}")))
+    Ok(None)
 }
 
 /// Finds a `fd00:ec2::254/128` route in the text of `/proc/net/ipv6_route` (destination as 32
-/// hex digits, prefix length in hex, ..., device name last).
-fn ipv6_host_route_in(table: &str) -> Option<String> {
+/// hex digits, prefix length in hex, source and its length, next hop, metric, use and
+/// reference counts, flags, device name last).
+fn ipv6_host_route_in(table: &str) -> Option<Claim> {
+    // include/uapi/linux/route.h and ipv6_route.h.
+    const RTF_GATEWAY: u32 = 0x0002;
+    const RTF_REJECT: u32 = 0x0200;
     let destination: String = METADATA_ADDRESS_V6
         .octets()
         .iter()
@@ -530,12 +536,29 @@ fn ipv6_host_route_in(table: &str) -> Option<String> {
     table.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
-            [dest, prefix, .., device]
-                if fields.len() == 10
-                    && dest.eq_ignore_ascii_case(&destination)
-                    && prefix.eq_ignore_ascii_case("80") =>
-            {
-                Some((*device).to_string())
+            [
+                dest,
+                prefix,
+                _src,
+                _src_prefix,
+                next_hop,
+                _metric,
+                _refcnt,
+                _use,
+                flags,
+                device,
+            ] if dest.eq_ignore_ascii_case(&destination) && prefix.eq_ignore_ascii_case("80") => {
+                let flags = u32::from_str_radix(flags, 16).unwrap_or(0);
+                let gateway = u128::from_str_radix(next_hop, 16)
+                    .ok()
+                    .filter(|_| flags & RTF_GATEWAY != 0)
+                    .map(|hop| IpAddr::V6(Ipv6Addr::from(hop)));
+                Some(Claim::Route {
+                    destination: IpAddr::V6(METADATA_ADDRESS_V6),
+                    // A reject route shows the loopback device, which it does not use.
+                    interface: (flags & RTF_REJECT == 0).then(|| (*device).to_string()),
+                    gateway,
+                })
             }
             _ => None,
         }
@@ -578,9 +601,11 @@ fn claim_ipv6(device: &str) -> Result<(), PlatformError> {
     let index = tun_index(device)?;
     netlink::add_ipv6_peer_address(index, LOCAL_ADDRESS_V6, METADATA_ADDRESS_V6).map_err(|source| {
         match source.raw_os_error() {
-            Some(errno) if errno == nix::libc::EEXIST => PlatformError::Ipv6AddressClaimed(
-                format!("an existing address or route (the kernel answered EEXIST for {device})"),
-            ),
+            Some(errno) if errno == nix::libc::EEXIST => {
+                PlatformError::Ipv6AddressClaimed(Claim::Existing {
+                    device: device.to_owned(),
+                })
+            }
             _ => PlatformError::Io {
                 context: "adding fd00:ec2::253 peer fd00:ec2::254/128 to the TUN device",
                 source,
@@ -589,19 +614,40 @@ fn claim_ipv6(device: &str) -> Result<(), PlatformError> {
     })
 }
 
-/// Finds a `169.254.169.254/32` route in the text of `/proc/net/route`.
-fn host_route_in(table: &str) -> Option<String> {
+/// Finds a `169.254.169.254/32` route in the text of `/proc/net/route` (device, destination,
+/// gateway, flags, ..., mask): its device, `*` for one that sends packets nowhere, and its
+/// gateway.
+fn host_route_in(table: &str) -> Option<Claim> {
     // The file prints addresses as the hex of their in-memory (network order) bytes read as a
     // little-endian u32, so 169.254.169.254 reads FEA9FEA9 on every host.
+    const RTF_GATEWAY: u32 = 0x0002;
     let destination = format!("{:08X}", u32::from_le_bytes(METADATA_ADDRESS.octets()));
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
-            [device, dest, _gw, _flags, _refcnt, _use, _metric, mask, ..]
-                if dest.eq_ignore_ascii_case(&destination)
-                    && mask.eq_ignore_ascii_case("FFFFFFFF") =>
+            [
+                device,
+                dest,
+                gateway,
+                flags,
+                _refcnt,
+                _use,
+                _metric,
+                mask,
+                ..,
+            ] if dest.eq_ignore_ascii_case(&destination)
+                && mask.eq_ignore_ascii_case("FFFFFFFF") =>
             {
-                Some((*device).to_string())
+                let flags = u32::from_str_radix(flags, 16).unwrap_or(0);
+                let gateway = u32::from_str_radix(gateway, 16)
+                    .ok()
+                    .filter(|_| flags & RTF_GATEWAY != 0)
+                    .map(|hex| IpAddr::V4(Ipv4Addr::from(hex.to_le_bytes())));
+                Some(Claim::Route {
+                    destination: IpAddr::V4(METADATA_ADDRESS),
+                    interface: (*device != "*").then(|| (*device).to_string()),
+                    gateway,
+                })
             }
             _ => None,
         }
@@ -702,9 +748,9 @@ fn creation_error(error: tun::Error, name: &str) -> PlatformError {
                     PlatformError::NameInUse(name.to_string())
                 }
                 Some(libc_errno) if libc_errno == nix::libc::EEXIST => {
-                    PlatformError::AddressClaimed(format!(
-                        "an existing route or address (the kernel answered EEXIST while configuring {name})"
-                    ))
+                    PlatformError::AddressClaimed(Claim::Existing {
+                        device: name.to_owned(),
+                    })
                 }
                 _ => PlatformError::Io {
                     context: "creating the TUN device",
@@ -821,7 +867,34 @@ mod tests {
                      eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                      eth0\t0000FEA9\t00000000\t0001\t0\t0\t1000\t0000FFFF\t0\t0\t0\n\
                      alias0\tFEA9FEA9\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
-        assert_eq!(host_route_in(table), Some("alias0".to_string()));
+        assert_eq!(
+            host_route_in(table),
+            Some(Claim::Route {
+                destination: IpAddr::V4(METADATA_ADDRESS),
+                interface: Some("alias0".to_string()),
+                gateway: None,
+            })
+        );
+        // Via a gateway (192.168.2.1, flags UGH), and a reject route without a device.
+        let via = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                   eth0\tFEA9FEA9\t0102A8C0\t0007\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
+        assert_eq!(
+            host_route_in(via),
+            Some(Claim::Route {
+                destination: IpAddr::V4(METADATA_ADDRESS),
+                interface: Some("eth0".to_string()),
+                gateway: Some(IpAddr::V4(Ipv4Addr::new(192, 168, 2, 1))),
+            })
+        );
+        let reject = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                      *\tFEA9FEA9\t00000000\t0205\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
+        assert!(matches!(
+            host_route_in(reject),
+            Some(Claim::Route {
+                interface: None,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -837,7 +910,14 @@ mod tests {
                      00000000000000000000000000000000 00000100 00000001 00000000 00000001 imds0\n\
                      fd000ec2000000000000000000000000 40 00000000000000000000000000000000 00 \
                      00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
-        assert_eq!(ipv6_host_route_in(table), Some("imds0".to_string()));
+        assert_eq!(
+            ipv6_host_route_in(table),
+            Some(Claim::Route {
+                destination: IpAddr::V6(METADATA_ADDRESS_V6),
+                interface: Some("imds0".to_string()),
+                gateway: None,
+            })
+        );
         let only_the_prefix = table.lines().nth(1).unwrap_or_default();
         assert_eq!(ipv6_host_route_in(only_the_prefix), None);
         assert_eq!(ipv6_host_route_in("garbage\n"), None);

@@ -39,12 +39,13 @@
 //! Opening files as another user lives in `macos_open_as.rs` (a forked child that becomes the
 //! user), re-exported here.
 
+use super::claim::{self, Claim};
 use super::utun_rules::{self, AF_INET_HEADER, HEADER_LEN, RouteAnswer, UnitRequest};
 use super::{LOCAL_ADDRESS, METADATA_ADDRESS, PlatformError, TunRequest};
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::uio::{readv, writev};
 use std::io::{self, IoSlice, IoSliceMut, Read};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -267,9 +268,9 @@ fn set_point_to_point(device: &str) -> Result<(), PlatformError> {
     match result {
         Ok(_) => Ok(()),
         // The host route exists already: another claim got in between our check and now.
-        Err(nix::Error::EEXIST) => Err(PlatformError::AddressClaimed(format!(
-            "an existing route or address (the kernel answered EEXIST while configuring {device})"
-        ))),
+        Err(nix::Error::EEXIST) => Err(PlatformError::AddressClaimed(Claim::Existing {
+            device: device.to_owned(),
+        })),
         Err(errno) => Err(io_error(errno.into())),
     }
 }
@@ -284,9 +285,10 @@ fn yield_to_earlier_start(ours: &str) -> Result<(), PlatformError> {
         match utun_rules::winner_over(ours, &peers) {
             None => return Ok(()),
             Some(winner) if Instant::now() >= deadline => {
-                return Err(PlatformError::AddressClaimed(format!(
-                    "another imds-tun (interface {winner})"
-                )));
+                return Err(PlatformError::AddressClaimed(Claim::ImdsTun {
+                    pid: None,
+                    interface: Some(winner.to_owned()),
+                }));
             }
             // Blocking sleep: this runs once at start-up, before anything is served.
             Some(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -318,31 +320,45 @@ fn is_metadata(address: Option<&nix::sys::socket::SockaddrStorage>) -> bool {
 /// Who, if anyone, already answers for the metadata address on this host: an interface address
 /// (`ifconfig lo0 alias 169.254.169.254`), the peer of a point-to-point link (another
 /// imds-tun, a VPN), or a host route someone added (`route add -host 169.254.169.254 ...`).
-pub(crate) fn current_claim() -> Result<Option<String>, PlatformError> {
+pub(crate) fn current_claim() -> Result<Option<Claim>, PlatformError> {
     let addrs = nix::ifaddrs::getifaddrs().map_err(|errno| PlatformError::Io {
         context: "listing network interfaces",
         source: io::Error::from(errno),
     })?;
+    let metadata = IpAddr::V4(METADATA_ADDRESS);
     for ifaddr in addrs {
+        let prefix = ifaddr
+            .netmask
+            .as_ref()
+            .and_then(|mask| mask.as_sockaddr_in())
+            .map_or(32, |mask| claim::prefix_of(IpAddr::V4(mask.ip())));
         if is_metadata(ifaddr.address.as_ref()) {
-            return Ok(Some(format!(
-                "an address on interface {}",
-                ifaddr.interface_name
-            )));
+            return Ok(Some(Claim::Address {
+                address: metadata,
+                prefix,
+                interface: ifaddr.interface_name,
+            }));
         }
         if is_metadata(ifaddr.destination.as_ref()) {
-            return Ok(Some(format!(
-                "the point-to-point peer of interface {} (another imds-tun?)",
-                ifaddr.interface_name
-            )));
+            return Ok(Some(Claim::Peer {
+                local: ifaddr
+                    .address
+                    .as_ref()
+                    .and_then(|a| a.as_sockaddr_in())
+                    .map(|sin| IpAddr::V4(sin.ip())),
+                peer: metadata,
+                prefix,
+                interface: ifaddr.interface_name,
+            }));
         }
     }
-    let metadata = METADATA_ADDRESS.to_string();
+    let text = METADATA_ADDRESS.to_string();
     Ok(route_get()?
-        .filter(|answer| answer.is_host_route_to(&metadata))
-        .map(|answer| {
-            let device = answer.interface.as_deref().unwrap_or("(none named)");
-            format!("a host route via interface {device}")
+        .filter(|answer| answer.is_host_route_to(&text))
+        .map(|answer| Claim::Route {
+            destination: metadata,
+            interface: answer.interface,
+            gateway: None,
         }))
 }
 

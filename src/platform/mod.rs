@@ -20,7 +20,8 @@
 //! - opening a file with another user's rights ([`open_as_user`]), which `config::named_file`
 //!   uses for files named under `sudo`;
 //! - giving up root ([`privileges`]) and the capability sets ([`capabilities`]);
-//! - the claim lock that makes two simultaneous starts safe (`claim_lock.rs`, Linux);
+//! - the claim lock that makes two simultaneous starts safe (`claim_lock.rs`, Linux), and what
+//!   holds an address when it is taken, with the command that releases it ([`claim`]);
 //! - the kernel's answers about routes and socket owners, and its news of changed links,
 //!   addresses and routes ([`netlink`], Linux), which [`ClaimWatch`] turns into "the claim is
 //!   lost";
@@ -37,12 +38,15 @@ use std::path::Path;
 
 use nix::unistd::{Gid, Uid};
 
+pub use claim::Claim;
+
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
 mod imp;
 
 #[cfg(target_os = "linux")]
 pub mod capabilities;
+pub mod claim;
 #[cfg(target_os = "linux")]
 mod claim_lock;
 pub mod host;
@@ -295,31 +299,16 @@ pub enum PlatformError {
          pass the device (`docker run --device /dev/net/tun --cap-add NET_ADMIN ...`)"
     )]
     NoTunDevice,
-    /// Something already answers for 169.254.169.254; who (another imds-tun with its pid, an
-    /// address on an interface, a route).
-    #[cfg_attr(
-        not(target_os = "macos"),
-        error(
-            "169.254.169.254 is already claimed by {0}; remove that claim (another imds-tun, a \
-             metadata emulator, or an alias such as `ip addr del 169.254.169.254/32 dev lo`) and \
-             retry"
-        )
-    )]
-    #[cfg_attr(
-        target_os = "macos",
-        error(
-            "169.254.169.254 is already claimed by {0}; remove that claim (another imds-tun, a \
-             metadata emulator, or an alias such as `ifconfig lo0 -alias 169.254.169.254`) and \
-             retry"
-        )
-    )]
-    AddressClaimed(String),
-    /// With `--ipv6`: something already answers for fd00:ec2::254; who.
+    /// Something already answers for 169.254.169.254: who (another imds-tun with its pid, an
+    /// address on an interface, a route), and the command that releases exactly that.
+    #[error("169.254.169.254 is already claimed by {0}; {advice} and retry", advice = .0.advice())]
+    AddressClaimed(Claim),
+    /// With `--ipv6`: something already answers for fd00:ec2::254; who, and how to release it.
     #[error(
-        "fd00:ec2::254 is already claimed by {0}; remove that claim (for an address: `ip -6 addr \
-         del fd00:ec2::254/128 dev lo`) and retry, or run without --ipv6"
+        "fd00:ec2::254 is already claimed by {0}; {advice} and retry, or run without --ipv6",
+        advice = .0.advice()
     )]
-    Ipv6AddressClaimed(String),
+    Ipv6AddressClaimed(Claim),
     /// With `--ipv6`: the device has fd00:ec2::254 as its peer, but the kernel sends packets
     /// for it elsewhere.
     #[error(
@@ -430,9 +419,10 @@ pub fn claim_holder() -> io::Result<Option<i32>> {
     }
 }
 
-/// Who, if anyone, already answers for [`METADATA_ADDRESS`] on this host ("an address on
-/// interface lo", ...): the check [`claim_metadata_address`] makes first, creating nothing.
-pub fn current_claim() -> Result<Option<String>, PlatformError> {
+/// Who, if anyone, already answers for [`METADATA_ADDRESS`] on this host (an address on `lo`,
+/// a host route, ...), as the kernel reports it: the check [`claim_metadata_address`] makes
+/// first, creating nothing.
+pub fn current_claim() -> Result<Option<Claim>, PlatformError> {
     imp::current_claim()
 }
 

@@ -1,5 +1,5 @@
 //! What `--check` asks the operating system before a start: can this process create the TUN
-//! device, and how does a user release the metadata address from whatever holds it? Each
+//! device? (How to release the metadata address from whatever holds it is `super::claim`'s.) Each
 //! answer comes in the platform's own words (Linux: `/dev/net/tun` and CAP_NET_ADMIN; macOS:
 //! the utun kernel control and root), so the doctor reads the same on every system.
 //!
@@ -55,9 +55,6 @@ pub fn tun_probes() -> Vec<Probe> {
     vec![os::device_probe(), os::privilege_probe(euid)]
 }
 
-/// How to take the metadata address back from an alias someone left on this system.
-pub const RELEASE_ALIAS_ADVICE: &str = os::RELEASE_ALIAS_ADVICE;
-
 fn who(euid: u32) -> String {
     if euid == 0 {
         "root".to_owned()
@@ -73,9 +70,6 @@ mod os {
 
     const DEVICE: &str = "tun device";
     const PRIVILEGES: &str = "privileges";
-
-    pub(super) const RELEASE_ALIAS_ADVICE: &str = "stop the other imds-tun or metadata \
-        emulator, or remove the alias (e.g. `sudo ip addr del 169.254.169.254/32 dev lo`)";
 
     /// `/dev/net/tun` exists and opens read-write.
     pub(super) fn device_probe() -> Probe {
@@ -157,9 +151,6 @@ mod os {
     /// The kernel control that creates utun devices (XNU `net/if_utun.c`, `UTUN_CONTROL_NAME`).
     const UTUN_CONTROL: &str = "com.apple.net.utun_control";
 
-    pub(super) const RELEASE_ALIAS_ADVICE: &str = "stop the other imds-tun or metadata \
-        emulator, or remove the alias (e.g. `sudo ifconfig lo0 -alias 169.254.169.254`)";
-
     /// The utun kernel control is registered: a control socket opens and the control's id
     /// resolves (`CTLIOCGINFO`). Neither needs root; `connect`, which would create a utun, is
     /// not called.
@@ -207,9 +198,6 @@ mod os {
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 mod os {
     use super::{Probe, Readiness};
-
-    pub(super) const RELEASE_ALIAS_ADVICE: &str =
-        "stop whatever answers for 169.254.169.254 on this host";
 
     pub(super) fn device_probe() -> Probe {
         Probe::new(

@@ -34,7 +34,7 @@ pub(crate) fn check_claim(_request: &TunRequest) -> Result<(), PlatformError> {
     Err(PlatformError::Unsupported)
 }
 
-pub(crate) fn current_claim() -> Result<Option<String>, PlatformError> {
+pub(crate) fn current_claim() -> Result<Option<super::Claim>, PlatformError> {
     Err(PlatformError::Unsupported)
 }
 

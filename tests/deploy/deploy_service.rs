@@ -70,6 +70,10 @@ fn install_then_uninstall_leaves_exactly_what_was_there() {
         "etc/systemd/system/imds-tun.service",
         "etc/default/imds-tun",
         "usr/local/share/imds-tun/install-manifest",
+        "usr/local/share/man/man1/imds-tun.1",
+        "usr/local/share/bash-completion/completions/imds-tun",
+        "usr/local/share/zsh/site-functions/_imds-tun",
+        "usr/local/share/fish/vendor_completions.d/imds-tun.fish",
     ] {
         assert!(
             destdir.join(file).is_file(),
@@ -77,6 +81,22 @@ fn install_then_uninstall_leaves_exactly_what_was_there() {
             text(&install)
         );
     }
+    // The man page and completions are what the installed binary prints.
+    let printed = Command::new(BINARY)
+        .arg("man")
+        .output()
+        .expect("imds-tun man");
+    assert_eq!(
+        std::fs::read(destdir.join("usr/local/share/man/man1/imds-tun.1")).unwrap(),
+        printed.stdout
+    );
+    // Root only: the env file is where the service's secrets go (GOOGLE_ACCESS_TOKEN).
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(destdir.join("etc/default/imds-tun"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "etc/default/imds-tun mode {mode:o}");
     let unit =
         std::fs::read_to_string(destdir.join("etc/systemd/system/imds-tun.service")).unwrap();
     assert!(

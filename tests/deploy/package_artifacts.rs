@@ -297,6 +297,78 @@ fn static_binary_serves_as_a_nameless_uid_with_only_cap_net_admin() {
     assert!(uids.contains(&DYNAMIC_UID.to_string()), "{uids}");
 }
 
+/// The sizes the docs state, `N.N MB` (10^6 bytes) where they name the artefact, and the
+/// artefact they describe.
+fn stated_sizes() -> Vec<(String, &'static str, PathBuf)> {
+    let target = target_dir();
+    let static_binary = target.join(TRIPLE).join("release/imds-tun");
+    let deb = target.join(format!("debian/imds-tun_{VERSION}-1_amd64.deb"));
+    let mut stated = Vec::new();
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    // "`scripts/package.sh` (13.7 MB, stripped, linked with musl)"
+    let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let size = flat
+        .split("`scripts/package.sh` (")
+        .nth(1)
+        .and_then(|rest| rest.split(" MB, stripped").next())
+        .unwrap_or_else(|| panic!("README.md no longer states the static binary's size"));
+    stated.push((
+        size.to_owned(),
+        "README.md: the static binary",
+        static_binary.clone(),
+    ));
+    let testing = std::fs::read_to_string(repo().join("docs/testing.md")).expect("testing.md");
+    for (row, what, artefact) in [
+        (
+            "| static binary (musl, static-pie, stripped) |",
+            "docs/testing.md: the static binary",
+            static_binary,
+        ),
+        ("| Debian package |", "docs/testing.md: the .deb", deb),
+    ] {
+        let line = testing
+            .lines()
+            .find(|line| line.starts_with(row))
+            .unwrap_or_else(|| panic!("docs/testing.md has no row {row:?}"));
+        let size = line
+            .trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .map(str::trim)
+            .and_then(|cell| cell.strip_suffix(" MB"))
+            .unwrap_or_else(|| panic!("no `N MB` cell in {line:?}"));
+        stated.push((size.to_owned(), what, artefact));
+    }
+    stated
+}
+
+/// The sizes the README and docs/testing.md state are the artefacts' (within a tenth, so a
+/// small change need not touch the docs): before issue 23 the README said 12 MB of a 13.4 MB
+/// binary.
+#[test]
+fn the_sizes_the_docs_state_are_the_artefacts_sizes() {
+    if artifacts(test_name!()).is_none() {
+        return;
+    }
+    let mut wrong = Vec::new();
+    for (stated, what, artefact) in stated_sizes() {
+        let megabytes: f64 = stated
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: {stated:?} is not a number"));
+        let bytes = std::fs::metadata(&artefact)
+            .unwrap_or_else(|error| panic!("{}: {error}", artefact.display()))
+            .len();
+        let actual = bytes as f64 / 1e6;
+        if (actual - megabytes).abs() > actual / 10.0 {
+            wrong.push(format!(
+                "{what} is stated as {stated} MB, but {} is {actual:.1} MB ({bytes} bytes)",
+                artefact.display()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 // --- The Debian package --------------------------------------------------------------------------
 
 /// The package unpacked into a scratch directory: `root/` (what dpkg would install) and
@@ -411,9 +483,10 @@ fn deb_holds_exactly_the_binary_unit_conffile_man_page_completions_and_docs() {
             assert!(mode.starts_with('d'), "only files and directories: {line}");
         }
     }
-    let expected: BTreeSet<String> = [
+    let mut expected: BTreeSet<String> = [
         "-rwxr-xr-x /usr/bin/imds-tun",
-        "-rw-r--r-- /etc/default/imds-tun",
+        // Root only: the service's secrets go there (GOOGLE_ACCESS_TOKEN).
+        "-rw------- /etc/default/imds-tun",
         &format!("-rw-r--r-- {UNIT}"),
         "-rw-r--r-- /usr/share/man/man1/imds-tun.1.gz",
         &format!("-rw-r--r-- {BASH_COMPLETION}"),
@@ -421,10 +494,29 @@ fn deb_holds_exactly_the_binary_unit_conffile_man_page_completions_and_docs() {
         &format!("-rw-r--r-- {FISH_COMPLETION}"),
         "-rw-r--r-- /usr/share/doc/imds-tun/README.md",
         "-rw-r--r-- /usr/share/doc/imds-tun/copyright",
+        "-rw-r--r-- /usr/share/doc/imds-tun/packaging/imds-tun.service",
+        "-rw-r--r-- /usr/share/doc/imds-tun/vagrant/Vagrantfile",
+        "-rw-r--r-- /usr/share/doc/imds-tun/vagrant/provision.sh",
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
+    // Every file of docs/, as in the source.
+    let mut pending = vec![repo().join("docs")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("listing docs/").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(repo()).expect("under the repository");
+                expected.insert(format!(
+                    "-rw-r--r-- /usr/share/doc/imds-tun/{}",
+                    relative.display()
+                ));
+            }
+        }
+    }
     assert_eq!(files, expected, "{listing}");
 
     let unpacked = Unpacked::new(&artifacts.deb);
@@ -434,6 +526,70 @@ fn deb_holds_exactly_the_binary_unit_conffile_man_page_completions_and_docs() {
     assert_eq!(
         unpacked.read("/etc/default/imds-tun"),
         std::fs::read_to_string(repo().join("packaging/imds-tun.default")).unwrap()
+    );
+}
+
+/// The relative links of a Markdown text (`[text](target)`), without their `#anchor`; links
+/// to the web and pure anchors are not files.
+fn relative_links(markdown: &str) -> Vec<String> {
+    markdown
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .map(|target| {
+            target
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .filter(|target| {
+            !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:")
+        })
+        .collect()
+}
+
+/// The README the package installs links to guides and references: each link must lead to a
+/// file the package installs, from the README and from every document it ships (before issue
+/// 23, every `docs/...` link of `/usr/share/doc/imds-tun/README.md` led nowhere).
+#[test]
+fn deb_documents_link_only_to_files_the_package_installs() {
+    let Some(artifacts) = artifacts(test_name!()) else {
+        return;
+    };
+    let unpacked = Unpacked::new(&artifacts.deb);
+    let doc = unpacked.file("/usr/share/doc/imds-tun");
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    let mut pending = vec![doc.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("listing the docs").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|ext| ext != "md") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("a shipped document");
+            for link in relative_links(&text) {
+                checked += 1;
+                let target = path.parent().expect("a directory").join(&link);
+                if !target.exists() {
+                    broken.push(format!(
+                        "{}: {link}",
+                        path.strip_prefix(&doc).unwrap_or(&path).display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} links read");
+    assert!(
+        broken.is_empty(),
+        "links to nothing in the package: {broken:#?}"
     );
 }
 
@@ -617,6 +773,12 @@ fn man_page_documents_every_flag_of_the_binarys_help_and_no_hidden_one() {
     let flags = long_flags(&help(&artifacts.binary));
     assert!(flags.len() > 40, "{flags:?}");
     let page = Unpacked::new(&artifacts.deb).man_page();
+    let printed = succeed(Command::new(&artifacts.binary).arg("man"));
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout),
+        page,
+        "the packaged page is what `imds-tun man` prints"
+    );
     // roff writes a hyphen-minus as `\-`.
     let plain = page.replace("\\-", "-");
     assert!(plain.contains("\n.TH imds-tun 1 "), "{page}");
@@ -624,6 +786,9 @@ fn man_page_documents_every_flag_of_the_binarys_help_and_no_hidden_one() {
         ".SH NAME",
         ".SH SYNOPSIS",
         ".SH OPTIONS",
+        ".SH COMMANDS",
+        ".SS \"imds-tun ctl spot\"",
+        ".SS \"imds-tun ctl fault\"",
         ".SH \"EXIT STATUS\"",
         ".SH FILES",
     ] {
@@ -713,4 +878,22 @@ fn completions_offer_every_visible_flag_and_bash_completes_a_prefix() {
         complete("imds-tun --imdsv2 ''"),
         BTreeSet::from(["optional".to_owned(), "required".to_owned()])
     );
+    // Under ctl too (before issue 23 the completions knew no subcommand).
+    assert_eq!(
+        complete("imds-tun ctl sp"),
+        BTreeSet::from(["spot".to_owned()])
+    );
+    assert_eq!(
+        complete("imds-tun ctl spot --action ''"),
+        BTreeSet::from([
+            "terminate".to_owned(),
+            "stop".to_owned(),
+            "hibernate".to_owned()
+        ])
+    );
+    // What the package ships is what the binary prints, for any install path.
+    for (shell, script) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
+        let printed = succeed(Command::new(&artifacts.binary).args(["completions", shell]));
+        assert_eq!(&String::from_utf8_lossy(&printed.stdout), script, "{shell}");
+    }
 }

@@ -169,7 +169,9 @@ fn fd00_ec2_254_on_lo_refuses_an_ipv6_start_and_creates_nothing() {
     assert_exit_code(&child, status, 1);
     let stderr = child.stderr();
     assert!(
-        stderr.contains("fd00:ec2::254 is already claimed by an address on interface lo"),
+        stderr.contains(
+            "fd00:ec2::254 is already claimed by an address (fd00:ec2::254/128) on interface lo"
+        ),
         "{stderr}"
     );
     assert!(namespace.tun_links().is_empty(), "no TUN may be created");

@@ -29,6 +29,7 @@ mod hostile_resources;
 mod imds_http;
 mod interruptions;
 mod ipv6_endpoint;
+mod messages;
 mod process_edges;
 mod slow_answers;
 mod tun_lifecycle;

@@ -244,7 +244,7 @@ fn waiting_for_our_fin(namespace: &common::Namespace) -> usize {
 #[test]
 fn a_held_answer_ends_soon_after_its_client_is_gone() {
     let namespace = namespace!();
-    let child = common::start(
+    let _child = common::start(
         &namespace,
         &["--gcp-project", "held-project", "--listen", LISTEN],
     );

@@ -587,35 +587,3 @@ fn cap_net_admin_without_access_to_dev_net_tun_is_told_about_the_device_not_root
     assert!(!child.stderr().contains("needs root"), "{}", child.stderr());
     assert!(namespace.tun_links().is_empty());
 }
-
-/// A command-line error is one `imds-tun: ...` line and exit 2 like every other bad setting,
-/// not clap's usage block; `--help` still prints the help and exits 0.
-#[test]
-fn a_command_line_error_is_one_line_and_exit_2() {
-    for (arguments, needle) in [
-        (
-            &["--mtu", "abc"][..],
-            "imds-tun: invalid value 'abc' for '--mtu <BYTES>'",
-        ),
-        (
-            &["--no-such-flag"][..],
-            "imds-tun: unexpected argument '--no-such-flag'",
-        ),
-    ] {
-        let output = std::process::Command::new(common::BINARY)
-            .args(arguments)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("the binary runs");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{arguments:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{arguments:?}: {stderr}");
-        assert!(stderr.starts_with(needle), "{arguments:?}: {stderr}");
-    }
-    let help = std::process::Command::new(common::BINARY)
-        .arg("--help")
-        .output()
-        .expect("the binary runs");
-    assert_eq!(help.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: imds-tun"));
-}

@@ -164,8 +164,57 @@ fn long_term_keys_are_traded_for_a_session_token() {
     assert_eq!(moto.count("GetSessionToken"), 1, "{:?}", moto.actions());
     assert_eq!(moto.count("AssumeRole"), 0);
     let log = child.stderr();
-    assert!(log.contains("credentials: GetSessionToken"), "{log}");
+    // The line names where the keys came from: the environment, not a profile (before issue
+    // 23 it said `profile "default"` whatever the chain had used).
+    assert!(
+        log.contains(
+            "credentials: GetSessionToken for 43200s with the long-term keys from the environment \
+             (AWS_ACCESS_KEY_ID)"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("profile \"default\""), "{log}");
     assert_no_secrets(&log, &[SOURCE_SECRET]);
+}
+
+/// The `credentials:` line names the profile the chain read the keys from, and its file.
+#[test]
+fn the_credentials_line_names_the_profile_the_keys_came_from() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    let Some(moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    let dir = TempDir::new();
+    let config = dir.file("config", b"[profile dev]\nregion = us-east-1\n");
+    let credentials = dir.file(
+        "credentials",
+        format!(
+            "[dev]\naws_access_key_id = {SOURCE_KEY}\naws_secret_access_key = {SOURCE_SECRET}\n"
+        )
+        .as_bytes(),
+    );
+    let mut spawn = sts_env(false);
+    spawn
+        .env
+        .push(("AWS_CONFIG_FILE".to_owned(), config.clone()));
+    spawn.env.push((
+        "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+        credentials.clone(),
+    ));
+    let child = namespace.spawn_with(&["--profile", "dev"], &spawn);
+    child.wait_ready();
+    let line = child.wait_for_line(Duration::from_secs(1), |line| {
+        line.contains("credentials: ")
+    });
+    assert!(
+        line.contains(&format!(
+            "with the long-term keys from profile \"dev\" in {config} and {credentials}"
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("environment"), "{line}");
+    assert_eq!(moto.count("GetSessionToken"), 1, "{:?}", moto.actions());
 }
 
 #[test]
@@ -260,27 +309,128 @@ fn sts_down_serves_the_last_good_credentials_then_the_ec2_error() {
     let after = json(&after);
     assert_eq!(after["Code"], "AssumeRoleUnauthorizedAccess", "{after}");
     let message = after["Message"].as_str().unwrap();
-    assert!(
-        message.starts_with("EC2 cannot assume the role app."),
-        "{message}"
+    // The kind of failure, nothing of imds-tun's internals (every local process reads it).
+    assert_eq!(
+        message,
+        "EC2 cannot assume the role app. imds-tun has no valid credentials: STS cannot be \
+         reached; imds-tun's log says why"
     );
     assert!(
         elapsed < Duration::from_secs(1),
         "answered from memory: {elapsed:?}"
     );
+    // Said when the keys expire (8 s after they were obtained, 2 s ago at most).
+    child.wait_for_line(Duration::from_secs(10), |line| {
+        line.contains("the last good credentials have expired")
+    });
     let log = child.stderr();
+    // Said once, as a person says it, with what is served; then once more when the last good
+    // keys expire, with the count of failed attempts; never the SDK's Debug.
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            line.contains("failed: cannot reach STS at 127.0.0.1:5000: connection refused")
+        })
+        .filter(|line| !line.contains(" DEBUG "))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(failed[0].contains("WARN"), "{log}");
     assert!(
-        log.contains("AssumeRole arn:aws:iam::123456789012:role/app failed: NetworkError"),
+        failed[0].contains("serving the last good credentials until"),
         "{log}"
     );
-    assert!(
-        log.contains("serving the last good credentials until"),
-        "{log}"
-    );
+    let expired: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("the last good credentials have expired"))
+        .collect();
+    assert_eq!(expired.len(), 1, "{log}");
+    assert!(expired[0].contains(" failed attempts since "), "{log}");
+    assert_no_internals(&log);
     assert_no_secrets(
         &log,
         &[SOURCE_SECRET, first["SecretAccessKey"].as_str().unwrap()],
     );
+}
+
+/// What the SDK's error types look like in `Debug`, which no log line or answer may carry.
+fn assert_no_internals(text: &str) {
+    for internal in [
+        "ConnectorError",
+        "hyper_util",
+        "ConnectError",
+        "Os {",
+        "kind:",
+        "os error",
+        "DispatchFailure",
+    ] {
+        assert!(!text.contains(internal), "{internal} in:\n{text}");
+    }
+}
+
+/// Item 5 of issue 23: STS refusing connections is logged once, in words, with what is served,
+/// not on every retry; the JSON served says only the kind of failure; when STS comes back, one
+/// line says so with the count of failed attempts.
+#[test]
+fn sts_refused_is_said_once_in_words_never_served_and_its_end_counts_the_attempts() {
+    common::isolate_sdk_from_host_config();
+    let namespace = namespace!();
+    // moto's port, before moto runs: every call is refused.
+    let child = namespace.spawn_with(
+        &["--role-arn", ROLE_ARN, "--retry-base-ms", "200"],
+        &sts_env(true),
+    );
+    child.wait_ready();
+    // At least two attempts fail: ours start 0.2 s apart and double, but each may take the
+    // SDK's own retry (a second try after about a second) before it counts as failed.
+    std::thread::sleep(Duration::from_secs(3));
+    let answer = namespace.run_in(|| async { http::get(METADATA, ROLE_PATH).await });
+    let served = answer.text();
+    assert_eq!(
+        json(&answer)["Message"],
+        "EC2 cannot assume the role app. imds-tun has no valid credentials: STS cannot be \
+         reached; imds-tun's log says why",
+        "{served}"
+    );
+    assert!(
+        !served.contains("127.0.0.1") && !served.contains("NetworkError"),
+        "{served}"
+    );
+    assert_no_internals(served);
+
+    let Some(moto) = Moto::start(&namespace, test_name!()) else {
+        return;
+    };
+    let line = child.wait_for_line(Duration::from_secs(30), |line| {
+        line.contains("new credentials")
+    });
+    let log = child.stderr();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("cannot reach STS at 127.0.0.1:5000: connection refused"))
+        // Every retry is there at debug level (RUST_LOG=imds_tun=debug here), for who asks.
+        .filter(|line| !line.contains(" DEBUG "))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "the failure once, then its count with the recovery:\n{log}"
+    );
+    assert!(
+        failed[0].contains("WARN")
+            && failed[0].contains("AssumeRole arn:aws:iam::123456789012:role/app failed: "),
+        "{log}"
+    );
+    let count: u32 = line
+        .split("(after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no count of failed attempts in {line}"));
+    assert!(count >= 2, "{line}");
+    assert_no_internals(&log);
+    let answer = namespace.run_in(|| async { json(&http::get(METADATA, ROLE_PATH).await) });
+    assert_eq!(answer["Code"], "Success", "{answer}");
+    assert!(moto.count("AssumeRole") >= 1);
 }
 
 #[test]
@@ -306,9 +456,10 @@ fn unreachable_sts_at_start_up_is_not_fatal() {
     );
     let log = child.stderr();
     assert!(
-        log.contains("failed: NetworkError: cannot reach STS"),
+        log.contains("failed: cannot reach STS at 127.0.0.1:9: connection refused"),
         "{log}"
     );
+    assert_no_internals(&log);
 }
 
 #[test]

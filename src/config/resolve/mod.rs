@@ -91,15 +91,8 @@ pub fn read_scenario(
     };
     let bytes =
         named_file::read(path, what, files, cap).map_err(|error| ConfigError(error.to_string()))?;
-    let steps: Vec<crate::control::protocol::Step> =
-        serde_json::from_slice(&bytes).map_err(|error| {
-            ConfigError(format!(
-                "{what} {}: line {} column {}: {error}",
-                path.display(),
-                error.line(),
-                error.column()
-            ))
-        })?;
+    let steps = super::file::parse_scenario(&bytes)
+        .map_err(|error| ConfigError(format!("{what} {}: {error}", path.display())))?;
     crate::control::protocol::validate(&crate::control::protocol::Request::Play {
         steps: steps.clone(),
     })
