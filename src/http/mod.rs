@@ -6,7 +6,8 @@
 //! knows no metadata protocol and names no cloud ([`service`] is the seam). It also tracks every
 //! connection so a shutdown can let in-flight requests finish.
 //!
-//! Accepting connections is not handled here: see [`crate::app`].
+//! Accepting connections is not handled here: see `crate::runtime` (the accept loops of both
+//! paths).
 //!
 //! Every request passes the same checks first, whoever answers it: its length, the listener's
 //! [`Access`] and the addressing rules of [`host_guard`]. Which requests a listener admits is
