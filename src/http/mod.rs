@@ -47,7 +47,7 @@ use time::OffsetDateTime;
 use crate::attribution::{Attribution, CallerIdentity, Cgroup};
 pub use reply::{Body, CredentialsRead, Reply};
 pub use reply_hops::{Connection, ReplyHops};
-pub use service::{Answering, Context, MetadataService, Services};
+pub use service::{Answering, Context, Destination, MetadataService, Services};
 pub use upstream::Upstream;
 
 pub mod host_guard;
@@ -248,6 +248,9 @@ impl Server {
             // From here until the reply is written, the client's end of stream is held: it may
             // be a half-close (see `answering`).
             let pending = answering.begin();
+            if let Some(local) = local {
+                request.extensions_mut().insert(Destination(local));
+            }
             let services = services.clone();
             let caller = caller.clone();
             // Decided before the answer exists, so hyper writes no byte of a PUT's reply before

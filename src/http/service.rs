@@ -22,6 +22,13 @@ use time::OffsetDateTime;
 use super::reply::Reply;
 use crate::attribution::CallerIdentity;
 
+/// The address and port the client connected to (169.254.169.254:80, a `--listen` address,
+/// or another address the TUN serves), in every request's extensions when the transport knows
+/// it: a service that answers on one address only claims by it
+/// (`request.extensions.get::<Destination>()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination(pub std::net::SocketAddr);
+
 /// An answer on its way.
 pub type Answering<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 
