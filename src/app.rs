@@ -219,6 +219,10 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
 
     let outcome = tokio::select! {
         signal = signals.next() => {
+            // Said once new clients are refused, so that whoever reads the line (a supervisor,
+            // a test) can rely on it: a client that connects after it gets a RST, not an
+            // accepted connection closed without an answer.
+            running.stop_accepting().await;
             tracing::info!("received {signal}; finishing in-flight requests");
             Ok(())
         }
