@@ -107,6 +107,7 @@ pub fn main() -> ExitCode {
         Some(crate::cli::Command::Man) => {
             return print_reference("the man page", crate::cli::reference::man_page);
         }
+        Some(crate::cli::Command::Env(args)) => return env_main(&args),
         None => {}
     }
     if cli.check {
@@ -365,6 +366,18 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
         Err(error) => {
             output::error_line(&format!("imds-tun ctl: {error}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `imds-tun env ...`: the `export` lines on stdout (exit 0), or one line on stderr (exit 2).
+fn env_main(args: &crate::container_env::EnvArgs) -> ExitCode {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    match crate::container_env::render(args, &cwd) {
+        Ok(lines) => output::finish(output::print(&lines), ExitCode::SUCCESS),
+        Err(error) => {
+            output::error_line(&format!("imds-tun env: {error}"));
+            ExitCode::from(2)
         }
     }
 }
