@@ -51,6 +51,25 @@ pub struct Layer {
     /// AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 (Linux; the TUN only) [default: off].
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub ipv6: Option<bool>,
+    /// Also claim 169.254.170.2 on the TUN, the ECS container endpoint SDKs dial with
+    /// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI (Linux; the TUN only) [default: off].
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Container endpoints"
+    )]
+    pub ecs: Option<bool>,
+    /// Also claim 169.254.170.23 on the TUN (and fd00:ec2::23 with --ipv6), the EKS Pod
+    /// Identity endpoint SDKs dial with AWS_CONTAINER_CREDENTIALS_FULL_URI (Linux; the TUN
+    /// only) [default: off].
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Container endpoints"
+    )]
+    pub eks_pod_identity: Option<bool>,
     /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,
