@@ -333,7 +333,7 @@ struct ErrorBody<'a> {
 }
 
 /// `status` with the agent's error JSON.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Reply {
+fn error(status: StatusCode, code: &str, message: &str) -> Reply {
     json_reply(
         status,
         &ErrorBody {
