@@ -539,11 +539,16 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[SocketAddr
     } else {
         format!("; also listening on {}", kernel.join(", "))
     };
-    let ipv6 = if settings.tun.as_ref().is_some_and(|tun| tun.device.ipv6) {
+    let mut ipv6 = if settings.tun.as_ref().is_some_and(|tun| tun.device.ipv6) {
         format!(" and [{METADATA_ADDRESS_V6}]:80")
     } else {
         String::new()
     };
+    // The container endpoints' addresses (--ecs, --eks-pod-identity), claimed on the same TUN.
+    for extra in settings.tun.iter().flat_map(|tun| &tun.device.extra) {
+        let address = std::net::SocketAddr::new(extra.address(), 80);
+        ipv6.push_str(&format!(", {address} ({})", extra.flag()));
+    }
     match tun_name {
         Some(name) => tracing::info!(
             "serving EC2 instance metadata on {METADATA_ADDRESS}:80{ipv6} via TUN device {name} ({mode}){also}"
