@@ -27,7 +27,7 @@ use imds_tun::container_env::{INSTANCE_ROLE_ID, ecs_variables, eks_variables};
 
 /// Set in the child's environment: run the provider.
 const CHILD: &str = "IMDS_TUN_ECS_PROVIDER_CHILD";
-/// The child's answer line on stdout: this prefix, then JSON.
+/// The child's answer on stdout: this, then JSON (after libtest's `test ... ` on its line).
 const ANSWER: &str = "ecs-provider-answer: ";
 
 const ECS: SocketAddr = SocketAddr::new(
@@ -102,7 +102,7 @@ fn rust_sdk(namespace: &Namespace, variables: &[(&str, String)]) -> (Option<Stri
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
         .lines()
-        .find_map(|line| line.strip_prefix(ANSWER))
+        .find_map(|line| line.split_once(ANSWER).map(|(_, answer)| answer))
         .unwrap_or_else(|| panic!("the child printed no answer: {}", text(&output)));
     let answer: serde_json::Value = serde_json::from_str(line).expect("JSON");
     (
