@@ -522,3 +522,92 @@ fn a_docker_container_with_the_ecs_environment_gets_credentials_and_task_metadat
     }
     assert_eq!(container["DockerId"], containers[0]["DockerId"], "{stdout}");
 }
+
+/// The fenced blocks of docs/guides/containers-endpoints.md after its worked-example marker:
+/// the server's terminal, the client's, and the output.
+fn worked_example() -> Vec<String> {
+    let guide = std::fs::read_to_string(repo().join("docs/guides/containers-endpoints.md"))
+        .expect("the guide");
+    let (_, example) = guide
+        .split_once("<!-- worked example:")
+        .expect("the guide marks its worked example");
+    let blocks: Vec<String> = example
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|block| {
+            let (_language, body) = block.split_once('\n').unwrap_or_default();
+            body.to_owned()
+        })
+        .collect();
+    assert_eq!(blocks.len(), 3, "server, client, output: {blocks:?}");
+    blocks
+}
+
+#[test]
+fn the_guides_worked_example_runs_as_written() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(python) = venv(test, "python") else {
+        return;
+    };
+    let blocks = worked_example();
+    let scratch = TempDir::new();
+    // `imds-tun` and `python3` on the PATH, as the guide's reader has them: the binary under
+    // test and the .venv's Python (through a script: a venv is found from its own bin/).
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    std::os::unix::fs::symlink(common::binary(), bin.join("imds-tun")).expect("symlink");
+    std::fs::write(
+        bin.join("python3"),
+        format!("#!/bin/sh\nexec {python} \"$@\"\n"),
+    )
+    .expect("python3");
+    std::fs::set_permissions(bin.join("python3"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let work = scratch.path().join("work");
+    std::fs::create_dir(&work).expect("work");
+    let path = format!("PATH={}:/usr/bin:/bin", bin.display());
+    let run = |script: &str| {
+        let mut command: Vec<String> = client_env(&[]);
+        command[0] = path.clone();
+        let mut full = vec!["env", "-i"];
+        full.extend(command.iter().map(String::as_str));
+        let cd = format!("cd '{}' && {script}", work.display());
+        full.extend_from_slice(&["sh", "-e", "-c", &cd]);
+        namespace.exec(&full)
+    };
+
+    // The server's terminal: everything before the `sudo imds-tun` line in sh, that line
+    // through the harness (which waits for it to serve), files it names made absolute.
+    let (setup, server) = blocks[0]
+        .trim_end()
+        .rsplit_once('\n')
+        .expect("setup lines, then the server");
+    let prepared = run(setup);
+    assert!(prepared.status.success(), "{}", text(&prepared));
+    let args: Vec<String> = server
+        .strip_prefix("sudo imds-tun ")
+        .expect("the last line starts the server")
+        .split_whitespace()
+        .map(|arg| {
+            let file = work.join(arg);
+            if file.exists() {
+                file.display().to_string()
+            } else {
+                arg.to_owned()
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _child = common::start(&namespace, &args);
+
+    let client = run(&blocks[1]);
+    assert!(client.status.success(), "{}", text(&client));
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout),
+        blocks[2],
+        "{}",
+        text(&client)
+    );
+}
