@@ -370,6 +370,20 @@ pub(crate) fn check_extra_claim(
     request: &TunRequest,
     extra: ExtraAddress,
 ) -> Result<(), PlatformError> {
+    // Another imds-tun's route to it is that imds-tun's claim, named by its pid.
+    let lock_error = |source| PlatformError::Io {
+        context: "asking who holds the claim lock (@imds-tun/169.254.169.254)",
+        source,
+    };
+    if let Some(Holder::Privileged { pid }) = super::claim_lock::holder().map_err(lock_error)? {
+        return Err(PlatformError::ExtraAddressClaimed {
+            extra,
+            claim: Claim::ImdsTun {
+                pid: Some(pid),
+                interface: None,
+            },
+        });
+    }
     if let Some(claim) = claim_of(extra.address())? {
         return Err(PlatformError::ExtraAddressClaimed { extra, claim });
     }

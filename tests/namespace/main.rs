@@ -16,6 +16,7 @@ mod callers;
 mod check_matches_start;
 mod claim_watch;
 mod container_clients;
+mod container_endpoints;
 mod control_lifecycle;
 mod deploy_containers;
 mod docker_containers;

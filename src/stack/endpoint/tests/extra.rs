@@ -115,3 +115,39 @@ fn at_the_limit_the_container_endpoints_share_it_with_the_metadata_address() {
     assert_ne!(second.socket(handle).state(), tcp::State::Established);
     assert_eq!(stack.connection_count(), 1);
 }
+
+#[test]
+fn questions_about_callers_name_the_address_each_client_dialled() {
+    let mut stack = with_container_endpoints(1);
+    let mut first = Client::at(IpAddress::Ipv4(CLIENT), IpAddress::Ipv4(ECS));
+    first.connect(47400, 80);
+    assert_eq!(shuttle(&mut stack, &mut first, Instant::ZERO).len(), 1);
+    // At the limit a newcomer to another address is held until callers are known: the kernel
+    // is asked about each socket by both its ends, so ours must be the address dialled.
+    let mut second = Client::at(IpAddress::Ipv4(CLIENT), IpAddress::Ipv4(EKS));
+    second.connect(47401, 80);
+    let syn = second.outgoing(Instant::ZERO);
+    assert_eq!(
+        stack.endpoint.receive(syn[0].clone(), Instant::ZERO),
+        Received::Held
+    );
+    let questions = stack.endpoint.caller_questions().expect("a SYN is held");
+    let mut asked: Vec<(SocketAddr, SocketAddr)> = questions
+        .iter()
+        .map(|question| (question.client, question.server))
+        .collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        vec![
+            (
+                SocketAddr::new(CLIENT.into(), 47400),
+                SocketAddr::new(ECS.into(), 80)
+            ),
+            (
+                SocketAddr::new(CLIENT.into(), 47401),
+                SocketAddr::new(EKS.into(), 80)
+            ),
+        ]
+    );
+}
