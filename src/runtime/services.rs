@@ -1,7 +1,8 @@
 //! The metadata services of a run, built from its settings: EC2 with its credential source and
 //! per-caller roles, GCE when configured, Azure always, the ECS endpoint always and EKS Pod
-//! Identity with its token file (both sharing EC2's role and rules); or the upstream forwarder. Each start-up
-//! line that says where credentials and tokens come from is written here, once.
+//! Identity with its token file (both sharing EC2's role and rules); or the upstream
+//! forwarder. Each start-up line that says where credentials and tokens come from is written
+//! here, once.
 
 use std::sync::Arc;
 
@@ -60,6 +61,11 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
         hostname: &local.instance.hostname,
     };
     let selected = crate::credentials::select(&local.credentials, served, outage).await?;
+    if selected.fake {
+        tracing::warn!("{}", selected.summary);
+    } else if !selected.summary.is_empty() {
+        tracing::info!("{}", selected.summary);
+    }
     let caller_roles = caller_roles(local, &selected);
     let containers = containers(local, &selected, caller_roles.clone());
     let ec2 = ec2(local, selected, caller_roles);
@@ -91,11 +97,6 @@ fn caller_roles(local: &LocalService, selected: &Selected) -> Option<Arc<CallerR
 }
 
 fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>) -> Ec2 {
-    if selected.fake {
-        tracing::warn!("{}", selected.summary);
-    } else if !selected.summary.is_empty() {
-        tracing::info!("{}", selected.summary);
-    }
     let ec2 = Ec2::new(&local.instance, local.token_policy, selected.source);
     match roles {
         Some(roles) => ec2.with_caller_roles(roles),
