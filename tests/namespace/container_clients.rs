@@ -419,6 +419,13 @@ fn boto3_the_aws_cli_and_node_get_pod_identity_credentials_with_the_token_file()
         return;
     };
     assert_all_refused("wrong Pod Identity token", &refused);
+
+    let mut no_token = eks_variables(&client_token, false);
+    no_token.retain(|(name, _)| *name != "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+    let Some(refused) = every_client(test, &namespace, &no_token, false) else {
+        return;
+    };
+    assert_all_refused("no Pod Identity token", &refused);
 }
 
 #[test]
