@@ -525,9 +525,12 @@ fn a_docker_container_with_the_ecs_environment_gets_credentials_and_task_metadat
                 "container {field}: {entry}"
             );
         }
-        assert!(entry["Networks"].is_array(), "Networks: {entry}");
+        let network = &entry["Networks"][0];
+        assert!(network["NetworkMode"].is_string(), "Networks: {entry}");
+        assert!(network["IPv4Addresses"][0].is_string(), "Networks: {entry}");
     }
     assert_eq!(container["DockerId"], containers[0]["DockerId"], "{stdout}");
+    assert_eq!(container["Name"], INSTANCE_ROLE_ID, "{container}");
 }
 
 /// The fenced blocks of docs/guides/containers-endpoints.md after its worked-example marker:
