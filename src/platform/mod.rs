@@ -16,6 +16,11 @@
 //! way (Linux): local `fd00:ec2::253`, peer `fd00:ec2::254/128`, so the kernel's route to that
 //! one /128 belongs to the device and goes with it.
 //!
+//! With `--ecs` and `--eks-pod-identity` the device also receives the container endpoints'
+//! addresses ([`ExtraAddress`]): a device has one pair per family, so each is a host route of
+//! the device's own with our side of the pair as its source, checked, verified and watched as
+//! the metadata address is, and deleted by the kernel with the device.
+//!
 //! It also owns the other things that differ per OS:
 //! - opening a file with another user's rights ([`open_as_user`]), which `config::named_file`
 //!   uses for files named under `sudo`;

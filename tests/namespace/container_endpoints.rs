@@ -140,9 +140,15 @@ fn start_and_check_refuse(namespace: &Namespace, args: &[&str], needles: &[&str]
     for needle in needles {
         assert!(errors[0].contains(needle), "{needle:?} in {:?}", errors[0]);
     }
+    // A refusal before the device creates nothing; one after it (the rule) takes the device
+    // with the process, which the kernel removes a moment after the exit.
+    let deadline = std::time::Instant::now() + CLEANUP_TIMEOUT;
+    while !namespace.tun_links().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         namespace.tun_links().is_empty(),
-        "a refusal creates nothing"
+        "no TUN is left after a refusal"
     );
 
     let binary = common::binary();
@@ -253,5 +259,29 @@ fn without_the_flags_nothing_routes_the_container_endpoints() {
     assert!(
         !matches!(refused, Ok(Ok(_))),
         "nothing answers 169.254.170.2 without --ecs"
+    );
+}
+
+/// A policy rule that sends 169.254.170.23 elsewhere would take it from the device's route as
+/// surely as a route: the start verifies where the kernel sends it and refuses, and `--check`
+/// sees the rule before there is a device.
+#[test]
+fn a_policy_rule_diverting_the_eks_address_refuses_start_and_check() {
+    let namespace = namespace!();
+    namespace.ip(&[
+        "link", "add", "divert0", "type", "veth", "peer", "name", "divert1",
+    ]);
+    namespace.ip(&["link", "set", "divert0", "up"]);
+    namespace.ip(&["link", "set", "divert1", "up"]);
+    namespace.ip(&["route", "add", EKS, "dev", "divert0", "table", "100"]);
+    namespace.ip(&["rule", "add", "to", EKS, "lookup", "100"]);
+    start_and_check_refuse(
+        &namespace,
+        &["--eks-pod-identity"],
+        &[
+            "the kernel routes 169.254.170.23 out of interface divert0",
+            "`ip rule`",
+            "`ip route get 169.254.170.23`",
+        ],
     );
 }
