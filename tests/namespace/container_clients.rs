@@ -370,6 +370,25 @@ fn env_output_evaluated_by_sh_sets_what_the_sdks_read() {
         );
     }
     assert!(!dir.path().join("pwned").exists());
+
+    // A full disk is one line and exit 1, never a panic.
+    let full = Command::new(binary)
+        .args(["env", "--ecs", "app"])
+        .stdout(std::fs::File::create("/dev/full").expect("/dev/full"))
+        .output()
+        .expect("imds-tun env");
+    assert_eq!(full.status.code(), Some(1), "{}", text(&full));
+    assert_eq!(
+        String::from_utf8_lossy(&full.stderr).lines().count(),
+        1,
+        "{}",
+        text(&full)
+    );
+    assert!(
+        String::from_utf8_lossy(&full.stderr).starts_with("imds-tun: cannot write the output"),
+        "{}",
+        text(&full)
+    );
 }
 
 #[test]
