@@ -107,6 +107,7 @@ pub fn main() -> ExitCode {
         Some(crate::cli::Command::Man) => {
             return print_reference("the man page", crate::cli::reference::man_page);
         }
+        Some(crate::cli::Command::Env(args)) => return env_main(&args),
         None => {}
     }
     if cli.check {
@@ -373,6 +374,18 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
     }
 }
 
+/// `imds-tun env ...`: the `export` lines on stdout (exit 0), or one line on stderr (exit 2).
+fn env_main(args: &crate::container_env::EnvArgs) -> ExitCode {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    match crate::container_env::render(args, &cwd) {
+        Ok(lines) => output::finish(output::print(&lines), ExitCode::SUCCESS),
+        Err(error) => {
+            output::error_line(&format!("imds-tun env: {error}"));
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// `imds-tun man` and `imds-tun completions SHELL`: `what` on stdout, exit 0. A reader that
 /// went away (`imds-tun man | head`) ends it quietly; any other write error is one line, exit 1.
 fn print_reference(
@@ -530,11 +543,16 @@ fn announce(settings: &Settings, tun_name: Option<&str>, listeners: &[SocketAddr
     } else {
         format!("; also listening on {}", kernel.join(", "))
     };
-    let ipv6 = if settings.tun.as_ref().is_some_and(|tun| tun.device.ipv6) {
+    let mut ipv6 = if settings.tun.as_ref().is_some_and(|tun| tun.device.ipv6) {
         format!(" and [{METADATA_ADDRESS_V6}]:80")
     } else {
         String::new()
     };
+    // The container endpoints' addresses (--ecs, --eks-pod-identity), claimed on the same TUN.
+    for extra in settings.tun.iter().flat_map(|tun| &tun.device.extra) {
+        let address = std::net::SocketAddr::new(extra.address(), 80);
+        ipv6.push_str(&format!(", {address} ({})", extra.flag()));
+    }
     match tun_name {
         Some(name) => tracing::info!(
             "serving EC2 instance metadata on {METADATA_ADDRESS}:80{ipv6} via TUN device {name} ({mode}){also}"

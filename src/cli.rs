@@ -54,6 +54,9 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `imds-tun man > /usr/local/share/man/man1/imds-tun.1`.
     Man,
+    /// Print the `export` lines a process needs for the ECS or EKS Pod Identity endpoint, e.g.
+    /// `eval "$(imds-tun env --ecs imds-tun)"`.
+    Env(crate::container_env::EnvArgs),
 }
 
 /// `imds-tun ctl ...`: each prints the resulting status as JSON (exit 0), or why not (exit 1).

@@ -128,7 +128,7 @@ pub fn run(cli: Cli) -> Vec<Finding> {
             .as_ref()
             .and_then(|settings| settings.tun.as_ref())
             .map_or_else(default_tun_request, |tun| tun.device.clone());
-        findings.push(check_address(&request));
+        findings.extend(check_address(&request));
     } else {
         findings.push(Finding::new(Level::Ok, "tun", "not needed (--no-tun)", ""));
     }
@@ -164,6 +164,7 @@ fn default_tun_request() -> platform::TunRequest {
         name: crate::config::defaults::TUN_NAME.to_owned(),
         mtu: 1500,
         ipv6: false,
+        extra: Vec::new(),
         queue_packets: platform::transmit_queue_packets(1024),
     }
 }
@@ -172,9 +173,13 @@ fn default_tun_request() -> platform::TunRequest {
 /// answers for the addresses (another imds-tun is named by its pid), a fixed `--tun-name` is
 /// free, and no policy rule would route the address past a new device. The finding is the
 /// start's own message.
-fn check_address(request: &platform::TunRequest) -> Finding {
+fn check_address(request: &platform::TunRequest) -> Vec<Finding> {
     const CHECK: &str = "metadata address";
-    match platform::check_claim(request) {
+    let metadata_only = platform::TunRequest {
+        extra: Vec::new(),
+        ..request.clone()
+    };
+    let mut findings = vec![match platform::check_claim(&metadata_only) {
         Ok(()) if request.ipv6 => Finding::new(
             Level::Ok,
             CHECK,
@@ -188,7 +193,25 @@ fn check_address(request: &platform::TunRequest) -> Finding {
             "",
         ),
         Err(error) => Finding::new(Level::Fail, CHECK, error.to_string(), ""),
-    }
+    }];
+    // One finding per container endpoint's address, in the start's words.
+    findings.extend(request.extra.iter().map(|&extra| {
+        const CHECK: &str = "container endpoint";
+        match platform::check_extra_claim(request, extra) {
+            Ok(()) => Finding::new(
+                Level::Ok,
+                CHECK,
+                format!(
+                    "{} ({}) is not claimed by anything else",
+                    extra.address(),
+                    extra.flag()
+                ),
+                "",
+            ),
+            Err(error) => Finding::new(Level::Fail, CHECK, error.to_string(), ""),
+        }
+    }));
+    findings
 }
 
 /// The account a start would serve as (`--user`, or the user behind sudo), decided as it

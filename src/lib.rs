@@ -53,6 +53,8 @@
 //! - [`clouds`]: the metadata protocols behind that seam, one folder each ([`clouds::ec2`],
 //!   [`clouds::gce`], [`clouds::azure`]), their rules plain functions of a request, and the
 //!   token cache GCE and Azure share.
+//! - [`container_env`]: `imds-tun env`, the `export` lines for the ECS and EKS Pod Identity
+//!   endpoints.
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults,
 //!   resolved into each layer's own settings; every file a user names is read by
 //!   `config::named_file`.
@@ -73,6 +75,7 @@ pub mod cidr;
 pub mod cli;
 pub mod clouds;
 pub mod config;
+pub mod container_env;
 pub mod control;
 pub mod credentials;
 pub mod doctor;

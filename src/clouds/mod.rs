@@ -6,6 +6,11 @@
 //!   credentials), and the catch-all: it owns `/` and every path no other cloud claims.
 //! - [`gce`]: the GCE metadata server (`/computeMetadata/v1/...`), with `--gcp-project`.
 //! - [`azure`]: the Azure Instance Metadata Service (`/metadata/...`), always on.
+//! - [`ecs`]: the ECS container endpoint (credentials and task metadata v4), claiming every
+//!   request to 169.254.170.2; [`eks_pod_identity`]: the EKS Pod Identity endpoint, claiming
+//!   every request to 169.254.170.23 and fd00:ec2::23. Both claim by the address the client
+//!   connected to (`http::Destination`), before any path-based cloud, and serve the instance's
+//!   role through [`instance_role`].
 //! - [`token_cache`]: the expiring, single-flight cache the GCE and Azure tokens share.
 //!
 //! **Adding a cloud or an endpoint** is one folder here, holding a type that implements
@@ -21,14 +26,38 @@
 
 pub mod azure;
 pub mod ec2;
+pub mod ecs;
+pub mod eks_pod_identity;
 pub mod gce;
+pub mod instance_role;
 pub mod token_cache;
 
 use crate::http::{Services, Upstream};
 
+/// The endpoints that claim requests by the address they were sent to (169.254.170.2,
+/// 169.254.170.23, fd00:ec2::23): asked first, so no path-based cloud answers there.
+#[derive(Debug, Default)]
+pub struct ContainerEndpoints {
+    /// The ECS container endpoint.
+    pub ecs: Option<ecs::Ecs>,
+    /// The EKS Pod Identity endpoint (with `--eks-pod-identity-token-file`).
+    pub pod_identity: Option<eks_pod_identity::PodIdentity>,
+}
+
 /// The services of a run that answers locally, in the order they are asked.
-pub fn local(ec2: ec2::Ec2, gce: Option<gce::Gce>, azure: Option<azure::Azure>) -> Services {
+pub fn local(
+    ec2: ec2::Ec2,
+    gce: Option<gce::Gce>,
+    azure: Option<azure::Azure>,
+    containers: ContainerEndpoints,
+) -> Services {
     let mut services = base();
+    if let Some(ecs) = containers.ecs {
+        services = services.with(ecs);
+    }
+    if let Some(pod_identity) = containers.pod_identity {
+        services = services.with(pod_identity);
+    }
     if let Some(gce) = gce {
         services = services.with(gce);
     }
@@ -50,3 +79,6 @@ pub fn forwarding(upstream: Upstream) -> Services {
 fn base() -> Services {
     Services::new(ec2::responses::error)
 }
+
+#[cfg(test)]
+mod tests;

@@ -51,6 +51,25 @@ pub struct Layer {
     /// AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 (Linux; the TUN only) [default: off].
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub ipv6: Option<bool>,
+    /// Also claim 169.254.170.2 on the TUN, the ECS container endpoint SDKs dial with
+    /// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI (Linux; the TUN only) [default: off].
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Container endpoints"
+    )]
+    pub ecs: Option<bool>,
+    /// Also claim 169.254.170.23 on the TUN (and fd00:ec2::23 with --ipv6), the EKS Pod
+    /// Identity endpoint SDKs dial with AWS_CONTAINER_CREDENTIALS_FULL_URI (Linux; the TUN
+    /// only) [default: off].
+    #[arg(
+        long,
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = "Container endpoints"
+    )]
+    pub eks_pod_identity: Option<bool>,
     /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,
@@ -281,6 +300,20 @@ pub struct Layer {
     /// --resource {resource}` [default: fake tokens].
     #[arg(long, value_name = "COMMAND", help_heading = "Azure")]
     pub azure_token_command: Option<String>,
+
+    // Container endpoints (docs/metadata.md#ecs, docs/metadata.md#eks-pod-identity).
+    /// Serve ROLE_ARN's credentials at 169.254.170.2/v2/credentials/ID and its task metadata at
+    /// /v4/ID (repeatable; ID: 1-64 of [A-Za-z0-9._-]); the id `imds-tun` always serves the
+    /// instance's role [default: only `imds-tun`].
+    // The doc is clap's --help text: its `[...]` are clap's conventions, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    #[arg(long, value_name = "ID=ROLE_ARN", help_heading = "Container endpoints")]
+    #[serde(default)]
+    pub ecs_credentials: Vec<String>,
+    /// File whose content an EKS Pod Identity request must send as its Authorization header
+    /// (not world-readable; read once at start-up); serves 169.254.170.23/v1/credentials.
+    #[arg(long, value_name = "FILE", help_heading = "Container endpoints")]
+    pub eks_pod_identity_token_file: Option<PathBuf>,
 
     // Upstream proxy mode and listener protection (see `config::proxy`).
     /// Forward every request to this metadata service (e.g. another imds-tun on the host:

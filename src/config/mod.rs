@@ -15,8 +15,9 @@
 //!   per part it resolves: the TUN side (`tun`: the device and the stack's endpoint), the
 //!   request `limits` (`http`'s own), the kernel listeners (`listen`), `--allow-from` and
 //!   `--user` (`hardening`), the `service` (token policy, grace), the `instance`, the
-//!   `credentials`, GCE and Azure, and [`upstream`](proxy) (`--upstream` forwarding and the
-//!   shared token of non-loopback listeners).
+//!   `credentials`, GCE and Azure, the container endpoints (`containers`), and
+//!   [`upstream`](proxy) (`--upstream` forwarding and the shared token of non-loopback
+//!   listeners).
 //!
 //! Adding a setting takes three edits: its field in [`Layer`] (which is both the flag and the
 //! file key), one line where its part is resolved into the layer's own struct, and its use in
@@ -121,6 +122,10 @@ pub struct LocalService {
     pub gce: Option<crate::clouds::gce::GceSettings>,
     /// The Azure VM (always served).
     pub azure: resolve::azure::AzureSettings,
+    /// The ECS endpoint's own ids (`--ecs-credentials`).
+    pub ecs: crate::clouds::ecs::EcsSettings,
+    /// The EKS Pod Identity endpoint's token (`--eks-pod-identity-token-file`), or no endpoint.
+    pub pod_identity: Option<crate::clouds::eks_pod_identity::PodIdentitySettings>,
     /// Interruptions to play from the start (`--scenario`).
     pub scenario: Option<Vec<crate::control::protocol::Step>>,
 }

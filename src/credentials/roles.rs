@@ -123,6 +123,26 @@ pub struct LazyRole {
     started: OnceLock<Arc<dyn RoleSource>>,
 }
 
+impl LazyRole {
+    /// `role`, not started: nothing is assumed until [`LazyRole::source_with`] is first called.
+    pub fn new(role: RoleArn) -> LazyRole {
+        LazyRole {
+            role,
+            started: OnceLock::new(),
+        }
+    }
+
+    /// The role's source, started with `starter` now if this is the first ask.
+    pub fn source_with(&self, starter: &RoleStarter) -> Arc<dyn RoleSource> {
+        self.started
+            .get_or_init(|| {
+                tracing::info!(role = %self.role.arn, "credentials: first caller for this role; starting its source");
+                starter(&self.role)
+            })
+            .clone()
+    }
+}
+
 impl std::fmt::Debug for LazyRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LazyRole")
@@ -156,10 +176,7 @@ impl CallerRoles {
                 let role = match roles.iter().find(|role| role.role.arn == rule.role.arn) {
                     Some(role) => role.clone(),
                     None => {
-                        let role = Arc::new(LazyRole {
-                            role: rule.role.clone(),
-                            started: OnceLock::new(),
-                        });
+                        let role = Arc::new(LazyRole::new(rule.role.clone()));
                         roles.push(role.clone());
                         role
                     }
@@ -200,12 +217,7 @@ impl CallerRoles {
 
     /// The role's source, started now if this is the first ask.
     pub fn source(&self, role: &LazyRole) -> Arc<dyn RoleSource> {
-        role.started
-            .get_or_init(|| {
-                tracing::info!(role = %role.role.arn, "credentials: first caller for this role; starting its source");
-                (self.starter)(&role.role)
-            })
-            .clone()
+        role.source_with(&self.starter)
     }
 }
 

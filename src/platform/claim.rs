@@ -246,6 +246,54 @@ mod tests {
     const METADATA: IpAddr = IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254));
 
     #[test]
+    fn a_claimed_container_endpoint_names_its_holder_the_release_and_the_flag() {
+        use super::super::{ExtraAddress, PlatformError};
+        let ecs = IpAddr::V4(Ipv4Addr::new(169, 254, 170, 2));
+        let error = PlatformError::ExtraAddressClaimed {
+            extra: ExtraAddress::Ecs,
+            claim: Claim::Address {
+                address: ecs,
+                prefix: 32,
+                interface: "lo".into(),
+            },
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "169.254.170.2 is already claimed by an address (169.254.170.2/32) on interface lo; "
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains(
+                &Claim::Address {
+                    address: ecs,
+                    prefix: 32,
+                    interface: "lo".into(),
+                }
+                .advice()
+            )
+        );
+        assert!(
+            message.ends_with(" and retry, or run without --ecs"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'));
+
+        let error = PlatformError::ExtraRouteNotTaken {
+            extra: ExtraAddress::EksPodIdentityV6,
+            device: "imds0".into(),
+            route: "nowhere (no route)".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "the kernel routes fd00:ec2::23 nowhere (no route), not into imds0: a policy-routing \
+             rule or another route takes precedence; check `ip -6 rule` and `ip -6 route get \
+             fd00:ec2::23`"
+        );
+    }
+
+    #[test]
     fn each_claim_is_released_by_the_command_that_fits_it() {
         let cases = [
             (

@@ -13,8 +13,8 @@ use super::claim::{self, Claim};
 use super::claim_lock::{ClaimLock, Holder};
 use super::netlink;
 use super::{
-    ClaimLoss, FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS, METADATA_ADDRESS_V6,
-    OpenAsError, PlatformError, TunRequest,
+    ClaimLoss, ExtraAddress, FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS,
+    METADATA_ADDRESS_V6, OpenAsError, PlatformError, TunRequest,
 };
 use nix::unistd::{Gid, ResGid, ResUid};
 use std::fs::{File, OpenOptions};
@@ -34,6 +34,8 @@ pub struct AsyncTun {
     index: u32,
     /// Whether fd00:ec2::254 is claimed too.
     ipv6: bool,
+    /// The container endpoints' addresses routed into the device too.
+    extra: Vec<ExtraAddress>,
     /// Held as long as the device: a rival start sees the address taken from the first moment.
     _claim: ClaimLock,
 }
@@ -76,13 +78,14 @@ impl AsyncTun {
 
     /// A watch on this device's claim; call from inside the runtime, once the claim is made.
     pub fn watch(&self) -> ClaimWatch {
-        ClaimWatch::new(self.name.clone(), self.index, self.ipv6)
+        ClaimWatch::new(self.name.clone(), self.index, self.ipv6, self.extra.clone())
     }
 }
 
 /// The claim an [`AsyncTun`] holds, watched: the kernel's rtnetlink news of links, addresses,
 /// routes and rules is the trigger, and every trigger asks the kernel again whether the device
-/// still exists, is up, carries our address and receives the metadata address's packets. So
+/// still exists, is up, carries our address and receives the packets of the metadata address
+/// and of each extra address (`--ecs`, `--eks-pod-identity`). So
 /// imds-tun's own set-up (over before the watch starts), the link-local address the kernel adds
 /// with `--ipv6`, and other interfaces' changes cost one look and change nothing. Without a
 /// subscription (netlink refused) it looks once a second instead.
@@ -91,6 +94,7 @@ pub struct ClaimWatch {
     name: String,
     index: u32,
     ipv6: bool,
+    extra: Vec<ExtraAddress>,
     changes: Option<AsyncFd<netlink::Changes>>,
 }
 
@@ -98,7 +102,7 @@ pub struct ClaimWatch {
 const POLL_WITHOUT_NEWS: Duration = Duration::from_secs(1);
 
 impl ClaimWatch {
-    fn new(name: String, index: u32, ipv6: bool) -> ClaimWatch {
+    fn new(name: String, index: u32, ipv6: bool, extra: Vec<ExtraAddress>) -> ClaimWatch {
         let changes = netlink::Changes::subscribe(ipv6)
             .and_then(|changes| {
                 // SAFETY: the AsyncFd takes ownership of the socket, which owns its descriptor,
@@ -117,6 +121,7 @@ impl ClaimWatch {
             name,
             index,
             ipv6,
+            extra,
             changes,
         }
     }
@@ -204,6 +209,7 @@ impl ClaimWatch {
         if self.ipv6 {
             claimed.push(IpAddr::V6(METADATA_ADDRESS_V6));
         }
+        claimed.extend(self.extra.iter().map(|extra| extra.address()));
         for address in claimed {
             let Ok(taken) = netlink::route_output_interface(address) else {
                 continue;
@@ -277,6 +283,9 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
     } else {
         silence_ipv6(&name);
     }
+    for &extra in &request.extra {
+        route_extra(&name, extra)?;
+    }
     device.set_nonblock().map_err(|source| PlatformError::Io {
         context: "making the TUN device non-blocking",
         source,
@@ -293,6 +302,7 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
         index: tun_index(&name)?,
         name,
         ipv6: request.ipv6,
+        extra: request.extra.clone(),
         _claim: claim,
     })
 }
@@ -307,6 +317,11 @@ fn free_to_claim(request: &TunRequest) -> Result<(), PlatformError> {
         ipv6_available()?;
         if let Some(holder) = current_claim_v6()? {
             return Err(PlatformError::Ipv6AddressClaimed(holder));
+        }
+    }
+    for &extra in &request.extra {
+        if let Some(claim) = claim_of(extra.address())? {
+            return Err(PlatformError::ExtraAddressClaimed { extra, claim });
         }
     }
     refuse_existing_name(&request.name)
@@ -335,16 +350,7 @@ pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
         addresses.push(IpAddr::V6(METADATA_ADDRESS_V6));
     }
     for address in addresses {
-        let io_error = |source| PlatformError::Io {
-            context: match address {
-                IpAddr::V4(_) => "checking the route to 169.254.169.254",
-                IpAddr::V6(_) => "checking the route to fd00:ec2::254",
-            },
-            source,
-        };
-        let answer = netlink::route_lookup(address).map_err(io_error)?;
-        let rules = netlink::rules(address).map_err(io_error)?;
-        if let Some(route) = diversion(answer, &rules, address) {
+        if let Some(route) = diversion_now(address)? {
             let device = format!("the TUN device a start would create ({})", request.name);
             return Err(match address {
                 IpAddr::V4(_) => PlatformError::RouteNotTaken { device, route },
@@ -352,7 +358,54 @@ pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
             });
         }
     }
+    for &extra in &request.extra {
+        check_extra_claim(request, extra)?;
+    }
     Ok(())
+}
+
+/// `--check`'s claim of one extra address (`--ecs`, `--eks-pod-identity`), as a start decides
+/// it: nothing holds it yet, and no policy rule would take it past the device's route.
+pub(crate) fn check_extra_claim(
+    request: &TunRequest,
+    extra: ExtraAddress,
+) -> Result<(), PlatformError> {
+    // Another imds-tun's route to it is that imds-tun's claim, named by its pid.
+    let lock_error = |source| PlatformError::Io {
+        context: "asking who holds the claim lock (@imds-tun/169.254.169.254)",
+        source,
+    };
+    if let Some(Holder::Privileged { pid }) = super::claim_lock::holder().map_err(lock_error)? {
+        return Err(PlatformError::ExtraAddressClaimed {
+            extra,
+            claim: Claim::ImdsTun {
+                pid: Some(pid),
+                interface: None,
+            },
+        });
+    }
+    if let Some(claim) = claim_of(extra.address())? {
+        return Err(PlatformError::ExtraAddressClaimed { extra, claim });
+    }
+    if let Some(route) = diversion_now(extra.address())? {
+        return Err(PlatformError::ExtraRouteNotTaken {
+            extra,
+            device: format!("the TUN device a start would create ({})", request.name),
+            route,
+        });
+    }
+    Ok(())
+}
+
+/// [`diversion`] of `address` with the kernel's answer and rules of now.
+fn diversion_now(address: IpAddr) -> Result<Option<String>, PlatformError> {
+    let io_error = |source| PlatformError::Io {
+        context: route_context(address),
+        source,
+    };
+    let answer = netlink::route_lookup(address).map_err(io_error)?;
+    let rules = netlink::rules(address).map_err(io_error)?;
+    Ok(diversion(answer, &rules, address))
 }
 
 /// Where `address` would go instead of into a new device with a host route in the main table,
@@ -468,21 +521,76 @@ fn validate_name(name: &str) -> Result<(), PlatformError> {
 /// An interface address (a `lo` alias) or the peer of a point-to-point link (another imds-tun)
 /// would win over our route; so would a `/32` host route in the main table.
 pub(crate) fn current_claim() -> Result<Option<Claim>, PlatformError> {
-    if let Some(claim) = interface_claim(IpAddr::V4(METADATA_ADDRESS))? {
-        return Ok(Some(claim));
-    }
-    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    Ok(host_route_in(&table))
+    claim_of(IpAddr::V4(METADATA_ADDRESS))
 }
 
 /// Who, if anyone, already answers for `fd00:ec2::254`: an interface address, a point-to-point
 /// peer, or a `/128` route in any table.
 fn current_claim_v6() -> Result<Option<Claim>, PlatformError> {
-    if let Some(claim) = interface_claim(IpAddr::V6(METADATA_ADDRESS_V6))? {
+    claim_of(IpAddr::V6(METADATA_ADDRESS_V6))
+}
+
+/// Who, if anyone, already answers for `address`: an interface address, a point-to-point peer,
+/// or a host route (IPv4: `/32` in the main table; IPv6: `/128` in any table).
+fn claim_of(address: IpAddr) -> Result<Option<Claim>, PlatformError> {
+    if let Some(claim) = interface_claim(address)? {
         return Ok(Some(claim));
     }
-    let table = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
-    Ok(ipv6_host_route_in(&table))
+    Ok(match address {
+        IpAddr::V4(v4) => {
+            let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+            host_route_in(&table, v4)
+        }
+        IpAddr::V6(v6) => {
+            let table = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+            ipv6_host_route_in(&table, v6)
+        }
+    })
+}
+
+/// Routes an extra address (`--ecs`, `--eks-pod-identity`) into the device: a host route in
+/// the main table with our side of the pair as its source, made with `NLM_F_EXCL` so a route
+/// that appeared since [`free_to_claim`] is refused rather than replaced; then the kernel is
+/// asked, as for the metadata address, whether it really sends the address into the device.
+/// The route belongs to the device: the kernel deletes it with the device.
+fn route_extra(device: &str, extra: ExtraAddress) -> Result<(), PlatformError> {
+    let index = tun_index(device)?;
+    netlink::add_host_route(index, extra.address(), extra.source()).map_err(
+        |source| match source.raw_os_error() {
+            Some(errno) if errno == nix::libc::EEXIST => PlatformError::ExtraAddressClaimed {
+                extra,
+                claim: claim_of(extra.address()).ok().flatten().unwrap_or_else(|| {
+                    Claim::Existing {
+                        device: device.to_owned(),
+                    }
+                }),
+            },
+            _ => PlatformError::Io {
+                context: "routing a container endpoint's address into the TUN device",
+                source,
+            },
+        },
+    )?;
+    match verify_route(device, extra.address()) {
+        Err(PlatformError::RouteNotTaken { device, route })
+        | Err(PlatformError::Ipv6RouteNotTaken { device, route }) => {
+            Err(PlatformError::ExtraRouteNotTaken {
+                extra,
+                device,
+                route,
+            })
+        }
+        other => other,
+    }
+}
+
+/// What was being asked when a route question failed.
+fn route_context(address: IpAddr) -> &'static str {
+    match address {
+        IpAddr::V4(METADATA_ADDRESS) => "checking the route to 169.254.169.254",
+        IpAddr::V6(METADATA_ADDRESS_V6) => "checking the route to fd00:ec2::254",
+        _ => "checking the route to a container endpoint's address",
+    }
 }
 
 /// An interface holding `address` as its own (with the prefix it holds it with) or as its
@@ -521,14 +629,14 @@ fn interface_claim(address: IpAddr) -> Result<Option<Claim>, PlatformError> {
     Ok(None)
 }
 
-/// Finds a `fd00:ec2::254/128` route in the text of `/proc/net/ipv6_route` (destination as 32
-/// hex digits, prefix length in hex, source and its length, next hop, metric, use and
-/// reference counts, flags, device name last).
-fn ipv6_host_route_in(table: &str) -> Option<Claim> {
+/// Finds a `/128` route to `address` (`fd00:ec2::254`, ...) in the text of `/proc/net/ipv6_route`
+/// (destination as 32 hex digits, prefix length in hex, source and its length, next hop, metric,
+/// use and reference counts, flags, device name last).
+fn ipv6_host_route_in(table: &str, address: Ipv6Addr) -> Option<Claim> {
     // include/uapi/linux/route.h and ipv6_route.h.
     const RTF_GATEWAY: u32 = 0x0002;
     const RTF_REJECT: u32 = 0x0200;
-    let destination: String = METADATA_ADDRESS_V6
+    let destination: String = address
         .octets()
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -554,7 +662,7 @@ fn ipv6_host_route_in(table: &str) -> Option<Claim> {
                     .filter(|_| flags & RTF_GATEWAY != 0)
                     .map(|hop| IpAddr::V6(Ipv6Addr::from(hop)));
                 Some(Claim::Route {
-                    destination: IpAddr::V6(METADATA_ADDRESS_V6),
+                    destination: IpAddr::V6(address),
                     // A reject route shows the loopback device, which it does not use.
                     interface: (flags & RTF_REJECT == 0).then(|| (*device).to_string()),
                     gateway,
@@ -614,14 +722,14 @@ fn claim_ipv6(device: &str) -> Result<(), PlatformError> {
     })
 }
 
-/// Finds a `169.254.169.254/32` route in the text of `/proc/net/route` (device, destination,
-/// gateway, flags, ..., mask): its device, `*` for one that sends packets nowhere, and its
-/// gateway.
-fn host_route_in(table: &str) -> Option<Claim> {
+/// Finds a `/32` route to `address` (`169.254.169.254`, ...) in the text of `/proc/net/route`
+/// (device, destination, gateway, flags, ..., mask): its device, `*` for one that sends packets
+/// nowhere, and its gateway.
+fn host_route_in(table: &str, address: Ipv4Addr) -> Option<Claim> {
     // The file prints addresses as the hex of their in-memory (network order) bytes read as a
     // little-endian u32, so 169.254.169.254 reads FEA9FEA9 on every host.
     const RTF_GATEWAY: u32 = 0x0002;
-    let destination = format!("{:08X}", u32::from_le_bytes(METADATA_ADDRESS.octets()));
+    let destination = format!("{:08X}", u32::from_le_bytes(address.octets()));
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
@@ -644,7 +752,7 @@ fn host_route_in(table: &str) -> Option<Claim> {
                     .filter(|_| flags & RTF_GATEWAY != 0)
                     .map(|hex| IpAddr::V4(Ipv4Addr::from(hex.to_le_bytes())));
                 Some(Claim::Route {
-                    destination: IpAddr::V4(METADATA_ADDRESS),
+                    destination: IpAddr::V4(address),
                     interface: (*device != "*").then(|| (*device).to_string()),
                     gateway,
                 })
@@ -658,10 +766,7 @@ fn host_route_in(table: &str) -> Option<Claim> {
 /// and every table count, so only an answer naming our device proves the claim.
 fn verify_route(device: &str, address: IpAddr) -> Result<(), PlatformError> {
     let io_error = |source| PlatformError::Io {
-        context: match address {
-            IpAddr::V4(_) => "checking the route to 169.254.169.254",
-            IpAddr::V6(_) => "checking the route to fd00:ec2::254",
-        },
+        context: route_context(address),
         source,
     };
     let ours = nix::net::if_::if_nametoindex(device).map_err(|errno| io_error(errno.into()))?;

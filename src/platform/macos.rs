@@ -132,6 +132,7 @@ impl AsyncTun {
 
 /// `--check`'s claim: the start's checks before it creates the utun, in its words.
 pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
+    refuse_extra(request)?;
     if request.ipv6 {
         return Err(PlatformError::Ipv6Unavailable(
             "IPv6 (fd00:ec2::254) is not supported on macOS yet".into(),
@@ -145,7 +146,25 @@ pub(crate) fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
     }
 }
 
+/// The container endpoints' addresses (`--ecs`, `--eks-pod-identity`) would need routes
+/// through the routing socket, which is not written yet: refused before anything is made.
+fn refuse_extra(request: &TunRequest) -> Result<(), PlatformError> {
+    match request.extra.first() {
+        Some(extra) => Err(PlatformError::ExtraUnsupported(extra.flag())),
+        None => Ok(()),
+    }
+}
+
+/// `--check` of one extra address: not supported on macOS yet.
+pub(crate) fn check_extra_claim(
+    _request: &TunRequest,
+    extra: super::ExtraAddress,
+) -> Result<(), PlatformError> {
+    Err(PlatformError::ExtraUnsupported(extra.flag()))
+}
+
 pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, PlatformError> {
+    refuse_extra(request)?;
     if request.ipv6 {
         // A utun takes an IPv6 pair through SIOCAIFADDR_IN6 and the host route through the
         // routing socket; neither is written yet, and half an IPv6 claim is worse than none.

@@ -16,6 +16,11 @@
 //! way (Linux): local `fd00:ec2::253`, peer `fd00:ec2::254/128`, so the kernel's route to that
 //! one /128 belongs to the device and goes with it.
 //!
+//! With `--ecs` and `--eks-pod-identity` the device also receives the container endpoints'
+//! addresses ([`ExtraAddress`]): a device has one pair per family, so each is a host route of
+//! the device's own with our side of the pair as its source, checked, verified and watched as
+//! the metadata address is, and deleted by the kernel with the device.
+//!
 //! It also owns the other things that differ per OS:
 //! - opening a file with another user's rights ([`open_as_user`]), which `config::named_file`
 //!   uses for files named under `sudo`;
@@ -154,6 +159,82 @@ pub const METADATA_ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 
 /// Our side of the IPv6 point-to-point pair, as [`LOCAL_ADDRESS`] is for IPv4: `fd00:ec2::253`.
 pub const LOCAL_ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x253);
 
+/// The ECS container endpoint (`--ecs`): credentials at `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`
+/// and task metadata v4, `169.254.170.2`.
+pub const ECS_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 2);
+
+/// The EKS Pod Identity agent's address (`--eks-pod-identity`): `169.254.170.23`.
+pub const EKS_POD_IDENTITY_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 23);
+
+/// The EKS Pod Identity agent's IPv6 address (`--eks-pod-identity --ipv6`): `fd00:ec2::23`.
+pub const EKS_POD_IDENTITY_ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23);
+
+/// An address claimed on the same TUN beside the metadata address, for a container credential
+/// endpoint. Unlike the metadata address it is no point-to-point peer (a device has one pair per
+/// family): a host route into the device, written with our side of the pair as its source so
+/// clients' packets carry the same source address (and attribution works the same). The route
+/// belongs to the device and goes with it, SIGKILL included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExtraAddress {
+    /// [`ECS_ADDRESS`] (`--ecs`).
+    Ecs,
+    /// [`EKS_POD_IDENTITY_ADDRESS`] (`--eks-pod-identity`).
+    EksPodIdentity,
+    /// [`EKS_POD_IDENTITY_ADDRESS_V6`] (`--eks-pod-identity` with `--ipv6`).
+    EksPodIdentityV6,
+}
+
+impl ExtraAddress {
+    /// The address claimed.
+    pub fn address(self) -> IpAddr {
+        match self {
+            ExtraAddress::Ecs => ECS_ADDRESS.into(),
+            ExtraAddress::EksPodIdentity => EKS_POD_IDENTITY_ADDRESS.into(),
+            ExtraAddress::EksPodIdentityV6 => EKS_POD_IDENTITY_ADDRESS_V6.into(),
+        }
+    }
+
+    /// The source address of its route: our side of the pair of its family.
+    pub fn source(self) -> IpAddr {
+        match self.address() {
+            IpAddr::V4(_) => LOCAL_ADDRESS.into(),
+            IpAddr::V6(_) => LOCAL_ADDRESS_V6.into(),
+        }
+    }
+
+    /// `ip` or `ip -6`, as its family needs, for messages.
+    pub fn ip_command(self) -> &'static str {
+        if self.address().is_ipv6() {
+            "ip -6"
+        } else {
+            "ip"
+        }
+    }
+
+    /// The flag that asks for it, for messages ("or run without --ecs").
+    pub fn flag(self) -> &'static str {
+        match self {
+            ExtraAddress::Ecs => "--ecs",
+            ExtraAddress::EksPodIdentity | ExtraAddress::EksPodIdentityV6 => "--eks-pod-identity",
+        }
+    }
+
+    /// The extra addresses `--ecs`, `--eks-pod-identity` and `--ipv6` ask for, in claim order.
+    pub fn requested(ecs: bool, eks_pod_identity: bool, ipv6: bool) -> Vec<ExtraAddress> {
+        let mut extra = Vec::new();
+        if ecs {
+            extra.push(ExtraAddress::Ecs);
+        }
+        if eks_pod_identity {
+            extra.push(ExtraAddress::EksPodIdentity);
+            if ipv6 {
+                extra.push(ExtraAddress::EksPodIdentityV6);
+            }
+        }
+        extra
+    }
+}
+
 /// IPv6's smallest link MTU (RFC 8200): below it the kernel turns IPv6 off on a device.
 pub const IPV6_MIN_MTU: u16 = 1280;
 
@@ -166,6 +247,10 @@ pub struct TunRequest {
     pub mtu: u16,
     /// Also claim [`METADATA_ADDRESS_V6`] (`--ipv6`).
     pub ipv6: bool,
+    /// The container endpoints' addresses claimed too (`--ecs`, `--eks-pod-identity`), each
+    /// checked, routed, verified and watched as the metadata address is. An IPv6 one only
+    /// with `ipv6`.
+    pub extra: Vec<ExtraAddress>,
     /// How many packets on their way to imds-tun the kernel may queue on the device before it
     /// drops them (Linux's `txqueuelen`); see [`transmit_queue_packets`].
     pub queue_packets: u32,
@@ -321,6 +406,40 @@ pub enum PlatformError {
         /// Where the kernel routes it instead ("out of interface eth0", "nowhere (no route)").
         route: String,
     },
+    /// `--ecs` or `--eks-pod-identity`: something already answers for the extra address; who,
+    /// and how to release it.
+    #[error(
+        "{address} is already claimed by {claim}; {advice} and retry, or run without {flag}",
+        address = .extra.address(),
+        advice = .claim.advice(),
+        flag = .extra.flag()
+    )]
+    ExtraAddressClaimed {
+        /// The address asked for.
+        extra: ExtraAddress,
+        /// What holds it.
+        claim: Claim,
+    },
+    /// `--ecs` or `--eks-pod-identity`: the device's route to the extra address is there, but
+    /// the kernel sends packets for it elsewhere.
+    #[error(
+        "the kernel routes {address} {route}, not into {device}: a policy-routing rule or another \
+         route takes precedence; check `{ip} rule` and `{ip} route get {address}`",
+        address = .extra.address(),
+        ip = .extra.ip_command()
+    )]
+    ExtraRouteNotTaken {
+        /// The address asked for.
+        extra: ExtraAddress,
+        /// Our TUN device's name.
+        device: String,
+        /// Where the kernel routes it instead.
+        route: String,
+    },
+    /// `--ecs` or `--eks-pod-identity` where the container endpoints cannot be claimed yet
+    /// (macOS, other systems); the flag.
+    #[error("{0} cannot be served on this operating system yet; run without {0}")]
+    ExtraUnsupported(&'static str),
     /// `--ipv6` on a host or namespace without IPv6, or on macOS; why.
     #[error("--ipv6 cannot be served here: {0}; run without --ipv6")]
     Ipv6Unavailable(String),
@@ -399,6 +518,13 @@ pub fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, Platform
 /// new device.
 pub fn check_claim(request: &TunRequest) -> Result<(), PlatformError> {
     imp::check_claim(request)
+}
+
+/// What a start would decide about one extra address of `request` (`--ecs`,
+/// `--eks-pod-identity`), asked without creating anything: nothing holds it, and (Linux) no
+/// policy rule would route it past a new device; in a start's words. `--check` reports each.
+pub fn check_extra_claim(request: &TunRequest, extra: ExtraAddress) -> Result<(), PlatformError> {
+    imp::check_extra_claim(request, extra)
 }
 
 /// The pid of the process holding the claim lock as a claimant may (root, or holding

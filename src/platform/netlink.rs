@@ -10,6 +10,9 @@
 //! - Is an address one of this namespace's own (`RTM_GETROUTE`: the kernel answers `local`)?
 //! - Give the TUN its IPv6 point-to-point pair (`RTM_NEWADDR`, what `ip -6 addr add LOCAL peer
 //!   PEER/128 dev DEV nodad` does): the ioctls the `tun` crate uses for IPv4 have no IPv6 peer.
+//! - Route a container endpoint's address into the TUN (`RTM_NEWROUTE`, what `ip route add
+//!   ADDRESS dev DEV src LOCAL` does) for `--ecs` and `--eks-pod-identity`: a device has one
+//!   point-to-point peer per family, so the extra addresses are host routes of the device's own.
 //! - Size the TUN's transmit queue (`RTM_NEWLINK` with `IFLA_TXQLEN`, what `ip link set DEV
 //!   txqueuelen N` does): the `tun` crate has no setting for it.
 //!
@@ -587,6 +590,42 @@ fn peer_address_request(index: u32, local: Ipv6Addr, peer: Ipv6Addr) -> Vec<u8> 
     attribute(&mut payload, IFA_ADDRESS, &peer.octets());
     let flags = IFA_F_NODAD | IFA_F_NOPREFIXROUTE;
     attribute(&mut payload, IFA_FLAGS, &flags.to_ne_bytes());
+    payload
+}
+
+/// Routes `destination` (a host: /32 or /128) into interface `index` with `source` as the
+/// preferred source address, in the main table, scope link, `proto static`: what `ip route add
+/// DESTINATION dev DEVICE src SOURCE` writes. Refused with `EEXIST` when the main table already
+/// holds a route to it (`NLM_F_EXCL`: never replaced). The kernel deletes the route with the
+/// interface.
+pub fn add_host_route(index: u32, destination: IpAddr, source: IpAddr) -> io::Result<()> {
+    let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
+    netlink.change(
+        RTM_NEWROUTE,
+        NLM_F_CREATE | NLM_F_EXCL,
+        &host_route_request(index, destination, source),
+    )
+}
+
+fn host_route_request(index: u32, destination: IpAddr, source: IpAddr) -> Vec<u8> {
+    // include/uapi/linux/rtnetlink.h.
+    const RTPROT_STATIC: u8 = 4;
+    const RT_SCOPE_LINK: u8 = 253;
+    const RTN_UNICAST: u8 = 1;
+    const RTA_PREFSRC: u16 = 7;
+    let (family, octets) = family_and_octets(destination);
+    let (_, source) = family_and_octets(source);
+    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    let mut payload = vec![0u8; RTMSG_LEN];
+    payload[0] = family;
+    payload[1] = (octets.len() * 8) as u8;
+    payload[4] = MAIN_TABLE as u8;
+    payload[5] = RTPROT_STATIC;
+    payload[6] = RT_SCOPE_LINK;
+    payload[7] = RTN_UNICAST;
+    attribute(&mut payload, RTA_DST, &octets);
+    attribute(&mut payload, RTA_OIF, &index.to_ne_bytes());
+    attribute(&mut payload, RTA_PREFSRC, &source);
     payload
 }
 

@@ -34,6 +34,13 @@ pub(crate) fn check_claim(_request: &TunRequest) -> Result<(), PlatformError> {
     Err(PlatformError::Unsupported)
 }
 
+pub(crate) fn check_extra_claim(
+    _request: &TunRequest,
+    _extra: super::ExtraAddress,
+) -> Result<(), PlatformError> {
+    Err(PlatformError::Unsupported)
+}
+
 pub(crate) fn current_claim() -> Result<Option<super::Claim>, PlatformError> {
     Err(PlatformError::Unsupported)
 }

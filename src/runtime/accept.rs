@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::BoundListener;
 use super::listen_limit::{KernelConnection, ListenLimit};
-use super::{BoundListener, our_end};
 use crate::http::{Access, Server};
 use crate::stack::Listener;
 
@@ -34,7 +34,9 @@ pub(super) async fn tun(
             accepted = listener.accept() => match accepted {
                 Some(stream) => {
                     let peer = stream.peer_addr();
-                    server.serve_from(stream, peer, Some(our_end(peer)), Access::Open);
+                    // The address the SYN was sent to: which endpoint the client dialled.
+                    let ours = stream.local_addr();
+                    server.serve_from(stream, peer, Some(ours), Access::Open);
                 }
                 None => return,
             },

@@ -21,7 +21,7 @@ mod stack_connection;
 pub use services::{LocalServices, ServicesError, services};
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -206,20 +206,13 @@ fn listen_connections(wanted: usize) -> usize {
 }
 
 /// The source addresses that mean "a process on this host": our side of the TUN's
-/// point-to-point links (the kernel's listeners see loopback for their own).
+/// point-to-point links (the kernel's listeners see loopback for their own). The container
+/// endpoints' routes (`--ecs`, `--eks-pod-identity`) carry the same side as their source, so
+/// their clients come from these addresses too.
 fn local_sources(settings: &Settings) -> Vec<IpAddr> {
     let mut sources = vec![IpAddr::V4(LOCAL_ADDRESS)];
     if settings.tun.as_ref().is_some_and(|tun| tun.device.ipv6) {
         sources.push(IpAddr::V6(LOCAL_ADDRESS_V6));
     }
     sources
-}
-
-/// Our end of a TUN connection as the kernel names it: the address the client dialled.
-fn our_end(peer: SocketAddr) -> SocketAddr {
-    let ours: IpAddr = match peer {
-        SocketAddr::V4(_) => crate::platform::METADATA_ADDRESS.into(),
-        SocketAddr::V6(_) => crate::platform::METADATA_ADDRESS_V6.into(),
-    };
-    SocketAddr::new(ours, 80)
 }

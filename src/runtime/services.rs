@@ -1,13 +1,18 @@
 //! The metadata services of a run, built from its settings: EC2 with its credential source and
-//! per-caller roles, GCE when configured, Azure always; or the upstream forwarder. Each start-up
-//! line that says where credentials and tokens come from is written here, once.
+//! per-caller roles, GCE when configured, Azure always, the ECS endpoint always and EKS Pod
+//! Identity with its token file (both sharing EC2's role and rules); or the upstream
+//! forwarder. Each start-up line that says where credentials and tokens come from is written
+//! here, once.
 
 use std::sync::Arc;
 
 use crate::clouds::ec2::{Ec2, interruptions};
+use crate::clouds::ecs::Ecs;
+use crate::clouds::eks_pod_identity::PodIdentity;
 use crate::clouds::gce::identity_token::{CERTS_PATH, KeyError};
 use crate::clouds::gce::tokens::{AccessTokenSource, FAKE_PREFIX, IdentityTokenSource};
 use crate::clouds::gce::{Gce, GceSettings};
+use crate::clouds::instance_role::InstanceRole;
 use crate::clouds::{self, azure::Azure};
 use crate::config::{Backend, LocalService};
 use crate::credentials::outage::Outage;
@@ -56,25 +61,27 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
         hostname: &local.instance.hostname,
     };
     let selected = crate::credentials::select(&local.credentials, served, outage).await?;
-    let ec2 = ec2(local, selected);
-    let board = ec2.interruptions();
-    let gce = local.gce.clone().map(gce).transpose()?;
-    let azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
-    Ok(LocalServices {
-        services: clouds::local(ec2, gce, Some(azure)),
-        board: Some(board),
-    })
-}
-
-fn ec2(local: &LocalService, selected: Selected) -> Ec2 {
     if selected.fake {
         tracing::warn!("{}", selected.summary);
     } else if !selected.summary.is_empty() {
         tracing::info!("{}", selected.summary);
     }
-    let ec2 = Ec2::new(&local.instance, local.token_policy, selected.source);
+    let caller_roles = caller_roles(local, &selected);
+    let containers = containers(local, &selected, caller_roles.clone());
+    let ec2 = ec2(local, selected, caller_roles);
+    let board = ec2.interruptions();
+    let gce = local.gce.clone().map(gce).transpose()?;
+    let azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
+    Ok(LocalServices {
+        services: clouds::local(ec2, gce, Some(azure), containers),
+        board: Some(board),
+    })
+}
+
+/// The `--caller-role` rules, one set for every endpoint, so a role is assumed once.
+fn caller_roles(local: &LocalService, selected: &Selected) -> Option<Arc<CallerRoles>> {
     if local.credentials.caller_roles.is_empty() {
-        return ec2;
+        return None;
     }
     for rule in &local.credentials.caller_roles {
         tracing::info!(
@@ -83,10 +90,60 @@ fn ec2(local: &LocalService, selected: Selected) -> Ec2 {
             rule.role.arn
         );
     }
-    ec2.with_caller_roles(CallerRoles::new(
+    Some(Arc::new(CallerRoles::new(
         &local.credentials.caller_roles,
-        selected.starter,
-    ))
+        selected.starter.clone(),
+    )))
+}
+
+fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>) -> Ec2 {
+    let ec2 = Ec2::new(&local.instance, local.token_policy, selected.source);
+    match roles {
+        Some(roles) => ec2.with_caller_roles(roles),
+        None => ec2,
+    }
+}
+
+/// The ECS endpoint (always: it answers only what reaches 169.254.170.2) and the EKS Pod
+/// Identity endpoint (with its token file), serving the instance's role as EC2 does.
+fn containers(
+    local: &LocalService,
+    selected: &Selected,
+    roles: Option<Arc<CallerRoles>>,
+) -> clouds::ContainerEndpoints {
+    let mut role = InstanceRole::new(
+        selected.source.clone(),
+        local.credentials.role_arn.as_ref(),
+        &local.instance.role_name,
+        &local.instance.account_id,
+        &local.instance.region,
+    );
+    if let Some(roles) = roles {
+        role = role.with_caller_roles(roles);
+    }
+    for id in &local.ecs.credentials {
+        tracing::info!(
+            "ECS: credentials id {} serves role {} (assumed when first asked)",
+            id.id,
+            id.role.arn
+        );
+    }
+    let started = time::OffsetDateTime::now_utc();
+    let ecs = Ecs::new(
+        &local.instance,
+        &local.ecs,
+        role.clone(),
+        selected.starter.clone(),
+        started.replace_nanosecond(0).unwrap_or(started),
+    );
+    let pod_identity = local
+        .pod_identity
+        .as_ref()
+        .map(|settings| PodIdentity::new(settings, role));
+    clouds::ContainerEndpoints {
+        ecs: Some(ecs),
+        pod_identity,
+    }
 }
 
 /// The GCE metadata server for `settings`, saying at start-up where its tokens come from.

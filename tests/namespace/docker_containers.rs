@@ -40,7 +40,7 @@ const CURL_TIMED_OUT: i32 = 28;
 
 /// A private dockerd in a test's network namespace; stopped (SIGTERM, then SIGKILL) and its
 /// directory removed on drop.
-struct Dockerd {
+pub(crate) struct Dockerd {
     child: Child,
     /// Sockets, state, images and the CLI's config; removed after the daemon has stopped.
     dir: TempDir,
@@ -49,7 +49,7 @@ struct Dockerd {
 impl Dockerd {
     /// Starts dockerd in `namespace` and waits until it answers; `None` after a skip notice
     /// when Docker is missing or does not come up (a panic under `CI=true`).
-    fn start(namespace: &Namespace, test: &str) -> Option<Dockerd> {
+    pub(crate) fn start(namespace: &Namespace, test: &str) -> Option<Dockerd> {
         if Command::new("dockerd").arg("--version").output().is_err() {
             common::skip_or_fail(
                 test,
@@ -107,7 +107,7 @@ impl Dockerd {
 
     /// Runs the docker CLI against this daemon only (its socket; a config directory of its own,
     /// so the user's ~/.docker is neither read nor written).
-    fn docker(&self, args: &[&str]) -> Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker")
             .args(args)
             .env(
@@ -121,7 +121,7 @@ impl Dockerd {
     }
 
     /// The test image, imported from the cached rootfs tar unless this daemon has it.
-    fn image(&self) -> String {
+    pub(crate) fn image(&self) -> String {
         let script = repo().join("tests/docker/curl-rootfs.sh");
         let built = Command::new("sh")
             .arg(&script)

@@ -390,6 +390,18 @@ fn one_users_busy_ipv6_keep_alive_flood_does_not_lock_out_another_ipv6_user() {
     busy_flood_does_not_lock_out_another_user(&namespace, child, "fd00:ec2::254", METADATA_V6);
 }
 
+/// The container endpoints' addresses share the one limit and its fairness: a user whose busy
+/// keep-alive connections to 169.254.170.2 (`--ecs`) fill it gives way to another user's
+/// clients of 169.254.169.254.
+#[test]
+fn one_users_busy_flood_of_the_ecs_address_does_not_lock_out_another_user() {
+    let _flood = flood_lock();
+    let namespace = namespace!();
+    let limit = LIMIT.to_string();
+    let child = common::start(&namespace, &["--max-connections", &limit, "--ecs"]);
+    busy_flood_does_not_lock_out_another_user(&namespace, child, "169.254.170.2", METADATA);
+}
+
 /// `nobody` fills the limit with busy keep-alive connections to `flood_host`; root's 30 new
 /// clients to `probe` must all be served meanwhile.
 fn busy_flood_does_not_lock_out_another_user(

@@ -15,6 +15,8 @@ mod azure_clients;
 mod callers;
 mod check_matches_start;
 mod claim_watch;
+mod container_clients;
+mod container_endpoints;
 mod control_lifecycle;
 mod deploy_containers;
 mod docker_containers;

@@ -160,9 +160,10 @@ impl Ec2 {
         }
     }
 
-    /// Gives some callers other roles (`--caller-role`).
-    pub fn with_caller_roles(mut self, roles: CallerRoles) -> Ec2 {
-        self.caller_roles = Some(Arc::new(roles));
+    /// Gives some callers other roles (`--caller-role`); the rules are shared with the
+    /// container endpoints, so a role is assumed once whichever endpoint its caller asks.
+    pub fn with_caller_roles(mut self, roles: Arc<CallerRoles>) -> Ec2 {
+        self.caller_roles = Some(roles);
         self
     }
 

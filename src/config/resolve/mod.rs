@@ -1,8 +1,9 @@
 //! Layering: for each field take the flag, else the file, else the default; then validate.
 //! One resolution per part, each into the settings its layer owns: `tun` (the device and the
 //! stack's endpoint), `limits` (`http`'s), the listeners, `hardening` (`--allow-from`,
-//! `--user`), `service`, `instance`, `credentials`, `gce`, `azure`, [`upstream`] (with the
-//! listener token); this file assembles them into [`Settings`].
+//! `--user`), `service`, `instance`, `credentials`, `gce`, `azure`, `containers` (the ECS ids
+//! and the EKS Pod Identity token), [`upstream`] (with the listener token); this file
+//! assembles them into [`Settings`].
 //!
 //! Only the value that wins is validated, and its error names where it came from: a file value
 //! is `config: <json_key>`, a flag is `--<flag-name>`. Checks spanning fields (zone in region,
@@ -47,6 +48,8 @@ pub fn resolve(
     let instance = instance::resolve_instance(file, flags, machine, role_default, files)?;
     let gce = gce::resolve_gce(file, flags, machine, files)?;
     let azure = azure::resolve_azure(file, flags, machine)?;
+    let ecs = containers::resolve_ecs(file, flags)?;
+    let pod_identity = containers::resolve_pod_identity(file, flags, files)?;
     let scenario = pick(flags.scenario.clone(), file.scenario.clone())
         .map(|(path, origin)| read_scenario(&path, &label(origin, "scenario"), files))
         .transpose()?;
@@ -60,6 +63,8 @@ pub fn resolve(
             credentials,
             gce,
             azure,
+            ecs,
+            pod_identity,
             scenario,
         })),
     };
@@ -75,6 +80,7 @@ pub fn resolve(
 }
 
 pub mod azure;
+mod containers;
 mod credentials;
 mod gce;
 

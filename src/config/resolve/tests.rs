@@ -773,3 +773,78 @@ fn ipv6_is_off_by_default_and_needs_the_tun_and_an_ipv6_sized_mtu() {
     assert!(message.starts_with("config: ipv6: "), "{message}");
     assert!(message.contains("1280"), "{message}");
 }
+
+#[test]
+fn container_endpoints_are_off_by_default_claimed_on_the_tun_and_refused_without_it() {
+    use crate::platform::ExtraAddress;
+    let settings = resolved(Layer::default(), Layer::default()).expect("defaults");
+    let tun = settings.tun.expect("a TUN");
+    assert!(tun.device.extra.is_empty());
+    assert!(tun.stack.extra_addresses.is_empty());
+
+    let flags = Layer {
+        ecs: Some(true),
+        eks_pod_identity: Some(true),
+        ipv6: Some(true),
+        ..Layer::default()
+    };
+    let tun = resolved(Layer::default(), flags)
+        .expect("valid")
+        .tun
+        .expect("a TUN");
+    assert_eq!(
+        tun.device.extra,
+        vec![
+            ExtraAddress::Ecs,
+            ExtraAddress::EksPodIdentity,
+            ExtraAddress::EksPodIdentityV6
+        ]
+    );
+    assert_eq!(
+        tun.stack.extra_addresses,
+        vec![
+            "169.254.170.2"
+                .parse::<std::net::IpAddr>()
+                .expect("address"),
+            "169.254.170.23".parse().expect("address"),
+            "fd00:ec2::23".parse().expect("address"),
+        ]
+    );
+
+    // From the file, without --ipv6: the IPv4 address only.
+    let file = Layer {
+        eks_pod_identity: Some(true),
+        ..Layer::default()
+    };
+    let tun = resolved(file, Layer::default())
+        .expect("valid")
+        .tun
+        .expect("a TUN");
+    assert_eq!(tun.device.extra, vec![ExtraAddress::EksPodIdentity]);
+
+    for (flags, origin) in [
+        (
+            Layer {
+                ecs: Some(true),
+                ..Layer::default()
+            },
+            "--ecs: ",
+        ),
+        (
+            Layer {
+                eks_pod_identity: Some(true),
+                ..Layer::default()
+            },
+            "--eks-pod-identity: ",
+        ),
+    ] {
+        let without_tun = Layer {
+            no_tun: Some(true),
+            listen: vec!["127.0.0.1:8080".parse().expect("address")],
+            ..flags
+        };
+        let message = error_of(Layer::default(), without_tun);
+        assert!(message.starts_with(origin), "{message}");
+        assert!(message.contains("--no-tun"), "{message}");
+    }
+}

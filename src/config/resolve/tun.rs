@@ -1,5 +1,5 @@
 //! The TUN side of a run: the device `platform` claims ([`TunRequest`]: `--tun-name`, `--mtu`,
-//! `--ipv6`, its queue) and the TCP endpoint `stack` runs on it ([`StackConfig`]:
+//! `--ipv6`, the container endpoints' addresses of `--ecs` and `--eks-pod-identity`, its queue) and the TCP endpoint `stack` runs on it ([`StackConfig`]:
 //! `--max-connections`, `--allow-from`); `None` with `--no-tun`.
 
 use std::net::SocketAddr;
@@ -10,7 +10,9 @@ use super::super::origin::{label, number_of, pick, text};
 use super::super::{ConfigError, TunSide};
 use super::super::{defaults, validate};
 use crate::cidr::IpNet;
-use crate::platform::{self, IPV6_MIN_MTU, METADATA_ADDRESS, METADATA_ADDRESS_V6, TunRequest};
+use crate::platform::{
+    self, ExtraAddress, IPV6_MIN_MTU, METADATA_ADDRESS, METADATA_ADDRESS_V6, TunRequest,
+};
 use crate::stack::StackConfig;
 
 /// `listen` are the kernel listeners (`--no-tun` needs one); `allow_from` and the
@@ -69,11 +71,31 @@ pub(super) fn resolve_tun(
         Some((enabled, _)) => enabled,
         None => false,
     };
+    // The container endpoints are addresses the TUN claims: without one there is nothing to
+    // claim them with, which is said rather than silently ignored.
+    let wanted =
+        |flag: Option<bool>, file: Option<bool>, key: &str, address: &str| match pick(flag, file) {
+            Some((true, origin)) if tun_disabled => Err(ConfigError(format!(
+                "{}: {address} is claimed through the TUN, and --no-tun has none; drop one of them",
+                label(origin, key)
+            ))),
+            Some((enabled, _)) => Ok(enabled),
+            None => Ok(false),
+        };
+    let ecs = wanted(flags.ecs, file.ecs, "ecs", "169.254.170.2")?;
+    let eks_pod_identity = wanted(
+        flags.eks_pod_identity,
+        file.eks_pod_identity,
+        "eks_pod_identity",
+        "169.254.170.23",
+    )?;
     if tun_disabled {
         return Ok(None);
     }
+    let extra = ExtraAddress::requested(ecs, eks_pod_identity, ipv6);
     let mut stack = StackConfig::new(METADATA_ADDRESS, 80, usize::from(mtu), max_connections);
     stack.address_v6 = ipv6.then_some(METADATA_ADDRESS_V6);
+    stack.extra_addresses = extra.iter().map(|extra| extra.address()).collect();
     stack.allow_from = allow_from.to_vec();
     // A client that connects and says nothing is held to the same bound as one that stops
     // half-way through its headers (docs/hardening.md): until its first byte it is the stack's
@@ -84,6 +106,7 @@ pub(super) fn resolve_tun(
             name,
             mtu,
             ipv6,
+            extra,
             queue_packets: platform::transmit_queue_packets(max_connections),
         },
         stack,

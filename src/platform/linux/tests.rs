@@ -7,7 +7,7 @@ fn host_route_to_metadata_address_is_found_in_proc_net_route() {
                  eth0\t0000FEA9\t00000000\t0001\t0\t0\t1000\t0000FFFF\t0\t0\t0\n\
                  alias0\tFEA9FEA9\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
     assert_eq!(
-        host_route_in(table),
+        host_route_in(table, METADATA_ADDRESS),
         Some(Claim::Route {
             destination: IpAddr::V4(METADATA_ADDRESS),
             interface: Some("alias0".to_string()),
@@ -18,7 +18,7 @@ fn host_route_to_metadata_address_is_found_in_proc_net_route() {
     let via = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
                eth0\tFEA9FEA9\t0102A8C0\t0007\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
     assert_eq!(
-        host_route_in(via),
+        host_route_in(via, METADATA_ADDRESS),
         Some(Claim::Route {
             destination: IpAddr::V4(METADATA_ADDRESS),
             interface: Some("eth0".to_string()),
@@ -28,7 +28,7 @@ fn host_route_to_metadata_address_is_found_in_proc_net_route() {
     let reject = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
                   *\tFEA9FEA9\t00000000\t0205\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
     assert!(matches!(
-        host_route_in(reject),
+        host_route_in(reject, METADATA_ADDRESS),
         Some(Claim::Route {
             interface: None,
             ..
@@ -40,7 +40,7 @@ fn host_route_to_metadata_address_is_found_in_proc_net_route() {
 fn link_local_network_route_is_not_a_claim() {
     let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                  eth0\t0000FEA9\t00000000\t0001\t0\t0\t1000\t0000FFFF\t0\t0\t0\n";
-    assert_eq!(host_route_in(table), None);
+    assert_eq!(host_route_in(table, METADATA_ADDRESS), None);
 }
 
 #[test]
@@ -50,7 +50,7 @@ fn a_host_route_to_the_ipv6_metadata_address_is_found_in_proc_net_ipv6_route() {
                  fd000ec2000000000000000000000000 40 00000000000000000000000000000000 00 \
                  00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
     assert_eq!(
-        ipv6_host_route_in(table),
+        ipv6_host_route_in(table, METADATA_ADDRESS_V6),
         Some(Claim::Route {
             destination: IpAddr::V6(METADATA_ADDRESS_V6),
             interface: Some("imds0".to_string()),
@@ -58,8 +58,11 @@ fn a_host_route_to_the_ipv6_metadata_address_is_found_in_proc_net_ipv6_route() {
         })
     );
     let only_the_prefix = table.lines().nth(1).unwrap_or_default();
-    assert_eq!(ipv6_host_route_in(only_the_prefix), None);
-    assert_eq!(ipv6_host_route_in("garbage\n"), None);
+    assert_eq!(
+        ipv6_host_route_in(only_the_prefix, METADATA_ADDRESS_V6),
+        None
+    );
+    assert_eq!(ipv6_host_route_in("garbage\n", METADATA_ADDRESS_V6), None);
 }
 
 fn rule(priority: u32, action: netlink::RuleAction, to: Option<&str>) -> netlink::Rule {
@@ -152,4 +155,20 @@ fn interface_names_are_checked_before_the_kernel_sees_them() {
     assert!(validate_name("a-name-that-is-too-long").is_err());
     assert!(validate_name("bad/name").is_err());
     assert!(validate_name("").is_err());
+}
+
+#[test]
+fn a_host_route_to_a_container_endpoint_is_found_as_the_metadata_address_is() {
+    let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 lo\t02AAFEA9\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
+    let ecs = super::super::ECS_ADDRESS;
+    assert_eq!(
+        host_route_in(table, ecs),
+        Some(Claim::Route {
+            destination: IpAddr::V4(ecs),
+            interface: Some("lo".into()),
+            gateway: None,
+        })
+    );
+    assert_eq!(host_route_in(table, METADATA_ADDRESS), None);
 }

@@ -17,6 +17,43 @@ fn the_route_request_asks_for_a_host_route_to_the_address() {
 }
 
 #[test]
+fn the_host_route_request_is_a_static_link_route_in_main_with_our_source() {
+    let request = host_route_request(
+        9,
+        Ipv4Addr::new(169, 254, 170, 2).into(),
+        Ipv4Addr::new(169, 254, 169, 253).into(),
+    );
+    // family, /32, no source prefix, tos, main, proto static, scope link, unicast.
+    assert_eq!(&request[..8], &[AF_INET, 32, 0, 0, 254, 4, 253, 1]);
+    assert_eq!(request.len(), RTMSG_LEN + 3 * 8);
+    assert_eq!(
+        &request[RTMSG_LEN + 2..RTMSG_LEN + 4],
+        &RTA_DST.to_ne_bytes()
+    );
+    assert_eq!(&request[RTMSG_LEN + 4..RTMSG_LEN + 8], &[169, 254, 170, 2]);
+    assert_eq!(
+        &request[RTMSG_LEN + 10..RTMSG_LEN + 12],
+        &RTA_OIF.to_ne_bytes()
+    );
+    assert_eq!(
+        &request[RTMSG_LEN + 12..RTMSG_LEN + 16],
+        &9u32.to_ne_bytes()
+    );
+    assert_eq!(
+        &request[RTMSG_LEN + 18..RTMSG_LEN + 20],
+        &7u16.to_ne_bytes()
+    );
+    assert_eq!(&request[RTMSG_LEN + 20..], &[169, 254, 169, 253]);
+
+    let v6: Ipv6Addr = "fd00:ec2::23".parse().expect("address");
+    let source: Ipv6Addr = "fd00:ec2::253".parse().expect("address");
+    let request = host_route_request(9, v6.into(), source.into());
+    assert_eq!((request[0], request[1]), (AF_INET6, 128));
+    assert_eq!(request.len(), RTMSG_LEN + 20 + 8 + 20);
+    assert_eq!(&request[request.len() - 16..], &source.octets());
+}
+
+#[test]
 fn the_peer_address_request_names_local_then_peer_without_dad() {
     let local: Ipv6Addr = "fd00:ec2::253".parse().expect("address");
     let peer: Ipv6Addr = "fd00:ec2::254".parse().expect("address");

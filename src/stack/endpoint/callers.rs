@@ -12,6 +12,7 @@
 //! Plain data: questions name both ends of a connection as the kernel names them.
 
 use super::schedule::ConnectionId;
+use super::table::Flow;
 use crate::attribution::Caller;
 use smoltcp::wire::IpEndpoint;
 use std::net::{IpAddr, SocketAddr};
@@ -44,7 +45,7 @@ pub(crate) enum Subject {
     /// A connection in the table.
     Connection(ConnectionId),
     /// The client of a held SYN.
-    Newcomer(IpEndpoint),
+    Newcomer(Flow),
 }
 
 impl CallerQuestions {
@@ -93,7 +94,7 @@ impl CallerAnswers {
 #[derive(Debug)]
 pub(crate) struct Held {
     pub(crate) packet: Vec<u8>,
-    pub(crate) peer: IpEndpoint,
+    pub(crate) flow: Flow,
     pub(crate) caller: Option<Caller>,
 }
 

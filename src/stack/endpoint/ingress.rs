@@ -1,7 +1,9 @@
 //! What a packet read from the TUN is, before smoltcp sees it: the endpoint's packet filter.
 //!
-//! Only IPv4 packets to the metadata address carrying TCP or ICMP, and with `--ipv6` IPv6
-//! packets to `fd00:ec2::254` carrying TCP or ICMPv6 right after the fixed header, reach smoltcp.
+//! Only IPv4 packets to an address served (the metadata address, and the container endpoints'
+//! of `--ecs` and `--eks-pod-identity`) carrying TCP or ICMP, and with `--ipv6` IPv6 packets to
+//! `fd00:ec2::254` (or `fd00:ec2::23`) carrying TCP or ICMPv6 right after the fixed header, reach
+//! smoltcp.
 //! Everything else (UDP, other protocols, IPv4 fragments, IPv6 extension headers, truncated or
 //! malformed headers) is dropped here without a reply. A TCP segment is classified by what the
 //! endpoint must do before smoltcp processes it: a SYN to our port may need a socket created
@@ -11,6 +13,7 @@
 //! Pure functions of the packet bytes and the configuration; no connection state.
 
 use super::StackConfig;
+use super::table::Flow;
 use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 use std::net::IpAddr;
 
@@ -21,12 +24,12 @@ pub(crate) enum Ingress {
     Drop,
     /// ICMP or ICMPv6 to us: smoltcp answers echo requests.
     Icmp,
-    /// A SYN (without ACK, RST or FIN) to our port from this client endpoint.
-    NewConnection(IpEndpoint),
+    /// A SYN (without ACK, RST or FIN) to our port: from this client endpoint, to this address.
+    NewConnection(Flow),
     /// A segment carrying data from a client.
-    Data(IpEndpoint),
+    Data(Flow),
     /// Any other TCP segment (an ACK, a FIN, a RST, a SYN to another port).
-    Segment(IpEndpoint),
+    Segment(Flow),
 }
 
 /// Classifies one packet read from the TUN.
@@ -43,7 +46,8 @@ fn classify_v4(config: &StackConfig, packet: &[u8]) -> Ingress {
     let Ok(ip) = Ipv4Packet::new_checked(packet) else {
         return Ingress::Drop;
     };
-    if ip.dst_addr() != config.address {
+    let destination = ip.dst_addr();
+    if !config.serves(IpAddress::Ipv4(destination)) {
         return Ingress::Drop;
     }
     match ip.next_header() {
@@ -53,7 +57,12 @@ fn classify_v4(config: &StackConfig, packet: &[u8]) -> Ingress {
             if ip.more_frags() || ip.frag_offset() != 0 {
                 return Ingress::Drop;
             }
-            classify_tcp(config, IpAddress::Ipv4(ip.src_addr()), ip.payload())
+            classify_tcp(
+                config,
+                IpAddress::Ipv4(ip.src_addr()),
+                IpAddress::Ipv4(destination),
+                ip.payload(),
+            )
         }
         _ => Ingress::Drop,
     }
@@ -62,27 +71,41 @@ fn classify_v4(config: &StackConfig, packet: &[u8]) -> Ingress {
 /// IPv6 only when served, and only TCP or ICMPv6 right after the fixed header: extension
 /// headers (hop-by-hop options, fragments, routing) are dropped, as IPv4 fragments are.
 fn classify_v6(config: &StackConfig, packet: &[u8]) -> Ingress {
-    let Some(address) = config.address_v6 else {
+    if config.address_v6.is_none() {
         return Ingress::Drop;
-    };
+    }
     let Ok(ip) = Ipv6Packet::new_checked(packet) else {
         return Ingress::Drop;
     };
-    if ip.dst_addr() != address {
+    let destination = ip.dst_addr();
+    if !config.serves(IpAddress::Ipv6(destination)) {
         return Ingress::Drop;
     }
     match ip.next_header() {
         IpProtocol::Icmpv6 => Ingress::Icmp,
-        IpProtocol::Tcp => classify_tcp(config, IpAddress::Ipv6(ip.src_addr()), ip.payload()),
+        IpProtocol::Tcp => classify_tcp(
+            config,
+            IpAddress::Ipv6(ip.src_addr()),
+            IpAddress::Ipv6(destination),
+            ip.payload(),
+        ),
         _ => Ingress::Drop,
     }
 }
 
-fn classify_tcp(config: &StackConfig, source: IpAddress, segment: &[u8]) -> Ingress {
+fn classify_tcp(
+    config: &StackConfig,
+    source: IpAddress,
+    destination: IpAddress,
+    segment: &[u8],
+) -> Ingress {
     let Ok(tcp) = TcpPacket::new_checked(segment) else {
         return Ingress::Drop;
     };
-    let peer = IpEndpoint::new(source, tcp.src_port());
+    let peer = Flow {
+        peer: IpEndpoint::new(source, tcp.src_port()),
+        local: destination,
+    };
     let opens_connection = tcp.syn() && !tcp.ack() && !tcp.rst() && !tcp.fin();
     if opens_connection && tcp.dst_port() == config.port {
         Ingress::NewConnection(peer)
@@ -94,6 +117,7 @@ fn classify_tcp(config: &StackConfig, source: IpAddress, segment: &[u8]) -> Ingr
 }
 
 /// Whether `--allow-from` lets `peer` connect (an empty rule allows everyone).
+#[inline]
 pub(crate) fn allowed(config: &StackConfig, peer: IpEndpoint) -> bool {
     crate::cidr::allow_from_admits(&config.allow_from, IpAddr::from(peer.addr))
 }

@@ -1,4 +1,5 @@
-//! The sans-IO TCP endpoint for `169.254.169.254:80` (and, with `--ipv6`, `[fd00:ec2::254]:80`):
+//! The sans-IO TCP endpoint for `169.254.169.254:80` (and, with `--ipv6`, `[fd00:ec2::254]:80`;
+//! with `--ecs` and `--eks-pod-identity` also the container endpoints' addresses, port 80):
 //! packets in, packets and connections out.
 //!
 //! It owns the smoltcp [`Interface`], one smoltcp socket per connection and the bookkeeping
@@ -26,7 +27,9 @@
 //!   poll; with one shared set that walk was most of the work per packet once hundreds of clients
 //!   were connected (docs/performance.md). [`Endpoint::poll`] visits only the connections the
 //!   `schedule` names: touched since the last poll, or with a timer due.
-//! - Because packets go to the connection keyed by the client's endpoint, a retransmitted SYN
+//! - A connection is keyed by the client's endpoint and the address it dialled (a `Flow`), and
+//!   its socket listens on that address, so smoltcp answers from the address the SYN was sent
+//!   to. Because packets go to the connection keyed so, a retransmitted SYN
 //!   reaches the socket already answering it instead of creating a second one.
 //! - Connections are known by a [`ConnectionId`] that is never reused, so a stream or hop-limit
 //!   handle that outlives its connection finds nothing rather than another connection.
@@ -59,13 +62,13 @@ use self::admission::{Entry, Room};
 use self::callers::{Held, MAX_HELD, Subject, socket_addr};
 use self::ingress::Ingress;
 use self::schedule::Schedule;
-use self::table::{Phase, Table};
+use self::table::{Flow, Phase, Table};
 use crate::attribution::Caller;
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// What the endpoint is and how much it may hold.
 #[derive(Debug, Clone)]
@@ -74,6 +77,10 @@ pub struct StackConfig {
     pub address: Ipv4Addr,
     /// The IPv6 address served too, if any (`--ipv6`: `fd00:ec2::254`).
     pub address_v6: Option<Ipv6Addr>,
+    /// More addresses served on the same port (`--ecs`: `169.254.170.2`; `--eks-pod-identity`:
+    /// `169.254.170.23`, and `fd00:ec2::23` with `--ipv6`); an IPv6 one only with
+    /// `address_v6`. At most [`MAX_EXTRA_ADDRESSES`] are used.
+    pub extra_addresses: Vec<IpAddr>,
     /// The TCP port served (80).
     pub port: u16,
     /// The largest IP packet, in bytes.
@@ -105,6 +112,7 @@ impl StackConfig {
         StackConfig {
             address,
             address_v6: None,
+            extra_addresses: Vec::new(),
             port,
             mtu,
             max_connections,
@@ -116,6 +124,35 @@ impl StackConfig {
             random_seed: 0,
             allow_from: Vec::new(),
         }
+    }
+}
+
+/// How many extra addresses the interface holds beside the two of the metadata service: the
+/// smoltcp feature `iface-max-addr-count-5` makes room for five in all.
+pub const MAX_EXTRA_ADDRESSES: usize = 3;
+
+impl StackConfig {
+    /// Whether `address` is one the endpoint serves: a packet to any other is dropped.
+    #[inline]
+    pub(crate) fn serves(&self, address: IpAddress) -> bool {
+        match address {
+            IpAddress::Ipv4(v4) => {
+                v4 == self.address || self.extra().any(|extra| extra == IpAddr::V4(v4))
+            }
+            IpAddress::Ipv6(v6) => {
+                self.address_v6 == Some(v6)
+                    || (self.address_v6.is_some()
+                        && self.extra().any(|extra| extra == IpAddr::V6(v6)))
+            }
+        }
+    }
+
+    /// The extra addresses used (an IPv6 one only with an IPv6 address of our own).
+    fn extra(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.extra_addresses
+            .iter()
+            .copied()
+            .take(MAX_EXTRA_ADDRESSES)
     }
 }
 
@@ -132,6 +169,8 @@ pub struct Established {
     pub id: ConnectionId,
     /// The client's end.
     pub peer: SocketAddr,
+    /// Ours: the address and port the client dialled.
+    pub local: SocketAddr,
 }
 
 /// What became of a packet given to [`Endpoint::receive`].
@@ -195,10 +234,17 @@ impl Endpoint {
         let mut interface = Interface::new(interface_config, &mut device, now);
         let address: Ipv4Address = config.address;
         interface.update_ip_addrs(|addrs| {
-            // Capacity is IFACE_MAX_ADDR_COUNT (2): one IPv4 and one IPv6 address fit.
+            // Capacity is IFACE_MAX_ADDR_COUNT (5, a feature in Cargo.toml): the metadata
+            // service's two and MAX_EXTRA_ADDRESSES fit.
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(address), 32));
             if let Some(v6) = config.address_v6 {
                 let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(v6), 128));
+            }
+            for extra in config.extra() {
+                if config.serves(extra.into()) {
+                    let length = if extra.is_ipv6() { 128 } else { 32 };
+                    let _ = addrs.push(IpCidr::new(extra.into(), length));
+                }
             }
         });
         // Replies need a route back to clients; with Medium::Ip a default route via our own
@@ -235,28 +281,28 @@ impl Endpoint {
     pub fn receive(&mut self, packet: Vec<u8>, now: Instant) -> Received {
         let (owner, carries_data) = match ingress::classify(&self.config, &packet) {
             Ingress::Drop => return Received::Dropped,
-            Ingress::NewConnection(peer) => return self.receive_syn(packet, peer, None, now),
-            Ingress::Data(peer) => (self.table.owner(&peer), true),
-            Ingress::Segment(peer) => (self.table.owner(&peer), false),
+            Ingress::NewConnection(flow) => return self.receive_syn(packet, flow, None, now),
+            Ingress::Data(flow) => (self.table.owner(&flow), true),
+            Ingress::Segment(flow) => (self.table.owner(&flow), false),
             Ingress::Icmp => (None, false),
         };
         self.deliver(packet, owner, carries_data, now);
         Received::Delivered
     }
 
-    /// A SYN to our port from `peer`, charged to `caller` if known.
+    /// A SYN to our port along `flow`, charged to `caller` if known.
     fn receive_syn(
         &mut self,
         packet: Vec<u8>,
-        peer: IpEndpoint,
+        flow: Flow,
         caller: Option<Caller>,
         now: Instant,
     ) -> Received {
-        let opened = match self.open_for(peer, now, caller) {
+        let opened = match self.open_for(flow, now, caller) {
             Opening::Held => {
                 self.held.push(Held {
                     packet,
-                    peer,
+                    flow,
                     caller,
                 });
                 return Received::Held;
@@ -264,7 +310,7 @@ impl Endpoint {
             Opening::Opened(id) => Some(id),
             Opening::NotOpened => None,
         };
-        let owner = opened.or_else(|| self.table.owner(&peer));
+        let owner = opened.or_else(|| self.table.owner(&flow));
         self.deliver(packet, owner, false, now);
         // smoltcp rejected the SYN (bad checksum, bad options): a socket left listening would
         // count against the limit forever and could swallow another client's SYN.
@@ -319,19 +365,19 @@ impl Endpoint {
 
     fn questions(&self) -> CallerQuestions {
         let mut questions = CallerQuestions::default();
-        let mut asked: Vec<IpEndpoint> = Vec::new();
+        let mut asked: Vec<Flow> = Vec::new();
         for held in &self.held {
-            if held.caller.is_none() && !asked.contains(&held.peer) {
-                asked.push(held.peer);
+            if held.caller.is_none() && !asked.contains(&held.flow) {
+                asked.push(held.flow);
                 questions.push(
-                    Subject::Newcomer(held.peer),
-                    held.peer,
-                    self.server_for(held.peer),
+                    Subject::Newcomer(held.flow),
+                    held.flow.peer,
+                    self.server_for(held.flow),
                 );
             }
         }
-        for (id, peer) in self.table.unknown_callers() {
-            questions.push(Subject::Connection(id), peer, self.server_for(peer));
+        for (id, flow) in self.table.unknown_callers() {
+            questions.push(Subject::Connection(id), flow.peer, self.server_for(flow));
         }
         questions
     }
@@ -347,8 +393,8 @@ impl Endpoint {
                         connection.caller.get_or_insert(caller);
                     }
                 }
-                Subject::Newcomer(peer) => {
-                    for held in self.held.iter_mut().filter(|held| held.peer == peer) {
+                Subject::Newcomer(flow) => {
+                    for held in self.held.iter_mut().filter(|held| held.flow == flow) {
                         held.caller.get_or_insert(caller);
                     }
                 }
@@ -359,7 +405,7 @@ impl Endpoint {
             match held.caller {
                 // Held again if a live connection is still unknown (opened since the question).
                 Some(caller) => {
-                    let _ = self.receive_syn(held.packet, held.peer, Some(caller), now);
+                    let _ = self.receive_syn(held.packet, held.flow, Some(caller), now);
                 }
                 None => self.held.push(held),
             }
@@ -527,6 +573,7 @@ impl Endpoint {
                     established.push(Established {
                         id,
                         peer: socket_addr(connection.peer),
+                        local: SocketAddr::new(connection.local.into(), config.port),
                     });
                     false
                 }
@@ -550,18 +597,15 @@ impl Endpoint {
             .wake_at(id, &mut connection.slot, deadline, now);
     }
 
-    /// Our end of a connection from `peer`: the address of its family the endpoint serves.
-    fn server_for(&self, peer: IpEndpoint) -> SocketAddr {
-        let address = match (peer.addr, self.config.address_v6) {
-            (IpAddress::Ipv6(_), Some(v6)) => v6.into(),
-            _ => self.config.address.into(),
-        };
-        SocketAddr::new(address, self.config.port)
+    /// Our end of a connection along `flow`: the address the client dialled.
+    fn server_for(&self, flow: Flow) -> SocketAddr {
+        SocketAddr::new(flow.local.into(), self.config.port)
     }
 
-    /// Makes sure a socket is listening for `peer`'s SYN, within the connection limit; at the
-    /// limit `caller` is who the newcomer is, if known.
-    fn open_for(&mut self, peer: IpEndpoint, now: Instant, caller: Option<Caller>) -> Opening {
+    /// Makes sure a socket is listening for the SYN along `flow`, within the connection limit;
+    /// at the limit `caller` is who the newcomer is, if known.
+    fn open_for(&mut self, flow: Flow, now: Instant, caller: Option<Caller>) -> Opening {
+        let peer = flow.peer;
         if !self.accepting {
             // No socket: smoltcp resets the SYN.
             return Opening::NotOpened;
@@ -571,7 +615,7 @@ impl Endpoint {
             tracing::debug!(%peer, "refused by --allow-from");
             return Opening::NotOpened;
         }
-        if let Some(existing) = self.table.owner(&peer)
+        if let Some(existing) = self.table.owner(&flow)
             && let Some(connection) = self.table.connections.get(&existing)
         {
             let state = connection.tcp_ref().state();
@@ -606,23 +650,17 @@ impl Endpoint {
         // first-data timeout below bound the idle ones. Set before the handshake: on an
         // established idle socket smoltcp would send the first probe at once.
         socket.set_keep_alive(Some(keep_alive_interval(self.config.retransmit_timeout)));
-        // Listen on the address the SYN was sent to: smoltcp then answers from it.
-        let ours = match peer.addr {
-            IpAddress::Ipv4(_) => IpAddress::Ipv4(self.config.address),
-            IpAddress::Ipv6(_) => match self.config.address_v6 {
-                Some(v6) => IpAddress::Ipv6(v6),
-                None => return Opening::NotOpened,
-            },
-        };
+        // Listen on the address the SYN was sent to (ingress let only served ones through):
+        // smoltcp then answers from it.
         if socket
-            .listen(IpEndpoint::new(ours, self.config.port))
+            .listen(IpEndpoint::new(flow.local, self.config.port))
             .is_err()
         {
             return Opening::NotOpened;
         }
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
-        Opening::Opened(self.table.insert(peer, set, handle, caller, now))
+        Opening::Opened(self.table.insert(flow, set, handle, caller, now))
     }
 
     /// At the limit: evicts what `admission::make_room` chooses (then `Ok`: open), or says

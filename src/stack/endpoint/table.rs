@@ -15,13 +15,26 @@ use crate::attribution::Caller;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::IpEndpoint;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 use std::collections::HashMap;
+
+/// What a connection is known by: the client's endpoint and the address it dialled (with
+/// `--ecs` or `--eks-pod-identity` there are several, and a client's kernel may use one source
+/// port for two of them at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Flow {
+    /// The client's address and port.
+    pub(crate) peer: IpEndpoint,
+    /// Ours: the address the client's SYN was sent to.
+    pub(crate) local: IpAddress,
+}
 
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) peer: IpEndpoint,
+    /// The address the client dialled, which the socket listens on and answers from.
+    pub(crate) local: IpAddress,
     pub(crate) phase: Phase,
     /// When the client last sent data (or its SYN); the idlest connection is evicted first.
     pub(crate) last_activity: Instant,
@@ -52,6 +65,15 @@ pub(crate) enum Phase {
 }
 
 impl Connection {
+    /// What it is known by.
+    #[inline]
+    pub(crate) fn flow(&self) -> Flow {
+        Flow {
+            peer: self.peer,
+            local: self.local,
+        }
+    }
+
     #[inline]
     pub(crate) fn tcp(&mut self) -> &mut tcp::Socket<'static> {
         self.socket.get_mut::<tcp::Socket>(self.handle)
@@ -119,7 +141,7 @@ impl Connection {
 /// connection, docs/performance.md).
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    by_peer: HashMap<IpEndpoint, ConnectionId>,
+    by_peer: HashMap<Flow, ConnectionId>,
     pub(crate) connections: HashMap<ConnectionId, Connection>,
     /// Connections handshaking or owned by a stream: those counted against the limit.
     pub(crate) live: usize,
@@ -127,18 +149,18 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    /// The connection `peer`'s packets belong to, if any: the one lookup per packet.
+    /// The connection `flow`'s packets belong to, if any: the one lookup per packet.
     #[inline]
-    pub(crate) fn owner(&self, peer: &IpEndpoint) -> Option<ConnectionId> {
-        self.by_peer.get(peer).copied()
+    pub(crate) fn owner(&self, flow: &Flow) -> Option<ConnectionId> {
+        self.by_peer.get(flow).copied()
     }
 
-    /// Adds a live connection in [`Phase::Handshake`] for `peer`, whose socket is `handle` in
+    /// Adds a live connection in [`Phase::Handshake`] for `flow`, whose socket is `handle` in
     /// `socket`, and returns its new id (never one used before).
     #[inline]
     pub(crate) fn insert(
         &mut self,
-        peer: IpEndpoint,
+        flow: Flow,
         socket: SocketSet<'static>,
         handle: SocketHandle,
         caller: Option<Caller>,
@@ -146,12 +168,13 @@ impl Table {
     ) -> ConnectionId {
         self.next_id += 1;
         let id = ConnectionId(self.next_id);
-        self.by_peer.insert(peer, id);
+        self.by_peer.insert(flow, id);
         self.live += 1;
         self.connections.insert(
             id,
             Connection {
-                peer,
+                peer: flow.peer,
+                local: flow.local,
                 phase: Phase::Handshake,
                 last_activity: now,
                 caller,
@@ -172,18 +195,19 @@ impl Table {
         if connection.is_live() {
             self.live -= 1;
         }
-        if self.by_peer.get(&connection.peer) == Some(&id) {
-            self.by_peer.remove(&connection.peer);
+        let flow = connection.flow();
+        if self.by_peer.get(&flow) == Some(&id) {
+            self.by_peer.remove(&flow);
         }
         Some(connection)
     }
 
     /// The live connections whose caller is not known yet.
-    pub(crate) fn unknown_callers(&self) -> impl Iterator<Item = (ConnectionId, IpEndpoint)> + '_ {
+    pub(crate) fn unknown_callers(&self) -> impl Iterator<Item = (ConnectionId, Flow)> + '_ {
         self.connections
             .iter()
             .filter(|(_, connection)| connection.is_live() && connection.caller.is_none())
-            .map(|(&id, connection)| (id, connection.peer))
+            .map(|(&id, connection)| (id, connection.flow()))
     }
 
     /// The live connections as [`super::admission`] sees them, into `into`; `false` (and

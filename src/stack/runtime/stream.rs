@@ -31,12 +31,14 @@ pub struct TcpStream {
     shared: Arc<Shared>,
     id: ConnectionId,
     peer: SocketAddr,
+    local: SocketAddr,
 }
 
 impl std::fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpStream")
             .field("peer", &self.peer)
+            .field("local", &self.local)
             .finish()
     }
 }
@@ -47,6 +49,7 @@ impl TcpStream {
             shared,
             id: established.id,
             peer: established.peer,
+            local: established.local,
         }
     }
 
@@ -62,6 +65,12 @@ impl TcpStream {
     /// The client's address and port.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Our address and port: the ones the client's SYN was sent to (169.254.169.254:80, or a
+    /// container endpoint's address with `--ecs` or `--eks-pod-identity`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Drops the connection with a RST instead of a FIN.

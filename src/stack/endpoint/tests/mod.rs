@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::ops::{Deref, DerefMut};
 
 mod connections;
+mod extra;
 mod hops;
 mod ingress;
 mod limit;
