@@ -11,7 +11,7 @@ use crate::common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::{Namespace, assert_exit_code, http, text};
+use common::{Namespace, TempDir, assert_exit_code, http, text};
 use nix::sys::signal::Signal;
 
 const ECS: &str = "169.254.170.2";
@@ -19,6 +19,31 @@ const EKS: &str = "169.254.170.23";
 const EKS_V6: &str = "fd00:ec2::23";
 const ALL: [&str; 3] = [ECS, EKS, EKS_V6];
 const ALL_FLAGS: [&str; 3] = ["--ecs", "--eks-pod-identity", "--ipv6"];
+
+/// The token file `--eks-pod-identity` needs (0600, in a directory of the test's own).
+struct PodToken {
+    _dir: TempDir,
+    path: String,
+}
+
+impl PodToken {
+    fn new() -> PodToken {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new();
+        let path = dir.file("pod-token", b"a-pod-identity-token-for-tests");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        PodToken { _dir: dir, path }
+    }
+
+    /// `args`, with the token file when they ask for the Pod Identity endpoint.
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        if args.contains(&"--eks-pod-identity") {
+            all.extend(["--eks-pod-identity-token-file", self.path.as_str()]);
+        }
+        all
+    }
+}
 
 /// How long the kernel may take to remove a device after its last descriptor closed.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -84,7 +109,8 @@ fn answered_by_imds_tun(namespace: &Namespace, address: &str) {
 #[test]
 fn each_container_endpoint_is_routed_into_the_tun_and_answered_then_sigterm_leaves_nothing() {
     let namespace = namespace!();
-    let mut child = common::start(&namespace, &ALL_FLAGS);
+    let token = PodToken::new();
+    let mut child = common::start(&namespace, &token.args(&ALL_FLAGS));
     let tun = child.tun_name();
     for address in ALL {
         let answer = route_get(&namespace, address);
@@ -117,7 +143,8 @@ fn each_container_endpoint_is_routed_into_the_tun_and_answered_then_sigterm_leav
 #[test]
 fn sigkill_leaves_no_route_to_any_container_endpoint() {
     let namespace = namespace!();
-    let mut child = common::start(&namespace, &ALL_FLAGS);
+    let token = PodToken::new();
+    let mut child = common::start(&namespace, &token.args(&ALL_FLAGS));
     child.tun_name();
     child.signal(Signal::SIGKILL);
     child.wait_exit(Duration::from_secs(5));
@@ -174,6 +201,7 @@ fn start_and_check_refuse(namespace: &Namespace, args: &[&str], needles: &[&str]
 #[test]
 fn a_route_or_an_alias_already_holding_the_ecs_address_refuses_start_and_check() {
     let namespace = namespace!();
+    let token = PodToken::new();
     namespace.ip(&["route", "add", "169.254.170.2/32", "dev", "lo"]);
     start_and_check_refuse(
         &namespace,
@@ -189,7 +217,7 @@ fn a_route_or_an_alias_already_holding_the_ecs_address_refuses_start_and_check()
     namespace.ip(&["addr", "add", "169.254.170.2/32", "dev", "lo"]);
     start_and_check_refuse(
         &namespace,
-        &["--ecs", "--eks-pod-identity"],
+        &token.args(&["--ecs", "--eks-pod-identity"]),
         &[
             "169.254.170.2 is already claimed by an address (169.254.170.2/32) on interface lo",
             "`sudo ip addr del 169.254.170.2/32 dev lo`",
@@ -203,6 +231,8 @@ fn a_route_or_an_alias_already_holding_the_ecs_address_refuses_start_and_check()
         "--check",
         "--ecs",
         "--eks-pod-identity",
+        "--eks-pod-identity-token-file",
+        &token.path,
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     for address in [ECS, EKS] {
@@ -213,7 +243,7 @@ fn a_route_or_an_alias_already_holding_the_ecs_address_refuses_start_and_check()
             "an ok finding for {address}:\n{stdout}"
         );
     }
-    let child = common::start(&namespace, &["--ecs", "--eks-pod-identity"]);
+    let child = common::start(&namespace, &token.args(&["--ecs", "--eks-pod-identity"]));
     child.tun_name();
     answered_by_imds_tun(&namespace, ECS);
 }
@@ -221,7 +251,8 @@ fn a_route_or_an_alias_already_holding_the_ecs_address_refuses_start_and_check()
 #[test]
 fn a_deleted_eks_pod_identity_route_ends_the_run_with_one_line_and_exit_1() {
     let namespace = namespace!();
-    let mut child = common::start(&namespace, &["--eks-pod-identity"]);
+    let token = PodToken::new();
+    let mut child = common::start(&namespace, &token.args(&["--eks-pod-identity"]));
     let tun = child.tun_name();
     namespace.ip(&["route", "del", EKS]);
     let status = child.wait_exit(NOTICED_AND_GONE);
@@ -268,6 +299,7 @@ fn without_the_flags_nothing_routes_the_container_endpoints() {
 #[test]
 fn a_policy_rule_diverting_the_eks_address_refuses_start_and_check() {
     let namespace = namespace!();
+    let token = PodToken::new();
     namespace.ip(&[
         "link", "add", "divert0", "type", "veth", "peer", "name", "divert1",
     ]);
@@ -277,7 +309,7 @@ fn a_policy_rule_diverting_the_eks_address_refuses_start_and_check() {
     namespace.ip(&["rule", "add", "to", EKS, "lookup", "100"]);
     start_and_check_refuse(
         &namespace,
-        &["--eks-pod-identity"],
+        &token.args(&["--eks-pod-identity"]),
         &[
             "the kernel routes 169.254.170.23 out of interface divert0",
             "`ip rule`",

@@ -51,19 +51,37 @@ pub(super) fn resolve_ecs(file: &Layer, flags: &Layer) -> Result<EcsSettings, Co
     Ok(EcsSettings { credentials })
 }
 
-/// `--eks-pod-identity-token-file`: the token, or no Pod Identity endpoint.
+/// `--eks-pod-identity-token-file`: the token, or no Pod Identity endpoint. The endpoint and
+/// its token come together: a claimed 169.254.170.23 with no token would answer every SDK
+/// with a 404, and a token without the endpoint is a setting that does nothing.
 pub(super) fn resolve_pod_identity(
     file: &Layer,
     flags: &Layer,
     files: &Opener,
 ) -> Result<Option<PodIdentitySettings>, ConfigError> {
-    let Some((path, origin)) = pick(
+    let endpoint = pick(flags.eks_pod_identity, file.eks_pod_identity);
+    let token_file = pick(
         flags.eks_pod_identity_token_file.clone(),
         file.eks_pod_identity_token_file.clone(),
-    ) else {
-        return Ok(None);
+    );
+    let Some((path, origin)) = token_file else {
+        return match endpoint {
+            Some((true, origin)) => Err(ConfigError(format!(
+                "{} needs {} FILE: the token the SDKs send from \
+                 AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                label(origin, "eks_pod_identity"),
+                label(origin, "eks_pod_identity_token_file")
+            ))),
+            _ => Ok(None),
+        };
     };
     let what = label(origin, "eks_pod_identity_token_file");
+    if !matches!(endpoint, Some((true, _))) {
+        return Err(ConfigError(format!(
+            "{what} is read only with {}: add it, or drop the token file",
+            label(origin, "eks_pod_identity")
+        )));
+    }
     let (text, described) = read_secret_file(&path, &what, files)?;
     if text.trim() != text {
         return Err(ConfigError(format!(

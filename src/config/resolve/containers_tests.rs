@@ -29,10 +29,42 @@ fn write_token(dir: &Path, mode: u32, text: &str) -> PathBuf {
 
 fn token_result(path: PathBuf) -> Result<Option<PodIdentitySettings>, ConfigError> {
     let flags = Layer {
+        eks_pod_identity: Some(true),
         eks_pod_identity_token_file: Some(path),
         ..Layer::default()
     };
     resolve_pod_identity(&Layer::default(), &flags, &Opener::OwnRights)
+}
+
+#[test]
+fn the_pod_identity_endpoint_and_its_token_file_come_together() {
+    let without_token = Layer {
+        eks_pod_identity: Some(true),
+        ..Layer::default()
+    };
+    let error = resolve_pod_identity(&Layer::default(), &without_token, &Opener::OwnRights)
+        .expect_err("an endpoint without its token");
+    assert!(
+        error
+            .0
+            .starts_with("--eks-pod-identity needs --eks-pod-identity-token-file FILE"),
+        "{}",
+        error.0
+    );
+    let dir = TempDir::new();
+    let file = Layer {
+        eks_pod_identity_token_file: Some(write_token(dir.path(), 0o600, "a-token-of-20-chars")),
+        ..Layer::default()
+    };
+    let error = resolve_pod_identity(&file, &Layer::default(), &Opener::OwnRights)
+        .expect_err("a token without its endpoint");
+    assert!(
+        error.0.starts_with(
+            "config: eks_pod_identity_token_file is read only with config: eks_pod_identity"
+        ),
+        "{}",
+        error.0
+    );
 }
 
 #[test]

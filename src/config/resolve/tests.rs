@@ -782,9 +782,18 @@ fn container_endpoints_are_off_by_default_claimed_on_the_tun_and_refused_without
     assert!(tun.device.extra.is_empty());
     assert!(tun.stack.extra_addresses.is_empty());
 
+    let token_dir = crate::temp_dir::TempDir::new();
+    let token_file = token_dir.path().join("pod-token");
+    std::fs::write(&token_file, "a-pod-identity-token").expect("write");
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     let flags = Layer {
         ecs: Some(true),
         eks_pod_identity: Some(true),
+        eks_pod_identity_token_file: Some(token_file.clone()),
         ipv6: Some(true),
         ..Layer::default()
     };
@@ -814,6 +823,7 @@ fn container_endpoints_are_off_by_default_claimed_on_the_tun_and_refused_without
     // From the file, without --ipv6: the IPv4 address only.
     let file = Layer {
         eks_pod_identity: Some(true),
+        eks_pod_identity_token_file: Some(token_file.clone()),
         ..Layer::default()
     };
     let tun = resolved(file, Layer::default())
@@ -833,6 +843,7 @@ fn container_endpoints_are_off_by_default_claimed_on_the_tun_and_refused_without
         (
             Layer {
                 eks_pod_identity: Some(true),
+                eks_pod_identity_token_file: Some(token_file.clone()),
                 ..Layer::default()
             },
             "--eks-pod-identity: ",
