@@ -39,6 +39,9 @@ static SERVICES: LazyLock<Services> = LazyLock::new(|| {
             local.azure.instance.clone(),
             local.azure.tokens.clone(),
         )),
+        // The container endpoints claim by the address a request was sent to, and this target
+        // serves without one (`Server::serve`): none of them would ever be asked.
+        clouds::ContainerEndpoints::default(),
     )
 });
 
