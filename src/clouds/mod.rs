@@ -82,3 +82,14 @@ fn base() -> Services {
 
 #[cfg(test)]
 mod tests;
+
+/// What the ECS and Pod Identity agents' Go routers answer to a path they do not know
+/// (`http.NotFound`), which both container endpoints answer the same way.
+fn go_not_found() -> crate::http::Reply {
+    crate::http::Reply::new(::http::StatusCode::NOT_FOUND)
+        .header(
+            ::http::header::HeaderName::from_static("x-content-type-options"),
+            ::http::HeaderValue::from_static("nosniff"),
+        )
+        .body("text/plain; charset=utf-8", "404 page not found\n")
+}

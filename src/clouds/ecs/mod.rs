@@ -246,7 +246,7 @@ impl Ecs {
         let (id, task) = match rest.split_once('/') {
             None => (rest, false),
             Some((id, "task")) => (id, true),
-            Some(_) => return not_found(),
+            Some(_) => return super::go_not_found(),
         };
         match self.known(id) {
             Some(known) if task => json_bytes(StatusCode::OK, known.task.task.clone()),
@@ -306,7 +306,7 @@ impl MetadataService for Ecs {
             }
             match path.strip_prefix(METADATA_PREFIX) {
                 Some(rest) => self.metadata(rest),
-                None => not_found(),
+                None => super::go_not_found(),
             }
         })
     }
@@ -342,16 +342,6 @@ fn error(status: StatusCode, code: &str, message: &str) -> Reply {
             http_error_code: status.as_u16(),
         },
     )
-}
-
-/// The agent's router's answer to a path it does not know (Go's `http.NotFound`).
-fn not_found() -> Reply {
-    Reply::new(StatusCode::NOT_FOUND)
-        .header(
-            http::header::HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
-        )
-        .body("text/plain; charset=utf-8", "404 page not found\n")
 }
 
 /// `value` as compact JSON, as Go's `json.Marshal` writes it.

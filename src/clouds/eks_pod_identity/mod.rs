@@ -186,7 +186,7 @@ impl MetadataService for PodIdentity {
                 .header(ALLOW, HeaderValue::from_static("GET, HEAD"));
             }
             if request.uri.path() != CREDENTIALS_PATH {
-                return not_found();
+                return super::go_not_found();
             }
             self.credentials(request, context.now, context.caller).await
         })
@@ -214,16 +214,6 @@ struct ErrorBody<'a> {
 /// `status` with `{"Code","Message"}`.
 fn error(status: StatusCode, code: &str, message: &str) -> Reply {
     json_reply(status, &ErrorBody { code, message })
-}
-
-/// Go's `http.NotFound`, what the agent's router answers to another path.
-fn not_found() -> Reply {
-    Reply::new(StatusCode::NOT_FOUND)
-        .header(
-            http::header::HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
-        )
-        .body("text/plain; charset=utf-8", "404 page not found\n")
 }
 
 fn json_reply(status: StatusCode, value: &impl Serialize) -> Reply {
