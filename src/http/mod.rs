@@ -23,6 +23,7 @@
 
 mod answering;
 pub mod faults;
+pub mod observe;
 pub mod reply;
 pub mod reply_hops;
 pub mod service;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::attribution::{Attribution, CallerIdentity, Cgroup};
+pub use observe::{Observer, Served};
 pub use reply::{Body, CredentialsRead, Reply};
 pub use reply_hops::{Connection, ReplyHops};
 pub use service::{Answering, Context, Destination, MetadataService, Services};
@@ -149,6 +151,8 @@ pub struct Server {
     faults: Arc<faults::FaultBoard>,
     /// The time a request is answered at (the wall clock, but for tests).
     clock: fn() -> OffsetDateTime,
+    /// Told of every answered request ([`observe`]).
+    observers: Arc<[Arc<dyn Observer>]>,
 }
 
 impl std::fmt::Debug for Server {
@@ -174,6 +178,7 @@ impl Server {
             attribution: None,
             faults: Arc::new(faults::FaultBoard::default()),
             clock: OffsetDateTime::now_utc,
+            observers: Arc::new([]),
         }
     }
 
@@ -185,6 +190,14 @@ impl Server {
     /// Names the caller in one log line per credentials read (and at debug level per request).
     pub fn with_attribution(mut self, attribution: impl Into<Arc<Attribution>>) -> Self {
         self.attribution = Some(attribution.into());
+        self
+    }
+
+    /// Tells `observer` of every answered request, after the observers already added.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        let mut observers = self.observers.to_vec();
+        observers.push(observer);
+        self.observers = observers.into();
         self
     }
 
@@ -242,6 +255,7 @@ impl Server {
                 local,
             });
         let faults = self.faults.clone();
+        let observers = self.observers.clone();
         let answering = answering::Answering::default();
         let io = answering.watch(io);
         let service = service_fn(move |mut request: Request<Incoming>| {
@@ -253,6 +267,7 @@ impl Server {
             }
             let services = services.clone();
             let caller = caller.clone();
+            let observers = observers.clone();
             // Decided before the answer exists, so hyper writes no byte of a PUT's reply before
             // its connection is limited (see `reply_hops`).
             reply_hops::before_reply(
@@ -271,14 +286,18 @@ impl Server {
                 faults::percent_roll,
             );
             async move {
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                // Moved apart and back (no copy): `claims` reads a head.
+                let (head, body) = request.into_parts();
+                let service = services.route(&head).map(MetadataService::name);
+                let request = Request::from_parts(head, body);
                 let reply = match refused {
                     Some(refused) => refused,
                     None => match apply_fault(&decision, &services).await {
                         Some(Ok(fault)) => fault,
                         Some(Err(close)) => return Err(close),
                         None => {
-                            let method = request.method().clone();
-                            let path = request.uri().path().to_owned();
                             let reply = answer(&services, request, caller.as_ref(), clock()).await;
                             if let Some(caller) = &caller {
                                 attribute(caller, &method, &path, &reply);
@@ -287,6 +306,17 @@ impl Server {
                         }
                     },
                 };
+                let served = Served {
+                    service,
+                    method: &method,
+                    path: &path,
+                    status: reply.status,
+                    tokenless: reply.tokenless,
+                    credentials_read: reply.credentials_read.is_some(),
+                };
+                for observer in observers.iter() {
+                    observer.served(&served);
+                }
                 Ok::<_, FaultClose>(reply.into_response().0.map(|body| pending.hold(body)))
             }
         });

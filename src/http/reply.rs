@@ -63,6 +63,10 @@ pub struct Reply {
     pub body: Body,
     /// Set when this reply hands out a credential.
     pub credentials_read: Option<CredentialsRead>,
+    /// Set when the request asked without the session token its protocol offers (an EC2
+    /// request with no IMDSv2 token: IMDSv1), whether it was served or refused for it: what the
+    /// callers report and the metrics count. Never sent.
+    pub tokenless: bool,
 }
 
 impl Reply {
@@ -73,6 +77,7 @@ impl Reply {
             headers: HeaderMap::new(),
             body: Body::Whole(Bytes::new()),
             credentials_read: None,
+            tokenless: false,
         }
     }
 
@@ -83,6 +88,7 @@ impl Reply {
             headers,
             body: Body::Streamed(body),
             credentials_read: None,
+            tokenless: false,
         }
     }
 

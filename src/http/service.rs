@@ -49,6 +49,10 @@ pub struct Context<'a> {
 
 /// One metadata service: which requests it answers, and the answer.
 pub trait MetadataService: Send + Sync {
+    /// This service's name where requests are counted (the metrics' `cloud` label, the callers
+    /// report): `ec2`, `gce`, `azure`, `ecs`, `eks`, `upstream`. A fixed word, never a request's.
+    fn name(&self) -> &'static str;
+
     /// Whether this service answers `request`: cheap, from the path and headers only.
     fn claims(&self, request: &Parts) -> bool;
 
@@ -71,6 +75,10 @@ pub trait MetadataService: Send + Sync {
 
 /// A shared service is the service (a test or a caller that keeps a handle on one).
 impl<T: MetadataService + ?Sized> MetadataService for Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
     fn claims(&self, request: &Parts) -> bool {
         (**self).claims(request)
     }

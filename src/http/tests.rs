@@ -28,6 +28,10 @@ impl Named {
 }
 
 impl MetadataService for Named {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
     fn claims(&self, request: &Parts) -> bool {
         request.uri.path().starts_with(self.prefix)
     }
@@ -195,6 +199,10 @@ async fn a_head_gets_the_headers_the_service_wrote_in_its_order_and_no_body() {
 struct PerCaller;
 
 impl MetadataService for PerCaller {
+    fn name(&self) -> &'static str {
+        "per-caller"
+    }
+
     fn claims(&self, _request: &Parts) -> bool {
         true
     }
@@ -227,5 +235,42 @@ async fn the_caller_is_identified_only_for_an_answer_that_depends_on_it() {
         body(&exchange(&anonymous, &get("/mine/role")).await),
         "nobody",
         "a server without attribution cannot tell"
+    );
+}
+
+/// What an observer keeps: each request as `observe::Served` told it.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(Option<&'static str>, String, u16)>>);
+
+impl Observer for Recorder {
+    fn served(&self, served: &Served<'_>) {
+        self.0.lock().expect("not poisoned").push((
+            served.service,
+            served.path.to_owned(),
+            served.status.as_u16(),
+        ));
+    }
+}
+
+#[tokio::test]
+async fn observers_hear_of_every_request_with_the_service_that_claims_it() {
+    let services = Services::new(refusal).with(Named::new("narrow", "/special/"));
+    let limits = Limits {
+        max_path_length: 16,
+        ..Limits::default()
+    };
+    let recorder = Arc::new(Recorder::default());
+    let server = Server::with_limits(services, limits).with_observer(recorder.clone());
+    exchange(&server, &get("/special/x")).await;
+    exchange(&server, &get("/elsewhere")).await;
+    // Refused by `http` before the service: still the service's request.
+    exchange(&server, &get("/special/too-long-a-path")).await;
+    assert_eq!(
+        *recorder.0.lock().expect("not poisoned"),
+        [
+            (Some("narrow"), "/special/x".to_owned(), 200),
+            (None, "/elsewhere".to_owned(), 404),
+            (Some("narrow"), "/special/too-long-a-path".to_owned(), 414),
+        ]
     );
 }

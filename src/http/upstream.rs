@@ -265,6 +265,10 @@ impl Upstream {
 }
 
 impl MetadataService for Upstream {
+    fn name(&self) -> &'static str {
+        "upstream"
+    }
+
     /// Every request: what is registered before it answers first.
     fn claims(&self, _request: &Parts) -> bool {
         true

@@ -375,6 +375,10 @@ impl Azure {
 }
 
 impl MetadataService for Azure {
+    fn name(&self) -> &'static str {
+        "azure"
+    }
+
     fn claims(&self, request: &http::request::Parts) -> bool {
         claims(request.uri.path())
     }

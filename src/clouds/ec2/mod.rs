@@ -353,6 +353,10 @@ impl Ec2 {
 }
 
 impl MetadataService for Ec2 {
+    fn name(&self) -> &'static str {
+        "ec2"
+    }
+
     /// Every request: EC2 is registered last, the catch-all, as `/` and unknown paths are its.
     fn claims(&self, _request: &http::request::Parts) -> bool {
         true
@@ -368,9 +372,20 @@ impl MetadataService for Ec2 {
             if let Some(caller) = context.caller {
                 self.prepare_role(caller).await;
             }
-            self.route(&context.request, context.now, context.caller)
+            let mut reply = self.route(&context.request, context.now, context.caller);
+            reply.tokenless = tokenless(&context.request);
+            reply
         })
     }
+}
+
+/// Whether `request` is an IMDSv1 request: a read (GET, HEAD) of anything but the token
+/// endpoint, without a session token. Served in optional mode, 401 in required mode; counted
+/// either way, so a rehearsal in required mode still names who would break.
+fn tokenless(request: &http::request::Parts) -> bool {
+    (request.method == Method::GET || request.method == Method::HEAD)
+        && !request.headers.contains_key(SESSION_TOKEN_HEADER)
+        && !request.uri.path().ends_with("/api/token")
 }
 
 /// The answer under `meta-data/iam` to a caller a `--caller-role` rule could apply to but who

@@ -796,3 +796,36 @@ fn imds_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<Ec2>();
 }
+
+/// The mark the callers report and the metrics count: every read without a token, served
+/// (optional mode) or refused (required mode); never a token request or a read with a token.
+#[test]
+fn tokenless_reads_are_marked_in_both_modes() {
+    let marked = |imds: &Ec2, method: Method, path: &str, headers: &[(&str, &str)]| {
+        let context = Context {
+            request: request(method, path, headers),
+            body: None,
+            now: NOW,
+            caller: None,
+        };
+        now_or_never(imds.answer(context))
+            .expect("EC2 answers without waiting")
+            .tokenless
+    };
+    for imds in [imds(), required()] {
+        assert!(marked(&imds, Method::GET, "/latest/meta-data/", &[]));
+        assert!(marked(&imds, Method::HEAD, "/latest/meta-data/ami-id", &[]));
+        assert!(marked(&imds, Method::GET, "/no/such/version", &[]));
+        let token = token(&imds, "60");
+        let with_token = [("X-aws-ec2-metadata-token", token.as_str())];
+        assert!(!marked(
+            &imds,
+            Method::GET,
+            "/latest/meta-data/",
+            &with_token
+        ));
+        let ttl = [("X-aws-ec2-metadata-token-ttl-seconds", "60")];
+        assert!(!marked(&imds, Method::PUT, "/latest/api/token", &ttl));
+        assert!(!marked(&imds, Method::GET, "/latest/api/token", &[]));
+    }
+}

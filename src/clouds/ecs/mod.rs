@@ -271,6 +271,10 @@ impl Ecs {
 }
 
 impl MetadataService for Ecs {
+    fn name(&self) -> &'static str {
+        "ecs"
+    }
+
     /// Every request to 169.254.170.2, and nothing else.
     fn claims(&self, request: &Parts) -> bool {
         request

@@ -158,6 +158,10 @@ enum Authorization {
 }
 
 impl MetadataService for PodIdentity {
+    fn name(&self) -> &'static str {
+        "eks"
+    }
+
     /// Every request to 169.254.170.23 or fd00:ec2::23, and nothing else.
     fn claims(&self, request: &Parts) -> bool {
         request

@@ -382,6 +382,10 @@ impl Gce {
 }
 
 impl MetadataService for Gce {
+    fn name(&self) -> &'static str {
+        "gce"
+    }
+
     fn claims(&self, request: &http::request::Parts) -> bool {
         claims(request.uri.path(), &request.headers)
     }
