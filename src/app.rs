@@ -113,7 +113,6 @@ pub fn main() -> ExitCode {
     if cli.check {
         return crate::doctor::main(cli);
     }
-    init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -126,6 +125,8 @@ pub fn main() -> ExitCode {
 /// One run, from the command line to a clean stop.
 fn run(cli: Cli) -> Result<(), AppError> {
     let settings = cli.into_settings()?;
+    // Once the settings say how; nothing before logs (a settings error is one line of its own).
+    crate::logging::init(settings.log_format);
     raise_open_file_limit();
     // Decided before anything is created, so an unknown --user creates nothing; and before the
     // runtime's threads exist, so what is cut here is cut in all of them.
@@ -476,36 +477,6 @@ fn help_command(arguments: &[std::ffi::OsString]) -> String {
     path.join(" ")
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // aws-config logs its own provider failures as warnings on every retry; imds-tun logs
-        // one line per failure itself (src/credentials/cache.rs).
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
-            )
-        });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped:
-        // reporting that on stderr too would be an `eprintln!`, which panics then.
-        .log_internal_errors(false)
-        .with_target(false)
-        .with_ansi(colour_wanted(
-            io::IsTerminal::is_terminal(&io::stderr()),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ))
-        .init();
-}
-
-/// Colours only for a person at a terminal: a log file, a pipe or the journal gets plain text
-/// (escape codes there are noise, and the journal adds its own), and a `NO_COLOR` that is set
-/// and not empty turns them off anywhere (<https://no-color.org>).
-fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
-    stderr_is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
-}
-
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(address).await.map_err(|source| {
         let hint = crate::doctor::listen_hint(&source);
@@ -633,15 +604,5 @@ mod tests {
             text,
             "imds-tun: something\n\nFor more information, try 'imds-tun --help'.\n"
         );
-    }
-
-    #[test]
-    fn colours_only_on_a_terminal_and_never_with_no_color() {
-        use std::ffi::OsStr;
-        assert!(colour_wanted(true, None));
-        assert!(colour_wanted(true, Some(OsStr::new(""))));
-        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
-        assert!(!colour_wanted(false, None));
-        assert!(!colour_wanted(false, Some(OsStr::new("1"))));
     }
 }

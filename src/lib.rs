@@ -36,10 +36,10 @@
 //! - [`platform`]: the TUN device and its point-to-point address, the claim lock, giving up
 //!   root, netlink questions, host facts, opening a file with another user's rights; all
 //!   `unsafe` and OS code.
-//! - [`cidr`], [`log_limit`], [`output`], [`query`] and [`secret`]: leaf helpers (address
-//!   blocks; how much of the log clients can cause; a command's output and error lines written
-//!   without a panic on a closed pipe or a full disk; a request's query string; a value `Debug`
-//!   never shows).
+//! - [`cidr`], [`log_limit`], [`logging`], [`output`], [`query`] and [`secret`]: leaf helpers
+//!   (address blocks; how much of the log clients can cause; the log's format, text or JSON; a
+//!   command's output and error lines written without a panic on a closed pipe or a full disk;
+//!   a request's query string; a value `Debug` never shows).
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
 //!   line every credentials read leaves and for sharing the connection limit among callers.
 //! - [`stack`]: a sans-IO TCP endpoint over smoltcp, and the runtime that drives it with one
@@ -81,6 +81,7 @@ pub mod credentials;
 pub mod doctor;
 pub mod http;
 pub mod log_limit;
+pub mod logging;
 pub mod output;
 pub mod platform;
 pub mod query;

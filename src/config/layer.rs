@@ -84,6 +84,10 @@ pub struct Layer {
     /// Seconds in-flight requests may take after SIGINT, SIGTERM or SIGHUP, 0-3600 [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// How log lines are written to stderr: `text` for people, `json` one object per line with
+    /// each field a key, for machines [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::logging::Format>,
     /// Whether metadata requests need an IMDSv2 token [default: optional].
     #[arg(long, value_enum, value_name = "MODE")]
     pub imdsv2: Option<Imdsv2>,

@@ -66,6 +66,8 @@ pub struct Settings {
     pub allow_shared_user_ctl: bool,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How log lines are written (`--log-format`).
+    pub log_format: crate::logging::Format,
 }
 
 /// The TUN side of a run: the device `platform` claims and the TCP endpoint `stack` runs on it.

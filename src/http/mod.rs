@@ -513,13 +513,28 @@ fn attribute(caller: &ConnectionCaller, method: &hyper::Method, path: &str, repl
             "request"
         );
         if let Some(what) = read {
-            let identity = caller.audited().await.to_string();
+            let identity = caller.audited().await;
+            let words = identity.to_string();
             if caller
                 .attribution
                 .audit
-                .admit(&identity, std::time::Instant::now())
+                .admit(&words, std::time::Instant::now())
             {
-                tracing::info!("{identity} read {what}");
+                let cgroup = match &identity.cgroup {
+                    Cgroup::Found(path) => Some(crate::log_limit::bounded(path.as_bytes())),
+                    _ => None,
+                };
+                // The same facts as fields, for `--log-format json` (`crate::logging`).
+                tracing::info!(
+                    target: crate::logging::CALLER_TARGET,
+                    uid = identity.uid,
+                    pid = identity.pid,
+                    command = identity.command.as_deref(),
+                    address = identity.address.map(tracing::field::display),
+                    cgroup = cgroup.map(tracing::field::display),
+                    role = what.role(),
+                    "{words} read {what}"
+                );
             }
         }
     });

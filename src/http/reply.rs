@@ -28,27 +28,45 @@ pub enum Body {
 
 /// Marks a reply that handed out a credential (an EC2 role's keys, a GCE or Azure token): what
 /// was read, in the words of the service that handed it out, for the one log line naming the
-/// caller (`{caller} read {what}`). Never sent.
+/// caller (`{caller} read {what}`), and the role's name where there is one (a field of that
+/// line). Never sent.
 #[derive(Clone)]
-pub struct CredentialsRead(Arc<dyn fmt::Display + Send + Sync>);
+pub struct CredentialsRead {
+    what: Arc<dyn fmt::Display + Send + Sync>,
+    role: Option<Arc<str>>,
+}
 
 impl CredentialsRead {
     /// `what` is printed after "read" in the audit line: say what it was ("role credentials
     /// web"), never the credential itself.
     pub fn new(what: impl fmt::Display + Send + Sync + 'static) -> CredentialsRead {
-        CredentialsRead(Arc::new(what))
+        CredentialsRead {
+            what: Arc::new(what),
+            role: None,
+        }
+    }
+
+    /// The read was of the credentials of the role named `role`.
+    pub fn of_role(mut self, role: &str) -> CredentialsRead {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// The role's name, if the credential was a role's.
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
     }
 }
 
 impl fmt::Display for CredentialsRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        self.what.fmt(f)
     }
 }
 
 impl fmt::Debug for CredentialsRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CredentialsRead({})", self.0)
+        write!(f, "CredentialsRead({})", self.what)
     }
 }
 

@@ -39,6 +39,8 @@ fn a_local_readers_process_and_uid_are_named_and_each_caller_keeps_its_line() {
         "{line}"
     );
     assert!(line.contains("pid "), "{line}");
+    // In text the caller is said in words once, not again as `uid=` fields (those are JSON's).
+    assert!(!line.contains("uid="), "{line}");
     // Right after: another user's read is not swallowed by the first one's rate limit.
     curl_as("4321");
     child.wait_for_line(LOG_WAIT, |line| {
@@ -175,4 +177,57 @@ fn with_mock_credentials_each_caller_role_has_its_own_fake_keys() {
         "{batch} {web} {default}"
     );
     assert_eq!(key_as("65534", "batch"), batch, "one role, one set of keys");
+}
+
+/// `--log-format json`: every line the run writes is one JSON object with `timestamp`, `level`
+/// and `message`, and the line naming a credentials reader carries it as fields.
+#[test]
+fn json_logs_carry_the_readers_uid_pid_command_and_role_as_fields() {
+    let namespace = namespace!();
+    let mut child = common::start(&namespace, &["--mock-credentials", "--log-format", "json"]);
+    let output = namespace.exec(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "curl",
+        "-sf",
+        "-o",
+        "/dev/null",
+        // As above: curl still holds its socket when its process is looked for.
+        "--rate",
+        "3/s",
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/imds-tun",
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/imds-tun",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    child.wait_for_line(LOG_WAIT, |line| line.contains("read role credentials"));
+    child.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = child.wait_exit(Duration::from_secs(10));
+    common::assert_exit_code(&child, status, 0);
+    let stderr = child.stderr();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line:?}")))
+        .collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for line in &lines {
+        assert!(line["timestamp"].is_string(), "{line}");
+        assert!(line["level"].is_string(), "{line}");
+        assert!(line["message"].is_string(), "{line}");
+    }
+    let read = lines
+        .iter()
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("read role credentials"))
+        })
+        .unwrap_or_else(|| panic!("no credentials read line: {stderr}"));
+    assert_eq!(read["level"], "INFO", "{read}");
+    assert_eq!(read["uid"], 65534, "{read}");
+    assert_eq!(read["command"], "curl", "{read}");
+    assert!(read["pid"].as_u64().is_some_and(|pid| pid > 1), "{read}");
+    assert_eq!(read["role"], "imds-tun", "{read}");
+    assert!(read["address"].is_string(), "{read}");
 }

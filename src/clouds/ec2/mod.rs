@@ -337,9 +337,9 @@ impl Ec2 {
                 &credentials,
                 extended.then_some(self.account_id.as_str()),
             ))
-            .credentials_read(CredentialsRead::new(RoleCredentialsRead(
-                role_name.to_owned(),
-            ))),
+            .credentials_read(
+                CredentialsRead::new(RoleCredentialsRead(role_name.to_owned())).of_role(role_name),
+            ),
             Err(error) => {
                 crate::warn_limited!(code = %error.code, "serving a credential error");
                 responses::text(pretty_json(&[

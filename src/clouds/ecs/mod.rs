@@ -224,12 +224,12 @@ impl Ecs {
                     token: &credentials.token,
                     expiration: iso8601_utc_seconds(credentials.expiration),
                 };
-                json_reply(StatusCode::OK, &body).credentials_read(CredentialsRead::new(
-                    EcsCredentialsRead {
-                        id: known.id.clone(),
-                        role: role.name,
-                    },
-                ))
+                let read = CredentialsRead::new(EcsCredentialsRead {
+                    id: known.id.clone(),
+                    role: role.name.clone(),
+                })
+                .of_role(&role.name);
+                json_reply(StatusCode::OK, &body).credentials_read(read)
             }
             Err(failure) => {
                 crate::warn_limited!(code = %failure.code, "serving an ECS credential error");

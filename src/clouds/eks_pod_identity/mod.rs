@@ -137,7 +137,10 @@ impl PodIdentity {
                     expiration: iso8601_utc_seconds(credentials.expiration),
                 },
             )
-            .credentials_read(CredentialsRead::new(PodIdentityRead(role.name))),
+            .credentials_read({
+                let read = CredentialsRead::new(PodIdentityRead(role.name.clone()));
+                read.of_role(&role.name)
+            }),
             Err(failure) => {
                 crate::warn_limited!(code = %failure.code, "serving an EKS Pod Identity credential error");
                 error(

@@ -76,6 +76,8 @@ pub fn resolve(
         user,
         allow_shared_user_ctl,
         shutdown_grace: service.shutdown_grace,
+        log_format: pick(flags.log_format, file.log_format)
+            .map_or_else(Default::default, |(format, _)| format),
     })
 }
 
