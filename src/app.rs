@@ -116,7 +116,11 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            output::error_line(&format!("imds-tun: {error}"));
+            if crate::logging::writes_json() {
+                tracing::error!("imds-tun: {error}");
+            } else {
+                output::error_line(&format!("imds-tun: {error}"));
+            }
             error.exit_code()
         }
     }

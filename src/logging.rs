@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use tracing::{Event, Subscriber};
@@ -37,6 +38,15 @@ pub enum Format {
     Text,
     /// One JSON object per line: `timestamp`, `level`, `message` and each field as a key.
     Json,
+}
+
+/// Set once the log is JSON, for the last line of a failed run ([`writes_json`]).
+static WRITES_JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether the log was started as JSON: then a run's closing error is a log event too, so that
+/// every line a JSON run writes parses (an error before the log starts stays a plain line).
+pub fn writes_json() -> bool {
+    WRITES_JSON.load(Ordering::Relaxed)
 }
 
 /// The filter when `RUST_LOG` is not set. aws-config logs its own provider failures as
@@ -65,12 +75,15 @@ pub fn init(format: Format) {
                 format::Format::default().with_target(false),
             ))
             .init(),
-        Format::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
+        Format::Json => {
+            WRITES_JSON.store(true, Ordering::Relaxed);
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .init();
+        }
     }
 }
 

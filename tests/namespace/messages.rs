@@ -345,3 +345,29 @@ fn a_scenario_mistake_names_the_step_and_key_and_never_the_file_s_text() {
         assert!(!stderr.contains("hunter2"), "the file's text: {stderr}");
     }
 }
+
+/// `--log-format json` from the first line to the last, a failed run's closing error included:
+/// a second imds-tun on the same --listen port logs its start and its refusal as JSON objects.
+#[test]
+fn a_json_run_writes_only_json_lines_even_when_it_fails() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let busy = holder.local_addr().expect("its address").to_string();
+    let output = Command::new(common::BINARY)
+        .args(["--no-tun", "--listen", &busy, "--log-format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("the command runs");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    let last = lines.last().unwrap_or_else(|| panic!("no line: {stderr}"));
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    let message = last["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("imds-tun: cannot listen on {busy}")),
+        "{stderr}"
+    );
+}
