@@ -149,7 +149,7 @@ impl Report {
             if caller.tokenless > 0 {
                 let _ = writeln!(
                     text,
-                    "{:57}tokenless: {}",
+                    "{:56}tokenless: {}",
                     "",
                     caller.tokenless_paths.join(" ")
                 );
@@ -238,18 +238,21 @@ fn user_name(uid: u32) -> Option<String> {
 /// were none, that there were none (a run that ends with the answer says it either way).
 /// `since_start`: the table was never reset, so it covers the whole run.
 pub fn log_at_exit(report: &Report, since_start: bool) {
-    let since = if since_start {
-        "since start".to_owned()
-    } else {
-        format!("since {} (ctl callers --reset)", report.since)
-    };
     let tokenless: Vec<&CallerEntry> = report.tokenless_callers().collect();
+    let heading = if since_start {
+        "IMDSv1 (tokenless) callers since start".to_owned()
+    } else {
+        format!(
+            "IMDSv1 (tokenless) callers since {} (ctl callers --reset)",
+            report.since
+        )
+    };
     if tokenless.is_empty() {
         tracing::info!(
             target: "imds_tun::caller",
             callers = 0u64,
             tokenless = 0u64,
-            "no IMDSv1 (tokenless) callers {since}"
+            "no {heading}"
         );
         return;
     }
@@ -267,7 +270,7 @@ pub fn log_at_exit(report: &Report, since_start: bool) {
         target: "imds_tun::caller",
         callers = tokenless.len(),
         tokenless = requests,
-        "IMDSv1 (tokenless) callers {since}: {} callers, {requests} requests{dropped}",
+        "{heading}: {} callers, {requests} requests{dropped}",
         tokenless.len()
     );
     for caller in tokenless.iter().take(EXIT_LINES) {

@@ -276,3 +276,116 @@ fn a_flood_of_short_connections_stays_a_few_entries_and_reset_empties_the_table(
     let after = read_report(&namespace);
     assert_eq!(callers(&after), Vec::<Value>::new(), "{after:#}");
 }
+
+/// The fenced blocks of docs/guides/imdsv1-callers.md after its worked-example marker, in
+/// order: the server, the client, its output, the table command, a table, the reset, the
+/// rehearsal's server, the lines at exit.
+fn guide_blocks() -> Vec<String> {
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guides/imdsv1-callers.md"),
+    )
+    .expect("the guide");
+    let (_, example) = guide
+        .split_once("<!-- worked example:")
+        .expect("the guide marks its worked example");
+    let blocks: Vec<String> = example
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|block| {
+            let (_language, body) = block.split_once('\n').unwrap_or_default();
+            body.to_owned()
+        })
+        .collect();
+    assert_eq!(blocks.len(), 8, "{blocks:?}");
+    blocks
+}
+
+/// `sudo imds-tun FLAGS` from a guide block, as the harness starts it.
+fn server_flags(block: &str) -> Vec<String> {
+    block
+        .trim()
+        .strip_prefix("sudo imds-tun ")
+        .expect("a server block starts imds-tun")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every command of the guide, as written, with `imds-tun` and `sudo` (a no-op: the test is
+/// root) on the PATH: its output, its table, the reset, the lines at exit, and the client's
+/// output again against the `--imdsv2 required` rehearsal.
+#[test]
+fn the_imdsv1_callers_guide_runs_as_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let namespace = namespace!();
+    let blocks = guide_blocks();
+    let scratch = common::TempDir::new();
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    std::os::unix::fs::symlink(common::binary(), bin.join("imds-tun")).expect("symlink");
+    std::fs::write(bin.join("sudo"), "#!/bin/sh\nexec \"$@\"\n").expect("sudo");
+    std::fs::set_permissions(bin.join("sudo"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let path = format!("PATH={}:/usr/bin:/bin", bin.display());
+    let run = |script: &str| {
+        let output = namespace.exec(&["env", "-i", &path, "sh", "-e", "-c", script]);
+        assert!(
+            output.status.success(),
+            "{script}: {}",
+            common::text(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let start = |block: &str| {
+        let flags = server_flags(block);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        common::start(&namespace, &flags)
+    };
+
+    let mut child = start(&blocks[0]);
+    assert_eq!(run(&blocks[1]), blocks[2], "the tokenless callers");
+    let table = run(&blocks[3]);
+    let shown: Vec<&str> = blocks[4].lines().collect();
+    let printed: Vec<&str> = table.lines().collect();
+    assert_eq!(printed.len(), shown.len(), "{table}");
+    assert_eq!(printed[1], shown[1], "the heading: {table}");
+    assert!(printed[0].starts_with("3 caller(s) since "), "{table}");
+    assert!(
+        printed[0].ends_with(", 1 of them tokenless (IMDSv1); 0 dropped (at most 1024 kept)"),
+        "{table}"
+    );
+    assert!(printed[3].ends_with(shown[3].trim_start()), "{table}");
+    assert!(run(&blocks[5]).contains("(curl) uid 0 (root)"));
+    assert!(run(&blocks[3]).starts_with("0 caller(s) since "), "emptied");
+    // A tokenless call after the reset, for the lines at exit.
+    run(blocks[1].lines().next().expect("the tokenless curl"));
+    child.signal(Signal::SIGTERM);
+    let status = child.wait_exit(Duration::from_secs(10));
+    common::assert_exit_code(&child, status, 0);
+    let stderr = child.stderr();
+    let exit_lines: Vec<&str> = blocks[7].lines().collect();
+    let total = exit_lines[0].strip_prefix("INFO ").expect("a log line");
+    let total = total.replace("since start", "since");
+    let (total_start, total_end) = total.split_once("since").expect("since");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains(total_start) && line.contains(total_end)),
+        "{total}: {stderr}"
+    );
+    let (_, named) = exit_lines[1]
+        .split_once("(alice)")
+        .expect("the reader's line");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains(&format!("(curl) uid 0 (root){named}"))),
+        "{named}: {stderr}"
+    );
+    drop(child);
+    namespace.wait_until_clean(Duration::from_secs(5));
+
+    let _rehearsal = start(&blocks[6]);
+    assert_eq!(run(&blocks[1]), blocks[2], "refused, and still counted");
+}
