@@ -27,7 +27,7 @@ if [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
-        iproute2 iputils-ping curl procps util-linux fdisk e2fsprogs openssl hping3 netcat-openbsd python3 >/dev/null
+        iproute2 iputils-ping curl procps util-linux fdisk e2fsprogs openssl hping3 netcat-openbsd python3 jq >/dev/null
     # The static binary (scripts/package.sh) links against musl and compiles aws-lc's C with
     # musl-gcc. package.sh would install it too; here it rides on the update above.
     apt-get install -y -qq --no-install-recommends musl-tools >/dev/null

@@ -5,7 +5,8 @@
 //! kernel listeners before creating the TUN (so a busy port fails before anything is claimed),
 //! claim the address, start the runtime and the control channel while still root, then give
 //! root up before the first request is served; one start-up line; on SIGINT, SIGTERM or SIGHUP
-//! stop accepting, let in-flight requests finish within the grace period and exit 0; when the
+//! stop accepting, let in-flight requests finish within the grace period, name the IMDSv1
+//! (tokenless) callers of the run (`crate::callers::report::log_at_exit`) and exit 0; when the
 //! claim is lost (the device deleted or set down, its address or route gone:
 //! `platform::ClaimWatch`) the same, then exit 1 with one line saying what happened. How the
 //! layers are wired together is `crate::runtime`'s.
@@ -242,7 +243,13 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         }
     };
     drop(control);
+    let callers = running.callers();
     running.stop().await;
+    // After the stop, so the requests finished in the grace are counted; not in proxy mode,
+    // where the upstream, not this process, tells a tokenless request from another.
+    if outcome.is_ok() && settings.local().is_some() {
+        crate::callers::report::log_at_exit(&callers.report(), !callers.was_reset());
+    }
     outcome
 }
 
@@ -282,6 +289,7 @@ async fn start_control(
         board: board?,
         faults: running.faults(),
         outage,
+        callers: running.callers(),
     };
     let allowed = Allowed {
         user: control_user(serve_as, settings.allow_shared_user_ctl),
@@ -348,6 +356,7 @@ fn warn_about_open_listeners(listeners: &[BoundListener]) {
 /// `imds-tun ctl ...`: one request, the status as JSON on stdout (exit 0), or one line on
 /// stderr (exit 1).
 fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
+    let as_table = matches!(command, crate::cli::CtlCommand::Callers { json: false, .. });
     let request = match command.into_request() {
         Ok(request) => request,
         Err(error) => {
@@ -361,8 +370,11 @@ fn ctl_main(command: crate::cli::CtlCommand) -> ExitCode {
                 output::error_line(&format!("imds-tun ctl: {note}"));
             }
             let status = response.status.unwrap_or_default();
-            let written =
-                output::print_line(&serde_json::to_string_pretty(&status).unwrap_or_default());
+            let text = match serde_json::from_value::<crate::callers::Report>(status.clone()) {
+                Ok(report) if as_table => report.table().trim_end().to_owned(),
+                _ => serde_json::to_string_pretty(&status).unwrap_or_default(),
+            };
+            let written = output::print_line(&text);
             output::finish(written, ExitCode::SUCCESS)
         }
         Ok(response) => {

@@ -90,6 +90,8 @@ pub struct CallerIdentity {
     pub pid: Option<u32>,
     /// `/proc/PID/comm`: the command name, at most 15 bytes.
     pub command: Option<String>,
+    /// `/proc/PID/exe`, where this process may read it (root, or the caller's own user).
+    pub exe: Option<String>,
     /// The caller's cgroup: a local caller's own, a forwarded caller's container's.
     pub cgroup: Cgroup,
 }
@@ -104,6 +106,7 @@ impl Default for CallerIdentity {
             cgroup_id: None,
             pid: None,
             command: None,
+            exe: None,
             cgroup: Cgroup::NotAsked,
         }
     }
@@ -354,8 +357,8 @@ impl Attribution {
         identity.cgroup = self.cgroup_of(identity);
     }
 
-    /// Adds what only the log line needs (bounded, blocking): a local caller's process, a
-    /// forwarded caller's container.
+    /// Adds what only the log line and the callers report need (bounded, blocking): a local
+    /// caller's process (its command, executable and cgroup), a forwarded caller's container.
     pub fn complete(&self, identity: &mut CallerIdentity) {
         #[cfg(target_os = "linux")]
         {
@@ -374,6 +377,15 @@ impl Attribution {
                 identity.pid = Some(pid);
                 identity.command = procfs::read_small(&format!("/proc/{pid}/comm"))
                     .map(|comm| comm.trim().to_owned());
+                identity.exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .ok()
+                    .map(|exe| exe.to_string_lossy().into_owned());
+                if identity.cgroup == Cgroup::NotAsked
+                    && let Some(path) = procfs::read_small(&format!("/proc/{pid}/cgroup"))
+                        .and_then(|text| unified_cgroup(&text))
+                {
+                    identity.cgroup = Cgroup::Found(path);
+                }
             }
         }
         #[cfg(not(target_os = "linux"))]

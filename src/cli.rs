@@ -59,7 +59,8 @@ pub enum Command {
     Env(crate::container_env::EnvArgs),
 }
 
-/// `imds-tun ctl ...`: each prints the resulting status as JSON (exit 0), or why not (exit 1).
+/// `imds-tun ctl ...`: each prints the resulting status as JSON (exit 0), or why not (exit 1);
+/// `callers` prints a table unless `--json`.
 ///
 /// A default that clap applies is hidden from the help (`hide_default_value`): the help text
 /// states it with what it means ("120, EC2's two minutes' notice"), and clap would repeat it.
@@ -141,6 +142,16 @@ pub enum CtlCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Who has called since start: tokenless (IMDSv1) callers first, by process, user or
+    /// address.
+    Callers {
+        /// Print the report as JSON (`callers`, `dropped`, `since`, `limit`) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Print the report, then empty the table: counting starts again from now.
+        #[arg(long)]
+        reset: bool,
+    },
     /// Make matching requests slow, failing or unanswered; `fault list`, `fault clear`.
     #[command(args_conflicts_with_subcommands = true)]
     Fault {
@@ -221,6 +232,7 @@ impl CtlCommand {
             CtlCommand::Lifecycle { state } => Ok(Request::Lifecycle { state }),
             CtlCommand::Clear => Ok(Request::Clear),
             CtlCommand::Status => Ok(Request::Status),
+            CtlCommand::Callers { reset, .. } => Ok(Request::Callers { reset }),
             CtlCommand::Fault {
                 what: Some(FaultCommand::List),
                 ..

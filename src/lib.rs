@@ -42,6 +42,8 @@
 //!   a request's query string; a value `Debug` never shows).
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
 //!   line every credentials read leaves and for sharing the connection limit among callers.
+//! - [`callers`]: the callers report (`imds-tun ctl callers`): who called, how often without
+//!   a session token (IMDSv1), bounded; fed by `http` with what [`attribution`] found.
 //! - [`stack`]: a sans-IO TCP endpoint over smoltcp, and the runtime that drives it with one
 //!   task over any packet device (the TUN, or in tests an in-memory pipe) and hands out streams.
 //! - [`credentials`]: where the role credentials come from (one small trait).
@@ -71,6 +73,7 @@
 
 pub mod app;
 pub mod attribution;
+pub mod callers;
 pub mod cidr;
 pub mod cli;
 pub mod clouds;

@@ -15,8 +15,9 @@ use super::protocol::{MAX_REQUEST_BYTES, Request, Response};
 /// How long the service may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest answer read (a status with many events is a few KiB).
-const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
+/// The largest answer read: a status with many events is a few KiB, the largest callers report
+/// (`ctl callers`, `crate::callers::MAX_CALLERS` entries) under 2 MiB.
+pub const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why no answer came.
 #[derive(Debug, thiserror::Error)]

@@ -111,6 +111,13 @@ pub enum Request {
     FaultList,
     /// Removes every fault and ends a credential-source outage.
     FaultClear,
+    /// The callers report (`crate::callers::Report`) as the `status`; with `reset`, as it
+    /// stood, and the table emptied.
+    Callers {
+        /// `"reset"`: empty the table after reading it; default false.
+        #[serde(default)]
+        reset: bool,
+    },
 }
 
 /// `--credential-source down`.
@@ -241,6 +248,7 @@ pub fn command_name(request: &Request) -> &'static str {
         Request::Fault { .. } => "fault",
         Request::FaultList => "fault-list",
         Request::FaultClear => "fault-clear",
+        Request::Callers { .. } => "callers",
     }
 }
 
@@ -375,7 +383,8 @@ pub fn apply(
         | Request::Play { .. }
         | Request::Fault { .. }
         | Request::FaultList
-        | Request::FaultClear => {}
+        | Request::FaultClear
+        | Request::Callers { .. } => {}
     }
     Ok(())
 }

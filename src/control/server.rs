@@ -1,5 +1,6 @@
 //! The service's side of `imds-tun ctl`: the control socket, who may use it, and the scenario
-//! that plays in the background.
+//! that plays in the background. It reads (and on `callers --reset` empties) the callers
+//! report, which it does not keep.
 //!
 //! The socket is bound before root is given up (so `ctl` can tell it from a squatter: its
 //! owner is root, see `client.rs`) and lives as long as the process. Each connection carries one
@@ -25,6 +26,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::protocol::{self, MAX_FAULTS, MAX_REQUEST_BYTES, Request, Response, Step};
+use crate::callers::Callers;
 use crate::clouds::ec2::interruptions::Board;
 use crate::credentials::outage::Outage;
 use crate::http::faults::FaultBoard;
@@ -133,6 +135,8 @@ pub struct Targets {
     pub faults: Arc<FaultBoard>,
     /// The credential source's simulated outage (`fault --credential-source down`).
     pub outage: Outage,
+    /// Who has called (`callers`, `callers --reset`); only read and emptied here.
+    pub callers: Arc<Callers>,
 }
 
 async fn accept_loop(
@@ -274,6 +278,7 @@ async fn execute(
             Response::ok(board.snapshot().status(now))
         }
         Request::FaultList => Response::ok(fault_list(targets)),
+        Request::Callers { reset } => callers_report(&targets.callers, reset, who, now),
         Request::FaultClear => {
             let count = targets.faults.clear();
             let was_down = targets.outage.is_down();
@@ -385,6 +390,30 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), Stri
     Ok(())
 }
 
+/// The callers report as the status; with `reset`, as it stood, the table emptied, and a
+/// note saying so.
+fn callers_report(callers: &Callers, reset: bool, who: &str, now: OffsetDateTime) -> Response {
+    let report = if reset {
+        callers.take(now)
+    } else {
+        callers.report()
+    };
+    let mut response = Response::ok(serde_json::to_value(&report).unwrap_or_default());
+    if reset {
+        tracing::info!(
+            "ctl: {who} emptied the callers table ({} callers)",
+            report.callers.len()
+        );
+        response.notes.push(format!(
+            "emptied the callers table after reading it ({} caller(s) counted since {}); \
+             counting again from now",
+            report.callers.len(),
+            report.since
+        ));
+    }
+    response
+}
+
 /// The faults standing, with their remaining seconds, and the outage.
 fn fault_list(targets: &Targets) -> serde_json::Value {
     let now = tokio::time::Instant::now();
@@ -478,6 +507,7 @@ fn describe(request: &Request) -> String {
         Request::Fault { .. } => "fault".into(),
         Request::FaultList => "fault list".into(),
         Request::FaultClear => "fault clear".into(),
+        Request::Callers { .. } => "callers".into(),
     }
 }
 

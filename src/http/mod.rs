@@ -28,6 +28,7 @@ pub mod reply;
 pub mod reply_hops;
 pub mod service;
 pub mod shared_token;
+mod tally;
 pub mod upstream;
 
 use shared_token::{LISTENER_TOKEN_HEADER, SharedToken};
@@ -46,6 +47,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::attribution::{Attribution, CallerIdentity, Cgroup};
+use crate::callers::Callers;
 pub use observe::{Observer, Served};
 pub use reply::{Body, CredentialsRead, Reply};
 pub use reply_hops::{Connection, ReplyHops};
@@ -153,6 +155,8 @@ pub struct Server {
     clock: fn() -> OffsetDateTime,
     /// Told of every answered request ([`observe`]).
     observers: Arc<[Arc<dyn Observer>]>,
+    /// Who called (`ctl callers`); counted only with an [`Attribution`] to say who.
+    callers: Option<Arc<Callers>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -179,6 +183,7 @@ impl Server {
             faults: Arc::new(faults::FaultBoard::default()),
             clock: OffsetDateTime::now_utc,
             observers: Arc::new([]),
+            callers: None,
         }
     }
 
@@ -190,6 +195,13 @@ impl Server {
     /// Names the caller in one log line per credentials read (and at debug level per request).
     pub fn with_attribution(mut self, attribution: impl Into<Arc<Attribution>>) -> Self {
         self.attribution = Some(attribution.into());
+        self
+    }
+
+    /// Counts every answered request in `callers` under its caller, once
+    /// [`Server::with_attribution`] says who that is (see `tally.rs` for what it costs).
+    pub fn with_callers(mut self, callers: Arc<Callers>) -> Self {
+        self.callers = Some(callers);
         self
     }
 
@@ -247,13 +259,8 @@ impl Server {
         let caller = self
             .attribution
             .clone()
-            .map(|attribution| ConnectionCaller {
-                decided: Arc::new(tokio::sync::OnceCell::new()),
-                audited: Arc::new(std::sync::OnceLock::new()),
-                attribution,
-                peer,
-                local,
-            });
+            .map(|attribution| ConnectionCaller::new(attribution, peer, local));
+        let callers = self.callers.clone();
         let faults = self.faults.clone();
         let observers = self.observers.clone();
         let answering = answering::Answering::default();
@@ -266,6 +273,8 @@ impl Server {
                 request.extensions_mut().insert(Destination(local));
             }
             let services = services.clone();
+            // Counted for the callers report once answered; its lookup starts now.
+            let tally = tally::Tally::begin(callers.as_ref(), caller.as_ref());
             let caller = caller.clone();
             let observers = observers.clone();
             // Decided before the answer exists, so hyper writes no byte of a PUT's reply before
@@ -316,6 +325,9 @@ impl Server {
                 };
                 for observer in observers.iter() {
                     observer.served(&served);
+                }
+                if let Some(tally) = tally {
+                    tally.count(&path, &reply, clock()).await;
                 }
                 Ok::<_, FaultClose>(reply.into_response().0.map(|body| pending.hold(body)))
             }
@@ -418,27 +430,58 @@ async fn apply_fault(
     Some(Ok(services.refusal(status)))
 }
 
-/// The caller of one connection, identified at most once, when a request first needs it.
+/// The caller of one connection, identified at most once per question, when a request first
+/// needs it.
 #[derive(Clone)]
 struct ConnectionCaller {
-    /// What an answer may depend on (origin, owner, and the cgroup where a rule needs it).
-    decided: Arc<tokio::sync::OnceCell<CallerIdentity>>,
-    /// That and the process, for the audit line; found after an answer, never before.
-    audited: Arc<std::sync::OnceLock<CallerIdentity>>,
+    known: Arc<Known>,
     attribution: Arc<Attribution>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
 }
 
+/// What one connection's caller was found to be, question by question.
+#[derive(Default)]
+struct Known {
+    /// Origin and owner: kernel questions only.
+    classified: std::sync::OnceLock<CallerIdentity>,
+    /// What an answer may depend on (that, and the cgroup where a rule needs it).
+    decided: tokio::sync::OnceCell<CallerIdentity>,
+    /// That and the process, for the audit line and the callers report; looked up after an
+    /// answer, or for the report as the request arrives (`tally`), never before an answer
+    /// waits for it.
+    audited: tokio::sync::OnceCell<CallerIdentity>,
+    /// Whether the callers report looks this connection's process up (decided once).
+    report_lookup: std::sync::OnceLock<bool>,
+}
+
 impl ConnectionCaller {
-    /// Who is asking, as far as an answer needs: kernel questions (microseconds, asked here),
-    /// and where a `cgroup:` rule needs it a bounded walk in one of the lookup slots, this
-    /// caller's turn among callers. Never the `/proc` scan for the process.
+    fn new(attribution: Arc<Attribution>, peer: SocketAddr, local: Option<SocketAddr>) -> Self {
+        ConnectionCaller {
+            known: Arc::default(),
+            attribution,
+            peer,
+            local,
+        }
+    }
+
+    /// Where the connection comes from and, for a local caller, its owner: kernel questions
+    /// (microseconds, asked here, once per connection).
+    fn classified(&self) -> &CallerIdentity {
+        self.known
+            .classified
+            .get_or_init(|| self.attribution.classify(self.peer, self.local))
+    }
+
+    /// Who is asking, as far as an answer needs: [`ConnectionCaller::classified`], and where
+    /// a `cgroup:` rule needs it a bounded walk in one of the lookup slots, this caller's turn
+    /// among callers. Never the `/proc` scan for the process.
     async fn decided(&self) -> &CallerIdentity {
-        self.decided
+        self.known
+            .decided
             .get_or_init(|| async {
                 let attribution = self.attribution.clone();
-                let identity = attribution.classify(self.peer, self.local);
+                let identity = self.classified().clone();
                 if !attribution.wants_cgroups() {
                     return identity;
                 }
@@ -460,31 +503,39 @@ impl ConnectionCaller {
             .await
     }
 
-    /// Who is asking, with the process when it can be found: once per connection, in a lookup
-    /// slot unless this caller already has a lookup running or waiting (then without it).
+    /// Who is asking, with the process when it can be found: once per connection (a second
+    /// asker waits for the first's lookup), in a lookup slot unless this caller already has a
+    /// lookup running or waiting (then without it, and a later ask tries again).
     async fn audited(&self) -> CallerIdentity {
-        if let Some(done) = self.audited.get() {
+        if let Some(done) = self.known.audited.get() {
             return done.clone();
         }
-        let decided = self.decided().await.clone();
-        let Some(_slot) = self
-            .attribution
-            .lookups
-            .acquire_unless_busy(decided.key())
-            .await
-        else {
-            return decided;
-        };
-        let attribution = self.attribution.clone();
-        let mut identity = decided.clone();
-        match tokio::task::spawn_blocking(move || {
-            attribution.complete(&mut identity);
-            identity
-        })
-        .await
-        {
-            Ok(done) => self.audited.get_or_init(|| done).clone(),
-            Err(_) => decided,
+        let decided = self.decided().await;
+        let found = self
+            .known
+            .audited
+            .get_or_try_init(|| async {
+                let Some(_slot) = self
+                    .attribution
+                    .lookups
+                    .acquire_unless_busy(decided.key())
+                    .await
+                else {
+                    return Err(());
+                };
+                let attribution = self.attribution.clone();
+                let mut identity = decided.clone();
+                tokio::task::spawn_blocking(move || {
+                    attribution.complete(&mut identity);
+                    identity
+                })
+                .await
+                .map_err(|_| ())
+            })
+            .await;
+        match found {
+            Ok(done) => done.clone(),
+            Err(()) => decided.clone(),
         }
     }
 }

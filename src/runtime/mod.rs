@@ -5,7 +5,8 @@
 //! tests (`tests/in_process.rs`) share: given the settings, the services, a packet device (the
 //! claimed TUN, or an in-memory pipe) and bound listeners, it wires the layers together; each
 //! layer is built from its own part of [`Settings`], nothing is translated here. [`services()`]
-//! builds a run's metadata services from the settings, selecting the credential source. The
+//! builds a run's metadata services from the settings, selecting the credential source, and
+//! the callers report (`crate::callers`) every answered request is counted in. The
 //! kernel listeners share one connection limit (`listen_limit`), kept below the process's
 //! open-file limit.
 //!
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::attribution::Attribution;
+use crate::callers::Callers;
 use crate::config::{ListenerSettings, Settings};
 use crate::credentials::roles::CallerRoles;
 use crate::http::faults::FaultBoard;
@@ -53,6 +55,7 @@ pub struct BoundListener {
 /// A started imds-tun: serving until [`Runtime::stop`].
 pub struct Runtime {
     server: Arc<Server>,
+    callers: Arc<Callers>,
     driver: Option<Driver>,
     stop_accepting: watch::Sender<bool>,
     accepting: Vec<JoinHandle<()>>,
@@ -95,8 +98,11 @@ impl Runtime {
         }
         // One caller-identity service for both questions: who reads credentials, and whose
         // connection gives way at the connection limit.
+        let callers = Arc::new(Callers::new(time::OffsetDateTime::now_utc()));
         let server = Arc::new(
-            Server::with_limits(services, settings.http).with_attribution(attribution.clone()),
+            Server::with_limits(services, settings.http)
+                .with_attribution(attribution.clone())
+                .with_callers(callers.clone()),
         );
         let (stop_accepting, stop) = watch::channel(false);
         let mut accepting = Vec::with_capacity(listeners.len() + 1);
@@ -129,6 +135,7 @@ impl Runtime {
         }
         Runtime {
             server,
+            callers,
             driver,
             stop_accepting,
             accepting,
@@ -139,6 +146,11 @@ impl Runtime {
     /// The faults every request meets, for the control channel to change.
     pub fn faults(&self) -> Arc<FaultBoard> {
         self.server.faults()
+    }
+
+    /// Who has called, for `ctl callers` and the lines at exit.
+    pub fn callers(&self) -> Arc<Callers> {
+        self.callers.clone()
     }
 
     /// Waits until the packet device fails (it was deleted, or the kernel refused a write);

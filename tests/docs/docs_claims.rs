@@ -258,6 +258,27 @@ fn limits() -> Vec<(&'static str, String)> {
         (
             "docs/metadata.md",
             format!(
+                "At most {} callers are kept; a new caller beyond that drops the one idle the \
+                 longest, and `dropped` counts them. Each entry keeps at most {} distinct \
+                 `tokenless_paths`, each cut to {} characters as log lines cut client text; \
+                 `exe` and `cgroup` are cut to {}.",
+                imds_tun::callers::MAX_CALLERS,
+                imds_tun::callers::MAX_TOKENLESS_PATHS,
+                imds_tun::log_limit::MAX_LOGGED_CHARS,
+                imds_tun::callers::MAX_KEPT_PATH_CHARS
+            ),
+        ),
+        (
+            "docs/metadata.md",
+            format!(
+                "for at most {} connections of a caller at once, then {} a second",
+                imds_tun::callers::sampling::BURST,
+                imds_tun::callers::sampling::LOOKUPS_PER_SECOND
+            ),
+        ),
+        (
+            "docs/metadata.md",
+            format!(
                 "answered MS milliseconds late (at most {})",
                 thousands(imds_tun::http::faults::MAX_LATENCY.as_millis())
             ),

@@ -13,6 +13,7 @@ mod hostile_support;
 mod attribution;
 mod azure_clients;
 mod callers;
+mod callers_report;
 mod check_matches_start;
 mod claim_watch;
 mod container_clients;
