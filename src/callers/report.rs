@@ -249,7 +249,7 @@ pub fn log_at_exit(report: &Report, since_start: bool) {
     };
     if tokenless.is_empty() {
         tracing::info!(
-            target: "imds_tun::caller",
+            target: crate::logging::CALLER_TARGET,
             callers = 0u64,
             tokenless = 0u64,
             "no {heading}"
@@ -267,11 +267,12 @@ pub fn log_at_exit(report: &Report, since_start: bool) {
         String::new()
     };
     tracing::info!(
-        target: "imds_tun::caller",
+        target: crate::logging::CALLER_TARGET,
         callers = tokenless.len(),
         tokenless = requests,
-        "{heading}: {} callers, {requests} requests{dropped}",
-        tokenless.len()
+        "{heading}: {}, {}{dropped}",
+        counted(tokenless.len() as u64, "caller"),
+        counted(requests, "request")
     );
     for caller in tokenless.iter().take(EXIT_LINES) {
         let last = caller
@@ -280,21 +281,29 @@ pub fn log_at_exit(report: &Report, since_start: bool) {
             .map(|path| format!(", last {path}"))
             .unwrap_or_default();
         tracing::info!(
-            target: "imds_tun::caller",
+            target: crate::logging::CALLER_TARGET,
             uid = caller.uid,
             pid = caller.pid,
             command = caller.command.as_deref(),
             address = caller.address.as_deref(),
             tokenless = caller.tokenless,
-            "{}: {} tokenless requests{last}",
+            "{}: {}{last}",
             caller.describe(),
-            caller.tokenless
+            counted(caller.tokenless, "tokenless request")
         );
     }
     if more > 0 {
         tracing::info!(
-            target: "imds_tun::caller",
+            target: crate::logging::CALLER_TARGET,
             "and {more} more tokenless callers (imds-tun ctl callers lists them while it runs)"
         );
+    }
+}
+
+/// `1 caller`, `3 callers`: the exit lines are read by people.
+fn counted(count: u64, noun: &str) -> String {
+    match count {
+        1 => format!("1 {noun}"),
+        _ => format!("{count} {noun}s"),
     }
 }

@@ -9,10 +9,10 @@
 //!   twice at once for one caller ([`crate::attribution::LookupSlots::acquire_unless_busy`]);
 //!   the other connections count under their user without a pid;
 //! - a sampled connection's lookup starts as its first request arrives, while the answer is
-//!   being made: a one-shot `curl` exits as soon as it has its answer, and a process that is
-//!   gone cannot be named. A tokenless (IMDSv1) answer on such a connection waits for the
-//!   lookup, at most [`crate::attribution::SCAN_BUDGET`]: those callers are the ones the report
-//!   is for. Any other answer goes at once and is counted when the lookup ends.
+//!   being made, and that answer waits for it, at most [`crate::attribution::SCAN_BUDGET`]: a
+//!   one-shot `curl` exits as soon as it has its answer, and a process that is gone cannot be
+//!   named. Only sampled connections wait, once each, so a flood waits a few times a second.
+//!   A lookup that runs out of time is counted when it ends.
 //!
 //! Counting is one short lock per request; a connection not sampled adds no task and no wait.
 
@@ -62,8 +62,8 @@ impl Tally {
     }
 
     /// Counts the request once `reply` exists, answered at `at`: with the process when it is
-    /// known; a tokenless reply on a sampled connection first waits for the lookup (at most
-    /// [`SCAN_BUDGET`]); anything else on a sampled connection is counted when it ends.
+    /// known; a reply on a sampled connection first waits for the lookup (at most
+    /// [`SCAN_BUDGET`]), and is counted when it ends if it takes longer.
     pub(super) async fn count(self, path: &str, reply: &Reply, at: OffsetDateTime) {
         let visit = Visit {
             path,
@@ -82,9 +82,7 @@ impl Tally {
                 .unwrap_or_else(|| self.caller.classified());
             return self.callers.record(identity, &visit);
         }
-        if visit.tokenless
-            && let Ok(identity) = tokio::time::timeout(SCAN_BUDGET, self.caller.audited()).await
-        {
+        if let Ok(identity) = tokio::time::timeout(SCAN_BUDGET, self.caller.audited()).await {
             return self.callers.record(&identity, &visit);
         }
         let path = path.to_owned();

@@ -163,12 +163,12 @@ fn a_tokenless_curl_is_named_apart_from_boto3_and_again_at_exit() {
     common::assert_exit_code(&child, status, 0);
     let stderr = child.stderr();
     assert!(
-        stderr.contains("IMDSv1 (tokenless) callers since start: 1 callers, 1 requests"),
+        stderr.contains("IMDSv1 (tokenless) callers since start: 1 caller, 1 request"),
         "{stderr}"
     );
     let named = stderr
         .lines()
-        .find(|line| line.contains("(curl) uid 65534 (nobody): 1 tokenless requests"))
+        .find(|line| line.contains("(curl) uid 65534 (nobody): 1 tokenless request"))
         .unwrap_or_else(|| panic!("an exit line names curl: {stderr}"));
     assert!(
         named.contains("last /latest/meta-data/instance-id"),
@@ -177,7 +177,7 @@ fn a_tokenless_curl_is_named_apart_from_boto3_and_again_at_exit() {
     assert!(
         !stderr
             .lines()
-            .any(|line| line.contains("(python") && line.contains("tokenless requests")),
+            .any(|line| line.contains("(python") && line.contains("tokenless request")),
         "python made no tokenless call: {stderr}"
     );
 }
