@@ -40,6 +40,8 @@
 //!   blocks; how much of the log clients can cause; a command's output and error lines written
 //!   without a panic on a closed pipe or a full disk; a request's query string; a value `Debug`
 //!   never shows).
+//! - [`metrics`]: what a run counts for Prometheus (`--metrics`) and its text exposition; a
+//!   leaf, so every layer that counts may be handed its [`metrics::Metrics`].
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
 //!   line every credentials read leaves and for sharing the connection limit among callers.
 //! - [`stack`]: a sans-IO TCP endpoint over smoltcp, and the runtime that drives it with one
@@ -81,6 +83,7 @@ pub mod credentials;
 pub mod doctor;
 pub mod http;
 pub mod log_limit;
+pub mod metrics;
 pub mod output;
 pub mod platform;
 pub mod query;
