@@ -312,7 +312,7 @@ impl Collector for StateCollector {
         let mut family = encoder.encode_descriptor(
             "imds_tun_credentials_expiration_timestamp_seconds",
             "When the credentials now served for the role expire (Unix time); absent while none \
-             are held",
+             are held.",
             None,
             gauge.metric_type(),
         )?;
@@ -327,7 +327,7 @@ impl Collector for StateCollector {
         let mut family = encoder.encode_descriptor(
             "imds_tun_credentials_refreshes",
             "Attempts to obtain the role's credentials (STS, the session, or fake), by result \
-             (ok, error)",
+             (ok, error).",
             None,
             counter.metric_type(),
         )?;
@@ -343,14 +343,14 @@ impl Collector for StateCollector {
         let faults = ConstGauge::new(i64::try_from(state.faults_active).unwrap_or(i64::MAX));
         faults.encode(encoder.encode_descriptor(
             "imds_tun_faults_active",
-            "Faults standing (imds-tun ctl fault)",
+            "Faults standing (imds-tun ctl fault).",
             None,
             faults.metric_type(),
         )?)?;
         let tokens = ConstCounter::new(state.tokens_issued);
         tokens.encode(encoder.encode_descriptor(
             "imds_tun_imdsv2_tokens_issued",
-            "IMDSv2 session tokens issued",
+            "IMDSv2 session tokens issued.",
             None,
             tokens.metric_type(),
         )?)?;

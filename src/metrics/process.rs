@@ -63,22 +63,22 @@ impl Collector for ProcessCollector {
         let gauges = [
             (
                 "process_resident_memory_bytes",
-                "Resident memory size in bytes",
+                "Resident memory size in bytes.",
                 reading.resident_bytes,
             ),
             (
                 "process_virtual_memory_bytes",
-                "Virtual memory size in bytes",
+                "Virtual memory size in bytes.",
                 reading.virtual_bytes,
             ),
             (
                 "process_open_fds",
-                "Number of open file descriptors",
+                "Number of open file descriptors.",
                 reading.open_fds,
             ),
             (
                 "process_max_fds",
-                "Maximum number of open file descriptors (the soft limit)",
+                "Maximum number of open file descriptors (the soft limit).",
                 reading.max_fds,
             ),
         ];
@@ -97,7 +97,7 @@ impl Collector for ProcessCollector {
             let counter = ConstCounter::new(seconds);
             counter.encode(encoder.encode_descriptor(
                 "process_cpu_seconds",
-                "Total user and system CPU time spent in seconds",
+                "Total user and system CPU time spent in seconds.",
                 None,
                 counter.metric_type(),
             )?)?;
@@ -106,7 +106,7 @@ impl Collector for ProcessCollector {
             let gauge = ConstGauge::new(start);
             gauge.encode(encoder.encode_descriptor(
                 "process_start_time_seconds",
-                "Start time of the process since the Unix epoch in seconds",
+                "Start time of the process since the Unix epoch in seconds.",
                 None,
                 gauge.metric_type(),
             )?)?;
