@@ -220,14 +220,14 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
     );
     let _ = faults.set(running.faults());
     // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
-    let served = crate::control::server::Served {
+    let serving = crate::control::server::Serving {
         credentials: built.credentials,
         tokens: built.tokens,
     };
     let control = start_control(
         &running,
         built.board,
-        served,
+        serving,
         &settings,
         outage,
         serve_as.as_ref(),
@@ -309,15 +309,15 @@ impl Drop for Control {
     }
 }
 
-/// The control channel of the local service (its interruptions `board`; what it `served`, for
-/// `status`) and the start-up
+/// The control channel of the local service (its interruptions `board`; what it is `serving`,
+/// for `status`) and the start-up
 /// scenario, playing; `None` in upstream mode (the upstream is the one to control). When the
 /// socket name is taken that is said once, and the metadata service and the scenario run on
 /// without a control channel: a squatter can neither stop the one nor cancel the other.
 async fn start_control(
     running: &Runtime,
     board: Option<Arc<interruptions::Board>>,
-    served: crate::control::server::Served,
+    serving: crate::control::server::Serving,
     settings: &Settings,
     outage: Outage,
     serve_as: Option<&privileges::Account>,
@@ -327,7 +327,7 @@ async fn start_control(
         board: board?,
         faults: running.faults(),
         outage,
-        served,
+        serving,
     };
     let allowed = Allowed {
         user: control_user(serve_as, settings.allow_shared_user_ctl),

@@ -136,19 +136,19 @@ pub struct Targets {
     /// The credential source's simulated outage (`fault --credential-source down`).
     pub outage: Outage,
     /// What `status` reports of the served credentials and tokens; read, never changed.
-    pub served: Served,
+    pub serving: Serving,
 }
 
 /// What the local service serves, as `status` reports it beside the interruptions.
 #[derive(Debug, Clone, Default)]
-pub struct Served {
+pub struct Serving {
     /// Each role's credentials: source, expiry, next refresh.
     pub credentials: Option<CredentialsStatus>,
     /// The IMDSv2 token mint: how many tokens it issued.
     pub tokens: Option<Arc<TokenMint>>,
 }
 
-impl Served {
+impl Serving {
     /// `status`'s `credentials` (one object per role started: `role`, `source`, `expiration`,
     /// `next_refresh`, `refreshes`, `refresh_failures`) and `imdsv2_tokens_issued`, added to
     /// the interruptions' `status`.
@@ -318,7 +318,7 @@ async fn execute(
     match request {
         Request::Status => {
             let mut status = board.snapshot().status(now);
-            targets.served.add_to(&mut status);
+            targets.serving.add_to(&mut status);
             Response::ok(status)
         }
         Request::Play { steps } => {

@@ -18,6 +18,11 @@ use common::{Moto, Namespace, Spawn, TempDir, repo, text};
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/app";
 /// Where the metrics are served in the namespace.
 const METRICS: &str = "127.0.0.1:9464";
+/// The metadata address, through the TUN.
+const METADATA: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 169, 254)),
+    80,
+);
 /// Requests made between two scrapes.
 const REQUESTS: usize = 5;
 
@@ -316,4 +321,79 @@ fn check(namespace: &Namespace, args: &[&str]) -> std::process::Output {
     let mut command = vec![binary.to_str().expect("utf-8 path"), "--check"];
     command.extend_from_slice(args);
     namespace.exec(&command)
+}
+
+/// The value of the unlabelled or labelled sample `series` in a scrape, as the exposition
+/// writes it (`name` or `name{label="value"}`).
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+}
+
+/// A connection `--allow-from` refuses through the TUN is counted under its reason.
+#[test]
+fn a_tun_connection_allow_from_refuses_is_counted() {
+    let namespace = namespace!();
+    // Only 127.0.0.0/8 may connect: the host's own TUN clients (169.254.169.253) may not.
+    let _child = common::start(
+        &namespace,
+        &["--metrics", METRICS, "--allow-from", "127.0.0.0/8"],
+    );
+    let metrics: SocketAddr = METRICS.parse().expect("an address");
+    let (refused, scraped) = namespace.run_in(move || async move {
+        let refused = tokio::net::TcpStream::connect(METADATA).await.is_err();
+        (
+            refused,
+            http::get(metrics, "/metrics").await.text().to_owned(),
+        )
+    });
+    assert!(refused, "--allow-from refuses the connection");
+    assert_eq!(
+        sample(
+            &scraped,
+            r#"imds_tun_refused_connections_total{reason="allow_from"}"#
+        ),
+        Some(1.0),
+        "{scraped}"
+    );
+}
+
+/// A keep-alive connection through the TUN counts as open while it lasts, and no longer.
+#[test]
+fn a_tun_connection_is_open_while_it_lasts() {
+    let namespace = namespace!();
+    let _child = common::start(&namespace, &["--metrics", METRICS]);
+    let metrics: SocketAddr = METRICS.parse().expect("an address");
+    let (open, closed) = namespace.run_in(move || async move {
+        let mut connection = http::Connection::open(METADATA).await;
+        let answer = connection.send(&Request::get("/latest/meta-data/")).await;
+        assert_eq!(answer.status, 200);
+        let open = http::get(metrics, "/metrics").await.text().to_owned();
+        drop(connection);
+        // The server sees the FIN and drops the connection soon after.
+        let mut closed = String::new();
+        for _ in 0..50 {
+            closed = http::get(metrics, "/metrics").await.text().to_owned();
+            if sample(&closed, "imds_tun_open_connections") == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        (open, closed)
+    });
+    assert_eq!(
+        sample(&open, "imds_tun_open_connections"),
+        Some(1.0),
+        "{open}"
+    );
+    assert_eq!(
+        sample(&closed, "imds_tun_open_connections"),
+        Some(0.0),
+        "{closed}"
+    );
 }
