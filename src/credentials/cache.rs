@@ -642,6 +642,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn each_refresh_and_failure_is_recorded_with_the_expiry_served() {
+        let clock = WallClock::following_tokio(datetime!(2026-01-01 00:00:00 UTC));
+        let fetcher = Scripted {
+            calls: Arc::new(AtomicUsize::new(0)),
+            delay: Duration::ZERO,
+            lifetime: Duration::from_secs(2),
+            fail_from_call: Some(2),
+            clock: clock.clone(),
+        };
+        let status = RoleStatus::detached("app", SourceKind::StsRole);
+        let source = RefreshingCredentials::start_reporting(
+            fetcher,
+            Policy::default(),
+            "app",
+            Outage::default(),
+            clock.clone(),
+            status.clone(),
+        );
+        assert!(source.wait_first(Duration::from_secs(5)).await);
+        let served = source.current(clock.now()).unwrap();
+        let report = status.report();
+        assert_eq!(report.expiration, Some(served.expiration));
+        assert!(report.next_refresh.is_some_and(|at| at < served.expiration));
+        assert_eq!((report.refreshes_ok, report.refreshes_failed), (1, 0));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let report = status.report();
+        assert_eq!(report.refreshes_ok, 1);
+        assert!(report.refreshes_failed >= 1, "{report:?}");
+        assert_eq!(
+            report.expiration,
+            Some(served.expiration),
+            "a failure keeps the set held"
+        );
+        // The retry's time, kept to the second.
+        assert!(
+            report
+                .next_refresh
+                .is_some_and(|at| at + time::Duration::SECOND > clock.now()),
+            "{report:?} at {}",
+            clock.now()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_lifetime_cap_shortens_the_served_expiration() {
         let policy = Policy {
             max_lifetime: Some(Duration::from_secs(20)),

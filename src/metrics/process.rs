@@ -2,7 +2,7 @@
 //! CPU time, start time), which prometheus-client does not provide, read from `/proc/self` at
 //! each scrape on Linux; elsewhere there are none.
 //!
-//! Each file read is small and bounded ([`MAX_PROC_FILE`]); a file that cannot be read leaves
+//! Each file read is small and bounded (16 KiB at most); a file that cannot be read leaves
 //! its metrics out of that scrape rather than failing it.
 
 use std::fmt;

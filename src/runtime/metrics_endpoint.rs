@@ -96,11 +96,7 @@ pub(super) async fn serve(
 const EXPOSITION_WRITE: Duration = Duration::from_secs(10);
 
 /// The answer to one request on the metrics socket.
-fn answer(
-    request: &Request<Incoming>,
-    metrics: &Metrics,
-    access: &Access,
-) -> Response<Full<Bytes>> {
+fn answer<B>(request: &Request<B>, metrics: &Metrics, access: &Access) -> Response<Full<Bytes>> {
     if let Access::Token(token) = access {
         let admitted = request
             .headers()
@@ -144,4 +140,68 @@ fn message(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::shared_token::SharedToken;
+
+    fn request(method: Method, path: &str, token: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(LISTENER_TOKEN_HEADER, token);
+        }
+        builder.body(()).expect("a request")
+    }
+
+    #[test]
+    fn get_metrics_is_the_exposition_other_paths_404_other_methods_405() {
+        let metrics = Metrics::default();
+        metrics.request(Some("ec2"), 200, false);
+        let open = Access::Open;
+        let answer_to = |method, path| answer(&request(method, path, None), &metrics, &open);
+        let scrape = answer_to(Method::GET, "/metrics?x=1");
+        assert_eq!(scrape.status(), StatusCode::OK);
+        assert_eq!(
+            scrape
+                .headers()
+                .get(CONTENT_TYPE)
+                .map(HeaderValue::as_bytes),
+            Some(metrics::CONTENT_TYPE.as_bytes())
+        );
+        assert_eq!(answer_to(Method::HEAD, "/metrics").status(), StatusCode::OK);
+        assert_eq!(answer_to(Method::GET, "/").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            answer_to(Method::GET, "/metrics/").status(),
+            StatusCode::NOT_FOUND
+        );
+        let post = answer_to(Method::POST, "/metrics");
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            post.headers().get(ALLOW).map(HeaderValue::as_bytes),
+            Some(&b"GET, HEAD"[..])
+        );
+    }
+
+    #[test]
+    fn with_a_token_only_the_secret_is_admitted_whatever_the_path() {
+        let metrics = Metrics::default();
+        let secret = "0123456789abcdef0123";
+        let guarded = Access::Token(Arc::new(SharedToken::parse(secret).expect("a secret")));
+        for (token, path, status) in [
+            (None, "/metrics", StatusCode::UNAUTHORIZED),
+            (
+                Some("0123456789abcdef0124"),
+                "/metrics",
+                StatusCode::UNAUTHORIZED,
+            ),
+            (None, "/elsewhere", StatusCode::UNAUTHORIZED),
+            (Some(secret), "/metrics", StatusCode::OK),
+            (Some(secret), "/elsewhere", StatusCode::NOT_FOUND),
+        ] {
+            let answered = answer(&request(Method::GET, path, token), &metrics, &guarded);
+            assert_eq!(answered.status(), status, "{token:?} {path}");
+        }
+    }
 }
