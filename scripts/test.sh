@@ -84,11 +84,12 @@ fi
 
 # Real cloud clients for tests/namespace/gce_clients.rs, azure_clients.rs and
 # container_clients.rs: Google's and Microsoft's Python libraries, boto3 and the AWS CLI, and
-# Google's and AWS's Node libraries (versions pinned by the lockfile).
+# Google's and AWS's Node libraries (versions pinned by the lockfile). tests/namespace/metrics.rs
+# parses the --metrics exposition with Prometheus' own Python parser (prometheus_client).
 step "cloud clients (.venv, tests/clients/node_modules)"
-if ! .venv/bin/python -c 'import google.auth, requests, azure.identity, boto3' 2>/dev/null \
-    || [ ! -x .venv/bin/aws ]; then
-    .venv/bin/pip install -q google-auth requests azure-identity boto3 awscli
+if ! .venv/bin/python -c 'import google.auth, requests, azure.identity, boto3, prometheus_client' \
+    2>/dev/null || [ ! -x .venv/bin/aws ]; then
+    .venv/bin/pip install -q google-auth requests azure-identity boto3 awscli prometheus_client
 fi
 if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
@@ -98,7 +99,7 @@ if [ ! -d tests/clients/node_modules/google-auth-library ] \
     || [ ! -d tests/clients/node_modules/@aws-sdk/credential-provider-http ]; then
     (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 fi
-echo "google-auth, azure-identity, boto3, awscli: .venv; google-auth-library, @aws-sdk/credential-provider-imds, @aws-sdk/credential-provider-http: tests/clients/node_modules"
+echo "google-auth, azure-identity, boto3, awscli, prometheus_client: .venv; google-auth-library, @aws-sdk/credential-provider-imds, @aws-sdk/credential-provider-http: tests/clients/node_modules"
 # ----------------------------------------------------------------------------------------------
 
 failed=()

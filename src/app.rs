@@ -19,15 +19,16 @@ use crate::clouds::ec2::interruptions;
 use crate::config::{self, Settings, TokenPolicy};
 use crate::credentials::outage::Outage;
 use crate::http::Access;
+use crate::metrics::{Metrics, RoleState, State, StateReader};
 use crate::output;
 use crate::platform::privileges;
 use crate::platform::{self, METADATA_ADDRESS, METADATA_ADDRESS_V6, PlatformError};
-use crate::runtime::{BoundListener, Runtime, ServicesError};
+use crate::runtime::{BoundListener, LocalServices, MetricsEndpoint, Runtime, ServicesError};
 use clap::Parser;
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -52,6 +53,17 @@ pub enum AppError {
         source: io::Error,
         /// What to do about the usual refusals (port taken, below 1024, no such address),
         /// starting with ": "; empty for the rest.
+        hint: &'static str,
+    },
+    /// The `--metrics` address could not be bound (before anything was claimed): a setting
+    /// to change, so exit 2.
+    #[error("cannot serve metrics on {address}: {source}{hint}")]
+    Metrics {
+        /// The `--metrics` address as given.
+        address: SocketAddr,
+        /// The kernel's refusal of the bind.
+        source: io::Error,
+        /// What to do about the usual refusals, starting with ": "; empty for the rest.
         hint: &'static str,
     },
     /// The claim on the metadata address was lost while serving (the device deleted or set
@@ -85,6 +97,7 @@ impl AppError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             AppError::Settings(_)
+            | AppError::Metrics { .. }
             | AppError::Services(ServicesError::Credentials(_))
             | AppError::Privileges(privileges::PrivilegeError::UnknownUser(_)) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
@@ -177,6 +190,16 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
             settings: listener.clone(),
         });
     }
+    let metrics_endpoint = match &settings.metrics {
+        Some(wanted) => Some(MetricsEndpoint {
+            socket: bind_metrics(wanted.address).await?,
+            access: wanted.access.clone(),
+        }),
+        None => None,
+    };
+    let metrics_address = metrics_endpoint
+        .as_ref()
+        .and_then(|endpoint| endpoint.socket.local_addr().ok());
     let tun = match &settings.tun {
         Some(tun) => Some(platform::claim_metadata_address(&tun.device)?),
         None => None,
@@ -191,9 +214,31 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         .collect();
     warn_about_open_listeners(&listeners);
 
-    let mut running = Runtime::start(&settings, built.services, tun, listeners);
+    let faults = Arc::new(OnceLock::new());
+    let metrics = Metrics::new(Some(state_reader(&built, faults.clone())));
+    let mut running = Runtime::start_counting(
+        &settings,
+        built.services,
+        tun,
+        listeners,
+        metrics,
+        metrics_endpoint,
+    );
+    let _ = faults.set(running.faults());
     // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
-    let control = start_control(&running, built.board, &settings, outage, serve_as.as_ref()).await;
+    let serving = crate::control::server::Serving {
+        credentials: built.credentials,
+        tokens: built.tokens,
+    };
+    let control = start_control(
+        &running,
+        built.board,
+        serving,
+        &settings,
+        outage,
+        serve_as.as_ref(),
+    )
+    .await;
 
     // Everything that needed root exists now: the TUN (its descriptor needs no privilege to
     // use) and the sockets. Give root up before the first request is served.
@@ -202,6 +247,9 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
     }
     announce(&settings, tun_name.as_deref(), &bound);
+    if let Some(address) = metrics_address {
+        tracing::info!("serving Prometheus metrics at http://{address}/metrics");
+    }
     // Said once it is true: a start that fails before serving never served as anyone.
     if serve_as.is_none() && nix::unistd::geteuid().is_root() {
         tracing::info!("serving as root; pass --user NAME to serve as an unprivileged user");
@@ -273,13 +321,15 @@ impl Drop for Control {
     }
 }
 
-/// The control channel of the local service (its interruptions `board`) and the start-up
+/// The control channel of the local service (its interruptions `board`; what it is `serving`,
+/// for `status`) and the start-up
 /// scenario, playing; `None` in upstream mode (the upstream is the one to control). When the
 /// socket name is taken that is said once, and the metadata service and the scenario run on
 /// without a control channel: a squatter can neither stop the one nor cancel the other.
 async fn start_control(
     running: &Runtime,
     board: Option<Arc<interruptions::Board>>,
+    serving: crate::control::server::Serving,
     settings: &Settings,
     outage: Outage,
     serve_as: Option<&privileges::Account>,
@@ -290,6 +340,7 @@ async fn start_control(
         faults: running.faults(),
         outage,
         callers: running.callers(),
+        serving,
     };
     let allowed = Allowed {
         user: control_user(serve_as, settings.allow_shared_user_ctl),
@@ -501,6 +552,44 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
             source,
             hint,
         }
+    })
+}
+
+/// Binds the `--metrics` socket; a refusal is a setting to change (exit 2).
+async fn bind_metrics(address: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(address).await.map_err(|source| {
+        let hint = crate::doctor::metrics_hint(&source);
+        AppError::Metrics {
+            address,
+            source,
+            hint,
+        }
+    })
+}
+
+/// What the metrics read at each scrape, from their owners: the credentials' record, the
+/// faults standing (`faults`, filled in once the runtime exists) and the IMDSv2 token mint.
+fn state_reader(
+    built: &LocalServices,
+    faults: Arc<OnceLock<Arc<crate::http::faults::FaultBoard>>>,
+) -> StateReader {
+    let credentials = built.credentials.clone();
+    let tokens = built.tokens.clone();
+    Box::new(move || State {
+        roles: credentials
+            .iter()
+            .flat_map(|record| record.report())
+            .map(|role| RoleState {
+                role: role.role,
+                expiration_unix: role.expiration.map(time::OffsetDateTime::unix_timestamp),
+                refreshes_ok: role.refreshes_ok,
+                refreshes_failed: role.refreshes_failed,
+            })
+            .collect(),
+        faults_active: faults.get().map_or(0, |board| {
+            u64::try_from(board.list(tokio::time::Instant::now()).len()).unwrap_or(u64::MAX)
+        }),
+        tokens_issued: tokens.as_ref().map_or(0, |mint| mint.issued()),
     })
 }
 

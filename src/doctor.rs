@@ -135,6 +135,7 @@ pub fn run(cli: Cli) -> Vec<Finding> {
     if let Some(settings) = &settings {
         findings.push(check_user(settings));
         findings.extend(check_listeners(settings));
+        findings.extend(check_metrics(settings));
         findings.push(check_credentials(settings));
         if settings.local().is_some_and(|local| local.gce.is_some()) {
             findings.push(check_gce_name(|name| {
@@ -265,6 +266,19 @@ pub fn listen_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
+/// Why binding the `--metrics` address was refused, in words, as [`listen_hint`] for
+/// `--listen`.
+pub fn metrics_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ": another process holds that port; pick another --metrics port"
+        }
+        std::io::ErrorKind::PermissionDenied => ": ports below 1024 need root; pick a higher port",
+        std::io::ErrorKind::AddrNotAvailable => ": no interface has that address",
+        _ => "",
+    }
+}
+
 /// The `/etc/hosts` line that lets every GCE client reach imds-tun by name (docs/metadata.md).
 pub const GCE_HOSTS_LINE: &str =
     "169.254.169.254 metadata.google.internal metadata.google.internal.";
@@ -339,6 +353,34 @@ fn check_listeners(settings: &Settings) -> Vec<Finding> {
             }
         })
         .collect()
+}
+
+/// Whether a start could bind the `--metrics` socket (bound here and closed at once).
+fn check_metrics(settings: &Settings) -> Option<Finding> {
+    let address = settings.metrics.as_ref()?.address;
+    Some(match std::net::TcpListener::bind(address) {
+        Err(error) => Finding::new(
+            Level::Fail,
+            "metrics",
+            format!(
+                "cannot serve metrics on {address}: {error}{}",
+                metrics_hint(&error)
+            ),
+            "imds-tun would exit with status 2",
+        ),
+        Ok(_) if address.ip().is_loopback() => Finding::new(
+            Level::Ok,
+            "metrics",
+            format!("{address} is loopback-only"),
+            "",
+        ),
+        Ok(_) => Finding::new(
+            Level::Ok,
+            "metrics",
+            format!("{address} requires the shared X-Imds-Tun-Token"),
+            "",
+        ),
+    })
 }
 
 /// Where the served credentials would come from.

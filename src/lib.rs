@@ -40,6 +40,8 @@
 //!   (address blocks; how much of the log clients can cause; the log's format, text or JSON; a
 //!   command's output and error lines written without a panic on a closed pipe or a full disk;
 //!   a request's query string; a value `Debug` never shows).
+//! - [`metrics`]: what a run counts for Prometheus (`--metrics`) and its text exposition; a
+//!   leaf, so every layer that counts may be handed its [`metrics::Metrics`].
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
 //!   line every credentials read leaves and for sharing the connection limit among callers.
 //! - [`callers`]: the callers report (`imds-tun ctl callers`): who called, how often without
@@ -85,6 +87,7 @@ pub mod doctor;
 pub mod http;
 pub mod log_limit;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod platform;
 pub mod query;

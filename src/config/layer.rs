@@ -38,6 +38,12 @@ pub struct Layer {
     #[arg(long, value_name = "ADDR:PORT", value_parser = listen_address)]
     #[serde(default, deserialize_with = "socket_addresses")]
     pub listen: Vec<SocketAddr>,
+    /// Serve Prometheus metrics at GET /metrics on this kernel TCP socket: loopback, or any
+    /// address with --listen-token-file (requests then carry its X-Imds-Tun-Token)
+    /// [default: none].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = listen_address)]
+    #[serde(default, deserialize_with = "socket_address")]
+    pub metrics: Option<SocketAddr>,
     /// Do not create a TUN device; serve only the --listen sockets.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub no_tun: Option<bool>,
@@ -461,6 +467,16 @@ const LISTEN_EXPECTED: &str = "ADDR:PORT such as \"127.0.0.1:8080\"";
 fn listen_address(text: &str) -> Result<SocketAddr, String> {
     text.parse()
         .map_err(|_| format!("expected {LISTEN_EXPECTED}"))
+}
+
+/// `"metrics": "127.0.0.1:9100"`, parsed as the flag parses it.
+fn socket_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse()
+        .map(Some)
+        .map_err(|_| D::Error::invalid_value(Unexpected::Str(&text), &LISTEN_EXPECTED))
 }
 
 /// `"listen": ["127.0.0.1:8080", ...]`, each parsed as the flag parses it.

@@ -57,6 +57,8 @@ pub struct Settings {
     pub listen: ListenSettings,
     /// What one request may cost, and how far a token reply travels.
     pub http: Limits,
+    /// The Prometheus endpoint (`--metrics`), or none.
+    pub metrics: Option<MetricsSettings>,
     /// Who answers the requests.
     pub backend: Backend,
     /// Serve as this user once the TUN and sockets exist (`--user`; else the user behind sudo).
@@ -99,6 +101,15 @@ pub struct ListenerSettings {
     pub access: Access,
     /// Client networks allowed to connect (`--allow-from`); empty allows all.
     pub allow_from: Vec<IpNet>,
+}
+
+/// The Prometheus endpoint (`--metrics`): where, and what a scraper must send.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// The address and port to bind, as `--metrics` gave them.
+    pub address: SocketAddr,
+    /// Every request (loopback), or only those with the `--listen-token-file` secret.
+    pub access: Access,
 }
 
 /// Who answers the requests of a run.

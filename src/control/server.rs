@@ -28,7 +28,9 @@ use tokio::task::JoinHandle;
 use super::protocol::{self, MAX_FAULTS, MAX_REQUEST_BYTES, Request, Response, Step};
 use crate::callers::Callers;
 use crate::clouds::ec2::interruptions::Board;
+use crate::clouds::ec2::token::TokenMint;
 use crate::credentials::outage::Outage;
+use crate::credentials::status::CredentialsStatus;
 use crate::http::faults::FaultBoard;
 
 /// Connections served at once; a flood of idle clients cannot hold more.
@@ -137,6 +139,54 @@ pub struct Targets {
     pub outage: Outage,
     /// Who has called (`callers`, `callers --reset`); only read and emptied here.
     pub callers: Arc<Callers>,
+    /// What `status` reports of the served credentials and tokens; read, never changed.
+    pub serving: Serving,
+}
+
+/// What the local service serves, as `status` reports it beside the interruptions.
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    /// Each role's credentials: source, expiry, next refresh.
+    pub credentials: Option<CredentialsStatus>,
+    /// The IMDSv2 token mint: how many tokens it issued.
+    pub tokens: Option<Arc<TokenMint>>,
+}
+
+impl Serving {
+    /// `status`'s `credentials` (one object per role started: `role`, `source`, `expiration`,
+    /// `next_refresh`, `refreshes`, `refresh_failures`) and `imdsv2_tokens_issued`, added to
+    /// the interruptions' `status`.
+    fn add_to(&self, status: &mut serde_json::Value) {
+        let Some(object) = status.as_object_mut() else {
+            return;
+        };
+        let time = |at: Option<OffsetDateTime>| {
+            at.and_then(|at| {
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+        };
+        let roles: Vec<serde_json::Value> = self
+            .credentials
+            .iter()
+            .flat_map(CredentialsStatus::report)
+            .map(|role| {
+                serde_json::json!({
+                    "role": role.role,
+                    "source": role.source.word(),
+                    "expiration": time(role.expiration),
+                    "next_refresh": time(role.next_refresh),
+                    "refreshes": role.refreshes_ok,
+                    "refresh_failures": role.refreshes_failed,
+                })
+            })
+            .collect();
+        object.insert("credentials".into(), roles.into());
+        object.insert(
+            "imdsv2_tokens_issued".into(),
+            self.tokens.as_ref().map_or(0, |mint| mint.issued()).into(),
+        );
+    }
 }
 
 async fn accept_loop(
@@ -270,7 +320,11 @@ async fn execute(
     let now = OffsetDateTime::now_utc();
     let board = &targets.board;
     match request {
-        Request::Status => Response::ok(board.snapshot().status(now)),
+        Request::Status => {
+            let mut status = board.snapshot().status(now);
+            targets.serving.add_to(&mut status);
+            Response::ok(status)
+        }
         Request::Play { steps } => {
             let count = steps.len();
             start_scenario(scenario, targets.clone(), steps).await;

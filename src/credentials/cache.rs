@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 
 use super::outage::{self, Outage};
 use super::schedule::{self, Backoff};
+use super::status::{RoleStatus, SourceKind};
 use super::{CredentialError, CredentialSource, RoleCredentials};
 
 /// One way to obtain a fresh set of credentials. Called by one task at a time only.
@@ -76,6 +77,8 @@ struct Shared {
     state: Mutex<State>,
     refresh_due: Notify,
     role_name: String,
+    /// Where each refresh's outcome is written (`ctl status`, the metrics).
+    status: Arc<RoleStatus>,
 }
 
 /// The wall clock the refresher reads: the system's, or in tests one that moves with tokio's
@@ -125,10 +128,25 @@ impl RefreshingCredentials {
         role_name: &str,
         outage: Outage,
     ) -> RefreshingCredentials {
-        RefreshingCredentials::start(fetcher, policy, role_name, outage, WallClock::system())
+        let status = RoleStatus::detached(role_name, SourceKind::StsRole);
+        RefreshingCredentials::spawn_reporting(fetcher, policy, role_name, outage, status)
+    }
+
+    /// As [`RefreshingCredentials::spawn`], writing each refresh's outcome to `status` (what
+    /// `ctl status` and the metrics read).
+    pub fn spawn_reporting<F: Fetch>(
+        fetcher: F,
+        policy: Policy,
+        role_name: &str,
+        outage: Outage,
+        status: Arc<RoleStatus>,
+    ) -> RefreshingCredentials {
+        let clock = WallClock::system();
+        RefreshingCredentials::start_reporting(fetcher, policy, role_name, outage, clock, status)
     }
 
     /// As [`RefreshingCredentials::spawn`], reading the wall clock from `clock`.
+    #[cfg(test)]
     fn start<F: Fetch>(
         fetcher: F,
         policy: Policy,
@@ -136,10 +154,24 @@ impl RefreshingCredentials {
         outage: Outage,
         clock: WallClock,
     ) -> RefreshingCredentials {
+        let status = RoleStatus::detached(role_name, SourceKind::StsRole);
+        RefreshingCredentials::start_reporting(fetcher, policy, role_name, outage, clock, status)
+    }
+
+    /// As [`RefreshingCredentials::spawn_reporting`], reading the wall clock from `clock`.
+    fn start_reporting<F: Fetch>(
+        fetcher: F,
+        policy: Policy,
+        role_name: &str,
+        outage: Outage,
+        clock: WallClock,
+        status: Arc<RoleStatus>,
+    ) -> RefreshingCredentials {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             refresh_due: Notify::new(),
             role_name: role_name.to_owned(),
+            status,
         });
         let task = Refresher {
             policy,
@@ -270,6 +302,7 @@ impl Refresher {
                             run.message
                         )
                     });
+                    let expiration = credentials.expiration;
                     tracing::info!(
                         "{what}: new credentials, valid until {}, next refresh at {}{recovered}",
                         rfc3339(credentials.expiration),
@@ -281,6 +314,7 @@ impl Refresher {
                         state.refresh_at = Some(at);
                         state.last_error = None;
                     }
+                    strong.status.refreshed(expiration, at);
                     backoff.reset();
                     drop(strong);
                     if !wait_until(&shared, at, clock).await {
@@ -295,6 +329,7 @@ impl Refresher {
                         state.current.as_ref().map(|current| current.expiration)
                     };
                     let exact_now = clock.now();
+                    strong.status.failed(exact_now + delay);
                     // Seconds are enough for a log line.
                     let now = exact_now.replace_nanosecond(0).unwrap_or(exact_now);
                     let last_good_until = still_valid.filter(|expiration| *expiration > exact_now);
@@ -607,6 +642,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn each_refresh_and_failure_is_recorded_with_the_expiry_served() {
+        let clock = WallClock::following_tokio(datetime!(2026-01-01 00:00:00 UTC));
+        let fetcher = Scripted {
+            calls: Arc::new(AtomicUsize::new(0)),
+            delay: Duration::ZERO,
+            lifetime: Duration::from_secs(2),
+            fail_from_call: Some(2),
+            clock: clock.clone(),
+        };
+        let status = RoleStatus::detached("app", SourceKind::StsRole);
+        let source = RefreshingCredentials::start_reporting(
+            fetcher,
+            Policy::default(),
+            "app",
+            Outage::default(),
+            clock.clone(),
+            status.clone(),
+        );
+        assert!(source.wait_first(Duration::from_secs(5)).await);
+        let served = source.current(clock.now()).unwrap();
+        let report = status.report();
+        assert_eq!(report.expiration, Some(served.expiration));
+        assert!(report.next_refresh.is_some_and(|at| at < served.expiration));
+        assert_eq!((report.refreshes_ok, report.refreshes_failed), (1, 0));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let report = status.report();
+        assert_eq!(report.refreshes_ok, 1);
+        assert!(report.refreshes_failed >= 1, "{report:?}");
+        assert_eq!(
+            report.expiration,
+            Some(served.expiration),
+            "a failure keeps the set held"
+        );
+        // The retry's time, kept to the second.
+        assert!(
+            report
+                .next_refresh
+                .is_some_and(|at| at + time::Duration::SECOND > clock.now()),
+            "{report:?} at {}",
+            clock.now()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_lifetime_cap_shortens_the_served_expiration() {
         let policy = Policy {
             max_lifetime: Some(Duration::from_secs(20)),
@@ -842,6 +921,7 @@ mod tests {
             }),
             refresh_due: Notify::new(),
             role_name: "app".into(),
+            status: RoleStatus::detached("app", SourceKind::StsRole),
         };
         let shown = format!(
             "{:?}",

@@ -9,8 +9,8 @@
 //! Like instance-profile credentials they rotate: a new set is issued once less than
 //! [`DEFAULT_REFRESH_MARGIN`] remains, well before EC2's guarantee of five minutes.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use super::outage::Outage;
 use super::schedule::DEFAULT_REFRESH_MARGIN;
+use super::status::RoleStatus;
 use super::{CredentialError, CredentialSource, RoleCredentials};
 
 /// The decoded session token starts with this marker.
@@ -33,6 +34,8 @@ pub struct FakeCredentials {
     outage: Outage,
     /// The set being served; the lock is held only to compare times and maybe swap the set.
     current: Mutex<Option<RoleCredentials>>,
+    /// Where each new set is recorded (`ctl status`, the metrics), once attached.
+    status: Option<Arc<RoleStatus>>,
 }
 
 impl FakeCredentials {
@@ -42,6 +45,15 @@ impl FakeCredentials {
             lifetime,
             outage: Outage::default(),
             current: Mutex::new(None),
+            status: None,
+        }
+    }
+
+    /// The same source, recording each set it issues in `status`.
+    pub fn reporting(self, status: Arc<RoleStatus>) -> FakeCredentials {
+        FakeCredentials {
+            status: Some(status),
+            ..self
         }
     }
 
@@ -81,7 +93,15 @@ impl CredentialSource for FakeCredentials {
         // During a simulated outage nothing new is issued: the last set serves until it expires.
         let down = self.outage.is_down();
         if !fresh_enough && !down {
-            *current = Some(self.issue(now));
+            let issued = self.issue(now);
+            if let Some(status) = &self.status {
+                // Renewed by the first request once less than the margin is left.
+                status.refreshed(
+                    issued.expiration,
+                    issued.expiration - DEFAULT_REFRESH_MARGIN,
+                );
+            }
+            *current = Some(issued);
         }
         if down && current.as_ref().is_none_or(|c| c.expiration <= now) {
             return Err(super::cache::ec2_error("", Some(&super::outage::error())));

@@ -12,6 +12,8 @@
 //! - [`schedule`]: when to refresh and how long to back off, as plain functions.
 //! - [`naming`]: role ARNs and session names.
 //! - [`fake`]: well-formed fake credentials, for `--mock-credentials` or when none are found.
+//! - [`status`]: each role's source, expiry, next refresh and refresh counts, as the sources
+//!   write them (what `ctl status` and the metrics read).
 //!
 //! Details: `docs/credentials.md`.
 
@@ -23,6 +25,7 @@ pub mod roles;
 pub mod schedule;
 pub mod settings;
 pub mod setup;
+pub mod status;
 #[cfg(feature = "sts")]
 pub mod sts;
 

@@ -59,6 +59,7 @@ use super::fake::FakeCredentials;
 use super::naming;
 use super::outage::Outage;
 use super::roles::{RoleSource, RoleStarter};
+use super::status::{CredentialsStatus, SourceKind};
 #[cfg(feature = "sts")]
 use super::sts::{self, AssumeRole, Mfa, OwnSession};
 use super::{ServedAs, Settings, SetupError};
@@ -81,6 +82,9 @@ pub struct Selected {
     /// How a `--caller-role` role's source is made: AssumeRole with the same source
     /// credentials, or distinct fake credentials.
     pub starter: RoleStarter,
+    /// Every role's source, expiry and refreshes, the instance role's from the start, others
+    /// once started: what `ctl status` and the metrics read.
+    pub status: CredentialsStatus,
 }
 
 impl std::fmt::Debug for Selected {
@@ -152,7 +156,7 @@ pub async fn select(
 ) -> Result<Selected, SetupError> {
     let role_name = served.role_name;
     if let Plan::Fake(why) = plan(wanted).await? {
-        return Ok(fake(wanted, why, outage));
+        return Ok(fake(wanted, why, outage, role_name));
     }
     let env = process_environment();
     let mfa = mfa(wanted)?;
@@ -183,6 +187,7 @@ pub async fn select(
             wanted,
             "aws-config built no credential chain".into(),
             outage,
+            role_name,
         ));
     };
     let profile = env.get("AWS_PROFILE").map_or("default", String::as_str);
@@ -208,6 +213,7 @@ pub async fn select(
                 wanted,
                 format!("no AWS credentials found (searched {searched})"),
                 outage,
+                role_name,
             ));
         }
         Ok(Err(error)) => {
@@ -242,6 +248,7 @@ pub async fn select(
         max_lifetime: wanted.max_lifetime,
     };
 
+    let status = CredentialsStatus::default();
     let session_name = wanted.role_session_name.clone().unwrap_or_else(|| {
         naming::default_session_name(
             &naming::invoking_user(|key| std::env::var(key).ok()),
@@ -260,6 +267,7 @@ pub async fn select(
             .unwrap_or(Duration::from_secs(super::settings::ROLE_DURATION_SECONDS));
         let policy = policy.clone();
         let outage = outage.clone();
+        let status = status.clone();
         Arc::new(move |role| {
             let fetcher = AssumeRole {
                 client: client.clone(),
@@ -273,11 +281,12 @@ pub async fn select(
                 mfa_session: None,
                 destination: destination.clone(),
             };
-            Arc::new(RefreshingCredentials::spawn(
+            Arc::new(RefreshingCredentials::spawn_reporting(
                 fetcher,
                 policy.clone(),
                 &role.name,
                 outage.clone(),
+                status.register(&role.name, SourceKind::StsRole),
             )) as Arc<dyn RoleSource>
         })
     };
@@ -301,8 +310,15 @@ pub async fn select(
             mfa_session: None,
             destination: destination.clone(),
         };
+        let reported = status.register(role_name, SourceKind::StsRole);
         (
-            RefreshingCredentials::spawn(fetcher, policy, role_name, outage.clone()),
+            RefreshingCredentials::spawn_reporting(
+                fetcher,
+                policy,
+                role_name,
+                outage.clone(),
+                reported,
+            ),
             summary,
         )
     } else {
@@ -327,8 +343,15 @@ pub async fn select(
             mfa_used: false,
             destination,
         };
+        let reported = status.register(role_name, SourceKind::Session);
         (
-            RefreshingCredentials::spawn(fetcher, policy, role_name, outage.clone()),
+            RefreshingCredentials::spawn_reporting(
+                fetcher,
+                policy,
+                role_name,
+                outage.clone(),
+                reported,
+            ),
             summary,
         )
     };
@@ -342,6 +365,7 @@ pub async fn select(
         summary,
         fake: false,
         starter,
+        status,
     })
 }
 
@@ -407,24 +431,34 @@ fn source_of(
 #[cfg(not(feature = "sts"))]
 pub async fn select(
     wanted: &Settings,
-    _served: ServedAs<'_>,
+    served: ServedAs<'_>,
     outage: &Outage,
 ) -> Result<Selected, SetupError> {
     match plan(wanted).await? {
-        Plan::Fake(why) => Ok(fake(wanted, why, outage)),
+        Plan::Fake(why) => Ok(fake(wanted, why, outage, served.role_name)),
         Plan::Chain => Err(SetupError::BuiltWithoutSts),
     }
 }
 
-fn fake(settings: &Settings, why: String, outage: &Outage) -> Selected {
+fn fake(settings: &Settings, why: String, outage: &Outage, role_name: &str) -> Selected {
     let lifetime = settings.fake_lifetime;
     let for_roles = outage.clone();
+    let status = CredentialsStatus::default();
+    let roles_status = status.clone();
     Selected {
-        starter: Arc::new(move |_role| {
-            Arc::new(FakeCredentials::new(lifetime).with_outage(for_roles.clone()))
-                as Arc<dyn RoleSource>
+        starter: Arc::new(move |role| {
+            Arc::new(
+                FakeCredentials::new(lifetime)
+                    .with_outage(for_roles.clone())
+                    .reporting(roles_status.register(&role.name, SourceKind::Fake)),
+            ) as Arc<dyn RoleSource>
         }),
-        source: Arc::new(FakeCredentials::from_settings(settings).with_outage(outage.clone())),
+        source: Arc::new(
+            FakeCredentials::from_settings(settings)
+                .with_outage(outage.clone())
+                .reporting(status.register(role_name, SourceKind::Fake)),
+        ),
+        status,
         summary: format!(
             "{why}; serving FAKE credentials that AWS rejects (see docs/credentials.md: --role-arn, --profile)"
         ),

@@ -8,8 +8,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::BoundListener;
+use super::counting::Counted;
 use super::listen_limit::{KernelConnection, ListenLimit};
 use crate::http::{Access, Server};
+use crate::metrics::{Metrics, Refusal};
 use crate::stack::Listener;
 
 /// How a kernel connection finds out its client vanished without a word (its host or network
@@ -26,6 +28,7 @@ const PROBES: u32 = 2;
 pub(super) async fn tun(
     mut listener: Listener,
     server: Arc<Server>,
+    metrics: Metrics,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -36,6 +39,7 @@ pub(super) async fn tun(
                     let peer = stream.peer_addr();
                     // The address the SYN was sent to: which endpoint the client dialled.
                     let ours = stream.local_addr();
+                    let stream = Counted::new(stream, &metrics);
                     server.serve_from(stream, peer, Some(ours), Access::Open);
                 }
                 None => return,
@@ -50,6 +54,7 @@ pub(super) async fn kernel(
     listener: BoundListener,
     server: Arc<Server>,
     limit: Arc<ListenLimit>,
+    metrics: Metrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let BoundListener { socket, settings } = listener;
@@ -61,6 +66,7 @@ pub(super) async fn kernel(
                     if !crate::cidr::allow_from_admits(&settings.allow_from, peer.ip()) =>
                 {
                     tracing::debug!(%peer, "refused by --allow-from");
+                    metrics.refused(Refusal::ListenAllowFrom);
                     // Close with a RST, as the TUN side does, rather than a FIN.
                     let _ = stream.set_zero_linger();
                     drop(stream);
@@ -72,6 +78,7 @@ pub(super) async fn kernel(
                     };
                     let Some(place) = limit.admit(peer, ours).await else {
                         // Refused at the limit: a RST, as the TUN refuses a SYN.
+                        metrics.refused(Refusal::ListenConnectionLimit);
                         let _ = stream.set_zero_linger();
                         continue;
                     };
@@ -83,7 +90,7 @@ pub(super) async fn kernel(
                     }
                     let evicted = place.evicted();
                     server.serve_until(
-                        KernelConnection::new(stream, place),
+                        Counted::new(KernelConnection::new(stream, place), &metrics),
                         peer,
                         Some(ours),
                         settings.access.clone(),

@@ -8,17 +8,21 @@
 //! builds a run's metadata services from the settings, selecting the credential source, and
 //! the callers report (`crate::callers`) every answered request is counted in. The
 //! kernel listeners share one connection limit (`listen_limit`), kept below the process's
-//! open-file limit.
+//! open-file limit. What a run counts goes to its [`Metrics`] (`counting`: every answered
+//! request and every served connection), scraped on the `--metrics` socket (`metrics_endpoint`).
 //!
 //! What it does not do: claim the metadata address, bind sockets, handle signals, give up root
 //! or run the control channel. Those need privileges or belong to a process, and stay in
 //! `crate::app`; so a test can start a whole imds-tun without root.
 
 mod accept;
+mod counting;
 mod listen_limit;
+pub mod metrics_endpoint;
 mod services;
 mod stack_connection;
 
+pub use metrics_endpoint::MetricsEndpoint;
 pub use services::{LocalServices, ServicesError, services};
 
 use std::io;
@@ -36,6 +40,7 @@ use crate::config::{ListenerSettings, Settings};
 use crate::credentials::roles::CallerRoles;
 use crate::http::faults::FaultBoard;
 use crate::http::{Server, Services};
+use crate::metrics::Metrics;
 use crate::platform::{LOCAL_ADDRESS, LOCAL_ADDRESS_V6};
 use crate::stack::{self, Driver, PacketIo};
 
@@ -70,12 +75,32 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Starts serving `services` on `device` (the TUN side of `settings`; `None` with `--no-tun`)
-    /// and on `listeners`. Must run inside a tokio runtime.
+    /// and on `listeners`, counting into metrics nobody scrapes. Must run inside a tokio runtime.
     pub fn start<D: PacketIo + 'static>(
         settings: &Settings,
         services: Services,
         device: Option<D>,
         listeners: Vec<BoundListener>,
+    ) -> Runtime {
+        Runtime::start_counting(
+            settings,
+            services,
+            device,
+            listeners,
+            Metrics::default(),
+            None,
+        )
+    }
+
+    /// As [`Runtime::start`], counting into `metrics`, and serving them on `endpoint` (the
+    /// `--metrics` socket) if given.
+    pub fn start_counting<D: PacketIo + 'static>(
+        settings: &Settings,
+        services: Services,
+        device: Option<D>,
+        listeners: Vec<BoundListener>,
+        metrics: Metrics,
+        endpoint: Option<MetricsEndpoint>,
     ) -> Runtime {
         let cgroup_prefixes = settings
             .local()
@@ -102,17 +127,23 @@ impl Runtime {
         let server = Arc::new(
             Server::with_limits(services, settings.http)
                 .with_attribution(attribution.clone())
-                .with_callers(callers.clone()),
+                .with_callers(callers.clone())
+                .with_observer(Arc::new(counting::RequestCounter(metrics.clone()))),
         );
         let (stop_accepting, stop) = watch::channel(false);
         let mut accepting = Vec::with_capacity(listeners.len() + 1);
         let driver = match (device, &settings.tun) {
             (Some(device), Some(tun)) => {
-                let (listener, driver) =
-                    stack::spawn(device, tun.stack.clone(), attribution.clone());
+                let (listener, driver) = stack::spawn(
+                    device,
+                    tun.stack.clone(),
+                    attribution.clone(),
+                    metrics.clone(),
+                );
                 accepting.push(tokio::spawn(accept::tun(
                     listener,
                     server.clone(),
+                    metrics.clone(),
                     stop.clone(),
                 )));
                 Some(driver)
@@ -129,9 +160,18 @@ impl Runtime {
                     listener,
                     server.clone(),
                     limit.clone(),
+                    metrics.clone(),
                     stop.clone(),
                 )));
             }
+        }
+        if let Some(endpoint) = endpoint {
+            accepting.push(tokio::spawn(metrics_endpoint::serve(
+                endpoint,
+                metrics,
+                settings.http,
+                stop.clone(),
+            )));
         }
         Runtime {
             server,

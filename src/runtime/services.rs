@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::clouds::ec2::token::TokenMint;
 use crate::clouds::ec2::{Ec2, interruptions};
 use crate::clouds::ecs::Ecs;
 use crate::clouds::eks_pod_identity::PodIdentity;
@@ -17,6 +18,7 @@ use crate::clouds::{self, azure::Azure};
 use crate::config::{Backend, LocalService};
 use crate::credentials::outage::Outage;
 use crate::credentials::roles::CallerRoles;
+use crate::credentials::status::CredentialsStatus;
 use crate::credentials::{Selected, ServedAs};
 use crate::http::{Services, Upstream};
 
@@ -28,6 +30,10 @@ pub struct LocalServices {
     pub services: Services,
     /// The EC2 service's interruptions; `None` with `--upstream`, where nothing answers here.
     pub board: Option<Arc<interruptions::Board>>,
+    /// Each role's credentials (source, expiry, refreshes); `None` with `--upstream`.
+    pub credentials: Option<CredentialsStatus>,
+    /// The EC2 service's IMDSv2 token mint (how many it issued); `None` with `--upstream`.
+    pub tokens: Option<Arc<TokenMint>>,
 }
 
 /// Why the services of a run could not be built; each message is one line for a person.
@@ -51,6 +57,8 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
             return Ok(LocalServices {
                 services: clouds::forwarding(Upstream::new(upstream)),
                 board: None,
+                credentials: None,
+                tokens: None,
             });
         }
         Backend::Local(local) => local,
@@ -66,15 +74,19 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
     } else if !selected.summary.is_empty() {
         tracing::info!("{}", selected.summary);
     }
+    let credentials = selected.status.clone();
     let caller_roles = caller_roles(local, &selected);
     let containers = containers(local, &selected, caller_roles.clone());
     let ec2 = ec2(local, selected, caller_roles);
     let board = ec2.interruptions();
+    let tokens = ec2.token_mint();
     let gce = local.gce.clone().map(gce).transpose()?;
     let azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
     Ok(LocalServices {
         services: clouds::local(ec2, gce, Some(azure), containers),
         board: Some(board),
+        credentials: Some(credentials),
+        tokens: Some(tokens),
     })
 }
 

@@ -33,6 +33,7 @@ mod imds_http;
 mod interruptions;
 mod ipv6_endpoint;
 mod messages;
+mod metrics;
 mod process_edges;
 mod slow_answers;
 mod tun_lifecycle;

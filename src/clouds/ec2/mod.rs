@@ -85,7 +85,7 @@ const FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub struct Ec2 {
     tree: Tree,
     versions: Bytes,
-    tokens: TokenMint,
+    tokens: Arc<TokenMint>,
     imdsv2: TokenPolicy,
     credentials: Arc<dyn CredentialSource>,
     account_id: String,
@@ -131,7 +131,7 @@ impl Ec2 {
         Ec2 {
             tree: Tree::build(instance, &document, &signatures, pending_time),
             versions: Bytes::from(VERSIONS.join("\n")),
-            tokens: TokenMint::new(),
+            tokens: Arc::new(TokenMint::new()),
             imdsv2: token_policy,
             credentials,
             account_id: instance.account_id.clone(),
@@ -144,6 +144,12 @@ impl Ec2 {
     /// The interruptions this instance is told about, for whoever changes them (`ctl`).
     pub fn interruptions(&self) -> Arc<interruptions::Board> {
         self.interruptions.clone()
+    }
+
+    /// The mint of this instance's IMDSv2 tokens, for whoever counts them (`ctl status`, the
+    /// metrics).
+    pub fn token_mint(&self) -> Arc<TokenMint> {
+        self.tokens.clone()
     }
 
     /// Starts the caller's role if this is its first caller and waits (up to 5 s) for its first

@@ -40,6 +40,8 @@ pub enum TokenRejection {
 /// Issues and checks tokens under one per-process key.
 pub struct TokenMint {
     key: [u8; KEY_LEN],
+    /// Tokens issued so far (`ctl status`, the metrics).
+    issued: std::sync::atomic::AtomicU64,
 }
 
 /// The key must never be printed.
@@ -60,12 +62,20 @@ impl TokenMint {
             tracing::warn!("no OS randomness; IMDSv2 token key derived from clock and pid");
             key = fallback_key();
         }
-        TokenMint { key }
+        TokenMint::with_key(key)
     }
 
     /// A mint with a given key (tests; or to share tokens between instances in one process).
     pub fn with_key(key: [u8; KEY_LEN]) -> TokenMint {
-        TokenMint { key }
+        TokenMint {
+            key,
+            issued: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many tokens this mint has issued.
+    pub fn issued(&self) -> u64 {
+        self.issued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -75,6 +85,8 @@ impl TokenMint {
     /// A token valid from `now_unix` for `ttl_seconds`.
     pub fn issue(&self, now_unix: i64, ttl_seconds: u32) -> String {
         let expiry = now_unix.saturating_add(i64::from(ttl_seconds));
+        self.issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut nonce = [0u8; NONCE_LEN];
         if getrandom::fill(&mut nonce).is_err() {
             // Uniqueness is all a nonce needs here; the HMAC carries the security.

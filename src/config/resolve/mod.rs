@@ -1,6 +1,6 @@
 //! Layering: for each field take the flag, else the file, else the default; then validate.
 //! One resolution per part, each into the settings its layer owns: `tun` (the device and the
-//! stack's endpoint), `limits` (`http`'s), the listeners, `hardening` (`--allow-from`,
+//! stack's endpoint), `limits` (`http`'s), the listeners, `metrics`, `hardening` (`--allow-from`,
 //! `--user`), `service`, `instance`, `credentials`, `gce`, `azure`, `containers` (the ECS ids
 //! and the EKS Pod Identity token), [`upstream`] (with the listener token); this file
 //! assembles them into [`Settings`].
@@ -35,6 +35,7 @@ pub fn resolve(
         insecure_listen_without_token: proxy.insecure_listen_without_token,
     };
     let listen = listen::resolve_listen(file, flags, &addresses, &protection, &allow_from)?;
+    let metrics = metrics::resolve_metrics(file, flags, &protection)?;
     let user = hardening::resolve_user(file, flags)?;
     let allow_shared_user_ctl = pick(flags.allow_shared_user_ctl, file.allow_shared_user_ctl)
         .is_some_and(|(allowed, _)| allowed);
@@ -72,6 +73,7 @@ pub fn resolve(
         tun,
         listen,
         http,
+        metrics,
         backend,
         user,
         allow_shared_user_ctl,
@@ -111,6 +113,7 @@ mod hardening;
 mod instance;
 mod limits;
 mod listen;
+mod metrics;
 mod service;
 mod tun;
 pub mod upstream;

@@ -64,6 +64,7 @@ use self::ingress::Ingress;
 use self::schedule::Schedule;
 use self::table::{Flow, Phase, Table};
 use crate::attribution::Caller;
+use crate::metrics::Refusal;
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
@@ -210,6 +211,8 @@ pub struct Endpoint {
     snapshot: Vec<Entry>,
     /// False once the application stopped accepting: new SYNs are reset.
     accepting: bool,
+    /// Where refused connections are counted (an atomic add; no I/O).
+    metrics: crate::metrics::Metrics,
     /// Connections visited by polls so far: what a test checks to see that idle ones are not.
     #[cfg(test)]
     visits: usize,
@@ -264,9 +267,15 @@ impl Endpoint {
             held: Vec::new(),
             snapshot: Vec::new(),
             accepting: true,
+            metrics: crate::metrics::Metrics::default(),
             #[cfg(test)]
             visits: 0,
         }
+    }
+
+    /// The same endpoint, counting the connections it refuses into `metrics`.
+    pub fn counting_into(self, metrics: crate::metrics::Metrics) -> Self {
+        Endpoint { metrics, ..self }
     }
 
     /// Connections held, in any phase.
@@ -608,11 +617,13 @@ impl Endpoint {
         let peer = flow.peer;
         if !self.accepting {
             // No socket: smoltcp resets the SYN.
+            self.metrics.refused(Refusal::ShuttingDown);
             return Opening::NotOpened;
         }
         if !ingress::allowed(&self.config, peer) {
             // No socket: smoltcp resets the SYN.
             tracing::debug!(%peer, "refused by --allow-from");
+            self.metrics.refused(Refusal::AllowFrom);
             return Opening::NotOpened;
         }
         if let Some(existing) = self.table.owner(&flow)
@@ -675,6 +686,7 @@ impl Endpoint {
         let (Some(newcomer), true) = (caller, known) else {
             if self.held.len() >= MAX_HELD {
                 tracing::debug!(%peer, "connection limit reached, too many waiting; refusing");
+                self.metrics.refused(Refusal::ConnectionLimit);
                 return Err(Opening::NotOpened);
             }
             return Err(Opening::Held);
@@ -687,6 +699,7 @@ impl Endpoint {
             Room::Refuse => {
                 // No socket: smoltcp answers the SYN with a RST.
                 tracing::debug!(%peer, caller = %newcomer, "connection limit reached; refusing");
+                self.metrics.refused(Refusal::ConnectionLimit);
                 Err(Opening::NotOpened)
             }
         }

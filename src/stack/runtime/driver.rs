@@ -88,11 +88,13 @@ impl Driver {
 }
 
 /// Starts the driver for `device` with an endpoint built from `config`; `attribution` tells
-/// callers apart when the connection limit is reached.
+/// callers apart when the connection limit is reached; the connections refused are counted in
+/// `metrics`.
 pub fn spawn<P: PacketIo + 'static>(
     device: P,
     mut config: StackConfig,
     attribution: Arc<Attribution>,
+    metrics: crate::metrics::Metrics,
 ) -> (Listener, Driver) {
     let mut seed = [0u8; 8];
     // ISNs only need to be unpredictable, not secret; fall back to the clock if the RNG fails.
@@ -105,7 +107,9 @@ pub fn spawn<P: PacketIo + 'static>(
     }
     config.random_seed = u64::from_le_bytes(seed);
     let mtu = config.mtu;
-    let shared = Arc::new(Shared::new(Endpoint::new(config, now())));
+    let shared = Arc::new(Shared::new(
+        Endpoint::new(config, now()).counting_into(metrics),
+    ));
     let (accepted_tx, accepted) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(shared.clone(), device, mtu, accepted_tx, attribution));
     (
