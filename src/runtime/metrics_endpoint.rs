@@ -97,6 +97,15 @@ const EXPOSITION_WRITE: Duration = Duration::from_secs(10);
 
 /// The answer to one request on the metrics socket.
 fn answer<B>(request: &Request<B>, metrics: &Metrics, access: &Access) -> Response<Full<Bytes>> {
+    // A loopback socket without a token could be read by a browser's page through DNS
+    // rebinding (its name resolving to 127.0.0.1): the metadata paths' guard refuses a Host
+    // that is a name other than the few documented ones. A token cannot be sent by a page.
+    if matches!(access, Access::Open) && crate::http::host_guard::check(request).is_err() {
+        return message(
+            StatusCode::FORBIDDEN,
+            "imds-tun: the metrics endpoint answers requests for an IP address or localhost only\n",
+        );
+    }
     if let Access::Token(token) = access {
         let admitted = request
             .headers()
@@ -148,7 +157,10 @@ mod tests {
     use crate::http::shared_token::SharedToken;
 
     fn request(method: Method, path: &str, token: Option<&str>) -> Request<()> {
-        let mut builder = Request::builder().method(method).uri(path);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "127.0.0.1:9100");
         if let Some(token) = token {
             builder = builder.header(LISTENER_TOKEN_HEADER, token);
         }
@@ -203,5 +215,21 @@ mod tests {
             let answered = answer(&request(Method::GET, path, token), &metrics, &guarded);
             assert_eq!(answered.status(), status, "{token:?} {path}");
         }
+    }
+
+    #[test]
+    fn a_loopback_socket_refuses_a_host_name_a_rebound_page_would_send() {
+        let metrics = Metrics::default();
+        let with_host = |host: &str| {
+            let request = Request::builder()
+                .uri("/metrics")
+                .header(hyper::header::HOST, host)
+                .body(())
+                .expect("a request");
+            answer(&request, &metrics, &Access::Open).status()
+        };
+        assert_eq!(with_host("attacker.example:9100"), StatusCode::FORBIDDEN);
+        assert_eq!(with_host("localhost:9100"), StatusCode::OK);
+        assert_eq!(with_host("[::1]:9100"), StatusCode::OK);
     }
 }
