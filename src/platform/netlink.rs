@@ -186,7 +186,13 @@ impl AsRawFd for Changes {
 struct Netlink {
     fd: OwnedFd,
     sequence: u32,
+    /// Where replies are received: one per socket, not one per question (sock_diag is asked
+    /// once per connection, and zeroing a fresh 8 KiB each time was most of its cost).
+    received: Vec<u8>,
 }
+
+/// The largest reply datagram read: one socket's or one route's answer is a few hundred bytes.
+const REPLY_BUFFER: usize = 8192;
 
 impl Netlink {
     fn open(protocol: SockProtocol) -> io::Result<Netlink> {
@@ -201,7 +207,11 @@ impl Netlink {
             REPLY_TIMEOUT.subsec_micros() as _,
         );
         setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
-        Ok(Netlink { fd, sequence: 0 })
+        Ok(Netlink {
+            fd,
+            sequence: 0,
+            received: vec![0; REPLY_BUFFER],
+        })
     }
 
     /// Sends one request and returns the payload of the first reply of `expected` type, `None`
@@ -296,11 +306,10 @@ impl Netlink {
 
     /// The first reply to `sequence`: its type and payload.
     fn reply(&mut self, sequence: u32) -> io::Result<Reply> {
-        let mut buffer = vec![0u8; 8192];
         // Replies to an earlier, timed-out question may still be queued: skip other sequences.
         loop {
-            let received = recv(self.fd.as_raw_fd(), &mut buffer, MsgFlags::empty())?;
-            for (header, body) in messages(&buffer[..received]) {
+            let length = recv(self.fd.as_raw_fd(), &mut self.received, MsgFlags::empty())?;
+            for (header, body) in messages(&self.received[..length]) {
                 if header.sequence != sequence {
                     continue;
                 }
