@@ -232,4 +232,46 @@ mod tests {
         assert_eq!(with_host("localhost:9100"), StatusCode::OK);
         assert_eq!(with_host("[::1]:9100"), StatusCode::OK);
     }
+
+    /// Four scrapers that connect and send nothing hold every place until the header timeout;
+    /// a fifth connection is reset at once, and counted.
+    #[tokio::test]
+    async fn a_fifth_scrape_at_once_is_reset_and_counted() {
+        use tokio::io::AsyncReadExt as _;
+        let socket = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let address = socket.local_addr().expect("its address");
+        let metrics = Metrics::default();
+        let (stop, stopped) = watch::channel(false);
+        let endpoint = MetricsEndpoint {
+            socket,
+            access: Access::Open,
+        };
+        let server = tokio::spawn(serve(endpoint, metrics.clone(), Limits::default(), stopped));
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            held.push(
+                tokio::net::TcpStream::connect(address)
+                    .await
+                    .expect("connected"),
+            );
+        }
+        let mut fifth = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connected");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), fifth.read(&mut byte))
+            .await
+            .expect("the fifth is not kept waiting");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(
+            metrics.encode().contains(
+                r#"imds_tun_refused_connections_total{reason="metrics_connection_limit"} 1"#
+            ),
+            "{}",
+            metrics.encode()
+        );
+        drop(held);
+        stop.send(true).expect("the server listens");
+        server.await.expect("the server ends");
+    }
 }
