@@ -27,11 +27,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+mod doc_shell;
 pub(crate) mod http;
 mod moto;
 mod temp_dir;
 
 // Like the rest of this module, each test binary uses a different subset.
+#[allow(unused_imports)]
+pub(crate) use doc_shell::{DocShell, fenced_blocks};
 #[allow(unused_imports)]
 pub(crate) use moto::Moto;
 #[allow(unused_imports)]

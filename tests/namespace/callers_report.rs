@@ -281,22 +281,9 @@ fn a_flood_of_short_connections_stays_a_few_entries_and_reset_empties_the_table(
 /// order: the server, the client, its output, the table command, a table, the reset, the
 /// rehearsal's server, the lines at exit.
 fn guide_blocks() -> Vec<String> {
-    let guide = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guides/imdsv1-callers.md"),
-    )
-    .expect("the guide");
-    let (_, example) = guide
-        .split_once("<!-- worked example:")
-        .expect("the guide marks its worked example");
-    let blocks: Vec<String> = example
-        .split("```")
-        .skip(1)
-        .step_by(2)
-        .map(|block| {
-            let (_language, body) = block.split_once('\n').unwrap_or_default();
-            body.to_owned()
-        })
-        .collect();
+    let guide = std::fs::read_to_string(common::repo().join("docs/guides/imdsv1-callers.md"))
+        .expect("the guide");
+    let blocks = common::fenced_blocks(&guide, "<!-- worked example:", "\n# ");
     assert_eq!(blocks.len(), 8, "{blocks:?}");
     blocks
 }
@@ -317,26 +304,10 @@ fn server_flags(block: &str) -> Vec<String> {
 /// output again against the `--imdsv2 required` rehearsal.
 #[test]
 fn the_imdsv1_callers_guide_runs_as_written() {
-    use std::os::unix::fs::PermissionsExt;
     let namespace = namespace!();
     let blocks = guide_blocks();
-    let scratch = common::TempDir::new();
-    let bin = scratch.path().join("bin");
-    std::fs::create_dir(&bin).expect("bin");
-    std::os::unix::fs::symlink(common::binary(), bin.join("imds-tun")).expect("symlink");
-    std::fs::write(bin.join("sudo"), "#!/bin/sh\nexec \"$@\"\n").expect("sudo");
-    std::fs::set_permissions(bin.join("sudo"), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
-    let path = format!("PATH={}:/usr/bin:/bin", bin.display());
-    let run = |script: &str| {
-        let output = namespace.exec(&["env", "-i", &path, "sh", "-e", "-c", script]);
-        assert!(
-            output.status.success(),
-            "{script}: {}",
-            common::text(&output)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    let shell = common::DocShell::new();
+    let run = |script: &str| shell.run(&namespace, script);
     let start = |block: &str| {
         let flags = server_flags(block);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
