@@ -229,6 +229,7 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
     let serving = crate::control::server::Serving {
         credentials: built.credentials,
         tokens: built.tokens,
+        packets: running.packet_budget(),
     };
     let control = start_control(
         &running,

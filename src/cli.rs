@@ -152,6 +152,12 @@ pub enum CtlCommand {
         #[arg(long)]
         reset: bool,
     },
+    /// IMDSv2 tokens: `tokens expire` ends every token issued so far.
+    Tokens {
+        /// What to do with the tokens.
+        #[command(subcommand)]
+        what: TokensCommand,
+    },
     /// Make matching requests slow, failing or unanswered; `fault list`, `fault clear`.
     #[command(args_conflicts_with_subcommands = true)]
     Fault {
@@ -162,6 +168,14 @@ pub enum CtlCommand {
         #[command(flatten)]
         fault: FaultArgs,
     },
+}
+
+/// `imds-tun ctl tokens expire`.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum TokensCommand {
+    /// End every IMDSv2 token issued so far: each answers 401 from now on, as an expired token
+    /// does; clients that ask for a new one get one that works.
+    Expire,
 }
 
 /// `imds-tun ctl fault list|clear`.
@@ -200,6 +214,10 @@ pub struct FaultArgs {
     /// `down`: the next refreshes fail as if STS were unreachable.
     #[arg(long, value_name = "STATE", value_parser = ["down"])]
     pub credential_source: Option<String>,
+    /// Drop packets to the metadata addresses beyond PPS a second, before TCP, as EC2 drops
+    /// link-local packets beyond 1024; clients' kernels retransmit (the TUN only).
+    #[arg(long, value_name = "PPS")]
+    pub packet_budget: Option<u32>,
 }
 
 impl CtlCommand {
@@ -233,6 +251,9 @@ impl CtlCommand {
             CtlCommand::Clear => Ok(Request::Clear),
             CtlCommand::Status => Ok(Request::Status),
             CtlCommand::Callers { reset, .. } => Ok(Request::Callers { reset }),
+            CtlCommand::Tokens {
+                what: TokensCommand::Expire,
+            } => Ok(Request::TokensExpire),
             CtlCommand::Fault {
                 what: Some(FaultCommand::List),
                 ..
@@ -256,6 +277,7 @@ impl CtlCommand {
                     credential_source: fault
                         .credential_source
                         .map(|_| crate::control::protocol::SourceState::Down),
+                    packet_budget: fault.packet_budget,
                 };
                 crate::control::protocol::validate(&request)?;
                 Ok(request)

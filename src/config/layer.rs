@@ -79,6 +79,10 @@ pub struct Layer {
     /// Most concurrent connections through the TUN, 1-65536 [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,
+    /// Drop packets to the metadata addresses beyond PPS a second, before TCP, as EC2 drops
+    /// link-local packets beyond 1024 (then clients retransmit), 1-1000000 [default: off].
+    #[arg(long, value_name = "PPS")]
+    pub packet_budget: Option<u64>,
     /// Most concurrent connections on the --listen sockets together, 1-65536; at the limit one
     /// caller gives way as on the TUN [default: 1024, less if the open-file limit is low].
     #[arg(long, value_name = "N")]
@@ -97,6 +101,11 @@ pub struct Layer {
     /// Whether metadata requests need an IMDSv2 token [default: optional].
     #[arg(long, value_enum, value_name = "MODE")]
     pub imdsv2: Option<Imdsv2>,
+    /// Longest IMDSv2 token TTL granted, 1-21600 seconds: a PUT asking for more gets a token
+    /// of this many, as a short TTL on EC2 makes long-lived clients meet 401s [default: 21600,
+    /// EC2's own cap].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_token_ttl: Option<u64>,
     /// Lifetime of the fake credentials, 1800-43200 seconds [default: 21600].
     #[arg(skip)]
     pub credentials_lifetime: Option<u64>,

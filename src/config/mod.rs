@@ -129,6 +129,8 @@ pub struct LocalService {
     pub instance: Instance,
     /// IMDSv2 token policy.
     pub token_policy: TokenPolicy,
+    /// The longest IMDSv2 token TTL granted (`--max-token-ttl`), seconds.
+    pub max_token_ttl: u32,
     /// Where the role credentials come from.
     pub credentials: CredentialSettings,
     /// The GCE metadata server too (`--gcp-project`), or not.

@@ -39,6 +39,7 @@ pub const SCENARIO_COMMANDS: &[&str] = &[
     "clear",
     "fault",
     "fault-clear",
+    "tokens-expire",
 ];
 
 /// One command.
@@ -106,11 +107,18 @@ pub enum Request {
         /// `"credential_source": "down"`: the credential source fails every refresh.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credential_source: Option<SourceState>,
+        /// `"packet_budget"`: packets a second the TUN's stack lets through before TCP, the
+        /// rest dropped (see `stack::endpoint::budget`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        packet_budget: Option<u32>,
     },
     /// The faults standing, with their remaining time.
     FaultList,
     /// Removes every fault and ends a credential-source outage.
     FaultClear,
+    /// Ends every IMDSv2 token issued so far: each answers 401 from now on, as an expired
+    /// token does; tokens issued from now on work.
+    TokensExpire,
     /// The callers report (`crate::callers::Report`) as the `status`; with `reset`, as it
     /// stood, and the table emptied.
     Callers {
@@ -249,6 +257,7 @@ pub fn command_name(request: &Request) -> &'static str {
         Request::FaultList => "fault-list",
         Request::FaultClear => "fault-clear",
         Request::Callers { .. } => "callers",
+        Request::TokensExpire => "tokens-expire",
     }
 }
 
@@ -279,6 +288,7 @@ pub fn validate(request: &Request) -> Result<(), String> {
             spec,
             r#for,
             credential_source,
+            packet_budget,
         } => {
             if let Some(seconds) = r#for {
                 ahead(*seconds, "--for")?;
@@ -286,13 +296,25 @@ pub fn validate(request: &Request) -> Result<(), String> {
                     return Err("--for must be at least 1 s".into());
                 }
             }
-            match (spec.as_ref().filter(|spec| !spec.is_empty()), credential_source) {
-                (None, None) => Err(
-                    "a fault needs --status, --latency, --drop, --reset or --credential-source down"
+            let largest = crate::stack::endpoint::budget::MAX_PACKETS_PER_SECOND;
+            if let Some(budget) = packet_budget
+                && !(1..=largest).contains(budget)
+            {
+                return Err(format!(
+                    "--packet-budget must be 1-{largest} packets a second"
+                ));
+            }
+            match (
+                spec.as_ref().filter(|spec| !spec.is_empty()),
+                credential_source,
+            ) {
+                (None, None) if packet_budget.is_none() => Err(
+                    "a fault needs --status, --latency, --drop, --reset, --credential-source down \
+                     or --packet-budget"
                         .into(),
                 ),
                 (Some(spec), _) => spec.check(),
-                (None, Some(_)) => Ok(()),
+                (None, _) => Ok(()),
             }
         }
         Request::Lifecycle { state } if !LIFECYCLE_STATES.contains(&state.as_str()) => {
@@ -384,7 +406,8 @@ pub fn apply(
         | Request::Fault { .. }
         | Request::FaultList
         | Request::FaultClear
-        | Request::Callers { .. } => {}
+        | Request::Callers { .. }
+        | Request::TokensExpire => {}
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ use crate::clouds::ec2::token::TokenMint;
 use crate::credentials::outage::Outage;
 use crate::credentials::status::CredentialsStatus;
 use crate::http::faults::FaultBoard;
+use crate::stack::PacketBudget;
 
 /// Connections served at once; a flood of idle clients cannot hold more.
 pub const MAX_CLIENTS: usize = 8;
@@ -139,7 +140,8 @@ pub struct Targets {
     pub outage: Outage,
     /// Who has called (`callers`, `callers --reset`); only read and emptied here.
     pub callers: Arc<Callers>,
-    /// What `status` reports of the served credentials and tokens; read, never changed.
+    /// What `status` reports of the served credentials, tokens and packets; only read, but for
+    /// `tokens expire`, which ends every token issued so far, and `fault --packet-budget`.
     pub serving: Serving,
 }
 
@@ -150,6 +152,9 @@ pub struct Serving {
     pub credentials: Option<CredentialsStatus>,
     /// The IMDSv2 token mint: how many tokens it issued.
     pub tokens: Option<Arc<TokenMint>>,
+    /// The TUN stack's packet budget and its drops (`fault --packet-budget`); `None` without
+    /// a TUN.
+    pub packets: Option<PacketBudget>,
 }
 
 impl Serving {
@@ -185,6 +190,17 @@ impl Serving {
         object.insert(
             "imdsv2_tokens_issued".into(),
             self.tokens.as_ref().map_or(0, |mint| mint.issued()).into(),
+        );
+        if let Some(packets) = &self.packets {
+            object.insert("packet_budget".into(), packets.rate().into());
+            object.insert("packets_over_budget".into(), packets.dropped().into());
+        }
+        object.insert(
+            "imdsv2_tokens_expired".into(),
+            self.tokens
+                .as_ref()
+                .map_or(0, |mint| mint.expirations())
+                .into(),
         );
     }
 }
@@ -333,8 +349,19 @@ async fn execute(
         }
         Request::FaultList => Response::ok(fault_list(targets)),
         Request::Callers { reset } => callers_report(&targets.callers, reset, who, now),
+        Request::TokensExpire => match expire_tokens(targets, who) {
+            Ok(()) => {
+                let mut status = board.snapshot().status(now);
+                targets.serving.add_to(&mut status);
+                Response::ok(status)
+            }
+            Err(error) => Response::refused(error),
+        },
         Request::FaultClear => {
             let count = targets.faults.clear();
+            if let Some(budget) = &targets.serving.packets {
+                budget.restore();
+            }
             let was_down = targets.outage.is_down();
             targets.outage.end();
             tracing::info!(
@@ -400,6 +427,7 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), Stri
         spec,
         r#for,
         credential_source,
+        packet_budget,
     } = request
     else {
         return Ok(());
@@ -428,6 +456,28 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), Stri
             });
         }
     }
+    if let Some(packets_per_second) = *packet_budget {
+        let Some(budget) = &targets.serving.packets else {
+            return Err(
+                "the packet budget drops packets in the TUN's stack, and this imds-tun runs \
+                 without a TUN (--no-tun)"
+                    .into(),
+            );
+        };
+        let generation = budget.set(packets_per_second);
+        tracing::info!(
+            "ctl: {who} set a packet budget of {packets_per_second} packets a second {lasting}"
+        );
+        if let Some(until) = until {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until).await;
+                if budget.restore_if(generation) {
+                    tracing::info!("the packet budget fault ended");
+                }
+            });
+        }
+    }
     if credential_source.is_some() {
         targets.outage.begin(until);
         tracing::info!("ctl: {who} took the credential source down {lasting}");
@@ -441,6 +491,19 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), Stri
             });
         }
     }
+    Ok(())
+}
+
+/// `tokens expire`: every IMDSv2 token issued so far answers 401 from now on.
+fn expire_tokens(targets: &Targets, who: &str) -> Result<(), String> {
+    let Some(mint) = &targets.serving.tokens else {
+        return Err("no IMDSv2 tokens are issued here (imds-tun forwards with --upstream)".into());
+    };
+    mint.expire_all();
+    tracing::info!(
+        "ctl: {who} expired every IMDSv2 token issued so far ({}); new tokens work",
+        mint.issued()
+    );
     Ok(())
 }
 
@@ -482,6 +545,8 @@ fn fault_list(targets: &Targets) -> serde_json::Value {
             entry
         }).collect::<Vec<_>>(),
         "credential_source": if targets.outage.is_down() { "down" } else { "up" },
+        "packet_budget": targets.serving.packets.as_ref().and_then(PacketBudget::rate),
+        "packets_over_budget": targets.serving.packets.as_ref().map(PacketBudget::dropped),
     })
 }
 
@@ -520,8 +585,17 @@ async fn start_scenario(
                 }
                 continue;
             }
+            if step.request == Request::TokensExpire {
+                if let Err(error) = expire_tokens(&targets, "scenario") {
+                    tracing::warn!("scenario at +{}s: {error}", step.at);
+                }
+                continue;
+            }
             if step.request == Request::FaultClear {
                 targets.faults.clear();
+                if let Some(budget) = &targets.serving.packets {
+                    budget.restore();
+                }
                 targets.outage.end();
                 tracing::info!("scenario at +{}s: cleared the faults", step.at);
                 continue;
@@ -562,6 +636,7 @@ fn describe(request: &Request) -> String {
         Request::FaultList => "fault list".into(),
         Request::FaultClear => "fault clear".into(),
         Request::Callers { .. } => "callers".into(),
+        Request::TokensExpire => "expired every IMDSv2 token".into(),
     }
 }
 

@@ -46,6 +46,7 @@ pub const NAMES: &[&str] = &[
     "imds_tun_tokenless_requests_total",
     "imds_tun_open_connections",
     "imds_tun_refused_connections_total",
+    "imds_tun_packets_over_budget_total",
     "imds_tun_credentials_expiration_timestamp_seconds",
     "imds_tun_credentials_refreshes_total",
     "imds_tun_faults_active",
@@ -160,6 +161,7 @@ struct Inner {
     tokenless: Counter,
     open_connections: Gauge,
     refused: Family<RefusedLabels, Counter>,
+    over_budget: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -210,6 +212,13 @@ impl Metrics {
             "Connections refused (a RST), by reason",
             refused.clone(),
         );
+        let over_budget = Counter::default();
+        registry.register(
+            "imds_tun_packets_over_budget",
+            "Packets to the metadata addresses dropped before TCP beyond the packet budget \
+             (--packet-budget, ctl fault --packet-budget)",
+            over_budget.clone(),
+        );
         if let Some(read) = state {
             registry.register_collector(Box::new(StateCollector { read }));
         }
@@ -223,6 +232,7 @@ impl Metrics {
                 tokenless,
                 open_connections,
                 refused,
+                over_budget,
             }),
         }
     }
@@ -238,6 +248,11 @@ impl Metrics {
         if tokenless {
             self.inner.tokenless.inc();
         }
+    }
+
+    /// A packet was dropped beyond the packet budget.
+    pub fn packet_over_budget(&self) {
+        self.inner.over_budget.inc();
     }
 
     /// A connection was refused for `reason`.

@@ -188,6 +188,12 @@ impl Runtime {
         self.server.faults()
     }
 
+    /// The TUN stack's packet budget, for the control channel to change (`None` without a
+    /// TUN).
+    pub fn packet_budget(&self) -> Option<crate::stack::PacketBudget> {
+        self.driver.as_ref().map(stack::Driver::packet_budget)
+    }
+
     /// Who has called, for `ctl callers` and the lines at exit.
     pub fn callers(&self) -> Arc<Callers> {
         self.callers.clone()

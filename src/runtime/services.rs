@@ -109,7 +109,8 @@ fn caller_roles(local: &LocalService, selected: &Selected) -> Option<Arc<CallerR
 }
 
 fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>) -> Ec2 {
-    let ec2 = Ec2::new(&local.instance, local.token_policy, selected.source);
+    let ec2 = Ec2::new(&local.instance, local.token_policy, selected.source)
+        .with_max_token_ttl(local.max_token_ttl);
     match roles {
         Some(roles) => ec2.with_caller_roles(roles),
         None => ec2,

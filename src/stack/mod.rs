@@ -14,5 +14,6 @@ pub mod endpoint;
 pub mod runtime;
 
 pub(crate) use endpoint::admission;
+pub use endpoint::budget::PacketBudget;
 pub use endpoint::{Endpoint, StackConfig};
 pub use runtime::{Driver, HopLimit, Listener, PacketIo, PacketPipe, TcpStream, spawn};

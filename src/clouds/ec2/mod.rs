@@ -92,6 +92,9 @@ pub struct Ec2 {
     role_name: String,
     interruptions: Arc<interruptions::Board>,
     caller_roles: Option<Arc<CallerRoles>>,
+    /// The longest TTL a token is issued for (`--max-token-ttl`); a PUT asking for more gets
+    /// this many seconds.
+    max_token_ttl: u32,
 }
 
 impl std::fmt::Debug for Ec2 {
@@ -138,7 +141,16 @@ impl Ec2 {
             role_name: instance.role_name.clone(),
             interruptions: Arc::new(interruptions::Board::default()),
             caller_roles: None,
+            max_token_ttl: *token::TTL_RANGE.end(),
         }
+    }
+
+    /// Issues tokens for at most `seconds` (`--max-token-ttl`), whatever a PUT asks for: the
+    /// reply's TTL header says what was granted, and a client that assumes what it asked for
+    /// meets a 401 early, as under a short TTL on EC2.
+    pub fn with_max_token_ttl(mut self, seconds: u32) -> Ec2 {
+        self.max_token_ttl = seconds.clamp(*token::TTL_RANGE.start(), *token::TTL_RANGE.end());
+        self
     }
 
     /// The interruptions this instance is told about, for whoever changes them (`ctl`).
@@ -307,11 +319,12 @@ impl Ec2 {
             .headers
             .get(TOKEN_TTL_HEADER)
             .and_then(|value| token::parse_ttl(value.as_bytes()));
-        let Some(ttl) = ttl else {
+        let Some(asked) = ttl else {
             return responses::error(StatusCode::BAD_REQUEST);
         };
-        responses::text(self.tokens.issue(now.unix_timestamp(), ttl))
-            .header(TOKEN_TTL_HEADER, HeaderValue::from(ttl))
+        let granted = asked.min(self.max_token_ttl);
+        responses::text(self.tokens.issue(now.unix_timestamp(), granted))
+            .header(TOKEN_TTL_HEADER, HeaderValue::from(granted))
     }
 
     /// A presented token must be good in both modes: a client that sends one expects v2

@@ -829,3 +829,50 @@ fn tokenless_reads_are_marked_in_both_modes() {
         assert!(!marked(&imds, Method::GET, "/latest/api/token", &[]));
     }
 }
+
+/// `--max-token-ttl 60`: a PUT asking for six hours gets a token of 60 s, and says so.
+#[test]
+fn a_token_is_issued_for_at_most_the_max_ttl_and_its_header_says_so() {
+    let imds = imds().with_max_token_ttl(60);
+    let asked = |ttl: &str| {
+        respond_at(
+            &imds,
+            &request(
+                Method::PUT,
+                "/latest/api/token",
+                &[("X-aws-ec2-metadata-token-ttl-seconds", ttl)],
+            ),
+            NOW,
+        )
+    };
+    for (ttl, granted) in [("21600", "60"), ("60", "60"), ("30", "30")] {
+        let response = asked(ttl);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response
+                .headers()
+                .get("x-aws-ec2-metadata-token-ttl-seconds")
+                .map(|value| value.as_bytes()),
+            Some(granted.as_bytes()),
+            "asked {ttl}"
+        );
+    }
+    let token = body(&asked("21600"));
+    let read_at = |at: OffsetDateTime| {
+        respond_at(
+            &imds,
+            &request(
+                Method::GET,
+                "/latest/meta-data/instance-id",
+                &[("X-aws-ec2-metadata-token", &token)],
+            ),
+            at,
+        )
+        .status()
+    };
+    assert_eq!(read_at(NOW + Duration::from_secs(59)), StatusCode::OK);
+    assert_eq!(
+        read_at(NOW + Duration::from_secs(60)),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -5,6 +5,10 @@
 //! once per process. Checking one is a decode, one HMAC and a compare: O(1), no lock, no table
 //! that a client could fill. Tokens die with the process (the key is never stored), which
 //! matches EC2, where a token does not survive a stop/start either.
+//!
+//! `imds-tun ctl tokens expire` ends every token issued so far at once by drawing a new key
+//! ([`TokenMint::expire_all`]): no earlier token verifies any more, and new ones do, with no
+//! list of tokens to keep.
 
 use hmac::digest::KeyInit;
 use hmac::digest::generic_array::GenericArray;
@@ -39,9 +43,12 @@ pub enum TokenRejection {
 
 /// Issues and checks tokens under one per-process key.
 pub struct TokenMint {
-    key: [u8; KEY_LEN],
+    /// Replaced, never changed in place, by [`TokenMint::expire_all`].
+    key: std::sync::RwLock<[u8; KEY_LEN]>,
     /// Tokens issued so far (`ctl status`, the metrics).
     issued: std::sync::atomic::AtomicU64,
+    /// Times every token was expired at once (`ctl tokens expire`).
+    expirations: std::sync::atomic::AtomicU64,
 }
 
 /// The key must never be printed.
@@ -54,22 +61,15 @@ impl std::fmt::Debug for TokenMint {
 impl TokenMint {
     /// A mint with a fresh random key.
     pub fn new() -> TokenMint {
-        let mut key = [0u8; KEY_LEN];
-        if getrandom::fill(&mut key).is_err() {
-            // Without OS randomness, a key from the clock and the process still keeps tokens
-            // from other runs out; it is guessable by someone on the host, who could read the
-            // metadata without a token anyway.
-            tracing::warn!("no OS randomness; IMDSv2 token key derived from clock and pid");
-            key = fallback_key();
-        }
-        TokenMint::with_key(key)
+        TokenMint::with_key(fresh_key())
     }
 
     /// A mint with a given key (tests; or to share tokens between instances in one process).
     pub fn with_key(key: [u8; KEY_LEN]) -> TokenMint {
         TokenMint {
-            key,
+            key: std::sync::RwLock::new(key),
             issued: std::sync::atomic::AtomicU64::new(0),
+            expirations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -78,8 +78,29 @@ impl TokenMint {
         self.issued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many times [`TokenMint::expire_all`] ended every token.
+    pub fn expirations(&self) -> u64 {
+        self.expirations.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Ends every token issued so far (they answer 401 from now on, as expired tokens do);
+    /// tokens issued from now on work. A new key: an old token's tag no longer verifies.
+    pub fn expire_all(&self) {
+        let key = fresh_key();
+        *self
+            .key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+        self.expirations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn mac(&self) -> HmacSha256 {
-        <HmacSha256 as KeyInit>::new(GenericArray::from_slice(&self.key))
+        let key = self
+            .key
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        <HmacSha256 as KeyInit>::new(GenericArray::from_slice(&*key))
     }
 
     /// A token valid from `now_unix` for `ttl_seconds`.
@@ -143,6 +164,19 @@ pub fn parse_ttl(value: &[u8]) -> Option<u32> {
     TTL_RANGE.contains(&ttl).then_some(ttl)
 }
 
+/// A key from the OS's randomness.
+fn fresh_key() -> [u8; KEY_LEN] {
+    let mut key = [0u8; KEY_LEN];
+    if getrandom::fill(&mut key).is_err() {
+        // Without OS randomness, a key from the clock and the process still keeps tokens
+        // from other runs out; it is guessable by someone on the host, who could read the
+        // metadata without a token anyway.
+        tracing::warn!("no OS randomness; IMDSv2 token key derived from clock and pid");
+        key = fallback_key();
+    }
+    key
+}
+
 fn fallback_key() -> [u8; KEY_LEN] {
     use sha2::Digest;
     let mut key = [0u8; KEY_LEN];
@@ -172,6 +206,20 @@ mod tests {
         assert_eq!(mint.check(&token, NOW), Ok(()));
         assert_eq!(mint.check(&token, NOW + 59), Ok(()));
         assert_eq!(mint.check(&token, NOW + 60), Err(TokenRejection::Expired));
+    }
+
+    #[test]
+    fn expire_all_ends_every_earlier_token_and_new_ones_work() {
+        let mint = TokenMint::new();
+        let before = [mint.issue(NOW, 21600), mint.issue(NOW, 60)];
+        mint.expire_all();
+        for token in &before {
+            assert!(mint.check(token, NOW).is_err(), "{token}");
+        }
+        let after = mint.issue(NOW, 60);
+        assert_eq!(mint.check(&after, NOW), Ok(()));
+        assert_eq!(mint.expirations(), 1);
+        assert_eq!(mint.issued(), 3);
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub fn resolve(
         None => Backend::Local(Box::new(LocalService {
             instance,
             token_policy: service.imdsv2,
+            max_token_ttl: service.max_token_ttl,
             credentials,
             gce,
             azure,

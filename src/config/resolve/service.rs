@@ -11,6 +11,7 @@ use super::super::{ConfigError, TokenPolicy, defaults};
 pub(super) struct Service {
     pub(super) shutdown_grace: Duration,
     pub(super) imdsv2: TokenPolicy,
+    pub(super) max_token_ttl: u32,
     pub(super) credentials_lifetime: Duration,
 }
 
@@ -33,6 +34,7 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
         "seconds",
         defaults::CREDENTIALS_LIFETIME_SECONDS
     )?;
+    let max_token_ttl = number_of!(file, flags, max_token_ttl, 1..=21600, "seconds", 21600)?;
     let imdsv2 = match pick(flags.imdsv2, file.imdsv2) {
         None | Some((Imdsv2::Optional, _)) => TokenPolicy::Optional,
         Some((Imdsv2::Required, _)) => TokenPolicy::Required,
@@ -40,6 +42,8 @@ pub(super) fn resolve_service(file: &Layer, flags: &Layer) -> Result<Service, Co
     Ok(Service {
         shutdown_grace: Duration::from_secs(shutdown_grace),
         imdsv2,
+        // Within 1..=21600, checked above.
+        max_token_ttl: u32::try_from(max_token_ttl).unwrap_or(21600),
         credentials_lifetime: Duration::from_secs(credentials_lifetime),
     })
 }

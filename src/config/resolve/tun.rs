@@ -89,6 +89,27 @@ pub(super) fn resolve_tun(
         "eks_pod_identity",
         "169.254.170.23",
     )?;
+    // 0 stands for "none given": the range starts at 1.
+    let packet_budget = number_of!(
+        file,
+        flags,
+        packet_budget,
+        1..=u64::from(crate::stack::endpoint::budget::MAX_PACKETS_PER_SECOND),
+        "packets a second",
+        0
+    )?;
+    let packet_budget = u32::try_from(packet_budget)
+        .ok()
+        .filter(|budget| *budget > 0);
+    if let Some((_, origin)) =
+        pick(flags.packet_budget, file.packet_budget).filter(|_| tun_disabled)
+    {
+        return Err(ConfigError(format!(
+            "{}: the budget drops packets in the TUN's stack, and --no-tun has none; drop one \
+             of them",
+            label(origin, "packet_budget")
+        )));
+    }
     if tun_disabled {
         return Ok(None);
     }
@@ -97,6 +118,7 @@ pub(super) fn resolve_tun(
     stack.address_v6 = ipv6.then_some(METADATA_ADDRESS_V6);
     stack.extra_addresses = extra.iter().map(|extra| extra.address()).collect();
     stack.allow_from = allow_from.to_vec();
+    stack.packet_budget = packet_budget;
     // A client that connects and says nothing is held to the same bound as one that stops
     // half-way through its headers (docs/hardening.md): until its first byte it is the stack's
     // to reset, after it hyper's header timeout runs.

@@ -47,6 +47,7 @@
 //!   repeats when the late SYN-ACK arrives (the socket is then reaped at once).
 
 pub(crate) mod admission;
+pub mod budget;
 mod callers;
 mod device;
 mod ingress;
@@ -59,6 +60,7 @@ pub use device::PacketQueues;
 pub use schedule::ConnectionId;
 
 use self::admission::{Entry, Room};
+use self::budget::{Bucket, PacketBudget};
 use self::callers::{Held, MAX_HELD, Subject, socket_addr};
 use self::ingress::Ingress;
 use self::schedule::Schedule;
@@ -101,6 +103,9 @@ pub struct StackConfig {
     /// How long a connected client may stay silent before its first byte; then it is reset.
     /// (After the first byte, the HTTP layer's header timeout takes over.)
     pub first_data_timeout: Duration,
+    /// Packets to the served addresses beyond this many a second are dropped before TCP, as
+    /// EC2 drops link-local packets beyond 1024 (`--packet-budget`); `None`: no budget.
+    pub packet_budget: Option<u32>,
     /// Seeds initial sequence numbers; take it from the OS RNG.
     pub random_seed: u64,
     /// Client networks allowed to connect (`--allow-from`); empty allows all. Others get a RST.
@@ -122,6 +127,7 @@ impl StackConfig {
             retransmit_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(5),
             first_data_timeout: Duration::from_secs(10),
+            packet_budget: None,
             random_seed: 0,
             allow_from: Vec::new(),
         }
@@ -213,6 +219,10 @@ pub struct Endpoint {
     accepting: bool,
     /// Where refused connections are counted (an atomic add; no I/O).
     metrics: crate::metrics::Metrics,
+    /// The packet budget in force (changed by the control channel) and its drops.
+    budget: PacketBudget,
+    /// What of the budget is left now.
+    bucket: Bucket,
     /// Connections visited by polls so far: what a test checks to see that idle ones are not.
     #[cfg(test)]
     visits: usize,
@@ -257,6 +267,7 @@ impl Endpoint {
         if let Some(v6) = config.address_v6 {
             let _ = interface.routes_mut().add_default_ipv6_route(v6);
         }
+        let budget = PacketBudget::new(config.packet_budget);
         Endpoint {
             config,
             interface,
@@ -268,6 +279,8 @@ impl Endpoint {
             snapshot: Vec::new(),
             accepting: true,
             metrics: crate::metrics::Metrics::default(),
+            budget,
+            bucket: Bucket::default(),
             #[cfg(test)]
             visits: 0,
         }
@@ -276,6 +289,11 @@ impl Endpoint {
     /// The same endpoint, counting the connections it refuses into `metrics`.
     pub fn counting_into(self, metrics: crate::metrics::Metrics) -> Self {
         Endpoint { metrics, ..self }
+    }
+
+    /// The packet budget this endpoint drops by, for the control channel to change.
+    pub fn packet_budget(&self) -> PacketBudget {
+        self.budget.clone()
     }
 
     /// Connections held, in any phase.
@@ -288,7 +306,14 @@ impl Endpoint {
     /// Only TCP and ICMP (ICMPv6) addressed to us reach smoltcp (which answers echo requests and
     /// resets connections to closed ports); anything else is dropped here without a reply.
     pub fn receive(&mut self, packet: Vec<u8>, now: Instant) -> Received {
-        let (owner, carries_data) = match ingress::classify(&self.config, &packet) {
+        let ingress = ingress::classify(&self.config, &packet);
+        // Beyond the budget a packet we serve is dropped before TCP, silently, as EC2 drops
+        // link-local packets beyond its allowance; the client's kernel retransmits.
+        if ingress != Ingress::Drop && !self.bucket.admit(&self.budget, now) {
+            self.metrics.packet_over_budget();
+            return Received::Dropped;
+        }
+        let (owner, carries_data) = match ingress {
             Ingress::Drop => return Received::Dropped,
             Ingress::NewConnection(flow) => return self.receive_syn(packet, flow, None, now),
             Ingress::Data(flow) => (self.table.owner(&flow), true),

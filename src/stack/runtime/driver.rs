@@ -85,6 +85,11 @@ impl Driver {
     pub fn connection_count(&self) -> usize {
         self.shared.lock().connection_count()
     }
+
+    /// The packet budget the stack drops by, for the control channel to change.
+    pub fn packet_budget(&self) -> crate::stack::PacketBudget {
+        self.shared.lock().packet_budget()
+    }
 }
 
 /// Starts the driver for `device` with an endpoint built from `config`; `attribution` tells
