@@ -7,7 +7,7 @@
 //!
 //! Two parts: a [`PacketBudget`] handle (the rate in force and the drops counted, atomics shared
 //! with the control channel, which changes the rate while the stack runs), and the endpoint's
-//! own token bucket ([`Bucket`]), which reads no clock: it is given the endpoint's `now`.
+//! own token bucket (`Bucket`), which reads no clock: it is given the endpoint's `now`.
 //!
 //! What this does not do: tell callers apart (EC2's allowance is per interface, not per
 //! caller), or drop anything the endpoint would not serve anyway (those are dropped before).
