@@ -234,6 +234,7 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
     let control = start_control(
         &running,
         built.board,
+        built.cloud_boards,
         serving,
         &settings,
         outage,
@@ -322,14 +323,15 @@ impl Drop for Control {
     }
 }
 
-/// The control channel of the local service (its interruptions `board`; what it is `serving`,
-/// for `status`) and the start-up
-/// scenario, playing; `None` in upstream mode (the upstream is the one to control). When the
+/// The control channel of the local service (its interruptions `board` and the other clouds'
+/// events, `clouds`; what it is `serving`, for `status`) and the start-up scenario, playing;
+/// `None` in upstream mode (the upstream is the one to control). When the
 /// socket name is taken that is said once, and the metadata service and the scenario run on
 /// without a control channel: a squatter can neither stop the one nor cancel the other.
 async fn start_control(
     running: &Runtime,
     board: Option<Arc<interruptions::Board>>,
+    clouds: crate::control::clouds::CloudBoards,
     serving: crate::control::server::Serving,
     settings: &Settings,
     outage: Outage,
@@ -342,6 +344,7 @@ async fn start_control(
         outage,
         callers: running.callers(),
         serving,
+        clouds,
     };
     let allowed = Allowed {
         user: control_user(serve_as, settings.allow_shared_user_ctl),

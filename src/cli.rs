@@ -168,6 +168,34 @@ pub enum CtlCommand {
         #[command(flatten)]
         fault: FaultArgs,
     },
+    /// GCE preemption: instance/preempted becomes TRUE (the scheduling that of a Spot VM).
+    GcePreempt,
+    /// GCE host maintenance: instance/maintenance-event.
+    GceMaintenance {
+        /// The value served [default: MIGRATE_ON_HOST_MAINTENANCE]; NONE ends it.
+        #[arg(
+            long,
+            value_parser = ["MIGRATE_ON_HOST_MAINTENANCE", "TERMINATE_ON_HOST_MAINTENANCE", "NONE"],
+            default_value = "MIGRATE_ON_HOST_MAINTENANCE",
+            hide_default_value = true
+        )]
+        event: String,
+    },
+    /// Azure scheduled event in /metadata/scheduledevents; a VM's POST of StartRequests starts
+    /// it early.
+    AzureEvent {
+        /// The event's EventType.
+        #[arg(value_name = "TYPE", value_parser = ["Freeze", "Reboot", "Redeploy", "Preempt", "Terminate"])]
+        event_type: String,
+        /// Seconds until NotBefore, when it starts by itself [default: Azure's minimum notice:
+        /// Freeze and Reboot 900, Redeploy 600, Preempt 30, Terminate 300].
+        #[arg(long, value_name = "SECONDS")]
+        not_before: Option<u64>,
+        /// DurationInSeconds: how long it stays Started, -1 for unknown (until `ctl clear`)
+        /// [default: 5 for Freeze, else -1].
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+        duration: Option<i64>,
+    },
 }
 
 /// `imds-tun ctl tokens expire`.
@@ -279,6 +307,22 @@ impl CtlCommand {
                         .map(|_| crate::control::protocol::SourceState::Down),
                     packet_budget: fault.packet_budget,
                 };
+                crate::control::protocol::validate(&request)?;
+                Ok(request)
+            }
+            CtlCommand::GcePreempt => Ok(Request::GcePreempt),
+            CtlCommand::GceMaintenance { event } => {
+                parse(serde_json::json!({"command": "gce-maintenance", "event": event}))
+            }
+            CtlCommand::AzureEvent {
+                event_type,
+                not_before,
+                duration,
+            } => {
+                let request = parse(serde_json::json!({
+                    "command": "azure-event", "type": event_type,
+                    "not_before": not_before, "duration": duration,
+                }))?;
                 crate::control::protocol::validate(&request)?;
                 Ok(request)
             }

@@ -553,7 +553,7 @@ mod tests {
             (
                 r#"[{"at": 0, "command": "clear"}, {"at": "+30s", "command": "spott-hunter2"}]"#,
                 "step 2: `command`: expected one of spot, rebalance, event, lifecycle, clear, \
-                 fault, fault-clear, tokens-expire, found another string",
+                 fault, fault-clear, tokens-expire, gce-preempt, gce-maintenance, azure-event, found another string",
             ),
             (
                 r#"[{"at": "+30s", "command": "spot", "action": "hunter2"}]"#,
@@ -585,12 +585,12 @@ mod tests {
             (
                 r#"[{"at": 1, "command": "end-event", "id": "hunter2", "how": "cancel"}]"#,
                 "step 1: `command`: expected one of spot, rebalance, event, lifecycle, clear, \
-                 fault, fault-clear, tokens-expire, found another string",
+                 fault, fault-clear, tokens-expire, gce-preempt, gce-maintenance, azure-event, found another string",
             ),
             (
                 r#"[{"at": 1}]"#,
                 "step 1: missing `command`, one of spot, rebalance, event, \
-                 lifecycle, clear, fault, fault-clear, tokens-expire",
+                 lifecycle, clear, fault, fault-clear, tokens-expire, gce-preempt, gce-maintenance, azure-event",
             ),
             (
                 r#"["hunter2"]"#,

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
+pub use crate::clouds::azure::events::EventType as AzureEventType;
+pub use crate::clouds::gce::events::MaintenanceEvent as GceMaintenanceEvent;
+
 use crate::clouds::ec2::interruptions::{
     EventCode, EventEnd, Interruptions, LIFECYCLE_STATES, MaintenanceEvent, SpotAction, SpotNotice,
     event_id,
@@ -40,6 +43,9 @@ pub const SCENARIO_COMMANDS: &[&str] = &[
     "fault",
     "fault-clear",
     "tokens-expire",
+    "gce-preempt",
+    "gce-maintenance",
+    "azure-event",
 ];
 
 /// One command.
@@ -126,6 +132,31 @@ pub enum Request {
         #[serde(default)]
         reset: bool,
     },
+    /// GCE: the instance is preempted (`instance/preempted` becomes `TRUE`).
+    GcePreempt,
+    /// GCE: host maintenance is coming (`instance/maintenance-event`).
+    GceMaintenance {
+        /// `"event"`: the value served; default `MIGRATE_ON_HOST_MAINTENANCE`; `NONE` ends it.
+        #[serde(default = "migrate")]
+        event: GceMaintenanceEvent,
+    },
+    /// Azure: a scheduled event in `/metadata/scheduledevents`.
+    AzureEvent {
+        /// `"type"`: its `EventType`.
+        r#type: AzureEventType,
+        /// `"not_before"`: seconds until its `NotBefore`; default Azure's minimum notice for
+        /// the type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before: Option<u64>,
+        /// `"duration"`: its `DurationInSeconds`, -1 for unknown; default 5 for `Freeze`, else
+        /// -1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration: Option<i64>,
+    },
+}
+
+fn migrate() -> GceMaintenanceEvent {
+    GceMaintenanceEvent::MigrateOnHostMaintenance
 }
 
 /// `--credential-source down`.
@@ -258,6 +289,9 @@ pub fn command_name(request: &Request) -> &'static str {
         Request::FaultClear => "fault-clear",
         Request::Callers { .. } => "callers",
         Request::TokensExpire => "tokens-expire",
+        Request::GcePreempt => "gce-preempt",
+        Request::GceMaintenance { .. } => "gce-maintenance",
+        Request::AzureEvent { .. } => "azure-event",
     }
 }
 
@@ -317,6 +351,20 @@ pub fn validate(request: &Request) -> Result<(), String> {
                 (None, _) => Ok(()),
             }
         }
+        Request::AzureEvent {
+            not_before,
+            duration,
+            ..
+        } => {
+            ahead(not_before.unwrap_or(0), "--not-before")?;
+            match duration {
+                Some(seconds) if *seconds < -1 => {
+                    Err("--duration is -1 (unknown) or a number of seconds".into())
+                }
+                Some(seconds) => ahead(seconds.unsigned_abs(), "--duration"),
+                None => Ok(()),
+            }
+        }
         Request::Lifecycle { state } if !LIFECYCLE_STATES.contains(&state.as_str()) => {
             Err(format!(
                 "unknown lifecycle state; use one of {}",
@@ -350,8 +398,9 @@ pub fn validate(request: &Request) -> Result<(), String> {
     }
 }
 
-/// Applies a state-changing request at `now` (`random` makes event ids). `Status` and `Play`
-/// change nothing here; an `end-event` for an unknown id is an error.
+/// Applies a state-changing request to the EC2 interruptions at `now` (`random` makes event
+/// ids). `Status` and `Play` change nothing here, nor do the GCE and Azure requests, whose
+/// boards `super::clouds` changes; an `end-event` for an unknown id is an error.
 pub fn apply(
     request: &Request,
     state: &mut Interruptions,
@@ -408,6 +457,7 @@ pub fn apply(
         | Request::FaultClear
         | Request::Callers { .. }
         | Request::TokensExpire => {}
+        Request::GcePreempt | Request::GceMaintenance { .. } | Request::AzureEvent { .. } => {}
     }
     Ok(())
 }
@@ -470,6 +520,47 @@ mod tests {
         assert!(validate(&outage).is_ok(), "{outage:?}");
         let nothing: Request = serde_json::from_str(r#"{"command": "fault"}"#).expect("parses");
         assert!(validate(&nothing).is_err());
+    }
+
+    #[test]
+    fn scenario_steps_take_the_other_clouds_events() {
+        let steps: Vec<Step> = serde_json::from_str(
+            r#"[
+                {"at": "+0s", "command": "gce-maintenance", "event": "MIGRATE_ON_HOST_MAINTENANCE"},
+                {"at": "+10s", "command": "gce-preempt"},
+                {"at": "+10s", "command": "azure-event", "type": "Preempt", "not_before": 30}
+            ]"#,
+        )
+        .expect("the steps docs/metadata.md shows");
+        assert_eq!(
+            steps[2].request,
+            Request::AzureEvent {
+                r#type: AzureEventType::Preempt,
+                not_before: Some(30),
+                duration: None
+            }
+        );
+        assert!(validate(&Request::Play { steps }).is_ok());
+        let maintenance: Request =
+            serde_json::from_str(r#"{"command": "gce-maintenance"}"#).expect("defaults");
+        assert_eq!(
+            maintenance,
+            Request::GceMaintenance {
+                event: GceMaintenanceEvent::MigrateOnHostMaintenance
+            }
+        );
+        let azure = |not_before: Option<u64>, duration: Option<i64>| Request::AzureEvent {
+            r#type: AzureEventType::Freeze,
+            not_before,
+            duration,
+        };
+        assert!(validate(&azure(None, Some(-1))).is_ok());
+        assert!(validate(&azure(None, Some(-2))).is_err());
+        assert!(validate(&azure(Some(MAX_SECONDS_AHEAD + 1), None)).is_err());
+        assert!(
+            serde_json::from_str::<Request>(r#"{"command": "azure-event", "type": "Explode"}"#)
+                .is_err()
+        );
     }
 
     #[test]

@@ -143,6 +143,8 @@ pub struct Targets {
     /// What `status` reports of the served credentials, tokens and packets; only read, but for
     /// `tokens expire`, which ends every token issued so far, and `fault --packet-budget`.
     pub serving: Serving,
+    /// The GCE and Azure events (`gce-preempt`, `gce-maintenance`, `azure-event`, `clear`).
+    pub clouds: super::clouds::CloudBoards,
 }
 
 /// What the local service serves, as `status` reports it beside the interruptions.
@@ -334,10 +336,9 @@ async fn execute(
     who: &str,
 ) -> Response {
     let now = OffsetDateTime::now_utc();
-    let board = &targets.board;
     match request {
         Request::Status => {
-            let mut status = board.snapshot().status(now);
+            let mut status = status(targets, now);
             targets.serving.add_to(&mut status);
             Response::ok(status)
         }
@@ -345,13 +346,13 @@ async fn execute(
             let count = steps.len();
             start_scenario(scenario, targets.clone(), steps).await;
             tracing::info!("ctl: {who} started a scenario of {count} steps");
-            Response::ok(board.snapshot().status(now))
+            Response::ok(status(targets, now))
         }
         Request::FaultList => Response::ok(fault_list(targets)),
         Request::Callers { reset } => callers_report(&targets.callers, reset, who, now),
         Request::TokensExpire => match expire_tokens(targets, who) {
             Ok(()) => {
-                let mut status = board.snapshot().status(now);
+                let mut status = status(targets, now);
                 targets.serving.add_to(&mut status);
                 Response::ok(status)
             }
@@ -384,7 +385,7 @@ async fn execute(
             {
                 task.abort();
             }
-            match change(board, &request, now) {
+            match change(targets, &request, now) {
                 Ok(status) => {
                     tracing::info!("ctl: {who}: {}", describe(&request));
                     let mut response = Response::ok(status);
@@ -550,22 +551,36 @@ fn fault_list(targets: &Targets) -> serde_json::Value {
     })
 }
 
-/// Applies one request to the board; the new status, or why nothing changed.
+/// Applies one request to the board it changes (EC2's, GCE's or Azure's; `clear` all of
+/// them); the new status, or why nothing changed.
 fn change(
-    board: &Board,
+    targets: &Targets,
     request: &Request,
     now: OffsetDateTime,
 ) -> Result<serde_json::Value, String> {
     let random = random_u128();
+    if let Some(outcome) = targets.clouds.apply(request, now, random) {
+        return outcome.map(|()| status(targets, now));
+    }
     let mut outcome = Ok(());
-    let published = board.update(|state| {
+    targets.board.update(|state| {
         let mut next = state.clone();
         outcome = protocol::apply(request, &mut next, now, random);
         if outcome.is_ok() {
             *state = next;
         }
     });
-    outcome.map(|()| published.status(now))
+    if outcome.is_ok() && *request == Request::Clear {
+        targets.clouds.clear(now);
+    }
+    outcome.map(|()| status(targets, now))
+}
+
+/// What is active at `now`: the EC2 interruptions, and the GCE and Azure events.
+fn status(targets: &Targets, now: OffsetDateTime) -> serde_json::Value {
+    let mut status = targets.board.snapshot().status(now);
+    targets.clouds.add_to(&mut status, now);
+    status
 }
 
 /// Replaces the running scenario with `steps`, each applied at its offset from now.
@@ -600,7 +615,7 @@ async fn start_scenario(
                 tracing::info!("scenario at +{}s: cleared the faults", step.at);
                 continue;
             }
-            match change(&targets.board, &step.request, OffsetDateTime::now_utc()) {
+            match change(&targets, &step.request, OffsetDateTime::now_utc()) {
                 Ok(_) => tracing::info!("scenario at +{}s: {}", step.at, describe(&step.request)),
                 Err(error) => tracing::warn!("scenario at +{}s: {error}", step.at),
             }
@@ -637,6 +652,20 @@ fn describe(request: &Request) -> String {
         Request::FaultClear => "fault clear".into(),
         Request::Callers { .. } => "callers".into(),
         Request::TokensExpire => "expired every IMDSv2 token".into(),
+        Request::GcePreempt => "GCE: the instance is preempted".into(),
+        Request::GceMaintenance { event } => {
+            format!("GCE: maintenance-event {}", event.as_str())
+        }
+        Request::AzureEvent {
+            r#type,
+            not_before,
+            duration,
+        } => format!(
+            "Azure: scheduled event {} in {} s for {} s",
+            r#type.as_str(),
+            not_before.unwrap_or_else(|| r#type.notice_seconds()),
+            duration.unwrap_or_else(|| r#type.duration_seconds())
+        ),
     }
 }
 

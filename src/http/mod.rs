@@ -375,7 +375,7 @@ async fn answer(
     let Some(service) = services.route(&parts) else {
         return services.refusal(StatusCode::NOT_FOUND);
     };
-    let body = if service.takes_body() {
+    let body = if service.takes_body(&parts) {
         Some(body)
     } else {
         if let Err(status) = drain(body).await {

@@ -62,9 +62,10 @@ pub trait MetadataService: Send + Sync {
         false
     }
 
-    /// Whether this service reads the request body itself (a forwarder passes it on);
-    /// otherwise `http` reads and drops it before the answer.
-    fn takes_body(&self) -> bool {
+    /// Whether this service reads the body of `request` itself (a forwarder passes it on,
+    /// Azure reads a `POST` of `StartRequests`); otherwise `http` reads and drops it before the
+    /// answer.
+    fn takes_body(&self, _request: &Parts) -> bool {
         false
     }
 
@@ -87,8 +88,8 @@ impl<T: MetadataService + ?Sized> MetadataService for Arc<T> {
         (**self).depends_on_caller(request)
     }
 
-    fn takes_body(&self) -> bool {
-        (**self).takes_body()
+    fn takes_body(&self, request: &Parts) -> bool {
+        (**self).takes_body(request)
     }
 
     fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {

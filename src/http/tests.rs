@@ -36,7 +36,7 @@ impl MetadataService for Named {
         request.uri.path().starts_with(self.prefix)
     }
 
-    fn takes_body(&self) -> bool {
+    fn takes_body(&self, _request: &Parts) -> bool {
         self.takes_body
     }
 

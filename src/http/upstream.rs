@@ -275,7 +275,7 @@ impl MetadataService for Upstream {
     }
 
     /// The body goes upstream as it arrives.
-    fn takes_body(&self) -> bool {
+    fn takes_body(&self, _request: &Parts) -> bool {
         true
     }
 

@@ -16,6 +16,7 @@ use crate::clouds::gce::{Gce, GceSettings};
 use crate::clouds::instance_role::InstanceRole;
 use crate::clouds::{self, azure::Azure};
 use crate::config::{Backend, LocalService};
+use crate::control::clouds::CloudBoards;
 use crate::credentials::outage::Outage;
 use crate::credentials::roles::CallerRoles;
 use crate::credentials::status::CredentialsStatus;
@@ -34,6 +35,9 @@ pub struct LocalServices {
     pub credentials: Option<CredentialsStatus>,
     /// The EC2 service's IMDSv2 token mint (how many it issued); `None` with `--upstream`.
     pub tokens: Option<Arc<TokenMint>>,
+    /// The GCE and Azure events (what `ctl` changes beside the interruptions); none with
+    /// `--upstream`.
+    pub cloud_boards: CloudBoards,
 }
 
 /// Why the services of a run could not be built; each message is one line for a person.
@@ -59,6 +63,7 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
                 board: None,
                 credentials: None,
                 tokens: None,
+                cloud_boards: CloudBoards::default(),
             });
         }
         Backend::Local(local) => local,
@@ -82,11 +87,16 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
     let tokens = ec2.token_mint();
     let gce = local.gce.clone().map(gce).transpose()?;
     let azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
+    let cloud_boards = CloudBoards {
+        gce: gce.as_ref().map(Gce::events),
+        azure: Some(azure.events()),
+    };
     Ok(LocalServices {
         services: clouds::local(ec2, gce, Some(azure), containers),
         board: Some(board),
         credentials: Some(credentials),
         tokens: Some(tokens),
+        cloud_boards,
     })
 }
 

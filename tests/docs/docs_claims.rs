@@ -258,6 +258,14 @@ fn limits() -> Vec<(&'static str, String)> {
         (
             "docs/metadata.md",
             format!(
+                "and 413 for a body over {} KiB. At most {} events stand at once",
+                imds_tun::clouds::azure::MAX_START_REQUEST_BYTES / 1024,
+                imds_tun::clouds::azure::events::MAX_EVENTS
+            ),
+        ),
+        (
+            "docs/metadata.md",
+            format!(
                 "At most {} callers are kept; a new caller beyond that drops the one idle the \
                  longest, and `dropped` counts them. Each entry keeps at most {} distinct \
                  `tokenless_paths`, each cut to {} characters as log lines cut client text; \

@@ -16,6 +16,7 @@ mod callers;
 mod callers_report;
 mod check_matches_start;
 mod claim_watch;
+mod cloud_events;
 mod container_clients;
 mod container_endpoints;
 mod control_lifecycle;

@@ -9,7 +9,7 @@
 //! 1. `X-Forwarded-For` → 400: a proxied request is not from the VM.
 //! 2. `Metadata: true` is required (400 otherwise); azure-identity's availability probe relies
 //!    on exactly this 400.
-//! 3. GET only (405).
+//! 3. GET only (405), but for the `POST` of `StartRequests` to `/metadata/scheduledevents`.
 //! 4. A query parameter given twice → 400.
 //! 5. `/metadata/versions` needs no `api-version`; every other path needs one this category
 //!    supports (400 with `newest-versions` otherwise).
@@ -18,13 +18,18 @@
 //!    JSON is a 400, as on Azure).
 //! 7. `/metadata/identity/oauth2/token?resource=R[&client_id|object_id|msi_res_id]`: a managed
 //!    identity token ([`tokens`]).
-//! 8. `/metadata/scheduledevents`: no events.
+//! 8. `/metadata/scheduledevents`: the events `ctl azure-event` announced ([`events`]); a
+//!    `POST` of `{"StartRequests": [{"EventId": ...}]}` (at most [`MAX_START_REQUEST_BYTES`])
+//!    starts them now, as a VM approves them on Azure.
 //!
 //! Every primitive in a JSON answer is a string, as Azure's are (numbers in token answers
 //! included).
 
+pub mod events;
 pub mod instance;
 pub mod tokens;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -86,6 +91,13 @@ pub const SCHEDULED_EVENTS_VERSIONS: &[&str] = &[
     "2020-07-01",
 ];
 
+/// Where scheduled events are read, and started with a `POST`.
+const SCHEDULED_EVENTS_PATH: &str = "/metadata/scheduledevents";
+
+/// The largest `StartRequests` body read: room for every event the board holds, many times
+/// over.
+pub const MAX_START_REQUEST_BYTES: usize = 8 * 1024;
+
 /// The oldest version the managed-identity endpoint accepts.
 const IDENTITY_OLDEST: &str = "2018-02-01";
 
@@ -100,11 +112,13 @@ pub fn claims(path: &str) -> bool {
 /// `status` with a body of `content_type`: its type and length, then the `Server` header
 /// every Azure reply ends with.
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
-    Reply::new(status).body(content_type, body).header(
-        header::SERVER,
-        HeaderValue::from_static("IMDS/150.870.65.1854"),
-    )
+    Reply::new(status)
+        .body(content_type, body)
+        .header(header::SERVER, HeaderValue::from_static(SERVER))
 }
+
+/// The `Server` header every Azure reply carries.
+const SERVER: &str = "IMDS/150.870.65.1854";
 
 fn json_reply(status: StatusCode, value: &Value) -> Reply {
     reply(status, "application/json; charset=utf-8", value.to_string())
@@ -152,6 +166,13 @@ pub enum Answer {
         /// The `resource` query parameter: the token's audience.
         resource: String,
     },
+    /// The scheduled events at the time of the request, in this `api-version`'s fields.
+    ScheduledEvents {
+        /// The request's `api-version`, one the category supports.
+        api_version: String,
+    },
+    /// A `POST` of `StartRequests`: the body names the events to start.
+    StartEvents,
 }
 
 /// The metadata service of one Azure VM.
@@ -160,6 +181,7 @@ pub struct Azure {
     instance: AzureInstance,
     document: Value,
     identity: ManagedIdentity,
+    events: Arc<events::Board>,
 }
 
 impl Azure {
@@ -168,7 +190,70 @@ impl Azure {
         Azure {
             document: instance.document(),
             identity: ManagedIdentity::new(tokens),
+            events: Arc::new(events::Board::new(&instance.vm_name)),
             instance,
+        }
+    }
+
+    /// The scheduled events this VM is told about, for whoever changes them (`ctl`).
+    pub fn events(&self) -> Arc<events::Board> {
+        self.events.clone()
+    }
+
+    /// The answer to a `POST` of `StartRequests` at `now`, its body read within
+    /// [`MAX_START_REQUEST_BYTES`] (413 beyond).
+    async fn start_events(
+        &self,
+        body: Option<hyper::body::Incoming>,
+        now: time::OffsetDateTime,
+    ) -> Reply {
+        use http_body_util::BodyExt as _;
+        let Some(body) = body else {
+            return self.start_requested(b"", now);
+        };
+        match http_body_util::Limited::new(body, MAX_START_REQUEST_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => self.start_requested(&collected.to_bytes(), now),
+            Err(refused) if refused.is::<http_body_util::LengthLimitError>() => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("Bad request. The body is longer than {MAX_START_REQUEST_BYTES} bytes"),
+            ),
+            Err(_) => error(StatusCode::BAD_REQUEST, "Bad request. Malformed body"),
+        }
+    }
+
+    /// What a `StartRequests` body does at `now`: 200 with no body once the named events
+    /// started (an event already started stays so); 400 for a body that is not one, or that
+    /// names an event the VM was not told about (nothing starts then).
+    pub fn start_requested(&self, body: &[u8], now: time::OffsetDateTime) -> Reply {
+        #[derive(serde::Deserialize)]
+        struct StartRequests {
+            #[serde(rename = "StartRequests")]
+            start_requests: Vec<StartRequest>,
+        }
+        #[derive(serde::Deserialize)]
+        struct StartRequest {
+            #[serde(rename = "EventId")]
+            event_id: String,
+        }
+        let Ok(requests) = serde_json::from_slice::<StartRequests>(body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad request. The body must be {\"StartRequests\": [{\"EventId\": \"...\"}]}",
+            );
+        };
+        let ids: Vec<&str> = requests
+            .start_requests
+            .iter()
+            .map(|request| request.event_id.as_str())
+            .collect();
+        match self.events.update(|events| events.start(&ids, now)) {
+            Ok(()) => {
+                Reply::new(StatusCode::OK).header(header::SERVER, HeaderValue::from_static(SERVER))
+            }
+            Err(refused) => error(StatusCode::BAD_REQUEST, &format!("Bad request. {refused}")),
         }
     }
 
@@ -195,7 +280,9 @@ impl Azure {
                 "Bad request. Required metadata header not specified",
             ));
         }
-        if request.method != Method::GET {
+        let path = request.uri.path().trim_end_matches('/');
+        let starts_events = request.method == Method::POST && path == SCHEDULED_EVENTS_PATH;
+        if request.method != Method::GET && !starts_events {
             return Answer::Now(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "The requested method is not supported. Use GET.",
@@ -211,7 +298,6 @@ impl Azure {
                 ),
             ));
         }
-        let path = request.uri.path().trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match segments.as_slice() {
             ["metadata", "versions"] => Answer::Now(json_reply(
@@ -239,10 +325,12 @@ impl Azure {
                 if let Some(reply) = version_refused(&query, SCHEDULED_EVENTS_VERSIONS) {
                     return Answer::Now(reply);
                 }
-                Answer::Now(json_reply(
-                    StatusCode::OK,
-                    &json!({ "DocumentIncarnation": 0, "Events": [] }),
-                ))
+                if starts_events {
+                    return Answer::StartEvents;
+                }
+                Answer::ScheduledEvents {
+                    api_version: query.get("api-version").unwrap_or_default().to_owned(),
+                }
             }
             _ => Answer::Now(error(StatusCode::NOT_FOUND, "Not found")),
         }
@@ -252,8 +340,12 @@ impl Azure {
     /// credential read when one was handed out; other answers as they are.
     async fn token_reply(&self, answer: Answer, caller: Option<Caller>, now: i64) -> Reply {
         let resource = match answer {
-            Answer::Now(reply) => return reply,
             Answer::Token { resource } => resource,
+            Answer::Now(reply) => return reply,
+            // Answered by the service with the request's time and body, never here.
+            Answer::ScheduledEvents { .. } | Answer::StartEvents => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
+            }
         };
         match self
             .identity
@@ -388,9 +480,22 @@ impl MetadataService for Azure {
         request.uri.path() == "/metadata/identity/oauth2/token" && self.identity.runs_a_command()
     }
 
+    /// Only a `POST` of `StartRequests` has a body to read.
+    fn takes_body(&self, request: &http::request::Parts) -> bool {
+        request.method == Method::POST
+            && request.uri.path().trim_end_matches('/') == SCHEDULED_EVENTS_PATH
+    }
+
     fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
         Box::pin(async move {
-            let answer = self.respond(&context.request);
+            let answer = match self.respond(&context.request) {
+                Answer::ScheduledEvents { api_version } => {
+                    let document = self.events.snapshot().document(context.now, &api_version);
+                    return json_reply(StatusCode::OK, &document);
+                }
+                Answer::StartEvents => return self.start_events(context.body, context.now).await,
+                answer => answer,
+            };
             let caller = token_cache::charged_to(context.caller);
             self.token_reply(answer, caller, context.now.unix_timestamp())
                 .await

@@ -165,7 +165,7 @@ fn a_token_needs_a_resource_and_a_known_identity() {
 }
 
 #[test]
-fn scheduled_events_are_empty_and_only_get_is_served() {
+fn scheduled_events_are_empty_and_only_get_and_their_post_are_served() {
     let events = get("/metadata/scheduledevents?api-version=2020-07-01");
     assert_eq!(
         json(&events),
@@ -180,6 +180,103 @@ fn scheduled_events_are_empty_and_only_get_is_served() {
         panic!("no token for a POST");
     };
     assert_eq!(posted.status, StatusCode::METHOD_NOT_ALLOWED);
+    let start = |uri: &str, headers: &[(&str, &str)]| {
+        let parts = request(Method::POST, uri, headers);
+        (service.takes_body(&parts), service.respond(&parts))
+    };
+    assert!(matches!(
+        start(
+            "/metadata/scheduledevents?api-version=2020-07-01",
+            &[("Metadata", "true")]
+        ),
+        (true, Answer::StartEvents)
+    ));
+    let (_, Answer::Now(unversioned)) = start("/metadata/scheduledevents", &[("Metadata", "true")])
+    else {
+        panic!("refused at once");
+    };
+    assert_eq!(unversioned.status, StatusCode::BAD_REQUEST);
+    let (_, Answer::Now(unflagged)) =
+        start("/metadata/scheduledevents?api-version=2020-07-01", &[])
+    else {
+        panic!("refused at once");
+    };
+    assert_eq!(unflagged.status, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn a_scheduled_event_is_listed_started_by_a_start_request_and_counted() {
+    let service = azure();
+    let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("a valid time");
+    service
+        .events()
+        .update(|events| {
+            events.schedule(
+                events::ScheduledEvent {
+                    id: "602d9444-d2cd-49c7-8624-8643e7171297".into(),
+                    kind: events::EventType::Preempt,
+                    not_before: now + time::Duration::seconds(30),
+                    duration: -1,
+                    started: None,
+                },
+                now,
+            )
+        })
+        .expect("room");
+    let listed = |version: &str| {
+        let context = Context {
+            request: request(
+                Method::GET,
+                &format!("/metadata/scheduledevents?api-version={version}"),
+                &[("Metadata", "true")],
+            ),
+            body: None,
+            now,
+            caller: None,
+        };
+        let reply = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(service.answer(context));
+        assert_eq!(reply.status, StatusCode::OK);
+        json(&reply)
+    };
+    let document = listed("2020-07-01");
+    assert_eq!(document["DocumentIncarnation"], 1);
+    let event = &document["Events"][0];
+    assert_eq!(event["EventType"], "Preempt");
+    assert_eq!(event["EventStatus"], "Scheduled");
+    assert_eq!(
+        event["Resources"],
+        json!([AzureInstance::example().vm_name])
+    );
+    assert_eq!(event["NotBefore"], "Tue, 14 Nov 2023 22:13:50 GMT");
+    assert_eq!(event["DurationInSeconds"], -1);
+    let unknown = service.start_requested(br#"{"StartRequests": [{"EventId": "nope"}]}"#, now);
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    let malformed = service.start_requested(b"{\"Start\": 1}", now);
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        listed("2020-07-01")["DocumentIncarnation"],
+        1,
+        "nothing changed"
+    );
+    let started = service.start_requested(
+        br#"{"StartRequests": [{"EventId": "602d9444-d2cd-49c7-8624-8643e7171297"}]}"#,
+        now,
+    );
+    assert_eq!(started.status, StatusCode::OK);
+    assert_eq!(body(&started), b"");
+    let document = listed("2020-07-01");
+    assert_eq!(document["DocumentIncarnation"], 2);
+    assert_eq!(document["Events"][0]["EventStatus"], "Started");
+    assert_eq!(document["Events"][0]["NotBefore"], "");
+    assert!(
+        listed("2017-11-01")["Events"][0]
+            .get("DurationInSeconds")
+            .is_none(),
+        "the field came with 2020-07-01"
+    );
 }
 
 #[test]

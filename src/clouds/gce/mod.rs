@@ -20,13 +20,18 @@
 //!    [`tokens`]; every other path from the [`document`].
 //!
 //! Every reply carries `Metadata-Flavor: Google`, `Server: Metadata Server for VM` and an `ETag`
-//! of its body, which `?wait_for_change=true&last_etag=E` compares against.
+//! of its body, which `?wait_for_change=true&last_etag=E` compares against. The values that can
+//! change while imds-tun runs (`instance/preempted`, `instance/maintenance-event`: [`events`])
+//! are read from their board at each answer, and a `wait_for_change` request wakes when the
+//! board changes and its own value (so its `ETag`) is no longer the one it holds.
 
 pub mod document;
+pub mod events;
 pub mod identity_token;
 pub mod instance;
 pub mod tokens;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -141,12 +146,12 @@ impl std::fmt::Display for TokenRead {
 pub enum Answer {
     /// This reply, at once.
     Now(Reply),
-    /// `wait_for_change`: nothing changes while imds-tun runs, so the current value is sent when
-    /// the wait is over.
+    /// `wait_for_change`: held until the value changes (then the new value, with its new
+    /// `ETag`) or the wait is over (then this value).
     AfterWait {
         /// How long to hold the request: `timeout_sec`, at most (and by default) [`MAX_WAIT`].
         wait: Duration,
-        /// The value as it is now, sent when the wait is over.
+        /// The value as it is now, sent if nothing changed when the wait is over.
         reply: Reply,
     },
     /// An access token, from its source.
@@ -182,6 +187,8 @@ pub struct Gce {
     identity: IdentityTokens,
     /// Unix seconds of the "instance creation" (this start).
     created: i64,
+    /// Preemption and host maintenance, which `ctl` changes while the document stays.
+    events: std::sync::Arc<events::Board>,
 }
 
 impl Gce {
@@ -195,7 +202,58 @@ impl Gce {
             access: AccessTokens::new(settings.access_tokens),
             instance: settings.instance,
             created,
+            events: std::sync::Arc::default(),
         })
+    }
+
+    /// The preemption and host maintenance this instance is told about, for whoever changes
+    /// them (`ctl`).
+    pub fn events(&self) -> std::sync::Arc<events::Board> {
+        self.events.clone()
+    }
+
+    /// The document as it stands now: the one built at start, with the current events written
+    /// in (a copy only while an event stands).
+    fn document(&self) -> Cow<'_, Value> {
+        let events = self.events.snapshot();
+        if events == events::GceEvents::default() {
+            return Cow::Borrowed(&self.document);
+        }
+        let mut document = self.document.clone();
+        events.apply_to(&mut document);
+        Cow::Owned(document)
+    }
+
+    /// Holds a `wait_for_change` request until its value changes, answered then with the new
+    /// value (and so a new `ETag`), or until `wait` is over, answered with `held`, the value
+    /// it had. `changes` was subscribed before `held` was read, so no change is missed.
+    async fn wait_for_change(
+        &self,
+        request: &http::request::Parts,
+        mut changes: tokio::sync::watch::Receiver<events::GceEvents>,
+        wait: Duration,
+        held: Reply,
+    ) -> Reply {
+        let deadline = tokio::time::Instant::now() + wait;
+        let held_etag = current_etag(&held).map(str::to_owned);
+        loop {
+            // Ended with the connection by a graceful shutdown's deadline, or when the client
+            // leaves.
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // The wait is over (or the board went, which it does only with this service).
+                Ok(Err(_)) | Err(_) => return held,
+            }
+            let now = match self.respond(request) {
+                Answer::Now(reply) | Answer::AfterWait { reply, .. } => reply,
+                // A token path is answered before any wait is decided.
+                Answer::AccessToken | Answer::IdentityToken { .. } => return held,
+            };
+            // Another value changed (a maintenance event while this waits on `preempted`).
+            if current_etag(&now) != held_etag.as_deref() {
+                return now;
+            }
+        }
     }
 
     /// The reply to an [`Answer::AccessToken`] or [`Answer::IdentityToken`] at `now` (Unix
@@ -283,7 +341,9 @@ impl Gce {
             token => return token,
         };
         match query.get("wait_for_change") {
-            Some("true") if reply.status == StatusCode::OK => {
+            // `True` too: Python's `requests` writes a `True` it is given so, as Google's own
+            // samples give it.
+            Some(asked) if asked.eq_ignore_ascii_case("true") && reply.status == StatusCode::OK => {
                 let changed = query
                     .get("last_etag")
                     .is_some_and(|asked| Some(asked) != current_etag(&reply) && asked != "0");
@@ -325,7 +385,8 @@ impl Gce {
             return answer;
         }
         let recursive = query.get("recursive") == Some("true");
-        Answer::Now(match document::lookup(&self.document, &segments) {
+        let current = self.document();
+        Answer::Now(match document::lookup(&current, &segments) {
             None => not_found(),
             Some(Entry::Directory(_)) if !trailing_slash && !recursive => redirect(path, query),
             Some(Entry::Directory(directory)) if recursive => {
@@ -403,12 +464,15 @@ impl MetadataService for Gce {
 
     fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
         Box::pin(async move {
-            let answer = self.respond(&context.request);
-            if let Answer::AfterWait { wait, .. } = &answer {
-                // Ended with the connection by a graceful shutdown's deadline, or when the client
-                // leaves.
-                tokio::time::sleep(*wait).await;
-            }
+            // Subscribed before the value is read: a change in between wakes the wait at once.
+            let changes = self.events.subscribe();
+            let answer = match self.respond(&context.request) {
+                Answer::AfterWait { wait, reply } => Answer::Now(
+                    self.wait_for_change(&context.request, changes, wait, reply)
+                        .await,
+                ),
+                answer => answer,
+            };
             let caller = token_cache::charged_to(context.caller);
             self.token_reply(answer, caller, context.now.unix_timestamp())
                 .await

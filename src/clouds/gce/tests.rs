@@ -312,3 +312,83 @@ fn identity_token_certificates_need_no_header() {
         assert_eq!(reply.content_type(), Some("application/json"));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_preemption_wakes_a_wait_on_preempted_with_the_new_value_and_a_new_etag() {
+    let service = std::sync::Arc::new(gce());
+    let flavor = [("Metadata-Flavor", "Google")];
+    let path = "/computeMetadata/v1/instance/preempted";
+    let before = answer(&service, &request(Method::GET, path, &flavor)).await;
+    assert_eq!(body(&before), "FALSE");
+    let waiting = {
+        let service = service.clone();
+        let wait = request(
+            Method::GET,
+            &format!("{path}?wait_for_change=true"),
+            &flavor,
+        );
+        tokio::spawn(async move { answer(&service, &wait).await })
+    };
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!waiting.is_finished(), "nothing changed yet");
+    // Another value changing is no news for this path.
+    service.events().update(|events| {
+        events.maintenance = events::MaintenanceEvent::MigrateOnHostMaintenance;
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "preempted did not change");
+    let preempted_at = tokio::time::Instant::now();
+    service.events().update(|events| events.preempted = true);
+    let woken = waiting.await.expect("the wait ends");
+    assert!(
+        preempted_at.elapsed() < Duration::from_secs(1),
+        "woken by the change, not the timeout"
+    );
+    assert_eq!(body(&woken), "TRUE");
+    assert_ne!(current_etag(&woken), current_etag(&before), "a new ETag");
+    let maintenance = answer(
+        &service,
+        &request(
+            Method::GET,
+            "/computeMetadata/v1/instance/maintenance-event",
+            &flavor,
+        ),
+    )
+    .await;
+    assert_eq!(body(&maintenance), "MIGRATE_ON_HOST_MAINTENANCE");
+    let scheduling = answer(
+        &service,
+        &request(
+            Method::GET,
+            "/computeMetadata/v1/instance/scheduling/?recursive=true",
+            &flavor,
+        ),
+    )
+    .await;
+    assert_eq!(json_body(&scheduling)["preemptible"], "TRUE");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_with_the_old_etag_after_a_change_answers_at_once() {
+    let service = gce();
+    let flavor = [("Metadata-Flavor", "Google")];
+    let path = "/computeMetadata/v1/instance/maintenance-event";
+    let before = answer(&service, &request(Method::GET, path, &flavor)).await;
+    assert_eq!(body(&before), "NONE");
+    let old = current_etag(&before).expect("an etag").to_owned();
+    service.events().update(|events| {
+        events.maintenance = events::MaintenanceEvent::TerminateOnHostMaintenance;
+    });
+    let started = tokio::time::Instant::now();
+    let reply = answer(
+        &service,
+        &request(
+            Method::GET,
+            &format!("{path}?wait_for_change=true&last_etag={old}"),
+            &flavor,
+        ),
+    )
+    .await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(body(&reply), "TERMINATE_ON_HOST_MAINTENANCE");
+}
