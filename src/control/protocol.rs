@@ -93,8 +93,9 @@ pub enum Request {
         /// `"steps"`: the scenario, at most [`MAX_STEPS`]; none may be `play` or `status`.
         steps: Vec<Step>,
     },
-    /// Makes matching requests slow, failing or unanswered (see `http::faults`), for `for`
-    /// seconds or until cleared; `credential_source: "down"` makes refreshes fail instead.
+    /// Makes matching requests slow, failing, throttled or unanswered (see `http::faults`), for
+    /// `for` seconds or until cleared; `credential_source: "down"` makes refreshes fail
+    /// instead, `expired_credentials: true` serves the credentials with a past `Expiration`.
     Fault {
         /// What the fault does and which requests it matches, its keys (`"status"`,
         /// `"latency_ms"`, `"path"`, ...) beside `"command"`; empty or `None` for an outage alone.
@@ -106,6 +107,10 @@ pub enum Request {
         /// `"credential_source": "down"`: the credential source fails every refresh.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credential_source: Option<SourceState>,
+        /// `"expired_credentials": true`: every credentials endpoint serves its keys with an
+        /// `Expiration` in the past (`credentials::outage`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        expired_credentials: bool,
     },
     /// The faults standing, with their remaining time.
     FaultList,
@@ -186,6 +191,10 @@ impl Response {
             notes: Vec::new(),
         }
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn two_minutes() -> u64 {
@@ -279,6 +288,7 @@ pub fn validate(request: &Request) -> Result<(), String> {
             spec,
             r#for,
             credential_source,
+            expired_credentials,
         } => {
             if let Some(seconds) = r#for {
                 ahead(*seconds, "--for")?;
@@ -286,13 +296,17 @@ pub fn validate(request: &Request) -> Result<(), String> {
                     return Err("--for must be at least 1 s".into());
                 }
             }
-            match (spec.as_ref().filter(|spec| !spec.is_empty()), credential_source) {
-                (None, None) => Err(
-                    "a fault needs --status, --latency, --drop, --reset or --credential-source down"
+            match (
+                spec.as_ref().filter(|spec| !spec.is_empty()),
+                credential_source,
+            ) {
+                (None, None) if !expired_credentials => Err(
+                    "a fault needs --status, --latency, --drop, --reset, --throttle, \
+                     --credential-source down or --expired-credentials"
                         .into(),
                 ),
                 (Some(spec), _) => spec.check(),
-                (None, Some(_)) => Ok(()),
+                (None, _) => Ok(()),
             }
         }
         Request::Lifecycle { state } if !LIFECYCLE_STATES.contains(&state.as_str()) => {
@@ -447,6 +461,38 @@ mod tests {
         assert!(validate(&outage).is_ok(), "{outage:?}");
         let nothing: Request = serde_json::from_str(r#"{"command": "fault"}"#).expect("parses");
         assert!(validate(&nothing).is_err());
+    }
+
+    #[test]
+    fn a_scenario_step_can_throttle_or_expire_the_credentials() {
+        let throttle: Step = serde_json::from_str(
+            r#"{"at": "+5s", "command": "fault", "throttle": 10, "per_caller": true, "path": "/latest/", "for": 30}"#,
+        )
+        .expect("a throttle step");
+        let Request::Fault { spec, .. } = &throttle.request else {
+            panic!("a fault: {throttle:?}");
+        };
+        let spec = spec.as_ref().expect("a spec");
+        assert_eq!((spec.throttle, spec.per_caller), (Some(10), true));
+        assert!(validate(&throttle.request).is_ok());
+        let expired: Step = serde_json::from_str(
+            r#"{"at": "+1m", "command": "fault", "expired_credentials": true, "for": 60}"#,
+        )
+        .expect("an expired-credentials step");
+        let Request::Fault {
+            expired_credentials,
+            r#for,
+            ..
+        } = &expired.request
+        else {
+            panic!("a fault: {expired:?}");
+        };
+        assert!(*expired_credentials);
+        assert_eq!(*r#for, Some(60));
+        assert!(validate(&expired.request).is_ok());
+        let alone: Request =
+            serde_json::from_str(r#"{"command": "fault", "per_caller": true}"#).expect("parses");
+        assert!(validate(&alone).is_err(), "--per-caller needs --throttle");
     }
 
     #[test]

@@ -135,7 +135,8 @@ pub struct Targets {
     pub board: Arc<Board>,
     /// The HTTP faults standing (`fault`, `fault list`, `fault clear`).
     pub faults: Arc<FaultBoard>,
-    /// The credential source's simulated outage (`fault --credential-source down`).
+    /// The credential source's simulated outage (`fault --credential-source down`,
+    /// `fault --expired-credentials`).
     pub outage: Outage,
     /// Who has called (`callers`, `callers --reset`); only read and emptied here.
     pub callers: Arc<Callers>,
@@ -323,6 +324,7 @@ async fn execute(
         Request::Status => {
             let mut status = board.snapshot().status(now);
             targets.serving.add_to(&mut status);
+            add_faults(&mut status, targets);
             Response::ok(status)
         }
         Request::Play { steps } => {
@@ -336,11 +338,18 @@ async fn execute(
         Request::FaultClear => {
             let count = targets.faults.clear();
             let was_down = targets.outage.is_down();
+            let were_expired = targets.outage.expired_since().is_some();
             targets.outage.end();
+            targets.outage.end_expired();
             tracing::info!(
-                "ctl: {who} cleared {count} fault(s){}",
+                "ctl: {who} cleared {count} fault(s){}{}",
                 if was_down {
                     " and the credential-source outage"
+                } else {
+                    ""
+                },
+                if were_expired {
+                    " and the expired credentials"
                 } else {
                     ""
                 }
@@ -389,6 +398,12 @@ fn still_standing(targets: &Targets) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if targets.outage.expired_since().is_some() {
+        notes.push(
+            "the credentials are still served expired; `imds-tun ctl fault clear` ends that"
+                .to_owned(),
+        );
+    }
     notes
 }
 
@@ -400,6 +415,7 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), Stri
         spec,
         r#for,
         credential_source,
+        expired_credentials,
     } = request
     else {
         return Ok(());
@@ -441,6 +457,21 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), Stri
             });
         }
     }
+    if *expired_credentials {
+        targets
+            .outage
+            .expire_credentials(OffsetDateTime::now_utc(), until);
+        tracing::info!("ctl: {who} made the served credentials expired {lasting}");
+        if let Some(until) = until {
+            let outage = targets.outage.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until).await;
+                if outage.expired_since().is_none() {
+                    tracing::info!("the expired-credentials fault ended: fresh credentials");
+                }
+            });
+        }
+    }
     Ok(())
 }
 
@@ -468,7 +499,17 @@ fn callers_report(callers: &Callers, reset: bool, who: &str, now: OffsetDateTime
     response
 }
 
-/// The faults standing, with their remaining seconds, and the outage.
+/// `status`'s view of the faults: [`fault_list`]'s keys beside the interruptions'.
+fn add_faults(status: &mut serde_json::Value, targets: &Targets) {
+    if let (Some(object), serde_json::Value::Object(faults)) =
+        (status.as_object_mut(), fault_list(targets))
+    {
+        object.extend(faults);
+    }
+}
+
+/// The faults standing, with their remaining seconds, the outage and the expired credentials
+/// (the `Expiration` served, or `null`).
 fn fault_list(targets: &Targets) -> serde_json::Value {
     let now = tokio::time::Instant::now();
     serde_json::json!({
@@ -482,6 +523,9 @@ fn fault_list(targets: &Targets) -> serde_json::Value {
             entry
         }).collect::<Vec<_>>(),
         "credential_source": if targets.outage.is_down() { "down" } else { "up" },
+        "expired_credentials": targets.outage.expired_since().and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339).ok()
+        }),
     })
 }
 
@@ -523,6 +567,7 @@ async fn start_scenario(
             if step.request == Request::FaultClear {
                 targets.faults.clear();
                 targets.outage.end();
+                targets.outage.end_expired();
                 tracing::info!("scenario at +{}s: cleared the faults", step.at);
                 continue;
             }
