@@ -632,3 +632,34 @@ fn the_worked_example_expired_credentials_keep_their_keys_and_both_sdks_use_them
         "{node_after:?}"
     );
 }
+
+#[test]
+fn a_scenario_throttles_and_expires_the_credentials_from_its_first_step() {
+    let namespace = namespace!();
+    let scratch = common::TempDir::new();
+    let scenario = scratch.file(
+        "trouble.json",
+        br#"[
+  {"at": "+0s", "command": "fault", "throttle": 1, "path": "/latest/meta-data/instance-id", "for": 60},
+  {"at": "+0s", "command": "fault", "expired_credentials": true, "for": 60}
+]"#,
+    );
+    let _child = common::start(&namespace, &["--mock-credentials", "--scenario", &scenario]);
+    let codes = namespace.exec(&[
+        "sh",
+        "-c",
+        "for i in 1 2; do curl -s -o /dev/null -w '%{http_code}\\n' \
+         http://169.254.169.254/latest/meta-data/instance-id; done",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&codes.stdout),
+        "200\n429\n",
+        "{}",
+        text(&codes)
+    );
+    let (_, expiration) = served_credentials(&namespace, EC2_CREDENTIALS);
+    assert!(
+        expiration < time::OffsetDateTime::now_utc(),
+        "served expired: {expiration}"
+    );
+}
