@@ -158,7 +158,8 @@ pub enum CtlCommand {
         #[command(subcommand)]
         what: TokensCommand,
     },
-    /// Make matching requests slow, failing or unanswered; `fault list`, `fault clear`.
+    /// Make matching requests slow, failing, throttled or unanswered, or served credentials
+    /// expired; `fault list`, `fault clear`.
     #[command(args_conflicts_with_subcommands = true)]
     Fault {
         /// `list` or `clear`; without one, the flags add a fault.
@@ -218,7 +219,8 @@ pub enum FaultCommand {
 /// `imds-tun ctl fault --status 500 --path /latest/meta-data/iam/ --for 30`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FaultArgs {
-    /// Answer matching requests with this status (4xx/5xx) and EC2's page for it.
+    /// Answer matching requests with this status (4xx/5xx), on the page of the cloud that
+    /// would have answered (EC2's, GCE's, Azure's).
     #[arg(long, value_name = "CODE")]
     pub status: Option<u16>,
     /// Delay matching answers by this many milliseconds.
@@ -246,6 +248,17 @@ pub struct FaultArgs {
     /// link-local packets beyond 1024; clients' kernels retransmit (the TUN only).
     #[arg(long, value_name = "PPS")]
     pub packet_budget: Option<u32>,
+    /// Answer 429 (in the cloud's own shape) beyond this many matching requests per second,
+    /// for the whole service unless --per-caller.
+    #[arg(long, value_name = "RPS")]
+    pub throttle: Option<u32>,
+    /// With --throttle: each caller (its uid, else its address) has that budget.
+    #[arg(long, requires = "throttle")]
+    pub per_caller: bool,
+    /// The credentials endpoints serve their keys with an Expiration in the past, as IMDS
+    /// does during an STS outage.
+    #[arg(long)]
+    pub expired_credentials: bool,
 }
 
 impl CtlCommand {
@@ -298,6 +311,8 @@ impl CtlCommand {
                     reset: fault.reset.unwrap_or(0),
                     path: fault.path,
                     method: fault.method,
+                    throttle: fault.throttle,
+                    per_caller: fault.per_caller,
                 };
                 let request = Request::Fault {
                     spec: (!spec.is_empty()).then_some(spec),
@@ -306,6 +321,7 @@ impl CtlCommand {
                         .credential_source
                         .map(|_| crate::control::protocol::SourceState::Down),
                     packet_budget: fault.packet_budget,
+                    expired_credentials: fault.expired_credentials,
                 };
                 crate::control::protocol::validate(&request)?;
                 Ok(request)

@@ -138,6 +138,8 @@ async fn http_faults_and_host_rules_come_first_on_the_container_addresses() {
             reset: 0,
             path: Some("/v2/credentials/".into()),
             method: None,
+            throttle: None,
+            per_caller: false,
         },
         None,
     );
@@ -145,4 +147,136 @@ async fn http_faults_and_host_rules_come_first_on_the_container_addresses() {
     let faulted = exchange(&server, "169.254.170.2:80", &request).await;
     assert!(faulted.starts_with("HTTP/1.1 503 "), "{faulted}");
     assert!(!faulted.contains("AccessKeyId"), "{faulted}");
+}
+
+/// Every cloud one run serves, GCE and Azure included.
+fn server_of_every_cloud() -> Server {
+    let instance = ec2::Instance::example();
+    let source = Arc::new(FakeCredentials::new(Duration::from_secs(3600)));
+    let gce = gce::Gce::new(
+        gce::GceSettings {
+            instance: gce::GceInstance::example(),
+            access_tokens: gce::tokens::AccessTokenSource::Fake,
+            identity_tokens: gce::tokens::IdentityTokenSource::Signed,
+        },
+        clock().unix_timestamp(),
+    )
+    .expect("the committed key loads");
+    let azure = azure::Azure::new(
+        azure::AzureInstance::example(),
+        azure::tokens::TokenSource::Fake,
+    );
+    let ec2 = ec2::Ec2::new(&instance, ec2::TokenPolicy::Optional, source);
+    Server::new(local(
+        ec2,
+        Some(gce),
+        Some(azure),
+        ContainerEndpoints::default(),
+    ))
+    .with_clock(clock)
+}
+
+#[tokio::test]
+async fn a_throttle_answers_429_in_the_shape_of_the_cloud_asked() {
+    let server = server_of_every_cloud();
+    let ec2 = get("/latest/meta-data/instance-id", "169.254.169.254", "");
+    let gce = get(
+        "/computeMetadata/v1/instance/id",
+        "169.254.169.254",
+        "Metadata-Flavor: Google\r\n",
+    );
+    let azure = get(
+        "/metadata/instance?api-version=2021-02-01",
+        "169.254.169.254",
+        "Metadata: true\r\n",
+    );
+    server.faults().add(
+        FaultSpec {
+            status: None,
+            latency_ms: None,
+            drop: 0,
+            reset: 0,
+            path: None,
+            method: None,
+            throttle: Some(1),
+            per_caller: false,
+        },
+        None,
+    );
+    let within = exchange(&server, "169.254.169.254:80", &ec2).await;
+    assert!(within.starts_with("HTTP/1.1 200 OK\r\n"), "{within}");
+
+    let beyond = exchange(&server, "169.254.169.254:80", &ec2).await;
+    assert!(
+        beyond.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{beyond}"
+    );
+    assert!(beyond.contains("server: EC2ws\r\n"), "{beyond}");
+    assert!(beyond.contains("content-type: text/plain\r\n"), "{beyond}");
+    assert!(
+        beyond.contains("<title>429 - Too Many Requests</title>"),
+        "EC2's XHTML page: {beyond}"
+    );
+
+    let on_gce = exchange(&server, "169.254.169.254:80", &gce).await;
+    assert!(
+        on_gce.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{on_gce}"
+    );
+    assert!(on_gce.contains("metadata-flavor: Google\r\n"), "{on_gce}");
+    assert!(
+        on_gce.contains("server: Metadata Server for VM\r\n"),
+        "{on_gce}"
+    );
+    assert!(
+        on_gce.ends_with("\r\n\r\nToo Many Requests\n"),
+        "a line of text: {on_gce}"
+    );
+
+    let on_azure = exchange(&server, "169.254.169.254:80", &azure).await;
+    assert!(
+        on_azure.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{on_azure}"
+    );
+    assert!(
+        on_azure.contains("content-type: application/json; charset=utf-8\r\n"),
+        "{on_azure}"
+    );
+    assert!(
+        on_azure.ends_with("\r\n\r\n{\"error\":\"Too many requests\"}"),
+        "IMDS's error JSON: {on_azure}"
+    );
+}
+
+#[tokio::test]
+async fn a_faults_status_is_written_on_the_page_of_the_cloud_asked() {
+    let server = server_of_every_cloud();
+    server.faults().add(
+        FaultSpec {
+            status: Some(503),
+            latency_ms: None,
+            drop: 0,
+            reset: 0,
+            path: None,
+            method: None,
+            throttle: None,
+            per_caller: false,
+        },
+        None,
+    );
+    let gce = get(
+        "/computeMetadata/v1/instance/id",
+        "169.254.169.254",
+        "Metadata-Flavor: Google\r\n",
+    );
+    let on_gce = exchange(&server, "169.254.169.254:80", &gce).await;
+    assert!(on_gce.starts_with("HTTP/1.1 503 "), "{on_gce}");
+    assert!(
+        on_gce.contains("<title>Error 503 (Service Unavailable)</title>"),
+        "Google's error page: {on_gce}"
+    );
+    let ec2 = get("/latest/meta-data/instance-id", "169.254.169.254", "");
+    let on_ec2 = exchange(&server, "169.254.169.254:80", &ec2).await;
+    assert!(on_ec2.starts_with("HTTP/1.1 503 "), "{on_ec2}");
+    assert!(on_ec2.contains("server: EC2ws\r\n"), "{on_ec2}");
 }

@@ -100,8 +100,9 @@ pub enum Request {
         /// `"steps"`: the scenario, at most [`MAX_STEPS`]; none may be `play` or `status`.
         steps: Vec<Step>,
     },
-    /// Makes matching requests slow, failing or unanswered (see `http::faults`), for `for`
-    /// seconds or until cleared; `credential_source: "down"` makes refreshes fail instead.
+    /// Makes matching requests slow, failing, throttled or unanswered (see `http::faults`), for
+    /// `for` seconds or until cleared; `credential_source: "down"` makes refreshes fail
+    /// instead, `expired_credentials: true` serves the credentials with a past `Expiration`.
     Fault {
         /// What the fault does and which requests it matches, its keys (`"status"`,
         /// `"latency_ms"`, `"path"`, ...) beside `"command"`; empty or `None` for an outage alone.
@@ -117,6 +118,10 @@ pub enum Request {
         /// rest dropped (see `stack::endpoint::budget`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         packet_budget: Option<u32>,
+        /// `"expired_credentials": true`: every credentials endpoint serves its keys with an
+        /// `Expiration` in the past (`credentials::outage`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        expired_credentials: bool,
     },
     /// The faults standing, with their remaining time.
     FaultList,
@@ -227,6 +232,10 @@ impl Response {
     }
 }
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 fn two_minutes() -> u64 {
     120
 }
@@ -323,6 +332,7 @@ pub fn validate(request: &Request) -> Result<(), String> {
             r#for,
             credential_source,
             packet_budget,
+            expired_credentials,
         } => {
             if let Some(seconds) = r#for {
                 ahead(*seconds, "--for")?;
@@ -342,9 +352,9 @@ pub fn validate(request: &Request) -> Result<(), String> {
                 spec.as_ref().filter(|spec| !spec.is_empty()),
                 credential_source,
             ) {
-                (None, None) if packet_budget.is_none() => Err(
-                    "a fault needs --status, --latency, --drop, --reset, --credential-source down \
-                     or --packet-budget"
+                (None, None) if !expired_credentials && packet_budget.is_none() => Err(
+                    "a fault needs --status, --latency, --drop, --reset, --throttle, \
+                     --credential-source down, --expired-credentials or --packet-budget"
                         .into(),
                 ),
                 (Some(spec), _) => spec.check(),
@@ -561,6 +571,38 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"command": "azure-event", "type": "Explode"}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_scenario_step_can_throttle_or_expire_the_credentials() {
+        let throttle: Step = serde_json::from_str(
+            r#"{"at": "+5s", "command": "fault", "throttle": 10, "per_caller": true, "path": "/latest/", "for": 30}"#,
+        )
+        .expect("a throttle step");
+        let Request::Fault { spec, .. } = &throttle.request else {
+            panic!("a fault: {throttle:?}");
+        };
+        let spec = spec.as_ref().expect("a spec");
+        assert_eq!((spec.throttle, spec.per_caller), (Some(10), true));
+        assert!(validate(&throttle.request).is_ok());
+        let expired: Step = serde_json::from_str(
+            r#"{"at": "+1m", "command": "fault", "expired_credentials": true, "for": 60}"#,
+        )
+        .expect("an expired-credentials step");
+        let Request::Fault {
+            expired_credentials,
+            r#for,
+            ..
+        } = &expired.request
+        else {
+            panic!("a fault: {expired:?}");
+        };
+        assert!(*expired_credentials);
+        assert_eq!(*r#for, Some(60));
+        assert!(validate(&expired.request).is_ok());
+        let alone: Request =
+            serde_json::from_str(r#"{"command": "fault", "per_caller": true}"#).expect("parses");
+        assert!(validate(&alone).is_err(), "--per-caller needs --throttle");
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub struct Targets {
     pub board: Arc<Board>,
     /// The HTTP faults standing (`fault`, `fault list`, `fault clear`).
     pub faults: Arc<FaultBoard>,
-    /// The credential source's simulated outage (`fault --credential-source down`).
+    /// The credential source's simulated outage (`fault --credential-source down`,
+    /// `fault --expired-credentials`).
     pub outage: Outage,
     /// Who has called (`callers`, `callers --reset`); only read and emptied here.
     pub callers: Arc<Callers>,
@@ -340,6 +341,7 @@ async fn execute(
         Request::Status => {
             let mut status = status(targets, now);
             targets.serving.add_to(&mut status);
+            add_faults(&mut status, targets);
             Response::ok(status)
         }
         Request::Play { steps } => {
@@ -364,11 +366,18 @@ async fn execute(
                 budget.restore();
             }
             let was_down = targets.outage.is_down();
+            let were_expired = targets.outage.expired_since().is_some();
             targets.outage.end();
+            targets.outage.end_expired();
             tracing::info!(
-                "ctl: {who} cleared {count} fault(s){}",
+                "ctl: {who} cleared {count} fault(s){}{}",
                 if was_down {
                     " and the credential-source outage"
+                } else {
+                    ""
+                },
+                if were_expired {
+                    " and the expired credentials"
                 } else {
                     ""
                 }
@@ -417,6 +426,12 @@ fn still_standing(targets: &Targets) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if targets.outage.expired_since().is_some() {
+        notes.push(
+            "the credentials are still served expired; `imds-tun ctl fault clear` ends that"
+                .to_owned(),
+        );
+    }
     notes
 }
 
@@ -429,6 +444,7 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), Stri
         r#for,
         credential_source,
         packet_budget,
+        expired_credentials,
     } = request
     else {
         return Ok(());
@@ -492,6 +508,21 @@ fn set_fault(request: &Request, targets: &Targets, who: &str) -> Result<(), Stri
             });
         }
     }
+    if *expired_credentials {
+        targets
+            .outage
+            .expire_credentials(OffsetDateTime::now_utc(), until);
+        tracing::info!("ctl: {who} made the served credentials expired {lasting}");
+        if let Some(until) = until {
+            let outage = targets.outage.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until).await;
+                if outage.expired_since().is_none() {
+                    tracing::info!("the expired-credentials fault ended: fresh credentials");
+                }
+            });
+        }
+    }
     Ok(())
 }
 
@@ -532,7 +563,17 @@ fn callers_report(callers: &Callers, reset: bool, who: &str, now: OffsetDateTime
     response
 }
 
-/// The faults standing, with their remaining seconds, and the outage.
+/// `status`'s view of the faults: [`fault_list`]'s keys beside the interruptions'.
+fn add_faults(status: &mut serde_json::Value, targets: &Targets) {
+    if let (Some(object), serde_json::Value::Object(faults)) =
+        (status.as_object_mut(), fault_list(targets))
+    {
+        object.extend(faults);
+    }
+}
+
+/// The faults standing, with their remaining seconds, the outage and the expired credentials
+/// (the `Expiration` served, or `null`).
 fn fault_list(targets: &Targets) -> serde_json::Value {
     let now = tokio::time::Instant::now();
     serde_json::json!({
@@ -548,6 +589,9 @@ fn fault_list(targets: &Targets) -> serde_json::Value {
         "credential_source": if targets.outage.is_down() { "down" } else { "up" },
         "packet_budget": targets.serving.packets.as_ref().and_then(PacketBudget::rate),
         "packets_over_budget": targets.serving.packets.as_ref().map(PacketBudget::dropped),
+        "expired_credentials": targets.outage.expired_since().and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339).ok()
+        }),
     })
 }
 
@@ -612,6 +656,7 @@ async fn start_scenario(
                     budget.restore();
                 }
                 targets.outage.end();
+                targets.outage.end_expired();
                 tracing::info!("scenario at +{}s: cleared the faults", step.at);
                 continue;
             }

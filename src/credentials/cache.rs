@@ -79,6 +79,8 @@ struct Shared {
     role_name: String,
     /// Where each refresh's outcome is written (`ctl status`, the metrics).
     status: Arc<RoleStatus>,
+    /// The simulated outage, whose expired-credentials fault changes what is served.
+    outage: Outage,
 }
 
 /// The wall clock the refresher reads: the system's, or in tests one that moves with tokio's
@@ -172,6 +174,7 @@ impl RefreshingCredentials {
             refresh_due: Notify::new(),
             role_name: role_name.to_owned(),
             status,
+            outage: outage.clone(),
         });
         let task = Refresher {
             policy,
@@ -221,7 +224,9 @@ impl CredentialSource for RefreshingCredentials {
             self.shared.refresh_due.notify_one();
         }
         match &state.current {
-            Some(credentials) if now < credentials.expiration => Ok(credentials.clone()),
+            Some(credentials) if now < credentials.expiration => {
+                Ok(self.shared.outage.served(credentials.clone()))
+            }
             _ => Err(ec2_error(&self.shared.role_name, state.last_error.as_ref())),
         }
     }
@@ -711,6 +716,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn during_an_expired_credentials_fault_the_held_keys_are_served_expired() {
+        let outage = Outage::default();
+        let clock = WallClock::following_tokio(datetime!(2026-01-01 00:00:00 UTC));
+        let fetcher = Scripted {
+            calls: Arc::new(AtomicUsize::new(0)),
+            delay: Duration::ZERO,
+            lifetime: HOUR,
+            fail_from_call: None,
+            clock: clock.clone(),
+        };
+        let source = RefreshingCredentials::start(
+            fetcher,
+            Policy::default(),
+            "app",
+            outage.clone(),
+            clock.clone(),
+        );
+        assert!(source.wait_first(Duration::from_secs(5)).await);
+        let fresh = source.current(clock.now()).unwrap();
+        assert!(fresh.expiration > clock.now());
+        let began = clock.now();
+        outage.expire_credentials(began, None);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let served = source.current(clock.now()).unwrap();
+        assert_eq!(served.access_key_id, fresh.access_key_id, "the same keys");
+        assert_eq!(
+            served.expiration,
+            began.replace_nanosecond(0).unwrap() - time::Duration::SECOND
+        );
+        assert!(served.expiration < clock.now(), "in the past");
+        outage.end_expired();
+        assert_eq!(source.current(clock.now()).unwrap(), fresh, "fresh again");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn during_an_outage_refreshes_fail_without_calling_the_fetcher() {
         let outage = Outage::default();
         let clock = WallClock::following_tokio(datetime!(2026-01-01 00:00:00 UTC));
@@ -922,6 +962,7 @@ mod tests {
             refresh_due: Notify::new(),
             role_name: "app".into(),
             status: RoleStatus::detached("app", SourceKind::StsRole),
+            outage: Outage::default(),
         };
         let shown = format!(
             "{:?}",

@@ -107,7 +107,7 @@ impl CredentialSource for FakeCredentials {
             return Err(super::cache::ec2_error("", Some(&super::outage::error())));
         }
         match current.as_ref() {
-            Some(credentials) => Ok(credentials.clone()),
+            Some(credentials) => Ok(self.outage.served(credentials.clone())),
             None => Err(CredentialError {
                 code: "InternalError".into(),
                 message: "no fake credentials were issued".into(),

@@ -2,11 +2,12 @@
 //! so a caller's retries, back-off and fallbacks can be tested.
 //!
 //! A fault matches by path prefix and method and does any of: hold the answer for a latency,
-//! answer with a status (on the page of `http`'s own refusals, see `Services`), drop the request
-//! (no answer: the client times out), or close the connection without an answer ("reset"), the
-//! last two with a probability. Several faults can stand at once; a request meets all that
-//! match: a drop or reset ends it, the longest latency delays it, the first status answers it. A
-//! fault may expire by itself.
+//! answer with a status (on the page of the service that claims the request, see `Services`),
+//! answer 429 beyond a budget of requests per second (`--throttle`, see [`throttle`]), drop the
+//! request (no answer: the client times out), or close the connection without an answer
+//! ("reset"), the last two with a probability. Several faults can stand at once; a request
+//! meets all that match: a drop or reset ends it, the longest latency delays it, the first
+//! status (a throttle's 429 included) answers it. A fault may expire by itself.
 //!
 //! The faults are applied by [`crate::http::Server`] before a request reaches any backend, on
 //! every path a request arrives by (the TUN, `--listen`); the control socket is not HTTP and
@@ -17,6 +18,9 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use tokio::time::Instant;
+
+use super::throttle::{self, Throttle};
+use crate::attribution::Caller;
 
 /// The longest a dropped request is held before its connection is closed: longer than any
 /// client's metadata timeout, short enough that held connections come back.
@@ -46,10 +50,22 @@ pub struct FaultSpec {
     /// Only requests with this method (`GET`, `PUT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// Answer 429 beyond this many matching requests per second (a token bucket holding one
+    /// second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<u32>,
+    /// With `throttle`: each caller (`attribution::Caller`) has that budget, not the whole
+    /// service.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub per_caller: bool,
 }
 
 fn is_zero(value: &u8) -> bool {
     *value == 0
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl FaultSpec {
@@ -61,14 +77,34 @@ impl FaultSpec {
             && self.reset == 0
             && self.path.is_none()
             && self.method.is_none()
+            && self.throttle.is_none()
+            && !self.per_caller
     }
 
     /// What is wrong with it, if anything: at least one effect, values in range.
     pub fn check(&self) -> Result<(), String> {
-        if self.status.is_none() && self.latency_ms.is_none() && self.drop == 0 && self.reset == 0 {
+        if self.status.is_none()
+            && self.latency_ms.is_none()
+            && self.drop == 0
+            && self.reset == 0
+            && self.throttle.is_none()
+        {
             return Err(
-                "a fault needs at least one of --status, --latency, --drop, --reset".into(),
+                "a fault needs at least one of --status, --latency, --drop, --reset, --throttle"
+                    .into(),
             );
+        }
+        if self
+            .throttle
+            .is_some_and(|rate| !(1..=throttle::MAX_RATE).contains(&rate))
+        {
+            return Err(format!(
+                "--throttle: requests per second, 1-{}",
+                throttle::MAX_RATE
+            ));
+        }
+        if self.per_caller && self.throttle.is_none() {
+            return Err("--per-caller: only with --throttle RPS".into());
         }
         if let Some(status) = self.status
             && !(400..=599).contains(&status)
@@ -111,7 +147,7 @@ impl FaultSpec {
 }
 
 /// A fault standing now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Fault {
     /// Its number, from 1, as `ctl fault list` and the log name it.
     pub id: u32,
@@ -119,6 +155,8 @@ pub struct Fault {
     pub spec: FaultSpec,
     /// When it ends by itself; `None`: when cleared.
     pub until: Option<Instant>,
+    /// The budget of a `throttle`, shared by every snapshot of the board.
+    throttle: Option<Arc<Throttle>>,
 }
 
 /// What the server does with one request.
@@ -130,8 +168,9 @@ pub struct Decision {
     pub reset: bool,
     /// Wait this long before answering: the longest latency of the matching faults.
     pub delay: Duration,
-    /// Answer with this status and EC2's page for it instead of asking a service: the first
-    /// matching fault's; `None` serves the request.
+    /// Answer with this status, on the page of the service that claims the request, instead of
+    /// asking it: the first matching fault's (a throttle's 429 once its budget is spent);
+    /// `None` serves the request.
     pub status: Option<StatusCode>,
 }
 
@@ -149,9 +188,17 @@ impl FaultBoard {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
+        let throttle = spec
+            .throttle
+            .map(|rate| Arc::new(Throttle::new(rate, spec.per_caller, Instant::now())));
         let mut faults = self.write();
         let mut next = Vec::clone(&faults);
-        next.push(Fault { id, spec, until });
+        next.push(Fault {
+            id,
+            spec,
+            until,
+            throttle,
+        });
         *faults = Arc::new(next);
         id
     }
@@ -186,16 +233,19 @@ impl FaultBoard {
             .collect()
     }
 
-    /// What to do with a request; `roll` gives a number in 0..100 per percentage asked.
+    /// What to do with a request; `roll` gives a number in 0..100 per percentage asked,
+    /// `caller` who is asking, called at most once and only for a throttle per caller.
     pub fn decide(
         &self,
         method: &Method,
         path: &str,
         now: Instant,
         mut roll: impl FnMut() -> u8,
+        mut caller: impl FnMut() -> Caller,
     ) -> Decision {
         let faults = self.snapshot();
         let mut decision = Decision::default();
+        let mut known: Option<Caller> = None;
         for fault in faults.iter() {
             if fault.until.is_some_and(|until| until <= now) || !fault.spec.matches(method, path) {
                 continue;
@@ -211,6 +261,14 @@ impl FaultBoard {
             }
             if decision.status.is_none() {
                 decision.status = fault.spec.status.and_then(|s| StatusCode::from_u16(s).ok());
+            }
+            if let Some(throttle) = &fault.throttle {
+                let key = throttle
+                    .per_caller()
+                    .then(|| *known.get_or_insert_with(&mut caller));
+                if !throttle.admit(key, now) && decision.status.is_none() {
+                    decision.status = Some(StatusCode::TOO_MANY_REQUESTS);
+                }
             }
         }
         decision
@@ -251,7 +309,13 @@ mod tests {
             reset: 0,
             path: path.map(str::to_owned),
             method: method.map(str::to_owned),
+            throttle: None,
+            per_caller: false,
         }
+    }
+
+    fn nobody() -> Caller {
+        Caller::User(65534)
     }
 
     #[test]
@@ -272,10 +336,16 @@ mod tests {
             },
             None,
         );
-        let iam = board.decide(&Method::GET, "/latest/meta-data/iam/info", now, || 0);
+        let iam = board.decide(
+            &Method::GET,
+            "/latest/meta-data/iam/info",
+            now,
+            || 0,
+            nobody,
+        );
         assert_eq!(iam.status, Some(StatusCode::INTERNAL_SERVER_ERROR));
         assert_eq!(iam.delay, Duration::from_secs(2));
-        let put = board.decide(&Method::PUT, "/latest/api/token", now, || 0);
+        let put = board.decide(&Method::PUT, "/latest/api/token", now, || 0, nobody);
         assert_eq!(put, Decision::default(), "neither fault is for token PUTs");
     }
 
@@ -292,21 +362,21 @@ mod tests {
         );
         assert!(
             board
-                .decide(&Method::PUT, "/latest/api/token", now, || 29)
+                .decide(&Method::PUT, "/latest/api/token", now, || 29, nobody)
                 .drop
         );
         assert!(
             !board
-                .decide(&Method::PUT, "/latest/api/token", now, || 30)
+                .decide(&Method::PUT, "/latest/api/token", now, || 30, nobody)
                 .drop
         );
         let later = now + Duration::from_secs(10);
         assert!(
             !board
-                .decide(&Method::PUT, "/latest/api/token", later, || 0)
+                .decide(&Method::PUT, "/latest/api/token", later, || 0, nobody)
                 .drop
         );
-        assert_eq!(board.list(later), Vec::new());
+        assert!(board.list(later).is_empty());
         assert_eq!(board.expire(later).len(), 1);
         assert_eq!(board.expire(later).len(), 0, "logged once");
     }
@@ -345,6 +415,101 @@ mod tests {
             }
             .check()
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_throttle_answers_429_beyond_its_budget_until_it_expires() {
+        let board = FaultBoard::default();
+        let now = Instant::now();
+        board.add(
+            FaultSpec {
+                throttle: Some(2),
+                ..spec(Some("/latest/"), None)
+            },
+            Some(now + Duration::from_secs(5)),
+        );
+        let ask = |at: Instant, path: &str| {
+            board
+                .decide(&Method::GET, path, at, || 99, || panic!("not per caller"))
+                .status
+        };
+        assert_eq!(ask(now, "/latest/meta-data/"), None);
+        assert_eq!(ask(now, "/latest/meta-data/"), None);
+        assert_eq!(
+            ask(now, "/latest/meta-data/"),
+            Some(StatusCode::TOO_MANY_REQUESTS)
+        );
+        assert_eq!(ask(now, "/metadata/instance"), None, "not under --path");
+        assert_eq!(
+            ask(now + Duration::from_secs(1), "/latest/meta-data/"),
+            None,
+            "refilled"
+        );
+        let after = now + Duration::from_secs(5);
+        for _ in 0..10 {
+            assert_eq!(ask(after, "/latest/meta-data/"), None, "expired");
+        }
+    }
+
+    #[test]
+    fn a_throttle_per_caller_asks_who_is_calling_once_per_request() {
+        let board = FaultBoard::default();
+        let now = Instant::now();
+        board.add(
+            FaultSpec {
+                throttle: Some(1),
+                per_caller: true,
+                ..spec(None, None)
+            },
+            None,
+        );
+        board.add(
+            FaultSpec {
+                throttle: Some(1),
+                per_caller: true,
+                ..spec(None, None)
+            },
+            None,
+        );
+        let mut asked = 0;
+        let first = board.decide(
+            &Method::GET,
+            "/",
+            now,
+            || 99,
+            || {
+                asked += 1;
+                Caller::User(1000)
+            },
+        );
+        assert_eq!(first.status, None);
+        assert_eq!(asked, 1, "two throttles, one question");
+        let again = board.decide(&Method::GET, "/", now, || 99, || Caller::User(1000));
+        assert_eq!(again.status, Some(StatusCode::TOO_MANY_REQUESTS));
+        let other = board.decide(&Method::GET, "/", now, || 99, || Caller::User(1001));
+        assert_eq!(other.status, None, "another caller's budget");
+    }
+
+    #[test]
+    fn throttle_specs_are_checked() {
+        let throttling = |rate: u32, per_caller: bool| FaultSpec {
+            throttle: Some(rate),
+            per_caller,
+            ..spec(None, None)
+        };
+        assert!(throttling(5, true).check().is_ok());
+        assert!(throttling(0, false).check().is_err());
+        assert!(throttling(throttle::MAX_RATE + 1, false).check().is_err());
+        assert!(
+            FaultSpec {
+                per_caller: true,
+                status: Some(503),
+                ..spec(None, None)
+            }
+            .check()
+            .is_err(),
+            "--per-caller without --throttle"
         );
     }
 }

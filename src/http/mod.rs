@@ -29,6 +29,7 @@ pub mod reply_hops;
 pub mod service;
 pub mod shared_token;
 mod tally;
+pub mod throttle;
 pub mod upstream;
 
 use shared_token::{LISTENER_TOKEN_HEADER, SharedToken};
@@ -293,6 +294,11 @@ impl Server {
                 request.uri().path(),
                 tokio::time::Instant::now(),
                 faults::percent_roll,
+                // Asked only by a throttle per caller: one kernel question per connection.
+                || match &caller {
+                    Some(caller) => caller.classified().key(),
+                    None => crate::attribution::Caller::Address(peer.ip()),
+                },
             );
             async move {
                 let method = request.method().clone();
@@ -300,10 +306,13 @@ impl Server {
                 // Moved apart and back (no copy): `claims` reads a head.
                 let (head, body) = request.into_parts();
                 let service = services.route(&head).map(MetadataService::name);
+                let fault_page = decision
+                    .status
+                    .map(|status| services.fault_page(&head, status));
                 let request = Request::from_parts(head, body);
                 let reply = match refused {
                     Some(refused) => refused,
-                    None => match apply_fault(&decision, &services).await {
+                    None => match apply_fault(&decision, fault_page).await {
                         Some(Ok(fault)) => fault,
                         Some(Err(close)) => return Err(close),
                         None => {
@@ -411,10 +420,11 @@ impl std::fmt::Display for FaultClose {
 
 impl std::error::Error for FaultClose {}
 
-/// Applies a fault's decision: `None` lets the request through (after any latency).
+/// Applies a fault's decision: `None` lets the request through (after any latency); a
+/// decided status is answered with `page`.
 async fn apply_fault(
     decision: &faults::Decision,
-    services: &Services,
+    page: Option<Reply>,
 ) -> Option<Result<Reply, FaultClose>> {
     if decision.reset {
         return Some(Err(FaultClose));
@@ -426,8 +436,7 @@ async fn apply_fault(
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
-    let status = decision.status?;
-    Some(Ok(services.refusal(status)))
+    page.map(Ok)
 }
 
 /// The caller of one connection, identified at most once per question, when a request first

@@ -8,7 +8,8 @@
 //!
 //! What a service does not do: see a request `http` refused (too long, misaddressed, without
 //! the listener's token, met by a fault), or handle HEAD (answered like a GET; hyper then sends
-//! the headers without the body). Both are `http`'s, the same for every service.
+//! the headers without the body). Both are `http`'s, the same for every service; a service only
+//! lends a fault's answer its own page ([`MetadataService::fault_page`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -72,6 +73,13 @@ pub trait MetadataService: Send + Sync {
     /// The answer to a request this service claimed. It may wait (a GCE `wait_for_change`, a
     /// token command); a graceful shutdown ends the wait with the connection.
     fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a>;
+
+    /// This service's own page for `status` when `http` answers a request it claimed without
+    /// asking it (a fault's status, a throttle's 429), so the failure looks like this cloud's;
+    /// `None`: the page of `http`'s own refusals ([`Services::refusal`]).
+    fn fault_page(&self, _status: StatusCode) -> Option<Reply> {
+        None
+    }
 }
 
 /// A shared service is the service (a test or a caller that keeps a handle on one).
@@ -94,6 +102,10 @@ impl<T: MetadataService + ?Sized> MetadataService for Arc<T> {
 
     fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
         (**self).answer(context)
+    }
+
+    fn fault_page(&self, status: StatusCode) -> Option<Reply> {
+        (**self).fault_page(status)
     }
 }
 
@@ -140,5 +152,13 @@ impl Services {
     /// `http`'s own reply with `status`.
     pub fn refusal(&self, status: StatusCode) -> Reply {
         (self.refusal)(status)
+    }
+
+    /// A fault's answer with `status` to `request`: on the page of the service that claims
+    /// it, if it has one of its own ([`MetadataService::fault_page`]), else on `http`'s.
+    pub fn fault_page(&self, request: &Parts, status: StatusCode) -> Reply {
+        self.route(request)
+            .and_then(|service| service.fault_page(status))
+            .unwrap_or_else(|| self.refusal(status))
     }
 }

@@ -132,6 +132,16 @@ fn error(status: StatusCode, message: &str) -> Reply {
     json_reply(status, &json!({ "error": message }))
 }
 
+/// A fault's answer (`ctl fault --status`, `--throttle`) in IMDS's error shape: 429 says "Too
+/// many requests", as IMDS documents its throttling (5 requests per second per VM).
+pub fn fault_page(status: StatusCode) -> Reply {
+    let message = match status {
+        StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+        other => other.canonical_reason().unwrap_or("Error"),
+    };
+    error(status, message)
+}
+
 /// The identity endpoint's OAuth-style error.
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Reply {
     json_reply(
@@ -469,6 +479,10 @@ impl Azure {
 impl MetadataService for Azure {
     fn name(&self) -> &'static str {
         "azure"
+    }
+
+    fn fault_page(&self, status: StatusCode) -> Option<Reply> {
+        Some(fault_page(status))
     }
 
     fn claims(&self, request: &http::request::Parts) -> bool {

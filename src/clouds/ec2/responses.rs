@@ -54,6 +54,8 @@ pub fn error_page(status: StatusCode) -> String {
         StatusCode::FORBIDDEN => "403 - Forbidden",
         StatusCode::NOT_FOUND => "404 - Not Found",
         StatusCode::METHOD_NOT_ALLOWED => "405 - Method Not Allowed",
+        // What a throttled instance answers (`ctl fault --throttle`).
+        StatusCode::TOO_MANY_REQUESTS => "429 - Too Many Requests",
         _ => "500 - Internal Server Error",
     };
     format!(

@@ -447,6 +447,10 @@ impl MetadataService for Gce {
         "gce"
     }
 
+    fn fault_page(&self, status: StatusCode) -> Option<Reply> {
+        Some(fault_page(status))
+    }
+
     fn claims(&self, request: &http::request::Parts) -> bool {
         claims(request.uri.path(), &request.headers)
     }
@@ -498,6 +502,21 @@ fn token_failure(error: &tokens::TokenError) -> Reply {
     error_reply(
         StatusCode::SERVICE_UNAVAILABLE,
         "The token source failed; see imds-tun's log.",
+    )
+}
+
+/// A fault's answer (`ctl fault --status`, `--throttle`) as the metadata server writes it: a
+/// 429 is a line of text, as the server answers a caller over its query rate; any other status
+/// Google's error page. Both with the headers of every GCE reply.
+pub fn fault_page(status: StatusCode) -> Reply {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return reply(status, "text/plain; charset=utf-8", "Too Many Requests\n");
+    }
+    error_reply(
+        status,
+        status
+            .canonical_reason()
+            .unwrap_or("The server could not answer."),
     )
 }
 
