@@ -40,6 +40,8 @@
 //!   (address blocks; how much of the log clients can cause; the log's format, text or JSON; a
 //!   command's output and error lines written without a panic on a closed pipe or a full disk;
 //!   a request's query string; a value `Debug` never shows).
+//! - [`snapshot`]: the recorded metadata service `imds-tun record` writes and `--replay`
+//!   serves: its versioned JSON schema, bounds and errors; a leaf.
 //! - [`metrics`]: what a run counts for Prometheus (`--metrics`) and its text exposition; a
 //!   leaf, so every layer that counts may be handed its [`metrics::Metrics`].
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
@@ -93,6 +95,7 @@ pub mod platform;
 pub mod query;
 pub mod runtime;
 pub mod secret;
+pub mod snapshot;
 pub mod stack;
 pub mod token_command;
 
