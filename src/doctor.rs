@@ -167,6 +167,7 @@ fn default_tun_request() -> platform::TunRequest {
         ipv6: false,
         extra: Vec::new(),
         queue_packets: platform::transmit_queue_packets(1024),
+        real_route: None,
     }
 }
 

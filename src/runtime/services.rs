@@ -14,6 +14,7 @@ use crate::clouds::gce::identity_token::{CERTS_PATH, KeyError};
 use crate::clouds::gce::tokens::{AccessTokenSource, FAKE_PREFIX, IdentityTokenSource};
 use crate::clouds::gce::{Gce, GceSettings};
 use crate::clouds::instance_role::InstanceRole;
+use crate::clouds::pass_through::PassThrough;
 use crate::clouds::{self, azure::Azure};
 use crate::config::{Backend, LocalService};
 use crate::control::clouds::CloudBoards;
@@ -82,9 +83,26 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
     let credentials = selected.status.clone();
     let caller_roles = caller_roles(local, &selected);
     let containers = containers(local, &selected, caller_roles.clone());
-    let ec2 = ec2(local, selected, caller_roles);
+    let ec2 = Arc::new(ec2(local, selected, caller_roles));
     let board = ec2.interruptions();
     let tokens = ec2.token_mint();
+    let pass_through = local.pass_through.as_ref().map(|settings| {
+        tracing::info!(
+            "--pass-through {}: answered by the real metadata service {}",
+            settings
+                .rules
+                .list()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings.upstream.interface.as_deref().map_or_else(
+                || "(no interface)".to_owned(),
+                |interface| format!("through {interface}")
+            )
+        );
+        PassThrough::new(settings, ec2.clone())
+    });
     let gce = local.gce.clone().map(gce).transpose()?;
     let azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
     let cloud_boards = CloudBoards {
@@ -92,7 +110,7 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
         azure: Some(azure.events()),
     };
     Ok(LocalServices {
-        services: clouds::local(ec2, gce, Some(azure), containers),
+        services: clouds::local(ec2, gce, Some(azure), containers, pass_through),
         board: Some(board),
         credentials: Some(credentials),
         tokens: Some(tokens),

@@ -29,6 +29,8 @@ pub fn resolve(
     let http = limits::resolve_limits(file, flags)?;
     let allow_from = hardening::resolve_allow_from(file, flags)?;
     let tun = tun::resolve_tun(file, flags, &addresses, &allow_from, http.header_timeout)?;
+    // Before --upstream's own checks, so combining the two is named as such.
+    let pass_through = pass_through::resolve_pass_through(file, flags)?;
     let proxy = upstream::resolve(file, flags, &addresses, tun.is_some(), files)?;
     let protection = ListenerProtection {
         listen_token: proxy.listen_token,
@@ -68,6 +70,7 @@ pub fn resolve(
             ecs,
             pod_identity,
             scenario,
+            pass_through,
         })),
     };
     Ok(Settings {
@@ -115,6 +118,7 @@ mod instance;
 mod limits;
 mod listen;
 mod metrics;
+mod pass_through;
 mod service;
 mod tun;
 pub mod upstream;

@@ -1,0 +1,224 @@
+//! `--pass-through RULE`: requests the rules name are answered by the real metadata service,
+//! the one the kernel reached before imds-tun claimed the address; everything else as without.
+//!
+//! On a real cloud VM imds-tun's route hides the provider's own service. Passing chosen
+//! requests through keeps the VM's own agents working (a CI runner on Azure) while imds-tun
+//! answers the rest: per-caller roles, the callers report and refusals on a real EC2 instance
+//! with the instance's other metadata from EC2 itself. The rules are [`rules`]'s; this module
+//! is the [`MetadataService`] that claims what they pass, checks it as imds-tun would, and
+//! forwards it with the `--upstream` forwarder ([`Upstream`], limits, streaming, 502/504 and
+//! loop detection included) over connections bound to the real service's interface, so they
+//! leave past imds-tun's own TUN.
+//!
+//! EC2 requests are imds-tun's to authorize: the client's IMDSv2 token is checked against
+//! imds-tun's tokens (the token policy of the run applies, 401 otherwise) and never forwarded;
+//! the real service gets imds-tun's own token instead ([`RealToken`]). GCE and Azure requests
+//! pass with their headers as sent (`Metadata-Flavor`, `Metadata: true`), after `http`'s own
+//! checks (Host, `X-Forwarded-For`, limits, faults), which run before any service.
+//!
+//! What this does not do: find the real service (that is a kernel question,
+//! `platform::real_metadata_route`, asked before the claim), or pass the token endpoint or a
+//! path with `..`, `//` or percent-escapes (never passed, see [`rules`]).
+
+pub mod rules;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, StatusCode};
+use tokio::time::Instant;
+
+use crate::clouds::ec2::{self, Ec2};
+use crate::http::service::{Answering, Context, MetadataService};
+use crate::http::upstream::UpstreamSettings;
+use crate::http::{Reply, Upstream};
+pub use rules::{Protocol, Rule, Rules};
+
+/// The TTL imds-tun asks the real service for its own token: EC2's longest, 6 hours.
+pub const REAL_TOKEN_TTL_SECONDS: u32 = 21_600;
+
+/// A token is fetched again this long before its TTL runs out.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(300);
+
+/// After a failed token request, requests go without a token this long before the next try.
+pub const TOKEN_COOLDOWN: Duration = Duration::from_secs(5);
+
+/// The largest token answer read (EC2's are 56 bytes).
+const TOKEN_BYTES: usize = 4096;
+
+const TOKEN_TTL_HEADER: HeaderName =
+    HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
+
+/// What `--pass-through` needs: the rules, and the real service reached through the
+/// interface the kernel routed the address out of before the claim.
+#[derive(Debug, Clone)]
+pub struct PassThroughSettings {
+    /// The rules, in the order given.
+    pub rules: Rules,
+    /// `http://169.254.169.254`, the timeouts, and the interface connections are bound to.
+    pub upstream: UpstreamSettings,
+}
+
+/// The service that answers the requests the rules pass, from the real metadata service.
+pub struct PassThrough {
+    rules: Rules,
+    upstream: Upstream,
+    ec2: Arc<Ec2>,
+    token: RealToken,
+}
+
+impl std::fmt::Debug for PassThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassThrough")
+            .field("rules", &self.rules)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassThrough {
+    /// Passes what `settings`' rules name; `ec2` (the local EC2 service, shared) checks the
+    /// IMDSv2 tokens of passed EC2 requests. Connects lazily.
+    pub fn new(settings: &PassThroughSettings, ec2: Arc<Ec2>) -> PassThrough {
+        PassThrough {
+            rules: settings.rules.clone(),
+            upstream: Upstream::new(&settings.upstream),
+            ec2,
+            token: RealToken::default(),
+        }
+    }
+
+    async fn pass(&self, context: Context<'_>) -> Reply {
+        let mut request: Parts = context.request;
+        let protocol = Protocol::of(request.uri.path());
+        let tokenless = protocol == Protocol::Ec2 && ec2::tokenless(&request);
+        if protocol == Protocol::Ec2
+            && let Err(mut refusal) = self.ec2.admit(&request, context.now)
+        {
+            refusal.tokenless = tokenless;
+            return refusal;
+        }
+        // The client's token is imds-tun's, meaningless there; imds-tun's own goes instead.
+        request.headers.remove(ec2::SESSION_TOKEN_HEADER);
+        request.headers.remove(TOKEN_TTL_HEADER);
+        if protocol == Protocol::Ec2
+            && let Some(token) = self.token.get(&self.upstream, Instant::now()).await
+        {
+            request.headers.insert(ec2::SESSION_TOKEN_HEADER, token);
+        }
+        let mut reply = self.upstream.forward(request, context.body).await;
+        if protocol == Protocol::Ec2 && reply.status == StatusCode::UNAUTHORIZED {
+            // The real service no longer takes our token (it restarted, or expired them all):
+            // the next request fetches a new one.
+            self.token.forget().await;
+        }
+        reply.tokenless = tokenless;
+        reply
+    }
+}
+
+impl MetadataService for PassThrough {
+    fn name(&self) -> &'static str {
+        "pass-through"
+    }
+
+    /// A request one of the rules passes (by its path).
+    fn claims(&self, request: &Parts) -> bool {
+        self.rules.passing(request.uri.path()).is_some()
+    }
+
+    /// The body goes to the real service as it arrives (Azure's `StartRequests`).
+    fn takes_body(&self, _request: &Parts) -> bool {
+        true
+    }
+
+    fn answer<'a>(&'a self, context: Context<'a>) -> Answering<'a> {
+        Box::pin(self.pass(context))
+    }
+}
+
+/// imds-tun's own IMDSv2 token with the real service: fetched when first needed, kept until
+/// [`RENEW_BEFORE`] before its TTL ends, one fetch at a time (the others wait for it), not
+/// asked again for [`TOKEN_COOLDOWN`] after a failure (requests then go without one, and a
+/// service that requires tokens answers them 401).
+#[derive(Debug, Default)]
+pub struct RealToken {
+    state: tokio::sync::Mutex<TokenState>,
+}
+
+#[derive(Debug, Default)]
+struct TokenState {
+    /// The token and when to fetch another.
+    held: Option<(HeaderValue, Instant)>,
+    /// When the last fetch failed.
+    failed: Option<Instant>,
+}
+
+impl RealToken {
+    /// The token to send at `now`, fetched through `upstream` if none is held.
+    pub async fn get(&self, upstream: &Upstream, now: Instant) -> Option<HeaderValue> {
+        let mut state = self.state.lock().await;
+        if let Some((token, renew)) = &state.held
+            && now < *renew
+        {
+            return Some(token.clone());
+        }
+        if state
+            .failed
+            .is_some_and(|failed| now.saturating_duration_since(failed) < TOKEN_COOLDOWN)
+        {
+            return None;
+        }
+        match fetch_token(upstream).await {
+            Ok(token) => {
+                let lifetime = Duration::from_secs(u64::from(REAL_TOKEN_TTL_SECONDS));
+                state.held = Some((token.clone(), now + lifetime.saturating_sub(RENEW_BEFORE)));
+                state.failed = None;
+                Some(token)
+            }
+            Err(why) => {
+                crate::warn_limited!(
+                    "--pass-through: no IMDSv2 token from the real metadata service {} ({why}); \
+                     passing EC2 requests without one",
+                    upstream.url()
+                );
+                state.held = None;
+                state.failed = Some(now);
+                None
+            }
+        }
+    }
+
+    /// Drops the token held, so the next request fetches another.
+    pub async fn forget(&self) {
+        self.state.lock().await.held = None;
+    }
+}
+
+/// `PUT /latest/api/token` on the real service.
+async fn fetch_token(upstream: &Upstream) -> Result<HeaderValue, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(TOKEN_TTL_HEADER, HeaderValue::from(REAL_TOKEN_TTL_SECONDS));
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_static("169.254.169.254"),
+    );
+    let (status, _, body) = upstream
+        .fetch(Method::PUT, "/latest/api/token", headers, TOKEN_BYTES)
+        .await?;
+    if status != StatusCode::OK {
+        return Err(format!("it answered {status}"));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| "its token is not text".to_owned())?
+        .trim();
+    let mut value =
+        HeaderValue::from_str(text).map_err(|_| "its token is not a header value".to_owned())?;
+    if text.is_empty() {
+        return Err("its token is empty".into());
+    }
+    value.set_sensitive(true);
+    Ok(value)
+}
