@@ -93,6 +93,10 @@ pub enum AppError {
     /// another TUN): a setting that cannot work here, so exit 2.
     #[error("{0}")]
     PassThrough(#[from] platform::real_route::NoRealRoute),
+    /// `--pass-through` cannot bind its connections to the real service's interface once root
+    /// is given up (an old kernel).
+    #[error("{0}")]
+    PassThroughSockets(String),
 }
 
 impl AppError {
@@ -258,6 +262,7 @@ async fn serve(
         privileges::become_account(account)?;
         tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
     }
+    check_pass_through_sockets(&settings)?;
     announce(&settings, tun_name.as_deref(), &bound);
     if let Some(address) = metrics_address {
         tracing::info!("serving Prometheus metrics at http://{address}/metrics");
@@ -330,6 +335,23 @@ fn find_real_service(settings: &mut Settings) -> Result<(), AppError> {
         tun.device.real_route = Some(route.interface);
     }
     Ok(())
+}
+
+/// With `--pass-through`, proves that connections can still be bound to the real service's
+/// interface now that root is given up (see [`platform::real_route::may_bind_to`]).
+fn check_pass_through_sockets(settings: &Settings) -> Result<(), AppError> {
+    let Some(interface) = settings
+        .local()
+        .and_then(|local| local.pass_through.as_ref())
+        .and_then(|pass_through| pass_through.upstream.interface.as_deref())
+    else {
+        return Ok(());
+    };
+    platform::real_route::may_bind_to(interface).map_err(|error| {
+        AppError::PassThroughSockets(format!(
+            "--pass-through: cannot bind a connection to {interface} after giving up root              ({error}); Linux before 5.7 needs CAP_NET_RAW for that: use a newer kernel, or              drop --pass-through"
+        ))
+    })
 }
 
 /// Waits until the claim is lost; never without a TUN.

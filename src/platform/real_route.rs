@@ -39,6 +39,31 @@ impl fmt::Display for RealRoute {
 #[error("--pass-through: {0}")]
 pub struct NoRealRoute(pub String);
 
+/// Whether this process, as it is now, may bind a socket to `interface` as the pass-through's
+/// connections do: asked once after root is given up, so a kernel that needs a capability for
+/// it (Linux before 5.7: `CAP_NET_RAW`) stops the start instead of failing every request.
+/// macOS's `IP_BOUND_IF` needs no privilege.
+pub fn may_bind_to(interface: &str) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socket, sockopt};
+        let probe = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        setsockopt(
+            &probe,
+            sockopt::BindToDevice,
+            &std::ffi::OsString::from(interface),
+        )?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = interface;
+    Ok(())
+}
+
 /// What the kernel answered, in words every system can give.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {

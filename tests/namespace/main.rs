@@ -36,6 +36,7 @@ mod ipv6_endpoint;
 mod messages;
 mod metrics;
 mod packet_budget;
+mod pass_through;
 mod process_edges;
 mod slow_answers;
 mod tokens;
