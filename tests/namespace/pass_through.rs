@@ -130,7 +130,7 @@ fn curl(namespace: &Namespace, method: &str, path: &str, headers: &[&str]) -> (u
 }
 
 /// An IMDSv2 token from whoever answers 169.254.169.254 in `namespace`.
-fn token(namespace: &Namespace) -> String {
+fn imds_token(namespace: &Namespace) -> String {
     let (status, token) = curl(
         namespace,
         "PUT",
@@ -161,7 +161,7 @@ fn without_imds_tun_the_vm_reaches_the_cloud_s_service() {
     let Some(world) = world(crate::test_name!()) else {
         return;
     };
-    let token = token(&world.vm);
+    let token = imds_token(&world.vm);
     assert_eq!(
         get(&world.vm, "/latest/meta-data/instance-id", &token),
         (200, CLOUD_ID.to_owned())
@@ -185,7 +185,7 @@ fn azure_and_a_prefix_pass_the_rest_is_local_with_imds_tun_s_token_on_both() {
     });
     // The token comes from the VM's imds-tun: the cloud requires its own, so a client token
     // forwarded as it is would be refused there (401).
-    let token = token(&world.vm);
+    let token = imds_token(&world.vm);
     assert_eq!(
         get(&world.vm, "/latest/meta-data/instance-id", &token),
         (200, VM_ID.to_owned())
@@ -229,7 +229,7 @@ fn ec2_passes_every_ec2_path_but_credentials() {
         return;
     };
     let _vm = start_vm(&world.vm, &["ec2"], &[]);
-    let token = token(&world.vm);
+    let token = imds_token(&world.vm);
     for (path, wanted) in [
         ("/latest/meta-data/instance-id", CLOUD_ID),
         ("/latest/meta-data/placement/availability-zone", CLOUD_ZONE),
@@ -266,7 +266,7 @@ fn with_the_cloud_stopped_passed_paths_fail_fast_and_local_ones_keep_working() {
         return;
     };
     let vm = start_vm(&world.vm, &["ec2"], &[]);
-    let token = token(&world.vm);
+    let token = imds_token(&world.vm);
     assert_eq!(
         get(&world.vm, "/latest/meta-data/instance-id", &token).0,
         200
@@ -301,7 +301,7 @@ fn after_sigterm_or_sigkill_the_vm_reaches_the_cloud_directly_again() {
     };
     for signal in [Signal::SIGTERM, Signal::SIGKILL] {
         let mut vm = start_vm(&world.vm, &["azure"], &[]);
-        let token = token(&world.vm);
+        let token = imds_token(&world.vm);
         assert_eq!(
             get(&world.vm, "/latest/meta-data/instance-id", &token),
             (200, VM_ID.to_owned())
@@ -309,7 +309,7 @@ fn after_sigterm_or_sigkill_the_vm_reaches_the_cloud_directly_again() {
         vm.signal(signal);
         vm.wait_exit(Duration::from_secs(10));
         wait_until_no_tun(&world.vm, Duration::from_secs(5));
-        let token = token(&world.vm);
+        let token = imds_token(&world.vm);
         assert_eq!(
             get(&world.vm, "/latest/meta-data/instance-id", &token),
             (200, CLOUD_ID.to_owned()),
@@ -405,12 +405,18 @@ fn check_names_the_real_service_and_says_whether_it_answers() {
         &["--check", "--pass-through", "ec2", "--mock-credentials"],
     );
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    // The cloud requires IMDSv2, so its answer to a tokenless `GET /` is 401: it answers. The
+    // host route out of vguest is the real service's way, not a claim.
     assert_eq!(output.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("ok    metadata address: 169.254.169.254 is not claimed"),
+        "{report}"
+    );
     assert!(
         report.contains(
             "pass-through: the real metadata service is 169.254.169.254 via interface vguest, \
              next hop 10.77.0.1"
-        ) && report.contains("it answers (HTTP/1.1 200"),
+        ) && report.contains("and it answers (HTTP/1.0 401 Unauthorized)"),
         "{report}"
     );
     let mut service = world.service.take().expect("the cloud's service");
@@ -422,4 +428,68 @@ fn check_names_the_real_service_and_says_whether_it_answers() {
     );
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(report.contains("but it is not reachable now"), "{report}");
+}
+
+/// `python -c SCRIPT` from `<repo>/.venv` in `namespace`, with no AWS or Azure configuration:
+/// its stdout, or `None` after a skip notice (a failure under CI) when the venv or `module` is
+/// missing.
+fn python(test: &str, namespace: &Namespace, module: &str, script: &str) -> Option<String> {
+    let python = common::installed(test, common::repo().join(".venv/bin/python"))?;
+    let output = namespace.exec(&[
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        "HOME=/nonexistent",
+        "AWS_CONFIG_FILE=/nonexistent/config",
+        "AWS_SHARED_CREDENTIALS_FILE=/nonexistent/credentials",
+        python.to_str().expect("utf-8 path"),
+        "-c",
+        script,
+    ]);
+    if String::from_utf8_lossy(&output.stderr).contains(&format!("No module named '{module}'")) {
+        common::skip_or_fail(
+            test,
+            &format!("{module} is not installed in .venv; scripts/test.sh installs it"),
+        );
+        return None;
+    }
+    assert!(output.status.success(), "{}", text(&output));
+    Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// boto3 finds its region in the cloud's placement (passed) and its credentials at imds-tun
+/// (local), with IMDSv2 tokens from imds-tun; azure-identity's managed identity (its IMDS probe
+/// first) is imds-tun's, while the compute name is the cloud's.
+#[test]
+fn boto3_and_azure_identity_work_through_a_pass_through() {
+    let test = crate::test_name!();
+    let Some(world) = world(test) else {
+        return;
+    };
+    let _vm = start_vm(&world.vm, &["azure", "/latest/meta-data/placement/"], &[]);
+    let Some(found) = python(
+        test,
+        &world.vm,
+        "boto3",
+        "import boto3, botocore.utils\n\
+         region = botocore.utils.InstanceMetadataRegionFetcher().retrieve_region()\n\
+         credentials = boto3.Session(region_name=region).get_credentials()\n\
+         assert credentials.method == 'iam-role', credentials.method\n\
+         print(region, credentials.get_frozen_credentials().access_key[:4])",
+    ) else {
+        return;
+    };
+    assert_eq!(found, "eu-west-1 ASIA");
+    let Some(token) = python(
+        test,
+        &world.vm,
+        "azure",
+        "from azure.identity import ManagedIdentityCredential\n\
+         token = ManagedIdentityCredential().get_token('https://management.azure.com/.default')\n\
+         print(len(token.token) > 0)",
+    ) else {
+        return;
+    };
+    assert_eq!(token, "True");
+    assert_eq!(azure_name(&world.vm), (200, CLOUD_VM_NAME.to_owned()));
 }
