@@ -24,7 +24,8 @@ const VM_VM_NAME: &str = "local-vm";
 
 /// The two namespaces and the cloud's service; the cloud's imds-tun is `service`.
 struct World {
-    cloud: Namespace,
+    /// Held so that the cloud lives as long as the test (dropping it deletes the namespace).
+    _cloud: Namespace,
     vm: Namespace,
     service: Option<ImdsTun>,
 }
@@ -50,7 +51,7 @@ fn world(test: &str) -> Option<World> {
     ]);
     let service = start_cloud(&cloud);
     Some(World {
-        cloud,
+        _cloud: cloud,
         vm,
         service: Some(service),
     })

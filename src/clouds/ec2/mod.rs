@@ -330,16 +330,18 @@ impl Ec2 {
 
     /// The checks of a read before anything is looked up, for a request answered elsewhere
     /// (`--pass-through`): GET or HEAD (else 405), and the IMDSv2 token rules of this instance
-    /// (else 401). `Err` holds the refusal, on EC2's page.
-    pub fn admit(&self, request: &http::request::Parts, now: OffsetDateTime) -> Result<(), Reply> {
+    /// (else 401). The refusal, on EC2's page, or `None` when the request may go on.
+    pub fn refusal(&self, request: &http::request::Parts, now: OffsetDateTime) -> Option<Reply> {
         if request.method != Method::GET && request.method != Method::HEAD {
-            return Err(responses::error(StatusCode::METHOD_NOT_ALLOWED)
-                .header(ALLOW, HeaderValue::from_static("GET, HEAD")));
+            return Some(
+                responses::error(StatusCode::METHOD_NOT_ALLOWED)
+                    .header(ALLOW, HeaderValue::from_static("GET, HEAD")),
+            );
         }
         if !self.authorized(request, now) {
-            return Err(responses::error(StatusCode::UNAUTHORIZED));
+            return Some(responses::error(StatusCode::UNAUTHORIZED));
         }
-        Ok(())
+        None
     }
 
     /// A presented token must be good in both modes: a client that sends one expects v2

@@ -95,7 +95,7 @@ impl PassThrough {
         let protocol = Protocol::of(request.uri.path());
         let tokenless = protocol == Protocol::Ec2 && ec2::tokenless(&request);
         if protocol == Protocol::Ec2
-            && let Err(mut refusal) = self.ec2.admit(&request, context.now)
+            && let Some(mut refusal) = self.ec2.refusal(&request, context.now)
         {
             refusal.tokenless = tokenless;
             return refusal;
