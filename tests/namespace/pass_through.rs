@@ -24,7 +24,7 @@ const VM_VM_NAME: &str = "local-vm";
 
 /// The two namespaces and the cloud's service; the cloud's imds-tun is `service`.
 struct World {
-    /// Held so that the cloud lives as long as the test (dropping it deletes the namespace).
+    /// The cloud (also where its `ctl` runs); dropping it deletes the namespace.
     _cloud: Namespace,
     vm: Namespace,
     service: Option<ImdsTun>,
@@ -493,4 +493,109 @@ fn boto3_and_azure_identity_work_through_a_pass_through() {
     };
     assert_eq!(token, "True");
     assert_eq!(azure_name(&world.vm), (200, CLOUD_VM_NAME.to_owned()));
+}
+
+/// `imds-tun ctl ARGS` in `namespace`, which must succeed; its stdout.
+fn ctl(namespace: &Namespace, args: &[&str]) -> String {
+    let binary = common::binary();
+    let mut command = vec![binary.to_str().expect("utf-8 path"), "ctl"];
+    command.extend_from_slice(args);
+    let output = namespace.exec(&command);
+    assert!(output.status.success(), "ctl {args:?}: {}", text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Every request the cloud's imds-tun counted, from its callers report.
+fn cloud_requests(cloud: &Namespace) -> u64 {
+    let report: serde_json::Value =
+        serde_json::from_str(&ctl(cloud, &["callers", "--json"])).expect("ctl prints JSON");
+    report["callers"]
+        .as_array()
+        .expect("a list of callers")
+        .iter()
+        .filter_map(|caller| caller["requests"].as_u64())
+        .sum()
+}
+
+/// Faults apply before forwarding (the cloud never sees the request), passed requests are in
+/// the callers report, and a slow real service gives 504 within the response timeout.
+#[test]
+fn faults_apply_before_forwarding_passed_requests_are_counted_and_a_slow_cloud_is_504() {
+    let Some(world) = world(crate::test_name!()) else {
+        return;
+    };
+    let _vm = start_vm(&world.vm, &["ec2"], &[]);
+    let token = imds_token(&world.vm);
+    ctl(
+        &world.vm,
+        &[
+            "fault",
+            "--status",
+            "500",
+            "--path",
+            "/latest/meta-data/placement/",
+            "--for",
+            "30",
+        ],
+    );
+    let placement = "/latest/meta-data/placement/availability-zone";
+    let before = cloud_requests(&world._cloud);
+    assert_eq!(get(&world.vm, placement, &token).0, 500);
+    assert_eq!(
+        cloud_requests(&world._cloud),
+        before,
+        "the fault answered before anything was forwarded"
+    );
+    // A tokenless passed request is named in the VM's callers report, as any IMDSv1 read.
+    let tokenless = "/latest/meta-data/instance-id";
+    assert_eq!(
+        curl(&world.vm, "GET", tokenless, &[]),
+        (200, CLOUD_ID.to_owned())
+    );
+    assert!(ctl(&world.vm, &["callers", "--json"]).contains(tokenless));
+    assert!(
+        cloud_requests(&world._cloud) > before,
+        "a passed request is counted there"
+    );
+
+    ctl(
+        &world._cloud,
+        &[
+            "fault",
+            "--latency",
+            "8000",
+            "--path",
+            "/latest/meta-data/instance-id",
+            "--for",
+            "30",
+        ],
+    );
+    let started = Instant::now();
+    let (status, body) = get(&world.vm, "/latest/meta-data/instance-id", &token);
+    assert_eq!(status, 504, "{body}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(7),
+        "504 after {took:?}, the response timeout is 5 s"
+    );
+}
+
+/// The cloud ends every token it issued (as a restarted metadata service would): the next
+/// passed request is still answered, with a new token imds-tun fetches itself.
+#[test]
+fn a_token_the_real_service_no_longer_takes_is_replaced_without_a_client_seeing_it() {
+    let Some(world) = world(crate::test_name!()) else {
+        return;
+    };
+    let _vm = start_vm(&world.vm, &["ec2"], &[]);
+    let token = imds_token(&world.vm);
+    assert_eq!(
+        get(&world.vm, "/latest/meta-data/instance-id", &token),
+        (200, CLOUD_ID.to_owned())
+    );
+    ctl(&world._cloud, &["tokens", "expire"]);
+    assert_eq!(
+        get(&world.vm, "/latest/meta-data/instance-id", &token),
+        (200, CLOUD_ID.to_owned())
+    );
 }

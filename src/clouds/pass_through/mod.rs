@@ -12,7 +12,8 @@
 //!
 //! EC2 requests are imds-tun's to authorize: the client's IMDSv2 token is checked against
 //! imds-tun's tokens (the token policy of the run applies, 401 otherwise) and never forwarded;
-//! the real service gets imds-tun's own token instead ([`RealToken`]). GCE and Azure requests
+//! the real service gets imds-tun's own token instead ([`RealToken`]); when it refuses a token
+//! held (401: it restarted, or ended its tokens), the request is asked once more with a new one. GCE and Azure requests
 //! pass with their headers as sent (`Metadata-Flavor`, `Metadata: true`), after `http`'s own
 //! checks (Host, `X-Forwarded-For`, limits, faults), which run before any service.
 //!
@@ -103,16 +104,26 @@ impl PassThrough {
         // The client's token is imds-tun's, meaningless there; imds-tun's own goes instead.
         request.headers.remove(ec2::SESSION_TOKEN_HEADER);
         request.headers.remove(TOKEN_TTL_HEADER);
-        if protocol == Protocol::Ec2
-            && let Some(token) = self.token.get(&self.upstream, Instant::now()).await
-        {
+        if protocol != Protocol::Ec2 {
+            return self.upstream.forward(request, context.body).await;
+        }
+        let held = self.token.get(&self.upstream, Instant::now()).await;
+        let again = request.clone();
+        let sent_held = held.as_ref().is_some_and(|(_, fresh)| !fresh);
+        if let Some((token, _)) = held {
             request.headers.insert(ec2::SESSION_TOKEN_HEADER, token);
         }
         let mut reply = self.upstream.forward(request, context.body).await;
-        if protocol == Protocol::Ec2 && reply.status == StatusCode::UNAUTHORIZED {
-            // The real service no longer takes our token (it restarted, or expired them all):
-            // the next request fetches a new one.
+        if reply.status == StatusCode::UNAUTHORIZED && sent_held {
+            // The real service no longer takes the token held (it restarted, or expired them
+            // all): once more with a new one. A passed EC2 request is a GET or HEAD, so asking
+            // twice changes nothing there; a fresh token refused is not asked again.
             self.token.forget().await;
+            if let Some((token, _)) = self.token.get(&self.upstream, Instant::now()).await {
+                let mut again = again;
+                again.headers.insert(ec2::SESSION_TOKEN_HEADER, token);
+                reply = self.upstream.forward(again, None).await;
+            }
         }
         reply.tokenless = tokenless;
         reply
@@ -157,13 +168,14 @@ struct TokenState {
 }
 
 impl RealToken {
-    /// The token to send at `now`, fetched through `upstream` if none is held.
-    pub async fn get(&self, upstream: &Upstream, now: Instant) -> Option<HeaderValue> {
+    /// The token to send at `now`, and whether it was fetched just now (else it was held),
+    /// fetched through `upstream` if none is held.
+    pub async fn get(&self, upstream: &Upstream, now: Instant) -> Option<(HeaderValue, bool)> {
         let mut state = self.state.lock().await;
         if let Some((token, renew)) = &state.held
             && now < *renew
         {
-            return Some(token.clone());
+            return Some((token.clone(), false));
         }
         if state
             .failed
@@ -176,7 +188,7 @@ impl RealToken {
                 let lifetime = Duration::from_secs(u64::from(REAL_TOKEN_TTL_SECONDS));
                 state.held = Some((token.clone(), now + lifetime.saturating_sub(RENEW_BEFORE)));
                 state.failed = None;
-                Some(token)
+                Some((token, true))
             }
             Err(why) => {
                 crate::warn_limited!(
