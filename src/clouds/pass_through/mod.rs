@@ -234,3 +234,121 @@ async fn fetch_token(upstream: &Upstream) -> Result<HeaderValue, String> {
     value.set_sensitive(true);
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A metadata service on loopback that answers every token `PUT` with `status` and a
+    /// token numbered by its count; the count of `PUT`s.
+    async fn token_service(status: u16) -> (Upstream, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let puts = Arc::new(AtomicUsize::new(0));
+        let counted = puts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let number = if head.starts_with(b"PUT /latest/api/token ") {
+                        counted.fetch_add(1, Ordering::SeqCst) + 1
+                    } else {
+                        0
+                    };
+                    // Slow enough that concurrent callers overlap.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let body = format!("token-{number}");
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        let upstream = Upstream::new(&UpstreamSettings {
+            url: format!("http://{address}/").parse().expect("a URL"),
+            token: None,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+            interface: None,
+            flag: "--pass-through",
+        });
+        (upstream, puts)
+    }
+
+    #[tokio::test]
+    async fn one_put_for_many_callers_then_a_new_one_before_the_ttl_ends() {
+        let (upstream, puts) = token_service(200).await;
+        let (upstream, token) = (Arc::new(upstream), Arc::new(RealToken::default()));
+        let now = Instant::now();
+        let all = futures_join(&token, &upstream, now, 10).await;
+        assert!(
+            all.iter().all(|got| got.as_deref() == Some("token-1")),
+            "{all:?}"
+        );
+        assert_eq!(puts.load(Ordering::SeqCst), 1);
+        let ttl = Duration::from_secs(u64::from(REAL_TOKEN_TTL_SECONDS));
+        let before_renewal = now + ttl - RENEW_BEFORE - Duration::from_secs(1);
+        let (kept, fresh) = token.get(&upstream, before_renewal).await.expect("a token");
+        assert_eq!((kept.to_str().ok(), fresh), (Some("token-1"), false));
+        let (renewed, fresh) = token
+            .get(&upstream, now + ttl - RENEW_BEFORE)
+            .await
+            .expect("a token");
+        assert_eq!((renewed.to_str().ok(), fresh), (Some("token-2"), true));
+        token.forget().await;
+        let (again, _) = token.get(&upstream, now + ttl).await.expect("a token");
+        assert_eq!(again.to_str().ok(), Some("token-3"));
+        assert!(again.is_sensitive(), "never logged");
+    }
+
+    #[tokio::test]
+    async fn a_refused_put_is_not_asked_again_during_the_cooldown() {
+        let (upstream, puts) = token_service(403).await;
+        let token = RealToken::default();
+        let now = Instant::now();
+        assert!(token.get(&upstream, now).await.is_none());
+        assert!(
+            token
+                .get(&upstream, now + TOKEN_COOLDOWN - Duration::from_millis(1))
+                .await
+                .is_none()
+        );
+        assert_eq!(puts.load(Ordering::SeqCst), 1);
+        assert!(token.get(&upstream, now + TOKEN_COOLDOWN).await.is_none());
+        assert_eq!(puts.load(Ordering::SeqCst), 2);
+    }
+
+    /// `count` concurrent `get`s at `now`, their tokens as text.
+    async fn futures_join(
+        token: &Arc<RealToken>,
+        upstream: &Arc<Upstream>,
+        now: Instant,
+        count: usize,
+    ) -> Vec<Option<String>> {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            let (token, upstream) = (token.clone(), upstream.clone());
+            calls.spawn(async move {
+                token
+                    .get(&upstream, now)
+                    .await
+                    .and_then(|(value, _)| value.to_str().ok().map(str::to_owned))
+            });
+        }
+        calls.join_all().await
+    }
+}
