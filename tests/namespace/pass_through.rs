@@ -19,6 +19,7 @@ const CLOUD_ZONE: &str = "eu-west-1b";
 const CLOUD_ROLE: &str = "cloud-role";
 const CLOUD_VM_NAME: &str = "cloud-vm";
 const CLOUD_TAG: &str = "from-the-cloud";
+const CLOUD_PROJECT: &str = "cloud-project";
 const VM_ID: &str = "i-0000000000000b0b0";
 const VM_VM_NAME: &str = "local-vm";
 
@@ -79,6 +80,8 @@ fn start_cloud(cloud: &Namespace) -> ImdsTun {
             &format!("Name={CLOUD_TAG}"),
             "--azure-vm-name",
             CLOUD_VM_NAME,
+            "--gcp-project",
+            CLOUD_PROJECT,
             "--mock-credentials",
         ],
     )
@@ -597,5 +600,42 @@ fn a_token_the_real_service_no_longer_takes_is_replaced_without_a_client_seeing_
     assert_eq!(
         get(&world.vm, "/latest/meta-data/instance-id", &token),
         (200, CLOUD_ID.to_owned())
+    );
+}
+
+/// `gce` passes the GCE tree (the cloud's project) but keeps `service-accounts/` local.
+#[test]
+fn gce_passes_the_tree_but_not_the_service_accounts() {
+    let Some(world) = world(crate::test_name!()) else {
+        return;
+    };
+    let _vm = start_vm(&world.vm, &["gce"], &["--gcp-project", "vm-project"]);
+    let google = ["Metadata-Flavor: Google"];
+    assert_eq!(
+        curl(
+            &world.vm,
+            "GET",
+            "/computeMetadata/v1/project/project-id",
+            &google
+        ),
+        (200, CLOUD_PROJECT.to_owned())
+    );
+    let (status, cloud_number) = curl(
+        &world.vm,
+        "GET",
+        "/computeMetadata/v1/project/numeric-project-id",
+        &google,
+    );
+    assert_eq!(status, 200);
+    let (status, email) = curl(
+        &world.vm,
+        "GET",
+        "/computeMetadata/v1/instance/service-accounts/default/email",
+        &google,
+    );
+    assert_eq!(status, 200, "{email}");
+    assert!(
+        !email.starts_with(&cloud_number),
+        "the VM's own service account, not the cloud's: {email} (cloud {cloud_number})"
     );
 }
