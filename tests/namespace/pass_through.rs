@@ -35,21 +35,29 @@ struct World {
 /// cloud's service and routes 169.254.169.254 from "vm" to it. `None` (after a skip notice,
 /// a failure under CI) when namespaces cannot be made.
 fn world(test: &str) -> Option<World> {
+    world_routed(
+        test,
+        &[
+            "169.254.169.254/32",
+            "via",
+            "10.77.0.1",
+            "dev",
+            "vguest",
+            "metric",
+            "100",
+        ],
+    )
+}
+
+/// [`world`] with "vm"'s route to the cloud's service given as `ip route add ROUTE`.
+fn world_routed(test: &str, route: &[&str]) -> Option<World> {
     let cloud = Namespace::for_test(test)?;
     let vm = Namespace::for_test(test)?;
     cloud.link_guest(&vm, "10.77.0.1", "10.77.0.2");
     cloud.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
-    vm.ip(&[
-        "route",
-        "add",
-        "169.254.169.254/32",
-        "via",
-        "10.77.0.1",
-        "dev",
-        "vguest",
-        "metric",
-        "100",
-    ]);
+    let mut add = vec!["route", "add"];
+    add.extend_from_slice(route);
+    vm.ip(&add);
     let service = start_cloud(&cloud);
     Some(World {
         _cloud: cloud,
@@ -224,6 +232,15 @@ fn azure_and_a_prefix_pass_the_rest_is_local_with_imds_tun_s_token_on_both() {
     // What no rule names is the VM's: it has no tags (404), the cloud has one.
     let (status, _) = get(&world.vm, "/latest/meta-data/tags/instance/Name", &token);
     assert_eq!(status, 404);
+    // Passing kept no capability: after the drop every set is empty.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", vm.pid())).expect("status");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(set))
+            .unwrap_or_else(|| panic!("no {set} in {status}"));
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
     drop(vm);
 }
 
@@ -637,5 +654,27 @@ fn gce_passes_the_tree_but_not_the_service_accounts() {
     assert!(
         !email.starts_with(&cloud_number),
         "the VM's own service account, not the cloud's: {email} (cloud {cloud_number})"
+    );
+}
+
+/// The real service behind the default route (as on GCE and many EC2 images) is found too.
+#[test]
+fn a_cloud_behind_the_default_route_is_found_too() {
+    let Some(world) = world_routed(
+        crate::test_name!(),
+        &["default", "via", "10.77.0.1", "dev", "vguest"],
+    ) else {
+        return;
+    };
+    let vm = start_vm(&world.vm, &["ec2"], &[]);
+    vm.wait_for_line(Duration::from_secs(5), |line| {
+        line.contains(
+            "the real metadata service is 169.254.169.254 via interface vguest, next hop 10.77.0.1",
+        )
+    });
+    let token = imds_token(&world.vm);
+    assert_eq!(
+        get(&world.vm, "/latest/meta-data/instance-id", &token),
+        (200, CLOUD_ID.to_owned())
     );
 }
