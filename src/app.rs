@@ -349,7 +349,9 @@ fn check_pass_through_sockets(settings: &Settings) -> Result<(), AppError> {
     };
     platform::real_route::may_bind_to(interface).map_err(|error| {
         AppError::PassThroughSockets(format!(
-            "--pass-through: cannot bind a connection to {interface} after giving up root              ({error}); Linux before 5.7 needs CAP_NET_RAW for that: use a newer kernel, or              drop --pass-through"
+            "--pass-through: cannot bind a connection to {interface} after giving up root \
+             ({error}); Linux before 5.7 needs CAP_NET_RAW for that: use a newer kernel, or \
+             drop --pass-through"
         ))
     })
 }
