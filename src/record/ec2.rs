@@ -248,15 +248,16 @@ pub(crate) async fn record(recorder: &mut Recorder) -> Outcome<Ec2Tree> {
     };
     let mut served: BTreeMap<String, String> = BTreeMap::new();
     let mut visited: HashSet<String> = HashSet::new();
-    let mut queue: VecDeque<(String, String)> = VecDeque::new();
+    let mut queue: VecDeque<String> = VecDeque::new();
     recorder.count_path();
     if recorder.count_bytes(root.len(), "/latest/") {
-        queue.push_back((String::new(), root));
+        served.insert(String::new(), root);
+        queue.push_back(String::new());
     }
 
-    'crawl: while let Some((directory, listing)) = queue.pop_front() {
-        let entries = parse_listing(&directory, &listing);
-        served.insert(directory.clone(), listing);
+    'crawl: while let Some(directory) = queue.pop_front() {
+        let listing = served.get(&directory).map_or("", String::as_str);
+        let entries = parse_listing(&directory, listing);
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -306,7 +307,10 @@ pub(crate) async fn record(recorder: &mut Recorder) -> Outcome<Ec2Tree> {
             }
             if entry.directory {
                 match String::from_utf8(answer.body.to_vec()) {
-                    Ok(listing) => queue.push_back((entry.path, listing)),
+                    Ok(listing) => {
+                        served.insert(entry.path.clone(), listing);
+                        queue.push_back(entry.path);
+                    }
                     Err(_) => recorder.problem(format!("{url}: the listing is not UTF-8 text")),
                 }
                 continue;
