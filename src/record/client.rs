@@ -67,7 +67,6 @@ impl MetadataClient {
         let client = Client::builder(TokioExecutor::new())
             .http1_max_buf_size(super::MAX_HEAD_BYTES)
             .pool_max_idle_per_host(1)
-            .retry_canceled_requests(false)
             .build(connector);
         MetadataClient {
             client,

@@ -5,7 +5,7 @@
 //! children ([`parse_listing`], with EC2's quirks: the version root lists `meta-data` and
 //! `dynamic` without the `/` of a directory, `public-keys/` lists `0=name` for the directory
 //! `0/`), which paths are never fetched ([`redaction_for`]) and which answers are never kept
-//! ([`looks_like_credentials`]). The crawl itself ([`record`]) keeps the bounds: a visited set
+//! ([`looks_like_credentials`]). The crawl itself (`record`) keeps the bounds: a visited set
 //! (a listing naming a path twice, or a loop, costs nothing), [`crate::snapshot::BOUNDS`] for
 //! depth, path length, paths and bytes, and the client's per-request and total time. A listing
 //! is kept in the snapshot only where it differs from the one the leaves derive.

@@ -27,7 +27,8 @@ const TOKEN_KEYS: &[&str] = &[
     "refresh_token",
 ];
 
-/// Removes, at every depth of `value`, the object keys of [`TOKEN_KEYS`]; returns how many.
+/// Removes, at every depth of `value`, the object keys named like tokens (`token`, `access_token`,
+/// `id_token`, `identity`, `refresh_token`, any case); returns how many.
 pub fn drop_token_keys(value: &mut Value) -> usize {
     match value {
         Value::Object(fields) => {
