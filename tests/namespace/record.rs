@@ -3,7 +3,7 @@
 //! region, instance type, public IPv4, GCE project attributes, Azure VM name), and against a
 //! hostile Python service on loopback (`record_hostile_server.py`: listings that list
 //! themselves or endless new children, a 1 GiB leaf, a server that never answers, a leaf that
-//! echoes the token).
+//! echoes the token, leaves that add up to more than a snapshot holds).
 //!
 //! What is proved: the snapshot reads back with `Snapshot::parse` and holds what imds-tun
 //! served; the credentials imds-tun served (fetched with curl first), the IMDSv2 token and the
@@ -393,6 +393,37 @@ fn record_stops_reading_a_1_gib_leaf_at_the_leaf_bound() {
         "{}",
         recorded.text()
     );
+}
+
+#[test]
+fn record_stops_at_the_total_bytes_bound() {
+    let namespace = namespace!();
+    let hostile = Hostile::start(&namespace, "heavy");
+    let recorded = record(&namespace, &["--url", &hostile.url()]);
+    assert_eq!(
+        recorded.code(),
+        Some(i32::from(EXIT_PARTIAL)),
+        "{}",
+        recorded.text()
+    );
+    assert!(
+        recorded
+            .error_line()
+            .contains("beyond 16777216 bytes of values"),
+        "{}",
+        recorded.text()
+    );
+    let snapshot = recorded.snapshot();
+    let ec2 = snapshot.ec2.as_ref().expect("EC2");
+    // 15 whole leaves of 1 MiB fit beside the listings; the 16th would pass 16 MiB.
+    let kept: usize = ec2
+        .leaves
+        .values()
+        .filter_map(|leaf| leaf.bytes())
+        .map(<[u8]>::len)
+        .sum();
+    assert!(kept <= BOUNDS.total_bytes && kept >= BOUNDS.total_bytes - 2 * BOUNDS.leaf_bytes);
+    assert!(recorded.max_rss_kib < MAX_RSS_KIB, "{}", recorded.text());
 }
 
 #[test]

@@ -8,6 +8,7 @@ prints the port on stdout (one line), then serves until killed. Modes:
 - endless: every directory lists 100 new sub-directories and a leaf: more paths than any bound.
 - huge: `meta-data/` lists `small`, `big` (1 GiB with a Content-Length) and `bigger` (1 GiB
   delimited by the connection's close); both are generated lazily, never held in memory.
+- heavy: `meta-data/` lists 20 leaves of 1 MiB each, more than the 16 MiB a snapshot holds.
 - silent: accepts every connection and never answers (nor closes).
 - echo-token: IMDSv2 only; a leaf that echoes the session token and one that holds credentials
   JSON at an unexpected path, which a recorder must both redact.
@@ -78,6 +79,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_text(200, "\n".join(["leaf"] + ["d%d/" % i for i in range(100)]))
         elif self.mode == "endless":
             self.send_text(200, "v")
+        elif self.mode == "heavy" and rest == "meta-data/":
+            self.send_text(200, "\n".join("leaf%02d" % i for i in range(20)))
+        elif self.mode == "heavy" and rest.startswith("meta-data/leaf"):
+            self.send_text(200, "y" * (1024 * 1024))
         elif self.mode == "huge" and rest == "meta-data/":
             self.send_text(200, "big\nbigger\nsmall")
         elif self.mode == "huge" and rest == "meta-data/small":
