@@ -59,7 +59,8 @@ pub const EXIT_PARTIAL: u8 = 3;
 /// `imds-tun record [--url URL] [--out FILE] [--clouds ec2,gce,azure]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordArgs {
-    /// The metadata service to record: plain http, its address only (no path).
+    /// The metadata service to record: plain http, its address only, no path (default
+    /// http://169.254.169.254).
     #[arg(long, value_name = "URL", default_value = DEFAULT_URL, value_parser = parse_url, hide_default_value = true)]
     pub url: String,
     /// Write the snapshot to FILE (replaced whole, mode 0644) instead of stdout.
