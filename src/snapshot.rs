@@ -130,7 +130,7 @@ impl Ec2Tree {
                 Some((name, _)) => format!("{name}/"),
                 None => rest.to_owned(),
             };
-            if !rest.is_empty() && children.last() != Some(&child) {
+            if !rest.is_empty() {
                 children.push(child);
             }
         }

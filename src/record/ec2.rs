@@ -79,8 +79,8 @@ pub fn parse_listing(directory: &str, listing: &str) -> Vec<Result<Entry, String
 }
 
 /// Why a leaf at `path` is never fetched, if it is one of those: role credentials
-/// (`…/security-credentials/ROLE`, `…/security-credentials-extended/ROLE`, anything under
-/// `identity-credentials/` but its `info`), signatures of the identity document (`signature`,
+/// (`…/security-credentials/ROLE`, `…/security-credentials-extended/ROLE`, anything deeper
+/// under either, anything under `identity-credentials/` but its `info`), signatures of the identity document (`signature`,
 /// `pkcs7`, `rsa2048`, wherever they are), and anything called `token`.
 pub fn redaction_for(path: &str) -> Option<Redaction> {
     let segments: Vec<&str> = path.split('/').collect();
@@ -88,12 +88,11 @@ pub fn redaction_for(path: &str) -> Option<Redaction> {
     if matches!(name, "signature" | "pkcs7" | "rsa2048") {
         return Some(Redaction::Signature);
     }
-    let parent = segments
-        .len()
-        .checked_sub(2)
-        .map_or("", |index| segments[index]);
-    if parent.starts_with("security-credentials")
-        || (segments.contains(&"identity-credentials") && name != "info")
+    let directories = &segments[..segments.len().saturating_sub(1)];
+    if directories
+        .iter()
+        .any(|segment| segment.starts_with("security-credentials"))
+        || (directories.contains(&"identity-credentials") && name != "info")
     {
         return Some(Redaction::Credentials);
     }
@@ -419,6 +418,11 @@ mod tests {
                 "meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
                 Some(Redaction::Credentials),
             ),
+            (
+                "meta-data/iam/security-credentials/app/odd",
+                Some(Redaction::Credentials),
+            ),
+            ("meta-data/iam/security-credentials", None),
             ("meta-data/identity-credentials/ec2/info", None),
             ("meta-data/iam/info", None),
             (
