@@ -236,7 +236,7 @@ pub fn main(args: RecordArgs) -> ExitCode {
         Some(path) => {
             if let Err(error) = write_file(path, text.as_bytes()) {
                 output::error_line(&format!(
-                    "imds-tun record: cannot write {}: {error}; choose another --out",
+                    "imds-tun record: cannot write {}: {error}; choose another --out FILE, in a directory you can write",
                     path.display()
                 ));
                 return ExitCode::FAILURE;
