@@ -274,64 +274,45 @@ async fn record(args: &RecordArgs, progress: Progress) -> Result<Snapshot, Strin
         source: args.url.clone(),
         ..Snapshot::default()
     };
-    let mut refusals: Vec<(Cloud, String)> = Vec::new();
-    let mut unreachable: Option<FetchError> = None;
-    let mut note = |recorder: &mut Recorder, cloud: Cloud, why: Result<String, FetchError>| {
-        let line = match why {
-            Ok(absent) => absent,
-            Err(error) => {
-                if error.is_connect() {
-                    unreachable.get_or_insert(error.clone());
-                }
-                // A cloud that could not be asked may well be there: the snapshot is partial.
-                recorder.problem(format!("{cloud}: {error}"));
-                error.to_string()
-            }
-        };
-        refusals.push((cloud, line));
-    };
-
+    // The clouds that are not in the snapshot, and why: absent, or not asked (no connection,
+    // no answer in time; such a cloud may well be there, so the snapshot is partial).
+    let mut missing: Vec<(Cloud, Result<String, FetchError>)> = Vec::new();
     if wanted(Cloud::Ec2) {
-        match ec2::record(&mut recorder).await {
-            Outcome::Recorded(tree) => snapshot.ec2 = Some(tree),
-            Outcome::Absent(why) => note(&mut recorder, Cloud::Ec2, Ok(why)),
-            Outcome::Failed(error) => note(&mut recorder, Cloud::Ec2, Err(error)),
-        }
+        let outcome = ec2::record(&mut recorder).await;
+        snapshot.ec2 = settle(outcome, Cloud::Ec2, &mut recorder, &mut missing);
     }
     if wanted(Cloud::Gce) {
-        match gce::record(&mut recorder).await {
-            Outcome::Recorded(document) => snapshot.gce = Some(document),
-            Outcome::Absent(why) => note(&mut recorder, Cloud::Gce, Ok(why)),
-            Outcome::Failed(error) => note(&mut recorder, Cloud::Gce, Err(error)),
-        }
+        let outcome = gce::record(&mut recorder).await;
+        snapshot.gce = settle(outcome, Cloud::Gce, &mut recorder, &mut missing);
     }
     if wanted(Cloud::Azure) {
-        match azure::record(&mut recorder).await {
-            Outcome::Recorded(document) => snapshot.azure = Some(document),
-            Outcome::Absent(why) => note(&mut recorder, Cloud::Azure, Ok(why)),
-            Outcome::Failed(error) => note(&mut recorder, Cloud::Azure, Err(error)),
-        }
+        let outcome = azure::record(&mut recorder).await;
+        snapshot.azure = settle(outcome, Cloud::Azure, &mut recorder, &mut missing);
     }
     recorder.progress.clear();
 
     if snapshot.ec2.is_none() && snapshot.gce.is_none() && snapshot.azure.is_none() {
-        if let Some(error) = unreachable
-            && refusals
-                .iter()
-                .all(|(_, why)| why.starts_with("cannot connect"))
+        let refused: Vec<&String> = missing
+            .iter()
+            .filter_map(|(_, why)| match why {
+                Err(FetchError::Connect(reason)) => Some(reason),
+                _ => None,
+            })
+            .collect();
+        if let Some(reason) = refused.first()
+            && refused.len() == missing.len()
         {
-            let reason = match &error {
-                FetchError::Connect(reason) => reason.clone(),
-                other => other.to_string(),
-            };
             return Err(format!(
                 "cannot reach {}: {reason}; is a metadata service there? Name it with --url",
                 args.url
             ));
         }
-        let reasons: Vec<String> = refusals
+        let reasons: Vec<String> = missing
             .iter()
-            .map(|(cloud, why)| format!("{cloud}: {why}"))
+            .map(|(cloud, why)| match why {
+                Ok(absent) => format!("{cloud}: {absent}"),
+                Err(error) => format!("{cloud}: {error}"),
+            })
             .collect();
         return Err(format!(
             "no metadata service answered at {} ({}); check --url and --clouds",
@@ -347,6 +328,25 @@ async fn record(args: &RecordArgs, progress: Progress) -> Result<Snapshot, Strin
             .push(format!("… and {} more problems", recorder.more_errors));
     }
     Ok(snapshot)
+}
+
+/// What one cloud's outcome leaves in the snapshot; a cloud that could not be asked is a
+/// problem of the recording (the snapshot is partial), an absent one is not.
+fn settle<T>(
+    outcome: Outcome<T>,
+    cloud: Cloud,
+    recorder: &mut Recorder,
+    missing: &mut Vec<(Cloud, Result<String, FetchError>)>,
+) -> Option<T> {
+    match outcome {
+        Outcome::Recorded(recorded) => return Some(recorded),
+        Outcome::Absent(why) => missing.push((cloud, Ok(why))),
+        Outcome::Failed(error) => {
+            recorder.problem(format!("{cloud}: {error}"));
+            missing.push((cloud, Err(error)));
+        }
+    }
+    None
 }
 
 /// Writes `bytes` to `path` whole or not at all: into a new file beside it (mode 0644), synced,
