@@ -408,6 +408,38 @@ mod tests {
         }
     }
 
+    fn fresh_recorder() -> Recorder {
+        let client = MetadataClient::new(DEFAULT_URL, tokio::time::Instant::now() + TOTAL_TIMEOUT);
+        Recorder::new(client, Progress::new())
+    }
+
+    #[test]
+    fn the_bounds_stop_counting_and_mark_the_snapshot_partial() {
+        let mut recorder = fresh_recorder();
+        for _ in 0..BOUNDS.paths {
+            assert!(recorder.count_path());
+        }
+        assert!(!recorder.partial);
+        assert!(!recorder.count_path());
+        assert!(recorder.partial);
+        assert!(recorder.errors[0].contains("stopped at 10000 EC2 paths"));
+
+        let mut recorder = fresh_recorder();
+        assert!(recorder.count_bytes(BOUNDS.total_bytes, "all"));
+        assert!(!recorder.count_bytes(1, "one more"));
+        assert!(recorder.errors[0].starts_with("one more: stopped"));
+    }
+
+    #[test]
+    fn problems_beyond_the_cap_are_counted_not_kept() {
+        let mut recorder = fresh_recorder();
+        for index in 0..MAX_ERRORS + 5 {
+            recorder.problem(format!("problem {index}"));
+        }
+        assert_eq!(recorder.errors.len(), MAX_ERRORS);
+        assert_eq!(recorder.more_errors, 5);
+    }
+
     #[test]
     fn a_file_is_replaced_whole_and_no_temporary_is_left() {
         let dir = crate::temp_dir::TempDir::new();
