@@ -126,7 +126,8 @@ impl CloudInit {
     }
 
     /// Runs cloud-init's EC2 datasource inside `namespace` against `http://169.254.169.254`,
-    /// as on a Nitro instance (`--platform ec2`), with its files in `dir`. Panics with
+    /// as on a Nitro instance (`--platform ec2`), with its files in a new directory under
+    /// `dir` (`cloud-init-1`, `cloud-init-2`, … one per crawl). Panics with
     /// cloud-init's log when it finds no datasource or takes longer than 90 s.
     pub(crate) fn crawl(&self, namespace: &Namespace, dir: &TempDir) -> Crawl {
         self.crawl_with(namespace, dir, &[])
@@ -135,11 +136,16 @@ impl CloudInit {
     /// [`CloudInit::crawl`] with more arguments for the driver (`--url URL`, `--platform
     /// detect`, `--max-wait SECONDS`).
     pub(crate) fn crawl_with(&self, namespace: &Namespace, dir: &TempDir, extra: &[&str]) -> Crawl {
-        let work = dir.path().join("cloud-init");
+        // A directory of its own per crawl, so a test can crawl twice (a service, then its
+        // replay) and compare.
+        let work = (1..)
+            .map(|n| dir.path().join(format!("cloud-init-{n}")))
+            .find(|path| !path.exists())
+            .expect("a free directory name");
         std::fs::create_dir_all(&work)
             .unwrap_or_else(|error| panic!("creating {}: {error}", work.display()));
         let driver = repo().join("tests/common/cloud_init_crawl.py");
-        let log_path = dir.path().join("cloud-init.log");
+        let log_path = work.join("cloud-init.log");
         let log_file = std::fs::File::create(&log_path)
             .unwrap_or_else(|error| panic!("creating {}: {error}", log_path.display()));
         let mut child = Command::new("ip")
