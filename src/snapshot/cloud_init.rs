@@ -142,15 +142,15 @@ pub fn from_instance_data(value: &Value) -> Result<Snapshot, SchemaError> {
     };
     // `v1.platform` names the datasource's kind: only Ec2's `ds` holds the EC2 tree (another's
     // `meta_data` may have an `instance-id` too).
-    if let Some(platform) = root.get("v1").and_then(|v1| v1.get("platform")) {
-        if platform != "ec2" {
-            return Err(error(
-                "$.v1.platform",
-                format!(
-                    "is {platform}, not \"ec2\": cloud-init's datasource was not Ec2, so \"ds\" holds no EC2 tree"
-                ),
-            ));
-        }
+    if let Some(platform) = root.get("v1").and_then(|v1| v1.get("platform"))
+        && platform != "ec2"
+    {
+        return Err(error(
+            "$.v1.platform",
+            format!(
+                "is {platform}, not \"ec2\": cloud-init's datasource was not Ec2, so \"ds\" holds no EC2 tree"
+            ),
+        ));
     }
     let (meta_key, meta) = META_DATA_KEYS
         .iter()
