@@ -94,6 +94,17 @@ impl CloudInit {
             .unwrap_or("unknown")
             .to_owned();
         let cloud_init = CloudInit { root, version };
+        if !cloud_init.python_path().join("cloudinit").is_dir() {
+            skip_or_fail(
+                test,
+                &format!(
+                    "{} holds no unpacked cloud-init (no usr/lib/python3/dist-packages/cloudinit); \
+                     scripts/test.sh fetches it as root",
+                    cloud_init.root.display()
+                ),
+            );
+            return None;
+        }
         let imported = Command::new(PYTHON)
             .args(["-s", "-c", "import cloudinit.sources.DataSourceEc2"])
             .env("PYTHONPATH", cloud_init.python_path())
@@ -108,7 +119,11 @@ impl CloudInit {
                         "cloud-init in {} does not import with {PYTHON} (scripts/test.sh installs \
                          its python3-* dependencies): {}",
                         cloud_init.root.display(),
-                        String::from_utf8_lossy(&output.stderr).trim()
+                        // The exception, not the whole traceback.
+                        String::from_utf8_lossy(&output.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
                     ),
                 );
                 None
