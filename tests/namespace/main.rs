@@ -17,6 +17,7 @@ mod callers_report;
 mod check_matches_start;
 mod claim_watch;
 mod cloud_events;
+mod cloud_init;
 mod container_clients;
 mod container_endpoints;
 mod control_lifecycle;
