@@ -12,8 +12,9 @@ use crate::clouds::ecs::Ecs;
 use crate::clouds::eks_pod_identity::PodIdentity;
 use crate::clouds::gce::identity_token::{CERTS_PATH, KeyError};
 use crate::clouds::gce::tokens::{AccessTokenSource, FAKE_PREFIX, IdentityTokenSource};
-use crate::clouds::gce::{Gce, GceSettings};
+use crate::clouds::gce::{Gce, GceSettings, document as gce_document};
 use crate::clouds::instance_role::InstanceRole;
+use crate::clouds::replay::Replay;
 use crate::clouds::{self, azure::Azure};
 use crate::config::{Backend, LocalService};
 use crate::control::clouds::CloudBoards;
@@ -73,6 +74,9 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
         region: &local.instance.region,
         hostname: &local.instance.hostname,
     };
+    if let Some(replay) = &local.replay {
+        log_replay(replay);
+    }
     let selected = crate::credentials::select(&local.credentials, served, outage).await?;
     if selected.fake {
         tracing::warn!("{}", selected.summary);
@@ -85,8 +89,25 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
     let ec2 = ec2(local, selected, caller_roles);
     let board = ec2.interruptions();
     let tokens = ec2.token_mint();
-    let gce = local.gce.clone().map(gce).transpose()?;
-    let azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
+    let gce = local
+        .gce
+        .clone()
+        .map(|settings| gce(settings, local.replay.as_deref()))
+        .transpose()?;
+    let mut azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
+    if let Some((recorded, replay)) = local
+        .replay
+        .as_deref()
+        .and_then(|replay| Some((replay.snapshot.azure.as_ref()?, replay)))
+    {
+        let mut document = recorded.instance.clone();
+        clouds::replay::overlay(
+            &mut document,
+            &replay.base_azure.document(),
+            &local.azure.instance.document(),
+        );
+        azure = azure.with_document(document);
+    }
     let cloud_boards = CloudBoards {
         gce: gce.as_ref().map(Gce::events),
         azure: Some(azure.events()),
@@ -119,8 +140,21 @@ fn caller_roles(local: &LocalService, selected: &Selected) -> Option<Arc<CallerR
 }
 
 fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>) -> Ec2 {
-    let ec2 = Ec2::new(&local.instance, local.token_policy, selected.source)
-        .with_max_token_ttl(local.max_token_ttl);
+    let recorded = local
+        .replay
+        .as_deref()
+        .and_then(|replay| Some((replay.snapshot.ec2.as_ref()?, replay)));
+    let ec2 = match recorded {
+        Some((tree, replay)) => Ec2::replaying(
+            tree,
+            &replay.base_instance,
+            &local.instance,
+            local.token_policy,
+            selected.source,
+        ),
+        None => Ec2::new(&local.instance, local.token_policy, selected.source),
+    }
+    .with_max_token_ttl(local.max_token_ttl);
     match roles {
         Some(roles) => ec2.with_caller_roles(roles),
         None => ec2,
@@ -169,8 +203,20 @@ fn containers(
     }
 }
 
-/// The GCE metadata server for `settings`, saying at start-up where its tokens come from.
-fn gce(settings: GceSettings) -> Result<Gce, KeyError> {
+/// The GCE metadata server for `settings`, saying at start-up where its tokens come from;
+/// serving the recorded document where `replay` holds one.
+fn gce(settings: GceSettings, replay: Option<&Replay>) -> Result<Gce, KeyError> {
+    let replayed = replay.and_then(|replay| {
+        let recorded = replay.snapshot.gce.as_ref()?;
+        let base = replay.base_gce.as_ref()?;
+        let mut document = recorded.document.clone();
+        clouds::replay::overlay(
+            &mut document,
+            &gce_document::build(base),
+            &gce_document::build(&settings.instance),
+        );
+        Some(document)
+    });
     let project = settings.instance.project_id.clone();
     match &settings.access_tokens {
         AccessTokenSource::Fake => tracing::warn!(
@@ -192,5 +238,49 @@ fn gce(settings: GceSettings) -> Result<Gce, KeyError> {
         );
     }
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    Gce::new(settings, created)
+    let gce = Gce::new(settings, created)?;
+    Ok(match replayed {
+        Some(document) => gce.with_document(document),
+        None => gce,
+    })
+}
+
+/// The start-up line of `--replay`: which file, recorded when and where, and what it serves.
+fn log_replay(replay: &Replay) {
+    let snapshot = &replay.snapshot;
+    let mut clouds = Vec::new();
+    if let Some(ec2) = &snapshot.ec2 {
+        clouds.push(format!("EC2 ({} leaves)", ec2.leaves.len()));
+    }
+    if snapshot.gce.is_some() {
+        clouds.push("GCE".to_owned());
+    }
+    if snapshot.azure.is_some() {
+        clouds.push("Azure".to_owned());
+    }
+    tracing::info!(
+        "replaying {} (recorded {} from {}): {}; explicit settings override it",
+        replay.path.display(),
+        if snapshot.recorded_at.is_empty() {
+            "at an unknown time"
+        } else {
+            &snapshot.recorded_at
+        },
+        if snapshot.source.is_empty() {
+            "an unknown source"
+        } else {
+            &snapshot.source
+        },
+        clouds.join(", ")
+    );
+    if snapshot.partial {
+        tracing::warn!(
+            "{} is a partial recording ({}); paths it missed answer 404",
+            replay.path.display(),
+            snapshot
+                .errors
+                .first()
+                .map_or("no reason given", String::as_str)
+        );
+    }
 }
