@@ -1,5 +1,5 @@
-//! `imds-tun --replay FILE`, end to end in a fresh network namespace: a snapshot written by hand
-//! (as docs/replay.md shows) is served byte for byte, paths imds-tun does not know included;
+//! `imds-tun --replay FILE`, end to end in a fresh network namespace: the snapshot written by
+//! hand that docs/replay.md shows (read from it) is served byte for byte, paths imds-tun does not know included;
 //! credentials come under the recorded role name (boto3 from `<repo>/.venv`, which
 //! `scripts/test.sh` creates); the identity document is the recorded one, signed again with the
 //! documented key (checked with `openssl`); `--region` overrides the recording; `ctl spot` and
@@ -15,48 +15,16 @@ use std::time::Duration;
 
 use common::{METADATA, Namespace, TempDir, http, repo, text};
 
-/// The hand-written snapshot: an instance in ap-south-1 with a role `recorded-role`, a
-/// partition number and a directory imds-tun's own tree lacks, gzip user-data, GCE and Azure.
-const SNAPSHOT: &str = r#"{
-  "imds_tun_snapshot": 1,
-  "recorded_at": "2026-12-06T16:40:00Z",
-  "source": "http://169.254.169.254",
-  "ec2": {
-    "imdsv2": true,
-    "leaves": {
-      "meta-data/instance-id": "i-0123456789abcdef0",
-      "meta-data/ami-launch-index": "3",
-      "meta-data/instance-life-cycle": "on-demand",
-      "meta-data/placement/region": "ap-south-1",
-      "meta-data/placement/availability-zone": "ap-south-1b",
-      "meta-data/placement/partition-number": "2",
-      "meta-data/services/partition": "aws",
-      "meta-data/custom/x": "added by hand",
-      "meta-data/custom/settings.json": {"text": "{\"a\": 1}", "content_type": "application/json"},
-      "meta-data/tags/instance/Team": "payments",
-      "meta-data/iam/info": "{\n  \"Code\" : \"Success\",\n  \"InstanceProfileArn\" : \"arn:aws:iam::210987654321:instance-profile/recorded-role\"\n}",
-      "meta-data/iam/security-credentials/recorded-role": {"redacted": "credentials"},
-      "user-data": {"base64": "H4sIAAAAAAAAA8tIzcnJBwCGphA2BQAAAA=="},
-      "dynamic/instance-identity/document": "{\n  \"accountId\" : \"210987654321\",\n  \"availabilityZone\" : \"ap-south-1b\",\n  \"instanceId\" : \"i-0123456789abcdef0\",\n  \"region\" : \"ap-south-1\",\n  \"version\" : \"2017-09-30\"\n}",
-      "dynamic/instance-identity/signature": {"redacted": "signature"},
-      "dynamic/instance-identity/pkcs7": {"redacted": "signature"},
-      "dynamic/instance-identity/rsa2048": {"redacted": "signature"}
-    },
-    "listings": {
-      "meta-data/": "ami-launch-index\niam/\ninstance-id\ninstance-life-cycle\nplacement/\nservices/\ntags/"
-    }
-  },
-  "gce": {"document": {
-    "instance": {"name": "recorded-vm", "zone": "projects/42/zones/europe-west1-b",
-                 "attributes": {"team": "payments"}},
-    "project": {"projectId": "recorded-project", "numericProjectId": 42, "attributes": {}}
-  }},
-  "azure": {"api_version": "2021-02-01", "instance": {
-    "compute": {"name": "recorded-azure-vm", "location": "westeurope", "vmSize": "Standard_B2s"},
-    "network": {"interface": []}
-  }}
+/// The hand-written snapshot docs/replay.md shows: an instance in ap-south-1 with a role
+/// `recorded-role`, a partition number and a directory imds-tun's own tree lacks, gzip
+/// user-data, GCE and Azure.
+fn documented_snapshot() -> String {
+    let docs = std::fs::read_to_string(repo().join("docs/replay.md")).expect("docs/replay.md");
+    let blocks = common::fenced_blocks(&docs, "## A snapshot written by hand", "\n## ");
+    let snapshot = blocks.first().expect("the example snapshot").clone();
+    serde_json::from_str::<serde_json::Value>(&snapshot).expect("the example is JSON");
+    snapshot
 }
-"#;
 
 /// The gzip of `hello` that `user-data` records as base64.
 const USER_DATA: &[u8] = &[
@@ -105,7 +73,11 @@ fn ctl(namespace: &Namespace, args: &[&str]) {
 fn recorded_and_hand_added_paths_are_served_byte_for_byte_and_listed() {
     let namespace = namespace!();
     let dir = TempDir::new();
-    let _child = start(&namespace, &snapshot_file(&dir, SNAPSHOT), &[]);
+    let _child = start(
+        &namespace,
+        &snapshot_file(&dir, &documented_snapshot()),
+        &[],
+    );
 
     assert_eq!(
         ec2(&namespace, "/latest/meta-data/placement/partition-number"),
@@ -256,7 +228,11 @@ print(credentials.get("role_name", "NONE") if credentials else "NONE")
 fn the_recorded_role_serves_credentials_and_the_document_is_signed_again() {
     let namespace = namespace!();
     let dir = TempDir::new();
-    let _child = start(&namespace, &snapshot_file(&dir, SNAPSHOT), &[]);
+    let _child = start(
+        &namespace,
+        &snapshot_file(&dir, &documented_snapshot()),
+        &[],
+    );
 
     assert_eq!(
         ec2(&namespace, "/latest/meta-data/iam/security-credentials/"),
@@ -282,7 +258,8 @@ fn the_recorded_role_serves_credentials_and_the_document_is_signed_again() {
     }
 
     let document = ec2(&namespace, "/latest/dynamic/instance-identity/document");
-    let recorded: serde_json::Value = serde_json::from_str(SNAPSHOT).expect("the snapshot");
+    let recorded: serde_json::Value =
+        serde_json::from_str(&documented_snapshot()).expect("the snapshot");
     assert_eq!(
         document,
         recorded["ec2"]["leaves"]["dynamic/instance-identity/document"]
@@ -301,7 +278,7 @@ fn region_flag_overrides_the_recorded_region_in_placement_and_the_document() {
     let dir = TempDir::new();
     let _child = start(
         &namespace,
-        &snapshot_file(&dir, SNAPSHOT),
+        &snapshot_file(&dir, &documented_snapshot()),
         &["--region", "eu-west-1"],
     );
     assert_eq!(
@@ -336,7 +313,11 @@ fn region_flag_overrides_the_recorded_region_in_placement_and_the_document() {
 fn ctl_spot_and_a_fault_work_on_a_replayed_tree() {
     let namespace = namespace!();
     let dir = TempDir::new();
-    let _child = start(&namespace, &snapshot_file(&dir, SNAPSHOT), &[]);
+    let _child = start(
+        &namespace,
+        &snapshot_file(&dir, &documented_snapshot()),
+        &[],
+    );
     assert_eq!(
         get(&namespace, "/latest/meta-data/spot/instance-action", &[]).status,
         404
@@ -403,7 +384,7 @@ fn gce_and_azure_answer_with_the_recorded_documents_and_their_flags_override_the
     let dir = TempDir::new();
     let _child = start(
         &namespace,
-        &snapshot_file(&dir, SNAPSHOT),
+        &snapshot_file(&dir, &documented_snapshot()),
         &[
             "--gcp-instance-attribute",
             "env=dev",
