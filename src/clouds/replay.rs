@@ -41,6 +41,66 @@ pub struct Replay {
     pub base_azure: AzureInstance,
 }
 
+impl Replay {
+    /// The instance the rest of a run describes beside the replayed tree (the credentials'
+    /// fallback region, the container endpoints' task metadata): `full` with the recorded
+    /// instance id, type, region, zone and account wherever no explicit setting changed them,
+    /// so those answers agree with the tree.
+    pub fn served_instance(&self, full: &Instance) -> Instance {
+        let mut served = full.clone();
+        let Some(ec2) = &self.snapshot.ec2 else {
+            return served;
+        };
+        let base = &self.base_instance;
+        let leaf = |path: &str| {
+            leaf_text(ec2, path)
+                .filter(|text| !text.is_empty() && !text.contains('\n'))
+                .map(str::to_owned)
+        };
+        let document: Option<Value> = leaf_text(ec2, crate::clouds::ec2::replay::DOCUMENT)
+            .and_then(|text| serde_json::from_str(text).ok());
+        let account = document
+            .as_ref()
+            .and_then(|document| document.get("accountId")?.as_str().map(str::to_owned));
+        let fields: [(&mut String, &String, Option<String>); 5] = [
+            (
+                &mut served.instance_id,
+                &base.instance_id,
+                leaf("meta-data/instance-id"),
+            ),
+            (
+                &mut served.instance_type,
+                &base.instance_type,
+                leaf("meta-data/instance-type"),
+            ),
+            (
+                &mut served.region,
+                &base.region,
+                leaf("meta-data/placement/region"),
+            ),
+            (
+                &mut served.availability_zone,
+                &base.availability_zone,
+                leaf("meta-data/placement/availability-zone"),
+            ),
+            (&mut served.account_id, &base.account_id, account),
+        ];
+        for (field, base, recorded) in fields {
+            if let Some(recorded) = recorded.filter(|_| field == base) {
+                *field = recorded;
+            }
+        }
+        served
+    }
+}
+
+fn leaf_text<'a>(ec2: &'a Ec2Tree, path: &str) -> Option<&'a str> {
+    match &ec2.leaves.get(path)?.value {
+        LeafValue::Text(text) => Some(text),
+        _ => None,
+    }
+}
+
 /// Reads a file `--replay` was given: an imds-tun snapshot (`imds-tun record`). Every format
 /// `--replay` accepts is recognised here and turned into a [`Snapshot`], so another one (such
 /// as cloud-init's instance-data.json) is one more arm of this function.
@@ -177,6 +237,50 @@ mod tests {
                 .map(|(path, listing)| ((*path).to_owned(), (*listing).to_owned()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn the_served_instance_carries_the_recorded_values_no_setting_changed() {
+        let base = Instance::example();
+        let recorded = tree(
+            &[
+                ("meta-data/instance-id", Leaf::text("i-0123456789abcdef0")),
+                ("meta-data/placement/region", Leaf::text("ap-south-1")),
+                (
+                    "meta-data/placement/availability-zone",
+                    Leaf::text("ap-south-1b"),
+                ),
+                (
+                    crate::clouds::ec2::replay::DOCUMENT,
+                    Leaf::text(r#"{"accountId" : "210987654321"}"#),
+                ),
+            ],
+            &[],
+        );
+        let replay = Replay {
+            path: PathBuf::from("snapshot.json"),
+            snapshot: Snapshot {
+                ec2: Some(recorded),
+                ..Snapshot::default()
+            },
+            base_instance: base.clone(),
+            base_gce: None,
+            base_azure: AzureInstance::example(),
+        };
+        let served = replay.served_instance(&base);
+        assert_eq!(served.instance_id, "i-0123456789abcdef0");
+        assert_eq!(served.region, "ap-south-1");
+        assert_eq!(served.availability_zone, "ap-south-1b");
+        assert_eq!(served.account_id, "210987654321");
+        assert_eq!(served.instance_type, base.instance_type, "not recorded");
+
+        let mut flagged = base.clone();
+        flagged.region = "eu-west-1".into();
+        flagged.availability_zone = "eu-west-1a".into();
+        let served = replay.served_instance(&flagged);
+        assert_eq!(served.region, "eu-west-1");
+        assert_eq!(served.availability_zone, "eu-west-1a");
+        assert_eq!(served.instance_id, "i-0123456789abcdef0");
     }
 
     #[test]

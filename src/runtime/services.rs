@@ -16,7 +16,7 @@ use crate::clouds::gce::{Gce, GceSettings, document as gce_document};
 use crate::clouds::instance_role::InstanceRole;
 use crate::clouds::replay::Replay;
 use crate::clouds::{self, azure::Azure};
-use crate::config::{Backend, LocalService};
+use crate::config::{Backend, Instance, LocalService};
 use crate::control::clouds::CloudBoards;
 use crate::credentials::outage::Outage;
 use crate::credentials::roles::CallerRoles;
@@ -69,10 +69,15 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
         }
         Backend::Local(local) => local,
     };
+    // Beside a replayed tree, the instance the snapshot recorded where no setting changed it.
+    let instance = match &local.replay {
+        Some(replay) => std::borrow::Cow::Owned(replay.served_instance(&local.instance)),
+        None => std::borrow::Cow::Borrowed(&local.instance),
+    };
     let served = ServedAs {
-        role_name: &local.instance.role_name,
-        region: &local.instance.region,
-        hostname: &local.instance.hostname,
+        role_name: &instance.role_name,
+        region: &instance.region,
+        hostname: &instance.hostname,
     };
     if let Some(replay) = &local.replay {
         log_replay(replay);
@@ -85,8 +90,8 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
     }
     let credentials = selected.status.clone();
     let caller_roles = caller_roles(local, &selected);
-    let containers = containers(local, &selected, caller_roles.clone());
-    let ec2 = ec2(local, selected, caller_roles);
+    let containers = containers(local, &instance, &selected, caller_roles.clone());
+    let ec2 = ec2(local, &instance, selected, caller_roles);
     let board = ec2.interruptions();
     let tokens = ec2.token_mint();
     let gce = local
@@ -139,7 +144,14 @@ fn caller_roles(local: &LocalService, selected: &Selected) -> Option<Arc<CallerR
     )))
 }
 
-fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>) -> Ec2 {
+/// EC2, serving `local`'s instance or its replayed tree, whose credentials name `served`'s
+/// account.
+fn ec2(
+    local: &LocalService,
+    served: &Instance,
+    selected: Selected,
+    roles: Option<Arc<CallerRoles>>,
+) -> Ec2 {
     let recorded = local
         .replay
         .as_deref()
@@ -149,6 +161,7 @@ fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>
             tree,
             &replay.base_instance,
             &local.instance,
+            served,
             local.token_policy,
             selected.source,
         ),
@@ -165,15 +178,16 @@ fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>
 /// Identity endpoint (with its token file), serving the instance's role as EC2 does.
 fn containers(
     local: &LocalService,
+    instance: &Instance,
     selected: &Selected,
     roles: Option<Arc<CallerRoles>>,
 ) -> clouds::ContainerEndpoints {
     let mut role = InstanceRole::new(
         selected.source.clone(),
         local.credentials.role_arn.as_ref(),
-        &local.instance.role_name,
-        &local.instance.account_id,
-        &local.instance.region,
+        &instance.role_name,
+        &instance.account_id,
+        &instance.region,
     );
     if let Some(roles) = roles {
         role = role.with_caller_roles(roles);
@@ -187,7 +201,7 @@ fn containers(
     }
     let started = time::OffsetDateTime::now_utc();
     let ecs = Ecs::new(
-        &local.instance,
+        instance,
         &local.ecs,
         role.clone(),
         selected.starter.clone(),

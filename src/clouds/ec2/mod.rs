@@ -142,11 +142,13 @@ impl Ec2 {
 
     /// As [`Ec2::new`], serving a recorded snapshot's tree (`--replay`): `base` is the instance
     /// the defaults alone describe, `instance` the one every setting does; where they differ the
-    /// setting wins over the recording (see [`replay`]).
+    /// setting wins over the recording (see [`replay`]). `served` names the role and the
+    /// account of the credentials (the recorded account unless a setting changed it).
     pub fn replaying(
         recorded: &crate::snapshot::Ec2Tree,
         base: &Instance,
         instance: &Instance,
+        served: &Instance,
         token_policy: TokenPolicy,
         credentials: Arc<dyn CredentialSource>,
     ) -> Ec2 {
@@ -155,7 +157,7 @@ impl Ec2 {
         let tree = replay::tree(recorded, base, instance, pending_time);
         Ec2 {
             replayed: true,
-            ..Ec2::serving(tree, instance, token_policy, credentials)
+            ..Ec2::serving(tree, served, token_policy, credentials)
         }
     }
 
