@@ -1,8 +1,9 @@
 //! The metadata services of a run, built from its settings: EC2 with its credential source and
 //! per-caller roles, GCE when configured, Azure always, the ECS endpoint always and EKS Pod
 //! Identity with its token file (both sharing EC2's role and rules); or the upstream
-//! forwarder. Each start-up line that says where credentials and tokens come from is written
-//! here, once.
+//! forwarder. With `--replay`, EC2, GCE and Azure serve the snapshot's tree and documents
+//! (`clouds::replay`). Each start-up line that says where credentials and tokens come from (and
+//! what is replayed) is written here, once.
 
 use std::sync::Arc;
 

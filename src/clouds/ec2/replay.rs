@@ -8,7 +8,7 @@
 //!   setting's value, or nothing if the setting removed the path (a role renamed by
 //!   `--role-name`);
 //! - a path the settings add that the defaults lack (`--tag`, the `--role-name` role's
-//!   credentials) is added;
+//!   credentials) is added, but for a network interface the recording does not have;
 //! - redacted credentials under `iam/security-credentials/` and `-extended/` are the role's
 //!   credentials from the usual source; other redacted values (tokens, the identity role's keys)
 //!   are not served;
@@ -79,7 +79,11 @@ pub fn tree(
         }
     }
     for (path, leaf) in full_tree.leaves() {
-        if base_tree.get(path).is_none() && !computed(path) && !recorded.leaves.contains_key(path) {
+        if base_tree.get(path).is_none()
+            && !computed(path)
+            && !recorded.leaves.contains_key(path)
+            && !in_unrecorded_interface(recorded, path)
+        {
             leaves.insert(path.to_owned(), leaf.clone());
         }
     }
@@ -112,6 +116,24 @@ pub fn tree(
         listings.insert(String::new(), names.join("\n"));
     }
     Tree::from_parts(leaves, listings)
+}
+
+/// Whether `path` is under a network interface the recording does not have: imds-tun's own
+/// interface (its MAC from the settings) is not added beside the recorded ones because a
+/// setting such as `--public-ipv4` adds a leaf to it.
+fn in_unrecorded_interface(recorded: &Ec2Tree, path: &str) -> bool {
+    const MACS: &str = "meta-data/network/interfaces/macs/";
+    let Some((mac, _)) = path
+        .strip_prefix(MACS)
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return false;
+    };
+    let directory = format!("{MACS}{mac}/");
+    !recorded
+        .leaves
+        .keys()
+        .any(|recorded| recorded.starts_with(&directory))
 }
 
 /// What a recorded leaf serves, or `None` for a redacted value imds-tun has no source for.
@@ -349,6 +371,24 @@ mod tests {
         let tree = tree(&snapshot, &base, &full, start());
         assert_eq!(body(&tree, "meta-data/tags/instance"), "Env\nTeam");
         assert_eq!(body(&tree, "meta-data/tags/instance/Env"), "dev");
+    }
+
+    #[test]
+    fn a_public_address_given_as_a_flag_adds_no_interface_beside_the_recorded_one() {
+        let base = Instance::example();
+        let mut full = base.clone();
+        full.public_ipv4 = Some(std::net::Ipv4Addr::new(54, 0, 0, 1));
+        let recorded_interface = "meta-data/network/interfaces/macs/0a:00:00:00:00:01/mac";
+        let snapshot = recorded(
+            &[(recorded_interface, Recorded::text("0a:00:00:00:00:01"))],
+            &[],
+        );
+        let tree = tree(&snapshot, &base, &full, start());
+        assert_eq!(body(&tree, "meta-data/public-ipv4"), "54.0.0.1");
+        assert_eq!(
+            body(&tree, "meta-data/network/interfaces/macs"),
+            "0a:00:00:00:00:01/"
+        );
     }
 
     #[test]
