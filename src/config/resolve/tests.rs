@@ -930,6 +930,14 @@ fn a_broken_snapshot_is_one_line_naming_the_flag_and_the_json_path() {
         ),
     );
     assert!(message.starts_with("--replay "), "{message}");
+    let from_file = error_of(
+        replay_layer(
+            &dir,
+            r#"{"imds_tun_snapshot": 1, "ec2": {"leaves": {"user-data": 42}}}"#,
+        ),
+        Layer::default(),
+    );
+    assert!(from_file.starts_with("config: replay "), "{from_file}");
     assert!(
         message.contains(r#"$.ec2.leaves["user-data"]: "#),
         "{message}"
