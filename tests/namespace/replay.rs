@@ -1,10 +1,12 @@
 //! `imds-tun --replay FILE`, end to end in a fresh network namespace: the snapshot written by
-//! hand that docs/replay.md shows (read from it) is served byte for byte, paths imds-tun does not know included;
-//! credentials come under the recorded role name (boto3 from `<repo>/.venv`, which
-//! `scripts/test.sh` creates); the identity document is the recorded one, signed again with the
-//! documented key (checked with `openssl`); `--region` overrides the recording; `ctl spot` and
-//! `ctl fault` work on top; GCE and Azure answer with the recorded documents; and a broken
-//! snapshot stops the start with one line naming the JSON path, exit 2, nothing left behind.
+//! hand that docs/replay.md shows (read from it) is served byte for byte, paths imds-tun does
+//! not know included; credentials come under the recorded role name (boto3 from
+//! `<repo>/.venv`, which `scripts/test.sh` creates); the identity document is the recorded one,
+//! signed again with the documented key (checked with `openssl`); `--region` overrides the
+//! recording and `--role-name` renames the role; `ctl spot` and `ctl fault` work on top; GCE
+//! and Azure answer with the recorded documents; the curl commands docs/replay.md shows print
+//! what their comments say; and a broken snapshot stops the start (and fails `--check`) with
+//! one line naming the JSON path, exit 2, nothing left behind.
 #![cfg(target_os = "linux")]
 
 use crate::common;
@@ -456,6 +458,14 @@ fn a_broken_snapshot_stops_the_start_with_one_line_naming_the_json_path() {
         assert!(lines[0].starts_with("imds-tun: --replay "), "{stderr}");
         assert!(lines[0].contains(path), "names {path}: {stderr}");
         assert!(namespace.tun_links().is_empty(), "no TUN is left behind");
+        // `--check` reports the same line as its failed settings check.
+        let check = namespace.exec(&[common::BINARY, "--check", "--replay", &file]);
+        let report = String::from_utf8_lossy(&check.stdout);
+        let line = lines[0].trim_start_matches("imds-tun: ");
+        assert!(
+            report.contains(&format!("fail  settings: {line}")),
+            "{report}"
+        );
     }
     let not_json = {
         let file = snapshot_file(&dir, "not json at all");
@@ -469,4 +479,68 @@ fn a_broken_snapshot_stops_the_start_with_one_line_naming_the_json_path() {
         "{not_json}"
     );
     assert!(namespace.tun_links().is_empty(), "no TUN is left behind");
+}
+
+#[test]
+fn role_name_flag_serves_the_credentials_under_another_name() {
+    let namespace = namespace!();
+    let dir = TempDir::new();
+    let _child = start(
+        &namespace,
+        &snapshot_file(&dir, &documented_snapshot()),
+        &["--role-name", "flagged-role"],
+    );
+    assert_eq!(
+        ec2(&namespace, "/latest/meta-data/iam/security-credentials/"),
+        "flagged-role"
+    );
+    let credentials: serde_json::Value = serde_json::from_str(&ec2(
+        &namespace,
+        "/latest/meta-data/iam/security-credentials/flagged-role",
+    ))
+    .expect("credentials JSON");
+    assert_eq!(credentials["Code"], "Success");
+    assert_eq!(
+        get(
+            &namespace,
+            "/latest/meta-data/iam/security-credentials/recorded-role",
+            &[]
+        )
+        .status,
+        404
+    );
+    assert!(
+        ec2(&namespace, "/latest/meta-data/iam/info").contains("instance-profile/flagged-role"),
+        "iam/info names the new role"
+    );
+}
+
+#[test]
+fn the_documented_commands_print_what_their_comments_say() {
+    let namespace = namespace!();
+    let dir = TempDir::new();
+    let _child = start(
+        &namespace,
+        &snapshot_file(&dir, &documented_snapshot()),
+        &[],
+    );
+    let docs = std::fs::read_to_string(repo().join("docs/replay.md")).expect("docs/replay.md");
+    let blocks = common::fenced_blocks(&docs, "Served as it stands", "\n## ");
+    let commands = blocks.first().expect("the curl commands");
+    let shell = common::DocShell::new();
+    let mut literal = 0;
+    for line in commands.lines().filter(|line| !line.trim().is_empty()) {
+        let (command, comment) = line
+            .split_once("   # ")
+            .expect("each line says what it prints");
+        let printed = shell.run(&namespace, command);
+        let comment = comment.trim();
+        if comment.contains(' ') {
+            assert!(!printed.is_empty(), "{command} prints something");
+        } else {
+            assert_eq!(printed, comment, "{command}");
+            literal += 1;
+        }
+    }
+    assert!(literal >= 5, "the values the comments promise are checked");
 }
