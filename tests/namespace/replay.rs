@@ -6,7 +6,8 @@
 //! recording and `--role-name` renames the role; `ctl spot` and `ctl fault` work on top; GCE
 //! and Azure answer with the recorded documents; the curl commands docs/replay.md shows print
 //! what their comments say; and a broken snapshot stops the start (and fails `--check`) with
-//! one line naming the JSON path, exit 2, nothing left behind.
+//! one line naming the JSON path, exit 2, nothing left behind; under sudo a snapshot the
+//! invoking user cannot read is refused.
 #![cfg(target_os = "linux")]
 
 use crate::common;
@@ -543,4 +544,50 @@ fn the_documented_commands_print_what_their_comments_say() {
         }
     }
     assert!(literal >= 5, "the values the comments promise are checked");
+}
+
+#[test]
+fn under_sudo_a_snapshot_the_invoking_user_cannot_read_is_refused() {
+    let namespace = namespace!();
+    let dir = TempDir::new();
+    let file = snapshot_file(&dir, &documented_snapshot());
+    let set_mode = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let under_sudo_as_nobody = common::Spawn {
+        env: vec![
+            ("SUDO_UID".into(), common::NOBODY.to_string()),
+            ("SUDO_GID".into(), common::NOBODY.to_string()),
+            ("SUDO_USER".into(), "nobody".into()),
+        ],
+        ..common::Spawn::default()
+    };
+    set_mode(0o600);
+    let mut child = namespace.spawn_with(&["--replay", &file], &under_sudo_as_nobody);
+    let status = child.wait_exit(Duration::from_secs(10));
+    common::assert_exit_code(&child, status, 2);
+    let stderr = child.stderr();
+    assert!(
+        stderr.contains(&format!("--replay {file}"))
+            && stderr.contains("permission denied for user nobody"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("recorded-role"),
+        "nothing of the file is shown: {stderr}"
+    );
+    assert!(namespace.tun_links().is_empty(), "nothing was created");
+    drop(child);
+
+    set_mode(0o644);
+    let served = namespace.spawn_with(
+        &["--replay", &file, "--mock-credentials"],
+        &under_sudo_as_nobody,
+    );
+    served.wait_ready();
+    assert_eq!(
+        ec2(&namespace, "/latest/meta-data/placement/partition-number"),
+        "2"
+    );
 }
