@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::clouds::azure::AzureInstance;
 use crate::clouds::ec2::Instance;
 use crate::clouds::gce::GceInstance;
-use crate::snapshot::{Ec2Tree, LeafValue, SchemaError, Snapshot};
+use crate::snapshot::{Ec2Tree, LeafValue, Snapshot};
 
 /// A snapshot to serve, and what the defaults alone would have served in its place.
 #[derive(Debug, Clone)]
@@ -99,13 +99,6 @@ fn leaf_text<'a>(ec2: &'a Ec2Tree, path: &str) -> Option<&'a str> {
         LeafValue::Text(text) => Some(text),
         _ => None,
     }
-}
-
-/// Reads a file `--replay` was given: an imds-tun snapshot (`imds-tun record`). Every format
-/// `--replay` accepts is recognised here and turned into a [`Snapshot`], so another one (such
-/// as cloud-init's instance-data.json) is one more arm of this function.
-pub fn load(bytes: &[u8]) -> Result<Snapshot, SchemaError> {
-    Snapshot::parse(bytes)
 }
 
 /// The role name the recording shows: the one child of `meta-data/iam/security-credentials/`

@@ -246,3 +246,54 @@ fn write_fixture(crawl: &Crawl, cloud_init: &CloudInit) {
     )
     .expect("writing the fixture's VERSION");
 }
+
+/// `--replay` takes the `instance-data.json` cloud-init wrote on one instance: a second
+/// imds-tun serving it is, to cloud-init crawling again, the same instance (id, region, zone,
+/// tag), with the role under the name cloud-init's file gives.
+#[test]
+fn replaying_cloud_init_s_instance_data_is_the_same_instance_to_cloud_init() {
+    let Some(cloud_init) = CloudInit::find(test_name!()) else {
+        return;
+    };
+    let namespace = namespace!();
+    let dir = TempDir::new();
+    let mut instance = start_instance(&namespace, &dir);
+    let first = crawl(&namespace, &dir, &cloud_init);
+    let role = String::from_utf8(curl(&namespace, "meta-data/iam/security-credentials/"))
+        .expect("role names are text");
+    instance.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = instance.wait_exit(std::time::Duration::from_secs(10));
+    common::assert_exit_code(&instance, status, 0);
+
+    let copied = dir.file("instance-data.json", first.instance_data_text.as_bytes());
+    let _replayed = common::start(
+        &namespace,
+        &[
+            "--replay",
+            &copied,
+            "--mock-credentials",
+            "--imdsv2",
+            "required",
+        ],
+    );
+    let again = crawl(&namespace, &TempDir::new(), &cloud_init);
+    assert!(again.used_imdsv2_token, "{}", again.log);
+    assert_eq!(again.instance_id, INSTANCE_ID, "{}", again.log);
+    assert_eq!(again.region, REGION, "{}", again.log);
+    assert_eq!(again.availability_zone, "eu-west-1a", "{}", again.log);
+    assert_eq!(
+        again.instance_data["ds"]["meta-data"]["tags"]["instance"]["Team"],
+        "payments"
+    );
+    assert_eq!(
+        curl(&namespace, "meta-data/iam/security-credentials/"),
+        role.as_bytes(),
+        "the role's name"
+    );
+    let credentials: serde_json::Value = serde_json::from_slice(&curl(
+        &namespace,
+        &format!("meta-data/iam/security-credentials/{role}"),
+    ))
+    .expect("credentials are JSON");
+    assert_eq!(credentials["Code"], "Success", "{credentials}");
+}

@@ -38,6 +38,13 @@ pub fn resolve(
     let allow_from = hardening::resolve_allow_from(file, flags)?;
     let tun = tun::resolve_tun(file, flags, &addresses, &allow_from, http.header_timeout)?;
     let proxy = upstream::resolve(file, flags, &addresses, tun.is_some(), files)?;
+    if recorded.is_some() && proxy.upstream.is_some() {
+        return Err(ConfigError(
+            "--replay serves a snapshot here and --upstream forwards every request elsewhere; \
+             give one of them"
+                .into(),
+        ));
+    }
     let protection = ListenerProtection {
         listen_token: proxy.listen_token,
         insecure_listen_without_token: proxy.insecure_listen_without_token,

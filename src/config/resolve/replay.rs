@@ -38,7 +38,7 @@ pub(super) fn read(
     };
     let bytes = named_file::read(&path, &what, files, cap)
         .map_err(|error| ConfigError(error.to_string()))?;
-    let snapshot = replay::load(&bytes)
+    let snapshot = snapshot::load(&bytes)
         .map_err(|error| ConfigError(format!("{what} {}: {error}", path.display())))?;
     let user_data_cap = number(
         pick(flags.max_user_data_bytes, file.max_user_data_bytes),

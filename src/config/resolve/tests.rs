@@ -956,3 +956,20 @@ fn a_broken_snapshot_is_one_line_naming_the_flag_and_the_json_path() {
         "{message}"
     );
 }
+
+#[test]
+fn a_replay_with_an_upstream_is_refused_in_one_line() {
+    let dir = crate::temp_dir::TempDir::new();
+    let message = error_of(
+        Layer::default(),
+        Layer {
+            upstream: Some("http://10.0.2.2:8080".into()),
+            ..replay_layer(&dir, REPLAYED)
+        },
+    );
+    assert_eq!(
+        message,
+        "--replay serves a snapshot here and --upstream forwards every request elsewhere; give \
+         one of them"
+    );
+}
