@@ -239,8 +239,9 @@ pub struct Layer {
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
 
-    /// Serve this snapshot (`imds-tun record`'s JSON): its EC2 tree, GCE and Azure documents,
-    /// with explicit settings overriding it (docs/replay.md) [default: none].
+    /// Serve this snapshot (`imds-tun record`'s JSON, or cloud-init's instance-data.json): its
+    /// EC2 tree, GCE and Azure documents, with explicit settings overriding it (docs/replay.md)
+    /// [default: none].
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
 
