@@ -41,7 +41,8 @@
 //!   command's output and error lines written without a panic on a closed pipe or a full disk;
 //!   a request's query string; a value `Debug` never shows).
 //! - [`snapshot`]: the recorded metadata service `imds-tun record` writes and `--replay`
-//!   serves: its versioned JSON schema, bounds and errors; a leaf.
+//!   serves: its versioned JSON schema, bounds and errors, and cloud-init's `instance-data.json`
+//!   read as one; a leaf.
 //! - [`metrics`]: what a run counts for Prometheus (`--metrics`) and its text exposition; a
 //!   leaf, so every layer that counts may be handed its [`metrics::Metrics`].
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log

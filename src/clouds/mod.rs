@@ -12,6 +12,7 @@
 //!   connected to (`http::Destination`), before any path-based cloud, and serve the instance's
 //!   role through [`instance_role`].
 //! - [`token_cache`]: the expiring, single-flight cache the GCE and Azure tokens share.
+//! - [`replay`]: `--replay`, a recorded snapshot served in place of the built documents.
 //!
 //! **Adding a cloud or an endpoint** is one folder here, holding a type that implements
 //! [`MetadataService`](crate::http::MetadataService) (which requests it claims, and its answer,
@@ -30,6 +31,7 @@ pub mod ecs;
 pub mod eks_pod_identity;
 pub mod gce;
 pub mod instance_role;
+pub mod replay;
 pub mod token_cache;
 
 use crate::http::{Services, Upstream};

@@ -143,6 +143,8 @@ pub struct LocalService {
     pub pod_identity: Option<crate::clouds::eks_pod_identity::PodIdentitySettings>,
     /// Interruptions to play from the start (`--scenario`).
     pub scenario: Option<Vec<crate::control::protocol::Step>>,
+    /// The snapshot to serve (`--replay`), or none.
+    pub replay: Option<std::sync::Arc<crate::clouds::replay::Replay>>,
 }
 
 impl Settings {

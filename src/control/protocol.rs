@@ -204,8 +204,8 @@ pub struct Response {
     /// What is active after the request (every successful request returns it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Value>,
-    /// `"notes"`: what the person should know beside the status, one line each (`clear` left
-    /// faults standing); `ctl` prints them on stderr.
+    /// `"notes"`: what the person should know beside the status, one line each (`callers
+    /// --reset` emptied the table); `ctl` prints them on stderr.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }

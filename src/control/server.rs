@@ -361,27 +361,8 @@ async fn execute(
             Err(error) => Response::refused(error),
         },
         Request::FaultClear => {
-            let count = targets.faults.clear();
-            if let Some(budget) = &targets.serving.packets {
-                budget.restore();
-            }
-            let was_down = targets.outage.is_down();
-            let were_expired = targets.outage.expired_since().is_some();
-            targets.outage.end();
-            targets.outage.end_expired();
-            tracing::info!(
-                "ctl: {who} cleared {count} fault(s){}{}",
-                if was_down {
-                    " and the credential-source outage"
-                } else {
-                    ""
-                },
-                if were_expired {
-                    " and the expired credentials"
-                } else {
-                    ""
-                }
-            );
+            let ended = end_faults(targets);
+            tracing::info!("ctl: {who} cleared {}", ended.describe());
             Response::ok(fault_list(targets))
         }
         request @ Request::Fault { .. } => match set_fault(&request, targets, who) {
@@ -397,11 +378,7 @@ async fn execute(
             match change(targets, &request, now) {
                 Ok(status) => {
                     tracing::info!("ctl: {who}: {}", describe(&request));
-                    let mut response = Response::ok(status);
-                    if request == Request::Clear {
-                        response.notes = still_standing(targets);
-                    }
-                    response
+                    Response::ok(status)
                 }
                 Err(error) => Response::refused(error),
             }
@@ -409,30 +386,47 @@ async fn execute(
     }
 }
 
-/// What `clear` leaves standing, since it clears the interruptions only: the faults and a
-/// credential-source outage, each said with the command that ends it.
-fn still_standing(targets: &Targets) -> Vec<String> {
-    let mut notes = Vec::new();
-    let faults = targets.faults.list(tokio::time::Instant::now()).len();
-    if faults > 0 {
-        notes.push(format!(
-            "{faults} fault(s) still stand (`imds-tun ctl fault list`); `imds-tun ctl fault \
-             clear` removes them"
-        ));
+/// What ending the faults ended: `fault clear`, and `clear` (which ends everything).
+struct EndedFaults {
+    faults: usize,
+    outage: bool,
+    expired: bool,
+}
+
+impl EndedFaults {
+    /// For the log: `2 fault(s) and the credential-source outage`.
+    fn describe(&self) -> String {
+        format!(
+            "{} fault(s){}{}",
+            self.faults,
+            if self.outage {
+                " and the credential-source outage"
+            } else {
+                ""
+            },
+            if self.expired {
+                " and the expired credentials"
+            } else {
+                ""
+            }
+        )
     }
-    if targets.outage.is_down() {
-        notes.push(
-            "the credential source is still down; `imds-tun ctl fault clear` brings it back"
-                .to_owned(),
-        );
+}
+
+/// Ends every fault: the HTTP faults, a packet-budget fault (back to the start's budget), a
+/// credential-source outage and expired credentials.
+fn end_faults(targets: &Targets) -> EndedFaults {
+    let ended = EndedFaults {
+        faults: targets.faults.clear(),
+        outage: targets.outage.is_down(),
+        expired: targets.outage.expired_since().is_some(),
+    };
+    if let Some(budget) = &targets.serving.packets {
+        budget.restore();
     }
-    if targets.outage.expired_since().is_some() {
-        notes.push(
-            "the credentials are still served expired; `imds-tun ctl fault clear` ends that"
-                .to_owned(),
-        );
-    }
-    notes
+    targets.outage.end();
+    targets.outage.end_expired();
+    ended
 }
 
 /// Sets a fault (and its expiry, logged once), or a credential-source outage; refused when
@@ -616,6 +610,7 @@ fn change(
     });
     if outcome.is_ok() && *request == Request::Clear {
         targets.clouds.clear(now);
+        end_faults(targets);
     }
     outcome.map(|()| status(targets, now))
 }
@@ -651,13 +646,8 @@ async fn start_scenario(
                 continue;
             }
             if step.request == Request::FaultClear {
-                targets.faults.clear();
-                if let Some(budget) = &targets.serving.packets {
-                    budget.restore();
-                }
-                targets.outage.end();
-                targets.outage.end_expired();
-                tracing::info!("scenario at +{}s: cleared the faults", step.at);
+                let ended = end_faults(&targets);
+                tracing::info!("scenario at +{}s: cleared {}", step.at, ended.describe());
                 continue;
             }
             match change(&targets, &step.request, OffsetDateTime::now_utc()) {
@@ -689,7 +679,9 @@ fn describe(request: &Request) -> String {
         ),
         Request::EndEvent { id, how } => format!("ended event {id} ({how:?})"),
         Request::Lifecycle { state } => format!("target lifecycle state {state}"),
-        Request::Clear => "cleared: an on-demand instance with nothing pending".into(),
+        Request::Clear => {
+            "cleared: an on-demand instance with nothing pending, and no fault".into()
+        }
         Request::Status => "status".into(),
         Request::Play { steps } => format!("scenario of {} steps", steps.len()),
         Request::Fault { .. } => "fault".into(),

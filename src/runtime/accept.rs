@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::BoundListener;
-use super::counting::Counted;
+use super::counting::counted_until;
 use super::listen_limit::{KernelConnection, ListenLimit};
 use crate::http::{Access, Server};
 use crate::metrics::{Metrics, Refusal};
@@ -39,8 +39,13 @@ pub(super) async fn tun(
                     let peer = stream.peer_addr();
                     // The address the SYN was sent to: which endpoint the client dialled.
                     let ours = stream.local_addr();
-                    let stream = Counted::new(stream, &metrics);
-                    server.serve_from(stream, peer, Some(ours), Access::Open);
+                    server.serve_until(
+                        stream,
+                        peer,
+                        Some(ours),
+                        Access::Open,
+                        counted_until(metrics.connection_opened(), std::future::pending()),
+                    );
                 }
                 None => return,
             },
@@ -90,11 +95,11 @@ pub(super) async fn kernel(
                     }
                     let evicted = place.evicted();
                     server.serve_until(
-                        Counted::new(KernelConnection::new(stream, place), &metrics),
+                        KernelConnection::new(stream, place),
                         peer,
                         Some(ours),
                         settings.access.clone(),
-                        evicted,
+                        counted_until(metrics.connection_opened(), evicted),
                     );
                 }
                 Err(error) => {

@@ -205,11 +205,12 @@ fn ctl_play_takes_every_scenario_the_scenario_flag_takes() {
 }
 
 /// Faults and scheduled events are bounded: the one past the bound is refused with what to
-/// do, and `ctl clear` (which clears the interruptions only) says which faults still stand.
+/// do. `ctl clear` ends everything standing: the faults, a packet-budget fault, a
+/// credential-source outage and expired credentials, as well as the interruptions.
 #[test]
-fn faults_and_events_are_bounded_and_clear_says_what_still_stands() {
+fn faults_and_events_are_bounded_and_clear_ends_them_all() {
     let namespace = namespace!();
-    let _child = common::start(&namespace, &[]);
+    let _child = common::start(&namespace, &["--packet-budget", "500"]);
     for n in 0..64 {
         let path = format!("/latest/meta-data/fault-{n}");
         let set = ctl(
@@ -230,21 +231,49 @@ fn faults_and_events_are_bounded_and_clear_says_what_still_stands() {
         "{}",
         text(&refused)
     );
+    for fault in [
+        &["fault", "--packet-budget", "50"][..],
+        &["fault", "--credential-source", "down"],
+        &["fault", "--expired-credentials"],
+        &["spot", "--action", "terminate"],
+    ] {
+        let set = ctl(&namespace, &[], fault);
+        assert!(set.status.success(), "{fault:?}: {}", text(&set));
+    }
+    let status_of = |output: &Output| -> serde_json::Value {
+        assert!(output.status.success(), "{}", text(output));
+        serde_json::from_slice(&output.stdout).expect("status JSON")
+    };
+    let standing = status_of(&ctl(&namespace, &[], &["status"]));
+    assert_eq!(standing["packet_budget"], 50, "{standing}");
+    assert_eq!(standing["credential_source"], "down", "{standing}");
+    assert!(standing["expired_credentials"].is_string(), "{standing}");
+    assert_eq!(
+        read(&namespace, "/latest/meta-data/spot/instance-action").0,
+        200
+    );
 
     let cleared = ctl(&namespace, &[], &["clear"]);
     assert!(cleared.status.success(), "{}", text(&cleared));
-    assert!(
-        String::from_utf8_lossy(&cleared.stderr).contains(
-            "imds-tun ctl: 64 fault(s) still stand (`imds-tun ctl fault list`); `imds-tun ctl \
-             fault clear` removes them"
-        ),
-        "{}",
-        text(&cleared)
+    assert_eq!(
+        String::from_utf8_lossy(&cleared.stderr),
+        "",
+        "nothing to say"
     );
-    let faults_cleared = ctl(&namespace, &[], &["fault", "clear"]);
-    assert!(faults_cleared.status.success(), "{}", text(&faults_cleared));
-    let quiet = ctl(&namespace, &[], &["clear"]);
-    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "", "nothing stands");
+    let after = status_of(&ctl(&namespace, &[], &["status"]));
+    assert_eq!(after["faults"], serde_json::json!([]), "{after}");
+    assert_eq!(after["packet_budget"], 500, "the start's budget: {after}");
+    assert_eq!(after["credential_source"], "up", "{after}");
+    assert_eq!(
+        after["expired_credentials"],
+        serde_json::Value::Null,
+        "{after}"
+    );
+    assert_eq!(
+        read(&namespace, "/latest/meta-data/spot/instance-action").0,
+        404
+    );
+    assert_eq!(read(&namespace, "/latest/meta-data/fault-1").0, 404);
 
     for n in 0..100 {
         let set = ctl(&namespace, &[], &["event", "--code", "system-reboot"]);

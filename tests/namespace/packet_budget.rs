@@ -106,3 +106,40 @@ fn the_start_budget_drops_and_a_timed_fault_returns_to_it() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(ctl(&namespace, &["status"])["packet_budget"], 20);
 }
+
+/// docs/metadata.md's worked example, its commands as written: under the budget some of 100
+/// requests are answered and the rest give up (never a wrong answer), drops are counted, and
+/// once the budget is lifted all 100 are answered.
+#[test]
+fn the_worked_example_runs_as_written() {
+    let namespace = namespace!();
+    let document =
+        std::fs::read_to_string(common::repo().join("docs/metadata.md")).expect("metadata.md");
+    let blocks = common::fenced_blocks(
+        &document,
+        "### Worked example: does my client survive dropped packets?",
+        "\n### ",
+    );
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    assert_eq!(blocks[0].trim(), "sudo imds-tun &", "the server block");
+    let _child = common::start(&namespace, &[]);
+    let shell = common::DocShell::new();
+    let output = shell.run(&namespace, &blocks[1]);
+
+    // `uniq -c` lines: the counts under the budget vary, the rest is the document's.
+    let counted = |line: &str| -> (u32, String) {
+        let (count, status) = line.trim().split_once(' ').expect("`COUNT STATUS`");
+        (count.parse().expect("a count"), status.to_owned())
+    };
+    let lines: Vec<&str> = output.lines().collect();
+    let expected: Vec<&str> = blocks[2].lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{output}");
+    let under_budget: Vec<(u32, String)> = lines[..2].iter().map(|line| counted(line)).collect();
+    assert_eq!(under_budget[0].1, "000", "some gave up: {output}");
+    assert_eq!(under_budget[1].1, "200", "some were answered: {output}");
+    assert_eq!(under_budget[0].0 + under_budget[1].0, 100, "{output}");
+    assert_eq!(lines[2..], expected[2..], "{output}");
+    for (line, documented) in lines[..2].iter().zip(&expected[..2]) {
+        assert_eq!(counted(line).1, counted(documented).1, "{output}");
+    }
+}

@@ -38,6 +38,10 @@
 //!
 //! This module owns the format only: parsing with errors that name the JSON path, the bounds
 //! every snapshot keeps, and writing it back. Crawling is `record`'s job, serving `--replay`'s.
+//! [`load`] reads what `--replay` is given: a snapshot, or cloud-init's `instance-data.json`,
+//! which [`cloud_init`] converts into one.
+
+pub mod cloud_init;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -241,16 +245,41 @@ fn key_path(parent: &str, key: &str) -> String {
     }
 }
 
+/// Reads a file `--replay` was given: an imds-tun snapshot (it has `"imds_tun_snapshot"`), or
+/// cloud-init's `/run/cloud-init/instance-data.json` (it has a `"ds"` object), converted by
+/// [`cloud_init::from_instance_data`]. Either way the result keeps [`BOUNDS`].
+pub fn load(bytes: &[u8]) -> Result<Snapshot, SchemaError> {
+    let value = parse_json(bytes)?;
+    let is_snapshot = value.get(VERSION_KEY).is_some();
+    if !is_snapshot && cloud_init::is_instance_data(&value) {
+        return cloud_init::from_instance_data(&value);
+    }
+    if !is_snapshot && value.is_object() {
+        return Err(error(
+            "$",
+            format!(
+                "is neither an imds-tun snapshot (no \"{VERSION_KEY}\" key; `imds-tun record` \
+                 writes one) nor cloud-init's instance-data.json (no \"{}\" object)",
+                cloud_init::DATASOURCE_KEY
+            ),
+        ));
+    }
+    Snapshot::from_value(&value)
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, SchemaError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        error(
+            "$",
+            format!("not JSON (line {}, column {}): {e}", e.line(), e.column()),
+        )
+    })
+}
+
 impl Snapshot {
     /// Parses and checks a snapshot file's bytes.
     pub fn parse(bytes: &[u8]) -> Result<Snapshot, SchemaError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            error(
-                "$",
-                format!("not JSON (line {}, column {}): {e}", e.line(), e.column()),
-            )
-        })?;
-        Snapshot::from_value(&value)
+        Snapshot::from_value(&parse_json(bytes)?)
     }
 
     /// Checks an already parsed document against the schema.
