@@ -6,7 +6,7 @@
 //! echoes the token, leaves that add up to more than a snapshot holds).
 //!
 //! What is proved: the snapshot reads back with `Snapshot::parse` and holds what imds-tun
-//! served; the credentials imds-tun served (fetched with curl first), the IMDSv2 token and the
+//! served, and a second imds-tun replaying it (`--replay`) is recorded the same; the credentials imds-tun served (fetched with curl first), the IMDSv2 token and the
 //! signatures are nowhere in it; `--clouds` limits the crawl; IMDSv1 is used when the token
 //! PUT is refused; every hostile service ends within the documented bounds (time, paths,
 //! depth, bytes, memory) with one `imds-tun record:` line, a non-zero exit and, where there is
@@ -190,25 +190,9 @@ fn record_as_nobody_keeps_the_instance_and_never_its_credentials() {
     let namespace = namespace!();
     let scratch = common::TempDir::new();
     let user_data = scratch.file("user-data", USER_DATA);
-    let server = namespace.spawn(&[
-        "--mock-credentials",
-        "--tag",
-        "Team=payments",
-        "--user-data",
-        &user_data,
-        "--region",
-        "eu-west-1",
-        "--instance-type",
-        "m5.large",
-        "--public-ipv4",
-        "203.0.113.7",
-        "--gcp-project",
-        "my-proj",
-        "--gcp-project-attribute",
-        "k=v",
-        "--azure-vm-name",
-        "my-vm",
-    ]);
+    let mut args = NON_DEFAULT.to_vec();
+    args.extend(["--user-data", &user_data]);
+    let server = namespace.spawn(&args);
     server.wait_ready();
     let credentials = served_credentials(&namespace);
 
@@ -272,6 +256,70 @@ fn record_as_nobody_keeps_the_instance_and_never_its_credentials() {
     }
     assert!(!file.contains("SecretAccessKey"), "{file}");
     assert!(!file.contains("-----BEGIN PKCS7-----"), "{file}");
+}
+
+/// The flags of an instance that is not imds-tun's default one.
+const NON_DEFAULT: &[&str] = &[
+    "--mock-credentials",
+    "--tag",
+    "Team=payments",
+    "--region",
+    "eu-west-1",
+    "--instance-type",
+    "m5.large",
+    "--public-ipv4",
+    "203.0.113.7",
+    "--gcp-project",
+    "my-proj",
+    "--gcp-project-attribute",
+    "k=v",
+    "--azure-vm-name",
+    "my-vm",
+];
+
+#[test]
+fn a_replayed_recording_records_the_same() {
+    let namespace = namespace!();
+    let scratch = common::TempDir::new();
+    let user_data = scratch.file("user-data", USER_DATA);
+    let mut args = NON_DEFAULT.to_vec();
+    args.extend(["--user-data", &user_data]);
+    let mut original = namespace.spawn(&args);
+    original.wait_ready();
+    let first = record(&namespace, &[]);
+    assert_eq!(first.code(), Some(0), "{}", first.text());
+    original.signal(nix::sys::signal::Signal::SIGTERM);
+    original.wait_exit(Duration::from_secs(10));
+    namespace.wait_until_clean(Duration::from_secs(10));
+
+    let file = scratch.file("snapshot.json", &first.output.stdout);
+    let replaying = namespace.spawn(&["--replay", &file, "--mock-credentials"]);
+    replaying.wait_ready();
+    let second = record(&namespace, &[]);
+    assert_eq!(second.code(), Some(0), "{}", second.text());
+
+    let (first, second) = (first.snapshot(), second.snapshot());
+    let (ec2_first, ec2_second) = (
+        first.ec2.as_ref().expect("EC2"),
+        second.ec2.as_ref().expect("EC2"),
+    );
+    // Every leaf and listing, byte for byte: what record keeps, replay serves, and the
+    // listings replay derives are the ones record leaves out.
+    assert_eq!(
+        ec2_first.leaves.keys().collect::<Vec<_>>(),
+        ec2_second.leaves.keys().collect::<Vec<_>>()
+    );
+    for (path, leaf) in &ec2_first.leaves {
+        // The credentials' LastUpdated is imds-tun's own clock, not the recording.
+        if path == "meta-data/iam/info" {
+            continue;
+        }
+        assert_eq!(Some(leaf), ec2_second.leaves.get(path), "{path}");
+    }
+    assert_eq!(ec2_first.listings, ec2_second.listings);
+    assert_eq!(ec2_first.imdsv2, ec2_second.imdsv2);
+    assert_eq!(first.gce, second.gce);
+    assert_eq!(first.azure, second.azure);
 }
 
 #[test]
