@@ -62,6 +62,8 @@
 //!   token cache GCE and Azure share.
 //! - [`container_env`]: `imds-tun env`, the `export` lines for the ECS and EKS Pod Identity
 //!   endpoints.
+//! - [`record`]: `imds-tun record`, a plain HTTP client that crawls a metadata service (EC2,
+//!   GCE, Azure) into a [`snapshot`], bounded and redacted; it serves nothing.
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults,
 //!   resolved into each layer's own settings; every file a user names is read by
 //!   `config::named_file`.
@@ -94,6 +96,7 @@ pub mod metrics;
 pub mod output;
 pub mod platform;
 pub mod query;
+pub mod record;
 pub mod runtime;
 pub mod secret;
 pub mod snapshot;

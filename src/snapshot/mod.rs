@@ -114,6 +114,36 @@ pub struct Ec2Tree {
     pub listings: BTreeMap<String, String>,
 }
 
+impl Ec2Tree {
+    /// The listing of `directory` (a path without its final `/`, `""` for the version root)
+    /// as derived from the leaves: the immediate children in byte order, sub-directories with a
+    /// trailing `/`, LF-joined without a final newline; `record` keeps a served listing only
+    /// where it differs from this, and `--replay` serves this where none is kept.
+    pub fn derived_listing(&self, directory: &str) -> String {
+        let prefix = if directory.is_empty() {
+            String::new()
+        } else {
+            format!("{directory}/")
+        };
+        let mut children: Vec<String> = Vec::new();
+        for path in self.leaves.keys() {
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            let child = match rest.split_once('/') {
+                Some((name, _)) => format!("{name}/"),
+                None => rest.to_owned(),
+            };
+            if !rest.is_empty() {
+                children.push(child);
+            }
+        }
+        children.sort();
+        children.dedup();
+        children.join("\n")
+    }
+}
+
 /// One EC2 leaf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaf {
@@ -836,6 +866,34 @@ mod tests {
             assert_eq!(error.path, path, "{text}: {error}");
             assert!(error.problem.contains(problem), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_derived_listing_names_immediate_children_and_sub_directories() {
+        let mut ec2 = Ec2Tree::default();
+        for path in [
+            "meta-data/instance-id",
+            "meta-data/placement/region",
+            "meta-data/placement/availability-zone",
+            "meta-data/public-keys/0/openssh-key",
+            "meta-data-x/odd",
+            "user-data",
+        ] {
+            ec2.leaves.insert(path.into(), Leaf::text("v"));
+        }
+        assert_eq!(
+            ec2.derived_listing("meta-data"),
+            "instance-id\nplacement/\npublic-keys/"
+        );
+        assert_eq!(
+            ec2.derived_listing("meta-data/placement"),
+            "availability-zone\nregion"
+        );
+        assert_eq!(
+            ec2.derived_listing(""),
+            "meta-data-x/\nmeta-data/\nuser-data"
+        );
+        assert_eq!(ec2.derived_listing("dynamic"), "");
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod messages;
 mod metrics;
 mod packet_budget;
 mod process_edges;
+mod record;
 mod replay;
 mod slow_answers;
 mod tokens;
