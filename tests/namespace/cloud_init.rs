@@ -297,3 +297,46 @@ fn replaying_cloud_init_s_instance_data_is_the_same_instance_to_cloud_init() {
     .expect("credentials are JSON");
     assert_eq!(credentials["Code"], "Success", "{credentials}");
 }
+
+/// The whole copy, as the issue puts it: `imds-tun record` on one instance, `--replay` of its
+/// snapshot on another, and cloud-init booting there finds the recorded instance id, region
+/// and user-data.
+#[test]
+fn cloud_init_finds_a_recorded_instance_in_its_replay() {
+    let Some(cloud_init) = CloudInit::find(test_name!()) else {
+        return;
+    };
+    let namespace = namespace!();
+    let dir = TempDir::new();
+    let mut instance = start_instance(&namespace, &dir);
+    let snapshot = dir.path().join("snapshot.json");
+    let snapshot = snapshot.to_str().expect("a UTF-8 path");
+    let binary = common::binary();
+    let recorded = namespace.exec(&[
+        binary.to_str().expect("a UTF-8 path"),
+        "record",
+        "--out",
+        snapshot,
+    ]);
+    assert!(recorded.status.success(), "{}", common::text(&recorded));
+    instance.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = instance.wait_exit(std::time::Duration::from_secs(10));
+    common::assert_exit_code(&instance, status, 0);
+
+    let _replayed = common::start(
+        &namespace,
+        &["--replay", snapshot, "--mock-credentials", "--imdsv2", "required"],
+    );
+    let booted = crawl(&namespace, &TempDir::new(), &cloud_init);
+    assert!(booted.used_imdsv2_token, "{}", booted.log);
+    assert_eq!(booted.instance_id, INSTANCE_ID, "{}", booted.log);
+    assert_eq!(booted.region, REGION, "{}", booted.log);
+    assert_eq!(
+        String::from_utf8_lossy(&booted.user_data),
+        String::from_utf8_lossy(USER_DATA)
+    );
+    assert_eq!(
+        booted.instance_data["ds"]["meta-data"]["tags"]["instance"]["Team"],
+        "payments"
+    );
+}
