@@ -325,7 +325,13 @@ fn cloud_init_finds_a_recorded_instance_in_its_replay() {
 
     let _replayed = common::start(
         &namespace,
-        &["--replay", snapshot, "--mock-credentials", "--imdsv2", "required"],
+        &[
+            "--replay",
+            snapshot,
+            "--mock-credentials",
+            "--imdsv2",
+            "required",
+        ],
     );
     let booted = crawl(&namespace, &TempDir::new(), &cloud_init);
     assert!(booted.used_imdsv2_token, "{}", booted.log);

@@ -315,7 +315,9 @@ fn a_replayed_recording_records_the_same() {
             let without_time = |snapshot: &Snapshot| {
                 let mut info: serde_json::Value =
                     serde_json::from_str(text_leaf(snapshot, path)).expect("iam/info is JSON");
-                info.as_object_mut().expect("an object").remove("LastUpdated");
+                info.as_object_mut()
+                    .expect("an object")
+                    .remove("LastUpdated");
                 info
             };
             assert_eq!(without_time(&first), without_time(&second), "{path}");
@@ -531,4 +533,79 @@ fn record_redacts_the_token_and_credentials_wherever_they_are() {
             "{secret} is in the snapshot: {file}"
         );
     }
+}
+
+/// docs/guides/copy-your-instance.md, every block as written: `record` on a stand-in for the
+/// instance, a tag added with jq, `--replay` serving it, and a flag overriding the region.
+#[test]
+fn the_copy_your_instance_guide_runs_as_written() {
+    let namespace = namespace!();
+    let guide = std::fs::read_to_string(common::repo().join("docs/guides/copy-your-instance.md"))
+        .expect("the guide");
+    let blocks = common::fenced_blocks(&guide, "<!-- worked example:", "\n# ");
+    assert_eq!(blocks.len(), 10, "{blocks:?}");
+    let scratch = common::TempDir::new();
+    let shell = common::DocShell::new();
+    let here = scratch.path().to_str().expect("a UTF-8 path").to_owned();
+    let run = |script: &str| shell.run(&namespace, &format!("cd '{here}'\n{script}"));
+    // `sudo imds-tun FLAGS`, its file named relative to the guide's directory.
+    let server = |block: &str| -> Vec<String> {
+        block
+            .trim()
+            .strip_prefix("sudo imds-tun ")
+            .expect("a server block starts imds-tun")
+            .split_whitespace()
+            .map(|word| match word {
+                "edited.json" => format!("{here}/edited.json"),
+                other => other.to_owned(),
+            })
+            .collect()
+    };
+    let start = |block: &str| {
+        let flags = server(block);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        common::start(&namespace, &flags)
+    };
+    let stop = |mut child: common::ImdsTun| {
+        child.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = child.wait_exit(Duration::from_secs(10));
+        common::assert_exit_code(&child, status, 0);
+        namespace.wait_until_clean(Duration::from_secs(10));
+    };
+
+    // The instance the guide records: its id, region, tag and role.
+    let instance = common::start(
+        &namespace,
+        &[
+            "--instance-id",
+            "i-0123456789abcdef0",
+            "--region",
+            "eu-west-1",
+            "--tag",
+            "Team=payments",
+            "--role-name",
+            "app",
+            "--mock-credentials",
+        ],
+    );
+    assert_eq!(
+        run(&blocks[0]),
+        "",
+        "record --out writes the file, not stdout"
+    );
+    assert_eq!(run(&blocks[1]), blocks[2], "what the snapshot holds");
+    stop(instance);
+
+    assert_eq!(run(&blocks[3]), "", "the hand edit");
+    let replay = start(&blocks[4]);
+    assert_eq!(run(&blocks[5]), blocks[6], "the replayed instance");
+    stop(replay);
+
+    let moved = start(&blocks[7]);
+    assert_eq!(
+        run(&blocks[8]),
+        blocks[9],
+        "the region flag over the snapshot"
+    );
+    drop(moved);
 }
