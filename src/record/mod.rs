@@ -365,17 +365,18 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     temporary_name.push(name);
     temporary_name.push(format!(".imds-tun-record-{}", std::process::id()));
     let temporary = directory.join(temporary_name);
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
+    // create_new: never through a symlink or into a file someone else put there.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&temporary)?;
+    let result = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path));
     if result.is_err() {
+        // Ours: it was created above, so removing it removes nobody else's file.
         let _ = std::fs::remove_file(&temporary);
     }
     result
@@ -458,5 +459,24 @@ mod tests {
 
         let error = write_file(&dir.path().join("missing/snap.json"), b"x").expect_err("no dir");
         assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// In a directory others write to, a file (or symlink) already at the temporary name is
+    /// neither written through nor removed: the recording fails and leaves it alone.
+    #[test]
+    fn a_file_someone_else_put_at_the_temporary_name_is_left_alone() {
+        let dir = crate::temp_dir::TempDir::new();
+        let path = dir.path().join("snap.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "theirs").expect("victim");
+        let squatted = dir
+            .path()
+            .join(format!(".snap.json.imds-tun-record-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &squatted).expect("symlink");
+        let error = write_file(&path, b"new").expect_err("the name is taken");
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"theirs");
+        assert!(squatted.symlink_metadata().is_ok(), "not removed");
+        assert!(!path.exists());
     }
 }
