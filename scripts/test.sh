@@ -53,6 +53,40 @@ if [ "$(id -u)" -eq 0 ]; then
             || echo "warning: could not install docker.io; tests/namespace/docker_containers.rs will say so"
         [ -z "$added_policy" ] || rm -f "$policy"
     fi
+    # cloud-init for tests/namespace/cloud_init.rs, without installing it: the package would
+    # enable its boot services on this machine. Its .deb is downloaded and unpacked into a cache
+    # outside the clone, keyed by its version, and run from there with PYTHONPATH
+    # (tests/common/cloud_init.rs); only the python3-* modules it depends on are installed.
+    # If this fails, those tests say so: SKIPPED on a workstation, failed under CI=true.
+    cloud_init_cache=/var/cache/imds-tun-test
+    cloud_init_version=$(apt-cache policy cloud-init | awk '$1 == "Candidate:" { print $2 }')
+    if [ -z "$cloud_init_version" ] || [ "$cloud_init_version" = "(none)" ]; then
+        echo "warning: apt knows no cloud-init package; tests/namespace/cloud_init.rs will say so"
+    else
+        cloud_init_dir="$cloud_init_cache/cloud-init-$cloud_init_version"
+        mapfile -t cloud_init_modules < <(apt-cache depends --no-recommends --no-suggests cloud-init \
+            | awk '$1 ~ /Depends:$/ && $2 ~ /^python3-/ { print $2 }' | sort -u)
+        apt-get install -y -qq --no-install-recommends "${cloud_init_modules[@]}" >/dev/null \
+            || echo "warning: could not install cloud-init's python3 modules; tests/namespace/cloud_init.rs will say so"
+        if [ ! -d "$cloud_init_dir/usr/lib/python3/dist-packages/cloudinit" ]; then
+            mkdir -p "$cloud_init_cache"
+            download=$(mktemp -d "$cloud_init_cache/download.XXXXXX")
+            # apt drops to _apt to download; let it write here (no "unsandboxed" warning).
+            chown _apt "$download" 2>/dev/null || true
+            if (cd "$download" && apt-get download -qq "cloud-init=$cloud_init_version" >/dev/null) \
+                && dpkg-deb -x "$download"/cloud-init_*.deb "$download/tree"; then
+                rm -rf "$cloud_init_dir"
+                mv "$download/tree" "$cloud_init_dir"
+            else
+                echo "warning: could not download or unpack cloud-init $cloud_init_version; tests/namespace/cloud_init.rs will say so"
+            fi
+            rm -rf "$download"
+        fi
+        if [ -d "$cloud_init_dir" ]; then
+            ln -sfn "cloud-init-$cloud_init_version" "$cloud_init_cache/cloud-init"
+            echo "cloud-init $cloud_init_version: $cloud_init_dir (unpacked, not installed)"
+        fi
+    fi
 else
     step "system packages: not root, skipping apt-get (the namespace tests will be skipped, or fail under CI=true)"
 fi

@@ -131,6 +131,7 @@ pub fn main() -> ExitCode {
             return print_reference("the man page", crate::cli::reference::man_page);
         }
         Some(crate::cli::Command::Env(args)) => return env_main(&args),
+        Some(crate::cli::Command::Record(args)) => return crate::record::main(args),
         None => {}
     }
     if cli.check {

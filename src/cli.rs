@@ -57,6 +57,10 @@ pub enum Command {
     /// Print the `export` lines a process needs for the ECS or EKS Pod Identity endpoint, e.g.
     /// `eval "$(imds-tun env --ecs imds-tun)"`.
     Env(crate::container_env::EnvArgs),
+    /// Record the metadata service at URL (EC2, GCE, Azure) as one JSON snapshot for
+    /// `--replay`, as an ordinary client; credentials, tokens and signatures are never recorded
+    /// (docs/snapshot.md). Exit 0 whole, 3 partial (written, with its errors), 1 none written.
+    Record(crate::record::RecordArgs),
 }
 
 /// `imds-tun ctl ...`: each prints the resulting status as JSON (exit 0), or why not (exit 1);

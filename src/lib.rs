@@ -41,7 +41,8 @@
 //!   command's output and error lines written without a panic on a closed pipe or a full disk;
 //!   a request's query string; a value `Debug` never shows).
 //! - [`snapshot`]: the recorded metadata service `imds-tun record` writes and `--replay`
-//!   serves: its versioned JSON schema, bounds and errors; a leaf.
+//!   serves: its versioned JSON schema, bounds and errors, and cloud-init's `instance-data.json`
+//!   read as one; a leaf.
 //! - [`metrics`]: what a run counts for Prometheus (`--metrics`) and its text exposition; a
 //!   leaf, so every layer that counts may be handed its [`metrics::Metrics`].
 //! - [`attribution`]: who is behind a connection (socket owner, process, address), for the log
@@ -61,6 +62,8 @@
 //!   token cache GCE and Azure share.
 //! - [`container_env`]: `imds-tun env`, the `export` lines for the ECS and EKS Pod Identity
 //!   endpoints.
+//! - [`record`]: `imds-tun record`, a plain HTTP client that crawls a metadata service (EC2,
+//!   GCE, Azure) into a [`snapshot`], bounded and redacted; it serves nothing.
 //! - [`config`] and [`cli`]: settings from flags, a JSON file and machine-derived defaults,
 //!   resolved into each layer's own settings; every file a user names is read by
 //!   `config::named_file`.
@@ -93,6 +96,7 @@ pub mod metrics;
 pub mod output;
 pub mod platform;
 pub mod query;
+pub mod record;
 pub mod runtime;
 pub mod secret;
 pub mod snapshot;

@@ -14,6 +14,7 @@
 //! - [`token_cache`]: the expiring, single-flight cache the GCE and Azure tokens share.
 //! - [`pass_through`]: `--pass-through`, the requests its rules name answered by the real
 //!   metadata service; asked after the container endpoints and before every local cloud.
+//! - [`replay`]: `--replay`, a recorded snapshot served in place of the built documents.
 //!
 //! **Adding a cloud or an endpoint** is one folder here, holding a type that implements
 //! [`MetadataService`](crate::http::MetadataService) (which requests it claims, and its answer,
@@ -33,6 +34,7 @@ pub mod eks_pod_identity;
 pub mod gce;
 pub mod instance_role;
 pub mod pass_through;
+pub mod replay;
 pub mod token_cache;
 
 use std::sync::Arc;

@@ -239,6 +239,12 @@ pub struct Layer {
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
 
+    /// Serve this snapshot (`imds-tun record`'s JSON, or cloud-init's instance-data.json): its
+    /// EC2 tree, GCE and Azure documents, with explicit settings overriding it (docs/replay.md)
+    /// [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+
     // Google Compute Engine (docs/metadata.md#gce).
     /// Also answer as a GCE instance of this project on /computeMetadata/v1/ (Metadata-Flavor:
     /// Google) [default: off].

@@ -146,6 +146,8 @@ pub struct LocalService {
     /// The requests answered by the real metadata service (`--pass-through`), or none. Its
     /// interface is filled in by `crate::app` from the kernel's route, before the claim.
     pub pass_through: Option<crate::clouds::pass_through::PassThroughSettings>,
+    /// The snapshot to serve (`--replay`), or none.
+    pub replay: Option<std::sync::Arc<crate::clouds::replay::Replay>>,
 }
 
 impl Settings {

@@ -1,8 +1,9 @@
 //! The metadata services of a run, built from its settings: EC2 with its credential source and
 //! per-caller roles, GCE when configured, Azure always, the ECS endpoint always and EKS Pod
 //! Identity with its token file (both sharing EC2's role and rules); or the upstream
-//! forwarder. Each start-up line that says where credentials and tokens come from is written
-//! here, once.
+//! forwarder. With `--replay`, EC2, GCE and Azure serve the snapshot's tree and documents
+//! (`clouds::replay`). Each start-up line that says where credentials and tokens come from (and
+//! what is replayed) is written here, once.
 
 use std::sync::Arc;
 
@@ -12,11 +13,12 @@ use crate::clouds::ecs::Ecs;
 use crate::clouds::eks_pod_identity::PodIdentity;
 use crate::clouds::gce::identity_token::{CERTS_PATH, KeyError};
 use crate::clouds::gce::tokens::{AccessTokenSource, FAKE_PREFIX, IdentityTokenSource};
-use crate::clouds::gce::{Gce, GceSettings};
+use crate::clouds::gce::{Gce, GceSettings, document as gce_document};
 use crate::clouds::instance_role::InstanceRole;
 use crate::clouds::pass_through::PassThrough;
+use crate::clouds::replay::Replay;
 use crate::clouds::{self, azure::Azure};
-use crate::config::{Backend, LocalService};
+use crate::config::{Backend, Instance, LocalService};
 use crate::control::clouds::CloudBoards;
 use crate::credentials::outage::Outage;
 use crate::credentials::roles::CallerRoles;
@@ -69,11 +71,19 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
         }
         Backend::Local(local) => local,
     };
-    let served = ServedAs {
-        role_name: &local.instance.role_name,
-        region: &local.instance.region,
-        hostname: &local.instance.hostname,
+    // Beside a replayed tree, the instance the snapshot recorded where no setting changed it.
+    let instance = match &local.replay {
+        Some(replay) => std::borrow::Cow::Owned(replay.served_instance(&local.instance)),
+        None => std::borrow::Cow::Borrowed(&local.instance),
     };
+    let served = ServedAs {
+        role_name: &instance.role_name,
+        region: &instance.region,
+        hostname: &instance.hostname,
+    };
+    if let Some(replay) = &local.replay {
+        log_replay(replay);
+    }
     let selected = crate::credentials::select(&local.credentials, served, outage).await?;
     if selected.fake {
         tracing::warn!("{}", selected.summary);
@@ -82,8 +92,8 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
     }
     let credentials = selected.status.clone();
     let caller_roles = caller_roles(local, &selected);
-    let containers = containers(local, &selected, caller_roles.clone());
-    let ec2 = Arc::new(ec2(local, selected, caller_roles));
+    let containers = containers(local, &instance, &selected, caller_roles.clone());
+    let ec2 = Arc::new(ec2(local, &instance, selected, caller_roles));
     let board = ec2.interruptions();
     let tokens = ec2.token_mint();
     let pass_through = local.pass_through.as_ref().map(|settings| {
@@ -103,8 +113,25 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
         );
         PassThrough::new(settings, ec2.clone())
     });
-    let gce = local.gce.clone().map(gce).transpose()?;
-    let azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
+    let gce = local
+        .gce
+        .clone()
+        .map(|settings| gce(settings, local.replay.as_deref()))
+        .transpose()?;
+    let mut azure = Azure::new(local.azure.instance.clone(), local.azure.tokens.clone());
+    if let Some((recorded, replay)) = local
+        .replay
+        .as_deref()
+        .and_then(|replay| Some((replay.snapshot.azure.as_ref()?, replay)))
+    {
+        let mut document = recorded.instance.clone();
+        clouds::replay::overlay(
+            &mut document,
+            &replay.base_azure.document(),
+            &local.azure.instance.document(),
+        );
+        azure = azure.with_document(document);
+    }
     let cloud_boards = CloudBoards {
         gce: gce.as_ref().map(Gce::events),
         azure: Some(azure.events()),
@@ -136,9 +163,30 @@ fn caller_roles(local: &LocalService, selected: &Selected) -> Option<Arc<CallerR
     )))
 }
 
-fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>) -> Ec2 {
-    let ec2 = Ec2::new(&local.instance, local.token_policy, selected.source)
-        .with_max_token_ttl(local.max_token_ttl);
+/// EC2, serving `local`'s instance or its replayed tree, whose credentials name `served`'s
+/// account.
+fn ec2(
+    local: &LocalService,
+    served: &Instance,
+    selected: Selected,
+    roles: Option<Arc<CallerRoles>>,
+) -> Ec2 {
+    let recorded = local
+        .replay
+        .as_deref()
+        .and_then(|replay| Some((replay.snapshot.ec2.as_ref()?, replay)));
+    let ec2 = match recorded {
+        Some((tree, replay)) => Ec2::replaying(
+            tree,
+            &replay.base_instance,
+            &local.instance,
+            served,
+            local.token_policy,
+            selected.source,
+        ),
+        None => Ec2::new(&local.instance, local.token_policy, selected.source),
+    }
+    .with_max_token_ttl(local.max_token_ttl);
     match roles {
         Some(roles) => ec2.with_caller_roles(roles),
         None => ec2,
@@ -149,15 +197,16 @@ fn ec2(local: &LocalService, selected: Selected, roles: Option<Arc<CallerRoles>>
 /// Identity endpoint (with its token file), serving the instance's role as EC2 does.
 fn containers(
     local: &LocalService,
+    instance: &Instance,
     selected: &Selected,
     roles: Option<Arc<CallerRoles>>,
 ) -> clouds::ContainerEndpoints {
     let mut role = InstanceRole::new(
         selected.source.clone(),
         local.credentials.role_arn.as_ref(),
-        &local.instance.role_name,
-        &local.instance.account_id,
-        &local.instance.region,
+        &instance.role_name,
+        &instance.account_id,
+        &instance.region,
     );
     if let Some(roles) = roles {
         role = role.with_caller_roles(roles);
@@ -171,7 +220,7 @@ fn containers(
     }
     let started = time::OffsetDateTime::now_utc();
     let ecs = Ecs::new(
-        &local.instance,
+        instance,
         &local.ecs,
         role.clone(),
         selected.starter.clone(),
@@ -187,8 +236,20 @@ fn containers(
     }
 }
 
-/// The GCE metadata server for `settings`, saying at start-up where its tokens come from.
-fn gce(settings: GceSettings) -> Result<Gce, KeyError> {
+/// The GCE metadata server for `settings`, saying at start-up where its tokens come from;
+/// serving the recorded document where `replay` holds one.
+fn gce(settings: GceSettings, replay: Option<&Replay>) -> Result<Gce, KeyError> {
+    let replayed = replay.and_then(|replay| {
+        let recorded = replay.snapshot.gce.as_ref()?;
+        let base = replay.base_gce.as_ref()?;
+        let mut document = recorded.document.clone();
+        clouds::replay::overlay(
+            &mut document,
+            &gce_document::build(base),
+            &gce_document::build(&settings.instance),
+        );
+        Some(document)
+    });
     let project = settings.instance.project_id.clone();
     match &settings.access_tokens {
         AccessTokenSource::Fake => tracing::warn!(
@@ -210,5 +271,49 @@ fn gce(settings: GceSettings) -> Result<Gce, KeyError> {
         );
     }
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    Gce::new(settings, created)
+    let gce = Gce::new(settings, created)?;
+    Ok(match replayed {
+        Some(document) => gce.with_document(document),
+        None => gce,
+    })
+}
+
+/// The start-up line of `--replay`: which file, recorded when and where, and what it serves.
+fn log_replay(replay: &Replay) {
+    let snapshot = &replay.snapshot;
+    let mut clouds = Vec::new();
+    if let Some(ec2) = &snapshot.ec2 {
+        clouds.push(format!("EC2 ({} leaves)", ec2.leaves.len()));
+    }
+    if snapshot.gce.is_some() {
+        clouds.push("GCE".to_owned());
+    }
+    if snapshot.azure.is_some() {
+        clouds.push("Azure".to_owned());
+    }
+    tracing::info!(
+        "replaying {} (recorded {} from {}): {}; explicit settings override it",
+        replay.path.display(),
+        if snapshot.recorded_at.is_empty() {
+            "at an unknown time"
+        } else {
+            &snapshot.recorded_at
+        },
+        if snapshot.source.is_empty() {
+            "an unknown source"
+        } else {
+            &snapshot.source
+        },
+        clouds.join(", ")
+    );
+    if snapshot.partial {
+        tracing::warn!(
+            "{} is a partial recording ({}); paths it missed answer 404",
+            replay.path.display(),
+            snapshot
+                .errors
+                .first()
+                .map_or("no reason given", String::as_str)
+        );
+    }
 }

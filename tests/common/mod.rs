@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+pub(crate) mod cloud_init;
 mod doc_shell;
 pub(crate) mod http;
 mod moto;

@@ -237,7 +237,52 @@ const SERVED: &[ServedClaim] = &[
 /// A sentence stating a number the code enforces, rendered from that number.
 fn limits() -> Vec<(&'static str, String)> {
     use imds_tun::control::{protocol, server};
+    use imds_tun::snapshot::BOUNDS;
     vec![
+        (
+            "docs/snapshot.md",
+            format!(
+                "A recording stops at {} EC2 paths, {} segments in a path, {} bytes in a path, \
+                 {} MiB in one value (leaf, listing or document), {} MiB of values in all; each \
+                 request must be answered whole within {} s, and the whole recording ends after \
+                 {} s; a response head may be at most {} KiB, and at most {} problems are \
+                 listed in `errors`.",
+                BOUNDS.paths,
+                BOUNDS.depth,
+                BOUNDS.path_bytes,
+                BOUNDS.leaf_bytes / (1024 * 1024),
+                BOUNDS.total_bytes / (1024 * 1024),
+                imds_tun::record::REQUEST_TIMEOUT.as_secs(),
+                imds_tun::record::TOTAL_TIMEOUT.as_secs(),
+                imds_tun::record::MAX_HEAD_BYTES / 1024,
+                imds_tun::record::MAX_ERRORS
+            ),
+        ),
+        (
+            "docs/snapshot.md",
+            format!(
+                "- **{}**: a partial snapshot was written",
+                imds_tun::record::EXIT_PARTIAL
+            ),
+        ),
+        (
+            "docs/snapshot.md",
+            format!(
+                "`GET /metadata/instance?api-version={}` with `Metadata: true`",
+                imds_tun::record::azure::API_VERSION
+            ),
+        ),
+        (
+            "docs/snapshot.md",
+            format!(
+                "(`X-aws-ec2-metadata-token-ttl-seconds: {}`)",
+                imds_tun::record::ec2::TOKEN_TTL_SECONDS
+            ),
+        ),
+        (
+            "docs/snapshot.md",
+            format!("| `--url URL` | `{}` |", imds_tun::record::DEFAULT_URL),
+        ),
         (
             "docs/metadata.md",
             format!(

@@ -205,6 +205,13 @@ impl Azure {
         }
     }
 
+    /// Serves `document` at `/metadata/instance` instead of the one built from the settings
+    /// (`--replay`).
+    pub fn with_document(mut self, document: Value) -> Azure {
+        self.document = document;
+        self
+    }
+
     /// The scheduled events this VM is told about, for whoever changes them (`ctl`).
     pub fn events(&self) -> Arc<events::Board> {
         self.events.clone()

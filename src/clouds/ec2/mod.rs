@@ -15,11 +15,13 @@
 //!    `latest` and every dated version.
 //!
 //! Modules: [`tree`] (paths and listings), [`token`] (IMDSv2 tokens), [`identity`] (the
-//! identity document), [`responses`] (bodies and headers), [`signature`] (document signatures).
+//! identity document), [`responses`] (bodies and headers), [`signature`] (document signatures),
+//! [`replay`] (the tree of a recorded snapshot, `--replay`).
 
 pub mod identity;
 mod instance;
 pub mod interruptions;
+pub mod replay;
 pub mod responses;
 pub mod signature;
 pub mod token;
@@ -28,7 +30,7 @@ pub mod tree;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ALLOW, HeaderName, HeaderValue};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use time::OffsetDateTime;
 
@@ -96,6 +98,9 @@ pub struct Ec2 {
     /// The longest TTL a token is issued for (`--max-token-ttl`); a PUT asking for more gets
     /// this many seconds.
     max_token_ttl: u32,
+    /// The tree is a recording (`--replay`): its own interruption paths (`events/`,
+    /// `instance-life-cycle`) answer while nothing is pending.
+    replayed: bool,
 }
 
 impl std::fmt::Debug for Ec2 {
@@ -132,8 +137,39 @@ impl Ec2 {
     ) -> Ec2 {
         let document = identity::document(instance, pending_time);
         let signatures = signature::sign_identity_document(document.as_bytes());
+        let tree = Tree::build(instance, &document, &signatures, pending_time);
+        Ec2::serving(tree, instance, token_policy, credentials)
+    }
+
+    /// As [`Ec2::new`], serving a recorded snapshot's tree (`--replay`): `base` is the instance
+    /// the defaults alone describe, `instance` the one every setting does; where they differ the
+    /// setting wins over the recording (see [`replay`]). `served` names the role and the
+    /// account of the credentials (the recorded account unless a setting changed it).
+    pub fn replaying(
+        recorded: &crate::snapshot::Ec2Tree,
+        base: &Instance,
+        instance: &Instance,
+        served: &Instance,
+        token_policy: TokenPolicy,
+        credentials: Arc<dyn CredentialSource>,
+    ) -> Ec2 {
+        let now = OffsetDateTime::now_utc();
+        let pending_time = now.replace_nanosecond(0).unwrap_or(now);
+        let tree = replay::tree(recorded, base, instance, pending_time);
         Ec2 {
-            tree: Tree::build(instance, &document, &signatures, pending_time),
+            replayed: true,
+            ..Ec2::serving(tree, served, token_policy, credentials)
+        }
+    }
+
+    fn serving(
+        tree: Tree,
+        instance: &Instance,
+        token_policy: TokenPolicy,
+        credentials: Arc<dyn CredentialSource>,
+    ) -> Ec2 {
+        Ec2 {
+            tree,
             versions: Bytes::from(VERSIONS.join("\n")),
             tokens: Arc::new(TokenMint::new()),
             imdsv2: token_policy,
@@ -143,6 +179,7 @@ impl Ec2 {
             interruptions: Arc::new(interruptions::Board::default()),
             caller_roles: None,
             max_token_ttl: *token::TTL_RANGE.end(),
+            replayed: false,
         }
     }
 
@@ -248,15 +285,27 @@ impl Ec2 {
             Some(Node::Directory(listing)) => listing.clone(),
             _ => Bytes::new(),
         };
-        let dynamic = self
-            .interruptions
-            .snapshot()
-            .lookup(path, now, &static_listing);
-        match dynamic.as_ref().or_else(|| self.tree.get(path)) {
+        let board = self.interruptions.snapshot();
+        // A replayed tree recorded these paths as the instance showed them: they answer until
+        // `ctl` tells the instance something (then the board's answers, as on a built tree).
+        let recorded = (self.replayed && *board == interruptions::Interruptions::default())
+            .then(|| self.tree.get(path))
+            .flatten();
+        let dynamic = match recorded {
+            Some(_) => None,
+            None => board.lookup(path, now, &static_listing),
+        };
+        match recorded
+            .or(dynamic.as_ref())
+            .or_else(|| self.tree.get(path))
+        {
             None => responses::error(StatusCode::NOT_FOUND),
             Some(Node::Directory(listing)) => responses::text(listing.clone()),
             Some(Node::Leaf(Leaf::Text(value))) => responses::text(value.clone()),
             Some(Node::Leaf(Leaf::Octets(value))) => responses::octets(value.clone()),
+            Some(Node::Leaf(Leaf::Typed { body, content_type })) => {
+                responses::text(body.clone()).header(CONTENT_TYPE, content_type.clone())
+            }
             Some(Node::Leaf(Leaf::Credentials { extended })) => {
                 self.credentials_reply(*extended, now)
             }

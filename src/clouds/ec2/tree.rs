@@ -22,6 +22,13 @@ pub enum Leaf {
     Text(Bytes),
     /// Fixed `application/octet-stream` bytes (user-data).
     Octets(Bytes),
+    /// Fixed bytes with the `Content-Type` a snapshot recorded (`--replay`).
+    Typed {
+        /// The body.
+        body: Bytes,
+        /// Its `Content-Type`, as recorded.
+        content_type: http::HeaderValue,
+    },
     /// The role's current credentials, fetched per request; `extended` adds `AccountId`.
     Credentials {
         /// `iam/security-credentials-extended/<role>` rather than `security-credentials`.
@@ -48,6 +55,21 @@ impl Tree {
     /// Looks up a path relative to the version root (`meta-data/placement`).
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
+    }
+
+    /// Every leaf and its path, in no particular order.
+    pub fn leaves(&self) -> impl Iterator<Item = (&str, &Leaf)> {
+        self.nodes.iter().filter_map(|(path, node)| match node {
+            Node::Leaf(leaf) => Some((path.as_str(), leaf)),
+            Node::Directory(_) => None,
+        })
+    }
+
+    /// A tree of these leaves; each directory's listing is the one given in `listings` (keyed
+    /// without a trailing `/`, `""` for the version root), else derived. A directory with a
+    /// listing exists even when no leaf is under it.
+    pub fn from_parts(leaves: BTreeMap<String, Leaf>, listings: BTreeMap<String, String>) -> Tree {
+        TreeBuilder { leaves, listings }.finish()
     }
 
     /// The tree EC2 would serve for `instance`.
@@ -222,10 +244,16 @@ impl TreeBuilder {
 
     fn finish(self) -> Tree {
         let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for path in self.leaves.keys() {
+        let leaves = self.leaves.keys().map(|path| (path.as_str(), ""));
+        // A directory given a listing exists even without leaves (`--replay` of an empty one).
+        let directories = self.listings.keys().filter(|path| !path.is_empty());
+        for (path, first_suffix) in leaves.chain(directories.map(|path| (path.as_str(), "/"))) {
+            if !first_suffix.is_empty() {
+                children.entry(path.to_owned()).or_default();
+            }
             // Register each ancestor with its immediate child; directories get a `/`.
-            let mut child = path.as_str();
-            let mut suffix = "";
+            let mut child = path;
+            let mut suffix = first_suffix;
             loop {
                 let (parent, name) = child.rsplit_once('/').unwrap_or(("", child));
                 children

@@ -206,6 +206,13 @@ impl Gce {
         })
     }
 
+    /// Serves `document` instead of the one built from the settings (`--replay`); events are
+    /// written into it as into a built one.
+    pub fn with_document(mut self, document: Value) -> Gce {
+        self.document = document;
+        self
+    }
+
     /// The preemption and host maintenance this instance is told about, for whoever changes
     /// them (`ctl`).
     pub fn events(&self) -> std::sync::Arc<events::Board> {

@@ -2,8 +2,9 @@
 //! One resolution per part, each into the settings its layer owns: `tun` (the device and the
 //! stack's endpoint), `limits` (`http`'s), the listeners, `metrics`, `hardening` (`--allow-from`,
 //! `--user`), `service`, `instance`, `credentials`, `gce`, `azure`, `containers` (the ECS ids
-//! and the EKS Pod Identity token), [`upstream`] (with the listener token); this file
-//! assembles them into [`Settings`].
+//! and the EKS Pod Identity token), [`upstream`] (with the listener token), `replay` (the
+//! `--replay` snapshot and what the defaults alone describe beside it); this file assembles
+//! them into [`Settings`].
 //!
 //! Only the value that wins is validated, and its error names where it came from: a file value
 //! is `config: <json_key>`, a flag is `--<flag-name>`. Checks spanning fields (zone in region,
@@ -24,6 +25,13 @@ pub fn resolve(
     machine: &MachineDefaults,
     files: &Opener,
 ) -> Result<Settings, ConfigError> {
+    let recorded = replay::read(file, flags, files)?;
+    // A snapshot with GCE answers as GCE under its recorded project without `--gcp-project`.
+    let file_layer = match &recorded {
+        Some(recorded) => recorded.with_project(file, flags),
+        None => std::borrow::Cow::Borrowed(file),
+    };
+    let file: &Layer = &file_layer;
     let service = service::resolve_service(file, flags)?;
     let addresses = listen::addresses(file, flags);
     let http = limits::resolve_limits(file, flags)?;
@@ -32,6 +40,13 @@ pub fn resolve(
     // Before --upstream's own checks, so combining the two is named as such.
     let pass_through = pass_through::resolve_pass_through(file, flags)?;
     let proxy = upstream::resolve(file, flags, &addresses, tun.is_some(), files)?;
+    if recorded.is_some() && proxy.upstream.is_some() {
+        return Err(ConfigError(
+            "--replay serves a snapshot here and --upstream forwards every request elsewhere; \
+             give one of them"
+                .into(),
+        ));
+    }
     let protection = ListenerProtection {
         listen_token: proxy.listen_token,
         insecure_listen_without_token: proxy.insecure_listen_without_token,
@@ -44,15 +59,23 @@ pub fn resolve(
     let mut credentials = credentials::resolve_credentials(file, flags)?;
     credentials.fake_lifetime = service.credentials_lifetime;
     // The role in the tree is the assumed role's name unless --role-name says otherwise.
-    let role_default = credentials
-        .role_arn
-        .as_ref()
-        .map_or_else(|| defaults::ROLE_NAME.to_owned(), |arn| arn.name.clone());
+    // With --replay, the recorded role's name unless --role-arn names one.
+    let role_default = match (&credentials.role_arn, &recorded) {
+        (Some(arn), _) => arn.name.clone(),
+        (None, Some(recorded)) => recorded
+            .role_name()
+            .unwrap_or_else(|| defaults::ROLE_NAME.to_owned()),
+        (None, None) => defaults::ROLE_NAME.to_owned(),
+    };
     let instance = instance::resolve_instance(file, flags, machine, role_default, files)?;
     let gce = gce::resolve_gce(file, flags, machine, files)?;
     let azure = azure::resolve_azure(file, flags, machine)?;
     let ecs = containers::resolve_ecs(file, flags)?;
     let pod_identity = containers::resolve_pod_identity(file, flags, files)?;
+    let replay = recorded
+        .map(|recorded| recorded.resolve(machine, files))
+        .transpose()?
+        .map(std::sync::Arc::new);
     let scenario = pick(flags.scenario.clone(), file.scenario.clone())
         .map(|(path, origin)| read_scenario(&path, &label(origin, "scenario"), files))
         .transpose()?;
@@ -71,6 +94,7 @@ pub fn resolve(
             pod_identity,
             scenario,
             pass_through,
+            replay,
         })),
     };
     Ok(Settings {
@@ -119,6 +143,7 @@ mod limits;
 mod listen;
 mod metrics;
 mod pass_through;
+mod replay;
 mod service;
 mod tun;
 pub mod upstream;

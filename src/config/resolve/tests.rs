@@ -859,3 +859,117 @@ fn container_endpoints_are_off_by_default_claimed_on_the_tun_and_refused_without
         assert!(message.contains("--no-tun"), "{message}");
     }
 }
+
+fn replay_layer(dir: &crate::temp_dir::TempDir, snapshot: &str) -> Layer {
+    let path = dir.path().join("snapshot.json");
+    std::fs::write(&path, snapshot).unwrap();
+    Layer {
+        replay: Some(path),
+        ..Layer::default()
+    }
+}
+
+const REPLAYED: &str = r#"{
+  "imds_tun_snapshot": 1,
+  "ec2": {"leaves": {
+    "meta-data/iam/security-credentials/recorded-role": {"redacted": "credentials"},
+    "user-data": "0123456789"
+  }},
+  "gce": {"document": {"instance": {}, "project": {"projectId": "recorded-project"}}}
+}"#;
+
+#[test]
+fn a_replay_serves_the_recorded_role_and_gce_project_unless_flags_name_others() {
+    let dir = crate::temp_dir::TempDir::new();
+    let replayed = resolved(Layer::default(), replay_layer(&dir, REPLAYED)).unwrap();
+    let local = replayed.into_local();
+    assert_eq!(local.instance.role_name, "recorded-role");
+    let replay = local.replay.expect("a replay");
+    assert_eq!(replay.base_instance.role_name, "recorded-role");
+    assert_eq!(
+        local
+            .gce
+            .expect("GCE from the snapshot")
+            .instance
+            .project_id,
+        "recorded-project"
+    );
+    assert!(replay.base_gce.is_some());
+
+    let overridden = resolved(
+        Layer::default(),
+        Layer {
+            role_name: Some("flagged".into()),
+            gcp_project: Some("flagged-project".into()),
+            ..replay_layer(&dir, REPLAYED)
+        },
+    )
+    .unwrap()
+    .into_local();
+    assert_eq!(overridden.instance.role_name, "flagged");
+    assert_eq!(
+        overridden.gce.expect("GCE").instance.project_id,
+        "flagged-project"
+    );
+    let replay = overridden.replay.expect("a replay");
+    assert_eq!(replay.base_instance.role_name, "recorded-role");
+    assert_eq!(
+        replay.base_gce.as_ref().expect("GCE").project_id,
+        "recorded-project"
+    );
+}
+
+#[test]
+fn a_broken_snapshot_is_one_line_naming_the_flag_and_the_json_path() {
+    let dir = crate::temp_dir::TempDir::new();
+    let message = error_of(
+        Layer::default(),
+        replay_layer(
+            &dir,
+            r#"{"imds_tun_snapshot": 1, "ec2": {"leaves": {"user-data": 42}}}"#,
+        ),
+    );
+    assert!(message.starts_with("--replay "), "{message}");
+    let from_file = error_of(
+        replay_layer(
+            &dir,
+            r#"{"imds_tun_snapshot": 1, "ec2": {"leaves": {"user-data": 42}}}"#,
+        ),
+        Layer::default(),
+    );
+    assert!(from_file.starts_with("config: replay "), "{from_file}");
+    assert!(
+        message.contains(r#"$.ec2.leaves["user-data"]: "#),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+
+    let message = error_of(
+        Layer::default(),
+        Layer {
+            max_user_data_bytes: Some(4),
+            ..replay_layer(&dir, REPLAYED)
+        },
+    );
+    assert!(
+        message.contains(r#"$.ec2.leaves["user-data"]: 10 bytes, more than the limit of 4"#),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_replay_with_an_upstream_is_refused_in_one_line() {
+    let dir = crate::temp_dir::TempDir::new();
+    let message = error_of(
+        Layer::default(),
+        Layer {
+            upstream: Some("http://10.0.2.2:8080".into()),
+            ..replay_layer(&dir, REPLAYED)
+        },
+    );
+    assert_eq!(
+        message,
+        "--replay serves a snapshot here and --upstream forwards every request elsewhere; give \
+         one of them"
+    );
+}

@@ -38,6 +38,10 @@
 //!
 //! This module owns the format only: parsing with errors that name the JSON path, the bounds
 //! every snapshot keeps, and writing it back. Crawling is `record`'s job, serving `--replay`'s.
+//! [`load`] reads what `--replay` is given: a snapshot, or cloud-init's `instance-data.json`,
+//! which [`cloud_init`] converts into one.
+
+pub mod cloud_init;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -108,6 +112,36 @@ pub struct Ec2Tree {
     /// Listings that differ from the derived one, by directory path (`meta-data/public-keys/`,
     /// `""` for the version root).
     pub listings: BTreeMap<String, String>,
+}
+
+impl Ec2Tree {
+    /// The listing of `directory` (a path without its final `/`, `""` for the version root)
+    /// as derived from the leaves: the immediate children in byte order, sub-directories with a
+    /// trailing `/`, LF-joined without a final newline; `record` keeps a served listing only
+    /// where it differs from this, and `--replay` serves this where none is kept.
+    pub fn derived_listing(&self, directory: &str) -> String {
+        let prefix = if directory.is_empty() {
+            String::new()
+        } else {
+            format!("{directory}/")
+        };
+        let mut children: Vec<String> = Vec::new();
+        for path in self.leaves.keys() {
+            let Some(rest) = path.strip_prefix(&prefix) else {
+                continue;
+            };
+            let child = match rest.split_once('/') {
+                Some((name, _)) => format!("{name}/"),
+                None => rest.to_owned(),
+            };
+            if !rest.is_empty() {
+                children.push(child);
+            }
+        }
+        children.sort();
+        children.dedup();
+        children.join("\n")
+    }
 }
 
 /// One EC2 leaf.
@@ -211,16 +245,41 @@ fn key_path(parent: &str, key: &str) -> String {
     }
 }
 
+/// Reads a file `--replay` was given: an imds-tun snapshot (it has `"imds_tun_snapshot"`), or
+/// cloud-init's `/run/cloud-init/instance-data.json` (it has a `"ds"` object), converted by
+/// [`cloud_init::from_instance_data`]. Either way the result keeps [`BOUNDS`].
+pub fn load(bytes: &[u8]) -> Result<Snapshot, SchemaError> {
+    let value = parse_json(bytes)?;
+    let is_snapshot = value.get(VERSION_KEY).is_some();
+    if !is_snapshot && cloud_init::is_instance_data(&value) {
+        return cloud_init::from_instance_data(&value);
+    }
+    if !is_snapshot && value.is_object() {
+        return Err(error(
+            "$",
+            format!(
+                "is neither an imds-tun snapshot (no \"{VERSION_KEY}\" key; `imds-tun record` \
+                 writes one) nor cloud-init's instance-data.json (no \"{}\" object)",
+                cloud_init::DATASOURCE_KEY
+            ),
+        ));
+    }
+    Snapshot::from_value(&value)
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, SchemaError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        error(
+            "$",
+            format!("not JSON (line {}, column {}): {e}", e.line(), e.column()),
+        )
+    })
+}
+
 impl Snapshot {
     /// Parses and checks a snapshot file's bytes.
     pub fn parse(bytes: &[u8]) -> Result<Snapshot, SchemaError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            error(
-                "$",
-                format!("not JSON (line {}, column {}): {e}", e.line(), e.column()),
-            )
-        })?;
-        Snapshot::from_value(&value)
+        Snapshot::from_value(&parse_json(bytes)?)
     }
 
     /// Checks an already parsed document against the schema.
@@ -807,6 +866,34 @@ mod tests {
             assert_eq!(error.path, path, "{text}: {error}");
             assert!(error.problem.contains(problem), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_derived_listing_names_immediate_children_and_sub_directories() {
+        let mut ec2 = Ec2Tree::default();
+        for path in [
+            "meta-data/instance-id",
+            "meta-data/placement/region",
+            "meta-data/placement/availability-zone",
+            "meta-data/public-keys/0/openssh-key",
+            "meta-data-x/odd",
+            "user-data",
+        ] {
+            ec2.leaves.insert(path.into(), Leaf::text("v"));
+        }
+        assert_eq!(
+            ec2.derived_listing("meta-data"),
+            "instance-id\nplacement/\npublic-keys/"
+        );
+        assert_eq!(
+            ec2.derived_listing("meta-data/placement"),
+            "availability-zone\nregion"
+        );
+        assert_eq!(
+            ec2.derived_listing(""),
+            "meta-data-x/\nmeta-data/\nuser-data"
+        );
+        assert_eq!(ec2.derived_listing("dynamic"), "");
     }
 
     #[test]
