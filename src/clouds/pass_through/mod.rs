@@ -122,6 +122,8 @@ impl PassThrough {
             if let Some((token, _)) = self.token.get(&self.upstream, Instant::now()).await {
                 let mut again = again;
                 again.headers.insert(ec2::SESSION_TOKEN_HEADER, token);
+                // Asked again without the body (a GET's, if any, went with the first try).
+                again.headers.remove(http::header::CONTENT_LENGTH);
                 reply = self.upstream.forward(again, None).await;
             }
         }
