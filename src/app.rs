@@ -89,6 +89,14 @@ pub enum AppError {
     /// The SDK's environment could not be prepared because other threads already ran.
     #[error("{0}")]
     Environment(#[from] platform::ThreadsRunning),
+    /// `--pass-through` found no real metadata service to pass to (no route, or a route into
+    /// another TUN): a setting that cannot work here, so exit 2.
+    #[error("{0}")]
+    PassThrough(#[from] platform::real_route::NoRealRoute),
+    /// `--pass-through` cannot bind its connections to the real service's interface once root
+    /// is given up (an old kernel).
+    #[error("{0}")]
+    PassThroughSockets(String),
 }
 
 impl AppError {
@@ -98,6 +106,7 @@ impl AppError {
         match self {
             AppError::Settings(_)
             | AppError::Metrics { .. }
+            | AppError::PassThrough(_)
             | AppError::Services(ServicesError::Credentials(_))
             | AppError::Privileges(privileges::PrivilegeError::UnknownUser(_)) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
@@ -177,8 +186,13 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Result<(), AppError> {
+async fn serve(
+    mut settings: Settings,
+    serve_as: Option<privileges::Account>,
+) -> Result<(), AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
+    // Before anything is claimed: afterwards the kernel's answer would be our own TUN.
+    find_real_service(&mut settings)?;
     // The credential source's simulated outage: one per process, held by every source and by
     // the control server.
     let outage = Outage::default();
@@ -249,6 +263,7 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         privileges::become_account(account)?;
         tracing::info!(user = %account.name, uid = %account.uid, "gave up root");
     }
+    check_pass_through_sockets(&settings)?;
     announce(&settings, tun_name.as_deref(), &bound);
     if let Some(address) = metrics_address {
         tracing::info!("serving Prometheus metrics at http://{address}/metrics");
@@ -302,6 +317,44 @@ async fn serve(settings: Settings, serve_as: Option<privileges::Account>) -> Res
         crate::callers::report::log_at_exit(&callers.report(), !callers.was_reset());
     }
     outcome
+}
+
+/// With `--pass-through`, asks the kernel where it routes the metadata address now, and
+/// binds the pass-through's connections to that interface; the device's claim then leaves a
+/// host route out of it in place (the device's own route outranks it).
+fn find_real_service(settings: &mut Settings) -> Result<(), AppError> {
+    let config::Backend::Local(local) = &mut settings.backend else {
+        return Ok(());
+    };
+    let Some(pass_through) = local.pass_through.as_mut() else {
+        return Ok(());
+    };
+    let route = platform::real_metadata_route()?;
+    tracing::info!("--pass-through: the real metadata service is {route}");
+    pass_through.upstream.interface = Some(route.interface.clone());
+    if let Some(tun) = settings.tun.as_mut() {
+        tun.device.real_route = Some(route.interface);
+    }
+    Ok(())
+}
+
+/// With `--pass-through`, proves that connections can still be bound to the real service's
+/// interface now that root is given up (see [`platform::real_route::may_bind_to`]).
+fn check_pass_through_sockets(settings: &Settings) -> Result<(), AppError> {
+    let Some(interface) = settings
+        .local()
+        .and_then(|local| local.pass_through.as_ref())
+        .and_then(|pass_through| pass_through.upstream.interface.as_deref())
+    else {
+        return Ok(());
+    };
+    platform::real_route::may_bind_to(interface).map_err(|error| {
+        AppError::PassThroughSockets(format!(
+            "--pass-through: cannot bind a connection to {interface} after giving up root \
+             ({error}); Linux before 5.7 needs CAP_NET_RAW for that: use a newer kernel, or \
+             drop --pass-through"
+        ))
+    })
 }
 
 /// Waits until the claim is lost; never without a TUN.

@@ -122,12 +122,22 @@ pub fn run(cli: Cli) -> Vec<Finding> {
     let wants_tun = settings
         .as_ref()
         .is_none_or(|settings| settings.tun.is_some());
+    // Asked first, as a start asks it: before the claim, whose check it changes.
+    let real_route = settings
+        .as_ref()
+        .and_then(Settings::local)
+        .and_then(|local| local.pass_through.as_ref())
+        .map(|_| platform::real_metadata_route());
     if wants_tun {
         findings.extend(readiness::tun_probes().into_iter().map(from_probe));
-        let request = settings
+        let mut request = settings
             .as_ref()
             .and_then(|settings| settings.tun.as_ref())
             .map_or_else(default_tun_request, |tun| tun.device.clone());
+        request.real_route = real_route
+            .as_ref()
+            .and_then(|route| route.as_ref().ok())
+            .map(|route| route.interface.clone());
         findings.extend(check_address(&request));
     } else {
         findings.push(Finding::new(Level::Ok, "tun", "not needed (--no-tun)", ""));
@@ -137,6 +147,9 @@ pub fn run(cli: Cli) -> Vec<Finding> {
         findings.extend(check_listeners(settings));
         findings.extend(check_metrics(settings));
         findings.push(check_credentials(settings));
+        if let Some(route) = real_route {
+            findings.push(check_pass_through(route));
+        }
         if settings.local().is_some_and(|local| local.gce.is_some()) {
             findings.push(check_gce_name(|name| {
                 (name, 80)
@@ -167,6 +180,7 @@ fn default_tun_request() -> platform::TunRequest {
         ipv6: false,
         extra: Vec::new(),
         queue_packets: platform::transmit_queue_packets(1024),
+        real_route: None,
     }
 }
 
@@ -448,6 +462,57 @@ fn check_credentials(settings: &Settings) -> Finding {
                 ),
             },
             "",
+        ),
+    }
+}
+
+/// The real metadata service `--pass-through` would use, and whether it answers one `GET /`
+/// now (over the kernel's route, which is still the real service's: nothing is claimed).
+fn check_pass_through(
+    route: Result<platform::real_route::RealRoute, platform::real_route::NoRealRoute>,
+) -> Finding {
+    const CHECK: &str = "pass-through";
+    let route = match route {
+        Ok(route) => route,
+        Err(error) => {
+            return Finding::new(
+                Level::Fail,
+                CHECK,
+                error.to_string(),
+                "imds-tun would exit with status 2",
+            );
+        }
+    };
+    let probe = || -> std::io::Result<String> {
+        let address = SocketAddr::from((platform::METADATA_ADDRESS, 80));
+        let mut stream = TcpStream::connect_timeout(&address, std::time::Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        write!(stream, "GET / HTTP/1.0\r\nHost: 169.254.169.254\r\n\r\n")?;
+        let mut reply = Vec::new();
+        stream.take(4096).read_to_end(&mut reply)?;
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    };
+    match probe() {
+        Ok(reply) if reply.starts_with("HTTP/") => Finding::new(
+            Level::Ok,
+            CHECK,
+            format!(
+                "the real metadata service is {route}, and it answers ({})",
+                reply.lines().next().unwrap_or("").trim()
+            ),
+            "",
+        ),
+        Ok(_) => Finding::new(
+            Level::Warn,
+            CHECK,
+            format!("the real metadata service is {route}, but it does not answer HTTP"),
+            "passed requests would get 502",
+        ),
+        Err(error) => Finding::new(
+            Level::Warn,
+            CHECK,
+            format!("the real metadata service is {route}, but it is not reachable now ({error})"),
+            "passed requests would get 502 or 504 until it is",
         ),
     }
 }

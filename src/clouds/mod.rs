@@ -12,6 +12,8 @@
 //!   connected to (`http::Destination`), before any path-based cloud, and serve the instance's
 //!   role through [`instance_role`].
 //! - [`token_cache`]: the expiring, single-flight cache the GCE and Azure tokens share.
+//! - [`pass_through`]: `--pass-through`, the requests its rules name answered by the real
+//!   metadata service; asked after the container endpoints and before every local cloud.
 //! - [`replay`]: `--replay`, a recorded snapshot served in place of the built documents.
 //!
 //! **Adding a cloud or an endpoint** is one folder here, holding a type that implements
@@ -31,8 +33,11 @@ pub mod ecs;
 pub mod eks_pod_identity;
 pub mod gce;
 pub mod instance_role;
+pub mod pass_through;
 pub mod replay;
 pub mod token_cache;
+
+use std::sync::Arc;
 
 use crate::http::{Services, Upstream};
 
@@ -48,10 +53,11 @@ pub struct ContainerEndpoints {
 
 /// The services of a run that answers locally, in the order they are asked.
 pub fn local(
-    ec2: ec2::Ec2,
+    ec2: Arc<ec2::Ec2>,
     gce: Option<gce::Gce>,
     azure: Option<azure::Azure>,
     containers: ContainerEndpoints,
+    pass_through: Option<pass_through::PassThrough>,
 ) -> Services {
     let mut services = base();
     if let Some(ecs) = containers.ecs {
@@ -59,6 +65,10 @@ pub fn local(
     }
     if let Some(pod_identity) = containers.pod_identity {
         services = services.with(pod_identity);
+    }
+    // Before the local clouds: what its rules name is the real service's to answer.
+    if let Some(pass_through) = pass_through {
+        services = services.with(pass_through);
     }
     if let Some(gce) = gce {
         services = services.with(gce);

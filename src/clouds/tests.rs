@@ -49,13 +49,14 @@ fn server() -> Server {
     );
     let ec2 = ec2::Ec2::new(&instance, ec2::TokenPolicy::Optional, source);
     let services = local(
-        ec2,
+        std::sync::Arc::new(ec2),
         None,
         None,
         ContainerEndpoints {
             ecs: Some(ecs),
             pod_identity: Some(pod_identity),
         },
+        None,
     );
     Server::new(services).with_clock(clock)
 }
@@ -168,10 +169,11 @@ fn server_of_every_cloud() -> Server {
     );
     let ec2 = ec2::Ec2::new(&instance, ec2::TokenPolicy::Optional, source);
     Server::new(local(
-        ec2,
+        std::sync::Arc::new(ec2),
         Some(gce),
         Some(azure),
         ContainerEndpoints::default(),
+        None,
     ))
     .with_clock(clock)
 }

@@ -349,6 +349,19 @@ pub struct Layer {
         help_heading = "Upstream and listener protection"
     )]
     pub upstream: Option<String>,
+    /// On a real cloud VM, answer requests this rule names from the real metadata service (the
+    /// one the kernel reached before imds-tun claimed the address), the rest locally
+    /// (repeatable): ec2 (every EC2 path but credentials), gce, azure (likewise), or a path
+    /// prefix such as /latest/meta-data/placement/ [default: none].
+    // The doc is clap's --help text: its `[...]` are clap's conventions, not links.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    #[arg(
+        long,
+        value_name = "RULE",
+        help_heading = "Upstream and listener protection"
+    )]
+    #[serde(default)]
+    pub pass_through: Vec<String>,
     /// File holding the shared secret sent upstream as X-Imds-Tun-Token (not world-readable).
     #[arg(
         long,

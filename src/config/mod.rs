@@ -143,6 +143,9 @@ pub struct LocalService {
     pub pod_identity: Option<crate::clouds::eks_pod_identity::PodIdentitySettings>,
     /// Interruptions to play from the start (`--scenario`).
     pub scenario: Option<Vec<crate::control::protocol::Step>>,
+    /// The requests answered by the real metadata service (`--pass-through`), or none. Its
+    /// interface is filled in by `crate::app` from the kernel's route, before the claim.
+    pub pass_through: Option<crate::clouds::pass_through::PassThroughSettings>,
     /// The snapshot to serve (`--replay`), or none.
     pub replay: Option<std::sync::Arc<crate::clouds::replay::Replay>>,
 }

@@ -74,6 +74,13 @@ pub struct UpstreamSettings {
     /// How long the upstream may take to answer, connecting included, before the request is
     /// answered 504 (config `upstream_response_timeout_ms`, default 5 s).
     pub response_timeout: Duration,
+    /// The interface every connection is bound to (`SO_BINDTODEVICE` on Linux, `IP_BOUND_IF`
+    /// on macOS), so the kernel routes it out of that interface whatever else claims the
+    /// address: `--pass-through` reaches the real metadata service past imds-tun's own TUN.
+    /// `None` for `--upstream`, which follows the routing table.
+    pub interface: Option<String>,
+    /// The flag that set this up, named in the log lines (`--upstream`, `--pass-through`).
+    pub flag: &'static str,
 }
 
 /// What is sent upstream: the client's body, bounded, or none.
@@ -90,6 +97,8 @@ pub struct Upstream {
     response_timeout: Duration,
     /// This process's name in `Via`: `imds-tun-<16 hex digits>`.
     hop_name: String,
+    /// The flag that set this up, for the log.
+    flag: &'static str,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -107,6 +116,9 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
+        if let Some(interface) = &settings.interface {
+            bind_to_interface(&mut connector, interface);
+        }
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -124,10 +136,13 @@ impl Upstream {
             value
         });
         // Host and port only: user-info is refused by config::proxy, and must never reach a log.
-        let display = match authority.port() {
+        let mut display = match authority.port() {
             Some(port) => format!("http://{}:{port}", authority.host()),
             None => format!("http://{}", authority.host()),
         };
+        if let Some(interface) = &settings.interface {
+            display.push_str(&format!(" (via {interface})"));
+        }
         Upstream {
             client,
             display,
@@ -136,7 +151,52 @@ impl Upstream {
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
             hop_name: hop_name(),
+            flag: settings.flag,
         }
+    }
+
+    /// A small request of imds-tun's own (no client's): `method` on `path` with `headers`,
+    /// its status and at most `limit` bytes of its body, within the response timeout. For the
+    /// token `--pass-through` holds with the real service.
+    pub async fn fetch(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: HeaderMap,
+        limit: usize,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        use http_body_util::BodyExt;
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|error| error.to_string())?;
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        request.headers_mut().insert(
+            header::VIA,
+            with_our_via(&HeaderMap::new(), Version::HTTP_11, &self.hop_name),
+        );
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|error| innermost_cause(&error))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|error| format!("reading its answer: {error}"))?
+                .to_bytes();
+            Ok((parts.status, parts.headers, body))
+        };
+        tokio::time::timeout(self.response_timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.response_timeout))?
     }
 
     /// The upstream's URL, `http://HOST:PORT`.
@@ -158,13 +218,17 @@ impl Upstream {
                 Loop::TooManyHops(hops) => format!("it already passed {hops} imds-tun forwarders"),
             };
             crate::warn_limited!(
-                "forwarding loop: answered 508 ({why}); --upstream {} leads back here",
+                "forwarding loop: answered 508 ({why}); {} {} leads back here",
+                self.flag,
                 self.display
             );
             return gateway_error(
                 StatusCode::LOOP_DETECTED,
-                "imds-tun: forwarding loop: this request has come back to an imds-tun it already \
-                 passed (or through too many of them); check where --upstream points",
+                &format!(
+                    "imds-tun: forwarding loop: this request has come back to an imds-tun it \
+                     already passed (or through too many of them); check where {} points",
+                    self.flag
+                ),
             );
         }
         let via = with_our_via(&parts.headers, parts.version, &self.hop_name);
@@ -353,6 +417,18 @@ fn hop_name() -> String {
     let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("{VIA_PREFIX}{hex}")
 }
+
+/// Binds every connection `connector` makes to `interface`: `SO_BINDTODEVICE` on Linux,
+/// `IP_BOUND_IF` on macOS (both by hyper-util, which holds the socket code).
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn bind_to_interface(connector: &mut HttpConnector, interface: &str) {
+    connector.set_interface(interface);
+}
+
+/// Elsewhere there is no way to bind a connection to an interface; `--pass-through` is refused
+/// before this is reached (`platform::real_metadata_route`).
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn bind_to_interface(_connector: &mut HttpConnector, _interface: &str) {}
 
 /// Removes the hop-by-hop headers, the `Proxy-*` ones and those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -12,6 +12,7 @@
 use super::claim::{self, Claim};
 use super::claim_lock::{ClaimLock, Holder};
 use super::netlink;
+use super::real_route;
 use super::{
     ClaimLoss, ExtraAddress, FileUser, LOCAL_ADDRESS, LOCAL_ADDRESS_V6, METADATA_ADDRESS,
     METADATA_ADDRESS_V6, OpenAsError, PlatformError, TunRequest,
@@ -310,7 +311,9 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
 /// What a start checks before it creates anything (the claim lock aside): nothing answers for
 /// the addresses yet, IPv6 is on where it is asked for, and a fixed `--tun-name` is free.
 fn free_to_claim(request: &TunRequest) -> Result<(), PlatformError> {
-    if let Some(holder) = current_claim()? {
+    if let Some(holder) = current_claim()?
+        && !is_real_service_route(&holder, request)
+    {
         return Err(PlatformError::AddressClaimed(holder));
     }
     if request.ipv6 {
@@ -325,6 +328,15 @@ fn free_to_claim(request: &TunRequest) -> Result<(), PlatformError> {
         }
     }
     refuse_existing_name(&request.name)
+}
+
+/// A host route out of the interface `--pass-through` found the real service behind: its way
+/// to the service, kept (the device's route outranks it, which [`verify_route`] proves).
+fn is_real_service_route(holder: &Claim, request: &TunRequest) -> bool {
+    matches!(
+        (holder, request.real_route.as_deref()),
+        (Claim::Route { interface: Some(interface), .. }, Some(real)) if interface == real
+    )
 }
 
 /// `--check`'s claim: the start's own checks, in its order and words, creating nothing: the
@@ -522,6 +534,49 @@ fn validate_name(name: &str) -> Result<(), PlatformError> {
 /// would win over our route; so would a `/32` host route in the main table.
 pub(crate) fn current_claim() -> Result<Option<Claim>, PlatformError> {
     claim_of(IpAddr::V4(METADATA_ADDRESS))
+}
+
+/// Where the kernel routes the metadata address now: [`netlink::route_path`], named and
+/// judged by [`real_route::decide`]. A TUN is told by `/sys/class/net/NAME/tun_flags`, which
+/// only TUN and TAP devices have.
+pub(crate) fn real_metadata_route() -> Result<real_route::RealRoute, real_route::NoRealRoute> {
+    use real_route::{Found, NoRealRoute};
+    let asked = netlink::route_path(IpAddr::V4(METADATA_ADDRESS)).map_err(|error| {
+        NoRealRoute(format!(
+            "cannot ask the kernel for its route to 169.254.169.254: {error}"
+        ))
+    })?;
+    let found = match asked {
+        Err(errno) => Found::Nothing(nix::errno::Errno::from_raw(errno).desc().to_lowercase()),
+        Ok(path) if path.local => Found::Local,
+        Ok(path) => {
+            let Some(index) = path.interface else {
+                return real_route::decide(Found::Nothing("a route out of no interface".into()));
+            };
+            let interface = nix::net::if_::if_indextoname(index)
+                .map_err(|errno| {
+                    NoRealRoute(format!(
+                        "cannot name interface {index}, the way to 169.254.169.254: {errno}"
+                    ))
+                })?
+                .to_string_lossy()
+                .into_owned();
+            if interface == "lo" {
+                Found::Local
+            } else {
+                Found::Route {
+                    tun: Path::new("/sys/class/net")
+                        .join(&interface)
+                        .join("tun_flags")
+                        .exists(),
+                    interface,
+                    gateway: path.gateway,
+                    source: path.source,
+                }
+            }
+        }
+    };
+    real_route::decide(found)
 }
 
 /// Who, if anyone, already answers for `fd00:ec2::254`: an interface address, a point-to-point

@@ -398,6 +398,27 @@ fn verify_route(device: &str) -> Result<(), PlatformError> {
     })
 }
 
+/// Where the kernel routes the metadata address now (`route -n get`), judged by
+/// [`super::real_route::decide`]: `lo0` is this host's own address, a `utun` another imds-tun
+/// or a VPN. route(8) prints the next hop on a `gateway:` line, which is not read: the
+/// interface is what connections are bound to (`IP_BOUND_IF`).
+pub(crate) fn real_metadata_route()
+-> Result<super::real_route::RealRoute, super::real_route::NoRealRoute> {
+    use super::real_route::{Found, NoRealRoute, decide};
+    let answer = route_get().map_err(|error| NoRealRoute(error.to_string()))?;
+    let found = match answer.and_then(|answer| answer.interface) {
+        None => Found::Nothing("`route -n get 169.254.169.254` found none".into()),
+        Some(interface) if interface.starts_with("lo") => Found::Local,
+        Some(interface) => Found::Route {
+            tun: interface.starts_with("utun"),
+            interface,
+            gateway: None,
+            source: None,
+        },
+    };
+    decide(found)
+}
+
 /// Runs `route -n get 169.254.169.254`: `None` when the kernel has no route at all (route exits
 /// non-zero with "not in table").
 ///

@@ -59,6 +59,7 @@ pub mod host;
 pub mod netlink;
 pub mod privileges;
 pub mod readiness;
+pub mod real_route;
 pub mod resources;
 // Compiled everywhere so that Linux's `cargo test` covers what macOS decides.
 mod utun_rules;
@@ -254,6 +255,10 @@ pub struct TunRequest {
     /// How many packets on their way to imds-tun the kernel may queue on the device before it
     /// drops them (Linux's `txqueuelen`); see [`transmit_queue_packets`].
     pub queue_packets: u32,
+    /// The interface of the real metadata service's route (`--pass-through`): a host route to
+    /// the address out of it is that service's way, which the device's own route outranks,
+    /// not a claim to refuse (Azure's DHCP gives VMs one). `None` without `--pass-through`.
+    pub real_route: Option<String>,
 }
 
 /// The TUN's queue for `max_connections` clients: four packets each (a SYN or the ACK that
@@ -550,6 +555,12 @@ pub fn claim_holder() -> io::Result<Option<i32>> {
 /// first, creating nothing.
 pub fn current_claim() -> Result<Option<Claim>, PlatformError> {
     imp::current_claim()
+}
+
+/// Where the kernel routes [`METADATA_ADDRESS`] now, as the real metadata service's way out
+/// (`--pass-through`): asked before the claim, since afterwards the answer is imds-tun's TUN.
+pub fn real_metadata_route() -> Result<real_route::RealRoute, real_route::NoRealRoute> {
+    imp::real_metadata_route()
 }
 
 /// The control socket's address (`imds-tun ctl`): on Linux the abstract name

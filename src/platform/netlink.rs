@@ -414,6 +414,57 @@ fn route_answer(route: &[u8]) -> RouteAnswer {
     }
 }
 
+/// The way the kernel would send packets to an address: what `ip route get` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePath {
+    /// The output interface's index (`RTA_OIF`).
+    pub interface: Option<u32>,
+    /// The next hop, for a route `via` one (`RTA_GATEWAY`).
+    pub gateway: Option<IpAddr>,
+    /// The source address the kernel would choose (`RTA_PREFSRC`).
+    pub source: Option<IpAddr>,
+    /// A `local` route: the address is this host's own.
+    pub local: bool,
+}
+
+/// Where the kernel routes `destination` now (interface, next hop, source), or its errno when
+/// it has no route (`ENETUNREACH`, `EACCES` for `prohibit`, `EINVAL` for `blackhole`).
+pub fn route_path(destination: IpAddr) -> io::Result<Result<RoutePath, i32>> {
+    let mut netlink = Netlink::open(SockProtocol::NetlinkRoute)?;
+    let sequence = netlink.send(RTM_GETROUTE, NLM_F_REQUEST, &route_request(destination))?;
+    let reply = netlink.reply(sequence)?;
+    match reply.message_type {
+        RTM_NEWROUTE => Ok(Ok(route_path_of(&reply.body))),
+        NLMSG_ERROR => Ok(Err(acknowledgement(&reply.body)
+            .unwrap_or(0)
+            .saturating_neg())),
+        _ => Err(io::Error::other("netlink: an answer that is not a route")),
+    }
+}
+
+/// The interface, next hop and source of an `RTM_NEWROUTE` payload.
+fn route_path_of(route: &[u8]) -> RoutePath {
+    const RTA_GATEWAY: u16 = 5;
+    const RTA_PREFSRC: u16 = 7;
+    let found = route.get(RTMSG_LEN..).map(attributes).unwrap_or_default();
+    let address = |wanted: u16| {
+        found
+            .iter()
+            .find(|(kind, _)| *kind == wanted)
+            .and_then(|(_, value)| match value.len() {
+                4 => <[u8; 4]>::try_from(*value).ok().map(IpAddr::from),
+                16 => <[u8; 16]>::try_from(*value).ok().map(IpAddr::from),
+                _ => None,
+            })
+    };
+    RoutePath {
+        interface: route_attribute(route, RTA_OIF),
+        gateway: address(RTA_GATEWAY),
+        source: address(RTA_PREFSRC),
+        local: is_local_route(route),
+    }
+}
+
 /// What a policy rule does with the packets it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleAction {

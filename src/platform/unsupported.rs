@@ -45,4 +45,11 @@ pub(crate) fn current_claim() -> Result<Option<super::Claim>, PlatformError> {
     Err(PlatformError::Unsupported)
 }
 
+pub(crate) fn real_metadata_route()
+-> Result<super::real_route::RealRoute, super::real_route::NoRealRoute> {
+    Err(super::real_route::NoRealRoute(
+        "not supported on this system: connections cannot be bound to an interface here".into(),
+    ))
+}
+
 pub(crate) use super::file_bits::{groups_of, open_as_user};

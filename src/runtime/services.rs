@@ -15,6 +15,7 @@ use crate::clouds::gce::identity_token::{CERTS_PATH, KeyError};
 use crate::clouds::gce::tokens::{AccessTokenSource, FAKE_PREFIX, IdentityTokenSource};
 use crate::clouds::gce::{Gce, GceSettings, document as gce_document};
 use crate::clouds::instance_role::InstanceRole;
+use crate::clouds::pass_through::PassThrough;
 use crate::clouds::replay::Replay;
 use crate::clouds::{self, azure::Azure};
 use crate::config::{Backend, Instance, LocalService};
@@ -92,9 +93,26 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
     let credentials = selected.status.clone();
     let caller_roles = caller_roles(local, &selected);
     let containers = containers(local, &instance, &selected, caller_roles.clone());
-    let ec2 = ec2(local, &instance, selected, caller_roles);
+    let ec2 = Arc::new(ec2(local, &instance, selected, caller_roles));
     let board = ec2.interruptions();
     let tokens = ec2.token_mint();
+    let pass_through = local.pass_through.as_ref().map(|settings| {
+        tracing::info!(
+            "--pass-through {}: answered by the real metadata service {}",
+            settings
+                .rules
+                .list()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings.upstream.interface.as_deref().map_or_else(
+                || "(no interface)".to_owned(),
+                |interface| format!("through {interface}")
+            )
+        );
+        PassThrough::new(settings, ec2.clone())
+    });
     let gce = local
         .gce
         .clone()
@@ -119,7 +137,7 @@ pub async fn services(backend: &Backend, outage: &Outage) -> Result<LocalService
         azure: Some(azure.events()),
     };
     Ok(LocalServices {
-        services: clouds::local(ec2, gce, Some(azure), containers),
+        services: clouds::local(ec2, gce, Some(azure), containers, pass_through),
         board: Some(board),
         credentials: Some(credentials),
         tokens: Some(tokens),

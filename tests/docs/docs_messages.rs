@@ -600,6 +600,25 @@ struct Run {
 /// The guide's quotes that a plain run produces (no root, no namespace).
 const RUNS: &[Run] = &[
     Run {
+        quote: "--pass-through cannot be combined with --upstream: with --upstream every request \
+                is forwarded already; drop one of them",
+        arguments: &[
+            "--pass-through",
+            "ec2",
+            "--upstream",
+            "http://10.0.2.2:8080",
+        ],
+        file: None,
+        hold_port: None,
+    },
+    Run {
+        quote: "--pass-through \"aws\": expected ec2, gce, azure, or a path prefix starting with / \
+                (e.g. /latest/meta-data/placement/)",
+        arguments: &["--pass-through", "aws"],
+        file: None,
+        hold_port: None,
+    },
+    Run {
         quote: "--listen 0.0.0.0:8080 is not a loopback address, so it would serve role \
                 credentials to the network: require a shared secret with --listen-token-file \
                 FILE (clients send it as X-Imds-Tun-Token, e.g. an imds-tun with \

@@ -37,6 +37,7 @@ mod ipv6_endpoint;
 mod messages;
 mod metrics;
 mod packet_budget;
+mod pass_through;
 mod process_edges;
 mod record;
 mod replay;

@@ -77,7 +77,8 @@ pub const VERSIONS: &[&str] = &[
     "latest",
 ];
 
-const SESSION_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+/// The header an IMDSv2 token travels in.
+pub const SESSION_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
 const TOKEN_TTL_HEADER: HeaderName =
     HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
 const FORWARDED_FOR_HEADER: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -376,6 +377,22 @@ impl Ec2 {
             .header(TOKEN_TTL_HEADER, HeaderValue::from(granted))
     }
 
+    /// The checks of a read before anything is looked up, for a request answered elsewhere
+    /// (`--pass-through`): GET or HEAD (else 405), and the IMDSv2 token rules of this instance
+    /// (else 401). The refusal, on EC2's page, or `None` when the request may go on.
+    pub fn refusal(&self, request: &http::request::Parts, now: OffsetDateTime) -> Option<Reply> {
+        if request.method != Method::GET && request.method != Method::HEAD {
+            return Some(
+                responses::error(StatusCode::METHOD_NOT_ALLOWED)
+                    .header(ALLOW, HeaderValue::from_static("GET, HEAD")),
+            );
+        }
+        if !self.authorized(request, now) {
+            return Some(responses::error(StatusCode::UNAUTHORIZED));
+        }
+        None
+    }
+
     /// A presented token must be good in both modes: a client that sends one expects v2
     /// semantics and must learn (401) that its token is stale, so it fetches a new one instead
     /// of silently downgrading. Without a token only optional mode serves (IMDSv1).
@@ -450,7 +467,7 @@ impl MetadataService for Ec2 {
 /// Whether `request` is an IMDSv1 request: a read (GET, HEAD) of anything but the token
 /// endpoint, without a session token. Served in optional mode, 401 in required mode; counted
 /// either way, so a rehearsal in required mode still names who would break.
-fn tokenless(request: &http::request::Parts) -> bool {
+pub fn tokenless(request: &http::request::Parts) -> bool {
     (request.method == Method::GET || request.method == Method::HEAD)
         && !request.headers.contains_key(SESSION_TOKEN_HEADER)
         && !request.uri.path().ends_with("/api/token")

@@ -37,6 +37,8 @@ pub fn resolve(
     let http = limits::resolve_limits(file, flags)?;
     let allow_from = hardening::resolve_allow_from(file, flags)?;
     let tun = tun::resolve_tun(file, flags, &addresses, &allow_from, http.header_timeout)?;
+    // Before --upstream's own checks, so combining the two is named as such.
+    let pass_through = pass_through::resolve_pass_through(file, flags)?;
     let proxy = upstream::resolve(file, flags, &addresses, tun.is_some(), files)?;
     if recorded.is_some() && proxy.upstream.is_some() {
         return Err(ConfigError(
@@ -91,6 +93,7 @@ pub fn resolve(
             ecs,
             pod_identity,
             scenario,
+            pass_through,
             replay,
         })),
     };
@@ -139,6 +142,7 @@ mod instance;
 mod limits;
 mod listen;
 mod metrics;
+mod pass_through;
 mod replay;
 mod service;
 mod tun;

@@ -130,6 +130,8 @@ pub(super) fn resolve_tun(
             ipv6,
             extra,
             queue_packets: platform::transmit_queue_packets(max_connections),
+            // The kernel's answer, asked at start (`crate::app`), before the claim.
+            real_route: None,
         },
         stack,
     }))

@@ -190,6 +190,8 @@ pub fn resolve(
                 token,
                 connect_timeout: Duration::from_millis(connect),
                 response_timeout: Duration::from_millis(response),
+                interface: None,
+                flag: "--upstream",
             })
         }
     };

@@ -107,6 +107,32 @@ fn the_route_answer_names_its_table() {
 }
 
 #[test]
+fn the_route_path_names_interface_gateway_and_source() {
+    let mut route = vec![0u8; RTMSG_LEN];
+    route[RTMSG_TYPE_OFFSET] = 1; // unicast
+    attribute(&mut route, RTA_TABLE, &254u32.to_ne_bytes());
+    attribute(&mut route, RTA_OIF, &3u32.to_ne_bytes());
+    attribute(&mut route, 5, &[10, 0, 0, 1]);
+    attribute(&mut route, 7, &[10, 0, 0, 4]);
+    assert_eq!(
+        route_path_of(&route),
+        RoutePath {
+            interface: Some(3),
+            gateway: Some(Ipv4Addr::new(10, 0, 0, 1).into()),
+            source: Some(Ipv4Addr::new(10, 0, 0, 4).into()),
+            local: false,
+        }
+    );
+    // A link route has no gateway; an odd-sized address is no address.
+    let mut link = vec![0u8; RTMSG_LEN];
+    attribute(&mut link, RTA_OIF, &3u32.to_ne_bytes());
+    attribute(&mut link, 7, &[10, 0, 0]);
+    let path = route_path_of(&link);
+    assert_eq!((path.gateway, path.source), (None, None));
+    assert_eq!(route_path_of(&[1, 2]).interface, None);
+}
+
+#[test]
 fn an_acknowledgement_carries_the_negative_errno() {
     assert_eq!(acknowledgement(&0i32.to_ne_bytes()), Some(0));
     assert_eq!(acknowledgement(&(-17i32).to_ne_bytes()), Some(-17));
