@@ -678,3 +678,89 @@ fn a_cloud_behind_the_default_route_is_found_too() {
         (200, CLOUD_ID.to_owned())
     );
 }
+
+/// docs/guides/real-vm.md's two commands, as written, in the VM: the CI runner's (Azure's
+/// paths from the cloud, the EC2 instance imds-tun's, started in the background as the guide
+/// does) and the per-process roles' (every EC2 path from the cloud but `iam/`).
+#[test]
+fn the_real_vm_guide_runs_as_written() {
+    let Some(world) = world(crate::test_name!()) else {
+        return;
+    };
+    let guide =
+        std::fs::read_to_string(common::repo().join("docs/guides/real-vm.md")).expect("the guide");
+    let runner = common::fenced_blocks(&guide, "## A CI runner on Azure", "\n## ");
+    let roles = common::fenced_blocks(
+        &guide,
+        "## Per-process roles on a real EC2 instance",
+        "\n## ",
+    );
+    assert_eq!((runner.len(), roles.len()), (1, 1), "{runner:?} {roles:?}");
+
+    // The runner's command backgrounds imds-tun itself: its pid is what `$!` says.
+    let scratch = common::TempDir::new();
+    let shell = common::DocShell::new();
+    let here = scratch.path().to_str().expect("a UTF-8 path");
+    let pid: i32 = shell
+        .run(&world.vm, &format!("cd '{here}'\n{}echo $!", runner[0]))
+        .trim()
+        .parse()
+        .expect("the background pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let region = loop {
+        let answer = curl(&world.vm, "GET", "/latest/meta-data/placement/region", &[]);
+        if answer.0 == 200 || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(scratch.path().join("imds-tun.log")).unwrap_or_default();
+    assert_eq!(region, (200, "eu-west-1".to_owned()), "{log}");
+    assert_eq!(
+        azure_name(&world.vm),
+        (200, CLOUD_VM_NAME.to_owned()),
+        "{log}"
+    );
+    let (status, instance_id) = curl(&world.vm, "GET", "/latest/meta-data/instance-id", &[]);
+    assert_eq!(status, 200);
+    assert_ne!(instance_id, CLOUD_ID, "EC2 is imds-tun's here");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).expect("kill");
+    // Gone, or a zombie its new parent has not reaped yet: either way its claim is released.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the runner's imds-tun is still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until_no_tun(&world.vm, Duration::from_secs(10));
+
+    let flags: Vec<&str> = roles[0]
+        .trim()
+        .strip_prefix("sudo imds-tun ")
+        .expect("the roles block starts imds-tun")
+        .split_whitespace()
+        .filter(|word| *word != "\\")
+        .collect();
+    let vm = common::start(&world.vm, &flags);
+    let token = imds_token(&world.vm);
+    assert_eq!(
+        get(&world.vm, "/latest/meta-data/instance-id", &token),
+        (200, CLOUD_ID.to_owned())
+    );
+    assert_eq!(
+        get(&world.vm, "/latest/meta-data/tags/instance/Name", &token),
+        (200, CLOUD_TAG.to_owned())
+    );
+    let (status, role) = get(
+        &world.vm,
+        "/latest/meta-data/iam/security-credentials/",
+        &token,
+    );
+    assert_eq!(status, 200);
+    assert_ne!(role, CLOUD_ROLE, "iam/ is imds-tun's");
+    drop(vm);
+}
