@@ -111,6 +111,16 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// What a client's 502 or 504 calls the service it could not reach: the person reading
+    /// it set up `--upstream`, or only `--pass-through` and no upstream at all.
+    fn service(&self) -> &'static str {
+        if self.flag == "--pass-through" {
+            "real metadata service"
+        } else {
+            "upstream metadata service"
+        }
+    }
+
     /// A forwarder for `settings`; connects lazily, so a down upstream does not stop start-up.
     pub fn new(settings: &UpstreamSettings) -> Upstream {
         let mut connector = HttpConnector::new();
@@ -287,14 +297,16 @@ impl Upstream {
                     );
                     let body = if timed_out(&error) {
                         format!(
-                            "imds-tun: the upstream metadata service is unreachable (no connection \
-                             within {:?}); see this imds-tun's log",
+                            "imds-tun: the {} is unreachable (no connection within {:?}); see \
+                             this imds-tun's log",
+                            self.service(),
                             self.connect_timeout
                         )
                     } else {
-                        "imds-tun: the upstream metadata service is unreachable; see this \
-                         imds-tun's log"
-                            .to_owned()
+                        format!(
+                            "imds-tun: the {} is unreachable; see this imds-tun's log",
+                            self.service()
+                        )
                     };
                     gateway_error(StatusCode::BAD_GATEWAY, &body)
                 } else {
@@ -305,7 +317,10 @@ impl Upstream {
                     );
                     gateway_error(
                         StatusCode::BAD_GATEWAY,
-                        "imds-tun: the upstream metadata service failed; see this imds-tun's log",
+                        &format!(
+                            "imds-tun: the {} failed; see this imds-tun's log",
+                            self.service()
+                        ),
                     )
                 }
             }
@@ -319,7 +334,8 @@ impl Upstream {
                 gateway_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
-                        "imds-tun: the upstream metadata service did not answer within {:?}",
+                        "imds-tun: the {} did not answer within {:?}",
+                        self.service(),
                         self.response_timeout
                     ),
                 )

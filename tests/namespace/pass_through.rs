@@ -299,6 +299,10 @@ fn with_the_cloud_stopped_passed_paths_fail_fast_and_local_ones_keep_working() {
     let (status, body) = get(&world.vm, "/latest/meta-data/instance-id", &token);
     assert!(status == 502 || status == 504, "{status} {body}");
     assert!(
+        body.starts_with("imds-tun: the real metadata service "),
+        "{body}"
+    );
+    assert!(
         started.elapsed() < Duration::from_secs(7),
         "took {:?}",
         started.elapsed()
@@ -593,6 +597,10 @@ fn faults_apply_before_forwarding_passed_requests_are_counted_and_a_slow_cloud_i
     let started = Instant::now();
     let (status, body) = get(&world.vm, "/latest/meta-data/instance-id", &token);
     assert_eq!(status, 504, "{body}");
+    assert!(
+        body.starts_with("imds-tun: the real metadata service did not answer within"),
+        "{body}"
+    );
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(4) && took < Duration::from_secs(7),
