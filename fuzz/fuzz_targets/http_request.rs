@@ -33,7 +33,7 @@ static SERVICES: LazyLock<Services> = LazyLock::new(|| {
     ));
     let gce = local.gce.clone().expect("GCE is on");
     clouds::local(
-        Ec2::new(&local.instance, local.token_policy, credentials),
+        Arc::new(Ec2::new(&local.instance, local.token_policy, credentials)),
         Some(Gce::new(gce, 0).expect("committed key")),
         Some(Azure::new(
             local.azure.instance.clone(),
@@ -42,6 +42,9 @@ static SERVICES: LazyLock<Services> = LazyLock::new(|| {
         // The container endpoints claim by the address a request was sent to, and this target
         // serves without one (`Server::serve`): none of them would ever be asked.
         clouds::ContainerEndpoints::default(),
+        // --pass-through forwards to a real service over the network, which a fuzz target
+        // has none of; its rules are plain functions with unit tests of hostile paths.
+        None,
     )
 });
 
