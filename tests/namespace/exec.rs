@@ -1,0 +1,1271 @@
+//! `imds-tun exec -- CMD` (issue 29): one command in a user and network namespace of its own
+//! with its own metadata service, run by an unprivileged user (uid 65534 through `setpriv`) in
+//! the test's namespace, or by root. What `docs/exec.md` promises, each through the kernel:
+//! boto3's IMDS provider reads the mock key; CMD's exit status (and 128+N for a signal) is
+//! imds-tun's, and SIGINT/SIGTERM/SIGHUP reach CMD while the service still answers; 16 execs at
+//! once each see only their own instance id, never the test namespace's own imds-tun; moto's
+//! STS, on the test namespace's loopback, gives CMD real keys; pasta (`--network pasta`, the
+//! default when found) gives CMD the network, `--network none` and a PATH without pasta do not;
+//! `ctl spot` from CMD changes its own instance only; after CMD exits, and after a SIGKILL of
+//! imds-tun, no process, namespace, pasta or TUN is left; each refusal (user namespaces off by
+//! each of three sysctls, a 0600 `/dev/net/tun`, flags exec cannot honour) is one line, exit 2.
+//!
+//! `/dev/net/tun` must be 0666 for the unprivileged runs, as Debian ships it: [`tun_for_everyone`]
+//! makes it so for as long as a test needs it and puts back a mode it changed. The 0600 refusal
+//! and the sysctls are simulated for one process only: a private mount namespace (`unshare -m`)
+//! with a 0600 node bound over the device, a chroot whose `/proc/sys/kernel` is a tmpfs holding
+//! the sysctl's file (a chroot makes the kernel refuse a user namespace with EPERM, as the
+//! Debian sysctl does), or a user namespace whose root sets its own `user.max_user_namespaces`.
+#![cfg(target_os = "linux")]
+
+use std::fs::Permissions;
+use std::io::Read as _;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use nix::sys::signal::Signal;
+
+use crate::common::{self, ImdsTun, Namespace, Spawn, TempDir, nobody_prefix, text};
+
+/// The pasta warning of the contract, word for word.
+const NO_PASTA: &str = "imds-tun: pasta not found (Debian/Ubuntu package passt): CMD gets loopback and the metadata service only; install passt, or pass --network none";
+
+/// How long one `imds-tun exec` may take before the test fails (CMDs here take seconds).
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+const INSTANCE_ID: &str = "http://169.254.169.254/latest/meta-data/instance-id";
+const CREDENTIALS: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+const SPOT: &str = "http://169.254.169.254/latest/meta-data/spot/instance-action";
+
+/// The test namespace's own imds-tun (run as root, as on a host), never what an exec sees.
+const HOST_ID: &str = "i-0b0b0000000000b0b";
+
+/// Who runs `imds-tun exec`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Who {
+    Nobody,
+    Root,
+}
+
+// ---- /dev/net/tun 0666 for the unprivileged runs ---------------------------------------------
+
+const TUN: &str = "/dev/net/tun";
+
+/// How many tests hold the device open to everyone, and the mode to put back after the last.
+static TUN_MODE: Mutex<(usize, Option<u32>)> = Mutex::new((0, None));
+
+/// Held while a test needs `/dev/net/tun` mode 0666; the last one dropped puts back a mode
+/// that was changed. Tests run in parallel: the device is never made anything but 0666.
+struct TunForEveryone;
+
+/// `/dev/net/tun` as Debian ships it (0666) while the guard lives; `None` after a skip notice
+/// (a failure under CI) when there is no such device.
+fn tun_for_everyone(test: &str) -> Option<TunForEveryone> {
+    let mut state = TUN_MODE.lock().unwrap_or_else(PoisonError::into_inner);
+    let device = std::fs::metadata(TUN)
+        .ok()
+        .filter(|meta| meta.file_type().is_char_device());
+    let Some(device) = device else {
+        drop(state);
+        common::skip_or_fail(
+            test,
+            "/dev/net/tun is not a character device; scripts/test.sh creates it",
+        );
+        return None;
+    };
+    if state.0 == 0 {
+        let mode = device.permissions().mode() & 0o7777;
+        if mode != 0o666 {
+            std::fs::set_permissions(TUN, Permissions::from_mode(0o666)).expect("chmod 0666");
+            state.1 = Some(mode);
+        }
+    }
+    state.0 += 1;
+    Some(TunForEveryone)
+}
+
+impl Drop for TunForEveryone {
+    fn drop(&mut self) {
+        let mut state = TUN_MODE.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 -= 1;
+        if state.0 == 0
+            && let Some(mode) = state.1.take()
+        {
+            let _ = std::fs::set_permissions(TUN, Permissions::from_mode(mode));
+        }
+    }
+}
+
+// ---- running `imds-tun exec` -------------------------------------------------------------------
+
+/// The environment every exec starts from: Debian's tools (pasta among them), no AWS config.
+const BASE_ENV: &[&str] = &[
+    "PATH=/usr/bin:/bin",
+    "HOME=/nonexistent",
+    "AWS_CONFIG_FILE=/nonexistent/config",
+    "AWS_SHARED_CREDENTIALS_FILE=/nonexistent/credentials",
+];
+
+/// The words after `ip netns exec NAME`: `[setpriv to nobody] env -i BASE ENV imds-tun exec
+/// SETTINGS -- CMD`.
+fn exec_words(who: Who, env: &[String], settings: &[&str], cmd: &[&str]) -> Vec<String> {
+    let mut words = Vec::new();
+    if who == Who::Nobody {
+        words.extend(nobody_prefix());
+    }
+    words.extend(["/usr/bin/env".to_owned(), "-i".to_owned()]);
+    words.extend(BASE_ENV.iter().map(|word| (*word).to_owned()));
+    words.extend(env.iter().cloned());
+    words.push(common::binary().to_str().expect("UTF-8 path").to_owned());
+    words.push("exec".to_owned());
+    words.extend(settings.iter().map(|word| (*word).to_owned()));
+    words.push("--".to_owned());
+    words.extend(cmd.iter().map(|word| (*word).to_owned()));
+    words
+}
+
+/// `ip netns exec NAME WORDS`, stdin closed, cwd `/`.
+fn in_namespace(namespace: &Namespace, words: &[String]) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", namespace.name()])
+        .args(words)
+        .stdin(Stdio::null())
+        .current_dir("/");
+    command
+}
+
+/// `imds-tun exec SETTINGS -- CMD` in the namespace as `who`, run to its end.
+fn exec(
+    namespace: &Namespace,
+    who: Who,
+    env: &[String],
+    settings: &[&str],
+    cmd: &[&str],
+) -> Output {
+    run(in_namespace(
+        namespace,
+        &exec_words(who, env, settings, cmd),
+    ))
+}
+
+/// Runs `command` to its end within [`RUN_TIMEOUT`] and returns what it did. Its outputs must
+/// close soon after it exits: a pipe still held then is a process the exec left behind.
+fn run(mut command: Command) -> Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|error| panic!("spawning {command:?}: {error}"));
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = sender.send(bytes);
+        });
+        receiver
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let partial = stderr
+                .recv_timeout(Duration::from_secs(2))
+                .unwrap_or_default();
+            panic!(
+                "{command:?} still ran after {RUN_TIMEOUT:?}; stderr:\n{}",
+                String::from_utf8_lossy(&partial)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let collect = |receiver: mpsc::Receiver<Vec<u8>>, which: &str| {
+        receiver
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| {
+                panic!("{command:?} exited ({status}) but its {which} is still held open 5 s later: something it started outlives it")
+            })
+    };
+    Output {
+        stdout: collect(stdout, "stdout"),
+        stderr: collect(stderr, "stderr"),
+        status,
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts that `output` ended with exit status `code`.
+fn assert_code(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", text(output));
+}
+
+/// A refusal: exit 2 and exactly one line on stderr that starts `imds-tun: `; the line.
+fn refusal(output: &Output) -> String {
+    assert_code(output, 2);
+    let all = stderr(output);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {}", text(output));
+    assert!(lines[0].starts_with("imds-tun: "), "{}", text(output));
+    lines[0].to_owned()
+}
+
+/// A directory uid 65534 may write (CMDs meet there), removed on drop.
+fn shared_dir() -> TempDir {
+    let dir = TempDir::new();
+    std::fs::set_permissions(dir.path(), Permissions::from_mode(0o777)).expect("chmod 0777");
+    dir
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// Polls until `path` exists, or panics after `timeout` with `why`.
+fn wait_for_file(path: &Path, timeout: Duration, why: &str) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}: {why}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Debian's `/usr/bin/python3` with boto3 (`python3-boto3`, which scripts/test.sh installs:
+/// the suite's `.venv` Python may live under `/root`, which uid 65534 cannot enter).
+fn debian_boto3(test: &str) -> bool {
+    let found = Command::new("/usr/bin/python3")
+        .args(["-c", "import boto3"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        common::skip_or_fail(
+            test,
+            "/usr/bin/python3 cannot import boto3; scripts/test.sh installs python3-boto3",
+        );
+    }
+    found
+}
+
+/// `/usr/bin/pasta`, or `false` after a skip notice (a failure under CI).
+fn pasta_installed(test: &str) -> bool {
+    common::installed(test, "/usr/bin/pasta".into()).is_some()
+}
+
+/// The `ns/net` link text (`net:[INODE]`) of the namespace file `path`.
+fn ns_link(kind: &str, path: &Path) -> String {
+    let inode = std::fs::metadata(path)
+        .unwrap_or_else(|error| panic!("stat {}: {error}", path.display()))
+        .ino();
+    format!("{kind}:[{inode}]")
+}
+
+/// What /proc says of one live process.
+#[derive(Debug)]
+struct Process {
+    pid: u32,
+    comm: String,
+    net: String,
+    user: String,
+    cmdline: String,
+}
+
+/// Every process whose namespaces can be read (zombies and processes gone meanwhile are not).
+fn processes() -> Vec<Process> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let link = |name: &str| {
+            std::fs::read_link(dir.join("ns").join(name))
+                .ok()
+                .map(|target| target.to_string_lossy().into_owned())
+        };
+        let (Some(net), Some(user)) = (link("net"), link("user")) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        found.push(Process {
+            pid,
+            comm: comm.trim().to_owned(),
+            net,
+            user,
+            cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
+        });
+    }
+    found
+}
+
+/// Polls until no process matches `left`, or panics after `timeout` naming them.
+fn wait_until_none(timeout: Duration, what: &str, left: impl Fn(&Process) -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining: Vec<Process> = processes().into_iter().filter(|p| left(p)).collect();
+        if remaining.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {timeout:?} these are still there ({what}): {remaining:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn is_pasta(process: &Process) -> bool {
+    process.comm.starts_with("pasta") || process.comm.starts_with("passt")
+}
+
+/// The veth pair pasta needs in the test namespace: an interface with two addresses
+/// (10.88.0.1, copied into CMD's namespace by pasta, and 10.88.0.2) and a default route.
+fn give_pasta_an_uplink(namespace: &Namespace) {
+    namespace.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    namespace.ip(&["link", "set", "d1", "up"]);
+    namespace.ip(&["addr", "add", "10.88.0.1/24", "dev", "d0"]);
+    namespace.ip(&["addr", "add", "10.88.0.2/24", "dev", "d0"]);
+    namespace.ip(&["link", "set", "d0", "up"]);
+    namespace.ip(&["route", "add", "default", "via", "10.88.0.254"]);
+}
+
+// ---- 1. boto3 as uid 65534, exit statuses --------------------------------------------------
+
+/// boto3's IMDS provider, then the credentials document straight from the service.
+const BOTO3: &str = "import boto3\n\
+credentials = boto3.Session(region_name='us-east-1').get_credentials()\n\
+assert credentials is not None, 'boto3 found no credentials'\n\
+frozen = credentials.get_frozen_credentials()\n\
+print(credentials.method)\n\
+print(frozen.access_key)\n\
+print(frozen.token)\n";
+
+#[test]
+fn boto3_in_cmd_as_nobody_reads_the_mock_key_of_its_own_instance() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    if !debian_boto3(test) {
+        return;
+    }
+    let script = format!(
+        "id -u; id -g; grep CapEff /proc/self/status; readlink /proc/self/ns/user; \
+         /usr/bin/python3 -c \"$1\" && curl -sS --max-time 5 {CREDENTIALS}imds-tun"
+    );
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &[],
+        &["--mock-credentials", "--network", "none"],
+        &["sh", "-c", &script, "sh", BOTO3],
+    );
+    assert_code(&output, 0);
+    assert_eq!(
+        stderr(&output),
+        "",
+        "exec's default log filter is warn and --network none says nothing"
+    );
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 8, "{}", text(&output));
+    assert_eq!(lines[0], "65534", "CMD runs as the caller's uid");
+    assert_eq!(lines[1], "65534", "and gid");
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["CapEff:", "0000000000000000"],
+        "CMD has no capabilities"
+    );
+    let own_user = std::fs::read_link("/proc/self/ns/user").expect("own user namespace");
+    assert_ne!(Path::new(lines[3]), own_user, "a user namespace of its own");
+    assert_eq!(lines[4], "iam-role", "boto3's IMDS provider answered");
+    let key = lines[5];
+    assert!(
+        key.len() == 20
+            && key.starts_with("ASIA")
+            && key[4..]
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)),
+        "the mock key's shape (ASIA + 16 base32): {key}"
+    );
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(lines[6])
+        .expect("the session token is base64");
+    assert!(
+        token.starts_with(imds_tun::credentials::fake::TOKEN_MARKER.as_bytes()),
+        "the mock session token: {}",
+        String::from_utf8_lossy(&token)
+    );
+    let document: serde_json::Value = serde_json::from_str(lines[7]).expect("credentials JSON");
+    assert_eq!(
+        document["AccessKeyId"], key,
+        "boto3's key is the one served"
+    );
+    assert_eq!(document["Token"], lines[6]);
+}
+
+#[test]
+fn cmd_s_exit_status_is_imds_tun_s() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let cases: &[(&[&str], i32)] = &[
+        (&["sh", "-c", "exit 7"], 7),
+        (&["sh", "-c", "exit 0"], 0),
+        (&["sh", "-c", "kill -KILL $$"], 128 + 9),
+        (&["sh", "-c", "kill -TERM $$"], 128 + 15),
+        (&["/nonexistent/imds-tun-test-cmd"], 127),
+        (&["/etc/hostname"], 126),
+    ];
+    for (cmd, code) in cases {
+        let output = exec(
+            &namespace,
+            Who::Nobody,
+            &[],
+            &["--mock-credentials", "--network", "none"],
+            cmd,
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(*code),
+            "{cmd:?}: {}",
+            text(&output)
+        );
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP to imds-tun reach CMD, and imds-tun still serves while CMD's
+/// trap runs: the trap reads the instance id before it exits 42, and 42 is imds-tun's status.
+#[test]
+fn sigint_sigterm_and_sighup_are_forwarded_and_the_service_answers_until_cmd_exits() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let dir = shared_dir();
+    let here = path_str(dir.path());
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let name = signal.as_str().trim_start_matches("SIG");
+        let (ready, got) = (format!("{here}/{name}.ready"), format!("{here}/{name}.got"));
+        let script = format!(
+            "trap 'echo {name} $(curl -sS --max-time 5 {INSTANCE_ID}) > {got}; exit 42' {name}; \
+             touch {ready}; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; exit 3"
+        );
+        let words = exec_words(
+            Who::Nobody,
+            &[],
+            &[
+                "--mock-credentials",
+                "--network",
+                "none",
+                "--instance-id",
+                "i-0516a1000000000aa",
+            ],
+            &["sh", "-c", &script],
+        );
+        let mut child = ImdsTun::spawn(in_namespace(&namespace, &words), &Spawn::default(), test);
+        wait_for_file(Path::new(&ready), Duration::from_secs(20), "CMD started");
+        child.signal(signal);
+        let status = child.wait_exit(Duration::from_secs(20));
+        common::assert_exit_code(&child, status, 42);
+        assert_eq!(
+            std::fs::read_to_string(&got).unwrap_or_default(),
+            format!("{name} i-0516a1000000000aa\n"),
+            "{signal}: CMD's trap ran and read the metadata service; imds-tun: {}",
+            child.stderr()
+        );
+    }
+}
+
+// ---- 2. 16 execs at once ---------------------------------------------------------------------
+
+/// 16 execs as uid 65534, each with its own `--instance-id`, all alive at once (each CMD reads
+/// its id, waits until all 16 have, and reads again): each sees only its own, never the test
+/// namespace's imds-tun, which still serves its own id to root afterwards.
+#[test]
+fn sixteen_parallel_execs_each_see_only_their_own_instance() {
+    const EXECS: usize = 16;
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let host = common::start(&namespace, &["--instance-id", HOST_ID]);
+    let dir = shared_dir();
+    let here = path_str(dir.path()).to_owned();
+    let python_read = format!(
+        "/usr/bin/python3 -c \"import urllib.request; \
+         print(urllib.request.urlopen('{INSTANCE_ID}', timeout=5).read().decode())\""
+    );
+    let curl_read = format!("curl -sS --max-time 5 {INSTANCE_ID}");
+    let runs: Vec<_> = (0..EXECS)
+        .map(|n| {
+            let id = format!("i-0e{n:015x}");
+            let read = if n % 2 == 0 { &curl_read } else { &python_read };
+            let script = format!(
+                "first=$({read}); touch {here}/{n}; i=0; \
+                 while [ \"$(ls {here} | wc -l)\" -lt {EXECS} ] && [ $i -lt 900 ]; do \
+                 sleep 0.1; i=$((i+1)); done; \
+                 second=$({read}); echo \"$first $second $(ls {here} | wc -l)\""
+            );
+            let words = exec_words(
+                Who::Nobody,
+                &[],
+                &["--network", "none", "--instance-id", &id],
+                &["sh", "-c", &script],
+            );
+            let command = in_namespace(&namespace, &words);
+            (id, std::thread::spawn(move || run(command)))
+        })
+        .collect();
+    for (id, thread) in runs {
+        let output = thread.join().expect("the run's thread");
+        assert_code(&output, 0);
+        assert_eq!(
+            stdout(&output).trim(),
+            format!("{id} {id} {EXECS}"),
+            "{}",
+            text(&output)
+        );
+    }
+    let root = namespace.exec(&["curl", "-sS", "--max-time", "5", INSTANCE_ID]);
+    assert_eq!(stdout(&root), HOST_ID, "{}", text(&root));
+    drop(host);
+}
+
+// ---- 3. moto's STS, called from outside CMD's namespace --------------------------------------
+
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/app";
+const SESSION: &str = "exec-e2e";
+const SOURCE_KEY: &str = "AKIAI44QH8DHBEXAMPLE";
+const SOURCE_SECRET: &str = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY";
+
+/// moto runs on 127.0.0.1 of the test namespace. CMD (with `--network none`) cannot reach it,
+/// yet reads keys moto issued: imds-tun called STS from the caller's network. moto then names
+/// those keys' identity: the assumed role and session.
+#[test]
+fn real_credentials_from_moto_reach_cmd_through_sts_outside_its_namespace() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let Some(python) = common::installed(test, common::repo().join(".venv/bin/python")) else {
+        return;
+    };
+    let Some(moto) = common::Moto::start(&namespace, test) else {
+        return;
+    };
+    let env = [
+        format!("AWS_ENDPOINT_URL_STS={}", common::Moto::endpoint()),
+        "AWS_REGION=us-east-1".to_owned(),
+        format!("AWS_ACCESS_KEY_ID={SOURCE_KEY}"),
+        format!("AWS_SECRET_ACCESS_KEY={SOURCE_SECRET}"),
+    ];
+    let script = format!(
+        "curl -sS --max-time 10 {CREDENTIALS}app; echo; \
+         curl -s --max-time 3 -o /dev/null -w 'moto %{{http_code}}' {}/moto-api/; echo",
+        common::Moto::endpoint()
+    );
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &env,
+        &[
+            "--role-arn",
+            ROLE_ARN,
+            "--role-session-name",
+            SESSION,
+            "--network",
+            "none",
+        ],
+        &["sh", "-c", &script],
+    );
+    assert_code(&output, 0);
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", text(&output));
+    assert_eq!(lines[1], "moto 000", "CMD itself cannot reach moto");
+    let document: serde_json::Value = serde_json::from_str(lines[0]).expect("credentials JSON");
+    assert_eq!(document["Code"], "Success", "{document}");
+    let key = document["AccessKeyId"].as_str().expect("a key");
+    let secret = document["SecretAccessKey"].as_str().expect("a secret");
+    let token = document["Token"].as_str().expect("a token");
+    assert!(key.starts_with("ASIA") && key != SOURCE_KEY, "{key}");
+    assert!(moto.count("AssumeRole") >= 1, "{:?}", moto.actions());
+
+    let who = namespace.exec(&[
+        "env",
+        "-i",
+        "HOME=/nonexistent",
+        "AWS_CONFIG_FILE=/nonexistent/config",
+        "AWS_SHARED_CREDENTIALS_FILE=/nonexistent/credentials",
+        python.to_str().expect("UTF-8 path"),
+        "-c",
+        "import boto3, sys\n\
+         sts = boto3.client('sts', region_name='us-east-1', endpoint_url=sys.argv[1],\n\
+             aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],\n\
+             aws_session_token=sys.argv[4])\n\
+         print(sts.get_caller_identity()['Arn'])",
+        &common::Moto::endpoint(),
+        key,
+        secret,
+        token,
+    ]);
+    assert_eq!(
+        stdout(&who).trim(),
+        format!("arn:aws:sts::123456789012:assumed-role/app/{SESSION}"),
+        "moto knows CMD's keys as the assumed role: {}",
+        text(&who)
+    );
+}
+
+// ---- 4. the network: pasta, --network none, no pasta ----------------------------------------
+
+/// Two HTTP servers in the test namespace, each serving one marker file: on 10.88.0.2:8081 and
+/// on 127.0.0.1:8082. Killed on drop.
+struct Servers {
+    children: Vec<std::process::Child>,
+    _dir: TempDir,
+}
+
+impl Servers {
+    fn start(namespace: &Namespace) -> Servers {
+        let dir = TempDir::new();
+        dir.file("outside", b"reached-10.88.0.2");
+        dir.file("loopback", b"reached-host-loopback");
+        let children = [("10.88.0.2", 8081), ("127.0.0.1", 8082)]
+            .iter()
+            .map(|(address, port)| {
+                let child = Command::new("ip")
+                    .args(["netns", "exec", namespace.name(), "/usr/bin/python3"])
+                    .args(["-m", "http.server", "--bind", address, &port.to_string()])
+                    .arg("--directory")
+                    .arg(dir.path())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("python3 -m http.server");
+                let url = format!("http://{address}:{port}/outside");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !namespace
+                    .exec(&["curl", "-sf", "--max-time", "1", &url])
+                    .status
+                    .success()
+                {
+                    assert!(Instant::now() < deadline, "{url} never answered");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                child
+            })
+            .collect();
+        Servers {
+            children,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CMD's script: the two servers (the second through pasta's gateway, mapped to the host's
+/// loopback) and the metadata service, one line each; curl's failures as `failed`.
+const REACH: &str = "curl -s --max-time 5 http://10.88.0.2:8081/outside || printf failed; echo; \
+    curl -s --max-time 5 http://10.88.0.254:8082/loopback || printf failed; echo; \
+    curl -sS --max-time 5 http://169.254.169.254/latest/meta-data/instance-id; echo";
+
+#[test]
+fn with_pasta_cmd_reaches_the_network_and_with_network_none_only_the_metadata_service() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    if !pasta_installed(test) {
+        return;
+    }
+    give_pasta_an_uplink(&namespace);
+    let _servers = Servers::start(&namespace);
+    let id = &["--instance-id", "i-0ba5e000000000001"];
+
+    // pasta found on PATH: the default.
+    for network in [&[][..], &["--network", "pasta"][..]] {
+        let settings = [id.as_slice(), network].concat();
+        let output = exec(
+            &namespace,
+            Who::Nobody,
+            &[],
+            &settings,
+            &["sh", "-c", REACH],
+        );
+        assert_code(&output, 0);
+        assert_eq!(
+            stdout(&output),
+            "reached-10.88.0.2\nreached-host-loopback\ni-0ba5e000000000001\n",
+            "{network:?}: {}",
+            text(&output)
+        );
+    }
+
+    let settings = [id.as_slice(), &["--network", "none"]].concat();
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &[],
+        &settings,
+        &["sh", "-c", REACH],
+    );
+    assert_code(&output, 0);
+    assert_eq!(
+        stdout(&output),
+        "failed\nfailed\ni-0ba5e000000000001\n",
+        "{}",
+        text(&output)
+    );
+    assert_eq!(stderr(&output), "", "--network none: nothing said");
+}
+
+#[test]
+fn without_pasta_on_path_exec_warns_in_one_line_and_network_pasta_is_refused() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    // A PATH with what CMD uses and no pasta.
+    let tools = TempDir::new();
+    for tool in ["sh", "curl", "cat"] {
+        std::os::unix::fs::symlink(Path::new("/usr/bin").join(tool), tools.path().join(tool))
+            .or_else(|_| {
+                std::os::unix::fs::symlink(Path::new("/bin").join(tool), tools.path().join(tool))
+            })
+            .expect("symlink");
+    }
+    std::fs::set_permissions(tools.path(), Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!("PATH={}", tools.path().display());
+    let id = "i-0000000000000dead";
+
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        std::slice::from_ref(&path),
+        &["--instance-id", id],
+        &["sh", "-c", &format!("curl -sS --max-time 5 {INSTANCE_ID}")],
+    );
+    assert_code(&output, 0);
+    assert_eq!(stdout(&output), id, "the metadata service still works");
+    assert_eq!(
+        stderr(&output).lines().collect::<Vec<_>>(),
+        [NO_PASTA],
+        "{}",
+        text(&output)
+    );
+
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        std::slice::from_ref(&path),
+        &["--network", "pasta"],
+        &["true"],
+    );
+    let line = refusal(&output);
+    assert!(line.contains("pasta"), "{line}");
+    assert!(namespace.tun_links().is_empty());
+}
+
+// ---- 5. ctl from inside ---------------------------------------------------------------------
+
+/// `imds-tun ctl spot --action terminate` run by exec A's CMD: A's instance announces it; exec B,
+/// alive at the same time, and the test namespace's imds-tun still answer 404.
+#[test]
+fn ctl_spot_from_cmd_changes_only_its_own_instance() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let host = common::start(&namespace, &["--instance-id", HOST_ID]);
+    let dir = shared_dir();
+    let here = path_str(dir.path()).to_owned();
+    let binary = common::binary();
+    let binary = path_str(&binary);
+    let code = format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {SPOT}");
+    let a = format!(
+        "{binary} ctl spot --action terminate >/dev/null; echo \"ctl $?\"; \
+         curl -sS --max-time 5 {SPOT}; echo; touch {here}/a-done; i=0; \
+         while [ ! -e {here}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; {code}"
+    );
+    let b = format!(
+        "i=0; while [ ! -e {here}/a-done ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+         {code}"
+    );
+    let spawn = |script: String| {
+        let words = exec_words(
+            Who::Nobody,
+            &[],
+            &["--network", "none"],
+            &["sh", "-c", &script],
+        );
+        let command = in_namespace(&namespace, &words);
+        std::thread::spawn(move || run(command))
+    };
+    let a = spawn(a);
+    let b = spawn(b).join().expect("B's thread");
+    assert_code(&b, 0);
+    assert_eq!(stdout(&b), "404", "B, beside A: {}", text(&b));
+    let host_code = namespace.exec(&["sh", "-c", &code]);
+    assert_eq!(
+        stdout(&host_code),
+        "404",
+        "the host's: {}",
+        text(&host_code)
+    );
+    std::fs::write(dir.path().join("go"), b"").expect("go");
+    let a = a.join().expect("A's thread");
+    assert_code(&a, 0);
+    let out = stdout(&a);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", text(&a));
+    assert_eq!(lines[0], "ctl 0", "{}", text(&a));
+    let action: serde_json::Value = serde_json::from_str(lines[1]).expect("instance-action JSON");
+    assert_eq!(action["action"], "terminate", "{action}");
+    assert_eq!(lines[2], "200", "A's notice is still there at its end");
+    drop(host);
+}
+
+// ---- 6. nothing left behind --------------------------------------------------------------------
+
+/// What an exec's CMD reported of itself: its network and user namespaces.
+struct Inside {
+    net: String,
+    user: String,
+}
+
+/// The CMD that reports itself into `dir` (`net`, `user`, then `ready`), then runs `then`.
+fn reporting_cmd(dir: &str, then: &str) -> String {
+    format!(
+        "readlink /proc/self/ns/net > {dir}/net; readlink /proc/self/ns/user > {dir}/user; \
+         touch {dir}/ready; {then}"
+    )
+}
+
+fn inside(dir: &Path) -> Inside {
+    wait_for_file(&dir.join("ready"), Duration::from_secs(20), "CMD started");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .expect("CMD's report")
+            .trim()
+            .to_owned()
+    };
+    Inside {
+        net: read("net"),
+        user: read("user"),
+    }
+}
+
+/// While CMD runs: CMD is in its namespaces, pasta serves them from the test namespace.
+fn assert_running(namespace_net: &str, cmd: &Inside) {
+    let all = processes();
+    assert!(
+        all.iter().any(|p| p.net == cmd.net && p.comm == "sleep"),
+        "CMD (sleep) in {}: {all:#?}",
+        cmd.net
+    );
+    assert!(
+        all.iter().any(|p| is_pasta(p) && p.net == namespace_net),
+        "pasta runs in the test namespace {namespace_net}"
+    );
+    assert_ne!(cmd.net, namespace_net);
+}
+
+/// After: no process in CMD's network or user namespace (so neither exists any more: nothing
+/// holds them), none in the test namespace (imds-tun, pasta, a guard), no TUN there.
+fn assert_nothing_left(namespace: &Namespace, namespace_net: &str, cmd: &Inside) {
+    wait_until_none(Duration::from_secs(5), "the exec's processes", |p| {
+        p.net == cmd.net || p.user == cmd.user || p.net == namespace_net
+    });
+    let holders: Vec<String> = processes()
+        .iter()
+        .filter_map(|p| {
+            let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid)).ok()?;
+            let holds = fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| {
+                    let target = target.to_string_lossy();
+                    target == cmd.net || target == cmd.user
+                })
+            });
+            holds.then(|| format!("{} {}", p.pid, p.cmdline))
+        })
+        .collect();
+    assert!(
+        holders.is_empty(),
+        "descriptors hold the namespaces: {holders:?}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&cmd.net), "a mount holds {}", cmd.net);
+    let mut links = namespace.links();
+    links.sort();
+    assert_eq!(
+        links,
+        ["d0", "d1", "lo"],
+        "no TUN left in the test namespace"
+    );
+}
+
+#[test]
+fn nothing_is_left_after_cmd_exits() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    if !pasta_installed(test) {
+        return;
+    }
+    give_pasta_an_uplink(&namespace);
+    let namespace_net = ns_link("net", &namespace.path());
+    let dir = shared_dir();
+    let here = path_str(dir.path());
+    let script = reporting_cmd(
+        here,
+        &format!("i=0; while [ ! -e {here}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done"),
+    );
+    let words = exec_words(
+        Who::Nobody,
+        &[],
+        &["--mock-credentials"],
+        &["sh", "-c", &script],
+    );
+    let mut child = ImdsTun::spawn(in_namespace(&namespace, &words), &Spawn::default(), test);
+    let cmd = inside(dir.path());
+    let all = processes();
+    assert!(
+        all.iter().any(|p| is_pasta(p) && p.net == namespace_net),
+        "pasta runs in the test namespace: {all:#?}"
+    );
+    assert!(
+        all.iter().any(|p| p.net == cmd.net),
+        "CMD is in {}",
+        cmd.net
+    );
+    std::fs::write(dir.path().join("go"), b"").expect("go");
+    let status = child.wait_exit(Duration::from_secs(20));
+    common::assert_exit_code(&child, status, 0);
+    assert_nothing_left(&namespace, &namespace_net, &cmd);
+}
+
+#[test]
+fn nothing_is_left_after_imds_tun_is_sigkilled() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    if !pasta_installed(test) {
+        return;
+    }
+    give_pasta_an_uplink(&namespace);
+    let namespace_net = ns_link("net", &namespace.path());
+    let dir = shared_dir();
+    let script = reporting_cmd(path_str(dir.path()), "exec sleep 300");
+    let words = exec_words(
+        Who::Nobody,
+        &[],
+        &["--mock-credentials"],
+        &["sh", "-c", &script],
+    );
+    let mut child = ImdsTun::spawn(in_namespace(&namespace, &words), &Spawn::default(), test);
+    let cmd = inside(dir.path());
+    assert_running(&namespace_net, &cmd);
+    child.signal(Signal::SIGKILL);
+    let status = child.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{status}"
+    );
+    assert_nothing_left(&namespace, &namespace_net, &cmd);
+}
+
+// ---- 7. refusals --------------------------------------------------------------------------------
+
+/// `user.max_user_namespaces = 0`, set by the root of a user namespace for itself (the test
+/// maps 0 and 65534 into it), then exec as 65534 there: the kernel says ENOSPC.
+#[test]
+fn max_user_namespaces_0_is_refused_in_one_line() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let exec_line = exec_words(Who::Nobody, &[], &["--network", "none"], &["true"]).join(" ");
+    let script = format!(
+        "i=0; while [ -z \"$(cat /proc/self/gid_map)\" ] && [ $i -lt 500 ]; do \
+         sleep 0.02; i=$((i+1)); done; \
+         echo 0 > /proc/sys/user/max_user_namespaces || exit 99; exec {exec_line}"
+    );
+    let mut command = in_namespace(
+        &namespace,
+        &[
+            "unshare".into(),
+            "-U".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ],
+    );
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().expect("unshare -U");
+    let pid = child.id();
+    // unshare and `ip netns exec` exec, so this pid is the shell in the new user namespace.
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{map}"), "0 0 1\n65534 65534 1\n")
+            .unwrap_or_else(|error| panic!("writing /proc/{pid}/{map}: {error}"));
+    }
+    let output = child.wait_with_output().expect("the refusal's output");
+    let line = refusal(&output);
+    assert!(line.contains("user.max_user_namespaces = 0"), "{line}");
+    assert!(
+        line.contains("sysctl") && line.contains("root"),
+        "what to do: {line}"
+    );
+}
+
+/// Runs exec as 65534 in a chroot of the whole tree whose `/proc/sys/kernel` is a tmpfs holding
+/// `files` (name, content): the kernel refuses a chroot a user namespace (EPERM).
+fn in_chroot_with_sysctls(namespace: &Namespace, files: &[(&str, &str)]) -> Output {
+    let dir = TempDir::new();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    let root = path_str(&root);
+    let writes: String = files
+        .iter()
+        .map(|(name, value)| format!("echo {value} > {root}/proc/sys/kernel/{name}; "))
+        .collect();
+    let exec_line = exec_words(Who::Nobody, &[], &["--network", "none"], &["true"]).join(" ");
+    let script = format!(
+        "set -e; mount --make-rprivate /; mount --rbind / {root}; \
+         mount -t tmpfs -o size=64k sysk {root}/proc/sys/kernel; {writes}\
+         exec chroot {root} {exec_line}"
+    );
+    run(in_namespace(
+        namespace,
+        &[
+            "unshare".into(),
+            "-m".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ],
+    ))
+}
+
+#[test]
+fn unprivileged_userns_clone_0_is_refused_in_one_line() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let output = in_chroot_with_sysctls(&namespace, &[("unprivileged_userns_clone", "0")]);
+    let line = refusal(&output);
+    assert!(
+        line.contains("kernel.unprivileged_userns_clone = 0"),
+        "{line}"
+    );
+    assert!(
+        line.contains("sysctl") && line.contains("root"),
+        "what to do: {line}"
+    );
+}
+
+#[test]
+fn apparmor_restrict_unprivileged_userns_1_is_refused_in_one_line() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let output = in_chroot_with_sysctls(
+        &namespace,
+        &[("apparmor_restrict_unprivileged_userns", "1")],
+    );
+    let line = refusal(&output);
+    assert!(
+        line.contains("kernel.apparmor_restrict_unprivileged_userns = 1"),
+        "{line}"
+    );
+    assert!(
+        line.contains("sysctl") && line.contains("root"),
+        "what to do: {line}"
+    );
+}
+
+/// EPERM that no sysctl explains (neither file, or both set to allow): the generic line.
+#[test]
+fn a_refused_user_namespace_no_sysctl_explains_gives_the_generic_line() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    for files in [
+        &[][..],
+        &[
+            ("unprivileged_userns_clone", "1"),
+            ("apparmor_restrict_unprivileged_userns", "0"),
+        ][..],
+    ] {
+        let output = in_chroot_with_sysctls(&namespace, files);
+        let line = refusal(&output);
+        assert!(
+            line.contains("the kernel refused a new user namespace"),
+            "{files:?}: {line}"
+        );
+        assert!(
+            !line.contains("kernel.unprivileged_userns_clone")
+                && !line.contains("kernel.apparmor_restrict"),
+            "{files:?}: no sysctl is to blame: {line}"
+        );
+        assert!(line.contains("root"), "what to do: {line}");
+    }
+}
+
+/// A 0600 `/dev/net/tun`, bound over the device in a private mount namespace for this one run.
+#[test]
+fn a_0600_dev_net_tun_is_refused_in_one_line() {
+    let namespace = namespace!();
+    let dir = TempDir::new();
+    let here = path_str(dir.path());
+    let exec_line = exec_words(Who::Nobody, &[], &["--network", "none"], &["true"]).join(" ");
+    let script = format!(
+        "set -e; mount -t tmpfs tmpfs {here}; mknod {here}/tun c 10 200; chmod 0600 {here}/tun; \
+         mount --bind {here}/tun /dev/net/tun; exec {exec_line}"
+    );
+    let output = run(in_namespace(
+        &namespace,
+        &[
+            "unshare".into(),
+            "-m".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ],
+    ));
+    let line = refusal(&output);
+    assert!(line.contains("cannot open /dev/net/tun"), "{line}");
+    assert!(line.contains("0666"), "{line}");
+    assert!(line.contains("root"), "what to do: {line}");
+}
+
+/// `--no-tun`, `--listen` and `--user` make no sense for exec; `--` is required.
+#[test]
+fn exec_refuses_the_flags_it_cannot_honour() {
+    let namespace = namespace!();
+    for (flags, word) in [
+        (&["--no-tun"][..], "--no-tun"),
+        (&["--listen", "127.0.0.1:0"][..], "--listen"),
+        (&["--user", "nobody"][..], "--user"),
+    ] {
+        let output = exec(&namespace, Who::Root, &[], flags, &["true"]);
+        let line = refusal(&output);
+        assert!(line.contains(word), "{flags:?}: {line}");
+    }
+    let mut words = exec_words(Who::Root, &[], &["--network", "none"], &["true"]);
+    words.retain(|word| word != "--");
+    let output = run(in_namespace(&namespace, &words));
+    assert_code(&output, 2);
+    assert!(namespace.tun_links().is_empty());
+}
+
+// ---- 8. as root ------------------------------------------------------------------------------
+
+/// Root needs no user namespace: CMD runs as root in the initial user namespace, in a network
+/// namespace of its own with its own instance.
+#[test]
+fn as_root_exec_needs_no_user_namespace() {
+    let namespace = namespace!();
+    let script = format!(
+        "id -u; readlink /proc/self/ns/user; readlink /proc/self/ns/net; \
+         curl -sS --max-time 5 {INSTANCE_ID}; echo; curl -sS --max-time 5 {CREDENTIALS}imds-tun"
+    );
+    let output = exec(
+        &namespace,
+        Who::Root,
+        &[],
+        &[
+            "--mock-credentials",
+            "--network",
+            "none",
+            "--instance-id",
+            "i-0f00f000000000001",
+        ],
+        &["sh", "-c", &script],
+    );
+    assert_code(&output, 0);
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", text(&output));
+    assert_eq!(lines[0], "0");
+    let own_user = std::fs::read_link("/proc/self/ns/user").expect("own user namespace");
+    assert_eq!(Path::new(lines[1]), own_user, "no user namespace for root");
+    assert_ne!(
+        lines[2],
+        ns_link("net", &namespace.path()),
+        "a network namespace of its own"
+    );
+    assert_eq!(lines[3], "i-0f00f000000000001");
+    let document: serde_json::Value = serde_json::from_str(lines[4]).expect("credentials JSON");
+    assert!(
+        document["AccessKeyId"]
+            .as_str()
+            .is_some_and(|key| key.starts_with("ASIA") && key.len() == 20),
+        "{document}"
+    );
+    assert!(
+        namespace.tun_links().is_empty(),
+        "the TUN is not in the caller's namespace"
+    );
+}
