@@ -1041,7 +1041,7 @@ fn max_user_namespaces_0_is_refused_in_one_line() {
     let script = format!(
         "i=0; while [ -z \"$(cat /proc/self/gid_map)\" ] && [ $i -lt 500 ]; do \
          sleep 0.02; i=$((i+1)); done; \
-         echo 0 > /proc/sys/user/max_user_namespaces || exit 99; exec {exec_line}"
+         sh -c 'echo 0 > /proc/sys/user/max_user_namespaces' || exit 99; exec {exec_line}"
     );
     let mut command = in_namespace(
         &namespace,
@@ -1057,7 +1057,16 @@ fn max_user_namespaces_0_is_refused_in_one_line() {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = command.spawn().expect("unshare -U");
     let pid = child.id();
-    // unshare and `ip netns exec` exec, so this pid is the shell in the new user namespace.
+    // unshare and `ip netns exec` exec, so this pid becomes the shell in the new user
+    // namespace: once it is there (not before, or the write is for the initial one), map root
+    // and 65534. The shell then starts a new one to write the sysctl: it was itself started
+    // before the map, so it holds no capability there.
+    let own = std::fs::read_link("/proc/self/ns/user").expect("own user namespace");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/user")).is_ok_and(|user| user == own) {
+        assert!(Instant::now() < deadline, "unshare -U made no user namespace");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     for map in ["uid_map", "gid_map"] {
         std::fs::write(format!("/proc/{pid}/{map}"), "0 0 1\n65534 65534 1\n")
             .unwrap_or_else(|error| panic!("writing /proc/{pid}/{map}: {error}"));
