@@ -1064,7 +1064,10 @@ fn max_user_namespaces_0_is_refused_in_one_line() {
     let own = std::fs::read_link("/proc/self/ns/user").expect("own user namespace");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_link(format!("/proc/{pid}/ns/user")).is_ok_and(|user| user == own) {
-        assert!(Instant::now() < deadline, "unshare -U made no user namespace");
+        assert!(
+            Instant::now() < deadline,
+            "unshare -U made no user namespace"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     for map in ["uid_map", "gid_map"] {
@@ -1276,5 +1279,200 @@ fn as_root_exec_needs_no_user_namespace() {
     assert!(
         namespace.tun_links().is_empty(),
         "the TUN is not in the caller's namespace"
+    );
+}
+
+// ---- the documents, run as written ----------------------------------------------------------
+
+/// A shell for uid 65534 whose PATH starts with `imds-tun` (then Debian's tools, pasta among
+/// them), with no AWS configuration.
+struct NobodyShell {
+    bin: TempDir,
+}
+
+impl NobodyShell {
+    fn new() -> NobodyShell {
+        let bin = TempDir::new();
+        std::os::unix::fs::symlink(common::binary(), bin.path().join("imds-tun")).expect("symlink");
+        NobodyShell { bin }
+    }
+
+    /// Runs `script` with `sh -e` in `dir` of `namespace` as uid 65534.
+    fn run(&self, namespace: &Namespace, dir: &Path, script: &str) -> Output {
+        let mut words = nobody_prefix();
+        words.extend(
+            [
+                "/usr/bin/env",
+                "-i",
+                &format!("PATH={}:/usr/bin:/bin", self.bin.path().display()),
+                "HOME=/nonexistent",
+                "AWS_CONFIG_FILE=/nonexistent/config",
+                "AWS_SHARED_CREDENTIALS_FILE=/nonexistent/credentials",
+                "sh",
+                "-e",
+                "-c",
+                &format!("cd '{}'\n{script}", dir.display()),
+            ]
+            .map(str::to_owned),
+        );
+        run(in_namespace(namespace, &words))
+    }
+}
+
+/// The body of a block that is one command, without its newline.
+fn command_line(block: &str) -> &str {
+    let line = block.trim_end();
+    assert!(!line.contains('\n'), "one command: {block:?}");
+    line
+}
+
+/// docs/exec.md's examples, run as uid 65534 with pasta (the default) as written, and the
+/// README's `imds-tun exec` command, which is the first of them.
+#[test]
+fn the_exec_document_s_examples_run_as_written() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    if !pasta_installed(test) {
+        return;
+    }
+    give_pasta_an_uplink(&namespace);
+    let document =
+        std::fs::read_to_string(common::repo().join("docs/exec.md")).expect("docs/exec.md");
+    let blocks = common::fenced_blocks(&document, "<!-- exec examples:", "\n## ");
+    assert_eq!(blocks.len(), 4, "{blocks:?}");
+    let shell = NobodyShell::new();
+    let dir = shared_dir();
+
+    let output = shell.run(&namespace, dir.path(), command_line(&blocks[0]));
+    assert_code(&output, 0);
+    assert_eq!(stdout(&output), blocks[1].trim_end(), "{}", text(&output));
+    assert_eq!(stderr(&output), "", "nothing said with pasta found");
+
+    let output = shell.run(&namespace, dir.path(), command_line(&blocks[2]));
+    assert_code(&output, 0);
+    let (before, after) = blocks[3]
+        .trim_end()
+        .split_once('…')
+        .expect("the time is elided");
+    let out = stdout(&output);
+    assert!(
+        out.starts_with(before) && out.ends_with(after) && out.len() > before.len() + after.len(),
+        "{}",
+        text(&output)
+    );
+
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).expect("README.md");
+    let readme_blocks = common::fenced_blocks(&readme, "## Without root", "\n## ");
+    assert_eq!(
+        readme_blocks.first().map(String::as_str),
+        Some(blocks[0].as_str()),
+        "the README shows docs/exec.md's first example"
+    );
+}
+
+/// docs/guides/exec-in-your-test-suite.md as written: the pytest fixture and the whole session
+/// under `imds-tun exec` as uid 65534, the `cargo test` runner (as root: the toolchain lives in
+/// root's home), and the GitHub Actions step's `run:` lines as uid 65534.
+#[test]
+fn the_exec_guide_runs_as_written() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    if !pasta_installed(test) {
+        return;
+    }
+    let pytest = Command::new("/usr/bin/python3")
+        .args(["-c", "import pytest, boto3"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !pytest {
+        common::skip_or_fail(
+            test,
+            "/usr/bin/python3 cannot import pytest and boto3; scripts/test.sh installs python3-pytest and python3-boto3",
+        );
+        return;
+    }
+    give_pasta_an_uplink(&namespace);
+    let guide =
+        std::fs::read_to_string(common::repo().join("docs/guides/exec-in-your-test-suite.md"))
+            .expect("the guide");
+    let blocks = common::fenced_blocks(&guide, "<!-- worked example:", "\n# ");
+    assert_eq!(blocks.len(), 9, "{blocks:?}");
+    let shell = NobodyShell::new();
+    let dir = shared_dir();
+    std::fs::write(dir.path().join("conftest.py"), &blocks[0]).expect("conftest.py");
+    std::fs::write(dir.path().join("test_instance.py"), &blocks[1]).expect("test_instance.py");
+    std::fs::write(dir.path().join("test_boto3.py"), &blocks[3]).expect("test_boto3.py");
+
+    let output = shell.run(&namespace, dir.path(), command_line(&blocks[2]));
+    assert_code(&output, 0);
+    assert!(stdout(&output).contains("2 passed"), "{}", text(&output));
+
+    let output = shell.run(&namespace, dir.path(), command_line(&blocks[4]));
+    assert_code(&output, 0);
+    assert!(stdout(&output).contains("1 passed"), "{}", text(&output));
+
+    // The GitHub Actions step: its `run: |` lines, in the same directory.
+    let steps: Vec<&str> = blocks[8]
+        .lines()
+        .skip_while(|line| line.trim() != "run: |")
+        .skip(1)
+        .map(str::trim)
+        .collect();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    let output = shell.run(&namespace, dir.path(), &steps.join("\n"));
+    assert_code(&output, 0);
+    let out = stdout(&output);
+    assert!(
+        out.contains("2 passed") && out.contains("1 passed"),
+        "{}",
+        text(&output)
+    );
+
+    // `cargo test` of a crate with no dependency, the runner in .cargo/config.toml.
+    let krate = TempDir::new();
+    std::fs::create_dir_all(krate.path().join(".cargo")).expect(".cargo");
+    std::fs::create_dir_all(krate.path().join("src")).expect("src");
+    std::fs::create_dir_all(krate.path().join("tests")).expect("tests");
+    std::fs::write(
+        krate.path().join("Cargo.toml"),
+        "[package]\nname = \"runner-example\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .expect("Cargo.toml");
+    std::fs::write(krate.path().join("src/lib.rs"), "").expect("lib.rs");
+    std::fs::write(krate.path().join(".cargo/config.toml"), &blocks[5]).expect("config.toml");
+    std::fs::write(krate.path().join("tests/metadata.rs"), &blocks[6]).expect("metadata.rs");
+    let mut words = vec![
+        "/usr/bin/env".to_owned(),
+        "-i".to_owned(),
+        format!(
+            "PATH={}:{}",
+            shell.bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+        format!("CARGO_TARGET_DIR={}", krate.path().join("target").display()),
+    ];
+    for name in ["HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+        if let Ok(value) = std::env::var(name) {
+            words.push(format!("{name}={value}"));
+        }
+    }
+    words.extend(["sh", "-e", "-c"].map(str::to_owned));
+    words.push(format!(
+        "cd '{}'\n{}",
+        krate.path().display(),
+        command_line(&blocks[7])
+    ));
+    let output = run(in_namespace(&namespace, &words));
+    assert_code(&output, 0);
+    assert!(
+        stdout(&output).contains("test the_instance_id_is_the_runner_s ... ok"),
+        "{}",
+        text(&output)
     );
 }
