@@ -93,6 +93,14 @@ pub enum AppError {
     /// another TUN): a setting that cannot work here, so exit 2.
     #[error("{0}")]
     PassThrough(#[from] platform::real_route::NoRealRoute),
+    /// `imds-tun exec`'s namespace or pasta's guard could not be made.
+    #[cfg(target_os = "linux")]
+    #[error("{0}")]
+    ExecPrepare(#[from] crate::exec::PrepareError),
+    /// `imds-tun exec`'s CMD could not be given its network.
+    #[cfg(target_os = "linux")]
+    #[error("{0}")]
+    ExecLaunch(#[from] crate::exec::LaunchError),
     /// `--pass-through` cannot bind its connections to the real service's interface once root
     /// is given up (an old kernel).
     #[error("{0}")]
@@ -109,6 +117,10 @@ impl AppError {
             | AppError::PassThrough(_)
             | AppError::Services(ServicesError::Credentials(_))
             | AppError::Privileges(privileges::PrivilegeError::UnknownUser(_)) => ExitCode::from(2),
+            #[cfg(target_os = "linux")]
+            AppError::ExecPrepare(crate::exec::PrepareError::Namespace(error)) if error.refused => {
+                ExitCode::from(2)
+            }
             _ => ExitCode::FAILURE,
         }
     }
@@ -132,13 +144,29 @@ pub fn main() -> ExitCode {
         }
         Some(crate::cli::Command::Env(args)) => return env_main(&args),
         Some(crate::cli::Command::Record(args)) => return crate::record::main(args),
+        Some(crate::cli::Command::Exec(args)) => return crate::exec::main(*args),
         None => {}
     }
     if cli.check {
         return crate::doctor::main(cli);
     }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let ended = cli
+        .into_settings()
+        .map_err(AppError::from)
+        .and_then(|settings| {
+            // Once the settings say how; nothing before logs (a settings error is one line of
+            // its own).
+            crate::logging::init(settings.log_format);
+            run(settings, None)
+        });
+    exit_with(ended)
+}
+
+/// The exit status of a run that `ended` so, its error said in one line.
+fn exit_with(ended: Result<Ended, AppError>) -> ExitCode {
+    match ended {
+        Ok(Ended::Stopped(_)) => ExitCode::SUCCESS,
+        Ok(Ended::Command(status)) => ExitCode::from(status),
         Err(error) => {
             if crate::logging::writes_json() {
                 tracing::error!("imds-tun: {error}");
@@ -150,11 +178,31 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// One run, from the command line to a clean stop.
-fn run(cli: Cli) -> Result<(), AppError> {
-    let settings = cli.into_settings()?;
-    // Once the settings say how; nothing before logs (a settings error is one line of its own).
-    crate::logging::init(settings.log_format);
+/// How a run that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Stopped by this signal: exit 0.
+    Stopped(&'static str),
+    /// `imds-tun exec`'s CMD ended with this status, which becomes imds-tun's.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Command(u8),
+}
+
+/// `imds-tun exec`: the namespace and pasta's guard before any thread exists, then a run that
+/// serves inside the namespace and ends with CMD.
+#[cfg(target_os = "linux")]
+pub(crate) fn run_exec(plan: crate::exec::Plan) -> ExitCode {
+    crate::logging::init_filtered(plan.settings.log_format, crate::logging::EXEC_FILTER);
+    let prepared = crate::exec::prepare(plan);
+    exit_with(
+        prepared
+            .map_err(AppError::from)
+            .and_then(|(settings, exec)| run(settings, Some(exec))),
+    )
+}
+
+/// One run, from the settings to a clean stop (or, for `exec`, CMD's end).
+fn run(settings: Settings, exec: Option<Exec>) -> Result<Ended, AppError> {
     raise_open_file_limit();
     // Decided before anything is created, so an unknown --user creates nothing; and before the
     // runtime's threads exist, so what is cut here is cut in all of them.
@@ -172,8 +220,14 @@ fn run(cli: Cli) -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(AppError::Runtime)?;
-    runtime.block_on(serve(settings, serve_as))
+    runtime.block_on(serve(settings, serve_as, exec))
 }
+
+/// What `imds-tun exec` brings to a run (nothing on other systems, which refuse it earlier).
+#[cfg(target_os = "linux")]
+type Exec = crate::exec::Prepared;
+#[cfg(not(target_os = "linux"))]
+type Exec = std::convert::Infallible;
 
 /// systemd and most shells start a process with a soft open-file limit of 1024 and a far
 /// higher hard one; each `--listen` connection is a descriptor. What is left decides the
@@ -189,7 +243,8 @@ fn raise_open_file_limit() {
 async fn serve(
     mut settings: Settings,
     serve_as: Option<privileges::Account>,
-) -> Result<(), AppError> {
+    exec: Option<Exec>,
+) -> Result<Ended, AppError> {
     let mut signals = Signals::install().map_err(AppError::Signals)?;
     // Before anything is claimed: afterwards the kernel's answer would be our own TUN.
     find_real_service(&mut settings)?;
@@ -215,14 +270,42 @@ async fn serve(
     let metrics_address = metrics_endpoint
         .as_ref()
         .and_then(|endpoint| endpoint.socket.local_addr().ok());
-    let tun = match &settings.tun {
-        Some(tun) => Some(platform::claim_metadata_address(&tun.device)?),
-        None => None,
+    #[cfg(target_os = "linux")]
+    let (served, mut launch) = match exec {
+        Some(exec) => {
+            let (served, launch) = exec.split();
+            (Some(served), Some(launch))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(target_os = "linux"))]
+    let served: Option<std::convert::Infallible> = exec;
+    let (tun, kernel, control_listener) = match served {
+        #[cfg(target_os = "linux")]
+        Some(served) => (
+            Some(platform::adopt_device(served.device)?),
+            served.kernel,
+            Some(served.control),
+        ),
+        #[cfg(not(target_os = "linux"))]
+        Some(never) => match never {},
+        None => (
+            match &settings.tun {
+                Some(tun) => Some(platform::claim_metadata_address(&tun.device)?),
+                None => None,
+            },
+            crate::attribution::KernelSockets::here(),
+            None,
+        ),
     };
     let tun_name = tun.as_ref().map(|tun| tun.name().to_string());
     // Watched from now on: a device deleted, set down, stripped of its address or routed past
-    // ends the run instead of leaving a process that holds the claim and serves nothing.
-    let mut claim = tun.as_ref().map(platform::AsyncTun::watch);
+    // ends the run instead of leaving a process that holds the claim and serves nothing. Not
+    // `exec`'s: its namespace is CMD's, and CMD has no capability to change it.
+    let mut claim = match control_listener {
+        Some(_) => None,
+        None => tun.as_ref().map(platform::AsyncTun::watch),
+    };
     let bound: Vec<SocketAddr> = listeners
         .iter()
         .filter_map(|listener| listener.socket.local_addr().ok())
@@ -238,6 +321,7 @@ async fn serve(
         listeners,
         metrics,
         metrics_endpoint,
+        kernel,
     );
     let _ = faults.set(running.faults());
     // Bound while still root, so `ctl` can tell it from a squatter (see control::client).
@@ -253,7 +337,10 @@ async fn serve(
         serving,
         &settings,
         outage,
-        serve_as.as_ref(),
+        match control_listener {
+            Some(listener) => ControlSocket::Bound(listener),
+            None => ControlSocket::Bind(serve_as.as_ref()),
+        },
     )
     .await;
 
@@ -290,14 +377,29 @@ async fn serve(
         );
     }
 
+    #[cfg(target_os = "linux")]
+    let mut command = match launch.as_mut() {
+        Some(launch) => Some(launch.start()?),
+        None => None,
+    };
+    #[cfg(not(target_os = "linux"))]
+    let mut command: Option<std::convert::Infallible> = None;
+
     let outcome = tokio::select! {
-        signal = signals.next() => {
+        ended = ended(&mut signals, command.as_mut()) => {
             // Said once new clients are refused, so that whoever reads the line (a supervisor,
             // a test) can rely on it: a client that connects after it gets a RST, not an
             // accepted connection closed without an answer.
             running.stop_accepting().await;
-            tracing::info!("received {signal}; finishing in-flight requests");
-            Ok(())
+            match ended {
+                Ended::Stopped(signal) => {
+                    tracing::info!("received {signal}; finishing in-flight requests");
+                }
+                Ended::Command(status) => {
+                    tracing::info!("CMD ended (status {status}); finishing in-flight requests");
+                }
+            }
+            Ok(ended)
         }
         loss = claim_lost(claim.as_mut()) => Err(AppError::ClaimLost(loss)),
         error = running.failed() => {
@@ -316,7 +418,38 @@ async fn serve(
     if outcome.is_ok() && settings.local().is_some() {
         crate::callers::report::log_at_exit(&callers.report(), !callers.was_reset());
     }
+    // CMD (killed if it still runs) and pasta go with the run.
+    #[cfg(target_os = "linux")]
+    {
+        drop(command);
+        drop(launch);
+    }
     outcome
+}
+
+/// How the run ends: a signal, or with `exec`, CMD's end (the signals then passed on to CMD).
+#[cfg(target_os = "linux")]
+async fn ended(signals: &mut Signals, command: Option<&mut crate::exec::Started>) -> Ended {
+    use crate::exec::Started;
+    match command {
+        Some(Started::Running(command)) => loop {
+            let received = tokio::select! {
+                status = command.finished() => return Ended::Command(status),
+                received = signals.next_signal() => received,
+            };
+            command.forward(received.0, received.1);
+        },
+        Some(Started::Failed(status)) => Ended::Command(*status),
+        None => Ended::Stopped(signals.next().await),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn ended(signals: &mut Signals, command: Option<&mut std::convert::Infallible>) -> Ended {
+    if let Some(never) = command {
+        match *never {}
+    }
+    Ended::Stopped(signals.next().await)
 }
 
 /// With `--pass-through`, asks the kernel where it routes the metadata address now, and
@@ -377,6 +510,14 @@ impl Drop for Control {
     }
 }
 
+/// Where the control channel listens.
+enum ControlSocket<'a> {
+    /// Bound now, in this namespace; the user served as (if any) may use it.
+    Bind(Option<&'a privileges::Account>),
+    /// Bound already, in `imds-tun exec`'s namespace.
+    Bound(std::os::unix::net::UnixListener),
+}
+
 /// The control channel of the local service (its interruptions `board` and the other clouds'
 /// events, `clouds`; what it is `serving`, for `status`) and the start-up scenario, playing;
 /// `None` in upstream mode (the upstream is the one to control). When the
@@ -389,7 +530,7 @@ async fn start_control(
     serving: crate::control::server::Serving,
     settings: &Settings,
     outage: Outage,
-    serve_as: Option<&privileges::Account>,
+    socket: ControlSocket<'_>,
 ) -> Option<Control> {
     use crate::control::server::{Allowed, ControlServer, Scenario, Targets};
     let targets = Targets {
@@ -400,11 +541,25 @@ async fn start_control(
         serving,
         clouds,
     };
+    // `exec`'s socket is bound in CMD's namespace, which only CMD (and whoever may enter the
+    // namespace: the user running imds-tun, root) can reach: CMD's user may use it, shared
+    // account or not.
     let allowed = Allowed {
-        user: control_user(serve_as, settings.allow_shared_user_ctl),
+        user: match &socket {
+            ControlSocket::Bound(_) => Some(nix::unistd::geteuid().as_raw()),
+            ControlSocket::Bind(serve_as) => {
+                control_user(*serve_as, settings.allow_shared_user_ctl)
+            }
+        },
     };
     let scenario = Scenario::default();
-    let server = match ControlServer::start(targets.clone(), allowed, scenario.clone()) {
+    let started = match socket {
+        ControlSocket::Bound(listener) => {
+            ControlServer::serve(listener, targets.clone(), allowed, scenario.clone())
+        }
+        ControlSocket::Bind(_) => ControlServer::start(targets.clone(), allowed, scenario.clone()),
+    };
+    let server = match started {
         Ok(server) => Some(server),
         Err(error) => {
             tracing::warn!("{error}");
@@ -715,10 +870,16 @@ impl Signals {
     }
 
     async fn next(&mut self) -> &'static str {
+        self.next_signal().await.0
+    }
+
+    /// The next signal received, by name and number.
+    async fn next_signal(&mut self) -> (&'static str, nix::sys::signal::Signal) {
+        use nix::sys::signal::Signal;
         tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.hangup.recv() => "SIGHUP",
+            _ = self.interrupt.recv() => ("SIGINT", Signal::SIGINT),
+            _ = self.terminate.recv() => ("SIGTERM", Signal::SIGTERM),
+            _ = self.hangup.recv() => ("SIGHUP", Signal::SIGHUP),
         }
     }
 }

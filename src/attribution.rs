@@ -174,6 +174,34 @@ impl fmt::Display for Caller {
     }
 }
 
+/// The kernel sockets the questions go through, opened in the network namespace whose callers
+/// are told apart (Linux; elsewhere nothing).
+#[derive(Debug)]
+pub struct KernelSockets(#[cfg(target_os = "linux")] Kernel);
+
+impl KernelSockets {
+    /// Opened in this process's network namespace; a socket the kernel refuses is left out,
+    /// and its questions are then answered "unknown".
+    pub fn here() -> KernelSockets {
+        KernelSockets(
+            #[cfg(target_os = "linux")]
+            Kernel {
+                owners: crate::platform::netlink::SocketOwners::open().ok(),
+                addresses: crate::platform::netlink::LocalAddresses::open().ok(),
+            },
+        )
+    }
+
+    /// A `NETLINK_ROUTE` and a `NETLINK_SOCK_DIAG` socket opened in another network namespace.
+    #[cfg(target_os = "linux")]
+    pub fn adopt(route: std::os::fd::OwnedFd, sock_diag: std::os::fd::OwnedFd) -> KernelSockets {
+        KernelSockets(Kernel {
+            owners: crate::platform::netlink::SocketOwners::adopt(sock_diag).ok(),
+            addresses: crate::platform::netlink::LocalAddresses::adopt(route).ok(),
+        })
+    }
+}
+
 /// The kernel's sockets for the questions, each asked under one lock (Linux).
 #[cfg(target_os = "linux")]
 #[derive(Debug)]
@@ -232,11 +260,20 @@ impl Attribution {
     /// (loopback and every address of this namespace count too); `cgroup_prefixes` those of
     /// the `cgroup:` rules.
     pub fn open(local_sources: Vec<IpAddr>, cgroup_prefixes: Vec<String>) -> Attribution {
+        Attribution::open_in(KernelSockets::here(), local_sources, cgroup_prefixes)
+    }
+
+    /// As [`Attribution::open`], asking the kernel through `kernel`: the sockets of the network
+    /// namespace whose callers are served (`imds-tun exec`'s, opened inside it).
+    pub fn open_in(
+        kernel: KernelSockets,
+        local_sources: Vec<IpAddr>,
+        cgroup_prefixes: Vec<String>,
+    ) -> Attribution {
         #[cfg(target_os = "linux")]
-        let kernel = Kernel {
-            owners: crate::platform::netlink::SocketOwners::open().ok(),
-            addresses: crate::platform::netlink::LocalAddresses::open().ok(),
-        };
+        let kernel = kernel.0;
+        #[cfg(not(target_os = "linux"))]
+        let _ = kernel;
         Attribution {
             audit: AuditLimit::default(),
             lookups: LookupSlots::default(),

@@ -61,6 +61,14 @@ pub enum Command {
     /// `--replay`, as an ordinary client; credentials, tokens and signatures are never recorded
     /// (docs/snapshot.md). Exit 0 whole, 3 partial (written, with its errors), 1 none written.
     Record(crate::record::RecordArgs),
+    /// Run CMD in a network namespace of its own whose 169.254.169.254 is this run's metadata
+    /// service, with every setting a start takes; no root needed where unprivileged user
+    /// namespaces are allowed and /dev/net/tun is 0666 (Debian, Ubuntu, Fedora). imds-tun stays
+    /// in your network (STS, --token-command), pasta (package passt), when found, gives CMD the
+    /// rest of the network, `imds-tun ctl` run by CMD reaches this instance only, signals are
+    /// passed on to CMD, and CMD's exit status is imds-tun's; when CMD ends, or imds-tun is
+    /// killed, nothing is left (docs/exec.md).
+    Exec(Box<crate::exec::ExecArgs>),
 }
 
 /// `imds-tun ctl ...`: each prints the resulting status as JSON (exit 0), or why not (exit 1);

@@ -89,6 +89,7 @@ pub mod container_env;
 pub mod control;
 pub mod credentials;
 pub mod doctor;
+pub mod exec;
 pub mod http;
 pub mod log_limit;
 pub mod logging;

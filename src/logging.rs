@@ -54,10 +54,19 @@ pub fn writes_json() -> bool {
 /// (src/credentials/cache.rs).
 const DEFAULT_FILTER: &str = "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error";
 
+/// `imds-tun exec`'s filter when `RUST_LOG` is not set: CMD shares the terminal, so imds-tun
+/// says only what went wrong.
+pub const EXEC_FILTER: &str = "warn,aws_config=error,aws_smithy_runtime=error,aws_runtime=error";
+
 /// Sends this process's log to stderr in `format`, filtered by `RUST_LOG` when it is set.
 pub fn init(format: Format) {
+    init_filtered(format, DEFAULT_FILTER);
+}
+
+/// As [`init`], with `default_filter` when `RUST_LOG` is not set.
+pub fn init_filtered(format: Format, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

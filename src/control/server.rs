@@ -121,6 +121,17 @@ impl ControlServer {
                 ControlError::Bind(error)
             }
         })?;
+        ControlServer::serve(listener, targets, allowed, scenario)
+    }
+
+    /// Serves `listener`, a control socket bound elsewhere (`imds-tun exec`'s, bound inside
+    /// its namespace), as [`ControlServer::start`] serves its own.
+    pub fn serve(
+        listener: std::os::unix::net::UnixListener,
+        targets: Targets,
+        allowed: Allowed,
+        scenario: Scenario,
+    ) -> Result<ControlServer, ControlError> {
         listener.set_nonblocking(true).map_err(ControlError::Bind)?;
         let listener = UnixListener::from_std(listener).map_err(ControlError::Bind)?;
         let accept = tokio::spawn(accept_loop(listener, targets, allowed, scenario.running));

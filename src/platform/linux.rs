@@ -21,6 +21,7 @@ use nix::unistd::{Gid, ResGid, ResUid};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
@@ -29,7 +30,7 @@ use tun::AbstractDevice;
 
 /// The TUN device, registered with tokio for readiness.
 pub struct AsyncTun {
-    fd: AsyncFd<tun::Device>,
+    fd: AsyncFd<OwnedFd>,
     name: String,
     /// The kernel's index of the device: what the claim watch follows (a name can change).
     index: u32,
@@ -66,13 +67,13 @@ impl AsyncTun {
     /// Reads one packet if one is queued; `WouldBlock` when none is.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.fd
-            .try_io(Interest::READABLE, |device| device.recv(buf))
+            .try_io(Interest::READABLE, |fd| Ok(nix::unistd::read(fd, buf)?))
     }
 
     /// Writes one packet, waiting if the device queue is full.
     pub async fn send(&self, packet: &[u8]) -> io::Result<()> {
         self.fd
-            .async_io(Interest::WRITABLE, |device| device.send(packet))
+            .async_io(Interest::WRITABLE, |fd| Ok(nix::unistd::write(fd, packet)?))
             .await
             .map(|_| ())
     }
@@ -261,6 +262,32 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
         }
         Err(Holder::Squatter { .. }) => ClaimLock::unheld(),
     };
+    let device = create_device(request)?;
+    register(device, claim)
+}
+
+/// A TUN device configured and verified, not yet registered with the runtime: what
+/// `imds-tun exec`'s namespace child makes and hands over by its descriptor.
+#[derive(Debug)]
+pub struct CreatedDevice {
+    /// The device's descriptor, non-blocking.
+    pub fd: OwnedFd,
+    /// The interface name the kernel gave it.
+    pub name: String,
+    /// The kernel's index of the device.
+    pub index: u32,
+    /// Whether fd00:ec2::254 is claimed too.
+    pub ipv6: bool,
+    /// The container endpoints' addresses routed into it too.
+    pub extra: Vec<ExtraAddress>,
+}
+
+/// Creates the device and claims the addresses `request` names through it, in this network
+/// namespace, without the claim lock (the caller holds it, or the namespace is private);
+/// checks first that nothing holds them, and verifies afterwards that the kernel routes them
+/// into the device. If a step fails after the device exists, dropping it removes it again.
+pub(crate) fn create_device(request: &TunRequest) -> Result<CreatedDevice, PlatformError> {
+    validate_name(&request.name)?;
     free_to_claim(request)?;
 
     let mut config = tun::Configuration::default();
@@ -291,21 +318,43 @@ pub(crate) fn claim_metadata_address(request: &TunRequest) -> Result<AsyncTun, P
         context: "making the TUN device non-blocking",
         source,
     })?;
-    // SAFETY: the AsyncFd takes ownership of the device, which owns the descriptor, so the
-    // descriptor stays open for exactly as long as it is registered.
+    let index = tun_index(&name)?;
+    // SAFETY: `into_raw_fd` gives up the device's ownership of its descriptor, which is open;
+    // the OwnedFd is now its only owner.
     #[allow(unsafe_code)]
-    let fd = unsafe { AsyncFd::register(device) }.map_err(|error| PlatformError::Io {
+    let fd = unsafe { OwnedFd::from_raw_fd(device.into_raw_fd()) };
+    Ok(CreatedDevice {
+        fd,
+        name,
+        index,
+        ipv6: request.ipv6,
+        extra: request.extra.clone(),
+    })
+}
+
+/// Registers a created device with the runtime; `claim` is held as long as the device.
+pub(crate) fn register(device: CreatedDevice, claim: ClaimLock) -> Result<AsyncTun, PlatformError> {
+    // SAFETY: the AsyncFd takes ownership of the descriptor, so it stays open for exactly as
+    // long as it is registered.
+    #[allow(unsafe_code)]
+    let fd = unsafe { AsyncFd::register(device.fd) }.map_err(|error| PlatformError::Io {
         context: "registering the TUN device with the runtime",
         source: error.into_parts().1,
     })?;
     Ok(AsyncTun {
         fd,
-        index: tun_index(&name)?,
-        name,
-        ipv6: request.ipv6,
-        extra: request.extra.clone(),
+        index: device.index,
+        name: device.name,
+        ipv6: device.ipv6,
+        extra: device.extra,
         _claim: claim,
     })
+}
+
+/// Registers a device another process created and claimed (`imds-tun exec`'s namespace
+/// child); the namespace is private, so no claim lock is held.
+pub(crate) fn adopt(device: CreatedDevice) -> Result<AsyncTun, PlatformError> {
+    register(device, ClaimLock::unheld())
 }
 
 /// What a start checks before it creates anything (the claim lock aside): nothing answers for

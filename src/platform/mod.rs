@@ -56,6 +56,8 @@ pub mod claim;
 mod claim_lock;
 pub mod host;
 #[cfg(target_os = "linux")]
+pub mod namespace;
+#[cfg(target_os = "linux")]
 pub mod netlink;
 pub mod privileges;
 pub mod readiness;
@@ -277,6 +279,15 @@ pub fn transmit_queue_packets(max_connections: usize) -> u32 {
 
 /// A TUN device carrying the metadata address, ready for non-blocking packet I/O.
 pub use imp::AsyncTun;
+#[cfg(target_os = "linux")]
+pub use imp::CreatedDevice;
+
+/// Registers a TUN device `imds-tun exec`'s namespace child created and claimed
+/// ([`namespace::create`]) with the runtime.
+#[cfg(target_os = "linux")]
+pub fn adopt_device(device: CreatedDevice) -> Result<AsyncTun, PlatformError> {
+    imp::adopt(device)
+}
 
 /// Watches the kernel for the loss of the claim an [`AsyncTun`] holds ([`AsyncTun::watch`]):
 /// `lost().await` ends with a [`ClaimLoss`] once the device, its address, its link or the

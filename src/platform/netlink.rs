@@ -181,6 +181,18 @@ impl AsRawFd for Changes {
     }
 }
 
+/// A `NETLINK_ROUTE` socket of this network namespace, to hand to a process outside it
+/// ([`LocalAddresses::adopt`]).
+pub fn route_socket() -> io::Result<OwnedFd> {
+    Ok(Netlink::open(SockProtocol::NetlinkRoute)?.fd)
+}
+
+/// A `NETLINK_SOCK_DIAG` socket of this network namespace, to hand to a process outside it
+/// ([`SocketOwners::adopt`]).
+pub fn sock_diag_socket() -> io::Result<OwnedFd> {
+    Ok(Netlink::open(SockProtocol::NetlinkSockDiag)?.fd)
+}
+
 /// A netlink socket for one protocol, with its own sequence numbers.
 #[derive(Debug)]
 struct Netlink {
@@ -202,6 +214,11 @@ impl Netlink {
             SockFlag::SOCK_CLOEXEC,
             protocol,
         )?;
+        Netlink::adopt(fd)
+    }
+
+    /// A socket opened elsewhere (in another network namespace, whose kernel it then asks).
+    fn adopt(fd: OwnedFd) -> io::Result<Netlink> {
         let timeout = TimeVal::new(
             REPLY_TIMEOUT.as_secs() as _,
             REPLY_TIMEOUT.subsec_micros() as _,
@@ -583,6 +600,23 @@ impl LocalAddresses {
         })
     }
 
+    /// Asks through `fd`, a `NETLINK_ROUTE` socket opened in another network namespace
+    /// (`imds-tun exec`'s), about that namespace's addresses.
+    pub fn adopt(fd: OwnedFd) -> io::Result<LocalAddresses> {
+        Ok(LocalAddresses {
+            netlink: Netlink::adopt(fd)?,
+        })
+    }
+
+    /// The interface the kernel routes `destination` out of, `None` without a route: asked of
+    /// the namespace this socket was opened in.
+    pub fn output_interface(&mut self, destination: IpAddr) -> io::Result<Option<u32>> {
+        let reply = self
+            .netlink
+            .ask(RTM_GETROUTE, &route_request(destination), RTM_NEWROUTE)?;
+        Ok(reply.as_deref().and_then(output_interface_of))
+    }
+
     /// Whether the kernel delivers packets for `address` to this host (`ip route get` says
     /// `local`): an address on any interface of this namespace, loopback's block, an AnyIP
     /// route. Asked now, so an address added or removed a moment ago is answered as it is.
@@ -761,6 +795,14 @@ impl SocketOwners {
     pub fn open() -> io::Result<SocketOwners> {
         Ok(SocketOwners {
             netlink: Netlink::open(SockProtocol::NetlinkSockDiag)?,
+        })
+    }
+
+    /// Looks up through `fd`, a `NETLINK_SOCK_DIAG` socket opened in another network namespace
+    /// (`imds-tun exec`'s), that namespace's sockets.
+    pub fn adopt(fd: OwnedFd) -> io::Result<SocketOwners> {
+        Ok(SocketOwners {
+            netlink: Netlink::adopt(fd)?,
         })
     }
 

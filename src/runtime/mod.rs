@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::attribution::Attribution;
+use crate::attribution::{Attribution, KernelSockets};
 use crate::callers::Callers;
 use crate::config::{ListenerSettings, Settings};
 use crate::credentials::roles::CallerRoles;
@@ -89,11 +89,13 @@ impl Runtime {
             listeners,
             Metrics::default(),
             None,
+            KernelSockets::here(),
         )
     }
 
     /// As [`Runtime::start`], counting into `metrics`, and serving them on `endpoint` (the
-    /// `--metrics` socket) if given.
+    /// `--metrics` socket) if given; callers are told apart by asking the kernel through
+    /// `kernel` (the served namespace's sockets).
     pub fn start_counting<D: PacketIo + 'static>(
         settings: &Settings,
         services: Services,
@@ -101,12 +103,17 @@ impl Runtime {
         listeners: Vec<BoundListener>,
         metrics: Metrics,
         endpoint: Option<MetricsEndpoint>,
+        kernel: KernelSockets,
     ) -> Runtime {
         let cgroup_prefixes = settings
             .local()
             .map(|local| CallerRoles::cgroup_prefixes(&local.credentials.caller_roles))
             .unwrap_or_default();
-        let attribution = Arc::new(Attribution::open(local_sources(settings), cgroup_prefixes));
+        let attribution = Arc::new(Attribution::open_in(
+            kernel,
+            local_sources(settings),
+            cgroup_prefixes,
+        ));
         if cfg!(target_os = "linux") && !attribution.knows_socket_owners() {
             tracing::warn!(
                 "cannot ask the kernel who owns client sockets (NETLINK_SOCK_DIAG); local users \
