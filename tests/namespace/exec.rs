@@ -260,14 +260,15 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
-/// Polls until `path` exists, or panics after `timeout` with `why`.
-fn wait_for_file(path: &Path, timeout: Duration, why: &str) {
+/// Polls until `path` exists, or panics after `timeout` with `why()`.
+fn wait_for_file(path: &Path, timeout: Duration, why: impl Fn() -> String) {
     let deadline = Instant::now() + timeout;
     while !path.exists() {
         assert!(
             Instant::now() < deadline,
-            "{} did not appear within {timeout:?}: {why}",
-            path.display()
+            "{} did not appear within {timeout:?}: {}",
+            path.display(),
+            why()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -518,11 +519,9 @@ fn sigint_sigterm_and_sighup_are_forwarded_and_the_service_answers_until_cmd_exi
             &["sh", "-c", &script],
         );
         let mut child = ImdsTun::spawn(in_namespace(&namespace, &words), &Spawn::default(), test);
-        wait_for_file(
-            Path::new(&ready),
-            Duration::from_secs(20),
-            &format!("CMD started; imds-tun's stderr:\n{}", child.stderr()),
-        );
+        wait_for_file(Path::new(&ready), Duration::from_secs(20), || {
+            format!("CMD started; imds-tun's stderr:\n{}", child.stderr())
+        });
         child.signal(signal);
         let status = child.wait_exit(Duration::from_secs(20));
         common::assert_exit_code(&child, status, 42);
@@ -936,7 +935,7 @@ fn inside(dir: &Path, child: &ImdsTun) -> Inside {
     wait_for_file(
         &dir.join("ready"),
         Duration::from_secs(20),
-        &format!("CMD started; imds-tun's stderr:\n{}", child.stderr()),
+        || format!("CMD started; imds-tun's stderr:\n{}", child.stderr()),
     );
     let read = |name: &str| {
         std::fs::read_to_string(dir.join(name))
