@@ -932,11 +932,9 @@ fn reporting_cmd(dir: &str, then: &str) -> String {
 }
 
 fn inside(dir: &Path, child: &ImdsTun) -> Inside {
-    wait_for_file(
-        &dir.join("ready"),
-        Duration::from_secs(20),
-        || format!("CMD started; imds-tun's stderr:\n{}", child.stderr()),
-    );
+    wait_for_file(&dir.join("ready"), Duration::from_secs(20), || {
+        format!("CMD started; imds-tun's stderr:\n{}", child.stderr())
+    });
     let read = |name: &str| {
         std::fs::read_to_string(dir.join(name))
             .expect("CMD's report")
@@ -947,21 +945,6 @@ fn inside(dir: &Path, child: &ImdsTun) -> Inside {
         net: read("net"),
         user: read("user"),
     }
-}
-
-/// While CMD runs: CMD is in its namespaces, pasta serves them from the test namespace.
-fn assert_running(namespace_net: &str, cmd: &Inside) {
-    let all = processes();
-    assert!(
-        all.iter().any(|p| p.net == cmd.net && p.comm == "sleep"),
-        "CMD (sleep) in {}: {all:#?}",
-        cmd.net
-    );
-    assert!(
-        all.iter().any(|p| is_pasta(p) && p.net == namespace_net),
-        "pasta runs in the test namespace {namespace_net}"
-    );
-    assert_ne!(cmd.net, namespace_net);
 }
 
 /// After: no process in CMD's network or user namespace (so neither exists any more: nothing
@@ -998,79 +981,98 @@ fn assert_nothing_left(namespace: &Namespace, namespace_net: &str, cmd: &Inside)
     );
 }
 
-#[test]
-fn nothing_is_left_after_cmd_exits() {
-    let test = test_name!();
-    let namespace = namespace!();
+/// How the exec ends in [`leaves_nothing`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// CMD exits 0 by itself.
+    CmdExits,
+    /// imds-tun is SIGKILLed while CMD sleeps.
+    Sigkill,
+}
+
+/// An exec as uid 65534 (with pasta, the default, or `--network none`) whose CMD reports its
+/// namespaces and then waits; while it runs, CMD (and pasta) are where they should be; after
+/// `end`, nothing is left.
+fn leaves_nothing(test: &str, namespace: &Namespace, pasta: bool, end: End) {
     let Some(_tun) = tun_for_everyone(test) else {
         return;
     };
-    if !pasta_installed(test) {
+    if pasta && !pasta_installed(test) {
         return;
     }
-    give_pasta_an_uplink(&namespace);
+    give_pasta_an_uplink(namespace);
     let namespace_net = ns_link("net", &namespace.path());
     let dir = shared_dir();
     let here = path_str(dir.path());
-    let script = reporting_cmd(
-        here,
-        &format!("i=0; while [ ! -e {here}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done"),
-    );
-    let words = exec_words(
-        Who::Nobody,
-        &[],
-        &["--mock-credentials"],
-        &["sh", "-c", &script],
-    );
-    let mut child = ImdsTun::spawn(in_namespace(&namespace, &words), &Spawn::default(), test);
+    let wait =
+        format!("i=0; while [ ! -e {here}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done");
+    let then = match end {
+        End::CmdExits => wait.as_str(),
+        End::Sigkill => "exec sleep 300",
+    };
+    let script = reporting_cmd(here, then);
+    let mut settings = vec!["--mock-credentials"];
+    if !pasta {
+        settings.extend(["--network", "none"]);
+    }
+    let words = exec_words(Who::Nobody, &[], &settings, &["sh", "-c", &script]);
+    let mut child = ImdsTun::spawn(in_namespace(namespace, &words), &Spawn::default(), test);
     let cmd = inside(dir.path(), &child);
+
     let all = processes();
+    assert_ne!(cmd.net, namespace_net);
     assert!(
+        all.iter().any(|p| p.net == cmd.net && p.user == cmd.user),
+        "CMD is in {} and {}: {all:#?}",
+        cmd.net,
+        cmd.user
+    );
+    assert_eq!(
         all.iter().any(|p| is_pasta(p) && p.net == namespace_net),
-        "pasta runs in the test namespace: {all:#?}"
+        pasta,
+        "pasta runs in the test namespace {namespace_net} only with pasta: {all:#?}"
     );
-    assert!(
-        all.iter().any(|p| p.net == cmd.net),
-        "CMD is in {}",
-        cmd.net
-    );
-    std::fs::write(dir.path().join("go"), b"").expect("go");
-    let status = child.wait_exit(Duration::from_secs(20));
-    common::assert_exit_code(&child, status, 0);
-    assert_nothing_left(&namespace, &namespace_net, &cmd);
+    match end {
+        End::CmdExits => {
+            std::fs::write(dir.path().join("go"), b"").expect("go");
+            let status = child.wait_exit(Duration::from_secs(20));
+            common::assert_exit_code(&child, status, 0);
+        }
+        End::Sigkill => {
+            child.signal(Signal::SIGKILL);
+            let status = child.wait_exit(Duration::from_secs(10));
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(9),
+                "{status}"
+            );
+        }
+    }
+    assert_nothing_left(namespace, &namespace_net, &cmd);
+}
+
+#[test]
+fn nothing_is_left_after_cmd_exits() {
+    let namespace = namespace!();
+    leaves_nothing(test_name!(), &namespace, true, End::CmdExits);
 }
 
 #[test]
 fn nothing_is_left_after_imds_tun_is_sigkilled() {
-    let test = test_name!();
     let namespace = namespace!();
-    let Some(_tun) = tun_for_everyone(test) else {
-        return;
-    };
-    if !pasta_installed(test) {
-        return;
-    }
-    give_pasta_an_uplink(&namespace);
-    let namespace_net = ns_link("net", &namespace.path());
-    let dir = shared_dir();
-    let script = reporting_cmd(path_str(dir.path()), "exec sleep 300");
-    let words = exec_words(
-        Who::Nobody,
-        &[],
-        &["--mock-credentials"],
-        &["sh", "-c", &script],
-    );
-    let mut child = ImdsTun::spawn(in_namespace(&namespace, &words), &Spawn::default(), test);
-    let cmd = inside(dir.path(), &child);
-    assert_running(&namespace_net, &cmd);
-    child.signal(Signal::SIGKILL);
-    let status = child.wait_exit(Duration::from_secs(10));
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9),
-        "{status}"
-    );
-    assert_nothing_left(&namespace, &namespace_net, &cmd);
+    leaves_nothing(test_name!(), &namespace, true, End::Sigkill);
+}
+
+#[test]
+fn nothing_is_left_after_cmd_exits_with_network_none() {
+    let namespace = namespace!();
+    leaves_nothing(test_name!(), &namespace, false, End::CmdExits);
+}
+
+#[test]
+fn nothing_is_left_after_imds_tun_is_sigkilled_with_network_none() {
+    let namespace = namespace!();
+    leaves_nothing(test_name!(), &namespace, false, End::Sigkill);
 }
 
 // ---- 7. refusals --------------------------------------------------------------------------------
