@@ -26,6 +26,17 @@ pub const NO_PASTA_LINE: &str = "imds-tun: pasta not found (Debian/Ubuntu packag
                                  loopback and the metadata service only; install passt, or pass \
                                  --network none";
 
+/// `--network pasta` as root: refused, exit 2.
+pub const ROOT_PASTA_LINE: &str = "--network pasta: pasta run as root becomes nobody before it \
+                                   attaches, and nobody may not enter CMD's namespace; run imds-tun \
+                                   exec as your own user for pasta, or pass --network none";
+
+/// Without `--network`, as root, where pasta is installed: said once at start.
+pub const ROOT_NO_PASTA_LINE: &str = "imds-tun: as root, CMD gets loopback and the metadata \
+                                      service only (pasta cannot attach for root); run imds-tun \
+                                      exec as your own user for the network, or pass --network \
+                                      none";
+
 /// `imds-tun exec`'s command line: the settings of a start, how CMD reaches the network, CMD.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExecArgs {
@@ -91,7 +102,13 @@ impl ExecArgs {
             .into_settings()
             .map_err(|error| PlanError(error.to_string()))?;
         let request = refuse_what_exec_cannot_do(&settings)?;
-        let found = find_on_path("pasta");
+        // pasta started as root turns itself into nobody before it opens the namespace, which
+        // nobody may not enter: as root, CMD has no pasta.
+        let as_root = nix::unistd::geteuid().is_root();
+        if as_root && self.network == Some(Network::Pasta) {
+            return Err(PlanError(ROOT_PASTA_LINE.to_owned()));
+        }
+        let found = find_on_path("pasta").filter(|_| !as_root);
         let (network, pasta) = match (self.network, found) {
             (Some(Network::None), _) => (Network::None, None),
             (Some(Network::Pasta), Some(path)) | (None, Some(path)) => (Network::Pasta, Some(path)),
@@ -169,7 +186,11 @@ pub fn main(args: ExecArgs) -> ExitCode {
         }
     };
     if plan.network == Network::None && !network_given {
-        output::error_line(NO_PASTA_LINE);
+        if nix::unistd::geteuid().is_root() && find_on_path("pasta").is_some() {
+            output::error_line(ROOT_NO_PASTA_LINE);
+        } else {
+            output::error_line(NO_PASTA_LINE);
+        }
     }
     run(plan)
 }

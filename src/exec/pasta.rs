@@ -6,20 +6,25 @@
 //! process, forked before any thread exists, starts it and kills it when imds-tun's end of
 //! their socket pair closes: at imds-tun's exit, however it ends, SIGKILL included.
 //!
-//! pasta opens the namespaces by path (it closes every descriptor it inherits), so it is given
-//! imds-tun's own handles as `/proc/<pid>/fd/<n>`. It is ready once the namespace has a route
-//! out: asked of the namespace's kernel through a netlink socket opened inside.
+//! pasta joins the namespaces of a pid (it closes every descriptor it inherits), so the guard,
+//! given imds-tun's handles on them, forks an anchor that enters them and waits. pasta is ready
+//! once the namespace has a route out: asked of the namespace's kernel through a netlink
+//! socket opened inside.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
+    recvmsg, send, sendmsg, socketpair,
+};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::platform::netlink::LocalAddresses;
@@ -40,6 +45,17 @@ const OUTSIDE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 #[derive(Debug)]
 pub struct Guard {
     socket: OwnedFd,
+    pid: Pid,
+}
+
+impl Drop for Guard {
+    /// Ends pasta and waits for the guard to have done so: when imds-tun has exited, nothing
+    /// of it runs on.
+    fn drop(&mut self) {
+        let _ =
+            nix::sys::socket::shutdown(self.socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,7 +97,10 @@ impl Guard {
                     libc::_exit(0)
                 }
             }
-            nix::unistd::ForkResult::Parent { .. } => Ok(Guard { socket: ours }),
+            nix::unistd::ForkResult::Parent { child } => Ok(Guard {
+                socket: ours,
+                pid: child,
+            }),
         }
     }
 
@@ -96,9 +115,7 @@ impl Guard {
         routes: &mut LocalAddresses,
         tun_index: u32,
     ) -> Result<(), PastaError> {
-        let me = std::process::id();
-        let handle = |fd: &OwnedFd| format!("/proc/{me}/fd/{}", fd.as_raw_fd());
-        let mut args: Vec<String> = [
+        let args: Vec<String> = [
             "--config-net",
             "--foreground",
             "--quiet",
@@ -116,16 +133,15 @@ impl Guard {
         ]
         .map(str::to_owned)
         .to_vec();
-        if let Some(user) = user {
-            args.extend(["--userns".to_owned(), handle(user)]);
-        }
-        args.extend(["--netns".to_owned(), handle(net)]);
         let request = ToGuard::Start {
             program: program.to_string_lossy().into_owned(),
             args,
         };
         let failed = |error: String| PastaError(format!("pasta: {error}; or pass --network none"));
-        self.send(&request).map_err(|e| failed(e.to_string()))?;
+        let mut namespaces = vec![net.as_raw_fd()];
+        namespaces.extend(user.map(AsRawFd::as_raw_fd));
+        self.send(&request, &namespaces)
+            .map_err(|e| failed(e.to_string()))?;
         match self
             .receive(Some(READY_TIMEOUT))
             .map_err(|e| failed(e.to_string()))?
@@ -163,9 +179,16 @@ impl Guard {
         }
     }
 
-    fn send(&self, message: &ToGuard) -> io::Result<()> {
+    /// Sends `message` with the descriptors `fds`.
+    fn send(&self, message: &ToGuard, fds: &[RawFd]) -> io::Result<()> {
         let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
-        send(self.socket.as_raw_fd(), &bytes, MsgFlags::empty())?;
+        sendmsg::<()>(
+            self.socket.as_raw_fd(),
+            &[io::IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(fds)],
+            MsgFlags::empty(),
+            None,
+        )?;
         Ok(())
     }
 
@@ -213,18 +236,36 @@ fn exited(status: &str, stderr: &str) -> String {
 /// of the socket closes.
 fn guard(socket: &OwnedFd) {
     let mut buffer = vec![0u8; MESSAGE_BYTES];
-    let Ok(length) = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty()) else {
+    let Ok((length, namespaces)) = receive_with_fds(socket, &mut buffer) else {
         return;
     };
-    let Ok(ToGuard::Start { program, args }) = serde_json::from_slice(&buffer[..length]) else {
+    let Ok(ToGuard::Start { program, mut args }) = serde_json::from_slice(&buffer[..length]) else {
         return;
     };
+    // pasta joins a process's namespaces by its pid (it closes inherited descriptors, and a
+    // process inside a user namespace may not open another's /proc/<pid>/fd): the anchor, a
+    // child that only sits in them.
+    let Some(anchor) = anchor(&namespaces) else {
+        reply(
+            socket,
+            &FromGuard::CannotStart {
+                error: "cannot enter CMD's namespace to attach it".to_owned(),
+            },
+        );
+        return;
+    };
+    drop(namespaces);
+    args.push(anchor.to_string());
     let spawned = Command::new(&program)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn();
+    let end_anchor = || {
+        let _ = nix::sys::signal::kill(anchor, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(anchor, None);
+    };
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
@@ -234,6 +275,7 @@ fn guard(socket: &OwnedFd) {
                     error: error.to_string(),
                 },
             );
+            end_anchor();
             let _ = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty());
             return;
         }
@@ -253,9 +295,10 @@ fn guard(socket: &OwnedFd) {
         let imds_tun_gone = fds[0].any().unwrap_or(true);
         let said = fds.get(1).and_then(PollFd::any).unwrap_or(false);
         if imds_tun_gone {
-            // Any message or the end of imds-tun: pasta goes.
+            // Any message or the end of imds-tun: pasta goes, and the anchor.
             let _ = child.kill();
             let _ = child.wait();
+            end_anchor();
             return;
         }
         if said && let Some(pipe) = stderr.as_mut() {
@@ -274,6 +317,7 @@ fn guard(socket: &OwnedFd) {
                             },
                         );
                         let _ = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty());
+                        end_anchor();
                         return;
                     }
                 }
@@ -286,6 +330,71 @@ fn guard(socket: &OwnedFd) {
             }
         }
     }
+}
+
+/// Forks a child that enters `namespaces` (the network namespace, then the user namespace if
+/// given) and waits to be killed; its pid.
+fn anchor(namespaces: &[OwnedFd]) -> Option<Pid> {
+    let (net, user) = (namespaces.first()?, namespaces.get(1));
+    // SAFETY: the guard is single-threaded, so the child may run any code.
+    #[allow(unsafe_code)]
+    match unsafe { nix::unistd::fork() }.ok()? {
+        nix::unistd::ForkResult::Child => {
+            let entered =
+                crate::platform::namespace::enter(user.map(AsRawFd::as_raw_fd), net.as_raw_fd());
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            if entered.is_ok() {
+                loop {
+                    nix::unistd::pause();
+                }
+            }
+            // SAFETY: ends the child at once; nothing of the guard's is left to run.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::_exit(1)
+            }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            // Entered once pasta can see it inside: wait until its namespace is no longer ours.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let ours = std::fs::read_link("/proc/self/ns/net").ok()?;
+            while Instant::now() < deadline {
+                match std::fs::read_link(format!("/proc/{child}/ns/net")) {
+                    Ok(theirs) if theirs != ours => return Some(child),
+                    _ => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            None
+        }
+    }
+}
+
+/// One message and the descriptors that came with it.
+fn receive_with_fds(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut slices = [io::IoSliceMut::new(buffer)];
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut slices,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = control {
+            // SAFETY: the kernel just installed these descriptors in this process; nothing
+            // else owns them.
+            #[allow(unsafe_code)]
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((message.bytes, fds))
 }
 
 /// `child`'s exit status if it ends within `wait`.
