@@ -1332,6 +1332,47 @@ fn as_root_exec_needs_no_user_namespace() {
     );
 }
 
+/// As root, pasta cannot attach (Debian 12's pasta becomes nobody first): with pasta on PATH
+/// and no `--network`, exec says so in one line and CMD still has the metadata service;
+/// `--network pasta` is refused.
+#[test]
+fn as_root_pasta_is_not_used_and_exec_says_so() {
+    let test = test_name!();
+    let namespace = namespace!();
+    if !pasta_installed(test) {
+        return;
+    }
+    give_pasta_an_uplink(&namespace);
+    let output = exec(
+        &namespace,
+        Who::Root,
+        &[],
+        &["--mock-credentials", "--instance-id", "i-0f00f000000000002"],
+        &["sh", "-c", &format!("curl -sS --max-time 5 {INSTANCE_ID}")],
+    );
+    assert_code(&output, 0);
+    assert_eq!(stdout(&output), "i-0f00f000000000002", "{}", text(&output));
+    let said = stderr(&output);
+    assert_eq!(
+        said.lines()
+            .filter(|line| line.contains("pasta"))
+            .collect::<Vec<_>>(),
+        [imds_tun::exec::ROOT_NO_PASTA_LINE],
+        "{}",
+        text(&output)
+    );
+
+    let output = exec(
+        &namespace,
+        Who::Root,
+        &[],
+        &["--network", "pasta"],
+        &["true"],
+    );
+    let line = refusal(&output);
+    assert!(line.contains(imds_tun::exec::ROOT_PASTA_LINE), "{line}");
+}
+
 // ---- the documents, run as written ----------------------------------------------------------
 
 /// A shell for uid 65534 whose PATH starts with `imds-tun` (then Debian's tools, pasta among
