@@ -226,6 +226,18 @@ fn refusal(output: &Output) -> String {
     lines[0].to_owned()
 }
 
+/// docs/guides/troubleshooting.md quotes `line` (what imds-tun printed, without its
+/// `imds-tun: `) word for word, in bold, so a reader searching for it finds its cause and fix.
+fn assert_troubleshooting_quotes(line: &str) {
+    let guide = std::fs::read_to_string(common::repo().join("docs/guides/troubleshooting.md"))
+        .expect("the troubleshooting guide");
+    let message = line.strip_prefix("imds-tun: ").unwrap_or(line);
+    assert!(
+        guide.contains(&format!("**`{message}`**")),
+        "docs/guides/troubleshooting.md does not quote {message:?}"
+    );
+}
+
 /// exec's default log filter is `warn`: nothing at INFO (not even the start-up line) on
 /// stderr; the warnings imds-tun gives anyway (fake credentials) may be there.
 fn assert_quiet(output: &Output) {
@@ -852,6 +864,8 @@ fn without_pasta_on_path_exec_warns_in_one_line_and_network_pasta_is_refused() {
     );
     let line = refusal(&output);
     assert!(line.contains("pasta"), "{line}");
+    assert_troubleshooting_quotes(&line);
+    assert_troubleshooting_quotes(NO_PASTA);
     assert!(namespace.tun_links().is_empty());
 }
 
@@ -1126,6 +1140,7 @@ fn max_user_namespaces_0_is_refused_in_one_line() {
     let output = child.wait_with_output().expect("the refusal's output");
     let line = refusal(&output);
     assert!(line.contains("user.max_user_namespaces = 0"), "{line}");
+    assert_troubleshooting_quotes(&line);
     assert!(
         line.contains("sysctl") && line.contains("root"),
         "what to do: {line}"
@@ -1175,6 +1190,7 @@ fn unprivileged_userns_clone_0_is_refused_in_one_line() {
         line.contains("kernel.unprivileged_userns_clone = 0"),
         "{line}"
     );
+    assert_troubleshooting_quotes(&line);
     assert!(
         line.contains("sysctl") && line.contains("root"),
         "what to do: {line}"
@@ -1197,6 +1213,7 @@ fn apparmor_restrict_unprivileged_userns_1_is_refused_in_one_line() {
         line.contains("kernel.apparmor_restrict_unprivileged_userns = 1"),
         "{line}"
     );
+    assert_troubleshooting_quotes(&line);
     assert!(
         line.contains("sysctl") && line.contains("root"),
         "what to do: {line}"
@@ -1230,6 +1247,7 @@ fn a_refused_user_namespace_no_sysctl_explains_gives_the_generic_line() {
             "{files:?}: no sysctl is to blame: {line}"
         );
         assert!(line.contains("root"), "what to do: {line}");
+        assert_troubleshooting_quotes(&line);
     }
 }
 
@@ -1258,6 +1276,7 @@ fn a_0600_dev_net_tun_is_refused_in_one_line() {
     let line = refusal(&output);
     assert!(line.contains("cannot open /dev/net/tun"), "{line}");
     assert!(line.contains("0666"), "{line}");
+    assert_troubleshooting_quotes(&line);
     assert!(line.contains("root"), "what to do: {line}");
 }
 
@@ -1273,6 +1292,9 @@ fn exec_refuses_the_flags_it_cannot_honour() {
         let output = exec(&namespace, Who::Root, &[], flags, &["true"]);
         let line = refusal(&output);
         assert!(line.contains(word), "{flags:?}: {line}");
+        if word == "--no-tun" {
+            assert_troubleshooting_quotes(&line);
+        }
     }
     let mut words = exec_words(Who::Root, &[], &["--network", "none"], &["true"]);
     words.retain(|word| word != "--");
@@ -1371,6 +1393,8 @@ fn as_root_pasta_is_not_used_and_exec_says_so() {
     );
     let line = refusal(&output);
     assert!(line.contains(imds_tun::exec::ROOT_PASTA_LINE), "{line}");
+    assert_troubleshooting_quotes(&line);
+    assert_troubleshooting_quotes(imds_tun::exec::ROOT_NO_PASTA_LINE);
 }
 
 // ---- the documents, run as written ----------------------------------------------------------
