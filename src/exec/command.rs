@@ -143,6 +143,11 @@ fn has_terminal() -> bool {
 }
 
 impl Cmd {
+    /// CMD's pid, which is also its process group's id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
     /// Waits for CMD to end; its status as a shell gives it.
     pub async fn finished(&mut self) -> u8 {
         let status = self.child.wait().await;

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 #[cfg(target_os = "linux")]
 pub mod command;
 #[cfg(target_os = "linux")]
-pub mod pasta;
+pub mod guard;
 
 use crate::config::{Layer, Settings};
 use crate::output;
@@ -214,7 +214,8 @@ fn run(_plan: Plan) -> ExitCode {
 #[derive(Debug)]
 pub struct Prepared {
     namespace: crate::platform::namespace::Namespace,
-    pasta: Option<(pasta::Guard, PathBuf)>,
+    guard: guard::Guard,
+    pasta: Option<PathBuf>,
     command: Vec<OsString>,
 }
 
@@ -225,8 +226,8 @@ pub enum PrepareError {
     /// The namespace could not be made.
     #[error("{0}")]
     Namespace(#[from] crate::platform::namespace::NamespaceError),
-    /// pasta's guard could not be started.
-    #[error("cannot start pasta's guard: {0}")]
+    /// The guard could not be started.
+    #[error("cannot start the process that ends CMD and pasta with imds-tun: {0}")]
     Guard(std::io::Error),
 }
 
@@ -235,16 +236,14 @@ pub enum PrepareError {
 #[cfg(target_os = "linux")]
 pub fn prepare(plan: Plan) -> Result<(Settings, Prepared), PrepareError> {
     // The guard first, so it holds none of the namespace's descriptors.
-    let pasta = match plan.pasta {
-        Some(path) => Some((pasta::Guard::fork().map_err(PrepareError::Guard)?, path)),
-        None => None,
-    };
+    let guard = guard::Guard::fork().map_err(PrepareError::Guard)?;
     let namespace = crate::platform::namespace::create(&plan.request)?;
     Ok((
         plan.settings,
         Prepared {
             namespace,
-            pasta,
+            guard,
+            pasta: plan.pasta,
             command: plan.command,
         },
     ))
@@ -271,7 +270,8 @@ pub struct Launch {
     net: std::os::fd::OwnedFd,
     routes: std::os::fd::OwnedFd,
     device_index: u32,
-    pasta: Option<(pasta::Guard, PathBuf)>,
+    guard: guard::Guard,
+    pasta: Option<PathBuf>,
     command: Vec<OsString>,
 }
 
@@ -295,6 +295,7 @@ impl Prepared {
                 net: namespace.net,
                 routes: namespace.watch_route,
                 device_index,
+                guard: self.guard,
                 pasta: self.pasta,
                 command: self.command,
             },
@@ -308,7 +309,7 @@ impl Prepared {
 pub enum LaunchError {
     /// pasta failed.
     #[error("{0}")]
-    Pasta(#[from] pasta::PastaError),
+    Pasta(#[from] guard::PastaError),
     /// The namespace's route socket could not be used.
     #[error("cannot watch CMD's namespace for pasta's network: {0}")]
     Routes(std::io::Error),
@@ -320,11 +321,11 @@ impl Launch {
     /// CMD that cannot be started ends the run with the shell's status (127, 126).
     pub fn start(&mut self) -> Result<Started, LaunchError> {
         use std::os::fd::AsRawFd;
-        if let Some((guard, program)) = &self.pasta {
+        if let Some(program) = &self.pasta {
             let routes = self.routes.try_clone().map_err(LaunchError::Routes)?;
             let mut routes = crate::platform::netlink::LocalAddresses::adopt(routes)
                 .map_err(LaunchError::Routes)?;
-            guard.attach(
+            self.guard.attach(
                 program,
                 self.user.as_ref(),
                 &self.net,
@@ -338,7 +339,15 @@ impl Launch {
                 self.user.as_ref().map(AsRawFd::as_raw_fd),
                 self.net.as_raw_fd(),
             ) {
-                Ok(cmd) => Started::Running(cmd),
+                Ok(cmd) => {
+                    if let Err(error) = self.guard.watch_group(cmd.pid()) {
+                        tracing::warn!(
+                            "cannot tell the guard CMD's process group ({error}); if imds-tun is \
+                             killed, what CMD started may outlive it"
+                        );
+                    }
+                    Started::Running(cmd)
+                }
                 Err(error) => {
                     output::error_line(&format!("imds-tun: {error}"));
                     Started::Failed(error.status())

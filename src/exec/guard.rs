@@ -1,10 +1,11 @@
-//! pasta attached to `exec`'s namespace, and the guard that ends it with imds-tun.
-//!
-//! pasta must run in the caller's network namespace (its sockets there are CMD's way out), so
-//! it cannot be CMD's or the namespace child's. Nor does it end by itself: it holds the
-//! namespace alive, and it clears the parent-death signal while it sets itself up. So a guard
-//! process, forked before any thread exists, starts it and kills it when imds-tun's end of
-//! their socket pair closes: at imds-tun's exit, however it ends, SIGKILL included.
+//! The guard: what must end with `exec`'s imds-tun even when it is SIGKILLed. A process
+//! forked before any thread exists, which does what it is asked and, when imds-tun's end of
+//! their socket pair closes (at imds-tun's exit, however it ends), kills it all:
+//! - pasta, attached to the namespace. pasta must run in the caller's network namespace (its
+//!   sockets there are CMD's way out), so it cannot be CMD's or the namespace child's; it
+//!   does not end by itself (it holds the namespace alive) and it clears the parent-death
+//!   signal while it sets itself up;
+//! - CMD's process group: the parent-death signal reaches CMD only, not what CMD started.
 //!
 //! pasta joins the namespaces of a pid (it closes every descriptor it inherits), so the guard,
 //! given imds-tun's handles on them, forks an anchor that enters them and waits. pasta is ready
@@ -60,7 +61,10 @@ impl Drop for Guard {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum ToGuard {
+    /// Start pasta (the namespace handles come with the message).
     Start { program: String, args: Vec<String> },
+    /// CMD's process group, to kill if imds-tun dies.
+    Group { pgid: i32 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -179,13 +183,20 @@ impl Guard {
         }
     }
 
+    /// Tells the guard CMD's process group: if imds-tun dies, the guard kills it.
+    pub fn watch_group(&self, pgid: i32) -> io::Result<()> {
+        self.send(&ToGuard::Group { pgid }, &[])
+    }
+
     /// Sends `message` with the descriptors `fds`.
     fn send(&self, message: &ToGuard, fds: &[RawFd]) -> io::Result<()> {
         let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
+        let rights = [ControlMessage::ScmRights(fds)];
+        let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
         sendmsg::<()>(
             self.socket.as_raw_fd(),
             &[io::IoSlice::new(&bytes)],
-            &[ControlMessage::ScmRights(fds)],
+            control,
             MsgFlags::empty(),
             None,
         )?;
@@ -232,104 +243,148 @@ fn exited(status: &str, stderr: &str) -> String {
     }
 }
 
-/// The guard's life: start pasta when asked, report its end, and kill it when imds-tun's end
-/// of the socket closes.
+/// The guard's life: start pasta when asked (and report its early end), note CMD's process
+/// group when told, and end both when imds-tun's end of the socket closes.
 fn guard(socket: &OwnedFd) {
     let mut buffer = vec![0u8; MESSAGE_BYTES];
-    let Ok((length, namespaces)) = receive_with_fds(socket, &mut buffer) else {
-        return;
-    };
-    let Ok(ToGuard::Start { program, mut args }) = serde_json::from_slice(&buffer[..length]) else {
-        return;
-    };
-    // pasta joins a process's namespaces by its pid (it closes inherited descriptors, and a
-    // process inside a user namespace may not open another's /proc/<pid>/fd): the anchor, a
-    // child that only sits in them.
-    let Some(anchor) = anchor(&namespaces) else {
-        reply(
-            socket,
-            &FromGuard::CannotStart {
-                error: "cannot enter CMD's namespace to attach it".to_owned(),
-            },
-        );
-        return;
-    };
-    drop(namespaces);
-    args.push(anchor.to_string());
-    let spawned = Command::new(&program)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let end_anchor = || {
-        let _ = nix::sys::signal::kill(anchor, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(anchor, None);
-    };
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) => {
-            reply(
-                socket,
-                &FromGuard::CannotStart {
-                    error: error.to_string(),
-                },
-            );
-            end_anchor();
-            let _ = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty());
-            return;
-        }
-    };
-    let pid = i32::try_from(child.id()).unwrap_or(0);
-    reply(socket, &FromGuard::Started { pid });
-    let mut stderr = child.stderr.take();
-    let mut tail: Vec<u8> = Vec::new();
+    let mut pasta: Option<Pasta> = None;
+    let mut group: Option<Pid> = None;
     loop {
         let mut fds = vec![PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
-        if let Some(pipe) = &stderr {
+        if let Some(pipe) = pasta.as_ref().and_then(|pasta| pasta.stderr.as_ref()) {
             fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
         }
         if poll(&mut fds, PollTimeout::NONE).is_err() {
             continue;
         }
-        let imds_tun_gone = fds[0].any().unwrap_or(true);
-        let said = fds.get(1).and_then(PollFd::any).unwrap_or(false);
-        if imds_tun_gone {
-            // Any message or the end of imds-tun: pasta goes, and the anchor.
-            let _ = child.kill();
-            let _ = child.wait();
-            end_anchor();
-            return;
-        }
-        if said && let Some(pipe) = stderr.as_mut() {
-            let mut chunk = [0u8; 512];
-            match pipe.read(&mut chunk) {
-                Ok(0) | Err(_) => {
-                    // pasta closed its stderr: it ended, or is about to (a process closes its
-                    // files a moment before it can be reaped).
-                    stderr = None;
-                    if let Some(status) = reaped_within(&mut child, Duration::from_millis(200)) {
-                        reply(
-                            socket,
-                            &FromGuard::Exited {
-                                status,
-                                stderr: String::from_utf8_lossy(&tail).into_owned(),
-                            },
-                        );
-                        let _ = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty());
-                        end_anchor();
-                        return;
-                    }
+        let from_imds_tun = fds[0].any().unwrap_or(true);
+        let pasta_said = fds.get(1).and_then(PollFd::any).unwrap_or(false);
+        if from_imds_tun {
+            let message = match receive_with_fds(socket, &mut buffer) {
+                Ok((0, _)) | Err(_) => None,
+                Ok((length, namespaces)) => serde_json::from_slice::<ToGuard>(&buffer[..length])
+                    .ok()
+                    .map(|message| (message, namespaces)),
+            };
+            match message {
+                Some((ToGuard::Start { program, args }, namespaces)) if pasta.is_none() => {
+                    let (started, reply_message) = Pasta::start(&program, args, &namespaces);
+                    pasta = started;
+                    reply(socket, &reply_message);
                 }
-                Ok(read) => {
-                    tail.extend_from_slice(&chunk[..read]);
-                    if tail.len() > STDERR_TAIL {
-                        tail.drain(..tail.len() - STDERR_TAIL);
+                Some((ToGuard::Group { pgid }, _)) => group = Some(Pid::from_raw(pgid)),
+                Some(_) => {}
+                None => {
+                    // imds-tun ended (or let go of the guard): what it started goes too.
+                    if let Some(group) = group {
+                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                     }
+                    if let Some(pasta) = pasta.take() {
+                        pasta.end();
+                    }
+                    return;
                 }
             }
         }
+        if pasta_said
+            && let Some(running) = pasta.as_mut()
+            && let Some(status) = running.read_stderr()
+        {
+            reply(
+                socket,
+                &FromGuard::Exited {
+                    status,
+                    stderr: String::from_utf8_lossy(&running.tail).into_owned(),
+                },
+            );
+            if let Some(pasta) = pasta.take() {
+                pasta.end();
+            }
+        }
     }
+}
+
+/// pasta running, with its anchor and the end of what it said.
+struct Pasta {
+    child: std::process::Child,
+    anchor: Pid,
+    stderr: Option<std::process::ChildStderr>,
+    tail: Vec<u8>,
+}
+
+impl Pasta {
+    /// Starts `program` with `args` on the anchor's pid; the guard's reply either way.
+    fn start(
+        program: &str,
+        mut args: Vec<String>,
+        namespaces: &[OwnedFd],
+    ) -> (Option<Pasta>, FromGuard) {
+        let cannot = |error: String| (None, FromGuard::CannotStart { error });
+        // pasta joins a process's namespaces by its pid (it closes inherited descriptors, and
+        // a process inside a user namespace may not open another's /proc/<pid>/fd): the
+        // anchor, a child that only sits in them.
+        let Some(anchor) = anchor(namespaces) else {
+            return cannot("cannot enter CMD's namespace to attach it".to_owned());
+        };
+        args.push(anchor.to_string());
+        let spawned = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        match spawned {
+            Ok(mut child) => {
+                let pid = i32::try_from(child.id()).unwrap_or(0);
+                let stderr = child.stderr.take();
+                (
+                    Some(Pasta {
+                        child,
+                        anchor,
+                        stderr,
+                        tail: Vec::new(),
+                    }),
+                    FromGuard::Started { pid },
+                )
+            }
+            Err(error) => {
+                end_anchor(anchor);
+                cannot(error.to_string())
+            }
+        }
+    }
+
+    /// Reads what pasta said; its exit status once it has ended.
+    fn read_stderr(&mut self) -> Option<String> {
+        let pipe = self.stderr.as_mut()?;
+        let mut chunk = [0u8; 512];
+        match pipe.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                // pasta closed its stderr: it ended, or is about to (a process closes its
+                // files a moment before it can be reaped).
+                self.stderr = None;
+                reaped_within(&mut self.child, Duration::from_millis(200))
+            }
+            Ok(read) => {
+                self.tail.extend_from_slice(&chunk[..read]);
+                if self.tail.len() > STDERR_TAIL {
+                    self.tail.drain(..self.tail.len() - STDERR_TAIL);
+                }
+                None
+            }
+        }
+    }
+
+    fn end(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        end_anchor(self.anchor);
+    }
+}
+
+fn end_anchor(anchor: Pid) {
+    let _ = nix::sys::signal::kill(anchor, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(anchor, None);
 }
 
 /// Forks a child that enters `namespaces` (the network namespace, then the user namespace if
