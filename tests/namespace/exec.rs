@@ -546,6 +546,92 @@ fn sigint_sigterm_and_sighup_are_forwarded_and_the_service_answers_until_cmd_exi
     }
 }
 
+/// CMD is an ordinary command in a pipeline: it reads what is piped into imds-tun exec and
+/// writes to its stdout.
+#[test]
+fn cmd_reads_the_pipe_into_exec_and_writes_to_its_stdout() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let mut words: Vec<String> = ["sh", "-c", "printf from-the-pipe | \"$@\"", "sh"]
+        .map(str::to_owned)
+        .to_vec();
+    words.extend(exec_words(
+        Who::Nobody,
+        &[],
+        &["--network", "none"],
+        &["tr", "a-z", "A-Z"],
+    ));
+    let output = run(in_namespace(&namespace, &words));
+    assert_code(&output, 0);
+    assert_eq!(stdout(&output), "FROM-THE-PIPE", "{}", text(&output));
+}
+
+/// `RUST_LOG` overrides exec's default `warn`: with `info`, the start-up line is there.
+#[test]
+fn rust_log_overrides_exec_s_default_log_filter() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &["RUST_LOG=info".to_owned()],
+        &["--mock-credentials", "--network", "none"],
+        &["true"],
+    );
+    assert_code(&output, 0);
+    assert!(
+        stderr(&output).contains(common::READY_LINE),
+        "{}",
+        text(&output)
+    );
+}
+
+/// `--ipv6` in exec: CMD reaches fd00:ec2::254 as well as 169.254.169.254; the test namespace
+/// gets no IPv6 claim.
+#[test]
+fn with_ipv6_cmd_reaches_the_ipv6_endpoint_too() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let script = format!(
+        "curl -sS -g --max-time 5 http://[fd00:ec2::254]/latest/meta-data/instance-id; echo; \
+         curl -sS --max-time 5 {INSTANCE_ID}"
+    );
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &[],
+        &[
+            "--ipv6",
+            "--network",
+            "none",
+            "--instance-id",
+            "i-0000000000000f6f6",
+        ],
+        &["sh", "-c", &script],
+    );
+    assert_code(&output, 0);
+    assert_eq!(
+        stdout(&output),
+        "i-0000000000000f6f6\ni-0000000000000f6f6",
+        "{}",
+        text(&output)
+    );
+    assert!(
+        namespace.ipv6_claims().is_empty(),
+        "{:?}",
+        namespace.ipv6_claims()
+    );
+}
+
 // ---- 2. 16 execs at once ---------------------------------------------------------------------
 
 /// 16 execs as uid 65534, each with its own `--instance-id`, all alive at once (each CMD reads
