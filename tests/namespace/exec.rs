@@ -1389,6 +1389,56 @@ fn exec_refuses_the_flags_it_cannot_honour() {
     assert!(namespace.tun_links().is_empty());
 }
 
+/// `--config FILE` works as for `imds-tun` itself (here IMDSv2 required and an instance id from
+/// the file, read as the user running exec), and what exec cannot honour is refused from the
+/// file as from the flags.
+#[test]
+fn exec_reads_a_config_file_and_refuses_listen_from_it_too() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let dir = shared_dir();
+    let config = dir.file(
+        "config.json",
+        br#"{"instance_id": "i-0000000000000c0f1", "imdsv2": "required"}"#,
+    );
+    std::fs::set_permissions(&config, Permissions::from_mode(0o644)).expect("chmod");
+    let script = format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {INSTANCE_ID}; echo; \
+         T=$(curl -sS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+         http://169.254.169.254/latest/api/token); \
+         curl -sS --max-time 5 -H \"X-aws-ec2-metadata-token: $T\" {INSTANCE_ID}"
+    );
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &[],
+        &["--config", &config, "--network", "none"],
+        &["sh", "-c", &script],
+    );
+    assert_code(&output, 0);
+    assert_eq!(
+        stdout(&output),
+        "401\ni-0000000000000c0f1",
+        "tokenless refused, the file's id with a token: {}",
+        text(&output)
+    );
+
+    let listening = dir.file("listen.json", br#"{"listen": ["127.0.0.1:8080"]}"#);
+    std::fs::set_permissions(&listening, Permissions::from_mode(0o644)).expect("chmod");
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &[],
+        &["--config", &listening, "--network", "none"],
+        &["true"],
+    );
+    let line = refusal(&output);
+    assert!(line.contains("--listen"), "{line}");
+}
+
 // ---- 8. as root ------------------------------------------------------------------------------
 
 /// Root needs no user namespace: CMD runs as root in the initial user namespace, in a network
