@@ -8,7 +8,11 @@
 //! default when found) gives CMD the network, `--network none` and a PATH without pasta do not;
 //! `ctl spot` from CMD changes its own instance only; after CMD exits, and after a SIGKILL of
 //! imds-tun, no process, namespace, pasta or TUN is left; each refusal (user namespaces off by
-//! each of three sysctls, a 0600 `/dev/net/tun`, flags exec cannot honour) is one line, exit 2.
+//! each of three sysctls, a 0600 `/dev/net/tun`, flags exec cannot honour, from the command line
+//! or a config file) is one line, exit 2, quoted word for word by the troubleshooting guide; as
+//! root no user namespace and no pasta; `--ipv6`, `--config`, `RUST_LOG` and a pipe into CMD
+//! work as for any command; and `docs/exec.md`, the README's command and
+//! `docs/guides/exec-in-your-test-suite.md` run as written.
 //!
 //! `/dev/net/tun` must be 0666 for the unprivileged runs, as Debian ships it: [`tun_for_everyone`]
 //! makes it so for as long as a test needs it and puts back a mode it changed. The 0600 refusal
