@@ -1711,7 +1711,13 @@ fn the_exec_guide_runs_as_written() {
         ),
         format!("CARGO_TARGET_DIR={}", krate.path().join("target").display()),
     ];
-    for name in ["HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+    for name in [
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTUP_AUTO_INSTALL",
+    ] {
         if let Ok(value) = std::env::var(name) {
             words.push(format!("{name}={value}"));
         }
