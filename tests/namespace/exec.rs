@@ -1019,6 +1019,46 @@ fn ctl_spot_from_cmd_changes_only_its_own_instance() {
     drop(host);
 }
 
+/// The exec's control socket lives in CMD's namespace only: `imds-tun ctl` in the caller's
+/// namespace, while the exec runs, finds no imds-tun there.
+#[test]
+fn ctl_in_the_caller_s_namespace_does_not_reach_an_exec_s_instance() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let dir = shared_dir();
+    let here = path_str(dir.path()).to_owned();
+    let script = format!(
+        "touch {here}/ready; i=0; while [ ! -e {here}/go ] && [ $i -lt 300 ]; do sleep 0.1; \
+         i=$((i+1)); done; curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {SPOT}"
+    );
+    let words = exec_words(
+        Who::Nobody,
+        &[],
+        &["--network", "none"],
+        &["sh", "-c", &script],
+    );
+    let command = in_namespace(&namespace, &words);
+    let exec_run = std::thread::spawn(move || run(command));
+    wait_for_file(&dir.path().join("ready"), Duration::from_secs(20), || {
+        "CMD started".to_owned()
+    });
+    let binary = common::binary();
+    let outside = namespace.exec(&[path_str(&binary), "ctl", "spot", "--action", "terminate"]);
+    std::fs::write(dir.path().join("go"), b"").expect("go");
+    assert_eq!(outside.status.code(), Some(1), "{}", text(&outside));
+    assert!(
+        stderr(&outside).contains("no imds-tun is running in this network namespace"),
+        "{}",
+        text(&outside)
+    );
+    let inside = exec_run.join().expect("the exec's thread");
+    assert_code(&inside, 0);
+    assert_eq!(stdout(&inside), "404", "no notice reached CMD's instance");
+}
+
 // ---- 6. nothing left behind --------------------------------------------------------------------
 
 /// What an exec's CMD reported of itself: its network and user namespaces.
