@@ -535,7 +535,7 @@ fn sigint_sigterm_and_sighup_are_forwarded_and_the_service_answers_until_cmd_exi
             &["sh", "-c", &script],
         );
         let mut child = ImdsTun::spawn(in_namespace(&namespace, &words), &Spawn::default(), test);
-        wait_for_file(Path::new(&ready), Duration::from_secs(20), || {
+        wait_for_file(Path::new(&ready), Duration::from_secs(60), || {
             format!("CMD started; imds-tun's stderr:\n{}", child.stderr())
         });
         child.signal(signal);
@@ -1042,7 +1042,7 @@ fn ctl_in_the_caller_s_namespace_does_not_reach_an_exec_s_instance() {
     );
     let command = in_namespace(&namespace, &words);
     let exec_run = std::thread::spawn(move || run(command));
-    wait_for_file(&dir.path().join("ready"), Duration::from_secs(20), || {
+    wait_for_file(&dir.path().join("ready"), Duration::from_secs(60), || {
         "CMD started".to_owned()
     });
     let binary = common::binary();
@@ -1076,7 +1076,7 @@ fn reporting_cmd(dir: &str, then: &str) -> String {
 }
 
 fn inside(dir: &Path, child: &ImdsTun) -> Inside {
-    wait_for_file(&dir.join("ready"), Duration::from_secs(20), || {
+    wait_for_file(&dir.join("ready"), Duration::from_secs(60), || {
         format!("CMD started; imds-tun's stderr:\n{}", child.stderr())
     });
     let read = |name: &str| {
