@@ -10,7 +10,7 @@
 //! imds-tun, no process, namespace, pasta or TUN is left; each refusal (user namespaces off by
 //! each of three sysctls, a 0600 `/dev/net/tun`, flags exec cannot honour, from the command line
 //! or a config file) is one line, exit 2, quoted word for word by the troubleshooting guide; as
-//! root no user namespace and no pasta; `--ipv6`, `--config`, `RUST_LOG` and a pipe into CMD
+//! root no user namespace and no pasta; `--ipv6`, `--ecs`, `--config`, `RUST_LOG` and a pipe into CMD
 //! work as for any command; and `docs/exec.md`, the README's command and
 //! `docs/guides/exec-in-your-test-suite.md` run as written.
 //!
@@ -633,6 +633,53 @@ fn with_ipv6_cmd_reaches_the_ipv6_endpoint_too() {
         namespace.ipv6_claims().is_empty(),
         "{:?}",
         namespace.ipv6_claims()
+    );
+}
+
+/// `--ecs` in exec: the ECS endpoint (169.254.170.2) answers in CMD's namespace, at the URI
+/// `imds-tun env --ecs` gives, with the same mock key as the EC2 path; the caller's namespace
+/// has no route to it.
+#[test]
+fn with_ecs_cmd_reads_the_container_endpoint_too() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let binary = common::binary();
+    let script = format!(
+        "eval \"$({} env --ecs imds-tun)\"; \
+         curl -sS --max-time 5 \"http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI\"; \
+         echo; curl -sS --max-time 5 {CREDENTIALS}imds-tun",
+        path_str(&binary)
+    );
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &[],
+        &["--mock-credentials", "--ecs", "--network", "none"],
+        &["sh", "-c", &script],
+    );
+    assert_code(&output, 0);
+    let out = stdout(&output);
+    let (ecs, ec2) = out
+        .split_once("}\n")
+        .unwrap_or_else(|| panic!("two documents: {}", text(&output)));
+    let ecs: serde_json::Value =
+        serde_json::from_str(&format!("{ecs}}}")).expect("the ECS document");
+    let ec2: serde_json::Value = serde_json::from_str(ec2).expect("the EC2 document");
+    assert!(
+        ecs["AccessKeyId"]
+            .as_str()
+            .is_some_and(|key| key.starts_with("ASIA")),
+        "{ecs}"
+    );
+    assert_eq!(ecs["AccessKeyId"], ec2["AccessKeyId"], "one role, one key");
+    let route = namespace.exec(&["ip", "route", "get", "169.254.170.2"]);
+    assert!(
+        !route.status.success() || !stdout(&route).contains("imds"),
+        "the caller's namespace does not route to it: {}",
+        text(&route)
     );
 }
 
