@@ -10,8 +10,8 @@
 //! imds-tun, no process, namespace, pasta or TUN is left; each refusal (user namespaces off by
 //! each of three sysctls, a 0600 `/dev/net/tun`, flags exec cannot honour, from the command line
 //! or a config file) is one line, exit 2, quoted word for word by the troubleshooting guide; as
-//! root no user namespace and no pasta; `--ipv6`, `--ecs`, `--config`, `RUST_LOG` and a pipe into CMD
-//! work as for any command; and `docs/exec.md`, the README's command and
+//! root no user namespace and no pasta; `--ipv6`, `--ecs`, `--config`, `RUST_LOG` and a pipe
+//! into CMD work as for any command; and `docs/exec.md`, the README's command and
 //! `docs/guides/exec-in-your-test-suite.md` run as written.
 //!
 //! `/dev/net/tun` must be 0666 for the unprivileged runs, as Debian ships it: [`tun_for_everyone`]
