@@ -1177,7 +1177,7 @@ fn assert_nothing_left(namespace: &Namespace, namespace_net: &str, cmd: &Inside)
 enum End {
     /// CMD exits 0 by itself.
     CmdExits,
-    /// imds-tun is SIGKILLed while CMD sleeps.
+    /// imds-tun is SIGKILLed while CMD sleeps, ignoring SIGTERM, SIGINT and SIGHUP.
     Sigkill,
 }
 
@@ -1199,7 +1199,8 @@ fn leaves_nothing(test: &str, namespace: &Namespace, pasta: bool, end: End) {
         format!("i=0; while [ ! -e {here}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done");
     let then = match end {
         End::CmdExits => wait.as_str(),
-        End::Sigkill => "exec sleep 300",
+        // CMD ignores every signal it may ignore: only SIGKILL ends it.
+        End::Sigkill => "trap '' TERM INT HUP; exec sleep 300",
     };
     let script = reporting_cmd(here, then);
     let mut settings = vec!["--mock-credentials"];
