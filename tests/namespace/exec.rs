@@ -1177,6 +1177,8 @@ fn assert_nothing_left(namespace: &Namespace, namespace_net: &str, cmd: &Inside)
 enum End {
     /// CMD exits 0 by itself.
     CmdExits,
+    /// CMD exits 0 by itself, leaving a child of its own running in the background.
+    CmdExitsLeavingAChild,
     /// imds-tun is SIGKILLed while CMD sleeps, ignoring SIGTERM, SIGINT and SIGHUP.
     Sigkill,
 }
@@ -1198,11 +1200,12 @@ fn leaves_nothing(test: &str, namespace: &Namespace, pasta: bool, end: End) {
     let wait =
         format!("i=0; while [ ! -e {here}/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done");
     let then = match end {
-        End::CmdExits => wait.as_str(),
+        End::CmdExits => wait.clone(),
+        End::CmdExitsLeavingAChild => format!("sleep 300 & {wait}"),
         // CMD ignores every signal it may ignore: only SIGKILL ends it.
-        End::Sigkill => "trap '' TERM INT HUP; exec sleep 300",
+        End::Sigkill => "trap '' TERM INT HUP; exec sleep 300".to_owned(),
     };
-    let script = reporting_cmd(here, then);
+    let script = reporting_cmd(here, &then);
     let mut settings = vec!["--mock-credentials"];
     if !pasta {
         settings.extend(["--network", "none"]);
@@ -1225,7 +1228,7 @@ fn leaves_nothing(test: &str, namespace: &Namespace, pasta: bool, end: End) {
         "pasta runs in the test namespace {namespace_net} only with pasta: {all:#?}"
     );
     match end {
-        End::CmdExits => {
+        End::CmdExits | End::CmdExitsLeavingAChild => {
             std::fs::write(dir.path().join("go"), b"").expect("go");
             let status = child.wait_exit(Duration::from_secs(20));
             common::assert_exit_code(&child, status, 0);
@@ -1253,6 +1256,12 @@ fn nothing_is_left_after_cmd_exits() {
 fn nothing_is_left_after_imds_tun_is_sigkilled() {
     let namespace = namespace!();
     leaves_nothing(test_name!(), &namespace, true, End::Sigkill);
+}
+
+#[test]
+fn nothing_is_left_after_cmd_exits_leaving_a_background_child() {
+    let namespace = namespace!();
+    leaves_nothing(test_name!(), &namespace, true, End::CmdExitsLeavingAChild);
 }
 
 #[test]
