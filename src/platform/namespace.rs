@@ -188,6 +188,12 @@ fn inside(request: &TunRequest) -> Result<(Report, Vec<OwnedFd>), NamespaceError
         .open("/dev/net/tun")
         .map_err(tun_refused)?;
     let device = imp::create_device(request).map_err(|error| match error {
+        // Inside a user namespace of its own the child holds every capability, so the kernel's
+        // EPERM is a restriction on such namespaces (AppArmor's), not a missing sudo.
+        PlatformError::NotPermitted if !root => set_up_refused(
+            "creating the TUN device",
+            io::Error::from_raw_os_error(libc::EPERM),
+        ),
         PlatformError::Io { source, .. } if source.raw_os_error() == Some(libc::EPERM) && !root => {
             set_up_refused("creating the TUN device", source)
         }
