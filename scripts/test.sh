@@ -28,9 +28,10 @@ if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends \
         iproute2 iputils-ping curl procps util-linux fdisk e2fsprogs openssl hping3 netcat-openbsd python3 jq >/dev/null
-    # tests/namespace/exec.rs: pasta for `imds-tun exec --network pasta`, and boto3 and pytest for
-    # Debian's /usr/bin/python3, which uid 65534 can run (the .venv's Python may live under /root).
-    apt-get install -y -qq --no-install-recommends passt python3-boto3 python3-pytest >/dev/null
+    # tests/namespace/exec.rs: pasta for `imds-tun exec --network pasta`; boto3, pytest and
+    # libseccomp's binding (a refusal inside the user namespace) for Debian's /usr/bin/python3,
+    # which uid 65534 can run (the .venv's Python may live under /root).
+    apt-get install -y -qq --no-install-recommends passt python3-boto3 python3-pytest python3-seccomp >/dev/null
     # The static binary (scripts/package.sh) links against musl and compiles aws-lc's C with
     # musl-gcc. package.sh would install it too; here it rides on the update above.
     apt-get install -y -qq --no-install-recommends musl-tools >/dev/null

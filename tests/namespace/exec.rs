@@ -1438,6 +1438,79 @@ fn a_refused_user_namespace_no_sysctl_explains_gives_the_generic_line() {
     }
 }
 
+/// Runs `sys.argv[1:]` with a seccomp filter that makes `ioctl(TUNSETIFF)` fail with EPERM: the
+/// user namespace is made, and creating the TUN inside it is refused, as when Ubuntu's AppArmor
+/// gives an unprivileged user namespace no capability (python3-seccomp).
+const DENY_TUNSETIFF: &str = "import errno, os, sys, seccomp\n\
+rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)\n\
+rules.add_rule(seccomp.ERRNO(errno.EPERM), 'ioctl', seccomp.Arg(1, seccomp.EQ, 0x400454CA))\n\
+rules.load()\n\
+os.execvp(sys.argv[1], sys.argv[1:])\n";
+
+/// Ubuntu 24.04's failure mode: `unshare(CLONE_NEWUSER)` succeeds and a later step is refused
+/// with EPERM. With `kernel.apparmor_restrict_unprivileged_userns` at 1 (a tmpfs over
+/// `/proc/sys/kernel` in a private mount namespace, no chroot) exec names it; without the file,
+/// the step and the error, exit 1.
+#[test]
+fn eperm_after_the_user_namespace_exists_names_apparmor_when_its_switch_is_on() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let seccomp = Command::new("/usr/bin/python3")
+        .args(["-c", "import seccomp"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !seccomp {
+        common::skip_or_fail(
+            test,
+            "/usr/bin/python3 cannot import seccomp; scripts/test.sh installs python3-seccomp",
+        );
+        return;
+    }
+    let exec_line = exec_words(Who::Nobody, &[], &["--network", "none"], &["true"]).join(" ");
+    let run_with = |sysctl: &str| {
+        let script = format!(
+            "set -e; mount -t tmpfs -o size=64k sysk /proc/sys/kernel; {sysctl} \
+             exec /usr/bin/python3 -c \"$0\" {exec_line}"
+        );
+        run(in_namespace(
+            &namespace,
+            &[
+                "unshare".into(),
+                "-m".into(),
+                "--".into(),
+                "sh".into(),
+                "-c".into(),
+                script,
+                DENY_TUNSETIFF.into(),
+            ],
+        ))
+    };
+    let output = run_with("echo 1 > /proc/sys/kernel/apparmor_restrict_unprivileged_userns;");
+    let line = refusal(&output);
+    assert!(
+        line.contains("kernel.apparmor_restrict_unprivileged_userns = 1"),
+        "{line}"
+    );
+    assert_troubleshooting_quotes(&line);
+
+    let output = run_with("");
+    assert_code(&output, 1);
+    let said = stderr(&output);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {}", text(&output));
+    assert!(
+        lines[0].starts_with("imds-tun: ")
+            && lines[0].contains("creating the TUN device")
+            && lines[0].contains("Operation not permitted")
+            && !lines[0].contains("apparmor"),
+        "the step and the error, no AppArmor: {}",
+        text(&output)
+    );
+}
+
 /// A 0600 `/dev/net/tun`, bound over the device in a private mount namespace for this one run.
 #[test]
 fn a_0600_dev_net_tun_is_refused_in_one_line() {
