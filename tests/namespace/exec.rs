@@ -19,7 +19,9 @@
 //! and the sysctls are simulated for one process only: a private mount namespace (`unshare -m`)
 //! with a 0600 node bound over the device, a chroot whose `/proc/sys/kernel` is a tmpfs holding
 //! the sysctl's file (a chroot makes the kernel refuse a user namespace with EPERM, as the
-//! Debian sysctl does), or a user namespace whose root sets its own `user.max_user_namespaces`.
+//! Debian sysctl does), a user namespace whose root sets its own `user.max_user_namespaces`, or
+//! a seccomp filter that refuses `TUNSETIFF` with EPERM once the user namespace exists (Ubuntu's
+//! AppArmor restriction fails at such a later step).
 #![cfg(target_os = "linux")]
 
 use std::fs::Permissions;
