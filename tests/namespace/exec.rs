@@ -834,6 +834,60 @@ fn real_credentials_from_moto_reach_cmd_through_sts_outside_its_namespace() {
     );
 }
 
+/// `--gcp-access-token-command` runs in the caller's network namespace, not CMD's: the command
+/// puts the inode of its own network namespace into the token it prints, and CMD, reading the
+/// token from the GCE path, finds the caller's namespace there and not its own.
+#[test]
+fn the_token_command_runs_in_the_caller_s_namespace() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let scripts = TempDir::new();
+    let command = scripts.path().join("print-access-token");
+    std::fs::write(
+        &command,
+        "#!/bin/sh\nprintf 'ya29.%s\\n' \"$(readlink /proc/self/ns/net | tr -dc 0-9)\"\n",
+    )
+    .expect("the token command");
+    std::fs::set_permissions(&command, Permissions::from_mode(0o755)).expect("chmod");
+    let script = "readlink /proc/self/ns/net | tr -dc 0-9; echo; \
+        curl -sS --max-time 10 -H 'Metadata-Flavor: Google' \
+        http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token";
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &[],
+        &[
+            "--gcp-project",
+            "exec-e2e",
+            "--gcp-access-token-command",
+            path_str(&command),
+            "--mock-credentials",
+            "--network",
+            "none",
+        ],
+        &["sh", "-c", script],
+    );
+    assert_code(&output, 0);
+    let out = stdout(&output);
+    let (cmd_net, document) = out
+        .split_once('\n')
+        .unwrap_or_else(|| panic!("two parts: {}", text(&output)));
+    let document: serde_json::Value = serde_json::from_str(document)
+        .unwrap_or_else(|error| panic!("token JSON ({error}): {}", text(&output)));
+    let caller = ns_link("net", &namespace.path());
+    let caller: String = caller.chars().filter(char::is_ascii_digit).collect();
+    assert_eq!(
+        document["access_token"],
+        format!("ya29.{caller}"),
+        "the command ran in the caller's namespace: {}",
+        text(&output)
+    );
+    assert_ne!(cmd_net, caller, "CMD is elsewhere");
+}
+
 // ---- 4. the network: pasta, --network none, no pasta ----------------------------------------
 
 /// Two HTTP servers in the test namespace, each serving one marker file: on 10.88.0.2:8081 and
