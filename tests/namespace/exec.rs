@@ -888,6 +888,46 @@ fn the_token_command_runs_in_the_caller_s_namespace() {
     assert_ne!(cmd_net, caller, "CMD is elsewhere");
 }
 
+/// `--upstream` is reached over the caller's network: an imds-tun on the caller's 127.0.0.1:8080
+/// (out of CMD's reach with `--network none`) answers what CMD asks.
+#[test]
+fn upstream_on_the_caller_s_loopback_answers_cmd() {
+    let test = test_name!();
+    let namespace = namespace!();
+    let Some(_tun) = tun_for_everyone(test) else {
+        return;
+    };
+    let upstream = common::start(
+        &namespace,
+        &[
+            "--no-tun",
+            "--listen",
+            "127.0.0.1:8080",
+            "--instance-id",
+            "i-000000000000a11ce",
+        ],
+    );
+    let script = format!(
+        "curl -sS --max-time 10 {INSTANCE_ID}; echo; \
+         curl -s -o /dev/null -w 'direct %{{http_code}}' --max-time 3 http://127.0.0.1:8080/ || :"
+    );
+    let output = exec(
+        &namespace,
+        Who::Nobody,
+        &[],
+        &["--upstream", "http://127.0.0.1:8080", "--network", "none"],
+        &["sh", "-c", &script],
+    );
+    assert_code(&output, 0);
+    assert_eq!(
+        stdout(&output),
+        "i-000000000000a11ce\ndirect 000",
+        "{}",
+        text(&output)
+    );
+    drop(upstream);
+}
+
 // ---- 4. the network: pasta, --network none, no pasta ----------------------------------------
 
 /// Two HTTP servers in the test namespace, each serving one marker file: on 10.88.0.2:8081 and
