@@ -15,6 +15,7 @@ mod azure_clients;
 mod callers;
 mod callers_report;
 mod check_matches_start;
+mod ci_action;
 mod claim_watch;
 mod cloud_events;
 mod cloud_init;
