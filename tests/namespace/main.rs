@@ -24,6 +24,7 @@ mod container_endpoints;
 mod control_lifecycle;
 mod deploy_containers;
 mod docker_containers;
+mod docker_image;
 mod faults;
 mod file_access;
 mod gce_clients;
