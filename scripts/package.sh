@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the shipped artefacts of imds-tun for each architecture named (amd64, arm64; both when
-# none is named) and prints their paths and sizes:
+# Builds the shipped artefacts of imds-tun for each architecture named (amd64, arm64; amd64 when
+# none is named: arm64 needs a cross toolchain and the arm64 architecture added to dpkg) and
+# prints their paths and sizes:
 #   target/<triple>/release/imds-tun                  static (musl), stripped: runs on any Linux of
 #                                                     that architecture, whatever its C library
 #   target/debian/imds-tun_<version>-1_<deb-arch>.deb that same binary as /usr/bin/imds-tun, the
@@ -40,7 +41,7 @@ triple_of() { case $1 in amd64) echo x86_64-unknown-linux-musl ;; arm64) echo aa
 rpm_arch_of() { case $1 in amd64) echo x86_64 ;; arm64) echo aarch64 ;; esac; }
 
 arches=("$@")
-[ "${#arches[@]}" -gt 0 ] || arches=(amd64 arm64)
+[ "${#arches[@]}" -gt 0 ] || arches=(amd64)
 for arch in "${arches[@]}"; do
     [ -n "$(triple_of "$arch")" ] || fail "unknown architecture $arch (amd64 or arm64)"
 done

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BINARY, METADATA, Spawn, TempDir, http, text};
+use common::{BINARY, METADATA, Spawn, http, text};
 use nix::sys::signal::Signal;
 
 const TRIPLE: &str = "aarch64-unknown-linux-musl";
@@ -44,13 +44,20 @@ struct Arm64 {
     deb: PathBuf,
     /// The amd64 package, whose file list the arm64 one must repeat.
     deb_amd64: PathBuf,
-    /// A one-line script that runs the binary under qemu-user, for the harness's `Spawn`.
-    runner: TempDir,
 }
 
 impl Arm64 {
-    fn run(&self) -> PathBuf {
-        self.runner.path().join("imds-tun")
+    /// `qemu-aarch64-static BINARY ARGS`: the emulator runs the binary (no script in between,
+    /// which a test writing it could race with another test's fork: ETXTBSY).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(QEMU);
+        command.arg(&self.binary).args(args);
+        command
+    }
+
+    fn help(&self) -> String {
+        let output = succeed(&mut self.command(&["--help"]));
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 
@@ -82,20 +89,12 @@ fn arm64(test: &str) -> Option<Arm64> {
         );
         return None;
     }
-    let runner = TempDir::new();
-    let script = runner.file(
-        "imds-tun",
-        format!("#!/bin/sh\nexec {QEMU} '{}' \"$@\"\n", binary.display()).as_bytes(),
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let found = Arm64 {
         binary,
         deb,
         deb_amd64,
-        runner,
     };
-    if help(&found.run()) != help(Path::new(BINARY)) {
+    if found.help() != help(Path::new(BINARY)) {
         common::skip_or_fail(
             test,
             &format!(
@@ -139,14 +138,14 @@ fn arm64_binary_under_qemu_reports_the_version_and_this_sources_help() {
     let Some(arm64) = arm64(test_name!()) else {
         return;
     };
-    let output = succeed(Command::new(arm64.run()).arg("--version"));
+    let output = succeed(&mut arm64.command(&["--version"]));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         format!("imds-tun {VERSION}\n")
     );
     // The same text as the x86_64 test build's (arm64() compared it already; here it must
     // also be a real help text, not two empty outputs).
-    let help = help(&arm64.run());
+    let help = arm64.help();
     assert!(help.contains("--mock-credentials"), "{help}");
 }
 
@@ -162,8 +161,8 @@ fn arm64_binary_under_qemu_checks_a_namespace_and_only_qemu_s_limits_fail() {
     };
     let namespace = namespace!();
     let output = Command::new("ip")
-        .args(["netns", "exec", namespace.name()])
-        .arg(arm64.run())
+        .args(["netns", "exec", namespace.name(), QEMU])
+        .arg(&arm64.binary)
         .arg("--check")
         .output()
         .expect("running --check under qemu");
@@ -213,10 +212,11 @@ fn arm64_binary_under_qemu_serves_through_a_tun_and_leaves_nothing_behind() {
     };
     let namespace = namespace!();
     let options = Spawn {
-        binary: Some(arm64.run()),
+        binary: Some(PathBuf::from(QEMU)),
         ..Spawn::default()
     };
-    let mut child = namespace.spawn_with(&["--mock-credentials"], &options);
+    let binary = arm64.binary.display().to_string();
+    let mut child = namespace.spawn_with(&[&binary, "--mock-credentials"], &options);
     child.wait_ready();
     let (instance_id, credentials) = namespace.run_in(|| async {
         let instance_id = http::get(METADATA, "/latest/meta-data/instance-id").await;

@@ -111,8 +111,15 @@ fn rpm_names_the_package_its_architecture_and_depends_on_no_library() {
             String::from_utf8_lossy(&recommends.stdout),
             "ca-certificates\n"
         );
-        // Reproducible builds: no build host, build time from SOURCE_DATE_EPOCH.
+        // Reproducible builds: no build host, and the build time and every file's time from
+        // SOURCE_DATE_EPOCH (package.sh: the commit's time), not the time of the build.
         assert_eq!(query(&one.rpm, "%{BUILDHOST}"), "reproducible");
+        let built = query(&one.rpm, "%{BUILDTIME}");
+        let times: BTreeSet<String> = query(&one.rpm, "[%{FILEMTIMES}\n]")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(times, BTreeSet::from([built]), "{}", one.rpm.display());
     }
 }
 
