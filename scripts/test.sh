@@ -203,6 +203,13 @@ bash scripts/release.sh "${release_args[@]}" || failed+=("scripts/release.sh")
 step "cargo test --all-targets --locked"
 cargo test --all-targets --locked || failed+=("cargo test")
 
+# The arm64 checks are #[ignore]d unless arm64 was built: then they run, and must pass.
+if [ "${IMDS_TUN_ARM64:-0}" = 1 ]; then
+    step "cargo test --test deploy cross_artifacts -- --ignored (the arm64 artefacts under qemu-user)"
+    cargo test --locked --test deploy cross_artifacts -- --ignored \
+        || failed+=("cargo test --test deploy cross_artifacts -- --ignored")
+fi
+
 # Without `sts` (the only default feature; the fuzz build uses it this way) the crate must still
 # build and its logic hold. The library's unit tests are enough: the end-to-end tests exercise
 # the same binary paths, take minutes, and three of them need the AWS SDK's client (they declare
