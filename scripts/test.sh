@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && [ -z "${IMDS_TUN_TEST_NO_SUDO:-}" ]; then
     exec sudo env PATH="$PATH" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
         RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" CI="${CI:-}" \
+        IMDS_TUN_ARM64="${IMDS_TUN_ARM64:-0}" IMDS_TUN_CHECK_REPRODUCIBLE="${IMDS_TUN_CHECK_REPRODUCIBLE:-1}" \
         FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash "$0" "$@"
 fi
 
@@ -35,6 +36,15 @@ if [ "$(id -u)" -eq 0 ]; then
     # The static binary (scripts/package.sh) links against musl and compiles aws-lc's C with
     # musl-gcc. package.sh would install it too; here it rides on the update above.
     apt-get install -y -qq --no-install-recommends musl-tools >/dev/null
+    # Issue 31's artefacts: Debian's rpm tools build and read the RPMs; ruby checks the Homebrew
+    # formula's syntax; the container image carries Debian's CA bundle. With IMDS_TUN_ARM64=1,
+    # qemu-user runs the arm64 binary (tests/deploy/cross_artifacts.rs); the arm64 cross toolchain
+    # (gcc-aarch64-linux-gnu, musl-dev:arm64) is package.sh's to install, as it adds the arm64
+    # architecture to dpkg first.
+    apt-get install -y -qq --no-install-recommends rpm ruby ca-certificates >/dev/null
+    if [ "${IMDS_TUN_ARM64:-0}" = 1 ]; then
+        apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null
+    fi
     # Deployment checks (tests/deploy_*.rs): `vagrant validate` and shellcheck. If they cannot be
     # installed, those tests skip, or fail under CI=true.
     apt-get install -y -qq --no-install-recommends vagrant shellcheck >/dev/null \
@@ -125,9 +135,10 @@ fi
 # Google's and AWS's Node libraries (versions pinned by the lockfile). tests/namespace/metrics.rs
 # parses the --metrics exposition with Prometheus' own Python parser (prometheus_client).
 step "cloud clients (.venv, tests/clients/node_modules)"
-if ! .venv/bin/python -c 'import google.auth, requests, azure.identity, boto3, prometheus_client' \
+# PyYAML: tests/action/runner.py reads action.yml as a runner would (tests/namespace/ci_action.rs).
+if ! .venv/bin/python -c 'import google.auth, requests, azure.identity, boto3, prometheus_client, yaml' \
     2>/dev/null || [ ! -x .venv/bin/aws ]; then
-    .venv/bin/pip install -q google-auth requests azure-identity boto3 awscli prometheus_client
+    .venv/bin/pip install -q google-auth requests azure-identity boto3 awscli prometheus_client pyyaml
 fi
 if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
@@ -137,7 +148,7 @@ if [ ! -d tests/clients/node_modules/google-auth-library ] \
     || [ ! -d tests/clients/node_modules/@aws-sdk/credential-provider-http ]; then
     (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 fi
-echo "google-auth, azure-identity, boto3, awscli, prometheus_client: .venv; google-auth-library, @aws-sdk/credential-provider-imds, @aws-sdk/credential-provider-http: tests/clients/node_modules"
+echo "google-auth, azure-identity, boto3, awscli, prometheus_client, pyyaml: .venv; google-auth-library, @aws-sdk/credential-provider-imds, @aws-sdk/credential-provider-http: tests/clients/node_modules"
 # ----------------------------------------------------------------------------------------------
 
 failed=()
@@ -171,14 +182,37 @@ if command -v cargo-deny >/dev/null 2>&1; then
     fi
 fi
 
-# The shipped artefacts, which tests/deploy/package_artifacts.rs checks (and, under CI=true, fails
-# without): the static musl binary and the .deb. Built before the tests that read them.
-step "scripts/package.sh (static binary and .deb)"
-bash scripts/package.sh || failed+=("scripts/package.sh")
+# The shipped artefacts, which tests/deploy/{package,cross,rpm,release}_artifacts.rs and
+# tests/namespace/docker_image.rs check (and, under CI=true, fail without): the static musl
+# binary, the .deb and the .rpm, then dist/ with SHA256SUMS and the SBOM (scripts/release.sh
+# runs scripts/package.sh). Built before the tests that read them.
+# amd64 always; arm64 (a second cold musl build with fat LTO, the cross toolchain and qemu-user)
+# with IMDS_TUN_ARM64=1: with it the run would come too close to the 45 minutes CI may take
+# (docs/packaging.md, "Build minutes"). The tests expect exactly what IMDS_TUN_ARCHES names.
+# --check-reproducible=amd64 builds the amd64 artefacts a second time from scratch and fails
+# unless they are byte-identical (IMDS_TUN_CHECK_REPRODUCIBLE=0 leaves it out on a workstation).
+arches=(amd64)
+if [ "${IMDS_TUN_ARM64:-0}" = 1 ]; then
+    arches+=(arm64)
+fi
+export IMDS_TUN_ARCHES="${arches[*]}"
+release_args=("${arches[@]}")
+if [ "${IMDS_TUN_CHECK_REPRODUCIBLE:-1}" != 0 ]; then
+    release_args+=(--check-reproducible=amd64)
+fi
+step "scripts/release.sh ${release_args[*]} (static binary, .deb, .rpm of each; dist/ with SHA256SUMS and the SBOM)"
+bash scripts/release.sh "${release_args[@]}" || failed+=("scripts/release.sh")
 
 # Keep going after a failed lint step so the test results are always visible.
 step "cargo test --all-targets --locked"
 cargo test --all-targets --locked || failed+=("cargo test")
+
+# The arm64 checks are #[ignore]d unless arm64 was built: then they run, and must pass.
+if [ "${IMDS_TUN_ARM64:-0}" = 1 ]; then
+    step "cargo test --test deploy cross_artifacts -- --ignored (the arm64 artefacts under qemu-user)"
+    cargo test --locked --test deploy cross_artifacts -- --ignored \
+        || failed+=("cargo test --test deploy cross_artifacts -- --ignored")
+fi
 
 # Without `sts` (the only default feature; the fuzz build uses it this way) the crate must still
 # build and its logic hold. The library's unit tests are enough: the end-to-end tests exercise

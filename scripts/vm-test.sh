@@ -178,17 +178,17 @@ esac
 pass "guest image and box: $box"
 
 # --- 2. what goes into the guest ----------------------------------------------------------------
-step "binaries (scripts/package.sh)"
-# The static binary and the .deb, rebuilt if the sources changed (a no-op when scripts/test.sh
+step "binaries (scripts/package.sh amd64)"
+# The amd64 static binary and .deb (the guest is x86_64), rebuilt if the sources changed (a no-op when scripts/test.sh
 # built them already). In the checkout's target/, which is what the Vagrantfile syncs.
 unset CARGO_TARGET_DIR
-nice bash scripts/package.sh 2>&1 | indent
+nice bash scripts/package.sh amd64 2>&1 | indent
 [ "${PIPESTATUS[0]}" -eq 0 ] || fatal "build" "scripts/package.sh failed"
 binary=target/x86_64-unknown-linux-musl/release/imds-tun
 [ -x "$binary" ] || fatal "build" "no binary at $binary"
 binary_sha=$(sha256sum "$binary" | cut -d' ' -f1)
 echo "    the guest gets $binary ($(du -h "$binary" | cut -f1))"
-deb=${IMDS_TUN_VM_DEB:-$(find target/debian -maxdepth 1 -name 'imds-tun_*.deb' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-)}
+deb=${IMDS_TUN_VM_DEB:-$(find target/debian -maxdepth 1 -name 'imds-tun_*_amd64.deb' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-)}
 [ -z "$deb" ] || deb=$(realpath "$deb")
 step_done
 
@@ -626,7 +626,7 @@ step_done
 check_deb() {
     local snapshot install_out deb_facts purge_out left file
     if [ -z "$deb" ] || [ ! -f "$deb" ]; then
-        fail ".deb" "no target/debian/imds-tun_*.deb after scripts/package.sh"
+        fail ".deb" "no target/debian/imds-tun_*_amd64.deb after scripts/package.sh"
         return
     fi
     echo "    $deb"

@@ -31,7 +31,7 @@ use imds_tun::cli::Cli;
 use nix::sys::signal::Signal;
 
 const TRIPLE: &str = "x86_64-unknown-linux-musl";
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A graceful exit finishes in-flight requests (grace 5 s by default) and nothing was in flight.
 const GRACEFUL_EXIT_TIMEOUT: Duration = Duration::from_secs(8);
@@ -44,13 +44,34 @@ const DYNAMIC_UID: u32 = 61_999;
 
 /// The target directory of this build (`CARGO_TARGET_TMPDIR` is its `tmp/`), so a
 /// `CARGO_TARGET_DIR` given to both package.sh and cargo test is followed.
-fn target_dir() -> PathBuf {
+pub(super) fn target_dir() -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent().unwrap_or(tmp).to_path_buf()
 }
 
+/// Whether the arm64 artefacts are expected: `IMDS_TUN_ARCHES` (scripts/test.sh sets it to
+/// what it built, arm64 only with `IMDS_TUN_ARM64=1`: docs/packaging.md) names arm64, or,
+/// without that variable, the arm64 binary exists. When they are not expected, a test's arm64
+/// part is left out and said so (its amd64 part is checked all the same; the arm64-only tests
+/// of cross_artifacts.rs are #[ignore]d); when they are, a missing one fails under `CI=true`.
+pub(super) fn arm64_expected(test: &str) -> bool {
+    let expected = match std::env::var("IMDS_TUN_ARCHES") {
+        Ok(arches) => arches.split_whitespace().any(|arch| arch == "arm64"),
+        Err(_) => target_dir()
+            .join("aarch64-unknown-linux-musl/release/imds-tun")
+            .is_file(),
+    };
+    if !expected {
+        eprintln!(
+            "\n    NOT BUILT: {test}: the arm64 artefacts (IMDS_TUN_ARM64=1 bash scripts/test.sh, or \
+             bash scripts/package.sh arm64)\n"
+        );
+    }
+    expected
+}
+
 /// Runs `command` and returns its output, failing the test if it did not succeed.
-fn succeed(command: &mut Command) -> Output {
+pub(super) fn succeed(command: &mut Command) -> Output {
     let output = command
         .output()
         .unwrap_or_else(|error| panic!("running {command:?}: {error}"));
@@ -58,7 +79,7 @@ fn succeed(command: &mut Command) -> Output {
     output
 }
 
-fn help(binary: &Path) -> String {
+pub(super) fn help(binary: &Path) -> String {
     let output = succeed(Command::new(binary).arg("--help"));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -107,17 +128,17 @@ fn artifacts(test: &str) -> Option<Artifacts> {
 
 /// What the ELF headers say about linking and symbols.
 #[derive(Debug, PartialEq, Eq)]
-struct ElfFacts {
+pub(super) struct ElfFacts {
     /// A PT_INTERP segment: the kernel would start a dynamic loader first.
-    interpreter: bool,
+    pub(super) interpreter: bool,
     /// DT_NEEDED entries: shared libraries the loader would have to find.
-    needed_libraries: usize,
+    pub(super) needed_libraries: usize,
     /// Sections that a stripped binary has none of: `.symtab` and `.debug_*`.
-    symbol_or_debug_sections: Vec<String>,
+    pub(super) symbol_or_debug_sections: Vec<String>,
 }
 
-/// Reads an x86_64 ELF file's program and section headers (little-endian ELF64 only).
-fn elf_facts(elf: &[u8]) -> Result<ElfFacts, String> {
+/// Reads an x86_64 or aarch64 ELF file's program and section headers (little-endian ELF64 only).
+pub(super) fn elf_facts(elf: &[u8]) -> Result<ElfFacts, String> {
     let bytes = |at: usize, len: usize| {
         at.checked_add(len)
             .and_then(|end| elf.get(at..end))
@@ -298,7 +319,8 @@ fn static_binary_serves_as_a_nameless_uid_with_only_cap_net_admin() {
 }
 
 /// The sizes the docs state, `N.N MB` (10^6 bytes) where they name the artefact, and the
-/// artefact they describe.
+/// artefact they describe: README.md, docs/testing.md and docs/packaging.md (its arm64 rows
+/// when arm64 is expected).
 fn stated_sizes() -> Vec<(String, &'static str, PathBuf)> {
     let target = target_dir();
     let static_binary = target.join(TRIPLE).join("release/imds-tun");
@@ -318,18 +340,56 @@ fn stated_sizes() -> Vec<(String, &'static str, PathBuf)> {
         static_binary.clone(),
     ));
     let testing = std::fs::read_to_string(repo().join("docs/testing.md")).expect("testing.md");
-    for (row, what, artefact) in [
+    let packaging =
+        std::fs::read_to_string(repo().join("docs/packaging.md")).expect("packaging.md");
+    let arm64 = arm64_expected("the_sizes_the_docs_state_are_the_artefacts_sizes");
+    let mut rows = vec![
         (
+            &testing,
             "| static binary (musl, static-pie, stripped) |",
             "docs/testing.md: the static binary",
             static_binary,
         ),
-        ("| Debian package |", "docs/testing.md: the .deb", deb),
-    ] {
-        let line = testing
+        (
+            &testing,
+            "| Debian package |",
+            "docs/testing.md: the .deb",
+            deb,
+        ),
+        (
+            &packaging,
+            "| x86_64 RPM |",
+            "docs/packaging.md: the x86_64 .rpm",
+            target.join(format!("rpm/imds-tun-{VERSION}-1.x86_64.rpm")),
+        ),
+    ];
+    if arm64 {
+        rows.extend([
+            (
+                &packaging,
+                "| arm64 static binary |",
+                "docs/packaging.md: the arm64 static binary",
+                target.join("aarch64-unknown-linux-musl/release/imds-tun"),
+            ),
+            (
+                &packaging,
+                "| arm64 Debian package |",
+                "docs/packaging.md: the arm64 .deb",
+                target.join(format!("debian/imds-tun_{VERSION}-1_arm64.deb")),
+            ),
+            (
+                &packaging,
+                "| aarch64 RPM |",
+                "docs/packaging.md: the aarch64 .rpm",
+                target.join(format!("rpm/imds-tun-{VERSION}-1.aarch64.rpm")),
+            ),
+        ]);
+    }
+    for (document, row, what, artefact) in rows {
+        let line = document
             .lines()
             .find(|line| line.starts_with(row))
-            .unwrap_or_else(|| panic!("docs/testing.md has no row {row:?}"));
+            .unwrap_or_else(|| panic!("{what}: no row {row:?}"));
         let size = line
             .trim_end_matches('|')
             .rsplit('|')
@@ -373,12 +433,12 @@ fn the_sizes_the_docs_state_are_the_artefacts_sizes() {
 
 /// The package unpacked into a scratch directory: `root/` (what dpkg would install) and
 /// `control/` (the control archive: control, conffiles, maintainer scripts).
-struct Unpacked {
+pub(super) struct Unpacked {
     dir: TempDir,
 }
 
 impl Unpacked {
-    fn new(deb: &Path) -> Unpacked {
+    pub(super) fn new(deb: &Path) -> Unpacked {
         let dir = TempDir::new();
         succeed(
             Command::new("dpkg-deb")
@@ -395,14 +455,14 @@ impl Unpacked {
         Unpacked { dir }
     }
 
-    fn file(&self, path: &str) -> PathBuf {
+    pub(super) fn file(&self, path: &str) -> PathBuf {
         self.dir
             .path()
             .join("root")
             .join(path.trim_start_matches('/'))
     }
 
-    fn read(&self, path: &str) -> String {
+    pub(super) fn read(&self, path: &str) -> String {
         let file = self.file(path);
         std::fs::read_to_string(&file)
             .unwrap_or_else(|error| panic!("reading {}: {error}", file.display()))

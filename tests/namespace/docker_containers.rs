@@ -108,16 +108,32 @@ impl Dockerd {
     /// Runs the docker CLI against this daemon only (its socket; a config directory of its own,
     /// so the user's ~/.docker is neither read nor written).
     pub(crate) fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
+        self.command()
             .args(args)
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}/docker.sock", self.dir.path().display()),
-            )
-            .env("DOCKER_CONFIG", self.dir.path().join("cli"))
-            .stdin(Stdio::null())
             .output()
             .expect("running the docker CLI")
+    }
+
+    /// The docker CLI aimed at this daemon, for a caller that sets more (an environment
+    /// variable, the working directory).
+    pub(crate) fn command(&self) -> Command {
+        let mut command = Command::new("docker");
+        command.envs(self.environment()).stdin(Stdio::null());
+        command
+    }
+
+    /// The variables that aim any docker CLI (a document's commands too) at this daemon.
+    pub(crate) fn environment(&self) -> [(&'static str, String); 2] {
+        [
+            (
+                "DOCKER_HOST",
+                format!("unix://{}/docker.sock", self.dir.path().display()),
+            ),
+            (
+                "DOCKER_CONFIG",
+                self.dir.path().join("cli").display().to_string(),
+            ),
+        ]
     }
 
     /// The test image, imported from the cached rootfs tar unless this daemon has it.
@@ -151,7 +167,7 @@ impl Dockerd {
 
     /// `curl ARGS` in a new container on the default bridge, removed when it exits. Never a
     /// pull: without the image docker would otherwise ask a registry for it.
-    fn curl(&self, image: &str, args: &[&str]) -> Output {
+    pub(crate) fn curl(&self, image: &str, args: &[&str]) -> Output {
         let mut full = vec![
             "run",
             "--rm",
