@@ -226,7 +226,7 @@ impl Guard {
     }
 }
 
-/// "exited with status 1: <what it said>", pasta's syslog complaints left out.
+/// "exited (exit status: 1) …: what it said", pasta's syslog complaints left out.
 fn exited(status: &str, stderr: &str) -> String {
     let said: Vec<&str> = stderr
         .lines()

@@ -4,9 +4,9 @@
 //!
 //! This module owns what differs from a plain start: the command line and the settings it
 //! refuses, what must happen before any thread exists (the namespace, made by a child
-//! (`platform::namespace`), and pasta's guard ([`pasta`])), and, once serving, CMD's life
-//! ([`command`]): pasta attached first, CMD started, signals forwarded, its exit status
-//! returned. Serving itself is `crate::app`'s, unchanged but for where the device, the control
+//! (`platform::namespace`), and the guard ([`guard`]), which ends pasta and CMD's process group
+//! with imds-tun), and, once serving, CMD's life ([`command`]): pasta attached first, CMD
+//! started, signals forwarded, its exit status returned. Serving itself is `crate::app`'s, unchanged but for where the device, the control
 //! socket and the kernel's sockets come from.
 
 use std::ffi::OsString;
