@@ -204,8 +204,8 @@ step "scripts/release.sh ${release_args[*]} (static binary, .deb, .rpm of each; 
 bash scripts/release.sh "${release_args[@]}" || failed+=("scripts/release.sh")
 
 # Keep going after a failed lint step so the test results are always visible.
-step "cargo test --all-targets --locked"
-cargo test --all-targets --locked || failed+=("cargo test")
+step "cargo test --all-targets --locked --no-fail-fast"
+cargo test --all-targets --locked --no-fail-fast || failed+=("cargo test")
 
 # The arm64 checks are #[ignore]d unless arm64 was built: then they run, and must pass.
 if [ "${IMDS_TUN_ARM64:-0}" = 1 ]; then

@@ -48,24 +48,45 @@ fn bash_subcommand_cases(script: &[u8]) -> Vec<u8> {
         .into_bytes()
 }
 
-/// `Cli`'s command without its hidden flags (see the module docs), subcommands kept. clap
-/// cannot remove an argument, so this builds the top level again from the visible ones; the
-/// hidden flags are all there (`config::Layer`'s), none is under a subcommand.
+/// `Cli`'s command without its hidden flags (see the module docs), subcommands kept, and each
+/// subcommand without them too (`exec` takes every setting's flag). clap cannot remove an
+/// argument, so a command that has hidden flags is built again from its visible ones.
 fn visible_command() -> clap::Command {
-    let full = Cli::command();
-    let visible: Vec<clap::Arg> = full
+    without_hidden(&Cli::command()).version(env!("CARGO_PKG_VERSION"))
+}
+
+/// `command` as it is when neither it nor a subcommand hides a flag; else built again from its
+/// name, help texts, visible flags and subcommands (each treated the same way).
+fn without_hidden(command: &clap::Command) -> clap::Command {
+    if !hides_a_flag(command) {
+        return command.clone();
+    }
+    let visible: Vec<clap::Arg> = command
         .get_arguments()
         .filter(|arg| !arg.is_hide_set())
         .cloned()
         .collect();
-    let mut command = clap::Command::new(BIN)
-        .version(env!("CARGO_PKG_VERSION"))
+    let name = if command.get_name() == Cli::command().get_name() {
+        BIN.to_owned()
+    } else {
+        command.get_name().to_owned()
+    };
+    let mut rebuilt = clap::Command::new(name)
         .args(visible)
-        .subcommands(full.get_subcommands().cloned());
-    if let Some(about) = full.get_about() {
-        command = command.about(about.clone());
+        .subcommands(command.get_subcommands().map(without_hidden));
+    if let Some(about) = command.get_about() {
+        rebuilt = rebuilt.about(about.clone());
     }
-    command
+    if let Some(long_about) = command.get_long_about() {
+        rebuilt = rebuilt.long_about(long_about.clone());
+    }
+    rebuilt
+}
+
+/// Whether `command` or one of its subcommands has a hidden flag.
+fn hides_a_flag(command: &clap::Command) -> bool {
+    command.get_arguments().any(clap::Arg::is_hide_set)
+        || command.get_subcommands().any(hides_a_flag)
 }
 
 /// Writes the man page `imds-tun(1)`: clap's name, synopsis, description and options, what
@@ -321,7 +342,7 @@ mod tests {
             let mut script = Vec::new();
             completions(shell, &mut script).expect("rendering into memory");
             let script = String::from_utf8(script).expect("text");
-            for wanted in ["lifecycle", "credential-source", "instance-id"] {
+            for wanted in ["lifecycle", "credential-source", "instance-id", "network"] {
                 assert!(script.contains(wanted), "{shell}: no {wanted}");
             }
             for hidden in ["retry-base-ms", "credentials-max-lifetime"] {
