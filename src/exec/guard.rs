@@ -14,7 +14,7 @@
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
-    recvmsg, send, sendmsg, socketpair,
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recv, send, sendmsg, socketpair,
 };
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::platform::namespace;
 use crate::platform::netlink::LocalAddresses;
 
 /// How long pasta may take to give the namespace a route out.
@@ -260,9 +260,9 @@ fn guard(socket: &OwnedFd) {
         let from_imds_tun = fds[0].any().unwrap_or(true);
         let pasta_said = fds.get(1).and_then(PollFd::any).unwrap_or(false);
         if from_imds_tun {
-            let message = match receive_with_fds(socket, &mut buffer) {
-                Ok((0, _)) | Err(_) => None,
-                Ok((length, namespaces)) => serde_json::from_slice::<ToGuard>(&buffer[..length])
+            let message = match namespace::receive_with_fds(socket, &mut buffer) {
+                Ok((0, _, _)) | Err(_) => None,
+                Ok((length, namespaces, _)) => serde_json::from_slice::<ToGuard>(&buffer[..length])
                     .ok()
                     .map(|message| (message, namespaces)),
             };
@@ -424,32 +424,6 @@ fn anchor(namespaces: &[OwnedFd]) -> Option<Pid> {
             None
         }
     }
-}
-
-/// One message and the descriptors that came with it.
-fn receive_with_fds(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    let mut slices = [io::IoSliceMut::new(buffer)];
-    let message = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut slices,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fds = Vec::new();
-    for control in message.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(received) = control {
-            // SAFETY: the kernel just installed these descriptors in this process; nothing
-            // else owns them.
-            #[allow(unsafe_code)]
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    Ok((message.bytes, fds))
 }
 
 /// `child`'s exit status if it ends within `wait`.

@@ -396,34 +396,8 @@ fn receive_report(socket: &OwnedFd, request: &TunRequest) -> Result<Namespace, N
     nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
         .map_err(|errno| failed(errno.into()))?;
     let mut buffer = vec![0u8; REPORT_BYTES];
-    let mut space = nix::cmsg_space!([RawFd; 8]);
-    let (length, fds, truncated) = {
-        let mut slices = [io::IoSliceMut::new(&mut buffer)];
-        let message = recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut slices,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|errno| failed(errno.into()))?;
-        let mut fds = Vec::new();
-        for control in message.cmsgs().map_err(|errno| failed(errno.into()))? {
-            if let ControlMessageOwned::ScmRights(received) = control {
-                // SAFETY: the kernel just installed these descriptors in this process for us;
-                // nothing else owns them.
-                #[allow(unsafe_code)]
-                fds.extend(
-                    received
-                        .into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        let truncated = message
-            .flags
-            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-        (message.bytes, fds, truncated)
-    };
+    let (length, fds, truncated) =
+        receive_with_fds(socket, &mut buffer).map_err(|errno| failed(errno.into()))?;
     if length == 0 {
         return Err(failed(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -471,6 +445,39 @@ fn receive_report(socket: &OwnedFd, request: &TunRequest) -> Result<Namespace, N
             })
         }
     }
+}
+
+/// One message on `socket` into `buffer`, the descriptors that came with it (at most 8,
+/// close-on-exec), and whether the message or its descriptors were cut short.
+pub fn receive_with_fds(
+    socket: &OwnedFd,
+    buffer: &mut [u8],
+) -> nix::Result<(usize, Vec<OwnedFd>, bool)> {
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let mut slices = [io::IoSliceMut::new(buffer)];
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut slices,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = control {
+            // SAFETY: the kernel just installed these descriptors in this process for us;
+            // nothing else owns them.
+            #[allow(unsafe_code)]
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let truncated = message
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    Ok((message.bytes, fds, truncated))
 }
 
 /// Joins the namespaces of `user` (when given) and `net`: for a child about to run CMD or
