@@ -136,7 +136,8 @@ impl Ec2 {
         pending_time: OffsetDateTime,
     ) -> Ec2 {
         let document = identity::document(instance, pending_time);
-        let signatures = signature::sign_identity_document(document.as_bytes());
+        let signatures = signature::DeferredSignatures::new(document.as_bytes());
+        signatures.warm_up();
         let tree = Tree::build(instance, &document, &signatures, pending_time);
         Ec2::serving(tree, instance, token_policy, credentials)
     }
@@ -306,6 +307,9 @@ impl Ec2 {
             Some(Node::Leaf(Leaf::Typed { body, content_type })) => {
                 responses::text(body.clone()).header(CONTENT_TYPE, content_type.clone())
             }
+            Some(Node::Leaf(Leaf::Signed { form, signatures })) => responses::text(
+                Bytes::copy_from_slice(signatures.get().form(*form).as_bytes()),
+            ),
             Some(Node::Leaf(Leaf::Credentials { extended })) => {
                 self.credentials_reply(*extended, now)
             }

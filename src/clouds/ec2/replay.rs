@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 use super::Instance;
 use super::identity;
 use super::responses::pretty_json;
-use super::signature::{Signatures, sign_identity_document};
+use super::signature::{DeferredSignatures, SignedForm};
 use super::tree::{Leaf, Node, Tree};
 use crate::snapshot::{self, Ec2Tree, LeafValue, Redaction};
 
@@ -52,13 +52,10 @@ pub fn tree(
     full: &Instance,
     pending_time: OffsetDateTime,
 ) -> Tree {
-    let unsigned = Signatures {
-        signature: String::new(),
-        pkcs7: String::new(),
-        rsa2048: String::new(),
-    };
     let base_document = identity::document(base, pending_time);
     let full_document = identity::document(full, pending_time);
+    // Never made: the signatures are among the `computed` paths, set below.
+    let unsigned = DeferredSignatures::new(b"");
     let base_tree = Tree::build(base, &base_document, &unsigned, pending_time);
     let full_tree = Tree::build(full, &full_document, &unsigned, pending_time);
     let computed = |path: &str| path == DOCUMENT || SIGNATURES.contains(&path);
@@ -89,12 +86,21 @@ pub fn tree(
     }
     if let Some(LeafValue::Text(text)) = recorded.leaves.get(DOCUMENT).map(|leaf| &leaf.value) {
         let document = overlay_document(text, &base_document, &full_document);
-        let signatures = sign_identity_document(document.as_bytes());
-        let text = |value: &str| Leaf::Text(Bytes::copy_from_slice(value.as_bytes()));
-        leaves.insert(SIGNATURES[0].to_owned(), text(&signatures.signature));
-        leaves.insert(SIGNATURES[1].to_owned(), text(&signatures.pkcs7));
-        leaves.insert(SIGNATURES[2].to_owned(), text(&signatures.rsa2048));
-        leaves.insert(DOCUMENT.to_owned(), text(&document));
+        let signatures = DeferredSignatures::new(document.as_bytes());
+        signatures.warm_up();
+        let forms = [
+            SignedForm::Signature,
+            SignedForm::Pkcs7,
+            SignedForm::Rsa2048,
+        ];
+        for (path, form) in SIGNATURES.into_iter().zip(forms) {
+            let signatures = signatures.clone();
+            leaves.insert(path.to_owned(), Leaf::Signed { form, signatures });
+        }
+        leaves.insert(
+            DOCUMENT.to_owned(),
+            Leaf::Text(Bytes::copy_from_slice(document.as_bytes())),
+        );
     }
 
     let directories: Vec<&str> = recorded
@@ -305,6 +311,9 @@ mod tests {
         match tree.get(path) {
             Some(Node::Directory(bytes)) | Some(Node::Leaf(Leaf::Text(bytes))) => {
                 String::from_utf8(bytes.to_vec()).unwrap()
+            }
+            Some(Node::Leaf(Leaf::Signed { form, signatures })) => {
+                signatures.get().form(*form).to_owned()
             }
             other => panic!("{path}: {other:?}"),
         }

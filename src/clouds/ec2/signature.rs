@@ -74,6 +74,87 @@ pub struct Signatures {
     pub rsa2048: String,
 }
 
+/// Which of the three signed forms a leaf serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedForm {
+    /// `signature`.
+    Signature,
+    /// `pkcs7`.
+    Pkcs7,
+    /// `rsa2048`.
+    Rsa2048,
+}
+
+impl Signatures {
+    /// The text of one form.
+    pub fn form(&self, form: SignedForm) -> &str {
+        match form {
+            SignedForm::Signature => &self.signature,
+            SignedForm::Pkcs7 => &self.pkcs7,
+            SignedForm::Rsa2048 => &self.rsa2048,
+        }
+    }
+}
+
+/// The signatures of one identity document, made when first asked for instead of at start-up.
+///
+/// Two RSA-2048 private-key operations (and parsing the key) take about 8 ms of CPU in
+/// `num-bigint-dig`, half of what imds-tun spent between exec and its first answer
+/// (`perf`, docs/performance.md), for three paths few clients read. [`Self::warm_up`] starts
+/// them on tokio's blocking pool as the service starts, so they are normally done before anyone
+/// asks; a request that comes first waits for them (once, at most those milliseconds).
+pub struct DeferredSignatures {
+    document: Vec<u8>,
+    signatures: std::sync::OnceLock<Signatures>,
+}
+
+impl DeferredSignatures {
+    /// The signatures of `document` (the exact bytes served), not made yet.
+    pub fn new(document: &[u8]) -> std::sync::Arc<DeferredSignatures> {
+        std::sync::Arc::new(DeferredSignatures {
+            document: document.to_vec(),
+            signatures: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The signatures, made now if nobody has made them yet (concurrent callers wait for the
+    /// one making them).
+    pub fn get(&self) -> &Signatures {
+        self.signatures
+            .get_or_init(|| sign_identity_document(&self.document))
+    }
+
+    /// Makes them on tokio's blocking pool if a runtime is running (outside one they are made
+    /// on first use).
+    pub fn warm_up(self: &std::sync::Arc<Self>) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let deferred = self.clone();
+            runtime.spawn_blocking(move || {
+                deferred.get();
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for DeferredSignatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredSignatures")
+            .field("document_bytes", &self.document.len())
+            .field("made", &self.signatures.get().is_some())
+            .finish()
+    }
+}
+
+/// Two deferred signings are the same leaf when they sign the same bytes (the signature is a
+/// pure function of the document).
+impl PartialEq for DeferredSignatures {
+    fn eq(&self, other: &Self) -> bool {
+        self.document == other.document
+    }
+}
+
+impl Eq for DeferredSignatures {}
+
 /// Signs `document` (the exact bytes served) with the embedded key.
 ///
 /// Deterministic: the same bytes always give the same [`Signatures`]. Never panics; if the embedded
@@ -241,6 +322,33 @@ mod tests {
     use sha2::Digest as _;
     use std::path::{Path, PathBuf};
     use std::process::Command;
+
+    #[test]
+    fn deferred_signatures_are_made_on_first_use_and_equal_the_eager_ones() {
+        let document = br#"{"instanceId" : "i-0123"}"#;
+        let deferred = DeferredSignatures::new(document);
+        assert!(deferred.signatures.get().is_none(), "nothing made yet");
+        let eager = sign_identity_document(document);
+        for form in [
+            SignedForm::Signature,
+            SignedForm::Pkcs7,
+            SignedForm::Rsa2048,
+        ] {
+            assert_eq!(deferred.get().form(form), eager.form(form));
+        }
+    }
+
+    #[test]
+    fn the_warm_up_makes_them_on_the_blocking_pool() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let deferred = DeferredSignatures::new(b"{}");
+        runtime.block_on(async { deferred.warm_up() });
+        // Dropping the runtime waits for its blocking tasks.
+        drop(runtime);
+        assert!(deferred.signatures.get().is_some(), "made by the warm-up");
+    }
 
     const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
     const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");

@@ -1,7 +1,8 @@
 //! The metadata tree under one version (`meta-data/…`, `dynamic/…`, `user-data`), built once.
 //!
 //! Leaves are fixed bytes except the role credentials, which are marked so the router asks the
-//! credential source at request time. Directories and their listings are derived from the
+//! credential source at request time, and the identity document's signatures, made once on
+//! first use rather than at start-up. Directories and their listings are derived from the
 //! leaves: a listing names immediate children only, sub-directories end in `/`, lines are
 //! LF-separated without a trailing newline. The few listings EC2 writes differently (the version
 //! root, `public-keys/`, `iam/`) are set explicitly.
@@ -13,7 +14,8 @@ use time::OffsetDateTime;
 
 use super::Instance;
 use super::responses::{iso8601_utc_seconds, pretty_json};
-use super::signature::Signatures;
+use super::signature::{DeferredSignatures, SignedForm};
+use std::sync::Arc;
 
 /// What a leaf serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,13 @@ pub enum Leaf {
         body: Bytes,
         /// Its `Content-Type`, as recorded.
         content_type: http::HeaderValue,
+    },
+    /// One signed form of the identity document, made on first use (see [`DeferredSignatures`]).
+    Signed {
+        /// Which form.
+        form: SignedForm,
+        /// The document's signatures.
+        signatures: Arc<DeferredSignatures>,
     },
     /// The role's current credentials, fetched per request; `extended` adds `AccountId`.
     Credentials {
@@ -76,16 +85,21 @@ impl Tree {
     pub fn build(
         instance: &Instance,
         identity_document: &str,
-        signatures: &Signatures,
+        signatures: &Arc<DeferredSignatures>,
         pending_time: OffsetDateTime,
     ) -> Tree {
         let mut tree = TreeBuilder::default();
         add_meta_data(&mut tree, instance, pending_time);
 
         tree.text("dynamic/instance-identity/document", identity_document);
-        tree.text("dynamic/instance-identity/signature", &signatures.signature);
-        tree.text("dynamic/instance-identity/pkcs7", &signatures.pkcs7);
-        tree.text("dynamic/instance-identity/rsa2048", &signatures.rsa2048);
+        for (path, form) in [
+            ("dynamic/instance-identity/signature", SignedForm::Signature),
+            ("dynamic/instance-identity/pkcs7", SignedForm::Pkcs7),
+            ("dynamic/instance-identity/rsa2048", SignedForm::Rsa2048),
+        ] {
+            let signatures = signatures.clone();
+            tree.leaf(path, Leaf::Signed { form, signatures });
+        }
         tree.text("dynamic/fws/instance-monitoring", "disabled");
 
         let mut root = vec!["dynamic", "meta-data"];
@@ -347,11 +361,7 @@ mod tests {
     #[test]
     fn built_tree_has_optional_parts_only_when_configured() {
         let mut instance = crate::clouds::ec2::Instance::example();
-        let signatures = Signatures {
-            signature: String::new(),
-            pkcs7: String::new(),
-            rsa2048: String::new(),
-        };
+        let signatures = DeferredSignatures::new(b"{}");
         let start = OffsetDateTime::UNIX_EPOCH;
         let bare = Tree::build(&instance, "{}", &signatures, start);
         for absent in [
