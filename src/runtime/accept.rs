@@ -1,5 +1,6 @@
 //! The accept loops: connections from the TUN's stack and from the kernel listeners, handed to
-//! the same [`Server`], until the runtime stops accepting. A kernel connection first needs a
+//! the same [`Server`], until the runtime stops accepting. The stack's driver hands its
+//! connections over itself ([`tun_hand_off`]); its loop only holds the door. A kernel connection first needs a
 //! place under the `--listen` connection limit (`listen_limit`).
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use super::counting::counted_until;
 use super::listen_limit::{KernelConnection, ListenLimit};
 use crate::http::{Access, Server};
 use crate::metrics::{Metrics, Refusal};
-use crate::stack::Listener;
+use crate::stack::{Door, TcpStream};
 
 /// How a kernel connection finds out its client vanished without a word (its host or network
 /// namespace went away: no FIN, no RST) while its answer is pending: after this long without a
@@ -23,34 +24,32 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// ...and given up after this many probes go unanswered: about 4 s after the last packet.
 const PROBES: u32 = 2;
 
-/// Hands the stack's connections to `server`. Returning drops the listener: the stack then
-/// resets new SYNs.
-pub(super) async fn tun(
-    mut listener: Listener,
+/// What the stack's driver calls with each connection whose client has spoken: serve it. It runs
+/// in the driver's task, and only spawns (see `stack::runtime::driver`).
+pub(super) fn tun_hand_off(
     server: Arc<Server>,
     metrics: Metrics,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Some(stream) => {
-                    let peer = stream.peer_addr();
-                    // The address the SYN was sent to: which endpoint the client dialled.
-                    let ours = stream.local_addr();
-                    server.serve_until(
-                        stream,
-                        peer,
-                        Some(ours),
-                        Access::Open,
-                        counted_until(metrics.connection_opened(), std::future::pending()),
-                    );
-                }
-                None => return,
-            },
-        }
+) -> impl FnMut(TcpStream) + Send + 'static {
+    move |stream| {
+        let peer = stream.peer_addr();
+        // The address the SYN was sent to: which endpoint the client dialled.
+        let ours = stream.local_addr();
+        server.serve_until(
+            stream,
+            peer,
+            Some(ours),
+            Access::Open,
+            counted_until(metrics.connection_opened(), std::future::pending()),
+        );
     }
+}
+
+/// Holds the stack's door open until the runtime stops accepting; dropping it then makes the
+/// stack reset new SYNs.
+pub(super) async fn tun(door: Door, mut stop: watch::Receiver<bool>) {
+    // An error means the runtime is gone: close the door all the same.
+    let _ = stop.changed().await;
+    drop(door);
 }
 
 /// Hands a kernel listener's connections to `server`, refusing those `--allow-from` does not

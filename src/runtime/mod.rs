@@ -141,18 +141,14 @@ impl Runtime {
         let mut accepting = Vec::with_capacity(listeners.len() + 1);
         let driver = match (device, &settings.tun) {
             (Some(device), Some(tun)) => {
-                let (listener, driver) = stack::spawn(
+                let (door, driver) = stack::spawn(
                     device,
                     tun.stack.clone(),
                     attribution.clone(),
                     metrics.clone(),
+                    accept::tun_hand_off(server.clone(), metrics.clone()),
                 );
-                accepting.push(tokio::spawn(accept::tun(
-                    listener,
-                    server.clone(),
-                    metrics.clone(),
-                    stop.clone(),
-                )));
+                accepting.push(tokio::spawn(accept::tun(door, stop.clone())));
                 Some(driver)
             }
             _ => None,

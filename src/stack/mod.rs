@@ -16,4 +16,4 @@ pub mod runtime;
 pub(crate) use endpoint::admission;
 pub use endpoint::budget::PacketBudget;
 pub use endpoint::{Endpoint, StackConfig};
-pub use runtime::{Driver, HopLimit, Listener, PacketIo, PacketPipe, TcpStream, spawn};
+pub use runtime::{Door, Driver, HopLimit, PacketIo, PacketPipe, TcpStream, spawn};

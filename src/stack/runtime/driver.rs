@@ -6,8 +6,12 @@
 //! device has packets, a stream asked for a transmit (`Notify`), or smoltcp's next timer is due.
 //! Each round it feeds every queued packet to the endpoint, polls, collects the packets to send
 //! and the connections ready for a stream (those whose client has sent its first byte), and only
-//! then, with the lock released, writes to the device and passes connections to the
-//! [`Listener`]. No lock is ever held across an `.await`.
+//! then, with the lock released, writes to the device and hands each new connection to the
+//! function it was given ([`spawn`]'s `hand_off`). No lock is ever held across an `.await`.
+//!
+//! The hand-off is a plain call from this task, not a message to an accept loop: the server
+//! spawns the connection's task from here, so tokio runs it next on this worker, without waking
+//! an accept task first (one task switch fewer per connection; docs/performance.md).
 //!
 //! When the table is full, a new SYN may be held until the endpoint knows who is calling
 //! ([`CallerQuestions`]): the task asks [`Attribution`] (one `sock_diag` question per local
@@ -20,36 +24,46 @@ use super::stream::TcpStream;
 use crate::attribution::{Attribution, Caller};
 use crate::stack::endpoint::{CallerAnswers, CallerQuestions, Endpoint, Established, StackConfig};
 use std::io;
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::task::JoinHandle;
 
-/// Connections accepted through the stack. Dropping it closes the door: from then on new
-/// clients are refused with a RST, as a kernel socket without a listener would refuse them,
-/// instead of being connected and then closed without an answer.
+/// The stack's door: while it is held, connections are handed off; dropping it closes the
+/// door. From then on new clients are refused with a RST, as a kernel socket without a listener
+/// would refuse them, instead of being connected and then closed without an answer. The
+/// hand-off function is dropped with it, and whatever it holds (the HTTP server) with it.
 #[derive(Debug)]
-pub struct Listener {
-    accepted: mpsc::UnboundedReceiver<TcpStream>,
+pub struct Door {
     shared: Arc<Shared>,
+    hand_off: HandOff,
 }
 
-impl Listener {
-    /// The next connection whose client has spoken; `None` once the driver has stopped.
-    pub async fn accept(&mut self) -> Option<TcpStream> {
-        self.accepted.recv().await
+impl Drop for Door {
+    fn drop(&mut self) {
+        let hand_off = self.hand_off.lock().take();
+        drop(hand_off);
+        self.shared.lock().refuse_new_connections(now());
+        self.shared.wake_driver();
     }
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.shared.lock().refuse_new_connections(now());
-        // Connections handed out but never accepted: reset, not closed with a FIN, so their
-        // clients see a refusal instead of an empty answer.
-        self.accepted.close();
-        while let Ok(stream) = self.accepted.try_recv() {
-            stream.reset();
-        }
-        self.shared.wake_driver();
+/// What a connection is handed to.
+type HandOffFn = Box<dyn FnMut(TcpStream) + Send>;
+
+/// The function connections are handed to, shared by the driver and the [`Door`]; `None` once
+/// the door is closed.
+#[derive(Clone)]
+struct HandOff(Arc<Mutex<Option<HandOffFn>>>);
+
+impl HandOff {
+    fn lock(&self) -> MutexGuard<'_, Option<HandOffFn>> {
+        // Calls through it only spawn; a panic in one leaves nothing half-done.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for HandOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandOff")
     }
 }
 
@@ -94,13 +108,20 @@ impl Driver {
 
 /// Starts the driver for `device` with an endpoint built from `config`; `attribution` tells
 /// callers apart when the connection limit is reached; the connections refused are counted in
-/// `metrics`.
-pub fn spawn<P: PacketIo + 'static>(
+/// `metrics`. Each connection whose client has spoken is given to `hand_off`, called from the
+/// driver's task (so it must not block: spawn what serves the stream), until the [`Door`] is
+/// dropped.
+pub fn spawn<P, H>(
     device: P,
     mut config: StackConfig,
     attribution: Arc<Attribution>,
     metrics: crate::metrics::Metrics,
-) -> (Listener, Driver) {
+    hand_off: H,
+) -> (Door, Driver)
+where
+    P: PacketIo + 'static,
+    H: FnMut(TcpStream) + Send + 'static,
+{
     let mut seed = [0u8; 8];
     // ISNs only need to be unpredictable, not secret; fall back to the clock if the RNG fails.
     if getrandom::fill(&mut seed).is_err() {
@@ -115,12 +136,18 @@ pub fn spawn<P: PacketIo + 'static>(
     let shared = Arc::new(Shared::new(
         Endpoint::new(config, now()).counting_into(metrics),
     ));
-    let (accepted_tx, accepted) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(shared.clone(), device, mtu, accepted_tx, attribution));
+    let hand_off = HandOff(Arc::new(Mutex::new(Some(Box::new(hand_off)))));
+    let task = tokio::spawn(run(
+        shared.clone(),
+        device,
+        mtu,
+        hand_off.clone(),
+        attribution,
+    ));
     (
-        Listener {
-            accepted,
+        Door {
             shared: shared.clone(),
+            hand_off,
         },
         Driver { task, shared },
     )
@@ -133,7 +160,7 @@ async fn run<P: PacketIo>(
     shared: Arc<Shared>,
     device: P,
     mtu: usize,
-    accepted: mpsc::UnboundedSender<TcpStream>,
+    hand_off: HandOff,
     attribution: Arc<Attribution>,
 ) -> io::Error {
     let mut read_buffer = vec![0u8; mtu.max(1500) + 64];
@@ -163,7 +190,7 @@ async fn run<P: PacketIo>(
                 endpoint.caller_questions(),
             )
         };
-        hand_out(&shared, established, &accepted);
+        hand_out(&shared, established, &hand_off);
         for packet in outgoing.drain(..) {
             if let Err(error) = device.send(&packet).await {
                 // A full or vanished device loses this packet; TCP retransmits it.
@@ -212,18 +239,17 @@ async fn ask(attribution: &Arc<Attribution>, questions: CallerQuestions) -> Call
     asked.unwrap_or_else(|_| fallback.answer(|client, _| Caller::Address(client.ip())))
 }
 
-fn hand_out(
-    shared: &Arc<Shared>,
-    established: Vec<Established>,
-    accepted: &mpsc::UnboundedSender<TcpStream>,
-) {
+fn hand_out(shared: &Arc<Shared>, established: Vec<Established>, hand_off: &HandOff) {
+    if established.is_empty() {
+        return;
+    }
+    let mut hand_off = hand_off.lock();
     for connection in established {
-        // If nobody accepts any more (shutting down), the client gets a reset, not an empty
-        // answer; the stream drops here, outside the lock.
-        if let Err(mpsc::error::SendError(stream)) =
-            accepted.send(TcpStream::new(shared.clone(), connection))
-        {
-            stream.reset();
+        let stream = TcpStream::new(shared.clone(), connection);
+        match hand_off.as_mut() {
+            Some(hand_off) => hand_off(stream),
+            // Closed since this round's poll: the client gets a reset, not an empty answer.
+            None => stream.reset(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! questions into I/O, and it never waits while holding the endpoint's lock. It does not open,
 //! configure or close the device (`platform` does), and it does not know what its streams serve.
 //!
-//! - [`driver`]: the one task ([`spawn`], [`Listener`], [`Driver`]), and the questions about
+//! - [`driver`]: the one task ([`spawn`], [`Door`], [`Driver`]), and the questions about
 //!   callers it answers with `crate::attribution` outside the lock.
 //! - `shared`: the endpoint behind its lock and the driver's wake-up, shared by the driver and
 //!   every stream, and the stack's clock.
@@ -22,7 +22,7 @@ pub mod packet_io;
 mod shared;
 pub mod stream;
 
-pub use driver::{Driver, Listener, spawn};
+pub use driver::{Door, Driver, spawn};
 pub use memory::PacketPipe;
 pub use packet_io::PacketIo;
 pub use stream::{HopLimit, TcpStream};
