@@ -282,8 +282,9 @@ impl Ec2 {
     /// A path under a version: the interruptions' part of the tree first (one snapshot), then
     /// the fixed tree.
     fn tree_answer(&self, path: &str, now: OffsetDateTime) -> Reply {
+        // Only `meta-data`'s own listing merges the fixed one with the interruptions' entries.
         let static_listing = match self.tree.get("meta-data") {
-            Some(Node::Directory(listing)) => listing.clone(),
+            Some(Node::Directory(listing)) if path == "meta-data" => listing.clone(),
             _ => Bytes::new(),
         };
         let board = self.interruptions.snapshot();

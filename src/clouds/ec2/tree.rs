@@ -57,7 +57,10 @@ pub enum Node {
 /// All paths of one version, keyed without leading or trailing `/` (`""` is the version root).
 #[derive(Debug, Clone)]
 pub struct Tree {
-    nodes: HashMap<String, Node>,
+    /// FNV rather than SipHash: the keys are our own, fixed once the tree is built, so a path a
+    /// client chooses can only be looked up, never placed; SipHash was ~2 % of the instructions
+    /// of a request (docs/performance.md).
+    nodes: HashMap<String, Node, fnv::FnvBuildHasher>,
 }
 
 impl Tree {
@@ -281,7 +284,7 @@ impl TreeBuilder {
                 suffix = "/";
             }
         }
-        let mut nodes: HashMap<String, Node> = HashMap::new();
+        let mut nodes: HashMap<String, Node, fnv::FnvBuildHasher> = HashMap::default();
         for (directory, names) in children {
             let listing = match self.listings.get(&directory) {
                 Some(listing) => listing.clone(),

@@ -139,10 +139,16 @@ impl Connection {
 /// `#[inline]`: they lived in one module before the endpoint was split, and across codegen units
 /// the compiler no longer inlined them (callgrind: about 0.5k more instructions per new
 /// connection, docs/performance.md).
+///
+/// The two maps hash differently on purpose. `by_peer` is keyed by what clients choose (their
+/// address and port): SipHash with a per-process key, so nobody can aim a flood of SYNs at one
+/// bucket. `connections` is keyed by ids this table hands out in sequence, which nobody else
+/// chooses: FNV, a few instructions instead of SipHash's ~100, on the lookups every stream
+/// operation and every poll makes (callgrind, docs/performance.md).
 #[derive(Debug, Default)]
 pub(crate) struct Table {
     by_peer: HashMap<Flow, ConnectionId>,
-    pub(crate) connections: HashMap<ConnectionId, Connection>,
+    pub(crate) connections: HashMap<ConnectionId, Connection, fnv::FnvBuildHasher>,
     /// Connections handshaking or owned by a stream: those counted against the limit.
     pub(crate) live: usize,
     next_id: u64,
