@@ -102,3 +102,38 @@ impl phy::TxToken for TxToken<'_> {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::{Device as _, TxToken as _};
+
+    /// A reused transmit buffer must never carry the bytes of the packet it held before (another
+    /// caller's reply) into the next one: smoltcp is handed zeroes, whatever the buffer held.
+    #[test]
+    fn a_recycled_transmit_buffer_is_handed_out_cleared() {
+        let mut queues = PacketQueues::new(1500);
+        queues.recycle(vec![0xAA; 1500]);
+        let token = queues
+            .transmit(Instant::from_millis(0))
+            .expect("always room");
+        token.consume(1200, |packet| {
+            assert_eq!(packet.len(), 1200);
+            assert!(
+                packet.iter().all(|&byte| byte == 0),
+                "the previous packet's bytes leaked into a reused buffer"
+            );
+        });
+        let sent = queues.transmit.pop_front().expect("queued");
+        assert_eq!(sent.len(), 1200);
+    }
+
+    #[test]
+    fn at_most_sixty_four_buffers_are_kept_for_reuse() {
+        let mut queues = PacketQueues::new(1500);
+        for _ in 0..100 {
+            queues.recycle(vec![0; 1500]);
+        }
+        assert_eq!(queues.spare.len(), 64);
+    }
+}
