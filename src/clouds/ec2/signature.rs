@@ -96,13 +96,17 @@ impl Signatures {
     }
 }
 
+/// How long after start-up [`DeferredSignatures::warm_up`] makes the signatures.
+const WARM_UP_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The signatures of one identity document, made when first asked for instead of at start-up.
 ///
 /// Two RSA-2048 private-key operations (and parsing the key) take about 8 ms of CPU in
 /// `num-bigint-dig`, half of what imds-tun spent between exec and its first answer
 /// (`perf`, docs/performance.md), for three paths few clients read. [`Self::warm_up`] starts
 /// them on tokio's blocking pool as the service starts, so they are normally done before anyone
-/// asks; a request that comes first waits for them (once, at most those milliseconds).
+/// asks; a request that comes first makes them, or waits for them (once, at most those
+/// milliseconds).
 pub struct DeferredSignatures {
     document: Vec<u8>,
     signatures: std::sync::OnceLock<Signatures>,
@@ -124,13 +128,18 @@ impl DeferredSignatures {
             .get_or_init(|| sign_identity_document(&self.document))
     }
 
-    /// Makes them on tokio's blocking pool if a runtime is running (outside one they are made
-    /// on first use).
+    /// Makes them on tokio's blocking pool [`WARM_UP_AFTER`] from now, if a runtime is running
+    /// (outside one they are made on first use). Not at once: on two cores the signing would
+    /// take CPU from the start-up it was moved out of.
     pub fn warm_up(self: &std::sync::Arc<Self>) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let deferred = self.clone();
-            runtime.spawn_blocking(move || {
-                deferred.get();
+            runtime.spawn(async move {
+                tokio::time::sleep(WARM_UP_AFTER).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    deferred.get();
+                })
+                .await;
             });
         }
     }
@@ -341,10 +350,15 @@ mod tests {
     #[test]
     fn the_warm_up_makes_them_on_the_blocking_pool() {
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("runtime");
         let deferred = DeferredSignatures::new(b"{}");
-        runtime.block_on(async { deferred.warm_up() });
+        runtime.block_on(async {
+            deferred.warm_up();
+            assert!(deferred.signatures.get().is_none(), "not during start-up");
+            tokio::time::sleep(WARM_UP_AFTER * 2).await;
+        });
         // Dropping the runtime waits for its blocking tasks.
         drop(runtime);
         assert!(deferred.signatures.get().is_some(), "made by the warm-up");
