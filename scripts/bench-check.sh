@@ -26,6 +26,6 @@ awk -F'|' '
         split("keep-alive new-connection", modes, " "); split("1 50 500 1000", counts, " ")
         for (m in modes) for (c in counts)
             if (!((modes[m] "/" counts[c]) in seen)) { print "bench-check: no row for " modes[m] " " counts[c]; bad = 1 }
-        if (measures != 4) { print "bench-check: " measures + 0 " process measures, not 4"; bad = 1 }
+        if (measures != 5) { print "bench-check: " measures + 0 " process measures, not 5"; bad = 1 }
         exit bad
     }'
