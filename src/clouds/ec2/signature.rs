@@ -128,7 +128,7 @@ impl DeferredSignatures {
             .get_or_init(|| sign_identity_document(&self.document))
     }
 
-    /// Makes them on tokio's blocking pool [`WARM_UP_AFTER`] from now, if a runtime is running
+    /// Makes them on tokio's blocking pool `WARM_UP_AFTER` from now, if a runtime is running
     /// (outside one they are made on first use). Not at once: on two cores the signing would
     /// take CPU from the start-up it was moved out of.
     pub fn warm_up(self: &std::sync::Arc<Self>) {
