@@ -1,7 +1,7 @@
 //! The accept loops: connections from the TUN's stack and from the kernel listeners, handed to
 //! the same [`Server`], until the runtime stops accepting. The stack's driver hands its
-//! connections over itself ([`tun_hand_off`]); its loop only holds the door. A kernel connection first needs a
-//! place under the `--listen` connection limit (`listen_limit`).
+//! connections over itself ([`tun_hand_off`]); its loop only holds the door. A kernel
+//! connection first needs a place under the `--listen` connection limit (`listen_limit`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -282,9 +282,10 @@ impl Ec2 {
     /// A path under a version: the interruptions' part of the tree first (one snapshot), then
     /// the fixed tree.
     fn tree_answer(&self, path: &str, now: OffsetDateTime) -> Reply {
-        // Only `meta-data`'s own listing merges the fixed one with the interruptions' entries.
-        let static_listing = match self.tree.get("meta-data") {
-            Some(Node::Directory(listing)) if path == "meta-data" => listing.clone(),
+        // Only `meta-data`'s own listing merges the fixed one with the interruptions' entries;
+        // no other path needs it looked up.
+        let static_listing = match (path == "meta-data").then(|| self.tree.get(path)).flatten() {
+            Some(Node::Directory(listing)) => listing.clone(),
             _ => Bytes::new(),
         };
         let board = self.interruptions.snapshot();
